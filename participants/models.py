@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from trials.models import Arm, ProtocolVersion, Site, Trial, validate_timezone
+
+
+class Participant(models.Model):
+    class Status(models.TextChoices):
+        SCREENING = "screening"
+        SCREEN_FAILED = "screen_failed", "screen failed"
+        ENROLLED = "enrolled"
+        COMPLETED = "completed"
+        WITHDRAWN = "withdrawn"
+
+    class Language(models.TextChoices):
+        ENGLISH = "en", "English"
+        JAPANESE = "ja", "日本語"
+
+    trial = models.ForeignKey(Trial, on_delete=models.PROTECT, related_name="participants")
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="participants")
+    study_id = models.CharField(max_length=40)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCREENING)
+    protocol_version = models.ForeignKey(
+        ProtocolVersion, on_delete=models.PROTECT, related_name="participants"
+    )
+    birth_date = models.DateField()
+    weight_kg = models.DecimalField(
+        max_digits=5, decimal_places=1, null=True, blank=True,
+        validators=[MinValueValidator(1)],
+    )
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=40, blank=True)
+    timezone = models.CharField(max_length=64, validators=[validate_timezone])
+    language = models.CharField(max_length=2, choices=Language.choices, default=Language.ENGLISH)
+    enrolled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["trial", "study_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["trial", "study_id"], name="unique_study_id_per_trial"),
+            models.CheckConstraint(
+                condition=~Q(status="enrolled") | Q(enrolled_at__isnull=False),
+                name="enrolled_has_timestamp",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        # Study id only: names and contact details never go into logs or labels.
+        return f"{self.trial.code}/{self.study_id}"
+
+
+class ParticipantAnchor(models.Model):
+    """A participant's date for one of the protocol's anchors (Day 1, consent, PSL start)."""
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="anchors")
+    code = models.CharField(max_length=40)
+    date = models.DateField()
+
+    class Meta:
+        ordering = ["participant", "date"]
+        constraints = [
+            models.UniqueConstraint(fields=["participant", "code"], name="unique_participant_anchor")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.date.isoformat()}"
+
+
+class TreatmentAssignment(models.Model):
+    """Kept apart from Participant: in a blinded trial only unblinded roles may read it."""
+
+    participant = models.OneToOneField(
+        Participant, on_delete=models.PROTECT, related_name="treatment_assignment"
+    )
+    arm = models.ForeignKey(Arm, on_delete=models.PROTECT)
+    assigned_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        permissions = [("view_unblinded_arm", "Can see the treatment arm of blinded trials")]
+
+    def __str__(self) -> str:
+        return f"assignment of {self.participant}"

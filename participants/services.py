@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from participants.models import Participant, ParticipantAnchor
+from trials.models import Anchor, ProtocolVersion, Site, Trial, TrialSite
+
+
+@transaction.atomic
+def participant_register(
+    *,
+    trial: Trial,
+    site: Site,
+    study_id: str,
+    birth_date: dt.date,
+    anchors: dict[str, dt.date],
+    weight_kg: Decimal | None = None,
+    email: str = "",
+    phone: str = "",
+    timezone: str | None = None,
+    language: str = Participant.Language.ENGLISH,
+    protocol_version: ProtocolVersion | None = None,
+) -> Participant:
+    """Register a participant in screening on the trial's newest published protocol version.
+
+    The site must run the trial and the anchors must be ones the protocol defines; the
+    participant's timezone defaults to the site's.
+    """
+    if not TrialSite.objects.filter(trial=trial, site=site).exists():
+        raise ValidationError({"site": f"site {site.code!r} does not run trial {trial.code!r}"})
+    if protocol_version is None:
+        protocol_version = (
+            ProtocolVersion.objects.filter(trial=trial, status=ProtocolVersion.Status.PUBLISHED)
+            .order_by("-published_at", "-id")
+            .first()
+        )
+        if protocol_version is None:
+            raise ValidationError({"trial": f"trial {trial.code!r} has no published protocol"})
+    elif protocol_version.trial_id != trial.id or not protocol_version.is_published:
+        raise ValidationError(
+            {"protocol_version": f"{protocol_version} is not a published version of {trial.code}"}
+        )
+    known = set(Anchor.objects.filter(version=protocol_version).values_list("code", flat=True))
+    unknown = sorted(set(anchors) - known)
+    if unknown:
+        raise ValidationError(
+            {"anchors": f"unknown anchor(s) {', '.join(unknown)}; the protocol defines "
+                        f"{', '.join(sorted(known))}"}
+        )
+    participant = Participant(
+        trial=trial, site=site, study_id=study_id, protocol_version=protocol_version,
+        birth_date=birth_date, weight_kg=weight_kg, email=email, phone=phone,
+        timezone=timezone or site.timezone, language=language,
+    )
+    participant.full_clean()
+    participant.save()
+    ParticipantAnchor.objects.bulk_create(
+        ParticipantAnchor(participant=participant, code=code, date=date)
+        for code, date in anchors.items()
+    )
+    return participant

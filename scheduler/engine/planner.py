@@ -1,0 +1,181 @@
+"""The schedule engine: protocol snapshot + participant facts + history -> planned calendar.
+
+Date rules (also in the README):
+- A visit's target is a date: its anchor's date plus whole days (weeks are 7 days). Occurrence
+  k of a repeating visit is anchor + offset + (k - 1) * every_days, never the previous
+  occurrence + every_days, so nothing drifts.
+- A window is the closed date range [target - before, target + after].
+- An anchor is a participant date (Day 1, consent, PSL start) or the *actual* date of an earlier
+  visit; until that visit is done, its target stands in for it.
+- An anchor constrained relative to another (Day 1 within 14 days after PSL start) must lie in
+  its range; while unknown it is estimated at its default, and what counts from it is marked
+  estimated.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from scheduler.engine.taper import weekly_doses
+from scheduler.engine.types import (
+    AnchorRef,
+    History,
+    ParticipantFacts,
+    Plan,
+    PlannedMilestone,
+    PlannedVisit,
+    PlanningError,
+    ProtocolSnapshot,
+    VisitSpec,
+)
+
+DAY = dt.timedelta(days=1)
+
+
+def resolve_anchors(
+    protocol: ProtocolSnapshot, given: dict[str, dt.date]
+) -> tuple[dict[str, dt.date], frozenset[str]]:
+    """Dates of every anchor the participant can have, and which of them are estimates."""
+    specs = {spec.code: spec for spec in protocol.anchors}
+    dates: dict[str, dt.date] = {}
+    estimated: set[str] = set()
+    problems: list[str] = []
+
+    def resolve(code: str) -> dt.date | None:
+        if code in dates:
+            return dates[code]
+        spec = specs[code]
+        base = resolve(spec.relative_to) if spec.relative_to else None
+        if code in given:
+            value = given[code]
+            if base is not None:
+                gap = (value - base).days
+                if spec.min_days is not None and gap < spec.min_days:
+                    problems.append(
+                        f"{spec.name} ({value.isoformat()}) is {gap} day(s) after "
+                        f"{specs[spec.relative_to].name}; the protocol needs at least "  # type: ignore[index]
+                        f"{spec.min_days}"
+                    )
+                if spec.max_days is not None and gap > spec.max_days:
+                    problems.append(
+                        f"{spec.name} ({value.isoformat()}) is {gap} day(s) after "
+                        f"{specs[spec.relative_to].name}; the protocol allows at most "  # type: ignore[index]
+                        f"{spec.max_days}"
+                    )
+            dates[code] = value
+            return value
+        if base is not None and spec.default_days is not None:
+            dates[code] = base + spec.default_days * DAY
+            estimated.add(code)
+            if spec.relative_to in estimated:
+                estimated.add(code)
+            return dates[code]
+        return None
+
+    for spec in protocol.anchors:
+        resolve(spec.code)
+    unknown = sorted(set(given) - set(specs))
+    if unknown:
+        problems.append(f"unknown anchor(s) for this protocol: {', '.join(unknown)}")
+    if problems:
+        raise PlanningError(problems)
+    return dates, frozenset(estimated)
+
+
+def plan(
+    protocol: ProtocolSnapshot,
+    facts: ParticipantFacts,
+    history: History | None = None,
+) -> Plan:
+    """Plan every visit and milestone for one participant. Pure and deterministic."""
+    history = history or History()
+    anchors, estimated_anchors = resolve_anchors(protocol, facts.anchors)
+    visits = {visit.code: visit for visit in protocol.visits}
+
+    # (date, estimated) of each visit occurrence's anchor-relevant date: actual if done,
+    # otherwise its target.
+    targets: dict[tuple[str, int], tuple[dt.date, bool]] = {}
+    missing: set[str] = set()
+
+    def base_date(ref: AnchorRef, path: str) -> tuple[dt.date, bool] | None:
+        if ref.anchor is not None:
+            if ref.anchor not in anchors:
+                missing.add(ref.anchor)
+                return None
+            return anchors[ref.anchor], ref.anchor in estimated_anchors
+        assert ref.visit is not None
+        source = visits[ref.visit]
+        occurrence = ref.occurrence or source.repeat_count
+        actual = history.actual_dates.get((source.code, occurrence))
+        if actual is not None:
+            return actual, False
+        return target_of(source, occurrence)
+
+    def target_of(visit: VisitSpec, occurrence: int) -> tuple[dt.date, bool] | None:
+        key = (visit.code, occurrence)
+        if key not in targets:
+            base = base_date(visit.anchor, visit.code)
+            if base is None:
+                return None
+            shift = visit.offset_days + (occurrence - 1) * (visit.repeat_every_days or 0)
+            targets[key] = (base[0] + shift * DAY, base[1])
+        return targets[key]
+
+    planned_visits: list[PlannedVisit] = []
+    for visit in protocol.visits:
+        if visit.arms and facts.arm not in visit.arms:
+            continue
+        for occurrence in range(1, visit.repeat_count + 1):
+            resolved = target_of(visit, occurrence)
+            if resolved is None:
+                continue
+            target, estimated = resolved
+            planned_visits.append(
+                PlannedVisit(
+                    visit_code=visit.code,
+                    occurrence=occurrence,
+                    target=target,
+                    window_start=target - visit.window_before * DAY,
+                    window_end=target + visit.window_after * DAY,
+                    procedures=tuple(
+                        activity.procedure
+                        for activity in visit.activities
+                        if activity.occurrences is None or occurrence in activity.occurrences
+                    ),
+                    estimated=estimated,
+                )
+            )
+
+    planned_milestones: list[PlannedMilestone] = []
+    for milestone in protocol.milestones:
+        base = base_date(milestone.anchor, milestone.code)
+        if base is None:
+            continue
+        start = base[0] + milestone.offset_days * DAY
+        if milestone.taper is None:
+            planned_milestones.append(
+                PlannedMilestone(milestone.code, 0, start, estimated=base[1])
+            )
+            continue
+        if facts.weight_kg is None:
+            raise PlanningError([f"{milestone.name} is weight-based: the participant's weight "
+                                 "is needed"])
+        for week, dose in enumerate(weekly_doses(milestone.taper, Decimal(facts.weight_kg))):
+            planned_milestones.append(
+                PlannedMilestone(milestone.code, week, start + 7 * week * DAY, dose, base[1])
+            )
+
+    if missing:
+        names = {spec.code: spec.name for spec in protocol.anchors}
+        raise PlanningError(
+            [f"the date of {names.get(code, code)} ({code}) is needed" for code in sorted(missing)]
+        )
+    planned_visits.sort(key=lambda v: (v.target, v.visit_code, v.occurrence))
+    planned_milestones.sort(key=lambda m: (m.due, m.milestone_code, m.sequence))
+    return Plan(
+        visits=tuple(planned_visits),
+        milestones=tuple(planned_milestones),
+        anchors=anchors,
+        estimated_anchors=estimated_anchors,
+    )

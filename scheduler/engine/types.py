@@ -1,0 +1,131 @@
+"""Plain data the engine reads and returns. No ORM, no clock, no Django."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class AnchorRef:
+    """What a visit or milestone counts from: a participant anchor or an earlier visit."""
+
+    anchor: str | None = None
+    visit: str | None = None
+    # Occurrence of a repeating visit; None means its last.
+    occurrence: int | None = None
+
+
+@dataclass(frozen=True)
+class AnchorSpec:
+    code: str
+    name: str
+    relative_to: str | None = None
+    min_days: int | None = None
+    max_days: int | None = None
+    default_days: int | None = None
+
+
+@dataclass(frozen=True)
+class ActivitySpec:
+    procedure: str
+    occurrences: frozenset[int] | None = None  # None: every occurrence
+
+
+@dataclass(frozen=True)
+class VisitSpec:
+    code: str
+    name: str
+    epoch: str
+    anchor: AnchorRef
+    offset_days: int
+    window_before: int
+    window_after: int
+    duration_minutes: int
+    repeat_every_days: int | None = None
+    repeat_count: int = 1
+    arms: frozenset[str] = frozenset()  # empty: every arm
+    activities: tuple[ActivitySpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaperSpec:
+    initial_mg_per_kg: Decimal
+    initial_weeks: int
+    target_mg: Decimal
+    target_week: int
+    step_mg: Decimal
+    initial_max_mg: Decimal | None = None
+    shape: Literal["geometric", "linear"] = "geometric"
+    drug: str = ""
+
+
+@dataclass(frozen=True)
+class MilestoneSpec:
+    code: str
+    name: str
+    kind: Literal["date", "endpoint", "taper"]
+    anchor: AnchorRef
+    offset_days: int = 0
+    participant_facing: bool = False
+    taper: TaperSpec | None = None
+
+
+@dataclass(frozen=True)
+class ProtocolSnapshot:
+    anchors: tuple[AnchorSpec, ...]
+    visits: tuple[VisitSpec, ...]
+    milestones: tuple[MilestoneSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class ParticipantFacts:
+    anchors: dict[str, dt.date]
+    weight_kg: Decimal | None = None
+    arm: str | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    """What already happened: actual dates of visits done, by (visit code, occurrence)."""
+
+    actual_dates: dict[tuple[str, int], dt.date] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlannedVisit:
+    visit_code: str
+    occurrence: int
+    target: dt.date
+    window_start: dt.date
+    window_end: dt.date
+    procedures: tuple[str, ...]
+    # True when it counts (directly or not) from an anchor whose date is only estimated.
+    estimated: bool = False
+
+
+@dataclass(frozen=True)
+class PlannedMilestone:
+    milestone_code: str
+    sequence: int
+    due: dt.date
+    dose_mg: Decimal | None = None
+    estimated: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    visits: tuple[PlannedVisit, ...]
+    milestones: tuple[PlannedMilestone, ...]
+    anchors: dict[str, dt.date]
+    estimated_anchors: frozenset[str]
+
+
+class PlanningError(ValueError):
+    """The participant's facts do not allow a plan; `problems` says which and why."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))

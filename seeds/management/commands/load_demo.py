@@ -1,0 +1,147 @@
+"""Load the seed protocols, demo sites and enrolled demo participants; create an admin login.
+
+Idempotent: run it on every `make run`. Protocol versions already imported are left alone, and
+demo participants are only created once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+from django.utils import timezone
+
+from participants.models import Participant
+from participants.services import participant_register
+from scheduler.services import participant_enroll
+from trials.models import Arm, ProtocolVersion, Site, Trial, TrialSite
+from trials.protocol_file import parse_protocol
+from trials.services import protocol_import
+
+PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "protocols"
+
+SITES = [
+    {"code": "nih-cc", "name": "NIH Clinical Center", "timezone": "America/New_York",
+     "country": "US", "address": "10 Center Drive, Bethesda, MD 20892, USA",
+     "phone": "+1 301-496-2563"},
+    {"code": "tsukuba", "name": "University of Tsukuba Hospital", "timezone": "Asia/Tokyo",
+     "country": "JP", "address": "2-1-1 Amakubo, Tsukuba, Ibaraki 305-8576, Japan",
+     "phone": "+81-29-853-3186"},
+    {"code": "berlin", "name": "Berlin Rheumatology Research Site", "timezone": "Europe/Berlin",
+     "country": "DE", "address": "Charitéplatz 1, 10117 Berlin, Germany",
+     "phone": "+49 30 450 50"},
+]
+
+# Which demo sites run which seed trial (by trial code); unlisted trials run at Berlin.
+TRIAL_SITES = {
+    "niams-ani-vascular": ["nih-cc"],
+    "tsukuba-early-ani": ["tsukuba"],
+    "jasmine-myositis": ["nih-cc", "tsukuba", "berlin"],
+}
+
+DEMO_PARTICIPANTS_PER_TRIAL = 3
+
+
+class Command(BaseCommand):
+    help = "Load seed protocols, demo sites and demo participants, and create the admin login."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--no-admin", action="store_true", help="do not create a login")
+
+    def handle(self, *args: Any, no_admin: bool = False, **options: Any) -> None:
+        self._import_protocols()
+        with transaction.atomic():
+            sites = self._sites()
+            for trial in Trial.objects.order_by("code"):
+                codes = TRIAL_SITES.get(trial.code, ["berlin"])
+                for code in codes:
+                    TrialSite.objects.get_or_create(trial=trial, site=sites[code])
+                self._participants(trial, [sites[code] for code in codes])
+        if not no_admin:
+            self._admin_login()
+
+    def _import_protocols(self) -> None:
+        for path in sorted(PROTOCOL_DIR.glob("*.yaml")):
+            text = path.read_text(encoding="utf-8")
+            document = parse_protocol(text, source=str(path))
+            exists = ProtocolVersion.objects.filter(
+                trial__code=document.trial.code, label=document.version.label
+            ).exists()
+            if exists:
+                continue
+            version = protocol_import(text=text, source=f"seeds/protocols/{path.name}")
+            self.stdout.write(f"imported {version}")
+
+    def _sites(self) -> dict[str, Site]:
+        sites = {}
+        for fields in SITES:
+            site, _ = Site.objects.get_or_create(code=fields["code"], defaults=fields)
+            sites[site.code] = site
+        return sites
+
+    def _participants(self, trial: Trial, sites: list[Site]) -> None:
+        if Participant.objects.filter(trial=trial).exists():
+            return
+        version = ProtocolVersion.objects.filter(trial=trial, status="published").latest("id")
+        anchors = list(version.anchor_set.order_by("order"))
+        arms = list(Arm.objects.filter(version=version).order_by("order"))
+        today = timezone.localdate()
+        for number in range(1, DEMO_PARTICIPANTS_PER_TRIAL + 1):
+            site = sites[(number - 1) % len(sites)]
+            # Spread the demo calendars: one started 10 weeks ago, one 3 weeks ago, one starts
+            # in 3 weeks, so the admin shows visits past, due and upcoming.
+            day1 = today + dt.timedelta(weeks=[-10, -3, 3][number - 1])
+            dates = {}
+            for anchor in anchors:
+                if anchor.relative_to:
+                    continue
+                dates[anchor.code] = day1 - dt.timedelta(days=30 if anchor.code == "consent" else 0)
+            if "psl_start" in dates:
+                dates["psl_start"] = day1 - dt.timedelta(days=7)
+                dates["day1"] = day1
+            age = 5 + 5 * number if _is_pediatric(version) else 30 + 11 * number
+            participant = participant_register(
+                trial=trial, site=site, study_id=f"{site.code.upper()}-{number:03d}",
+                birth_date=dates.get("consent", day1) - dt.timedelta(days=int(age * 365.25) + 40),
+                anchors=dates, weight_kg=Decimal(52 + 8 * number),
+                email=f"participant{number}@example.org",
+                language="ja" if site.timezone == "Asia/Tokyo" else "en",
+            )
+            participant_enroll(
+                participant=participant, on=today,
+                arm=arms[(number - 1) % len(arms)] if arms else None,
+            )
+        self.stdout.write(f"enrolled {DEMO_PARTICIPANTS_PER_TRIAL} demo participants in {trial}")
+
+    def _admin_login(self) -> None:
+        password_file = Path(settings.VAR_DIR) / "admin-password.txt"
+        password_file.parent.mkdir(parents=True, exist_ok=True)
+        user_model = get_user_model()
+        user = user_model.objects.filter(username="admin").first()
+        if user is None or not password_file.exists():
+            password = secrets.token_urlsafe(12)
+            if user is None:
+                user = user_model.objects.create_superuser("admin", "admin@example.org", password)
+            else:
+                user.set_password(password)
+                user.save(update_fields=["password"])
+            password_file.write_text(password + "\n", encoding="utf-8")
+            password_file.chmod(0o600)
+        password = password_file.read_text(encoding="utf-8").strip()
+        self.stdout.write(
+            "\nAdmin login for http://127.0.0.1:8000/admin/ :  user admin  "
+            f"password {password}\n(kept in {password_file})\n"
+        )
+
+
+def _is_pediatric(version: ProtocolVersion) -> bool:
+    return version.eligibilitycriterion_set.filter(
+        check_attribute="age_years", check_max__lte=18
+    ).exists()

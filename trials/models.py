@@ -1,0 +1,266 @@
+from __future__ import annotations
+
+import zoneinfo
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+from trials.protocol_file import (
+    Blinding,
+    CheckedAttribute,
+    CriterionKind,
+    MilestoneKind,
+    Registry,
+    VisitMode,
+)
+
+
+def validate_timezone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin).")
+
+
+class Trial(models.Model):
+    code = models.SlugField(max_length=40, unique=True)
+    title = models.CharField(max_length=300)
+    phase = models.CharField(max_length=5)
+    sponsor = models.CharField(max_length=200)
+    blinding = models.CharField(max_length=10, choices=[(b.value, b.value) for b in Blinding])
+    conditions = models.JSONField(default=list, blank=True)
+    sites = models.ManyToManyField("Site", through="TrialSite", related_name="trials")
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.code
+
+    @property
+    def is_blinded(self) -> bool:
+        return self.blinding != Blinding.OPEN
+
+
+class TrialRegistration(models.Model):
+    trial = models.ForeignKey(Trial, on_delete=models.CASCADE, related_name="registrations")
+    registry = models.CharField(max_length=10, choices=[(r.value, r.value) for r in Registry])
+    identifier = models.CharField(max_length=40)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["registry", "identifier"], name="unique_registration")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.registry} {self.identifier}"
+
+
+class Site(models.Model):
+    code = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=200)
+    timezone = models.CharField(max_length=64, validators=[validate_timezone])
+    country = models.CharField(max_length=2, help_text="ISO 3166-1 alpha-2, e.g. US, JP")
+    address = models.TextField(blank=True)
+    phone = models.CharField(max_length=40, blank=True)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TrialSite(models.Model):
+    trial = models.ForeignKey(Trial, on_delete=models.CASCADE)
+    site = models.ForeignKey(Site, on_delete=models.PROTECT)
+    activated_on = models.DateField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["trial", "site"], name="unique_trial_site")]
+
+    def __str__(self) -> str:
+        return f"{self.trial} @ {self.site}"
+
+
+class ProtocolVersion(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        PUBLISHED = "published"
+
+    trial = models.ForeignKey(Trial, on_delete=models.PROTECT, related_name="versions")
+    label = models.CharField(max_length=40)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    version_date = models.DateField(null=True, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    source_name = models.CharField(max_length=200, blank=True)
+    source_sha256 = models.CharField(max_length=64, blank=True)
+    imported_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["trial", "imported_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["trial", "label"], name="unique_protocol_label"),
+            models.CheckConstraint(
+                condition=Q(status="draft") | Q(published_at__isnull=False),
+                name="published_has_timestamp",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.trial.code} v{self.label}"
+
+    @property
+    def is_published(self) -> bool:
+        return self.status == self.Status.PUBLISHED
+
+
+class _VersionPart(models.Model):
+    version = models.ForeignKey(ProtocolVersion, on_delete=models.CASCADE)
+    code = models.CharField(max_length=40)
+    order = models.PositiveIntegerField()
+
+    class Meta:
+        abstract = True
+        ordering = ["version", "order"]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+def _unique_code(name: str) -> list[models.BaseConstraint]:
+    return [models.UniqueConstraint(fields=["version", "code"], name=f"unique_{name}_code")]
+
+
+class Anchor(_VersionPart):
+    name = models.CharField(max_length=120)
+    relative_to = models.CharField(max_length=40, blank=True)
+    min_days = models.IntegerField(null=True, blank=True)
+    max_days = models.IntegerField(null=True, blank=True)
+    default_days = models.IntegerField(null=True, blank=True)
+
+    class Meta(_VersionPart.Meta):
+        constraints = _unique_code("anchor")
+
+
+class Arm(_VersionPart):
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+
+    class Meta(_VersionPart.Meta):
+        constraints = _unique_code("arm")
+
+
+class Epoch(_VersionPart):
+    name = models.CharField(max_length=120)
+
+    class Meta(_VersionPart.Meta):
+        constraints = _unique_code("epoch")
+
+
+class ProcedureDefinition(_VersionPart):
+    name = models.CharField(max_length=200)
+    duration_minutes = models.PositiveIntegerField()
+    preparation = models.TextField(blank=True)
+    resource = models.CharField(max_length=120, blank=True)
+
+    class Meta(_VersionPart.Meta):
+        constraints = _unique_code("procedure")
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.duration_minutes} min)"
+
+
+class _Anchored(models.Model):
+    """Anchored to a participant anchor (anchor_code) or an earlier visit's actual date."""
+
+    anchor_code = models.CharField(max_length=40, blank=True)
+    anchor_visit = models.ForeignKey(
+        "VisitDefinition", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    anchor_occurrence = models.PositiveIntegerField(null=True, blank=True)
+    offset_days = models.IntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+    @staticmethod
+    def one_anchor(name: str) -> models.CheckConstraint:
+        return models.CheckConstraint(
+            condition=(Q(anchor_code="") & Q(anchor_visit__isnull=False))
+            | (~Q(anchor_code="") & Q(anchor_visit__isnull=True)),
+            name=f"{name}_exactly_one_anchor",
+        )
+
+
+class VisitDefinition(_VersionPart, _Anchored):
+    name = models.CharField(max_length=200)
+    epoch = models.ForeignKey(Epoch, on_delete=models.PROTECT, related_name="visits")
+    window_before_days = models.PositiveIntegerField()
+    window_after_days = models.PositiveIntegerField()
+    repeat_every_days = models.PositiveIntegerField(null=True, blank=True)
+    repeat_count = models.PositiveIntegerField(default=1)
+    duration_minutes = models.PositiveIntegerField()
+    mode = models.CharField(max_length=10, choices=[(m.value, m.value) for m in VisitMode])
+    unscheduled_allowed = models.BooleanField(default=False)
+    arms = models.ManyToManyField(Arm, blank=True, help_text="Empty: every arm.")
+    procedures = models.ManyToManyField(ProcedureDefinition, through="ScheduledActivity")
+
+    class Meta(_VersionPart.Meta):
+        constraints = [
+            *_unique_code("visit"),
+            _Anchored.one_anchor("visit"),
+            models.CheckConstraint(
+                condition=Q(repeat_count=1, repeat_every_days__isnull=True)
+                | Q(repeat_count__gte=2, repeat_every_days__gte=1),
+                name="visit_repeat_consistent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.name}"
+
+
+class ScheduledActivity(models.Model):
+    """The schedule of activities: a procedure done at a visit (some occurrences or all)."""
+
+    visit = models.ForeignKey(VisitDefinition, on_delete=models.CASCADE, related_name="activities")
+    procedure = models.ForeignKey(ProcedureDefinition, on_delete=models.PROTECT)
+    occurrences = models.JSONField(null=True, blank=True, help_text="Null: every occurrence.")
+    order = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["visit", "order"]
+        verbose_name_plural = "schedule of activities"
+        constraints = [
+            models.UniqueConstraint(fields=["visit", "procedure"], name="unique_activity")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.procedure.code} at {self.visit.code}"
+
+
+class MilestoneRule(_VersionPart, _Anchored):
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=10, choices=[(k.value, k.value) for k in MilestoneKind])
+    participant_facing = models.BooleanField(default=False)
+    # The taper's parameters exactly as the protocol file states them (validated on import).
+    taper = models.JSONField(null=True, blank=True)
+
+    class Meta(_VersionPart.Meta):
+        constraints = [*_unique_code("milestone"), _Anchored.one_anchor("milestone")]
+
+
+class EligibilityCriterion(_VersionPart):
+    kind = models.CharField(max_length=10, choices=[(k.value, k.value) for k in CriterionKind])
+    text = models.TextField()
+    check_attribute = models.CharField(
+        max_length=20, blank=True, choices=[(a.value, a.value) for a in CheckedAttribute]
+    )
+    check_min = models.DecimalField(max_digits=8, decimal_places=2, null=True, blank=True)
+    check_max = models.DecimalField(max_digits=8, decimal_places=2, null=True, blank=True)
+    check_min_inclusive = models.BooleanField(default=True)
+    check_max_inclusive = models.BooleanField(default=True)
+
+    class Meta(_VersionPart.Meta):
+        verbose_name_plural = "eligibility criteria"
+        constraints = _unique_code("criterion")

@@ -1,0 +1,675 @@
+"""The protocol file format: parsing, schema, and the clinical consistency checks.
+
+A protocol version is authored as YAML. This module turns the text into a validated
+`ProtocolDocument` or raises `ProtocolFileError` listing every problem with the file, the path
+inside it, the line, and what was expected. It imports no Django, so the schedule engine's tests
+can load protocol files without a database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+FORMAT_VERSION = 1
+CODE_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,39}$"
+Code = Annotated[str, Field(pattern=CODE_PATTERN)]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo such as `ofset_days` must not silently plan a visit on
+    # its anchor day.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Blinding(StrEnum):
+    OPEN = "open"
+    SINGLE = "single"
+    DOUBLE = "double"
+
+
+class Registry(StrEnum):
+    NCT = "NCT"
+    JRCT = "jRCT"
+    EUCT = "EUCT"
+    OTHER = "other"
+
+
+class VisitMode(StrEnum):
+    IN_PERSON = "in_person"
+    PHONE = "phone"
+    REMOTE = "remote"
+
+
+class MilestoneKind(StrEnum):
+    DATE = "date"
+    ENDPOINT = "endpoint"
+    TAPER = "taper"
+
+
+class CriterionKind(StrEnum):
+    INCLUSION = "inclusion"
+    EXCLUSION = "exclusion"
+
+
+class CheckedAttribute(StrEnum):
+    AGE_YEARS = "age_years"
+    WEIGHT_KG = "weight_kg"
+
+
+class Registration(_Strict):
+    registry: Registry
+    identifier: str = Field(min_length=3, max_length=40)
+
+
+class TrialSection(_Strict):
+    code: Code
+    title: str = Field(min_length=3, max_length=300)
+    phase: Literal["1", "1/2", "2", "2/3", "3", "4"]
+    sponsor: str = Field(min_length=2, max_length=200)
+    blinding: Blinding
+    registrations: tuple[Registration, ...] = ()
+    conditions: tuple[str, ...] = ()
+
+
+class AnchorSection(_Strict):
+    code: Code
+    name: str = Field(min_length=1, max_length=120)
+    # An anchor may be constrained relative to another one (Tsukuba: anifrolumab Day 1 within
+    # 2 weeks after PSL start); until its real date is known it is estimated at default_days.
+    relative_to: Code | None = None
+    min_days: int | None = None
+    max_days: int | None = None
+    default_days: int | None = None
+
+
+class VisitAnchor(_Strict):
+    """The actual date of an earlier visit (its target until it is done)."""
+
+    visit: Code
+    # Which occurrence of a repeating visit; omitted means its last one.
+    occurrence: int | None = Field(default=None, ge=1)
+
+
+AnchorRef = Code | VisitAnchor
+
+
+class Window(_Strict):
+    before: int = Field(ge=0, le=365)
+    after: int = Field(ge=0, le=365)
+
+
+class Repeat(_Strict):
+    every_days: int = Field(ge=1, le=366)
+    count: int = Field(ge=2, le=1000)
+
+
+class Activity(_Strict):
+    procedure: Code
+    # Occurrences of a repeating visit at which it is done (1-based); omitted means all.
+    occurrences: tuple[Annotated[int, Field(ge=1)], ...] | None = None
+
+
+class ArmSection(_Strict):
+    code: Code
+    name: str = Field(min_length=1, max_length=120)
+    description: str = ""
+
+
+class EpochSection(_Strict):
+    code: Code
+    name: str = Field(min_length=1, max_length=120)
+
+
+class ProcedureSection(_Strict):
+    code: Code
+    name: str = Field(min_length=1, max_length=200)
+    duration_minutes: int = Field(ge=1, le=24 * 60)
+    # What the participant must do beforehand or during (fasting, lying still); it goes into
+    # invites, so it must be written for the participant and carry no diagnosis.
+    preparation: str = ""
+    resource: str = ""
+
+
+class VisitSection(_Strict):
+    code: Code
+    name: str = Field(min_length=1, max_length=200)
+    epoch: Code
+    anchor: AnchorRef
+    offset_days: int = Field(ge=-3660, le=3660)
+    window: Window
+    repeat: Repeat | None = None
+    duration_minutes: int = Field(ge=1, le=24 * 60)
+    mode: VisitMode = VisitMode.IN_PERSON
+    # Arms the visit applies to; empty means every arm.
+    arms: tuple[Code, ...] = ()
+    unscheduled_allowed: bool = False
+    procedures: tuple[Code | Activity, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return self.repeat.count if self.repeat else 1
+
+    def activities(self) -> tuple[Activity, ...]:
+        return tuple(
+            Activity(procedure=item) if isinstance(item, str) else item
+            for item in self.procedures
+        )
+
+
+class Taper(_Strict):
+    """A weight-based dose that is held, then reduced weekly to a target dose."""
+
+    drug: str = Field(min_length=1, max_length=80)
+    initial_mg_per_kg: Decimal = Field(gt=0, le=10)
+    # A hard ceiling on the first dose when the protocol states one; None means none.
+    initial_max_mg: Decimal | None = Field(default=None, gt=0)
+    initial_weeks: int = Field(ge=0, le=52)
+    target_mg: Decimal = Field(ge=0)
+    target_week: int = Field(ge=1, le=104)
+    # Doses are rounded down to a multiple of this (the tablet strength), so rounding can
+    # never take a dose above its cap.
+    step_mg: Decimal = Field(gt=0)
+    shape: Literal["geometric", "linear"] = "geometric"
+
+
+class MilestoneSection(_Strict):
+    code: Code
+    name: str = Field(min_length=1, max_length=200)
+    kind: MilestoneKind
+    anchor: AnchorRef
+    offset_days: int = Field(default=0, ge=-3660, le=3660)
+    participant_facing: bool = False
+    taper: Taper | None = None
+
+
+class CriterionCheck(_Strict):
+    attribute: CheckedAttribute
+    min: Decimal | None = None
+    max: Decimal | None = None
+    min_inclusive: bool = True
+    max_inclusive: bool = True
+
+
+class CriterionSection(_Strict):
+    code: Code
+    kind: CriterionKind
+    text: str = Field(min_length=3)
+    check: CriterionCheck | None = None
+
+
+class VersionSection(_Strict):
+    label: str = Field(min_length=1, max_length=40)
+    status: Literal["draft", "published"] = "published"
+    date: dt.date | None = None
+
+
+class ProtocolDocument(_Strict):
+    format: Literal[1]
+    trial: TrialSection
+    version: VersionSection
+    anchors: tuple[AnchorSection, ...] = Field(min_length=1)
+    arms: tuple[ArmSection, ...] = ()
+    epochs: tuple[EpochSection, ...] = Field(min_length=1)
+    procedures: tuple[ProcedureSection, ...] = ()
+    visits: tuple[VisitSection, ...] = Field(min_length=1)
+    milestones: tuple[MilestoneSection, ...] = ()
+    eligibility: tuple[CriterionSection, ...] = ()
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _known_format(cls, value: Any) -> Any:
+        if value != FORMAT_VERSION:
+            raise ValueError(f"this application reads protocol format {FORMAT_VERSION}")
+        return value
+
+
+# ----------------------------------------------------------------------------------------
+# Errors
+
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    message: str
+    line: int | None = None
+
+    def render(self, source: str) -> str:
+        where = format_path(self.path) or "(top level)"
+        line = f" (line {self.line})" if self.line else ""
+        return f"{source}: {where}{line}: {self.message}"
+
+
+class ProtocolFileError(ValueError):
+    """A protocol file is invalid; `problems` says where and why. Nothing was imported."""
+
+    def __init__(self, source: str, problems: Sequence[Problem]):
+        self.source = source
+        self.problems = tuple(problems)
+        super().__init__("\n".join(problem.render(source) for problem in self.problems))
+
+
+def format_path(path: Path) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+# ----------------------------------------------------------------------------------------
+# Parsing
+
+
+def parse_protocol(text: str, *, source: str = "<protocol>") -> ProtocolDocument:
+    """Parse and validate protocol YAML, or raise ProtocolFileError naming every problem."""
+    try:
+        data = yaml.safe_load(text)
+        root_node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ProtocolFileError(source, [Problem((), f"not valid YAML: {exc}", line)]) from exc
+    if not isinstance(data, dict):
+        raise ProtocolFileError(source, [Problem((), "expected a mapping at the top level")])
+
+    try:
+        document = ProtocolDocument.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            Problem(
+                path=_clean_loc(error["loc"]),
+                message=_describe(error),
+                line=_line_of(root_node, _clean_loc(error["loc"])),
+            )
+            for error in exc.errors()
+        ]
+        raise ProtocolFileError(source, _dedupe(problems)) from exc
+
+    problems = [
+        Problem(path, message, _line_of(root_node, path))
+        for path, message in check_consistency(document)
+    ]
+    if problems:
+        raise ProtocolFileError(source, problems)
+    return document
+
+
+def _clean_loc(loc: Iterable[Any]) -> Path:
+    # pydantic adds the union member it tried ("str", "VisitAnchor", "function-after[...]")
+    # to the location; a person wants the place in the file.
+    cleaned: list[str | int] = []
+    for part in loc:
+        if isinstance(part, str) and (
+            part in {"str", "VisitAnchor", "Activity", "constrained-str"}
+            or "[" in part
+            or part.startswith("function-")
+        ):
+            continue
+        cleaned.append(part)
+    return tuple(cleaned)
+
+
+def _describe(error: Any) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "is required but missing"
+    if kind == "extra_forbidden":
+        return "is not a known field here"
+    if kind == "string_pattern_mismatch":
+        return (
+            f"expected a code (a letter, then letters, digits, '_' or '-', at most 40), "
+            f"got {error['input']!r}"
+        )
+    if kind == "literal_error" or kind == "enum":
+        return f"{error['msg'].lower()}, got {error['input']!r}"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    return f"{message[0].lower()}{message[1:]} (got {error['input']!r})"
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    # A union (code or {visit: …}) reports one failure per member at the same place; one
+    # clear message per place is enough.
+    seen: set[Path] = set()
+    unique = []
+    for problem in problems:
+        if problem.path in seen:
+            continue
+        seen.add(problem.path)
+        unique.append(problem)
+    return unique
+
+
+def _line_of(node: yaml.Node | None, path: Path) -> int | None:
+    """1-based line of the YAML node at `path`, or of its nearest existing parent."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in path:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            child = next(
+                (value for key, value in node.value if getattr(key, "value", None) == part),
+                None,
+            )
+            if child is None:
+                return line
+            line = next(
+                key.start_mark.line + 1
+                for key, value in node.value
+                if getattr(key, "value", None) == part
+            )
+            node = child
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+# ----------------------------------------------------------------------------------------
+# Clinical consistency: references, anchor cycles, windows that overlap the next visit.
+
+
+def check_consistency(doc: ProtocolDocument) -> list[tuple[Path, str]]:
+    problems: list[tuple[Path, str]] = []
+    for section in ("anchors", "arms", "epochs", "procedures", "visits", "milestones",
+                    "eligibility"):
+        seen: dict[str, int] = {}
+        for index, item in enumerate(getattr(doc, section)):
+            if item.code in seen:
+                problems.append(
+                    ((section, index, "code"),
+                     f"duplicate code {item.code!r} (first used at {section}[{seen[item.code]}])")
+                )
+            seen.setdefault(item.code, index)
+
+    anchors = {a.code: a for a in doc.anchors}
+    arms = {a.code for a in doc.arms}
+    epochs = {e.code for e in doc.epochs}
+    procedures = {p.code for p in doc.procedures}
+    visits = {v.code: v for v in doc.visits}
+
+    problems += _check_anchor_definitions(doc)
+
+    for index, visit in enumerate(doc.visits):
+        path: Path = ("visits", index)
+        if visit.epoch not in epochs:
+            problems.append(
+                (path + ("epoch",),
+                 f"unknown epoch {visit.epoch!r}; expected one of: {_listing(epochs)}")
+            )
+        problems += _check_anchor_ref(visit.anchor, path + ("anchor",), anchors, visits)
+        for arm_index, arm in enumerate(visit.arms):
+            if arm not in arms:
+                problems.append(
+                    (path + ("arms", arm_index),
+                     f"unknown arm {arm!r}; expected one of: {_listing(arms)}")
+                )
+        for activity_index, activity in enumerate(visit.activities()):
+            activity_path = path + ("procedures", activity_index)
+            if activity.procedure not in procedures:
+                problems.append(
+                    (activity_path,
+                     f"unknown procedure {activity.procedure!r}; expected one of: "
+                     f"{_listing(procedures)}")
+                )
+            for occurrence in activity.occurrences or ():
+                if occurrence > visit.count:
+                    problems.append(
+                        (activity_path + ("occurrences",),
+                         f"occurrence {occurrence} does not exist: visit {visit.code!r} "
+                         f"happens {visit.count} time(s)")
+                    )
+        if visit.repeat and visit.window.before + visit.window.after >= visit.repeat.every_days:
+            problems.append(
+                (path + ("window",),
+                 f"window of {visit.window.before}+{visit.window.after} days is not shorter "
+                 f"than the {visit.repeat.every_days}-day gap between repeats, so the windows "
+                 "of consecutive occurrences would overlap")
+            )
+
+    for index, milestone in enumerate(doc.milestones):
+        path = ("milestones", index)
+        problems += _check_anchor_ref(milestone.anchor, path + ("anchor",), anchors, visits)
+        if milestone.kind is MilestoneKind.TAPER and milestone.taper is None:
+            problems.append((path + ("taper",), "a taper milestone needs a 'taper' section"))
+        if milestone.kind is not MilestoneKind.TAPER and milestone.taper is not None:
+            problems.append((path + ("taper",), "only a milestone of kind 'taper' has a taper"))
+        if milestone.taper is not None and milestone.taper.initial_weeks >= milestone.taper.target_week:
+            problems.append(
+                (path + ("taper", "target_week"),
+                 f"expected a week after the {milestone.taper.initial_weeks} initial week(s), "
+                 f"got {milestone.taper.target_week}")
+            )
+
+    for index, criterion in enumerate(doc.eligibility):
+        check = criterion.check
+        if check is None:
+            continue
+        path = ("eligibility", index, "check")
+        if check.min is None and check.max is None:
+            problems.append((path, "a check needs 'min', 'max' or both"))
+        elif check.min is not None and check.max is not None and check.min > check.max:
+            problems.append((path, f"min {check.min} is greater than max {check.max}"))
+
+    problems += _check_visit_cycles(doc)
+    if not problems:
+        problems += _check_window_overlaps(doc)
+    return problems
+
+
+def _listing(codes: Iterable[str]) -> str:
+    return ", ".join(sorted(codes)) or "(none defined)"
+
+
+def _check_anchor_definitions(doc: ProtocolDocument) -> list[tuple[Path, str]]:
+    problems: list[tuple[Path, str]] = []
+    codes = {a.code for a in doc.anchors}
+    for index, anchor in enumerate(doc.anchors):
+        path: Path = ("anchors", index)
+        constrained = (anchor.min_days, anchor.max_days, anchor.default_days)
+        if anchor.relative_to is None:
+            if any(value is not None for value in constrained):
+                problems.append(
+                    (path, "min_days, max_days and default_days need 'relative_to'")
+                )
+            continue
+        if anchor.relative_to not in codes:
+            problems.append(
+                (path + ("relative_to",),
+                 f"unknown anchor {anchor.relative_to!r}; expected one of: {_listing(codes)}")
+            )
+        elif anchor.relative_to == anchor.code:
+            problems.append((path + ("relative_to",), "an anchor cannot be relative to itself"))
+        low, high = anchor.min_days, anchor.max_days
+        if low is not None and high is not None and low > high:
+            problems.append((path, f"min_days {low} is greater than max_days {high}"))
+        default = anchor.default_days
+        if default is not None and (
+            (low is not None and default < low) or (high is not None and default > high)
+        ):
+            problems.append(
+                (path + ("default_days",), f"default_days {default} is outside [{low}, {high}]")
+            )
+    by_code = {a.code: a for a in doc.anchors}
+    for index, anchor in enumerate(doc.anchors):
+        seen = [anchor.code]
+        current = anchor
+        while current.relative_to is not None and current.relative_to in by_code:
+            if current.relative_to in seen:
+                if current.relative_to == anchor.code and len(seen) > 1:
+                    problems.append(
+                        (("anchors", index, "relative_to"),
+                         "anchors form a cycle: " + " -> ".join([*seen, anchor.code]))
+                    )
+                break
+            seen.append(current.relative_to)
+            current = by_code[current.relative_to]
+    return problems
+
+
+def _check_anchor_ref(
+    ref: AnchorRef,
+    path: Path,
+    anchors: dict[str, AnchorSection],
+    visits: dict[str, VisitSection],
+) -> list[tuple[Path, str]]:
+    if isinstance(ref, str):
+        if ref not in anchors:
+            return [
+                (path,
+                 f"unknown anchor {ref!r}; expected one of: {_listing(anchors)}, or "
+                 "{visit: CODE} for the actual date of an earlier visit")
+            ]
+        return []
+    target = visits.get(ref.visit)
+    if target is None:
+        return [
+            (path + ("visit",),
+             f"unknown visit {ref.visit!r}; expected one of: {_listing(visits)}")
+        ]
+    if ref.occurrence is not None and ref.occurrence > target.count:
+        return [
+            (path + ("occurrence",),
+             f"visit {ref.visit!r} happens {target.count} time(s); there is no occurrence "
+             f"{ref.occurrence}")
+        ]
+    return []
+
+
+def _check_visit_cycles(doc: ProtocolDocument) -> list[tuple[Path, str]]:
+    depends_on = {
+        v.code: v.anchor.visit for v in doc.visits if isinstance(v.anchor, VisitAnchor)
+    }
+    index_of = {v.code: i for i, v in enumerate(doc.visits)}
+    problems: list[tuple[Path, str]] = []
+    reported: set[frozenset[str]] = set()
+    for start in depends_on:
+        chain = [start]
+        current = depends_on.get(start)
+        while current is not None and current in index_of:
+            if current in chain:
+                cycle = chain[chain.index(current):]
+                key = frozenset(cycle)
+                if key not in reported:
+                    reported.add(key)
+                    problems.append(
+                        (("visits", index_of[cycle[0]], "anchor"),
+                         "visit anchors form a cycle: " + " -> ".join([*cycle, current]))
+                    )
+                break
+            chain.append(current)
+            current = depends_on.get(current)
+    return problems
+
+
+@dataclass(frozen=True)
+class _Occurrence:
+    visit_index: int
+    code: str
+    occurrence: int
+    day: int
+    start: int
+    end: int
+    arms: frozenset[str]
+    repeats: bool
+
+
+def _check_window_overlaps(doc: ProtocolDocument) -> list[tuple[Path, str]]:
+    """Consecutive visits (same root anchor, a common arm) must have disjoint windows.
+
+    A window that reaches into the next visit's window makes "which visit is this?" ambiguous
+    for the coordinator and the engine alike, so the file is refused.
+    """
+    visits = {v.code: v for v in doc.visits}
+    nominal: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def resolve(code: str, occurrence: int) -> tuple[str, int]:
+        key = (code, occurrence)
+        if key not in nominal:
+            visit = visits[code]
+            repeat_shift = (occurrence - 1) * (visit.repeat.every_days if visit.repeat else 0)
+            if isinstance(visit.anchor, str):
+                root, base = visit.anchor, 0
+            else:
+                ref = visits[visit.anchor.visit]
+                root, base = resolve(ref.code, visit.anchor.occurrence or ref.count)
+            nominal[key] = (root, base + visit.offset_days + repeat_shift)
+        return nominal[key]
+
+    all_arms = frozenset(a.code for a in doc.arms)
+    by_root: dict[str, list[_Occurrence]] = {}
+    for index, visit in enumerate(doc.visits):
+        for occurrence in range(1, visit.count + 1):
+            root, day = resolve(visit.code, occurrence)
+            by_root.setdefault(root, []).append(
+                _Occurrence(
+                    index, visit.code, occurrence, day,
+                    day - visit.window.before, day + visit.window.after,
+                    frozenset(visit.arms) or all_arms,
+                    visit.repeat is not None,
+                )
+            )
+
+    problems: list[tuple[Path, str]] = []
+    reported: set[tuple[int, int]] = set()
+    for occurrences in by_root.values():
+        occurrences.sort(key=lambda o: (o.day, o.visit_index, o.occurrence))
+        for position, later in enumerate(occurrences):
+            # The nearest earlier occurrence that can apply to the same participant.
+            for earlier in reversed(occurrences[:position]):
+                if all_arms and not (earlier.arms & later.arms):
+                    continue
+                if earlier.end >= later.start and (earlier.visit_index, later.visit_index) not in reported:
+                    reported.add((earlier.visit_index, later.visit_index))
+                    problems.append(
+                        (("visits", later.visit_index, "window"),
+                         f"window of {_label(later)} (days {later.start}..{later.end}) overlaps "
+                         f"the window of {_label(earlier)} (days {earlier.start}..{earlier.end}); "
+                         "a window must be shorter than the gap between visits")
+                    )
+                break
+    return problems
+
+
+def _label(occurrence: _Occurrence) -> str:
+    if occurrence.repeats:
+        return f"{occurrence.code} occurrence {occurrence.occurrence}"
+    return occurrence.code
+
+
+# ----------------------------------------------------------------------------------------
+# Writing
+
+
+def dump_protocol(document: ProtocolDocument) -> str:
+    """Serialise a document to the YAML format `parse_protocol` reads (without comments)."""
+    data = _plain(document.model_dump(mode="python", exclude_defaults=True))
+    data["format"] = FORMAT_VERSION
+    ordered = {key: data[key] for key in ProtocolDocument.model_fields if key in data}
+    return yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _plain(value: Any) -> Any:
+    """Python values YAML writes the way an author would: 0.6 not '0.6', enums as text."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
