@@ -22,9 +22,9 @@ class RangeCheck:
     def describe(self) -> str:
         parts = []
         if self.min is not None:
-            parts.append(f"{'≥' if self.min_inclusive else '>'} {self.min}")
+            parts.append(f"{'≥' if self.min_inclusive else '>'} {_plain(self.min)}")
         if self.max is not None:
-            parts.append(f"{'≤' if self.max_inclusive else '<'} {self.max}")
+            parts.append(f"{'≤' if self.max_inclusive else '<'} {_plain(self.max)}")
         return " and ".join(parts)
 
     def holds(self, value: Decimal) -> bool:
@@ -33,6 +33,11 @@ class RangeCheck:
         return not (
             self.max is not None and (value > self.max or (value == self.max and not self.max_inclusive))
         )
+
+
+def _plain(value: Decimal) -> str:
+    """18.00 -> '18', 7.50 -> '7.5' (as the protocol wrote it)."""
+    return f"{value.normalize():f}"
 
 
 @dataclass(frozen=True)

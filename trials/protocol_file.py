@@ -171,7 +171,8 @@ class Taper(_Strict):
     initial_mg_per_kg: Decimal = Field(gt=0, le=10)
     # A hard ceiling on the first dose when the protocol states one; None means none.
     initial_max_mg: Decimal | None = Field(default=None, gt=0)
-    initial_weeks: int = Field(ge=0, le=52)
+    # Weeks at the initial dose before the first reduction (at least the first week).
+    initial_weeks: int = Field(ge=1, le=52)
     target_mg: Decimal = Field(ge=0)
     target_week: int = Field(ge=1, le=104)
     # Doses are rounded down to a multiple of this (the tablet strength), so rounding can
@@ -278,7 +279,10 @@ def parse_protocol(text: str, *, source: str = "<protocol>") -> ProtocolDocument
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise ProtocolFileError(source, [Problem((), f"not valid YAML: {exc}", line)]) from exc
+        what = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        detail = f"{what} ({context})" if context else what
+        raise ProtocolFileError(source, [Problem((), f"not valid YAML: {detail}", line)]) from exc
     if not isinstance(data, dict):
         raise ProtocolFileError(source, [Problem((), "expected a mapping at the top level")])
 
@@ -322,7 +326,8 @@ def _clean_loc(loc: Iterable[Any]) -> Path:
 def _describe(error: Any) -> str:
     kind = error["type"]
     if kind == "missing":
-        return "is required but missing"
+        field = next((part for part in reversed(error["loc"]) if isinstance(part, str)), "")
+        return "is required but missing" + (f": expected {_EXPECTED[field]}" if field in _EXPECTED else "")
     if kind == "extra_forbidden":
         return "is not a known field here"
     if kind == "string_pattern_mismatch":
@@ -336,6 +341,15 @@ def _describe(error: Any) -> str:
     if message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     return f"{message[0].lower()}{message[1:]} (got {error['input']!r})"
+
+
+_EXPECTED = {
+    "anchor": "an anchor code (e.g. day1) or {visit: CODE} for an earlier visit's actual date",
+    "window": "{before: DAYS, after: DAYS}",
+    "offset_days": "whole days from the anchor (weeks x 7), negative before it",
+    "epoch": "the code of one of the epochs",
+    "duration_minutes": "the expected duration in minutes",
+}
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
@@ -504,12 +518,14 @@ def _check_anchor_definitions(doc: ProtocolDocument) -> list[tuple[Path, str]]:
                 (path + ("default_days",), f"default_days {default} is outside [{low}, {high}]")
             )
     by_code = {a.code: a for a in doc.anchors}
+    reported: set[frozenset[str]] = set()
     for index, anchor in enumerate(doc.anchors):
         seen = [anchor.code]
         current = anchor
         while current.relative_to is not None and current.relative_to in by_code:
             if current.relative_to in seen:
-                if current.relative_to == anchor.code and len(seen) > 1:
+                if current.relative_to == anchor.code and frozenset(seen) not in reported:
+                    reported.add(frozenset(seen))
                     problems.append(
                         (("anchors", index, "relative_to"),
                          "anchors form a cycle: " + " -> ".join([*seen, anchor.code]))
@@ -628,19 +644,28 @@ def _check_window_overlaps(doc: ProtocolDocument) -> list[tuple[Path, str]]:
     for occurrences in by_root.values():
         occurrences.sort(key=lambda o: (o.day, o.visit_index, o.occurrence))
         for position, later in enumerate(occurrences):
-            # The nearest earlier occurrence that can apply to the same participant.
-            for earlier in reversed(occurrences[:position]):
-                if all_arms and not (earlier.arms & later.arms):
+            # For each arm the later visit applies to, the nearest earlier occurrence that a
+            # participant of that arm also has: an overlap in any one arm is an error.
+            for arm in sorted(later.arms) or [None]:
+                earlier = next(
+                    (
+                        candidate
+                        for candidate in reversed(occurrences[:position])
+                        if arm is None or arm in candidate.arms
+                    ),
+                    None,
+                )
+                if earlier is None or earlier.end < later.start:
                     continue
-                if earlier.end >= later.start and (earlier.visit_index, later.visit_index) not in reported:
-                    reported.add((earlier.visit_index, later.visit_index))
+                pair = (earlier.visit_index, later.visit_index)
+                if pair not in reported:
+                    reported.add(pair)
                     problems.append(
                         (("visits", later.visit_index, "window"),
                          f"window of {_label(later)} (days {later.start}..{later.end}) overlaps "
                          f"the window of {_label(earlier)} (days {earlier.start}..{earlier.end}); "
                          "a window must be shorter than the gap between visits")
                     )
-                break
     return problems
 
 

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from trials.models import ProtocolVersion
+from trials.protocol_file import ProtocolDocument, parse_protocol
+from trials.services import protocol_import
+
+PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "seeds" / "protocols"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def seed_path(prefix: str) -> Path:
+    matches = sorted(PROTOCOL_DIR.glob(f"{prefix}*.yaml"))
+    assert len(matches) == 1, f"expected one seed protocol starting {prefix!r}, got {matches}"
+    return matches[0]
+
+
+def _missing_requirements(item: pytest.Item) -> str | None:
+    if item.get_closest_marker("integration"):
+        if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+            return "integration tests need DATABASE_URL pointing at Postgres"
+        if not os.environ.get("REDIS_URL"):
+            return "integration tests need REDIS_URL"
+    if item.get_closest_marker("browser") and not Path("/usr/bin/chromium").exists():
+        return "browser tests need Debian's chromium at /usr/bin/chromium"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Locally a missing service skips with a reason; in CI it is a failure, so integration and
+    # browser tests can never silently stop running.
+    missing = _missing_requirements(item)
+    if missing is None:
+        return
+    if IN_CI:
+        pytest.fail(f"{missing} (CI=true: these tests must run, not skip)")
+    pytest.skip(missing)
+
+
+@pytest.fixture(scope="session")
+def seed_document() -> Callable[[str], ProtocolDocument]:
+    cache: dict[str, ProtocolDocument] = {}
+
+    def load(prefix: str) -> ProtocolDocument:
+        if prefix not in cache:
+            path = seed_path(prefix)
+            cache[prefix] = parse_protocol(path.read_text(encoding="utf-8"), source=str(path))
+        return cache[prefix]
+
+    return load
+
+
+@pytest.fixture
+def import_seed(db: None) -> Callable[[str], ProtocolVersion]:
+    def load(prefix: str) -> ProtocolVersion:
+        path = seed_path(prefix)
+        return protocol_import(text=path.read_text(encoding="utf-8"), source=path.name)
+
+    return load
