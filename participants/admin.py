@@ -18,8 +18,16 @@ class VisitInline(admin.TabularInline):
     model = ScheduledVisit
     extra = 0
     can_delete = False
-    fields = ["visit_definition", "occurrence", "target_date", "window_start", "window_end",
-              "status", "actual_date", "protocol_version"]
+    fields = (
+        "visit_definition",
+        "occurrence",
+        "target_date",
+        "window_start",
+        "window_end",
+        "status",
+        "actual_date",
+        "protocol_version",
+    )
     readonly_fields = fields
     ordering = ["target_date", "id"]
 
@@ -27,14 +35,18 @@ class VisitInline(admin.TabularInline):
         return False
 
     def get_queryset(self, request: HttpRequest) -> Any:
-        return super().get_queryset(request).select_related("visit_definition", "protocol_version__trial")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("visit_definition", "protocol_version__trial")
+        )
 
 
 class MilestoneInline(admin.TabularInline):
     model = ScheduledMilestone
     extra = 0
     can_delete = False
-    fields = ["rule", "sequence", "due_date", "dose_mg", "status"]
+    fields = ("rule", "sequence", "due_date", "dose_mg", "status")
     readonly_fields = fields
     ordering = ["due_date", "id"]
 

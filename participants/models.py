@@ -28,7 +28,10 @@ class Participant(models.Model):
     )
     birth_date = models.DateField()
     weight_kg = models.DecimalField(
-        max_digits=5, decimal_places=1, null=True, blank=True,
+        max_digits=5,
+        decimal_places=1,
+        null=True,
+        blank=True,
         validators=[MinValueValidator(1)],
     )
     email = models.EmailField(blank=True)
@@ -63,7 +66,9 @@ class ParticipantAnchor(models.Model):
     class Meta:
         ordering = ["participant", "date"]
         constraints = [
-            models.UniqueConstraint(fields=["participant", "code"], name="unique_participant_anchor")
+            models.UniqueConstraint(
+                fields=["participant", "code"], name="unique_participant_anchor"
+            )
         ]
 
     def __str__(self) -> str:

@@ -18,8 +18,13 @@ def participant_eligibility_failures(
     """Machine-checkable criteria of the participant's protocol version that fail on `on`."""
     checks = [
         RangeCheck(
-            code=c.code, kind=c.kind, text=c.text, attribute=c.check_attribute,
-            min=c.check_min, max=c.check_max, min_inclusive=c.check_min_inclusive,
+            code=c.code,
+            kind=c.kind,
+            text=c.text,
+            attribute=c.check_attribute,
+            min=c.check_min,
+            max=c.check_max,
+            min_inclusive=c.check_min_inclusive,
             max_inclusive=c.check_max_inclusive,
         )
         for c in EligibilityCriterion.objects.filter(version=participant.protocol_version_id)

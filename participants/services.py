@@ -48,13 +48,22 @@ def participant_register(
     unknown = sorted(set(anchors) - known)
     if unknown:
         raise ValidationError(
-            {"anchors": f"unknown anchor(s) {', '.join(unknown)}; the protocol defines "
-                        f"{', '.join(sorted(known))}"}
+            {
+                "anchors": f"unknown anchor(s) {', '.join(unknown)}; the protocol defines "
+                f"{', '.join(sorted(known))}"
+            }
         )
     participant = Participant(
-        trial=trial, site=site, study_id=study_id, protocol_version=protocol_version,
-        birth_date=birth_date, weight_kg=weight_kg, email=email, phone=phone,
-        timezone=timezone or site.timezone, language=language,
+        trial=trial,
+        site=site,
+        study_id=study_id,
+        protocol_version=protocol_version,
+        birth_date=birth_date,
+        weight_kg=weight_kg,
+        email=email,
+        phone=phone,
+        timezone=timezone or site.timezone,
+        language=language,
     )
     participant.full_clean()
     participant.save()

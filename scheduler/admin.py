@@ -11,7 +11,7 @@ from scheduler.models import ScheduledProcedure, ScheduledVisit
 class ProcedureInline(admin.TabularInline):
     model = ScheduledProcedure
     extra = 0
-    fields = ["procedure", "status"]
+    fields = ("procedure", "status")
     readonly_fields = fields
 
 
@@ -20,8 +20,15 @@ class ScheduledVisitAdmin(admin.ModelAdmin):
     """Read-only until the visit lifecycle services exist: the calendar changes only through
     services, so every change is validated, recomputed and audited in one place."""
 
-    list_display = ["participant", "visit_definition", "occurrence", "target_date",
-                    "window_start", "window_end", "status"]
+    list_display = [
+        "participant",
+        "visit_definition",
+        "occurrence",
+        "target_date",
+        "window_start",
+        "window_end",
+        "status",
+    ]
     list_filter = ["status", "participant__trial", "participant__site"]
     search_fields = ["participant__study_id", "visit_definition__code"]
     date_hierarchy = "target_date"

@@ -20,9 +20,7 @@ class EnrollmentError(ValueError):
 
     def __init__(self, participant: Participant, problems: list[str]):
         self.problems = problems
-        super().__init__(
-            f"{participant} cannot be enrolled: " + "; ".join(problems)
-        )
+        super().__init__(f"{participant} cannot be enrolled: " + "; ".join(problems))
 
 
 @transaction.atomic
@@ -69,9 +67,7 @@ def participant_enroll(
     if problems or calendar is None:
         raise EnrollmentError(participant, problems)
 
-    visit_definitions = {
-        v.code: v for v in VisitDefinition.objects.filter(version=version)
-    }
+    visit_definitions = {v.code: v for v in VisitDefinition.objects.filter(version=version)}
     procedures = {p.code: p for p in ProcedureDefinition.objects.filter(version=version)}
     rules = {r.code: r for r in MilestoneRule.objects.filter(version=version)}
 

@@ -35,11 +35,11 @@ def participant_for(
     **fields: Any,
 ) -> Participant:
     """A participant in screening on `version`, at a site that runs its trial."""
-    site = site or SiteFactory()
-    TrialSite.objects.get_or_create(trial=version.trial, site=site)
+    at_site: Site = site or SiteFactory.create()
+    TrialSite.objects.get_or_create(trial=version.trial, site=at_site)
     return participant_register(
         trial=version.trial,
-        site=site,
+        site=at_site,
         study_id=study_id or f"P-{Participant.objects.count() + 1:03d}",
         birth_date=birth_date,
         anchors=anchors,

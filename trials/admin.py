@@ -84,16 +84,33 @@ class ProcedureInline(ReadOnlyInline):
 class VisitInline(ReadOnlyInline):
     model = VisitDefinition
     fields = [
-        "code", "name", "epoch", "anchor_code", "anchor_visit", "offset_days",
-        "window_before_days", "window_after_days", "repeat_every_days", "repeat_count",
-        "duration_minutes", "mode",
+        "code",
+        "name",
+        "epoch",
+        "anchor_code",
+        "anchor_visit",
+        "offset_days",
+        "window_before_days",
+        "window_after_days",
+        "repeat_every_days",
+        "repeat_count",
+        "duration_minutes",
+        "mode",
     ]
 
 
 class MilestoneInline(ReadOnlyInline):
     model = MilestoneRule
-    fields = ["code", "name", "kind", "anchor_code", "anchor_visit", "offset_days",
-              "participant_facing", "taper"]
+    fields = [
+        "code",
+        "name",
+        "kind",
+        "anchor_code",
+        "anchor_visit",
+        "offset_days",
+        "participant_facing",
+        "taper",
+    ]
 
 
 class CriterionInline(ReadOnlyInline):
@@ -106,12 +123,23 @@ class ProtocolVersionAdmin(admin.ModelAdmin):
     list_display = ["trial", "label", "status", "published_at", "source_name"]
     list_filter = ["status", "trial"]
     inlines = [
-        AnchorInline, ArmInline, EpochInline, ProcedureInline, VisitInline, MilestoneInline,
+        AnchorInline,
+        ArmInline,
+        EpochInline,
+        ProcedureInline,
+        VisitInline,
+        MilestoneInline,
         CriterionInline,
     ]
     readonly_fields = [
-        "trial", "label", "status", "version_date", "published_at", "source_name",
-        "source_sha256", "imported_at",
+        "trial",
+        "label",
+        "status",
+        "version_date",
+        "published_at",
+        "source_name",
+        "source_sha256",
+        "imported_at",
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -28,10 +28,13 @@ class RangeCheck:
         return " and ".join(parts)
 
     def holds(self, value: Decimal) -> bool:
-        if self.min is not None and (value < self.min or (value == self.min and not self.min_inclusive)):
+        if self.min is not None and (
+            value < self.min or (value == self.min and not self.min_inclusive)
+        ):
             return False
         return not (
-            self.max is not None and (value > self.max or (value == self.max and not self.max_inclusive))
+            self.max is not None
+            and (value > self.max or (value == self.max and not self.max_inclusive))
         )
 
 
@@ -79,14 +82,16 @@ def check_eligibility(
         if check.kind == "inclusion" and not inside:
             failures.append(
                 EligibilityFailure(
-                    check.code, check.text,
+                    check.code,
+                    check.text,
                     f"{label} {value} {unit} is outside the required range ({check.describe()})",
                 )
             )
         elif check.kind == "exclusion" and inside:
             failures.append(
                 EligibilityFailure(
-                    check.code, check.text,
+                    check.code,
+                    check.text,
                     f"{label} {value} {unit} is in the excluded range ({check.describe()})",
                 )
             )

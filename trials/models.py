@@ -28,7 +28,9 @@ class Trial(models.Model):
     sponsor = models.CharField(max_length=200)
     blinding = models.CharField(max_length=10, choices=[(b.value, b.value) for b in Blinding])
     conditions = models.JSONField(default=list, blank=True)
-    sites = models.ManyToManyField("Site", through="TrialSite", related_name="trials")
+    sites: models.ManyToManyField[Site, TrialSite] = models.ManyToManyField(
+        "Site", through="TrialSite", related_name="trials"
+    )
 
     class Meta:
         ordering = ["code"]
@@ -203,7 +205,9 @@ class VisitDefinition(_VersionPart, _Anchored):
     mode = models.CharField(max_length=10, choices=[(m.value, m.value) for m in VisitMode])
     unscheduled_allowed = models.BooleanField(default=False)
     arms = models.ManyToManyField(Arm, blank=True, help_text="Empty: every arm.")
-    procedures = models.ManyToManyField(ProcedureDefinition, through="ScheduledActivity")
+    procedures: models.ManyToManyField[ProcedureDefinition, ScheduledActivity] = (
+        models.ManyToManyField(ProcedureDefinition, through="ScheduledActivity")
+    )
 
     class Meta(_VersionPart.Meta):
         constraints = [

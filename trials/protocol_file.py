@@ -159,8 +159,7 @@ class VisitSection(_Strict):
 
     def activities(self) -> tuple[Activity, ...]:
         return tuple(
-            Activity(procedure=item) if isinstance(item, str) else item
-            for item in self.procedures
+            Activity(procedure=item) if isinstance(item, str) else item for item in self.procedures
         )
 
 
@@ -327,7 +326,9 @@ def _describe(error: Any) -> str:
     kind = error["type"]
     if kind == "missing":
         field = next((part for part in reversed(error["loc"]) if isinstance(part, str)), "")
-        return "is required but missing" + (f": expected {_EXPECTED[field]}" if field in _EXPECTED else "")
+        return "is required but missing" + (
+            f": expected {_EXPECTED[field]}" if field in _EXPECTED else ""
+        )
     if kind == "extra_forbidden":
         return "is not a known field here"
     if kind == "string_pattern_mismatch":
@@ -398,14 +399,24 @@ def _line_of(node: yaml.Node | None, path: Path) -> int | None:
 
 def check_consistency(doc: ProtocolDocument) -> list[tuple[Path, str]]:
     problems: list[tuple[Path, str]] = []
-    for section in ("anchors", "arms", "epochs", "procedures", "visits", "milestones",
-                    "eligibility"):
+    for section in (
+        "anchors",
+        "arms",
+        "epochs",
+        "procedures",
+        "visits",
+        "milestones",
+        "eligibility",
+    ):
         seen: dict[str, int] = {}
         for index, item in enumerate(getattr(doc, section)):
             if item.code in seen:
                 problems.append(
-                    ((section, index, "code"),
-                     f"duplicate code {item.code!r} (first used at {section}[{seen[item.code]}])")
+                    (
+                        (section, index, "code"),
+                        f"duplicate code {item.code!r} "
+                        f"(first used at {section}[{seen[item.code]}])",
+                    )
                 )
             seen.setdefault(item.code, index)
 
@@ -421,37 +432,47 @@ def check_consistency(doc: ProtocolDocument) -> list[tuple[Path, str]]:
         path: Path = ("visits", index)
         if visit.epoch not in epochs:
             problems.append(
-                (path + ("epoch",),
-                 f"unknown epoch {visit.epoch!r}; expected one of: {_listing(epochs)}")
+                (
+                    path + ("epoch",),
+                    f"unknown epoch {visit.epoch!r}; expected one of: {_listing(epochs)}",
+                )
             )
         problems += _check_anchor_ref(visit.anchor, path + ("anchor",), anchors, visits)
         for arm_index, arm in enumerate(visit.arms):
             if arm not in arms:
                 problems.append(
-                    (path + ("arms", arm_index),
-                     f"unknown arm {arm!r}; expected one of: {_listing(arms)}")
+                    (
+                        path + ("arms", arm_index),
+                        f"unknown arm {arm!r}; expected one of: {_listing(arms)}",
+                    )
                 )
         for activity_index, activity in enumerate(visit.activities()):
             activity_path = path + ("procedures", activity_index)
             if activity.procedure not in procedures:
                 problems.append(
-                    (activity_path,
-                     f"unknown procedure {activity.procedure!r}; expected one of: "
-                     f"{_listing(procedures)}")
+                    (
+                        activity_path,
+                        f"unknown procedure {activity.procedure!r}; expected one of: "
+                        f"{_listing(procedures)}",
+                    )
                 )
             for occurrence in activity.occurrences or ():
                 if occurrence > visit.count:
                     problems.append(
-                        (activity_path + ("occurrences",),
-                         f"occurrence {occurrence} does not exist: visit {visit.code!r} "
-                         f"happens {visit.count} time(s)")
+                        (
+                            activity_path + ("occurrences",),
+                            f"occurrence {occurrence} does not exist: visit {visit.code!r} "
+                            f"happens {visit.count} time(s)",
+                        )
                     )
         if visit.repeat and visit.window.before + visit.window.after >= visit.repeat.every_days:
             problems.append(
-                (path + ("window",),
-                 f"window of {visit.window.before}+{visit.window.after} days is not shorter "
-                 f"than the {visit.repeat.every_days}-day gap between repeats, so the windows "
-                 "of consecutive occurrences would overlap")
+                (
+                    path + ("window",),
+                    f"window of {visit.window.before}+{visit.window.after} days is not shorter "
+                    f"than the {visit.repeat.every_days}-day gap between repeats, so the windows "
+                    "of consecutive occurrences would overlap",
+                )
             )
 
     for index, milestone in enumerate(doc.milestones):
@@ -461,11 +482,16 @@ def check_consistency(doc: ProtocolDocument) -> list[tuple[Path, str]]:
             problems.append((path + ("taper",), "a taper milestone needs a 'taper' section"))
         if milestone.kind is not MilestoneKind.TAPER and milestone.taper is not None:
             problems.append((path + ("taper",), "only a milestone of kind 'taper' has a taper"))
-        if milestone.taper is not None and milestone.taper.initial_weeks >= milestone.taper.target_week:
+        if (
+            milestone.taper is not None
+            and milestone.taper.initial_weeks >= milestone.taper.target_week
+        ):
             problems.append(
-                (path + ("taper", "target_week"),
-                 f"expected a week after the {milestone.taper.initial_weeks} initial week(s), "
-                 f"got {milestone.taper.target_week}")
+                (
+                    path + ("taper", "target_week"),
+                    f"expected a week after the {milestone.taper.initial_weeks} initial week(s), "
+                    f"got {milestone.taper.target_week}",
+                )
             )
 
     for index, criterion in enumerate(doc.eligibility):
@@ -496,14 +522,14 @@ def _check_anchor_definitions(doc: ProtocolDocument) -> list[tuple[Path, str]]:
         constrained = (anchor.min_days, anchor.max_days, anchor.default_days)
         if anchor.relative_to is None:
             if any(value is not None for value in constrained):
-                problems.append(
-                    (path, "min_days, max_days and default_days need 'relative_to'")
-                )
+                problems.append((path, "min_days, max_days and default_days need 'relative_to'"))
             continue
         if anchor.relative_to not in codes:
             problems.append(
-                (path + ("relative_to",),
-                 f"unknown anchor {anchor.relative_to!r}; expected one of: {_listing(codes)}")
+                (
+                    path + ("relative_to",),
+                    f"unknown anchor {anchor.relative_to!r}; expected one of: {_listing(codes)}",
+                )
             )
         elif anchor.relative_to == anchor.code:
             problems.append((path + ("relative_to",), "an anchor cannot be relative to itself"))
@@ -527,8 +553,10 @@ def _check_anchor_definitions(doc: ProtocolDocument) -> list[tuple[Path, str]]:
                 if current.relative_to == anchor.code and frozenset(seen) not in reported:
                     reported.add(frozenset(seen))
                     problems.append(
-                        (("anchors", index, "relative_to"),
-                         "anchors form a cycle: " + " -> ".join([*seen, anchor.code]))
+                        (
+                            ("anchors", index, "relative_to"),
+                            "anchors form a cycle: " + " -> ".join([*seen, anchor.code]),
+                        )
                     )
                 break
             seen.append(current.relative_to)
@@ -545,30 +573,31 @@ def _check_anchor_ref(
     if isinstance(ref, str):
         if ref not in anchors:
             return [
-                (path,
-                 f"unknown anchor {ref!r}; expected one of: {_listing(anchors)}, or "
-                 "{visit: CODE} for the actual date of an earlier visit")
+                (
+                    path,
+                    f"unknown anchor {ref!r}; expected one of: {_listing(anchors)}, or "
+                    "{visit: CODE} for the actual date of an earlier visit",
+                )
             ]
         return []
     target = visits.get(ref.visit)
     if target is None:
         return [
-            (path + ("visit",),
-             f"unknown visit {ref.visit!r}; expected one of: {_listing(visits)}")
+            (path + ("visit",), f"unknown visit {ref.visit!r}; expected one of: {_listing(visits)}")
         ]
     if ref.occurrence is not None and ref.occurrence > target.count:
         return [
-            (path + ("occurrence",),
-             f"visit {ref.visit!r} happens {target.count} time(s); there is no occurrence "
-             f"{ref.occurrence}")
+            (
+                path + ("occurrence",),
+                f"visit {ref.visit!r} happens {target.count} time(s); there is no occurrence "
+                f"{ref.occurrence}",
+            )
         ]
     return []
 
 
 def _check_visit_cycles(doc: ProtocolDocument) -> list[tuple[Path, str]]:
-    depends_on = {
-        v.code: v.anchor.visit for v in doc.visits if isinstance(v.anchor, VisitAnchor)
-    }
+    depends_on = {v.code: v.anchor.visit for v in doc.visits if isinstance(v.anchor, VisitAnchor)}
     index_of = {v.code: i for i, v in enumerate(doc.visits)}
     problems: list[tuple[Path, str]] = []
     reported: set[frozenset[str]] = set()
@@ -577,13 +606,15 @@ def _check_visit_cycles(doc: ProtocolDocument) -> list[tuple[Path, str]]:
         current = depends_on.get(start)
         while current is not None and current in index_of:
             if current in chain:
-                cycle = chain[chain.index(current):]
+                cycle = chain[chain.index(current) :]
                 key = frozenset(cycle)
                 if key not in reported:
                     reported.add(key)
                     problems.append(
-                        (("visits", index_of[cycle[0]], "anchor"),
-                         "visit anchors form a cycle: " + " -> ".join([*cycle, current]))
+                        (
+                            ("visits", index_of[cycle[0]], "anchor"),
+                            "visit anchors form a cycle: " + " -> ".join([*cycle, current]),
+                        )
                     )
                 break
             chain.append(current)
@@ -632,8 +663,12 @@ def _check_window_overlaps(doc: ProtocolDocument) -> list[tuple[Path, str]]:
             root, day = resolve(visit.code, occurrence)
             by_root.setdefault(root, []).append(
                 _Occurrence(
-                    index, visit.code, occurrence, day,
-                    day - visit.window.before, day + visit.window.after,
+                    index,
+                    visit.code,
+                    occurrence,
+                    day,
+                    day - visit.window.before,
+                    day + visit.window.after,
                     frozenset(visit.arms) or all_arms,
                     visit.repeat is not None,
                 )
@@ -646,7 +681,8 @@ def _check_window_overlaps(doc: ProtocolDocument) -> list[tuple[Path, str]]:
         for position, later in enumerate(occurrences):
             # For each arm the later visit applies to, the nearest earlier occurrence that a
             # participant of that arm also has: an overlap in any one arm is an error.
-            for arm in sorted(later.arms) or [None]:
+            arms_to_check: list[str | None] = [*sorted(later.arms)] or [None]
+            for arm in arms_to_check:
                 earlier = next(
                     (
                         candidate
@@ -661,10 +697,13 @@ def _check_window_overlaps(doc: ProtocolDocument) -> list[tuple[Path, str]]:
                 if pair not in reported:
                     reported.add(pair)
                     problems.append(
-                        (("visits", later.visit_index, "window"),
-                         f"window of {_label(later)} (days {later.start}..{later.end}) overlaps "
-                         f"the window of {_label(earlier)} (days {earlier.start}..{earlier.end}); "
-                         "a window must be shorter than the gap between visits")
+                        (
+                            ("visits", later.visit_index, "window"),
+                            f"window of {_label(later)} (days {later.start}..{later.end}) "
+                            f"overlaps the window of {_label(earlier)} "
+                            f"(days {earlier.start}..{earlier.end}); "
+                            "a window must be shorter than the gap between visits",
+                        )
                     )
     return problems
 

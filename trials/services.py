@@ -27,18 +27,24 @@ from trials.protocol_file import (
     AnchorRef,
     AnchorSection,
     ArmSection,
+    Blinding,
+    CheckedAttribute,
     CriterionCheck,
+    CriterionKind,
     CriterionSection,
     EpochSection,
+    MilestoneKind,
     MilestoneSection,
     ProcedureSection,
     ProtocolDocument,
     Registration,
+    Registry,
     Repeat,
     Taper,
     TrialSection,
     VersionSection,
     VisitAnchor,
+    VisitMode,
     VisitSection,
     Window,
     dump_protocol,
@@ -126,8 +132,13 @@ def _anchor_fields(ref: AnchorRef, visits: dict[str, VisitDefinition]) -> dict[s
 def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> None:
     Anchor.objects.bulk_create(
         Anchor(
-            version=version, order=i, code=a.code, name=a.name,
-            relative_to=a.relative_to or "", min_days=a.min_days, max_days=a.max_days,
+            version=version,
+            order=i,
+            code=a.code,
+            name=a.name,
+            relative_to=a.relative_to or "",
+            min_days=a.min_days,
+            max_days=a.max_days,
             default_days=a.default_days,
         )
         for i, a in enumerate(doc.anchors)
@@ -150,8 +161,12 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
         p.code: p
         for p in ProcedureDefinition.objects.bulk_create(
             ProcedureDefinition(
-                version=version, order=i, code=p.code, name=p.name,
-                duration_minutes=p.duration_minutes, preparation=p.preparation,
+                version=version,
+                order=i,
+                code=p.code,
+                name=p.name,
+                duration_minutes=p.duration_minutes,
+                preparation=p.preparation,
                 resource=p.resource,
             )
             for i, p in enumerate(doc.procedures)
@@ -164,17 +179,26 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
     pending = list(enumerate(doc.visits))
     while pending:
         layer = [
-            (i, v) for i, v in pending
+            (i, v)
+            for i, v in pending
             if not isinstance(v.anchor, VisitAnchor) or v.anchor.visit in visits
         ]
         created = VisitDefinition.objects.bulk_create(
             VisitDefinition(
-                version=version, order=i, code=v.code, name=v.name, epoch=epochs[v.epoch],
-                offset_days=v.offset_days, window_before_days=v.window.before,
+                version=version,
+                order=i,
+                code=v.code,
+                name=v.name,
+                epoch=epochs[v.epoch],
+                offset_days=v.offset_days,
+                window_before_days=v.window.before,
                 window_after_days=v.window.after,
                 repeat_every_days=v.repeat.every_days if v.repeat else None,
-                repeat_count=v.count, duration_minutes=v.duration_minutes, mode=v.mode.value,
-                unscheduled_allowed=v.unscheduled_allowed, **_anchor_fields(v.anchor, visits),
+                repeat_count=v.count,
+                duration_minutes=v.duration_minutes,
+                mode=v.mode.value,
+                unscheduled_allowed=v.unscheduled_allowed,
+                **_anchor_fields(v.anchor, visits),
             )
             for i, v in layer
         )
@@ -189,7 +213,9 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
     )
     ScheduledActivity.objects.bulk_create(
         ScheduledActivity(
-            visit=visits[v.code], procedure=procedures[a.procedure], order=order,
+            visit=visits[v.code],
+            procedure=procedures[a.procedure],
+            order=order,
             occurrences=list(a.occurrences) if a.occurrences is not None else None,
         )
         for v in doc.visits
@@ -197,8 +223,13 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
     )
     MilestoneRule.objects.bulk_create(
         MilestoneRule(
-            version=version, order=i, code=m.code, name=m.name, kind=m.kind.value,
-            offset_days=m.offset_days, participant_facing=m.participant_facing,
+            version=version,
+            order=i,
+            code=m.code,
+            name=m.name,
+            kind=m.kind.value,
+            offset_days=m.offset_days,
+            participant_facing=m.participant_facing,
             taper=m.taper.model_dump(mode="json") if m.taper else None,
             **_anchor_fields(m.anchor, visits),
         )
@@ -206,7 +237,11 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
     )
     EligibilityCriterion.objects.bulk_create(
         EligibilityCriterion(
-            version=version, order=i, code=c.code, kind=c.kind.value, text=c.text,
+            version=version,
+            order=i,
+            code=c.code,
+            kind=c.kind.value,
+            text=c.text,
             check_attribute=c.check.attribute.value if c.check else "",
             check_min=c.check.min if c.check else None,
             check_max=c.check.max if c.check else None,
@@ -238,50 +273,69 @@ def protocol_document(*, version: ProtocolVersion) -> ProtocolDocument:
 
     def visit_section(v: VisitDefinition) -> VisitSection:
         activities: list[str | Activity] = [
-            a.procedure.code if a.occurrences is None
+            a.procedure.code
+            if a.occurrences is None
             else Activity(procedure=a.procedure.code, occurrences=tuple(a.occurrences))
             for a in sorted(v.activities.all(), key=lambda a: a.order)
         ]
         return VisitSection(
-            code=v.code, name=v.name, epoch=v.epoch.code, anchor=anchor_ref(v),
+            code=v.code,
+            name=v.name,
+            epoch=v.epoch.code,
+            anchor=anchor_ref(v),
             offset_days=v.offset_days,
             window=Window(before=v.window_before_days, after=v.window_after_days),
             repeat=(
                 Repeat(every_days=v.repeat_every_days, count=v.repeat_count)
-                if v.repeat_every_days else None
+                if v.repeat_every_days
+                else None
             ),
-            duration_minutes=v.duration_minutes, mode=v.mode,
+            duration_minutes=v.duration_minutes,
+            mode=VisitMode(v.mode),
             arms=tuple(arm.code for arm in sorted(v.arms.all(), key=lambda a: a.order)),
-            unscheduled_allowed=v.unscheduled_allowed, procedures=tuple(activities),
+            unscheduled_allowed=v.unscheduled_allowed,
+            procedures=tuple(activities),
         )
 
     def criterion_section(c: EligibilityCriterion) -> CriterionSection:
         check = None
         if c.check_attribute:
             check = CriterionCheck(
-                attribute=c.check_attribute, min=_normal(c.check_min), max=_normal(c.check_max),
-                min_inclusive=c.check_min_inclusive, max_inclusive=c.check_max_inclusive,
+                attribute=CheckedAttribute(c.check_attribute),
+                min=_normal(c.check_min),
+                max=_normal(c.check_max),
+                min_inclusive=c.check_min_inclusive,
+                max_inclusive=c.check_max_inclusive,
             )
-        return CriterionSection(code=c.code, kind=c.kind, text=c.text, check=check)
+        return CriterionSection(code=c.code, kind=CriterionKind(c.kind), text=c.text, check=check)
 
     return ProtocolDocument(
         format=1,
         trial=TrialSection(
-            code=trial.code, title=trial.title, phase=trial.phase, sponsor=trial.sponsor,
-            blinding=trial.blinding,
+            code=trial.code,
+            title=trial.title,
+            phase=trial.phase,  # type: ignore[arg-type]  # validated on import
+            sponsor=trial.sponsor,
+            blinding=Blinding(trial.blinding),
             registrations=tuple(
-                Registration(registry=r.registry, identifier=r.identifier)
+                Registration(registry=Registry(r.registry), identifier=r.identifier)
                 for r in trial.registrations.order_by("id")
             ),
             conditions=tuple(trial.conditions),
         ),
         version=VersionSection(
-            label=version.label, status=version.status, date=version.version_date
+            label=version.label,
+            status=version.status,  # type: ignore[arg-type]
+            date=version.version_date,
         ),
         anchors=tuple(
             AnchorSection(
-                code=a.code, name=a.name, relative_to=a.relative_to or None,
-                min_days=a.min_days, max_days=a.max_days, default_days=a.default_days,
+                code=a.code,
+                name=a.name,
+                relative_to=a.relative_to or None,
+                min_days=a.min_days,
+                max_days=a.max_days,
+                default_days=a.default_days,
             )
             for a in Anchor.objects.filter(version=version).order_by("order")
         ),
@@ -295,20 +349,28 @@ def protocol_document(*, version: ProtocolVersion) -> ProtocolDocument:
         ),
         procedures=tuple(
             ProcedureSection(
-                code=p.code, name=p.name, duration_minutes=p.duration_minutes,
-                preparation=p.preparation, resource=p.resource,
+                code=p.code,
+                name=p.name,
+                duration_minutes=p.duration_minutes,
+                preparation=p.preparation,
+                resource=p.resource,
             )
             for p in ProcedureDefinition.objects.filter(version=version).order_by("order")
         ),
         visits=tuple(visit_section(v) for v in visits),
         milestones=tuple(
             MilestoneSection(
-                code=m.code, name=m.name, kind=m.kind, anchor=anchor_ref(m),
-                offset_days=m.offset_days, participant_facing=m.participant_facing,
+                code=m.code,
+                name=m.name,
+                kind=MilestoneKind(m.kind),
+                anchor=anchor_ref(m),
+                offset_days=m.offset_days,
+                participant_facing=m.participant_facing,
                 taper=Taper.model_validate(m.taper) if m.taper else None,
             )
             for m in MilestoneRule.objects.filter(version=version)
-            .select_related("anchor_visit").order_by("order")
+            .select_related("anchor_visit")
+            .order_by("order")
         ),
         eligibility=tuple(
             criterion_section(c)
@@ -322,7 +384,8 @@ def _normal(value: Decimal | None) -> Decimal | None:
     if value is None:
         return None
     normal = value.normalize()
-    return normal.quantize(Decimal(1)) if normal.as_tuple().exponent > 0 else normal
+    exponent = normal.as_tuple().exponent
+    return normal.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else normal
 
 
 def protocol_export(*, version: ProtocolVersion) -> str:

@@ -2,75 +2,171 @@
 
 import django.core.validators
 import django.db.models.deletion
-import trials.models
 from django.db import migrations, models
+
+import trials.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('trials', '0001_initial'),
+        ("trials", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Participant',
+            name="Participant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('study_id', models.CharField(max_length=40)),
-                ('status', models.CharField(choices=[('screening', 'Screening'), ('screen_failed', 'screen failed'), ('enrolled', 'Enrolled'), ('completed', 'Completed'), ('withdrawn', 'Withdrawn')], default='screening', max_length=16)),
-                ('birth_date', models.DateField()),
-                ('weight_kg', models.DecimalField(blank=True, decimal_places=1, max_digits=5, null=True, validators=[django.core.validators.MinValueValidator(1)])),
-                ('email', models.EmailField(blank=True, max_length=254)),
-                ('phone', models.CharField(blank=True, max_length=40)),
-                ('timezone', models.CharField(max_length=64, validators=[trials.models.validate_timezone])),
-                ('language', models.CharField(choices=[('en', 'English'), ('ja', '日本語')], default='en', max_length=2)),
-                ('enrolled_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('protocol_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='participants', to='trials.protocolversion')),
-                ('site', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='participants', to='trials.site')),
-                ('trial', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='participants', to='trials.trial')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("study_id", models.CharField(max_length=40)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("screening", "Screening"),
+                            ("screen_failed", "screen failed"),
+                            ("enrolled", "Enrolled"),
+                            ("completed", "Completed"),
+                            ("withdrawn", "Withdrawn"),
+                        ],
+                        default="screening",
+                        max_length=16,
+                    ),
+                ),
+                ("birth_date", models.DateField()),
+                (
+                    "weight_kg",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=1,
+                        max_digits=5,
+                        null=True,
+                        validators=[django.core.validators.MinValueValidator(1)],
+                    ),
+                ),
+                ("email", models.EmailField(blank=True, max_length=254)),
+                ("phone", models.CharField(blank=True, max_length=40)),
+                (
+                    "timezone",
+                    models.CharField(max_length=64, validators=[trials.models.validate_timezone]),
+                ),
+                (
+                    "language",
+                    models.CharField(
+                        choices=[("en", "English"), ("ja", "日本語")], default="en", max_length=2
+                    ),
+                ),
+                ("enrolled_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "protocol_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="participants",
+                        to="trials.protocolversion",
+                    ),
+                ),
+                (
+                    "site",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="participants",
+                        to="trials.site",
+                    ),
+                ),
+                (
+                    "trial",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="participants",
+                        to="trials.trial",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['trial', 'study_id'],
+                "ordering": ["trial", "study_id"],
             },
         ),
         migrations.CreateModel(
-            name='ParticipantAnchor',
+            name="ParticipantAnchor",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.CharField(max_length=40)),
-                ('date', models.DateField()),
-                ('participant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='anchors', to='participants.participant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("code", models.CharField(max_length=40)),
+                ("date", models.DateField()),
+                (
+                    "participant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="anchors",
+                        to="participants.participant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['participant', 'date'],
+                "ordering": ["participant", "date"],
             },
         ),
         migrations.CreateModel(
-            name='TreatmentAssignment',
+            name="TreatmentAssignment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('assigned_at', models.DateTimeField(auto_now_add=True)),
-                ('arm', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='trials.arm')),
-                ('participant', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='treatment_assignment', to='participants.participant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("assigned_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "arm",
+                    models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to="trials.arm"),
+                ),
+                (
+                    "participant",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="treatment_assignment",
+                        to="participants.participant",
+                    ),
+                ),
             ],
             options={
-                'permissions': [('view_unblinded_arm', 'Can see the treatment arm of blinded trials')],
+                "permissions": [
+                    ("view_unblinded_arm", "Can see the treatment arm of blinded trials")
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='participant',
-            constraint=models.UniqueConstraint(fields=('trial', 'study_id'), name='unique_study_id_per_trial'),
+            model_name="participant",
+            constraint=models.UniqueConstraint(
+                fields=("trial", "study_id"), name="unique_study_id_per_trial"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='participant',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status', 'enrolled'), _negated=True), ('enrolled_at__isnull', False), _connector='OR'), name='enrolled_has_timestamp'),
+            model_name="participant",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("status", "enrolled"), _negated=True),
+                    ("enrolled_at__isnull", False),
+                    _connector="OR",
+                ),
+                name="enrolled_has_timestamp",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='participantanchor',
-            constraint=models.UniqueConstraint(fields=('participant', 'code'), name='unique_participant_anchor'),
+            model_name="participantanchor",
+            constraint=models.UniqueConstraint(
+                fields=("participant", "code"), name="unique_participant_anchor"
+            ),
         ),
     ]

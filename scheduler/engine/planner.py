@@ -154,13 +154,12 @@ def plan(
             continue
         start = base[0] + milestone.offset_days * DAY
         if milestone.taper is None:
-            planned_milestones.append(
-                PlannedMilestone(milestone.code, 0, start, estimated=base[1])
-            )
+            planned_milestones.append(PlannedMilestone(milestone.code, 0, start, estimated=base[1]))
             continue
         if facts.weight_kg is None:
-            raise PlanningError([f"{milestone.name} is weight-based: the participant's weight "
-                                 "is needed"])
+            raise PlanningError(
+                [f"{milestone.name} is weight-based: the participant's weight is needed"]
+            )
         for week, dose in enumerate(weekly_doses(milestone.taper, Decimal(facts.weight_kg))):
             planned_milestones.append(
                 PlannedMilestone(milestone.code, week, start + 7 * week * DAY, dose, base[1])

@@ -5,90 +5,226 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('participants', '0001_initial'),
-        ('trials', '0001_initial'),
+        ("participants", "0001_initial"),
+        ("trials", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='WorkerHeartbeat',
+            name="WorkerHeartbeat",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=40, unique=True)),
-                ('beat_at', models.DateTimeField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=40, unique=True)),
+                ("beat_at", models.DateTimeField()),
             ],
         ),
         migrations.CreateModel(
-            name='ScheduledVisit',
+            name="ScheduledVisit",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('occurrence', models.PositiveIntegerField(default=1)),
-                ('target_date', models.DateField()),
-                ('window_start', models.DateField()),
-                ('window_end', models.DateField()),
-                ('estimated', models.BooleanField(default=False, help_text='Counts from an anchor whose date is not known yet.')),
-                ('status', models.CharField(choices=[('planned', 'Planned'), ('booked', 'Booked'), ('done', 'Done'), ('missed', 'Missed'), ('cancelled', 'Cancelled')], default='planned', max_length=10)),
-                ('actual_date', models.DateField(blank=True, null=True)),
-                ('participant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='visits', to='participants.participant')),
-                ('protocol_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='trials.protocolversion')),
-                ('visit_definition', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='trials.visitdefinition')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("occurrence", models.PositiveIntegerField(default=1)),
+                ("target_date", models.DateField()),
+                ("window_start", models.DateField()),
+                ("window_end", models.DateField()),
+                (
+                    "estimated",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Counts from an anchor whose date is not known yet.",
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("planned", "Planned"),
+                            ("booked", "Booked"),
+                            ("done", "Done"),
+                            ("missed", "Missed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="planned",
+                        max_length=10,
+                    ),
+                ),
+                ("actual_date", models.DateField(blank=True, null=True)),
+                (
+                    "participant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="visits",
+                        to="participants.participant",
+                    ),
+                ),
+                (
+                    "protocol_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, to="trials.protocolversion"
+                    ),
+                ),
+                (
+                    "visit_definition",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, to="trials.visitdefinition"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['participant', 'target_date', 'id'],
+                "ordering": ["participant", "target_date", "id"],
             },
         ),
         migrations.CreateModel(
-            name='ScheduledProcedure',
+            name="ScheduledProcedure",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('planned', 'Planned'), ('done', 'Done'), ('not_done', 'not done')], default='planned', max_length=10)),
-                ('procedure', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='trials.proceduredefinition')),
-                ('visit', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='procedures', to='scheduler.scheduledvisit')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("planned", "Planned"),
+                            ("done", "Done"),
+                            ("not_done", "not done"),
+                        ],
+                        default="planned",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "procedure",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, to="trials.proceduredefinition"
+                    ),
+                ),
+                (
+                    "visit",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="procedures",
+                        to="scheduler.scheduledvisit",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['visit', 'procedure__order'],
+                "ordering": ["visit", "procedure__order"],
             },
         ),
         migrations.CreateModel(
-            name='ScheduledMilestone',
+            name="ScheduledMilestone",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sequence', models.PositiveIntegerField(default=0, help_text='Taper week; 0 otherwise.')),
-                ('due_date', models.DateField()),
-                ('dose_mg', models.DecimalField(blank=True, decimal_places=2, max_digits=7, null=True)),
-                ('estimated', models.BooleanField(default=False)),
-                ('status', models.CharField(choices=[('planned', 'Planned'), ('done', 'Done'), ('cancelled', 'Cancelled')], default='planned', max_length=10)),
-                ('participant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='milestones', to='participants.participant')),
-                ('protocol_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='trials.protocolversion')),
-                ('rule', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='trials.milestonerule')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "sequence",
+                    models.PositiveIntegerField(default=0, help_text="Taper week; 0 otherwise."),
+                ),
+                ("due_date", models.DateField()),
+                (
+                    "dose_mg",
+                    models.DecimalField(blank=True, decimal_places=2, max_digits=7, null=True),
+                ),
+                ("estimated", models.BooleanField(default=False)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("planned", "Planned"),
+                            ("done", "Done"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="planned",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "participant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="milestones",
+                        to="participants.participant",
+                    ),
+                ),
+                (
+                    "protocol_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, to="trials.protocolversion"
+                    ),
+                ),
+                (
+                    "rule",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, to="trials.milestonerule"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['participant', 'due_date', 'id'],
-                'constraints': [models.UniqueConstraint(fields=('participant', 'rule', 'sequence'), name='unique_milestone_step')],
+                "ordering": ["participant", "due_date", "id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("participant", "rule", "sequence"), name="unique_milestone_step"
+                    )
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='scheduledvisit',
-            index=models.Index(fields=['target_date', 'status'], name='scheduler_s_target__85c82c_idx'),
+            model_name="scheduledvisit",
+            index=models.Index(
+                fields=["target_date", "status"], name="scheduler_s_target__85c82c_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='scheduledvisit',
-            constraint=models.UniqueConstraint(fields=('participant', 'visit_definition', 'occurrence'), name='unique_visit_occurrence'),
+            model_name="scheduledvisit",
+            constraint=models.UniqueConstraint(
+                fields=("participant", "visit_definition", "occurrence"),
+                name="unique_visit_occurrence",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='scheduledvisit',
-            constraint=models.CheckConstraint(condition=models.Q(('window_start__lte', models.F('target_date')), ('target_date__lte', models.F('window_end'))), name='window_contains_target'),
+            model_name="scheduledvisit",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("window_start__lte", models.F("target_date")),
+                    ("target_date__lte", models.F("window_end")),
+                ),
+                name="window_contains_target",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='scheduledvisit',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status', 'done'), _negated=True), ('actual_date__isnull', False), _connector='OR'), name='done_has_actual_date'),
+            model_name="scheduledvisit",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("status", "done"), _negated=True),
+                    ("actual_date__isnull", False),
+                    _connector="OR",
+                ),
+                name="done_has_actual_date",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='scheduledprocedure',
-            constraint=models.UniqueConstraint(fields=('visit', 'procedure'), name='unique_visit_procedure'),
+            model_name="scheduledprocedure",
+            constraint=models.UniqueConstraint(
+                fields=("visit", "procedure"), name="unique_visit_procedure"
+            ),
         ),
     ]

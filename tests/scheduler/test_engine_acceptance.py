@@ -11,10 +11,12 @@ from scheduler.engine import ParticipantFacts, PlanningError, plan, snapshot_fro
 from scheduler.engine.types import History
 
 D = dt.date
+NIAMS_DAY1 = dt.date(2026, 2, 2)
+TSUKUBA_DAY1 = dt.date(2026, 3, 16)
 DAY = dt.timedelta(days=1)
 
 
-def niams_plan(seed_document, day1: dt.date = D(2026, 2, 2), history: History | None = None):
+def niams_plan(seed_document, day1: dt.date = NIAMS_DAY1, history: History | None = None):
     protocol = snapshot_from_document(seed_document("000"))
     return plan(protocol, ParticipantFacts(anchors={"day1": day1}), history)
 
@@ -33,7 +35,15 @@ def test_niams_nine_treatment_visits_every_28_days_from_day1(seed_document) -> N
     treatment = [v for v in calendar.visits if v.visit_code in {f"V{n}" for n in range(2, 11)}]
 
     assert [(v.target - D(2026, 2, 2)).days for v in treatment] == [
-        0, 28, 56, 84, 112, 140, 168, 196, 224
+        0,
+        28,
+        56,
+        84,
+        112,
+        140,
+        168,
+        196,
+        224,
     ]
     assert treatment[-1].target == D(2026, 9, 14)
 
@@ -76,7 +86,7 @@ def test_niams_contraception_ends_16_weeks_after_the_last_infusion(seed_document
     assert calendar.milestones[0].due == D(2027, 1, 4)
 
 
-def tsukuba_plan(seed_document, weight: int, day1: dt.date = D(2026, 3, 16)):
+def tsukuba_plan(seed_document, weight: int, day1: dt.date = TSUKUBA_DAY1):
     protocol = snapshot_from_document(seed_document("001"))
     return plan(
         protocol,
@@ -88,7 +98,9 @@ def tsukuba_plan(seed_document, weight: int, day1: dt.date = D(2026, 3, 16)):
 
 def taper(calendar) -> list[tuple[int, dt.date, Decimal]]:
     return [
-        (m.sequence, m.due, m.dose_mg) for m in calendar.milestones if m.milestone_code == "PSL_TAPER"
+        (m.sequence, m.due, m.dose_mg)
+        for m in calendar.milestones
+        if m.milestone_code == "PSL_TAPER"
     ]
 
 
@@ -119,10 +131,14 @@ def test_tsukuba_infusions_every_28_days_through_week_24(seed_document) -> None:
 
     assert [(v.target - D(2026, 3, 16)).days // 7 for v in infusions] == [0, 4, 8, 12, 16, 20, 24]
     assert [v.target for v in infusions if "LLDAS" in v.procedures] == [
-        D(2026, 3, 16), D(2026, 6, 8), D(2026, 8, 31)
+        D(2026, 3, 16),
+        D(2026, 6, 8),
+        D(2026, 8, 31),
     ]
     assert [v.target for v in infusions if {"SLEDAI", "COMPLEMENT"} <= set(v.procedures)] == [
-        D(2026, 3, 16), D(2026, 6, 8), D(2026, 8, 31)
+        D(2026, 3, 16),
+        D(2026, 6, 8),
+        D(2026, 8, 31),
     ]
 
 

@@ -95,9 +95,9 @@ def test_plan_moves_only_what_counts_from_a_visit_done_early_or_late(start, move
         for v in plan(snapshot, facts, History(actual_dates={("V10", 1): actual})).visits
     }
 
-    assert {key: (after[key] - before[key]).days for key in before if after[key] != before[key]} == (
-        {("V11", 1): moved} if moved else {}
-    )
+    assert {
+        key: (after[key] - before[key]).days for key in before if after[key] != before[key]
+    } == ({("V11", 1): moved} if moved else {})
 
 
 @settings(max_examples=2_000, deadline=None)
@@ -115,8 +115,13 @@ def test_taper_never_exceeds_its_caps_never_increases_and_meets_the_target(
     weight, mg_per_kg, cap, step, target, initial_weeks, span, shape
 ) -> None:
     spec = TaperSpec(
-        initial_mg_per_kg=mg_per_kg, initial_weeks=initial_weeks, target_mg=target,
-        target_week=initial_weeks + span, step_mg=step, initial_max_mg=cap, shape=shape,
+        initial_mg_per_kg=mg_per_kg,
+        initial_weeks=initial_weeks,
+        target_mg=target,
+        target_week=initial_weeks + span,
+        step_mg=step,
+        initial_max_mg=cap,
+        shape=shape,
     )
 
     doses = weekly_doses(spec, weight)

@@ -29,22 +29,25 @@ def test_participant_enroll_persists_the_niams_calendar(import_seed) -> None:
         version, anchors={"day1": D(2026, 2, 2), "consent": CONSENT}, birth_date=born(45)
     )
 
-    participant_enroll(participant=participant, on=CONSENT,
-                       arm=Arm.objects.get(version=version, code="ANI"))
+    participant_enroll(
+        participant=participant, on=CONSENT, arm=Arm.objects.get(version=version, code="ANI")
+    )
 
     rows = list(
         ScheduledVisit.objects.filter(participant=participant)
         .order_by("target_date")
-        .values_list("visit_definition__code", "target_date", "window_start", "window_end",
-                     "status")
+        .values_list(
+            "visit_definition__code", "target_date", "window_start", "window_end", "status"
+        )
     )
     assert rows[0] == ("V1", D(2026, 1, 12), D(2026, 1, 5), D(2026, 1, 19), "planned")
     assert [(code, target) for code, target, *_ in rows[1:]] == [
         (f"V{n}", D(2026, 2, 2) + dt.timedelta(days=28 * (n - 2))) for n in range(2, 11)
     ] + [("V11", D(2026, 10, 12))]
     assert sorted(
-        ScheduledProcedure.objects.filter(visit__participant=participant, procedure__code="FDGPET")
-        .values_list("visit__visit_definition__code", flat=True)
+        ScheduledProcedure.objects.filter(
+            visit__participant=participant, procedure__code="FDGPET"
+        ).values_list("visit__visit_definition__code", flat=True)
     ) == ["V10", "V2"]
     assert list(
         ScheduledMilestone.objects.filter(participant=participant).values_list(
@@ -87,8 +90,16 @@ def test_participant_enroll_stores_what_the_engine_plans(import_seed) -> None:
 @pytest.mark.parametrize(
     ("age", "message"),
     [
-        (17, "AGE (Aged 18 to 80 years.): age 17 years is outside the required range (≥ 18 and ≤ 80)"),
-        (81, "AGE (Aged 18 to 80 years.): age 81 years is outside the required range (≥ 18 and ≤ 80)"),
+        (
+            17,
+            "AGE (Aged 18 to 80 years.): age 17 years is outside the required range "
+            "(≥ 18 and ≤ 80)",
+        ),
+        (
+            81,
+            "AGE (Aged 18 to 80 years.): age 81 years is outside the required range "
+            "(≥ 18 and ≤ 80)",
+        ),
     ],
 )
 def test_participant_enroll_refuses_niams_ages_outside_18_to_80(import_seed, age, message) -> None:
@@ -153,7 +164,8 @@ def test_participant_enroll_accepts_jasmine_weights_at_the_limits(import_seed, w
 def test_participant_enroll_refuses_tsukuba_age_80_since_the_limit_is_below_80(import_seed) -> None:
     version = import_seed("001")
     participant = participant_for(
-        version, anchors={"psl_start": D(2026, 3, 2), "consent": D(2026, 3, 1)},
+        version,
+        anchors={"psl_start": D(2026, 3, 2), "consent": D(2026, 3, 1)},
         birth_date=born(80, D(2026, 3, 1)),
     )
 
@@ -170,8 +182,10 @@ def test_participant_enroll_refuses_tsukuba_age_80_since_the_limit_is_below_80(i
 def test_participant_enroll_lists_every_problem_and_writes_nothing(import_seed) -> None:
     version = import_seed("001")
     participant = participant_for(
-        version, anchors={"psl_start": D(2026, 3, 2), "day1": D(2026, 3, 20)},
-        birth_date=born(16, D(2026, 3, 1)), weight_kg=None,
+        version,
+        anchors={"psl_start": D(2026, 3, 2), "day1": D(2026, 3, 20)},
+        birth_date=born(16, D(2026, 3, 1)),
+        weight_kg=None,
     )
 
     with pytest.raises(EnrollmentError) as caught:
@@ -205,7 +219,8 @@ def test_participant_enroll_query_count_does_not_grow_with_the_calendar(
     import_seed, django_assert_num_queries
 ) -> None:
     small = participant_for(
-        import_seed("001"), anchors={"psl_start": D(2026, 3, 2), "day1": D(2026, 3, 9)},
+        import_seed("001"),
+        anchors={"psl_start": D(2026, 3, 2), "day1": D(2026, 3, 9)},
         birth_date=born(40),
     )  # 7 visits, 15 milestones
     large = participant_for(

@@ -24,13 +24,12 @@ def test_protocol_export_reimports_to_an_identical_version(path: Path) -> None:
     assert parse_protocol(exported, source="exported.yaml") == original
 
     # Importing the export as a new version of the same trial stores the same content.
-    relabelled = exported.replace(
-        f"label: '{original.version.label}'", "label: round-trip", 1
-    )
+    relabelled = exported.replace(f"label: '{original.version.label}'", "label: round-trip", 1)
     again = protocol_import(text=relabelled, source="exported.yaml")
-    assert protocol_document(version=again).model_copy(
-        update={"version": original.version}
-    ) == original
+    assert (
+        protocol_document(version=again).model_copy(update={"version": original.version})
+        == original
+    )
 
 
 @pytest.mark.django_db
@@ -55,8 +54,9 @@ def test_protocol_import_replaces_a_draft_as_a_whole() -> None:
     draft = text.replace("status: published", "status: draft")
     protocol_import(text=draft, source="draft.yaml")
 
-    replaced = protocol_import(text=draft.replace("offset_days: 224", "offset_days: 223"),
-                               source="draft.yaml")
+    replaced = protocol_import(
+        text=draft.replace("offset_days: 224", "offset_days: 223"), source="draft.yaml"
+    )
 
     assert ProtocolVersion.objects.count() == 1
     assert replaced.status == "draft"
@@ -68,8 +68,10 @@ def test_protocol_import_of_an_invalid_file_stores_nothing() -> None:
     text = (PROTOCOL_DIR / "000_niams_vascular.yaml").read_text(encoding="utf-8")
 
     with pytest.raises(ProtocolFileError):
-        protocol_import(text=text.replace("procedures: [EXAM, LABS]\n", "procedures: [EKG]\n"),
-                        source="bad.yaml")
+        protocol_import(
+            text=text.replace("procedures: [EXAM, LABS]\n", "procedures: [EKG]\n"),
+            source="bad.yaml",
+        )
 
     assert Trial.objects.count() == 0
     assert ProtocolVersion.objects.count() == 0
@@ -112,7 +114,9 @@ def test_export_protocol_command_names_the_versions_that_exist(import_seed) -> N
     with pytest.raises(CommandError) as caught:
         call_command("export_protocol", "tsukuba-early-ani", "9.9")
 
-    assert str(caught.value) == "no version '9.9' of trial 'tsukuba-early-ani'; its versions are 1.0"
+    assert (
+        str(caught.value) == "no version '9.9' of trial 'tsukuba-early-ani'; its versions are 1.0"
+    )
 
 
 @pytest.mark.django_db

@@ -157,7 +157,8 @@ def test_parse_protocol_refuses_an_occurrence_the_visit_does_not_have() -> None:
 
 def test_parse_protocol_reports_every_problem_at_once() -> None:
     text = BASE.replace("procedures: [LABS]", "procedures: [CAVI]").replace(
-        "epoch: TRT\n    anchor: day1\n    offset_days: 7", "epoch: FU\n    anchor: day1\n    offset_days: 7"
+        "epoch: TRT\n    anchor: day1\n    offset_days: 7",
+        "epoch: FU\n    anchor: day1\n    offset_days: 7",
     )
 
     assert errors_of(text) == [
@@ -177,16 +178,22 @@ def test_parse_protocol_finds_an_overlap_that_only_one_arm_has() -> None:
     # Found in review: the nearest earlier visit of *some* shared arm hid an overlap in
     # another arm. A (arm Y) overlaps C (both arms) for arm-Y participants, with B (arm X)
     # in between.
-    text = BASE.replace(
-        "epochs:", "arms:\n  - {code: X, name: Arm X}\n  - {code: Y, name: Arm Y}\nepochs:"
-    ).replace(
-        "    window: {before: 0, after: 2}", "    window: {before: 0, after: 10}\n    arms: [Y]"
-    ).replace(
-        "    window: {before: 3, after: 3}\n    duration_minutes: 60\n",
-        "    window: {before: 0, after: 0}\n    duration_minutes: 60\n    arms: [X]\n"
-        "  - code: V3\n    name: Visit 3\n    epoch: TRT\n    anchor: day1\n    offset_days: 8\n"
-        "    window: {before: 0, after: 0}\n    duration_minutes: 60\n",
-    ).replace("offset_days: 7", "offset_days: 5")
+    text = (
+        BASE.replace(
+            "epochs:", "arms:\n  - {code: X, name: Arm X}\n  - {code: Y, name: Arm Y}\nepochs:"
+        )
+        .replace(
+            "    window: {before: 0, after: 2}", "    window: {before: 0, after: 10}\n    arms: [Y]"
+        )
+        .replace(
+            "    window: {before: 3, after: 3}\n    duration_minutes: 60\n",
+            "    window: {before: 0, after: 0}\n    duration_minutes: 60\n    arms: [X]\n"
+            "  - code: V3\n    name: Visit 3\n    epoch: TRT\n    anchor: day1\n"
+            "    offset_days: 8\n"
+            "    window: {before: 0, after: 0}\n    duration_minutes: 60\n",
+        )
+        .replace("offset_days: 7", "offset_days: 5")
+    )
 
     assert errors_of(text) == [
         "demo.yaml: visits[2].window (line 36): window of V3 (days 8..8) overlaps the window "

@@ -28,15 +28,30 @@ from trials.services import protocol_import
 PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "protocols"
 
 SITES = [
-    {"code": "nih-cc", "name": "NIH Clinical Center", "timezone": "America/New_York",
-     "country": "US", "address": "10 Center Drive, Bethesda, MD 20892, USA",
-     "phone": "+1 301-496-2563"},
-    {"code": "tsukuba", "name": "University of Tsukuba Hospital", "timezone": "Asia/Tokyo",
-     "country": "JP", "address": "2-1-1 Amakubo, Tsukuba, Ibaraki 305-8576, Japan",
-     "phone": "+81-29-853-3186"},
-    {"code": "berlin", "name": "Berlin Rheumatology Research Site", "timezone": "Europe/Berlin",
-     "country": "DE", "address": "Charitéplatz 1, 10117 Berlin, Germany",
-     "phone": "+49 30 450 50"},
+    {
+        "code": "nih-cc",
+        "name": "NIH Clinical Center",
+        "timezone": "America/New_York",
+        "country": "US",
+        "address": "10 Center Drive, Bethesda, MD 20892, USA",
+        "phone": "+1 301-496-2563",
+    },
+    {
+        "code": "tsukuba",
+        "name": "University of Tsukuba Hospital",
+        "timezone": "Asia/Tokyo",
+        "country": "JP",
+        "address": "2-1-1 Amakubo, Tsukuba, Ibaraki 305-8576, Japan",
+        "phone": "+81-29-853-3186",
+    },
+    {
+        "code": "berlin",
+        "name": "Berlin Rheumatology Research Site",
+        "timezone": "Europe/Berlin",
+        "country": "DE",
+        "address": "Charitéplatz 1, 10117 Berlin, Germany",
+        "phone": "+49 30 450 50",
+    },
 ]
 
 # Which demo sites run which seed trial (by trial code); unlisted trials run at Berlin.
@@ -106,16 +121,20 @@ class Command(BaseCommand):
             if "psl_start" in dates:
                 dates["psl_start"] = day1 - dt.timedelta(days=7)
                 dates["day1"] = day1
-            age = 5 + 5 * number if _is_pediatric(version) else 30 + 11 * number
+            age = 6 + 3 * number if _is_pediatric(version) else 30 + 11 * number
             participant = participant_register(
-                trial=trial, site=site, study_id=f"{site.code.upper()}-{number:03d}",
+                trial=trial,
+                site=site,
+                study_id=f"{site.code.upper()}-{number:03d}",
                 birth_date=dates.get("consent", day1) - dt.timedelta(days=int(age * 365.25) + 40),
-                anchors=dates, weight_kg=Decimal(52 + 8 * number),
+                anchors=dates,
+                weight_kg=Decimal(52 + 8 * number),
                 email=f"participant{number}@example.org",
                 language="ja" if site.timezone == "Asia/Tokyo" else "en",
             )
             participant_enroll(
-                participant=participant, on=today,
+                participant=participant,
+                on=today,
                 arm=arms[(number - 1) % len(arms)] if arms else None,
             )
         self.stdout.write(f"enrolled {DEMO_PARTICIPANTS_PER_TRIAL} demo participants in {trial}")

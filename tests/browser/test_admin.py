@@ -1,0 +1,81 @@
+"""The admin in a real browser: Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from trials.models import Trial
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@contextmanager
+def chromium_page() -> Iterator[Any]:
+    """A page in headless Debian Chromium.
+
+    Playwright's sync API runs in a greenlet with its own context, where Django would open a
+    second database connection; tests therefore do their ORM work before entering this block.
+    """
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        finally:
+            browser.close()
+
+
+def log_in(page: Any, base_url: str, username: str, password: str) -> None:
+    page.goto(f"{base_url}/admin/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_load_state("load")
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_admin_shows_seed_trials_and_demo_participant_calendars(live_server) -> None:
+    call_command("load_demo", "--no-admin", stdout=io.StringIO())
+    get_user_model().objects.create_superuser("coordinator", "c@example.org", "a-long-passphrase")
+    niams_id = Trial.objects.get(code="niams-ani-vascular").id
+
+    with chromium_page() as page:
+        log_in(page, live_server.url, "coordinator", "a-long-passphrase")
+        page.goto(f"{live_server.url}/admin/trials/trial/")
+        trial_codes = page.locator("#result_list tbody th a").all_inner_texts()
+        page.goto(f"{live_server.url}/admin/participants/participant/?trial__id__exact={niams_id}")
+        study_ids = page.locator("#result_list tbody th a").all_inner_texts()
+        page.click("text=NIH-CC-001")
+        page.wait_for_load_state("load")
+        visit_codes = page.locator("#visits-group td.field-visit_definition").all_inner_texts()
+
+    assert sorted(trial_codes) == [
+        "ani-lupus-nephritis",
+        "ani-pediatric-sle",
+        "ani-vitiligo-nbuvb",
+        "jasmine-myositis",
+        "lavender-cle",
+        "niams-ani-vascular",
+        "tsukuba-early-ani",
+    ]
+    assert sorted(study_ids) == ["NIH-CC-001", "NIH-CC-002", "NIH-CC-003"]
+    assert [code.split(" ")[0] for code in visit_codes] == [f"V{n}" for n in range(1, 12)]
