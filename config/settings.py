@@ -106,7 +106,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = env.path("STATIC_ROOT", default=str(VAR_DIR / "static"))
 # Deployments run collectstatic at image build and set STATIC_MANIFEST=true for hashed,
 # compressed, cache-forever files; the laptop and the tests serve files straight from the apps.
 STATIC_MANIFEST = env.bool("STATIC_MANIFEST", default=False)

@@ -1,0 +1,25 @@
+# The web app, the Celery worker and Celery beat share this image (see docker-compose.yml).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VAR_DIR=/var/lib/scheduler \
+    STATIC_ROOT=/app/staticfiles
+
+WORKDIR /app
+
+# Dependencies first, pinned by constraints.txt, so code changes reuse this layer.
+COPY pyproject.toml constraints.txt ./
+RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
+    && pip install --requirement /tmp/requirements.txt --constraint constraints.txt
+
+COPY . .
+RUN STATIC_MANIFEST=true python manage.py collectstatic --noinput \
+    && useradd --system --uid 10001 --home-dir /app scheduler \
+    && mkdir -p "$VAR_DIR" && chown scheduler "$VAR_DIR"
+
+USER scheduler
+EXPOSE 8000
+CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
