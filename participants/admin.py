@@ -61,7 +61,7 @@ class MilestoneInline(admin.TabularInline):
 class ParticipantAdmin(admin.ModelAdmin):
     list_display = ["study_id", "trial", "site", "status", "protocol_version", "enrolled_at"]
     list_filter = ["trial", "site", "status"]
-    search_fields = ["study_id"]
+    search_fields = ["study_id", "trial__code"]
     list_select_related = ["trial", "site", "protocol_version__trial"]
     readonly_fields = ["status", "enrolled_at", "protocol_version"]
     inlines = [AnchorInline, VisitInline, MilestoneInline]
