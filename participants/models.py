@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
+from simple_history.models import HistoricalRecords
 
 from trials.models import Arm, ProtocolVersion, Site, Trial, validate_timezone
 
@@ -39,7 +40,12 @@ class Participant(models.Model):
     timezone = models.CharField(max_length=64, validators=[validate_timezone])
     language = models.CharField(max_length=2, choices=Language.choices, default=Language.ENGLISH)
     enrolled_at = models.DateTimeField(null=True, blank=True)
+    ended_on = models.DateField(
+        null=True, blank=True, help_text="Date of withdrawal or completion."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Contact details are not copied into the audit trail; clinical fields are.
+    history = HistoricalRecords(excluded_fields=["email", "phone"])
 
     class Meta:
         ordering = ["trial", "study_id"]
@@ -62,6 +68,7 @@ class ParticipantAnchor(models.Model):
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="anchors")
     code = models.CharField(max_length=40)
     date = models.DateField()
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["participant", "date"]
@@ -83,6 +90,7 @@ class TreatmentAssignment(models.Model):
     )
     arm = models.ForeignKey(Arm, on_delete=models.PROTECT)
     assigned_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
 
     class Meta:
         permissions = [("view_unblinded_arm", "Can see the treatment arm of blinded trials")]

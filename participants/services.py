@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from simple_history.utils import bulk_create_with_history
 
 from participants.models import Participant, ParticipantAnchor
 from trials.models import Anchor, ProtocolVersion, Site, Trial, TrialSite
@@ -24,16 +26,22 @@ def participant_register(
     timezone: str | None = None,
     language: str = Participant.Language.ENGLISH,
     protocol_version: ProtocolVersion | None = None,
+    by: Any = None,
 ) -> Participant:
     """Register a participant in screening on the trial's newest published protocol version.
 
     The site must run the trial and the anchors must be ones the protocol defines; the
-    participant's timezone defaults to the site's.
+    participant's timezone defaults to the site's. Without an explicit version the participant
+    starts on the version the site has approved, else the newest published one.
     """
     if not TrialSite.objects.filter(trial=trial, site=site).exists():
         raise ValidationError({"site": f"site {site.code!r} does not run trial {trial.code!r}"})
     if protocol_version is None:
-        protocol_version = (
+        # The version the site's ethics approval covers, else the newest published one.
+        trial_site = TrialSite.objects.select_related("protocol_version").get(
+            trial=trial, site=site
+        )
+        protocol_version = trial_site.protocol_version or (
             ProtocolVersion.objects.filter(trial=trial, status=ProtocolVersion.Status.PUBLISHED)
             .order_by("-published_at", "-id")
             .first()
@@ -66,9 +74,16 @@ def participant_register(
         language=language,
     )
     participant.full_clean()
+    participant._history_user = by  # type: ignore[attr-defined]
+    participant._change_reason = "registered"  # type: ignore[attr-defined]
     participant.save()
-    ParticipantAnchor.objects.bulk_create(
-        ParticipantAnchor(participant=participant, code=code, date=date)
-        for code, date in anchors.items()
+    bulk_create_with_history(
+        [
+            ParticipantAnchor(participant=participant, code=code, date=date)
+            for code, date in anchors.items()
+        ],
+        ParticipantAnchor,
+        default_user=by,
+        default_change_reason="registered",
     )
     return participant

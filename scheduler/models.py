@@ -1,16 +1,19 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from simple_history.models import HistoricalRecords
 
 from participants.models import Participant
 from trials.models import MilestoneRule, ProcedureDefinition, ProtocolVersion, VisitDefinition
 
 
 class ScheduledVisit(models.Model):
-    """One occurrence of a protocol visit in one participant's calendar.
+    """One occurrence of a protocol visit (or an unscheduled visit) in a participant's calendar.
 
-    Target and window are dates (the visit day), not instants; a booking's time comes later.
+    Target and window are dates (the visit day) computed by the engine; the booking and the
+    actual start are instants, stored in UTC, with the site-local date kept beside them.
     """
 
     class Status(models.TextChoices):
@@ -20,9 +23,16 @@ class ScheduledVisit(models.Model):
         MISSED = "missed"
         CANCELLED = "cancelled"
 
+    OPEN = (Status.PLANNED, Status.BOOKED)
+    HISTORY = (Status.DONE, Status.MISSED, Status.CANCELLED)
+
     participant = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="visits")
-    visit_definition = models.ForeignKey(VisitDefinition, on_delete=models.PROTECT)
+    # Empty for an unscheduled visit (a flare, say), which carries its own reason.
+    visit_definition = models.ForeignKey(
+        VisitDefinition, on_delete=models.PROTECT, null=True, blank=True
+    )
     occurrence = models.PositiveIntegerField(default=1)
+    unscheduled_reason = models.TextField(blank=True)
     # The protocol version the visit was planned under; history keeps it across amendments.
     protocol_version = models.ForeignKey(ProtocolVersion, on_delete=models.PROTECT)
     target_date = models.DateField()
@@ -32,14 +42,29 @@ class ScheduledVisit(models.Model):
         default=False, help_text="Counts from an anchor whose date is not known yet."
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PLANNED)
+    booked_start = models.DateTimeField(null=True, blank=True)
+    booked_date = models.DateField(null=True, blank=True, help_text="Site-local date booked.")
+    actual_start = models.DateTimeField(null=True, blank=True)
     actual_date = models.DateField(null=True, blank=True)
+    # Days outside the window of the booked or actual date: negative early, positive late.
+    deviation_days = models.IntegerField(null=True, blank=True)
+    reason = models.TextField(blank=True, help_text="Reason given for the last change.")
+    # Optimistic concurrency: every change increments it; an edit made from a stale copy
+    # is refused instead of silently overwriting the other one.
+    version = models.PositiveIntegerField(default=1)
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["participant", "target_date", "id"]
         constraints = [
             models.UniqueConstraint(
                 fields=["participant", "visit_definition", "occurrence"],
+                condition=Q(visit_definition__isnull=False),
                 name="unique_visit_occurrence",
+            ),
+            models.CheckConstraint(
+                condition=Q(visit_definition__isnull=False) | ~Q(unscheduled_reason=""),
+                name="unscheduled_visit_has_reason",
             ),
             models.CheckConstraint(
                 condition=Q(window_start__lte=F("target_date"))
@@ -50,12 +75,31 @@ class ScheduledVisit(models.Model):
                 condition=~Q(status="done") | Q(actual_date__isnull=False),
                 name="done_has_actual_date",
             ),
+            models.CheckConstraint(
+                condition=~Q(status="booked") | Q(booked_start__isnull=False),
+                name="booked_has_start",
+            ),
         ]
         indexes = [models.Index(fields=["target_date", "status"])]
 
     def __str__(self) -> str:
-        suffix = f" #{self.occurrence}" if self.visit_definition.repeat_count > 1 else ""
-        return f"{self.visit_definition.code}{suffix} {self.target_date.isoformat()}"
+        return f"{self.code} {self.target_date.isoformat()}"
+
+    @property
+    def code(self) -> str:
+        if self.visit_definition is None:
+            return "UNSCHEDULED"
+        if self.visit_definition.repeat_count > 1:
+            return f"{self.visit_definition.code}#{self.occurrence}"
+        return self.visit_definition.code
+
+    @property
+    def name(self) -> str:
+        return self.visit_definition.name if self.visit_definition else "Unscheduled visit"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN
 
 
 class ScheduledProcedure(models.Model):
@@ -67,11 +111,17 @@ class ScheduledProcedure(models.Model):
     visit = models.ForeignKey(ScheduledVisit, on_delete=models.CASCADE, related_name="procedures")
     procedure = models.ForeignKey(ProcedureDefinition, on_delete=models.PROTECT)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PLANNED)
+    not_done_reason = models.TextField(blank=True)
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["visit", "procedure__order"]
         constraints = [
-            models.UniqueConstraint(fields=["visit", "procedure"], name="unique_visit_procedure")
+            models.UniqueConstraint(fields=["visit", "procedure"], name="unique_visit_procedure"),
+            models.CheckConstraint(
+                condition=~Q(status="not_done") | ~Q(not_done_reason=""),
+                name="not_done_has_reason",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -95,7 +145,9 @@ class ScheduledMilestone(models.Model):
     due_date = models.DateField()
     dose_mg = models.DecimalField(max_digits=7, decimal_places=2, null=True, blank=True)
     estimated = models.BooleanField(default=False)
+    flag = models.CharField(max_length=300, blank=True, help_text="For the investigator.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PLANNED)
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["participant", "due_date", "id"]
@@ -108,6 +160,43 @@ class ScheduledMilestone(models.Model):
     def __str__(self) -> str:
         dose = f" {self.dose_mg.normalize():f} mg/day" if self.dose_mg is not None else ""
         return f"{self.rule.code}{dose} {self.due_date.isoformat()}"
+
+
+class TaperAdjustment(models.Model):
+    """An investigator's taper decision for one week: hold the dose or prescribe one."""
+
+    class Kind(models.TextChoices):
+        HOLD = "hold"
+        SET = "set", "set dose"
+
+    participant = models.ForeignKey(
+        Participant, on_delete=models.PROTECT, related_name="taper_adjustments"
+    )
+    # By code, not rule id: the decision stands when the participant moves to an amendment.
+    milestone_code = models.CharField(max_length=40)
+    week = models.PositiveIntegerField()
+    kind = models.CharField(max_length=4, choices=Kind.choices)
+    dose_mg = models.DecimalField(max_digits=7, decimal_places=2, null=True, blank=True)
+    reason = models.TextField()
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    decided_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["participant", "milestone_code", "week"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["participant", "milestone_code", "week"], name="unique_taper_decision"
+            ),
+            models.CheckConstraint(
+                condition=(Q(kind="hold") & Q(dose_mg__isnull=True))
+                | (Q(kind="set") & Q(dose_mg__gte=0)),
+                name="taper_decision_dose_matches_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.milestone_code} week {self.week}: {self.kind}"
 
 
 class WorkerHeartbeat(models.Model):

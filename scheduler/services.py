@@ -1,18 +1,40 @@
-"""Use cases that span apps: enrolling a participant and persisting their calendar."""
+"""Use cases that span apps: enrollment and the life of a participant's calendar.
+
+Every service here is one transaction. It validates, writes the change, re-plans what
+depends on it, and leaves exactly one audit entry (user, time, old and new values, reason) per
+changed row. Services that move dates have a `*_preview` twin that returns the same
+`CalendarDiff` without writing anything, so a coordinator confirms what will happen first.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
-from participants.models import Participant, TreatmentAssignment
+from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
 from participants.selectors import participant_anchor_dates, participant_eligibility_failures
+from scheduler.calendar import (
+    CalendarDiff,
+    PendingCalendar,
+    calendar_apply,
+    calendar_diff,
+    deviation_days,
+)
 from scheduler.engine import ParticipantFacts, PlanningError, plan
-from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit
+from scheduler.engine.localtime import local_date_of, local_to_utc
+from scheduler.engine.types import TaperAdjustment as TaperDecision
+from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit, TaperAdjustment
 from scheduler.selectors import protocol_snapshot
-from trials.models import Arm, MilestoneRule, ProcedureDefinition, VisitDefinition
+from trials.models import Arm, ProcedureDefinition, ProtocolVersion, Site, TrialSite
+
+User = Any  # settings.AUTH_USER_MODEL instance
 
 
 class EnrollmentError(ValueError):
@@ -23,9 +45,21 @@ class EnrollmentError(ValueError):
         super().__init__(f"{participant} cannot be enrolled: " + "; ".join(problems))
 
 
+class CalendarError(ValueError):
+    """A calendar change was refused; the message says what and why. Nothing was written."""
+
+
+class VisitConflict(CalendarError):
+    """Someone else changed the visit since it was read: reload and try again."""
+
+
+# ----------------------------------------------------------------------------------------
+# Enrollment
+
+
 @transaction.atomic
 def participant_enroll(
-    *, participant: Participant, on: dt.date, arm: Arm | None = None
+    *, participant: Participant, on: dt.date, arm: Arm | None = None, by: User | None = None
 ) -> list[ScheduledVisit]:
     """Enroll a participant in screening and write their whole calendar in bulk.
 
@@ -52,58 +86,603 @@ def participant_enroll(
     snapshot = protocol_snapshot(version=version)
     if arm is None and any(visit.arms for visit in snapshot.visits):
         problems.append("this protocol has arm-specific visits: a treatment arm is needed")
-    calendar = None
-    try:
-        calendar = plan(
-            snapshot,
-            ParticipantFacts(
-                anchors=anchors,
-                weight_kg=participant.weight_kg,
-                arm=arm.code if arm is not None else None,
-            ),
-        )
-    except PlanningError as exc:
-        problems += exc.problems
-    if problems or calendar is None:
+    if not any(problem.startswith("arm ") for problem in problems):
+        try:
+            plan(
+                snapshot,
+                ParticipantFacts(
+                    anchors=anchors,
+                    weight_kg=participant.weight_kg,
+                    arm=arm.code if arm is not None else None,
+                ),
+            )
+        except PlanningError as exc:
+            problems += exc.problems
+    if problems:
         raise EnrollmentError(participant, problems)
 
-    visit_definitions = {v.code: v for v in VisitDefinition.objects.filter(version=version)}
-    procedures = {p.code: p for p in ProcedureDefinition.objects.filter(version=version)}
-    rules = {r.code: r for r in MilestoneRule.objects.filter(version=version)}
-
-    visits = ScheduledVisit.objects.bulk_create(
-        ScheduledVisit(
-            participant=participant,
-            visit_definition=visit_definitions[planned.visit_code],
-            occurrence=planned.occurrence,
-            protocol_version=version,
-            target_date=planned.target,
-            window_start=planned.window_start,
-            window_end=planned.window_end,
-            estimated=planned.estimated,
-        )
-        for planned in calendar.visits
-    )
-    ScheduledProcedure.objects.bulk_create(
-        ScheduledProcedure(visit=visit, procedure=procedures[code])
-        for visit, planned in zip(visits, calendar.visits, strict=True)
-        for code in planned.procedures
-    )
-    ScheduledMilestone.objects.bulk_create(
-        ScheduledMilestone(
-            participant=participant,
-            rule=rules[planned.milestone_code],
-            sequence=planned.sequence,
-            protocol_version=version,
-            due_date=planned.due,
-            dose_mg=planned.dose_mg,
-            estimated=planned.estimated,
-        )
-        for planned in calendar.milestones
-    )
     if arm is not None:
-        TreatmentAssignment.objects.create(participant=participant, arm=arm)
+        assignment = TreatmentAssignment(participant=participant, arm=arm)
+        _audited(assignment, by, "randomised at enrollment").save()
     participant.status = Participant.Status.ENROLLED
     participant.enrolled_at = timezone.now()
-    participant.save(update_fields=["status", "enrolled_at"])
-    return visits
+    _audited(participant, by, "enrolled").save(update_fields=["status", "enrolled_at"])
+    calendar_apply(
+        calendar_diff(participant, version=version, snapshot=snapshot), by=by, reason="enrolled"
+    )
+    return list(
+        ScheduledVisit.objects.filter(participant=participant).order_by("target_date", "id")
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# Visits
+
+
+@dataclass(frozen=True)
+class BookingPreview:
+    """What booking or rescheduling a visit would do, before it is confirmed."""
+
+    visit_code: str
+    booked_start: dt.datetime
+    booked_date: dt.date
+    deviation_days: int
+    calendar: CalendarDiff
+
+
+def _audited(instance: Any, by: User | None, reason: str) -> Any:
+    instance._history_user = by
+    instance._change_reason = reason
+    return instance
+
+
+def _lock_visit(visit: ScheduledVisit, expected_version: int | None) -> ScheduledVisit:
+    locked = (
+        ScheduledVisit.objects.select_for_update()
+        .select_related("participant__site", "visit_definition")
+        .get(pk=visit.pk)
+    )
+    if expected_version is not None and locked.version != expected_version:
+        raise VisitConflict(
+            f"{locked.code} of {locked.participant} was changed by someone else since you "
+            f"opened it (it is at version {locked.version}, yours is {expected_version}); "
+            "reload it and try again"
+        )
+    return locked
+
+
+def _require_open(visit: ScheduledVisit, action: str) -> None:
+    if not visit.is_open:
+        raise CalendarError(
+            f"{visit.code} of {visit.participant} is {visit.status}; only planned or booked "
+            f"visits can be {action} (completed, missed and cancelled visits are history)"
+        )
+
+
+def _require_active(participant: Participant) -> None:
+    if participant.status not in (Participant.Status.SCREENING, Participant.Status.ENROLLED):
+        raise CalendarError(f"{participant} is {participant.status}: the calendar is closed")
+
+
+def _require_reason(reason: str, why: str) -> None:
+    if not reason.strip():
+        raise CalendarError(f"a reason is required: {why}")
+
+
+def _visit_key(visit: ScheduledVisit) -> tuple[str, int]:
+    assert visit.visit_definition is not None
+    return (visit.visit_definition.code, visit.occurrence)
+
+
+def _booking(visit: ScheduledVisit, local_date: dt.date, local_time: dt.time) -> BookingPreview:
+    site = visit.participant.site
+    start = local_to_utc(local_date, local_time, site.timezone)
+    booked_date = local_date_of(start, site.timezone)
+    pending = calendar_diff(visit.participant, visit_dates=_booked_override(visit, booked_date))
+    return BookingPreview(
+        visit_code=visit.code,
+        booked_start=start,
+        booked_date=booked_date,
+        deviation_days=deviation_days(booked_date, visit.window_start, visit.window_end),
+        calendar=pending.diff,
+    )
+
+
+def _booked_override(visit: ScheduledVisit, day: dt.date) -> dict[tuple[str, int], dt.date]:
+    return {_visit_key(visit): day} if visit.visit_definition is not None else {}
+
+
+def visit_book_preview(
+    *, visit: ScheduledVisit, local_date: dt.date, local_time: dt.time
+) -> BookingPreview:
+    """What booking (or moving) a visit to a site-local date and time would change."""
+    visit = ScheduledVisit.objects.select_related("participant__site", "visit_definition").get(
+        pk=visit.pk
+    )
+    _require_open(visit, "booked")
+    return _booking(visit, local_date, local_time)
+
+
+@transaction.atomic
+def visit_book(
+    *,
+    visit: ScheduledVisit,
+    local_date: dt.date,
+    local_time: dt.time,
+    by: User,
+    reason: str = "",
+    expected_version: int | None = None,
+) -> BookingPreview:
+    """Book a planned or booked visit at a site-local date and time (a reschedule if booked).
+
+    The time is read in the site's IANA zone (see `local_to_utc` for clock changes) and stored
+    in UTC. A date outside the window is allowed but recorded as a deviation of so many days,
+    and then needs a reason, as does every reschedule. Visits that count from this one move
+    with it; the returned preview is exactly what was written.
+    """
+    visit = _lock_visit(visit, expected_version)
+    _require_open(visit, "booked")
+    _require_active(visit.participant)
+    preview = _booking(visit, local_date, local_time)
+    rescheduling = visit.status == ScheduledVisit.Status.BOOKED
+    if rescheduling:
+        _require_reason(reason, f"{visit.code} is already booked, so this is a reschedule")
+    if preview.deviation_days:
+        _require_reason(
+            reason,
+            f"{preview.booked_date.isoformat()} is {abs(preview.deviation_days)} day(s) "
+            f"{'before' if preview.deviation_days < 0 else 'after'} the window of {visit.code} "
+            f"({visit.window_start.isoformat()} to {visit.window_end.isoformat()})",
+        )
+    visit.status = ScheduledVisit.Status.BOOKED
+    visit.booked_start = preview.booked_start
+    visit.booked_date = preview.booked_date
+    visit.deviation_days = preview.deviation_days
+    visit.reason = reason
+    visit.version += 1
+    default_reason = "rescheduled" if rescheduling else "booked"
+    _audited(visit, by, reason or default_reason).save(
+        update_fields=[
+            "status",
+            "booked_start",
+            "booked_date",
+            "deviation_days",
+            "reason",
+            "version",
+        ]
+    )
+    pending = calendar_diff(visit.participant)
+    calendar_apply(pending, by=by, reason=f"{visit.code} {default_reason}: {reason}".rstrip(": "))
+    return BookingPreview(
+        visit.code, preview.booked_start, preview.booked_date, preview.deviation_days, pending.diff
+    )
+
+
+# The issue's words: a reschedule is a booking of an already booked (or planned) visit.
+visit_reschedule = visit_book
+visit_reschedule_preview = visit_book_preview
+
+
+@transaction.atomic
+def visit_record_done(
+    *,
+    visit: ScheduledVisit,
+    actual_date: dt.date,
+    actual_time: dt.time | None = None,
+    procedures_not_done: Mapping[str, str] | None = None,
+    by: User,
+    reason: str = "",
+    expected_version: int | None = None,
+) -> CalendarDiff:
+    """Record a visit as done on its actual date (and time), with procedures not done and why.
+
+    Every other planned procedure of the visit is recorded as done. A date outside the window
+    is a deviation and needs a reason; a date in the future is refused. Visits and milestones
+    counted from this visit's actual date are re-planned.
+    """
+    visit = _lock_visit(visit, expected_version)
+    _require_open(visit, "recorded as done")
+    site_zone = visit.participant.site.timezone
+    today = local_date_of(timezone.now(), site_zone)
+    if actual_date > today:
+        raise CalendarError(
+            f"{visit.code} cannot be recorded as done on {actual_date.isoformat()}: that is "
+            f"after today ({today.isoformat()}) at the site"
+        )
+    not_done = dict(procedures_not_done or {})
+    procedures = list(visit.procedures.select_related("procedure"))
+    unknown = sorted(set(not_done) - {p.procedure.code for p in procedures})
+    if unknown:
+        raise CalendarError(
+            f"{', '.join(unknown)} is not planned at {visit.code}; its procedures are "
+            f"{', '.join(p.procedure.code for p in procedures) or 'none'}"
+        )
+    for code, why in not_done.items():
+        _require_reason(why, f"procedure {code} was not done at {visit.code}")
+    deviation = deviation_days(actual_date, visit.window_start, visit.window_end)
+    if deviation:
+        _require_reason(
+            reason,
+            f"{visit.code} was done {abs(deviation)} day(s) "
+            f"{'before' if deviation < 0 else 'after'} its window "
+            f"({visit.window_start.isoformat()} to {visit.window_end.isoformat()})",
+        )
+    visit.status = ScheduledVisit.Status.DONE
+    visit.actual_date = actual_date
+    visit.actual_start = local_to_utc(actual_date, actual_time, site_zone) if actual_time else None
+    visit.deviation_days = deviation
+    visit.reason = reason
+    visit.version += 1
+    _audited(visit, by, reason or "done").save(
+        update_fields=[
+            "status",
+            "actual_date",
+            "actual_start",
+            "deviation_days",
+            "reason",
+            "version",
+        ]
+    )
+    for procedure in procedures:
+        if procedure.procedure.code in not_done:
+            procedure.status = ScheduledProcedure.Status.NOT_DONE
+            procedure.not_done_reason = not_done[procedure.procedure.code]
+        else:
+            procedure.status = ScheduledProcedure.Status.DONE
+    bulk_update_with_history(
+        procedures,
+        ScheduledProcedure,
+        ["status", "not_done_reason"],
+        default_user=by,
+        default_change_reason=f"{visit.code} done",
+    )
+    return calendar_apply(
+        calendar_diff(visit.participant),
+        by=by,
+        reason=f"{visit.code} done on {actual_date.isoformat()}",
+    )
+
+
+@transaction.atomic
+def visit_mark_missed(
+    *, visit: ScheduledVisit, by: User, reason: str, expected_version: int | None = None
+) -> CalendarDiff:
+    """Record that a visit did not happen. Visits counted from it fall back to its target."""
+    return _close_visit(visit, ScheduledVisit.Status.MISSED, by, reason, expected_version)
+
+
+@transaction.atomic
+def visit_cancel(
+    *, visit: ScheduledVisit, by: User, reason: str, expected_version: int | None = None
+) -> CalendarDiff:
+    """Cancel a visit (it will not take place). Visits counted from it fall back to its target."""
+    return _close_visit(visit, ScheduledVisit.Status.CANCELLED, by, reason, expected_version)
+
+
+def _close_visit(
+    visit: ScheduledVisit, status: str, by: User, reason: str, expected_version: int | None
+) -> CalendarDiff:
+    visit = _lock_visit(visit, expected_version)
+    _require_open(visit, f"marked {status}")
+    _require_reason(reason, f"{visit.code} is being marked {status}")
+    visit.status = status
+    visit.reason = reason
+    visit.version += 1
+    _audited(visit, by, reason).save(update_fields=["status", "reason", "version"])
+    return calendar_apply(calendar_diff(visit.participant), by=by, reason=f"{visit.code} {status}")
+
+
+@transaction.atomic
+def visit_add_unscheduled(
+    *,
+    participant: Participant,
+    local_date: dt.date,
+    reason: str,
+    procedure_codes: Sequence[str] = (),
+    local_time: dt.time | None = None,
+    by: User,
+) -> ScheduledVisit:
+    """Add an unscheduled visit (a flare, say) with its reason and the procedures it carries.
+
+    With a time it is booked at that site-local time; without, it is planned for that day.
+    """
+    participant = Participant.objects.select_related("site", "protocol_version").get(
+        pk=participant.pk
+    )
+    _require_active(participant)
+    _require_reason(reason, "an unscheduled visit must say why it is needed")
+    procedures = {
+        p.code: p for p in ProcedureDefinition.objects.filter(version=participant.protocol_version)
+    }
+    unknown = [code for code in procedure_codes if code not in procedures]
+    if unknown:
+        raise CalendarError(
+            f"unknown procedure(s) {', '.join(unknown)}; {participant.protocol_version} has "
+            f"{', '.join(sorted(procedures))}"
+        )
+    start = local_to_utc(local_date, local_time, participant.site.timezone) if local_time else None
+    visit = ScheduledVisit(
+        participant=participant,
+        visit_definition=None,
+        occurrence=1,
+        unscheduled_reason=reason,
+        protocol_version=participant.protocol_version,
+        target_date=local_date,
+        window_start=local_date,
+        window_end=local_date,
+        status=ScheduledVisit.Status.BOOKED if start else ScheduledVisit.Status.PLANNED,
+        booked_start=start,
+        booked_date=local_date if start else None,
+        deviation_days=0 if start else None,
+        reason=reason,
+    )
+    _audited(visit, by, reason).save()
+    bulk_create_with_history(
+        [ScheduledProcedure(visit=visit, procedure=procedures[code]) for code in procedure_codes],
+        ScheduledProcedure,
+        default_user=by,
+        default_change_reason=reason,
+    )
+    return visit
+
+
+# ----------------------------------------------------------------------------------------
+# Anchors and milestones
+
+
+def participant_anchor_change_preview(
+    *, participant: Participant, code: str, new_date: dt.date
+) -> CalendarDiff:
+    """What moving one of the participant's anchors (Day 1 after screening, say) would change."""
+    _check_anchor_code(participant, code)
+    return calendar_diff(participant, anchors={code: new_date}).diff
+
+
+@transaction.atomic
+def participant_anchor_change(
+    *, participant: Participant, code: str, new_date: dt.date, by: User, reason: str
+) -> CalendarDiff:
+    """Set an anchor date and re-plan what counts from it; history stays as it was."""
+    participant = Participant.objects.select_for_update().get(pk=participant.pk)
+    _require_active(participant)
+    _check_anchor_code(participant, code)
+    _require_reason(reason, f"the {code} date is being changed")
+    try:
+        pending = calendar_diff(participant, anchors={code: new_date})
+    except PlanningError as exc:
+        raise CalendarError("; ".join(exc.problems)) from exc
+    anchor = ParticipantAnchor.objects.filter(participant=participant, code=code).first()
+    if anchor is None:
+        anchor = ParticipantAnchor(participant=participant, code=code, date=new_date)
+    anchor.date = new_date
+    _audited(anchor, by, reason).save()
+    return calendar_apply(pending, by=by, reason=f"{code} set to {new_date.isoformat()}: {reason}")
+
+
+def _check_anchor_code(participant: Participant, code: str) -> None:
+    codes = set(participant.protocol_version.anchor_set.values_list("code", flat=True))
+    if code not in codes:
+        raise CalendarError(
+            f"{code!r} is not an anchor of {participant.protocol_version}; it has "
+            f"{', '.join(sorted(codes))}"
+        )
+
+
+def taper_adjust_preview(
+    *, participant: Participant, milestone_code: str, week: int, dose_mg: Decimal | None = None
+) -> CalendarDiff:
+    decision = TaperDecision("hold") if dose_mg is None else TaperDecision("set", dose_mg)
+    return calendar_diff(participant, taper_adjustments={(milestone_code, week): decision}).diff
+
+
+@transaction.atomic
+def taper_adjust(
+    *,
+    participant: Participant,
+    milestone_code: str,
+    week: int,
+    by: User,
+    reason: str,
+    dose_mg: Decimal | None = None,
+    allow_increase: bool = False,
+) -> CalendarDiff:
+    """Hold a taper at a week (no dose given) or prescribe the week's dose.
+
+    A hold keeps last week's dose and postpones every later reduction by a week; a prescribed
+    dose restarts the remaining reductions from it. A dose above last week's is refused unless
+    the investigator says so (`allow_increase`). Later steps are re-planned; doses that stay
+    above target past the protocol's target week are flagged for the investigator.
+    """
+    participant = Participant.objects.select_for_update().get(pk=participant.pk)
+    _require_active(participant)
+    _require_reason(reason, "a taper decision must say why")
+    steps = {
+        m.sequence: m
+        for m in ScheduledMilestone.objects.filter(
+            participant=participant, rule__code=milestone_code
+        ).exclude(status=ScheduledMilestone.Status.CANCELLED)
+    }
+    if not steps:
+        raise CalendarError(f"{participant} has no taper {milestone_code!r}")
+    if week not in steps or week == 0:
+        raise CalendarError(
+            f"week {week} is not a step of {milestone_code} that can be adjusted; the taper "
+            f"runs from week 1 to week {max(steps)}"
+        )
+    previous = steps[week - 1].dose_mg
+    if dose_mg is not None and previous is not None and dose_mg > previous and not allow_increase:
+        raise CalendarError(
+            f"{dose_mg.normalize():f} mg/day is more than week {week - 1}'s "
+            f"{previous.normalize():f} mg/day; a taper never increases unless the investigator "
+            "confirms the increase"
+        )
+    decision = TaperDecision("hold") if dose_mg is None else TaperDecision("set", dose_mg)
+    pending = calendar_diff(participant, taper_adjustments={(milestone_code, week): decision})
+    row = TaperAdjustment.objects.filter(
+        participant=participant, milestone_code=milestone_code, week=week
+    ).first() or TaperAdjustment(participant=participant, milestone_code=milestone_code, week=week)
+    row.kind = decision.kind
+    row.dose_mg = dose_mg
+    row.reason = reason
+    row.decided_by = by
+    _audited(row, by, reason).save()
+    what = "held" if dose_mg is None else f"set to {dose_mg.normalize():f} mg/day"
+    return calendar_apply(pending, by=by, reason=f"{milestone_code} week {week} {what}: {reason}")
+
+
+# ----------------------------------------------------------------------------------------
+# Withdrawal, completion, amendments
+
+
+@dataclass(frozen=True)
+class Closure:
+    cancelled_visits: tuple[ScheduledVisit, ...]
+    cancelled_milestones: tuple[ScheduledMilestone, ...]
+
+
+@transaction.atomic
+def participant_withdraw(
+    *, participant: Participant, on: dt.date, by: User, reason: str
+) -> Closure:
+    """Withdraw a participant on a date: every open visit and planned milestone on or after it
+    is cancelled; everything before it, and all history, stays exactly as it was."""
+    participant = Participant.objects.select_for_update().get(pk=participant.pk)
+    _require_active(participant)
+    _require_reason(reason, "a withdrawal must say why")
+    visits = [
+        v
+        for v in ScheduledVisit.objects.filter(
+            participant=participant, status__in=ScheduledVisit.OPEN
+        ).select_related("visit_definition")
+        if (v.booked_date or v.target_date) >= on
+    ]
+    for visit in visits:
+        visit.status = ScheduledVisit.Status.CANCELLED
+        visit.reason = f"withdrawn: {reason}"
+        visit.version += 1
+    bulk_update_with_history(
+        visits,
+        ScheduledVisit,
+        ["status", "reason", "version"],
+        default_user=by,
+        default_change_reason=f"withdrawn: {reason}",
+    )
+    milestones = list(
+        ScheduledMilestone.objects.filter(
+            participant=participant, status=ScheduledMilestone.Status.PLANNED, due_date__gte=on
+        )
+    )
+    for milestone in milestones:
+        milestone.status = ScheduledMilestone.Status.CANCELLED
+    bulk_update_with_history(
+        milestones,
+        ScheduledMilestone,
+        ["status"],
+        default_user=by,
+        default_change_reason=f"withdrawn: {reason}",
+    )
+    participant.status = Participant.Status.WITHDRAWN
+    participant.ended_on = on
+    _audited(participant, by, reason).save(update_fields=["status", "ended_on"])
+    return Closure(tuple(visits), tuple(milestones))
+
+
+@transaction.atomic
+def participant_complete(
+    *, participant: Participant, on: dt.date, by: User, reason: str = "completed the study"
+) -> Participant:
+    """Mark an enrolled participant as having completed the study. Refused while visits are
+    still planned or booked: record or cancel them first, so nothing is closed silently."""
+    participant = Participant.objects.select_for_update().get(pk=participant.pk)
+    if participant.status != Participant.Status.ENROLLED:
+        raise CalendarError(f"{participant} is {participant.status}, not enrolled")
+    open_visits = list(
+        ScheduledVisit.objects.filter(
+            participant=participant, status__in=ScheduledVisit.OPEN
+        ).select_related("visit_definition")
+    )
+    if open_visits:
+        raise CalendarError(
+            f"{participant} still has open visits: "
+            + ", ".join(f"{v.code} ({v.status})" for v in open_visits)
+        )
+    participant.status = Participant.Status.COMPLETED
+    participant.ended_on = on
+    _audited(participant, by, reason).save(update_fields=["status", "ended_on"])
+    return participant
+
+
+def _check_move(participant: Participant, version: ProtocolVersion) -> None:
+    if version.trial_id != participant.trial_id:
+        raise CalendarError(f"{version} is not a version of {participant.trial}")
+    if not version.is_published:
+        raise CalendarError(f"{version} is a draft; publish it before moving anyone onto it")
+    _require_active(participant)
+
+
+def participant_move_to_version_preview(
+    *, participant: Participant, version: ProtocolVersion, on: dt.date
+) -> CalendarDiff:
+    """What moving a participant onto another protocol version from `on` would change."""
+    _check_move(participant, version)
+    return calendar_diff(participant, version=version, not_before=on).diff
+
+
+@transaction.atomic
+def participant_move_to_version(
+    *, participant: Participant, version: ProtocolVersion, on: dt.date, by: User, reason: str
+) -> CalendarDiff:
+    """Move a participant onto an amended protocol version from `on`.
+
+    Only open visits and planned milestones dated on or after `on` are re-planned under the new
+    version (added, moved, or cancelled when the amendment drops them); history, and what
+    lies before `on`, keeps the version it was planned under. Completed and withdrawn
+    participants are never moved.
+    """
+    participant = Participant.objects.select_for_update().get(pk=participant.pk)
+    _check_move(participant, version)
+    _require_reason(reason, "an amendment must be named")
+    pending: PendingCalendar = calendar_diff(participant, version=version, not_before=on)
+    participant.protocol_version = version
+    _audited(participant, by, reason).save(update_fields=["protocol_version"])
+    return calendar_apply(pending, by=by, reason=f"moved to {version}: {reason}")
+
+
+@transaction.atomic
+def site_move_to_version(
+    *,
+    site: Site,
+    version: ProtocolVersion,
+    approved_on: dt.date,
+    on: dt.date,
+    by: User,
+    reason: str,
+) -> dict[str, CalendarDiff]:
+    """Record a site's approval of a protocol version and move its active participants onto it.
+
+    Refused before the approval date. Participants who completed, withdrew or failed screening
+    stay where they are. Returns each moved participant's calendar change, by study id.
+    """
+    if on < approved_on:
+        raise CalendarError(
+            f"{site} approved {version} on {approved_on.isoformat()}; participants cannot be "
+            f"moved onto it on {on.isoformat()}, before that date"
+        )
+    trial_site = TrialSite.objects.select_for_update().get(trial=version.trial, site=site)
+    trial_site.protocol_version = version
+    trial_site.approved_on = approved_on
+    _audited(trial_site, by, reason).save(update_fields=["protocol_version", "approved_on"])
+    moved: dict[str, CalendarDiff] = {}
+    for participant in (
+        Participant.objects.filter(
+            trial=version.trial,
+            site=site,
+            status__in=[Participant.Status.SCREENING, Participant.Status.ENROLLED],
+        )
+        .exclude(protocol_version=version)
+        .order_by("study_id")
+    ):
+        moved[participant.study_id] = participant_move_to_version(
+            participant=participant, version=version, on=on, by=by, reason=reason
+        )
+    return moved

@@ -5,6 +5,7 @@ import zoneinfo
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from simple_history.models import HistoricalRecords
 
 from trials.protocol_file import (
     Blinding,
@@ -76,6 +77,13 @@ class TrialSite(models.Model):
     trial = models.ForeignKey(Trial, on_delete=models.CASCADE)
     site = models.ForeignKey(Site, on_delete=models.PROTECT)
     activated_on = models.DateField(null=True, blank=True)
+    # The protocol version the site's ethics approval covers, from approved_on; new
+    # participants at the site start on it. Empty: the trial's newest published version.
+    protocol_version = models.ForeignKey(
+        "ProtocolVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    approved_on = models.DateField(null=True, blank=True)
+    history = HistoricalRecords()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["trial", "site"], name="unique_trial_site")]
@@ -97,6 +105,7 @@ class ProtocolVersion(models.Model):
     source_name = models.CharField(max_length=200, blank=True)
     source_sha256 = models.CharField(max_length=64, blank=True)
     imported_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["trial", "imported_at"]

@@ -6,7 +6,8 @@ Date rules (also in the README):
   occurrence + every_days, so nothing drifts.
 - A window is the closed date range [target - before, target + after].
 - An anchor is a participant date (Day 1, consent, PSL start) or the *actual* date of an earlier
-  visit; until that visit is done, its target stands in for it.
+  visit; until that visit is done, its booked date stands in for it, and until it is booked,
+  its target. So a visit done or booked early or late moves exactly what counts from it.
 - An anchor constrained relative to another (Day 1 within 14 days after PSL start) must lie in
   its range; while unknown it is estimated at its default, and what counts from it is marked
   estimated.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from scheduler.engine.taper import weekly_doses
+from scheduler.engine.taper import taper_steps
 from scheduler.engine.types import (
     AnchorRef,
     History,
@@ -107,9 +108,9 @@ def plan(
         assert ref.visit is not None
         source = visits[ref.visit]
         occurrence = ref.occurrence or source.repeat_count
-        actual = history.actual_dates.get((source.code, occurrence))
-        if actual is not None:
-            return actual, False
+        known = history.visit_dates.get((source.code, occurrence))
+        if known is not None:
+            return known, False
         return target_of(source, occurrence)
 
     def target_of(visit: VisitSpec, occurrence: int) -> tuple[dt.date, bool] | None:
@@ -160,9 +161,21 @@ def plan(
             raise PlanningError(
                 [f"{milestone.name} is weight-based: the participant's weight is needed"]
             )
-        for week, dose in enumerate(weekly_doses(milestone.taper, Decimal(facts.weight_kg))):
+        adjustments = {
+            week: adjustment
+            for (code, week), adjustment in history.taper_adjustments.items()
+            if code == milestone.code
+        }
+        for step in taper_steps(milestone.taper, Decimal(facts.weight_kg), adjustments):
             planned_milestones.append(
-                PlannedMilestone(milestone.code, week, start + 7 * week * DAY, dose, base[1])
+                PlannedMilestone(
+                    milestone.code,
+                    step.week,
+                    start + 7 * step.week * DAY,
+                    step.dose_mg,
+                    base[1],
+                    step.flag,
+                )
             )
 
     if missing:

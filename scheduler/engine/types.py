@@ -88,10 +88,25 @@ class ParticipantFacts:
 
 
 @dataclass(frozen=True)
-class History:
-    """What already happened: actual dates of visits done, by (visit code, occurrence)."""
+class TaperAdjustment:
+    """An investigator's decision at one taper week: hold the dose, or prescribe one."""
 
-    actual_dates: dict[tuple[str, int], dt.date] = field(default_factory=dict)
+    kind: Literal["hold", "set"]
+    dose_mg: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    """What already happened or is fixed, as the engine needs it.
+
+    visit_dates: the date each visit occurrence is known to happen on, by (visit code,
+    occurrence): its actual date once done, its booked date while booked. Visits counted from
+    it follow it.
+    taper_adjustments: by (milestone code, week).
+    """
+
+    visit_dates: dict[tuple[str, int], dt.date] = field(default_factory=dict)
+    taper_adjustments: dict[tuple[str, int], TaperAdjustment] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,8 @@ class PlannedMilestone:
     due: dt.date
     dose_mg: Decimal | None = None
     estimated: bool = False
+    # Something the investigator must look at (e.g. a taper dose above target).
+    flag: str = ""
 
 
 @dataclass(frozen=True)

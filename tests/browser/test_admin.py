@@ -78,4 +78,17 @@ def test_admin_shows_seed_trials_and_demo_participant_calendars(live_server) -> 
         "tsukuba-early-ani",
     ]
     assert sorted(study_ids) == ["NIH-CC-001", "NIH-CC-002", "NIH-CC-003"]
-    assert [code.split(" ")[0] for code in visit_codes] == [f"V{n}" for n in range(1, 12)]
+    assert [code.split(" ")[0] for code in visit_codes] == [
+        "V1",
+        "V2",
+        "V3",
+        "V3C",
+        "V4",
+        "V5",
+        "V6",
+        "V7",
+        "V8",
+        "V9",
+        "V10",
+        "V11",
+    ]

@@ -57,7 +57,7 @@ def test_niams_follow_up_is_28_days_after_the_last_treatment_visit(seed_document
 
 
 def test_niams_follow_up_counts_from_the_actual_date_of_the_last_infusion(seed_document) -> None:
-    late = History(actual_dates={("V10", 1): D(2026, 9, 17)})
+    late = History(visit_dates={("V10", 1): D(2026, 9, 17)})
     targets = {v.visit_code: v.target for v in niams_plan(seed_document, history=late).visits}
 
     assert targets["V11"] == D(2026, 10, 15)

@@ -92,7 +92,7 @@ def test_plan_moves_only_what_counts_from_a_visit_done_early_or_late(start, move
 
     after = {
         (v.visit_code, v.occurrence): v.target
-        for v in plan(snapshot, facts, History(actual_dates={("V10", 1): actual})).visits
+        for v in plan(snapshot, facts, History(visit_dates={("V10", 1): actual})).visits
     }
 
     assert {

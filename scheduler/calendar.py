@@ -1,0 +1,488 @@
+"""Keeping a stored calendar equal to what the engine plans, and saying what that changes.
+
+`calendar_diff` plans a participant's calendar from what is known now (optionally with a
+proposed change applied) and compares it with the stored rows, without writing anything: that
+is the preview a coordinator confirms. `calendar_apply` writes exactly that difference, in bulk,
+with one audit entry per changed row. Done, missed and cancelled visits, and done or cancelled
+milestones, are history: they never appear in a diff and are never written here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from simple_history.utils import bulk_create_with_history, bulk_update_with_history
+
+from participants.models import Participant, TreatmentAssignment
+from scheduler.engine import (
+    ParticipantFacts,
+    PlannedMilestone,
+    PlannedVisit,
+    ProtocolSnapshot,
+    plan,
+)
+from scheduler.engine.types import History, TaperAdjustment
+from scheduler.models import (
+    ScheduledMilestone,
+    ScheduledProcedure,
+    ScheduledVisit,
+)
+from scheduler.models import TaperAdjustment as TaperAdjustmentRow
+from scheduler.selectors import protocol_snapshot
+from trials.models import MilestoneRule, ProcedureDefinition, ProtocolVersion, VisitDefinition
+
+VisitKey = tuple[str, int]
+Window = tuple[dt.date, dt.date]
+
+
+@dataclass(frozen=True)
+class VisitChange:
+    """One visit whose date, window or protocol version would change (or appear/disappear)."""
+
+    visit_code: str
+    occurrence: int
+    old_target: dt.date | None
+    old_window: Window | None
+    new_target: dt.date | None
+    new_window: Window | None
+    booked_date: dt.date | None = None
+    old_version: str = ""
+    new_version: str = ""
+
+    @property
+    def kind(self) -> str:
+        if self.old_target is None:
+            return "added"
+        if self.new_target is None:
+            return "cancelled"
+        return "moved" if self.old_target != self.new_target else "changed"
+
+    @property
+    def out_of_window(self) -> bool:
+        """The booked date would fall outside the new window."""
+        if self.booked_date is None or self.new_window is None:
+            return False
+        return not self.new_window[0] <= self.booked_date <= self.new_window[1]
+
+
+@dataclass(frozen=True)
+class MilestoneChange:
+    milestone_code: str
+    sequence: int
+    old_due: dt.date | None
+    new_due: dt.date | None
+    old_dose_mg: Decimal | None = None
+    new_dose_mg: Decimal | None = None
+    flag: str = ""
+
+    @property
+    def kind(self) -> str:
+        if self.old_due is None:
+            return "added"
+        return "cancelled" if self.new_due is None else "changed"
+
+
+@dataclass(frozen=True)
+class CalendarDiff:
+    visits: tuple[VisitChange, ...] = ()
+    milestones: tuple[MilestoneChange, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.visits or self.milestones)
+
+
+@dataclass
+class PendingCalendar:
+    """A diff plus what is needed to write it; produced and consumed inside one transaction."""
+
+    participant: Participant
+    version: ProtocolVersion
+    diff: CalendarDiff
+    visit_updates: list[tuple[ScheduledVisit, PlannedVisit | None]] = field(default_factory=list)
+    visit_creates: list[PlannedVisit] = field(default_factory=list)
+    milestone_updates: list[tuple[ScheduledMilestone, PlannedMilestone | None]] = field(
+        default_factory=list
+    )
+    milestone_creates: list[PlannedMilestone] = field(default_factory=list)
+
+
+def participant_facts(participant: Participant, anchors: Mapping[str, dt.date]) -> ParticipantFacts:
+    assignment = (
+        TreatmentAssignment.objects.filter(participant=participant).select_related("arm").first()
+    )
+    return ParticipantFacts(
+        anchors=dict(anchors),
+        weight_kg=participant.weight_kg,
+        arm=assignment.arm.code if assignment else None,
+    )
+
+
+def calendar_diff(
+    participant: Participant,
+    *,
+    version: ProtocolVersion | None = None,
+    visit_dates: Mapping[VisitKey, dt.date | None] | None = None,
+    anchors: Mapping[str, dt.date] | None = None,
+    taper_adjustments: Mapping[tuple[str, int], TaperAdjustment | None] | None = None,
+    not_before: dt.date | None = None,
+    snapshot: ProtocolSnapshot | None = None,
+) -> PendingCalendar:
+    """What re-planning would change, with the given facts overriding the stored ones.
+
+    `not_before` limits the change to visits and milestones on or after that date (protocol
+    amendments): open visits before it keep their dates and their protocol version.
+    """
+    version = version or participant.protocol_version
+    rows = list(
+        ScheduledVisit.objects.filter(participant=participant, visit_definition__isnull=False)
+        .select_related("visit_definition__version")
+        .order_by("target_date", "id")
+    )
+    known: dict[VisitKey, dt.date] = {}
+    for row in rows:
+        key = (row.visit_definition.code, row.occurrence)  # type: ignore[union-attr]
+        if row.status == ScheduledVisit.Status.DONE and row.actual_date:
+            known[key] = row.actual_date
+        elif row.status == ScheduledVisit.Status.BOOKED and row.booked_date:
+            known[key] = row.booked_date
+    for key, value in (visit_dates or {}).items():
+        if value is None:
+            known.pop(key, None)
+        else:
+            known[key] = value
+
+    anchor_dates = {a.code: a.date for a in participant.anchors.all()}
+    anchor_dates.update(anchors or {})
+    adjustments: dict[tuple[str, int], TaperAdjustment] = {
+        (row.milestone_code, row.week): TaperAdjustment(row.kind, row.dose_mg)  # type: ignore[arg-type]
+        for row in TaperAdjustmentRow.objects.filter(participant=participant)
+    }
+    for key, adjustment in (taper_adjustments or {}).items():
+        if adjustment is None:
+            adjustments.pop(key, None)
+        else:
+            adjustments[key] = adjustment
+
+    calendar = plan(
+        snapshot or protocol_snapshot(version=version),
+        participant_facts(participant, anchor_dates),
+        History(visit_dates=known, taper_adjustments=adjustments),
+    )
+    pending = PendingCalendar(participant=participant, version=version, diff=CalendarDiff())
+    visit_changes = _visit_changes(pending, rows, calendar.visits, not_before)
+    milestone_changes = _milestone_changes(pending, calendar.milestones, not_before)
+    pending.diff = CalendarDiff(tuple(visit_changes), tuple(milestone_changes))
+    return pending
+
+
+def _visit_changes(
+    pending: PendingCalendar,
+    rows: list[ScheduledVisit],
+    planned_visits: tuple[PlannedVisit, ...],
+    not_before: dt.date | None,
+) -> list[VisitChange]:
+    by_key = {(row.visit_definition.code, row.occurrence): row for row in rows}  # type: ignore[union-attr]
+    label = pending.version.label
+    changes: list[VisitChange] = []
+    planned_keys = set()
+    for planned in planned_visits:
+        key = (planned.visit_code, planned.occurrence)
+        planned_keys.add(key)
+        row = by_key.get(key)
+        if row is not None and not row.is_open:
+            continue
+        frozen_date = row.target_date if row is not None else planned.target
+        if not_before is not None and frozen_date < not_before:
+            continue
+        new_window = (planned.window_start, planned.window_end)
+        if row is None:
+            changes.append(
+                VisitChange(
+                    planned.visit_code,
+                    planned.occurrence,
+                    None,
+                    None,
+                    planned.target,
+                    new_window,
+                    new_version=label,
+                )
+            )
+            pending.visit_creates.append(planned)
+            continue
+        old_window = (row.window_start, row.window_end)
+        old_label = row.visit_definition.version.label  # type: ignore[union-attr]
+        if (row.target_date, old_window, old_label, row.estimated) == (
+            planned.target,
+            new_window,
+            label,
+            planned.estimated,
+        ):
+            continue
+        changes.append(
+            VisitChange(
+                planned.visit_code,
+                planned.occurrence,
+                row.target_date,
+                old_window,
+                planned.target,
+                new_window,
+                row.booked_date,
+                old_label,
+                label,
+            )
+        )
+        pending.visit_updates.append((row, planned))
+    for key, row in by_key.items():
+        if key in planned_keys or not row.is_open:
+            continue
+        if not_before is not None and row.target_date < not_before:
+            continue
+        changes.append(
+            VisitChange(
+                key[0],
+                key[1],
+                row.target_date,
+                (row.window_start, row.window_end),
+                None,
+                None,
+                row.booked_date,
+                row.visit_definition.version.label,  # type: ignore[union-attr]
+                "",
+            )
+        )
+        pending.visit_updates.append((row, None))
+    changes.sort(
+        key=lambda c: (c.new_target or c.old_target or dt.date.min, c.visit_code, c.occurrence)
+    )
+    return changes
+
+
+def _milestone_changes(
+    pending: PendingCalendar,
+    planned_milestones: tuple[PlannedMilestone, ...],
+    not_before: dt.date | None,
+) -> list[MilestoneChange]:
+    rows = {
+        (row.rule.code, row.sequence): row
+        for row in ScheduledMilestone.objects.filter(
+            participant=pending.participant
+        ).select_related("rule__version")
+    }
+    changes: list[MilestoneChange] = []
+    planned_keys = set()
+    for planned in planned_milestones:
+        key = (planned.milestone_code, planned.sequence)
+        planned_keys.add(key)
+        row = rows.get(key)
+        if row is not None and row.status != ScheduledMilestone.Status.PLANNED:
+            continue
+        if not_before is not None and (row.due_date if row else planned.due) < not_before:
+            continue
+        if row is None:
+            changes.append(
+                MilestoneChange(
+                    key[0], key[1], None, planned.due, None, planned.dose_mg, planned.flag
+                )
+            )
+            pending.milestone_creates.append(planned)
+            continue
+        if (row.due_date, row.dose_mg, row.flag, row.rule.version_id, row.estimated) == (
+            planned.due,
+            planned.dose_mg,
+            planned.flag,
+            pending.version.id,
+            planned.estimated,
+        ):
+            continue
+        changes.append(
+            MilestoneChange(
+                key[0],
+                key[1],
+                row.due_date,
+                planned.due,
+                row.dose_mg,
+                planned.dose_mg,
+                planned.flag,
+            )
+        )
+        pending.milestone_updates.append((row, planned))
+    for key, row in rows.items():
+        if key in planned_keys or row.status != ScheduledMilestone.Status.PLANNED:
+            continue
+        if not_before is not None and row.due_date < not_before:
+            continue
+        changes.append(MilestoneChange(key[0], key[1], row.due_date, None, row.dose_mg, None))
+        pending.milestone_updates.append((row, None))
+    changes.sort(
+        key=lambda c: (c.new_due or c.old_due or dt.date.min, c.milestone_code, c.sequence)
+    )
+    return changes
+
+
+def deviation_days(day: dt.date, window_start: dt.date, window_end: dt.date) -> int:
+    """Days outside [start, end]: negative when early, positive when late, 0 inside."""
+    if day < window_start:
+        return (day - window_start).days
+    if day > window_end:
+        return (day - window_end).days
+    return 0
+
+
+def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> CalendarDiff:
+    """Write a pending calendar diff: one audit entry per changed row, all in bulk."""
+    version = pending.version
+    definitions = {d.code: d for d in VisitDefinition.objects.filter(version=version)}
+    procedures = {p.code: p for p in ProcedureDefinition.objects.filter(version=version)}
+    rules = {r.code: r for r in MilestoneRule.objects.filter(version=version)}
+
+    updated_visits: list[ScheduledVisit] = []
+    repointed: list[tuple[ScheduledVisit, PlannedVisit]] = []
+    for row, planned in pending.visit_updates:
+        if planned is None:
+            row.status = ScheduledVisit.Status.CANCELLED
+            row.reason = reason
+        else:
+            if row.visit_definition.version_id != version.id:  # type: ignore[union-attr]
+                row.visit_definition = definitions[planned.visit_code]
+                row.protocol_version = version
+                repointed.append((row, planned))
+            row.target_date = planned.target
+            row.window_start, row.window_end = planned.window_start, planned.window_end
+            row.estimated = planned.estimated
+            if row.booked_date is not None:
+                row.deviation_days = deviation_days(
+                    row.booked_date, *(planned.window_start, planned.window_end)
+                )
+        row.version += 1
+        updated_visits.append(row)
+    if updated_visits:
+        bulk_update_with_history(
+            updated_visits,
+            ScheduledVisit,
+            [
+                "status",
+                "reason",
+                "visit_definition",
+                "protocol_version",
+                "target_date",
+                "window_start",
+                "window_end",
+                "estimated",
+                "deviation_days",
+                "version",
+            ],
+            default_user=by,
+            default_change_reason=reason,
+        )
+    if repointed:
+        _procedures_follow_version(repointed, procedures, by=by, reason=reason)
+
+    created = bulk_create_with_history(
+        [
+            ScheduledVisit(
+                participant=pending.participant,
+                visit_definition=definitions[p.visit_code],
+                occurrence=p.occurrence,
+                protocol_version=version,
+                target_date=p.target,
+                window_start=p.window_start,
+                window_end=p.window_end,
+                estimated=p.estimated,
+            )
+            for p in pending.visit_creates
+        ],
+        ScheduledVisit,
+        default_user=by,
+        default_change_reason=reason,
+    )
+    bulk_create_with_history(
+        [
+            ScheduledProcedure(visit=visit, procedure=procedures[code])
+            for visit, planned in zip(created, pending.visit_creates, strict=True)
+            for code in planned.procedures
+        ],
+        ScheduledProcedure,
+        default_user=by,
+        default_change_reason=reason,
+    )
+
+    updated_milestones: list[ScheduledMilestone] = []
+    for milestone, planned_milestone in pending.milestone_updates:
+        if planned_milestone is None:
+            milestone.status = ScheduledMilestone.Status.CANCELLED
+        else:
+            milestone.rule = rules[planned_milestone.milestone_code]
+            milestone.protocol_version = version
+            milestone.due_date = planned_milestone.due
+            milestone.dose_mg = planned_milestone.dose_mg
+            milestone.flag = planned_milestone.flag
+            milestone.estimated = planned_milestone.estimated
+        updated_milestones.append(milestone)
+    if updated_milestones:
+        bulk_update_with_history(
+            updated_milestones,
+            ScheduledMilestone,
+            ["status", "rule", "protocol_version", "due_date", "dose_mg", "flag", "estimated"],
+            default_user=by,
+            default_change_reason=reason,
+        )
+    bulk_create_with_history(
+        [
+            ScheduledMilestone(
+                participant=pending.participant,
+                rule=rules[m.milestone_code],
+                sequence=m.sequence,
+                protocol_version=version,
+                due_date=m.due,
+                dose_mg=m.dose_mg,
+                estimated=m.estimated,
+                flag=m.flag,
+            )
+            for m in pending.milestone_creates
+        ],
+        ScheduledMilestone,
+        default_user=by,
+        default_change_reason=reason,
+    )
+    return pending.diff
+
+
+def _procedures_follow_version(
+    repointed: list[tuple[ScheduledVisit, PlannedVisit]],
+    procedures: dict[str, ProcedureDefinition],
+    *,
+    by: Any,
+    reason: str,
+) -> None:
+    """Planned procedures of visits moved to a new protocol version follow its schedule of
+    activities: kept ones point at the new definitions, new ones are added, dropped ones go."""
+    existing: dict[int, dict[str, ScheduledProcedure]] = {}
+    for procedure in ScheduledProcedure.objects.filter(
+        visit__in=[row for row, _ in repointed], status=ScheduledProcedure.Status.PLANNED
+    ).select_related("procedure"):
+        existing.setdefault(procedure.visit_id, {})[procedure.procedure.code] = procedure
+    kept: list[ScheduledProcedure] = []
+    added: list[ScheduledProcedure] = []
+    for row, planned in repointed:
+        current = existing.get(row.pk, {})
+        for code in planned.procedures:
+            if code in current:
+                current[code].procedure = procedures[code]
+                kept.append(current.pop(code))
+            else:
+                added.append(ScheduledProcedure(visit=row, procedure=procedures[code]))
+        for dropped in current.values():
+            dropped._change_reason = reason  # type: ignore[attr-defined]
+            dropped._history_user = by  # type: ignore[attr-defined]
+            dropped.delete()
+    if kept:
+        bulk_update_with_history(
+            kept, ScheduledProcedure, ["procedure"], default_user=by, default_change_reason=reason
+        )
+    bulk_create_with_history(
+        added, ScheduledProcedure, default_user=by, default_change_reason=reason
+    )
