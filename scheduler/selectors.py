@@ -1,10 +1,62 @@
 from __future__ import annotations
 
+import datetime as dt
+
+from django.db.models import Count, Q, QuerySet
+
+from participants.models import Participant
 from scheduler.engine import ProtocolSnapshot, snapshot_from_document
-from trials.models import ProtocolVersion
+from trials.models import ProtocolVersion, Site
 from trials.services import protocol_document
+
+VISIT_STATUS_KEYS = ("due", "booked", "done", "missed", "out_of_window", "overdue")
 
 
 def protocol_snapshot(*, version: ProtocolVersion) -> ProtocolSnapshot:
     """The engine's view of a stored protocol version (a fixed number of queries)."""
     return snapshot_from_document(protocol_document(version=version))
+
+
+def visit_status_filters(*, today: dt.date, prefix: str = "") -> dict[str, Q]:
+    """What each status-at-a-glance count means, as filters on scheduled visits.
+
+    due: planned, and its window is open today; booked: booked for today or later;
+    done, missed: as recorded; out_of_window: done or booked outside its window (a protocol
+    deviation); overdue: its window closed (planned) or its booked day passed (booked) with
+    nothing recorded.
+    """
+
+    def q(**lookups: object) -> Q:
+        return Q(**{f"{prefix}{field}": value for field, value in lookups.items()})
+
+    return {
+        "due": q(status="planned", window_start__lte=today, window_end__gte=today),
+        "booked": q(status="booked", booked_date__gte=today),
+        "done": q(status="done"),
+        "missed": q(status="missed"),
+        "out_of_window": q(status__in=["done", "booked"], deviation_days__isnull=False)
+        & ~q(deviation_days=0),
+        "overdue": q(status="planned", window_end__lt=today)
+        | q(status="booked", booked_date__lt=today),
+    }
+
+
+def participants_with_visit_status(
+    *, queryset: QuerySet[Participant], today: dt.date
+) -> QuerySet[Participant]:
+    """Participants annotated with visits_due, visits_booked, … visits_overdue (one query)."""
+    filters = visit_status_filters(today=today, prefix="visits__")
+    return queryset.annotate(
+        **{f"visits_{key}": Count("visits", filter=filters[key]) for key in VISIT_STATUS_KEYS}
+    )
+
+
+def sites_with_visit_status(*, queryset: QuerySet[Site], today: dt.date) -> QuerySet[Site]:
+    """Sites annotated with the same counts over all their participants' visits."""
+    filters = visit_status_filters(today=today, prefix="participants__visits__")
+    return queryset.annotate(
+        **{
+            f"visits_{key}": Count("participants__visits", filter=filters[key])
+            for key in VISIT_STATUS_KEYS
+        }
+    )

@@ -137,8 +137,10 @@ def _audited(instance: Any, by: User | None, reason: str) -> Any:
 
 
 def _lock_visit(visit: ScheduledVisit, expected_version: int | None) -> ScheduledVisit:
+    # Lock the visit row only: the joined rows are read, not changed, and Postgres refuses
+    # FOR UPDATE on the nullable side of an outer join (unscheduled visits have no definition).
     locked = (
-        ScheduledVisit.objects.select_for_update()
+        ScheduledVisit.objects.select_for_update(of=("self",))
         .select_related("participant__site", "visit_definition")
         .get(pk=visit.pk)
     )
@@ -261,6 +263,15 @@ def visit_book(
 # The issue's words: a reschedule is a booking of an already booked (or planned) visit.
 visit_reschedule = visit_book
 visit_reschedule_preview = visit_book_preview
+
+
+def visit_record_done_preview(*, visit: ScheduledVisit, actual_date: dt.date) -> CalendarDiff:
+    """What recording a visit as done on `actual_date` would move."""
+    visit = ScheduledVisit.objects.select_related("participant", "visit_definition").get(
+        pk=visit.pk
+    )
+    _require_open(visit, "recorded as done")
+    return calendar_diff(visit.participant, visit_dates=_booked_override(visit, actual_date)).diff
 
 
 @transaction.atomic
