@@ -39,3 +39,12 @@ def test_load_demo_twice_changes_nothing() -> None:
     call_command("load_demo", "--no-admin", stdout=io.StringIO())
 
     assert (Participant.objects.count(), ScheduledVisit.objects.count()) == counts
+
+
+@pytest.mark.django_db
+def test_load_demo_gives_calendars_a_past_and_a_next_booking() -> None:
+    call_command("load_demo", "--no-admin", stdout=io.StringIO())
+
+    statuses = set(ScheduledVisit.objects.values_list("status", flat=True))
+    assert statuses == {"planned", "booked", "done"}
+    assert ScheduledVisit.objects.filter(status="booked").count() == Participant.objects.count()

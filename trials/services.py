@@ -88,6 +88,21 @@ def protocol_import(*, text: str, source: str) -> ProtocolVersion:
     return version
 
 
+@transaction.atomic
+def protocol_version_publish(*, version: ProtocolVersion, by: Any = None) -> ProtocolVersion:
+    """Publish a draft version; from then on it is immutable and participants can be moved
+    onto it. Publishing a published version is refused rather than silently ignored."""
+    version = ProtocolVersion.objects.select_for_update().get(pk=version.pk)
+    if version.is_published:
+        raise ProtocolImportError(f"{version} is already published")
+    version.status = ProtocolVersion.Status.PUBLISHED
+    version.published_at = timezone.now()
+    version._history_user = by  # type: ignore[attr-defined]
+    version._change_reason = "published"  # type: ignore[attr-defined]
+    version.save(update_fields=["status", "published_at"])
+    return version
+
+
 def _trial_upsert(section: TrialSection) -> Trial:
     trial, _ = Trial.objects.update_or_create(
         code=section.code,

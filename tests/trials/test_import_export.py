@@ -9,7 +9,13 @@ from django.core.management import CommandError, call_command
 from tests.conftest import PROTOCOL_DIR
 from trials.models import ProtocolVersion, Trial, VisitDefinition
 from trials.protocol_file import ProtocolFileError, parse_protocol
-from trials.services import ProtocolImportError, protocol_document, protocol_export, protocol_import
+from trials.services import (
+    ProtocolImportError,
+    protocol_document,
+    protocol_export,
+    protocol_import,
+    protocol_version_publish,
+)
 
 SEED_FILES = sorted(PROTOCOL_DIR.glob("*.yaml"))
 
@@ -130,3 +136,27 @@ def test_protocol_document_takes_the_same_queries_for_small_and_large_protocols(
         protocol_document(version=small)
     with django_assert_num_queries(11):
         protocol_document(version=large)
+
+
+@pytest.mark.django_db
+def test_protocol_version_publish_turns_a_draft_into_an_immutable_version(
+    django_user_model,
+) -> None:
+    text = (PROTOCOL_DIR / "000_niams_vascular.yaml").read_text(encoding="utf-8")
+    draft = protocol_import(
+        text=text.replace("status: published", "status: draft"), source="draft.yaml"
+    )
+    editor = django_user_model.objects.create_user("editor")
+
+    published = protocol_version_publish(version=draft, by=editor)
+
+    assert (published.status, published.published_at is not None) == ("published", True)
+    assert [
+        (h.history_user.username, h.history_change_reason)
+        for h in published.history.filter(history_type="~")
+    ] == [("editor", "published")]
+    with pytest.raises(ProtocolImportError) as again:
+        protocol_version_publish(version=published)
+    assert str(again.value) == "niams-ani-vascular v1.0 is already published"
+    with pytest.raises(ProtocolImportError):
+        protocol_import(text=text, source="x.yaml")

@@ -20,7 +20,8 @@ from django.utils import timezone
 
 from participants.models import Participant
 from participants.services import participant_register
-from scheduler.services import participant_enroll
+from scheduler.models import ScheduledVisit
+from scheduler.services import participant_enroll, visit_book, visit_record_done
 from trials.models import Arm, ProtocolVersion, Site, Trial, TrialSite
 from trials.protocol_file import parse_protocol
 from trials.services import protocol_import
@@ -137,6 +138,7 @@ class Command(BaseCommand):
                 on=today,
                 arm=arms[(number - 1) % len(arms)] if arms else None,
             )
+            _demo_history(participant, today)
         self.stdout.write(f"enrolled {DEMO_PARTICIPANTS_PER_TRIAL} demo participants in {trial}")
 
     def _admin_login(self) -> None:
@@ -157,6 +159,35 @@ class Command(BaseCommand):
         self.stdout.write(
             "\nAdmin login for http://127.0.0.1:8000/admin/ :  user admin  "
             f"password {password}\n(kept in {password_file})\n"
+        )
+
+
+def _demo_history(participant: Participant, today: dt.date) -> None:
+    """Give a demo calendar a past: visits whose window has closed are done on their target
+    day (but the last one, left overdue to show what that looks like), and the next visit
+    is booked at 09:30 site time."""
+    visits = list(
+        ScheduledVisit.objects.filter(participant=participant)
+        .select_related("visit_definition")
+        .order_by("target_date", "id")
+    )
+    past = [v for v in visits if v.window_end < today]
+    for visit in past[:-1]:
+        visit_record_done(
+            visit=visit,
+            actual_date=visit.target_date,
+            actual_time=dt.time(9, 30),
+            by=None,
+            reason="demo data",
+        )
+    upcoming = next((v for v in visits if v.target_date > today and v.status == "planned"), None)
+    if upcoming is not None:
+        visit_book(
+            visit=upcoming,
+            local_date=upcoming.target_date,
+            local_time=dt.time(9, 30),
+            by=None,
+            reason="demo data",
         )
 
 
