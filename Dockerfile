@@ -16,7 +16,8 @@ RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml
     && pip install --requirement /tmp/requirements.txt --constraint constraints.txt
 
 COPY . .
-RUN STATIC_MANIFEST=true python manage.py collectstatic --noinput \
+RUN pybabel compile -d scheduler/locale -D django \
+    && STATIC_MANIFEST=true python manage.py collectstatic --noinput \
     && useradd --system --uid 10001 --home-dir /app scheduler \
     && mkdir -p "$VAR_DIR" && chown scheduler "$VAR_DIR"
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format setup bench clean
+.PHONY: run test lint format setup bench clean messages
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is needed, found " + sys.version'
@@ -13,7 +13,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -e '.[dev]' -c constraints.txt
 	touch $(STAMP)
 
-setup: $(STAMP)
+# Translations (.po, in git) compiled to .mo (not in git) with Babel, so no gettext install
+# is needed.
+messages: $(STAMP)
+	$(BIN)/pybabel compile --use-fuzzy -d scheduler/locale -D django --statistics
+
+setup: $(STAMP) messages
 	mkdir -p var/broker/out var/broker/processed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo
@@ -23,7 +28,7 @@ setup: $(STAMP)
 run: setup
 	DEBUG=true $(BIN)/honcho --procfile Procfile.dev start
 
-test: $(STAMP)
+test: $(STAMP) messages
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -153,6 +153,17 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
 }
 
+# Email: invites and reminders. The laptop default writes messages as files under
+# var/mail (never to the console, which is a log); deployments set EMAIL_URL, e.g.
+# smtp+tls://user:password@smtp.example.org:587
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="filemail://")
+vars().update(EMAIL_CONFIG)
+if EMAIL_CONFIG["EMAIL_BACKEND"].endswith("filebased.EmailBackend"):
+    EMAIL_FILE_PATH = str(VAR_DIR / "mail")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="visits@scheduler.invalid")
+# Where feed URLs point (shown to coordinators when they create a feed).
+PUBLIC_URL = env.str("PUBLIC_URL", default="http://127.0.0.1:8000")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,7 +1,7 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
 
-from scheduler.views import healthz
+from scheduler.views import calendar_feed, healthz
 
 admin.site.site_header = "Trial visit scheduler"
 admin.site.site_title = "Trial visit scheduler"
@@ -9,5 +9,10 @@ admin.site.index_title = "Trials, participants and calendars"
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    re_path(
+        r"^feeds/(?P<kind>participant|site)/(?P<token>[A-Za-z0-9_-]{32,100})\.ics$",
+        calendar_feed,
+        name="calendar-feed",
+    ),
     path("admin/", admin.site.urls),
 ]

@@ -37,6 +37,9 @@ class Participant(models.Model):
     )
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=40, blank=True)
+    # For minors, invites and reminders go to the guardian.
+    guardian_name = models.CharField(max_length=200, blank=True)
+    guardian_email = models.EmailField(blank=True)
     timezone = models.CharField(max_length=64, validators=[validate_timezone])
     language = models.CharField(max_length=2, choices=Language.choices, default=Language.ENGLISH)
     enrolled_at = models.DateTimeField(null=True, blank=True)
@@ -45,7 +48,9 @@ class Participant(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     # Contact details are not copied into the audit trail; clinical fields are.
-    history = HistoricalRecords(excluded_fields=["email", "phone"])
+    history = HistoricalRecords(
+        excluded_fields=["email", "phone", "guardian_name", "guardian_email"]
+    )
 
     class Meta:
         ordering = ["trial", "study_id"]

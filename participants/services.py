@@ -23,6 +23,8 @@ def participant_register(
     weight_kg: Decimal | None = None,
     email: str = "",
     phone: str = "",
+    guardian_name: str = "",
+    guardian_email: str = "",
     timezone: str | None = None,
     language: str = Participant.Language.ENGLISH,
     protocol_version: ProtocolVersion | None = None,
@@ -70,6 +72,8 @@ def participant_register(
         weight_kg=weight_kg,
         email=email,
         phone=phone,
+        guardian_name=guardian_name,
+        guardian_email=guardian_email,
         timezone=timezone or site.timezone,
         language=language,
     )

@@ -32,6 +32,7 @@ from scheduler.models import (
     ScheduledVisit,
 )
 from scheduler.models import TaperAdjustment as TaperAdjustmentRow
+from scheduler.notify import announce_visits
 from scheduler.selectors import protocol_snapshot
 from trials.models import MilestoneRule, ProcedureDefinition, ProtocolVersion, VisitDefinition
 
@@ -358,6 +359,7 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
                     row.booked_date, *(planned.window_start, planned.window_end)
                 )
         row.version += 1
+        row.ical_sequence += 1
         updated_visits.append(row)
     if updated_visits:
         bulk_update_with_history(
@@ -374,10 +376,12 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
                 "estimated",
                 "deviation_days",
                 "version",
+                "ical_sequence",
             ],
             default_user=by,
             default_change_reason=reason,
         )
+        announce_visits(updated_visits)
     if repointed:
         _procedures_follow_version(repointed, procedures, by=by, reason=reason)
 
@@ -399,6 +403,7 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
         default_user=by,
         default_change_reason=reason,
     )
+    announce_visits(created)
     bulk_create_with_history(
         [
             ScheduledProcedure(visit=visit, procedure=procedures[code])
@@ -421,12 +426,22 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
             milestone.dose_mg = planned_milestone.dose_mg
             milestone.flag = planned_milestone.flag
             milestone.estimated = planned_milestone.estimated
+        milestone.ical_sequence += 1
         updated_milestones.append(milestone)
     if updated_milestones:
         bulk_update_with_history(
             updated_milestones,
             ScheduledMilestone,
-            ["status", "rule", "protocol_version", "due_date", "dose_mg", "flag", "estimated"],
+            [
+                "status",
+                "rule",
+                "protocol_version",
+                "due_date",
+                "dose_mg",
+                "flag",
+                "estimated",
+                "ical_sequence",
+            ],
             default_user=by,
             default_change_reason=reason,
         )

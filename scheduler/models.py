@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
@@ -52,6 +54,10 @@ class ScheduledVisit(models.Model):
     # Optimistic concurrency: every change increments it; an edit made from a stale copy
     # is refused instead of silently overwriting the other one.
     version = models.PositiveIntegerField(default=1)
+    # iCalendar identity: a UID that never changes, and a SEQUENCE raised on every change
+    # participants' calendars must follow (date, time, window, cancellation).
+    ical_uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    ical_sequence = models.PositiveIntegerField(default=0)
     history = HistoricalRecords()
 
     class Meta:
@@ -147,6 +153,8 @@ class ScheduledMilestone(models.Model):
     estimated = models.BooleanField(default=False)
     flag = models.CharField(max_length=300, blank=True, help_text="For the investigator.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PLANNED)
+    ical_uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    ical_sequence = models.PositiveIntegerField(default=0)
     history = HistoricalRecords()
 
     class Meta:
@@ -197,6 +205,41 @@ class TaperAdjustment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.milestone_code} week {self.week}: {self.kind}"
+
+
+class CalendarFeed(models.Model):
+    """A subscribable iCalendar feed of one participant's or one site's visits.
+
+    Its URL carries a random capability token; only the token's SHA-256 is stored, so the
+    database alone cannot be used to read feeds. A revoked feed answers 404 and no data.
+    """
+
+    participant = models.ForeignKey(
+        Participant, on_delete=models.CASCADE, null=True, blank=True, related_name="feeds"
+    )
+    site = models.ForeignKey(
+        "trials.Site", on_delete=models.CASCADE, null=True, blank=True, related_name="feeds"
+    )
+    token_sha256 = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(participant__isnull=True) ^ Q(site__isnull=True),
+                name="feed_is_for_a_participant_or_a_site",
+            )
+        ]
+
+    def __str__(self) -> str:
+        owner = self.participant or self.site
+        state = "revoked" if self.revoked_at else "active"
+        return f"feed of {owner} ({state})"
 
 
 class WorkerHeartbeat(models.Model):

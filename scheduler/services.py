@@ -31,6 +31,7 @@ from scheduler.engine import ParticipantFacts, PlanningError, plan
 from scheduler.engine.localtime import local_date_of, local_to_utc
 from scheduler.engine.types import TaperAdjustment as TaperDecision
 from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit, TaperAdjustment
+from scheduler.notify import announce_visits
 from scheduler.selectors import protocol_snapshot
 from trials.models import Arm, ProcedureDefinition, ProtocolVersion, Site, TrialSite
 
@@ -242,6 +243,7 @@ def visit_book(
     visit.deviation_days = preview.deviation_days
     visit.reason = reason
     visit.version += 1
+    visit.ical_sequence += 1
     default_reason = "rescheduled" if rescheduling else "booked"
     _audited(visit, by, reason or default_reason).save(
         update_fields=[
@@ -251,8 +253,10 @@ def visit_book(
             "deviation_days",
             "reason",
             "version",
+            "ical_sequence",
         ]
     )
+    announce_visits([visit])
     pending = calendar_diff(visit.participant)
     calendar_apply(pending, by=by, reason=f"{visit.code} {default_reason}: {reason}".rstrip(": "))
     return BookingPreview(
@@ -379,7 +383,13 @@ def _close_visit(
     visit.status = status
     visit.reason = reason
     visit.version += 1
-    _audited(visit, by, reason).save(update_fields=["status", "reason", "version"])
+    fields = ["status", "reason", "version"]
+    if status == ScheduledVisit.Status.CANCELLED:
+        # The participant's calendar must drop it: a CANCEL with a higher SEQUENCE.
+        visit.ical_sequence += 1
+        fields.append("ical_sequence")
+        announce_visits([visit])
+    _audited(visit, by, reason).save(update_fields=fields)
     return calendar_apply(calendar_diff(visit.participant), by=by, reason=f"{visit.code} {status}")
 
 
@@ -434,6 +444,7 @@ def visit_add_unscheduled(
         default_user=by,
         default_change_reason=reason,
     )
+    announce_visits([visit])
     return visit
 
 
@@ -444,9 +455,16 @@ def visit_add_unscheduled(
 def participant_anchor_change_preview(
     *, participant: Participant, code: str, new_date: dt.date
 ) -> CalendarDiff:
-    """What moving one of the participant's anchors (Day 1 after screening, say) would change."""
+    """What moving one of the participant's anchors (Day 1 after screening, say) would change.
+
+    Refused with the same CalendarError as `participant_anchor_change` when the date is
+    outside the range the protocol allows for that anchor.
+    """
     _check_anchor_code(participant, code)
-    return calendar_diff(participant, anchors={code: new_date}).diff
+    try:
+        return calendar_diff(participant, anchors={code: new_date}).diff
+    except PlanningError as exc:
+        raise CalendarError("; ".join(exc.problems)) from exc
 
 
 @transaction.atomic
@@ -571,13 +589,15 @@ def participant_withdraw(
         visit.status = ScheduledVisit.Status.CANCELLED
         visit.reason = f"withdrawn: {reason}"
         visit.version += 1
+        visit.ical_sequence += 1
     bulk_update_with_history(
         visits,
         ScheduledVisit,
-        ["status", "reason", "version"],
+        ["status", "reason", "version", "ical_sequence"],
         default_user=by,
         default_change_reason=f"withdrawn: {reason}",
     )
+    announce_visits(visits)
     milestones = list(
         ScheduledMilestone.objects.filter(
             participant=participant, status=ScheduledMilestone.Status.PLANNED, due_date__gte=on

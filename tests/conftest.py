@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,3 +62,16 @@ def import_seed(db: None) -> Callable[[str], ProtocolVersion]:
         return protocol_import(text=path.read_text(encoding="utf-8"), source=path.name)
 
     return load
+
+
+@pytest.fixture(autouse=True)
+def celery_runs_tasks_inline(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tasks enqueued after commit run inline in the test process, sending into Django's
+    test mailbox, except in integration tests, which run a real worker over Redis."""
+    from config.celery import app
+
+    eager = request.node.get_closest_marker("integration") is None
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = eager
+    yield
+    app.conf.task_always_eager = previous

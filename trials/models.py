@@ -65,6 +65,8 @@ class Site(models.Model):
     country = models.CharField(max_length=2, help_text="ISO 3166-1 alpha-2, e.g. US, JP")
     address = models.TextField(blank=True)
     phone = models.CharField(max_length=40, blank=True)
+    # The mailbox the site controls: ORGANIZER of its invites and where replies go.
+    email = models.EmailField(blank=True)
 
     class Meta:
         ordering = ["code"]

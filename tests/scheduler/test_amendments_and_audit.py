@@ -370,6 +370,7 @@ def test_audit_entries_keep_old_and_new_values(import_seed, coordinator) -> None
     delta = newest.diff_against(previous)
 
     assert sorted((c.field, c.old, c.new) for c in delta.changes) == [
+        ("ical_sequence", 0, 1),
         ("target_date", D(2026, 3, 9), D(2026, 3, 14)),
         ("version", 1, 2),
         ("window_end", D(2026, 3, 11), D(2026, 3, 16)),
