@@ -1,23 +1,77 @@
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern
+from django.utils import timezone
 
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
+from scheduler.admin import (
+    CalendarActionsAdmin,
+    Outcome,
+    Summary,
+    calendar_summary,
+    confirmed,
+    iso,
+    local_instant,
+    posted,
+    submitted,
+)
+from scheduler.forms import (
+    AnchorChangeForm,
+    LifecycleForm,
+    ParticipantWithdrawForm,
+    TaperDecisionForm,
+    UnscheduledVisitForm,
+)
 from scheduler.models import ScheduledMilestone, ScheduledVisit
+from scheduler.selectors import participants_with_visit_status
+from scheduler.services import (
+    CalendarError,
+    participant_anchor_change,
+    participant_anchor_change_preview,
+    participant_withdraw,
+    taper_adjust,
+    taper_adjust_preview,
+    visit_add_unscheduled,
+)
+from trials.admin import AuditTrailAdmin
+from trials.models import Anchor, MilestoneRule, ProcedureDefinition
+from trials.protocol_file import MilestoneKind
 
 
 class AnchorInline(admin.TabularInline):
+    """A participant's anchor dates: entered with a new participant, then read-only here.
+
+    Moving an anchor re-plans the calendar, so it goes through "Change anchor date", which
+    previews the change, asks for a reason and audits it; editing the row here would not.
+    """
+
     model = ParticipantAnchor
     extra = 0
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 class VisitInline(admin.TabularInline):
     model = ScheduledVisit
     extra = 0
     can_delete = False
+    # The link opens the visit's page, where it is booked, recorded or cancelled.
+    show_change_link = True
     fields = (
         "visit_definition",
         "occurrence",
@@ -25,7 +79,9 @@ class VisitInline(admin.TabularInline):
         "window_start",
         "window_end",
         "status",
+        "booked_date",
         "actual_date",
+        "deviation_days",
         "protocol_version",
     )
     readonly_fields = fields
@@ -46,7 +102,8 @@ class MilestoneInline(admin.TabularInline):
     model = ScheduledMilestone
     extra = 0
     can_delete = False
-    fields = ("rule", "sequence", "due_date", "dose_mg", "status")
+    show_change_link = True
+    fields = ("rule", "sequence", "due_date", "dose_mg", "status", "flag")
     readonly_fields = fields
     ordering = ["due_date", "id"]
 
@@ -57,19 +114,367 @@ class MilestoneInline(admin.TabularInline):
         return super().get_queryset(request).select_related("rule")
 
 
+PARTICIPANT_ACTIONS = [
+    ("withdraw", "Withdraw"),
+    ("anchor", "Change anchor date"),
+    ("taper", "Taper decision"),
+    ("unscheduled_visit", "Add unscheduled visit"),
+]
+ACTIVE = (Participant.Status.SCREENING, Participant.Status.ENROLLED)
+
+
+def may_change_calendars(request: HttpRequest) -> bool:
+    # Each participant action re-plans the calendar, so it needs both permissions.
+    return request.user.has_perm("participants.change_participant") and request.user.has_perm(
+        "scheduler.change_scheduledvisit"
+    )
+
+
 @admin.register(Participant)
-class ParticipantAdmin(admin.ModelAdmin):
-    list_display = ["study_id", "trial", "site", "status", "protocol_version", "enrolled_at"]
+class ParticipantAdmin(CalendarActionsAdmin):
+    list_display = [
+        "study_id",
+        "trial",
+        "site",
+        "status",
+        "protocol_version",
+        "enrolled_at",
+        "visits_due",
+        "visits_booked",
+        "visits_done",
+        "visits_missed",
+        "visits_out_of_window",
+        "visits_overdue",
+    ]
     list_filter = ["trial", "site", "status"]
     search_fields = ["study_id", "trial__code"]
     list_select_related = ["trial", "site", "protocol_version__trial"]
     readonly_fields = ["status", "enrolled_at", "protocol_version"]
     inlines = [AnchorInline, VisitInline, MilestoneInline]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Participant]:
+        return participants_with_visit_status(
+            queryset=super().get_queryset(request), today=timezone.localdate()
+        )
+
+    @admin.display(description="due", ordering="visits_due")
+    def visits_due(self, participant: Any) -> int:
+        return int(participant.visits_due)
+
+    @admin.display(description="booked", ordering="visits_booked")
+    def visits_booked(self, participant: Any) -> int:
+        return int(participant.visits_booked)
+
+    @admin.display(description="done", ordering="visits_done")
+    def visits_done(self, participant: Any) -> int:
+        return int(participant.visits_done)
+
+    @admin.display(description="missed", ordering="visits_missed")
+    def visits_missed(self, participant: Any) -> int:
+        return int(participant.visits_missed)
+
+    @admin.display(description="out of window", ordering="visits_out_of_window")
+    def visits_out_of_window(self, participant: Any) -> int:
+        return int(participant.visits_out_of_window)
+
+    @admin.display(description="overdue", ordering="visits_overdue")
+    def visits_overdue(self, participant: Any) -> int:
+        return int(participant.visits_overdue)
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            self.action_path("withdraw", "withdraw", self.withdraw_view),
+            self.action_path("anchor", "anchor", self.anchor_view),
+            self.action_path("taper", "taper", self.taper_view),
+            self.action_path("unscheduled-visit", "unscheduled_visit", self.unscheduled_view),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        if obj is not None and obj.status in ACTIVE and may_change_calendars(request):
+            has_taper = _tapers(obj).exists()
+            context["lifecycle_actions"] = [
+                (label, self.action_url(name, obj))
+                for name, label in PARTICIPANT_ACTIONS
+                if name != "taper" or has_taper
+            ]
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # --- the actions
+
+    def withdraw_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        participant = self._participant(request, object_id)
+        form: LifecycleForm = ParticipantWithdrawForm(
+            posted(request), initial={"on": timezone.localdate()}
+        )
+        if submitted(request) and form.is_valid():
+            on, reason = form.cleaned_data["on"], form.cleaned_data["reason"]
+            if confirmed(request):
+                try:
+                    closure = participant_withdraw(
+                        participant=participant, on=on, by=request.user, reason=reason
+                    )
+                except CalendarError as refusal:
+                    form.add_error(None, str(refusal))
+                else:
+                    return self.action_done(
+                        request,
+                        f"{participant} withdrawn on {iso(on)}; "
+                        f"{len(closure.cancelled_visits)} visit(s) and "
+                        f"{len(closure.cancelled_milestones)} milestone(s) cancelled.",
+                        participant,
+                    )
+            else:
+                visits, milestones = withdrawal_cancellations(participant=participant, on=on)
+                return self._participant_page(
+                    request,
+                    participant,
+                    "preview",
+                    form,
+                    "Withdraw",
+                    outcome=[
+                        ("Withdrawn on", iso(on), False),
+                        ("Reason", reason, False),
+                    ],
+                    note=(
+                        "Everything before the withdrawal date, and every visit already done, "
+                        "missed or cancelled, stays as it is."
+                    ),
+                    cancelled_visits=visits,
+                    cancelled_milestones=milestones,
+                    confirm_label="Confirm withdrawal",
+                )
+        return self._participant_page(request, participant, "form", form, "Withdraw")
+
+    def anchor_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        participant = self._participant(request, object_id)
+        anchors = list(Anchor.objects.filter(version=participant.protocol_version_id))
+        form: LifecycleForm = AnchorChangeForm(posted(request), anchors=anchors)
+        if submitted(request) and form.is_valid():
+            code, new_date = form.cleaned_data["code"], form.cleaned_data["new_date"]
+            reason = form.cleaned_data["reason"]
+            try:
+                if confirmed(request):
+                    diff = participant_anchor_change(
+                        participant=participant,
+                        code=code,
+                        new_date=new_date,
+                        by=request.user,
+                        reason=reason,
+                    )
+                    return self.action_done(
+                        request,
+                        f"{code} of {participant} set to {iso(new_date)}; "
+                        f"{calendar_summary(diff)}.",
+                        participant,
+                    )
+                diff = participant_anchor_change_preview(
+                    participant=participant, code=code, new_date=new_date
+                )
+            except CalendarError as refusal:
+                form.add_error(None, str(refusal))
+            else:
+                current = {a.code: a.date for a in participant.anchors.all()}
+                return self._participant_page(
+                    request,
+                    participant,
+                    "preview",
+                    form,
+                    "Change anchor date",
+                    outcome=[
+                        ("Anchor", code, False),
+                        ("Now", iso(current.get(code)), False),
+                        ("New date", iso(new_date), True),
+                        ("Reason", reason, False),
+                    ],
+                    diff=diff,
+                    confirm_label="Confirm the new date",
+                )
+        return self._participant_page(request, participant, "form", form, "Change anchor date")
+
+    def taper_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        participant = self._participant(request, object_id)
+        form: LifecycleForm = TaperDecisionForm(posted(request), tapers=_tapers(participant))
+        if submitted(request) and form.is_valid():
+            decision = form.cleaned_data
+            try:
+                if confirmed(request):
+                    diff = taper_adjust(
+                        participant=participant,
+                        milestone_code=decision["milestone_code"],
+                        week=decision["week"],
+                        dose_mg=decision["dose_mg"],
+                        allow_increase=decision["allow_increase"],
+                        by=request.user,
+                        reason=decision["reason"],
+                    )
+                    return self.action_done(
+                        request,
+                        f"{decision['milestone_code']} week {decision['week']} "
+                        f"{_decision_text(decision)}; {calendar_summary(diff)}.",
+                        participant,
+                    )
+                diff = taper_adjust_preview(
+                    participant=participant,
+                    milestone_code=decision["milestone_code"],
+                    week=decision["week"],
+                    dose_mg=decision["dose_mg"],
+                )
+            except CalendarError as refusal:
+                form.add_error(None, str(refusal))
+            else:
+                return self._participant_page(
+                    request,
+                    participant,
+                    "preview",
+                    form,
+                    "Taper decision",
+                    outcome=_taper_outcome(decision),
+                    diff=diff,
+                    confirm_label="Confirm the decision",
+                )
+        return self._participant_page(request, participant, "form", form, "Taper decision")
+
+    def unscheduled_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        participant = self._participant(request, object_id)
+        form: LifecycleForm = UnscheduledVisitForm(
+            posted(request),
+            procedures=ProcedureDefinition.objects.filter(
+                version=participant.protocol_version_id
+            ).order_by("order"),
+        )
+        if submitted(request) and form.is_valid():
+            wanted = form.cleaned_data
+            try:
+                visit = visit_add_unscheduled(
+                    participant=participant,
+                    local_date=wanted["local_date"],
+                    local_time=wanted["local_time"],
+                    reason=wanted["reason"],
+                    procedure_codes=wanted["procedure_codes"],
+                    by=request.user,
+                )
+            except CalendarError as refusal:
+                form.add_error(None, str(refusal))
+            else:
+                when = (
+                    local_instant(visit.booked_start, participant.site.timezone)
+                    if visit.booked_start
+                    else f"{iso(visit.target_date)} (not booked yet)"
+                )
+                return self.action_done(
+                    request, f"Unscheduled visit of {participant} added for {when}.", visit
+                )
+        return self._participant_page(
+            request, participant, "form", form, "Add unscheduled visit", submit_label="Add visit"
+        )
+
+    # --- helpers of the actions
+
+    def _participant(self, request: HttpRequest, object_id: int) -> Participant:
+        if not may_change_calendars(request):
+            raise PermissionDenied
+        return get_object_or_404(
+            Participant.objects.select_related("trial", "site", "protocol_version__trial"),
+            pk=object_id,
+        )
+
+    def _participant_page(
+        self,
+        request: HttpRequest,
+        participant: Participant,
+        template: str,
+        form: LifecycleForm,
+        title: str,
+        **context: Any,
+    ) -> HttpResponse:
+        return self.action_page(
+            request,
+            participant,
+            template=template,
+            title=title,
+            form=form,
+            summary=_participant_summary(participant),
+            **context,
+        )
+
+
+def withdrawal_cancellations(
+    *, participant: Participant, on: dt.date
+) -> tuple[list[ScheduledVisit], list[ScheduledMilestone]]:
+    """What withdrawing on `on` would cancel, read without writing: the open visits whose
+    booked (else target) day is on or after it and the planned milestones due on or after it.
+
+    It mirrors the selection `participant_withdraw` makes (scheduler/services.py) and must stay
+    equal to it; the admin's confirm page lists it.
+    """
+    visits = [
+        visit
+        for visit in ScheduledVisit.objects.filter(
+            participant=participant, status__in=ScheduledVisit.OPEN
+        )
+        .select_related("visit_definition")
+        .order_by("target_date", "id")
+        if (visit.booked_date or visit.target_date) >= on
+    ]
+    milestones = list(
+        ScheduledMilestone.objects.filter(
+            participant=participant, status=ScheduledMilestone.Status.PLANNED, due_date__gte=on
+        )
+        .select_related("rule")
+        .order_by("due_date", "id")
+    )
+    return visits, milestones
+
+
+def _tapers(participant: Participant) -> QuerySet[MilestoneRule]:
+    return MilestoneRule.objects.filter(
+        version=participant.protocol_version_id, kind=MilestoneKind.TAPER
+    ).order_by("order")
+
+
+def _participant_summary(participant: Participant) -> Summary:
+    anchors = ", ".join(f"{a.code} {iso(a.date)}" for a in participant.anchors.all())
+    return [
+        ("Participant", str(participant)),
+        ("Status", participant.get_status_display()),
+        ("Protocol version", str(participant.protocol_version)),
+        ("Anchors", anchors or "—"),
+        ("Site", f"{participant.site.name}; times are site-local, {participant.site.timezone}"),
+    ]
+
+
+def _decision_text(decision: dict[str, Any]) -> str:
+    if decision["dose_mg"] is None:
+        return "held at last week's dose"
+    return f"set to {decision['dose_mg'].normalize():f} mg/day"
+
+
+def _taper_outcome(decision: dict[str, Any]) -> Outcome:
+    return [
+        ("Taper", decision["milestone_code"], False),
+        ("Week", str(decision["week"]), False),
+        ("Decision", _decision_text(decision), False),
+        ("Increase confirmed", "yes" if decision["allow_increase"] else "no", False),
+        ("Reason", decision["reason"], False),
+    ]
+
 
 @admin.register(TreatmentAssignment)
-class TreatmentAssignmentAdmin(admin.ModelAdmin):
-    """The arm, shown only to users with the unblinded permission (or open-label trials)."""
+class TreatmentAssignmentAdmin(AuditTrailAdmin):
+    """The arm, shown only to users with the unblinded permission (or open-label trials).
+
+    Its history carries the arm too, so the History pages answer only for assignments the
+    user may see here; its audit entries are not browsable on their own anywhere.
+    """
 
     list_display = ["participant", "arm", "assigned_at"]
     list_select_related = ["participant__trial", "arm"]
@@ -88,3 +493,29 @@ class TreatmentAssignmentAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        self._require_visible(request, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+    def history_form_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        version_id: str,
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        self._require_visible(request, object_id)
+        return super().history_form_view(request, object_id, version_id, extra_context)
+
+    def _require_visible(self, request: HttpRequest, object_id: str) -> None:
+        # simple-history falls back to the audit trail when the live row is not in
+        # get_queryset(); a blinded assignment must look exactly like a missing one.
+        try:
+            visible = self.get_queryset(request).filter(pk=object_id).exists()
+        except (ValueError, ValidationError):
+            visible = False
+        if not visible:
+            raise Http404

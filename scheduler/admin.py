@@ -1,24 +1,211 @@
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
-from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from simple_history.utils import get_history_model_for_model
 
-from scheduler.models import ScheduledProcedure, ScheduledVisit
+from scheduler.calendar import CalendarDiff, deviation_days
+from scheduler.forms import (
+    LifecycleForm,
+    VisitBookForm,
+    VisitCloseForm,
+    VisitRecordDoneForm,
+)
+from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit
+from scheduler.selectors import visit_status_filters
+from scheduler.services import (
+    BookingPreview,
+    CalendarError,
+    visit_book,
+    visit_book_preview,
+    visit_cancel,
+    visit_mark_missed,
+    visit_record_done,
+    visit_record_done_preview,
+)
+from trials.admin import AuditTrailAdmin
+
+Summary = list[tuple[str, str]]
+ActionForm = TypeVar("ActionForm", bound=LifecycleForm)
+Outcome = list[tuple[str, str, bool]]
+
+# ----------------------------------------------------------------------------------------
+# Pages shared by the calendar actions of visits and participants
+
+
+def iso(day: dt.date | None) -> str:
+    return day.isoformat() if day is not None else "—"
+
+
+def local_instant(instant: dt.datetime | None, zone: str) -> str:
+    """An instant as the site reads it: '2026-03-10 09:30 EDT (America/New_York)'."""
+    if instant is None:
+        return "—"
+    return f"{instant.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M %Z} ({zone})"
+
+
+def utc_instant(instant: dt.datetime) -> str:
+    return f"{instant.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def deviation_text(days: int, window_start: dt.date, window_end: dt.date) -> str:
+    if not days:
+        return f"none: inside the window ({iso(window_start)} to {iso(window_end)})"
+    side = "before" if days < 0 else "after"
+    return (
+        f"{abs(days)} day(s) {side} the window ({iso(window_start)} to {iso(window_end)}): "
+        "a protocol deviation"
+    )
+
+
+def calendar_summary(diff: CalendarDiff) -> str:
+    """One line for the message shown after a change: what else in the calendar moved."""
+    if not diff:
+        return "nothing else in the calendar changed"
+    parts = [
+        f"{change.visit_code}"
+        + (f"#{change.occurrence}" if change.occurrence > 1 else "")
+        + f" {change.kind} ({iso(change.old_target)} → {iso(change.new_target)})"
+        for change in diff.visits
+    ]
+    parts += [
+        f"{change.milestone_code} step {change.sequence} {change.kind} "
+        f"({iso(change.old_due)} → {iso(change.new_due)})"
+        for change in diff.milestones
+    ]
+    return "re-planned: " + "; ".join(parts)
+
+
+def posted(request: HttpRequest) -> Any:
+    return request.POST if request.method == "POST" else None
+
+
+def submitted(request: HttpRequest) -> bool:
+    """A preview or confirm post; "Back to the form" re-shows the form with what was typed."""
+    return request.method == "POST" and "_edit" not in request.POST
+
+
+def confirmed(request: HttpRequest) -> bool:
+    return "_confirm" in request.POST
+
+
+class CalendarActionsAdmin(AuditTrailAdmin):
+    """An admin whose records have calendar actions: each is a form, a preview of exactly what
+    the service would change (nothing written), and a confirm that calls the service once."""
+
+    change_form_template = "admin/lifecycle/change_form.html"
+
+    def action_url(self, name: str, obj: Model) -> str:
+        opts = self.model._meta
+        return reverse(f"admin:{opts.app_label}_{opts.model_name}_{name}", args=[obj.pk])
+
+    def action_path(self, route: str, name: str, view: Callable[..., HttpResponse]) -> URLPattern:
+        opts = self.model._meta
+        return path(
+            f"<int:object_id>/{route}/",
+            self.admin_site.admin_view(view),
+            name=f"{opts.app_label}_{opts.model_name}_{name}",
+        )
+
+    def action_page(
+        self,
+        request: HttpRequest,
+        obj: Model,
+        *,
+        template: str,
+        title: str,
+        form: LifecycleForm,
+        summary: Summary,
+        **context: Any,
+    ) -> TemplateResponse:
+        opts = self.model._meta
+        return TemplateResponse(
+            request,
+            f"admin/lifecycle/{template}.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": opts,
+                "title": title,
+                "original": obj,
+                "original_url": reverse(
+                    f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]
+                ),
+                "form": form,
+                "summary": summary,
+                **context,
+            },
+        )
+
+    def action_done(self, request: HttpRequest, message: str, obj: Model) -> HttpResponseRedirect:
+        """After a confirmed change: say what happened, on the page of the record changed."""
+        self.message_user(request, message, messages.SUCCESS)
+        opts = obj._meta
+        return HttpResponseRedirect(
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# Scheduled visits
 
 
 class ProcedureInline(admin.TabularInline):
     model = ScheduledProcedure
     extra = 0
-    fields = ("procedure", "status")
+    fields = ("procedure", "status", "not_done_reason")
     readonly_fields = fields
 
 
+class VisitAttentionFilter(admin.SimpleListFilter):
+    """The visits behind the participant and site counts (see `visit_status_filters`)."""
+
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("due", "due now (window open)"),
+            ("overdue", "overdue"),
+            ("out_of_window", "out of window"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        wanted = self.value()
+        filters = visit_status_filters(today=timezone.localdate())
+        if wanted is not None and wanted in filters:
+            return queryset.filter(filters[wanted])
+        return queryset
+
+
+VISIT_ACTIONS = [
+    ("book", "Book / reschedule"),
+    ("record_done", "Record done"),
+    ("mark_missed", "Mark missed"),
+    ("cancel", "Cancel visit"),
+]
+
+
+def may_change_visits(request: HttpRequest) -> bool:
+    return request.user.has_perm("scheduler.change_scheduledvisit")
+
+
 @admin.register(ScheduledVisit)
-class ScheduledVisitAdmin(admin.ModelAdmin):
-    """Read-only until the visit lifecycle services exist: the calendar changes only through
-    services, so every change is validated, recomputed and audited in one place."""
+class ScheduledVisitAdmin(CalendarActionsAdmin):
+    """The visit's fields are read-only: a visit changes only through the lifecycle services,
+    so every change is validated, re-planned and audited in one place. Its page links to the
+    actions (book, record done, mark missed, cancel), each previewed before it is confirmed."""
 
     list_display = [
         "participant",
@@ -28,8 +215,10 @@ class ScheduledVisitAdmin(admin.ModelAdmin):
         "window_start",
         "window_end",
         "status",
+        "booked_date",
+        "deviation_days",
     ]
-    list_filter = ["status", "participant__trial", "participant__site"]
+    list_filter = ["status", VisitAttentionFilter, "participant__trial", "participant__site"]
     search_fields = ["participant__study_id", "visit_definition__code"]
     date_hierarchy = "target_date"
     list_select_related = ["participant__trial", "visit_definition"]
@@ -43,3 +232,396 @@ class ScheduledVisitAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            self.action_path("book", "book", self.book_view),
+            self.action_path("record-done", "record_done", self.record_done_view),
+            self.action_path("mark-missed", "mark_missed", self.mark_missed_view),
+            self.action_path("cancel", "cancel", self.cancel_view),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        if obj is not None and obj.is_open and may_change_visits(request):
+            context["lifecycle_actions"] = [
+                (label, self.action_url(name, obj)) for name, label in VISIT_ACTIONS
+            ]
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # --- the actions
+
+    def book_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        visit = self._visit(request, object_id)
+        form = VisitBookForm(posted(request), initial=_booking_initial(visit))
+        if submitted(request) and form.is_valid():
+            slot = form.cleaned_data
+            try:
+                if confirmed(request):
+                    booked = visit_book(
+                        visit=visit,
+                        local_date=slot["local_date"],
+                        local_time=slot["local_time"],
+                        reason=slot["reason"],
+                        by=request.user,
+                        expected_version=slot["version"],
+                    )
+                    return self.action_done(
+                        request,
+                        f"{booked.visit_code} booked for "
+                        f"{local_instant(booked.booked_start, _zone(visit))}; "
+                        f"{calendar_summary(booked.calendar)}.",
+                        visit,
+                    )
+                preview = visit_book_preview(
+                    visit=visit, local_date=slot["local_date"], local_time=slot["local_time"]
+                )
+            except CalendarError as refusal:
+                visit, form = self._refused(request, object_id, refusal, VisitBookForm)
+            else:
+                return self._visit_page(
+                    request,
+                    visit,
+                    "preview",
+                    form,
+                    "Book / reschedule",
+                    outcome=_booking_outcome(visit, preview, slot["reason"]),
+                    diff=preview.calendar,
+                    confirm_label="Confirm booking",
+                )
+        return self._visit_page(request, visit, "form", form, "Book / reschedule")
+
+    def record_done_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        visit = self._visit(request, object_id)
+        procedures = _planned_procedures(visit)
+        form = VisitRecordDoneForm(
+            posted(request),
+            initial={
+                "version": visit.version,
+                "actual_date": visit.booked_date or visit.target_date,
+            },
+            procedures=procedures,
+        )
+        if submitted(request) and form.is_valid():
+            done = form.cleaned_data
+            try:
+                if confirmed(request):
+                    diff = visit_record_done(
+                        visit=visit,
+                        actual_date=done["actual_date"],
+                        actual_time=done["actual_time"],
+                        procedures_not_done=form.procedures_not_done(),
+                        reason=done["reason"],
+                        by=request.user,
+                        expected_version=done["version"],
+                    )
+                    return self.action_done(
+                        request,
+                        f"{visit.code} recorded as done on {iso(done['actual_date'])}; "
+                        f"{calendar_summary(diff)}.",
+                        visit,
+                    )
+                diff = visit_record_done_preview(visit=visit, actual_date=done["actual_date"])
+            except CalendarError as refusal:
+                visit, form = self._refused(
+                    request, object_id, refusal, VisitRecordDoneForm, procedures=procedures
+                )
+            else:
+                return self._visit_page(
+                    request,
+                    visit,
+                    "preview",
+                    form,
+                    "Record done",
+                    outcome=_done_outcome(visit, form),
+                    diff=diff,
+                    confirm_label="Confirm: record as done",
+                )
+        return self._visit_page(request, visit, "form", form, "Record done")
+
+    def mark_missed_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        return self._close_view(request, object_id, "missed", visit_mark_missed)
+
+    def cancel_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        return self._close_view(request, object_id, "cancelled", visit_cancel)
+
+    def _close_view(
+        self,
+        request: HttpRequest,
+        object_id: int,
+        status: str,
+        close: Callable[..., CalendarDiff],
+    ) -> HttpResponse:
+        visit = self._visit(request, object_id)
+        title = "Mark missed" if status == "missed" else "Cancel visit"
+        form = VisitCloseForm(posted(request), initial={"version": visit.version})
+        if submitted(request) and form.is_valid():
+            if confirmed(request):
+                try:
+                    diff = close(
+                        visit=visit,
+                        reason=form.cleaned_data["reason"],
+                        by=request.user,
+                        expected_version=form.cleaned_data["version"],
+                    )
+                except CalendarError as refusal:
+                    visit, form = self._refused(request, object_id, refusal, VisitCloseForm)
+                else:
+                    return self.action_done(
+                        request, f"{visit.code} {status}; {calendar_summary(diff)}.", visit
+                    )
+            else:
+                return self._visit_page(
+                    request,
+                    visit,
+                    "preview",
+                    form,
+                    title,
+                    outcome=[
+                        ("Visit", f"{visit.code} will be recorded as {status}", True),
+                        ("Reason", form.cleaned_data["reason"], False),
+                    ],
+                    note=(
+                        "Visits counted from this one fall back to their planned dates; "
+                        "what moved is listed once you confirm."
+                    ),
+                    confirm_label=f"Confirm: {status}",
+                )
+        return self._visit_page(
+            request, visit, "form", form, title, submit_label="Continue to confirm"
+        )
+
+    # --- helpers of the actions
+
+    def _visit(self, request: HttpRequest, object_id: int) -> ScheduledVisit:
+        if not may_change_visits(request):
+            raise PermissionDenied
+        return get_object_or_404(
+            ScheduledVisit.objects.select_related(
+                "participant__site", "participant__trial", "visit_definition"
+            ),
+            pk=object_id,
+        )
+
+    def _refused(
+        self,
+        request: HttpRequest,
+        object_id: int,
+        refusal: CalendarError,
+        form_class: type[ActionForm],
+        **form_kwargs: Any,
+    ) -> tuple[ScheduledVisit, ActionForm]:
+        """The form again, with the refusal, what was typed, and the visit as it is now.
+
+        The page then shows the visit's current state, so it carries the current version:
+        a coordinator who was refused because someone else changed the visit previews again
+        against that change before confirming.
+        """
+        visit = self._visit(request, object_id)
+        data = request.POST.copy()
+        data["version"] = str(visit.version)
+        form = form_class(data, **form_kwargs)
+        form.add_error(None, str(refusal))
+        return visit, form
+
+    def _visit_page(
+        self,
+        request: HttpRequest,
+        visit: ScheduledVisit,
+        template: str,
+        form: LifecycleForm,
+        title: str,
+        **context: Any,
+    ) -> TemplateResponse:
+        return self.action_page(
+            request,
+            visit,
+            template=template,
+            title=title,
+            form=form,
+            summary=_visit_summary(visit),
+            **context,
+        )
+
+
+def _zone(visit: ScheduledVisit) -> str:
+    return visit.participant.site.timezone
+
+
+def _visit_summary(visit: ScheduledVisit) -> Summary:
+    zone = _zone(visit)
+    summary = [
+        ("Participant", str(visit.participant)),
+        ("Visit", f"{visit.code} – {visit.name}"),
+        ("Status", visit.get_status_display()),
+        (
+            "Target",
+            f"{iso(visit.target_date)} (window {iso(visit.window_start)} to "
+            f"{iso(visit.window_end)})",
+        ),
+        ("Booked", local_instant(visit.booked_start, zone)),
+    ]
+    if visit.actual_date is not None:
+        summary.append(("Done on", iso(visit.actual_date)))
+    summary += [
+        ("Site", f"{visit.participant.site.name}; times are site-local, {zone}"),
+        ("Version", str(visit.version)),
+    ]
+    return summary
+
+
+def _booking_initial(visit: ScheduledVisit) -> dict[str, Any]:
+    initial: dict[str, Any] = {"version": visit.version, "local_date": visit.target_date}
+    if visit.booked_start is not None:
+        local = visit.booked_start.astimezone(ZoneInfo(_zone(visit)))
+        initial.update(local_date=local.date(), local_time=local.time())
+    return initial
+
+
+def _booking_outcome(visit: ScheduledVisit, preview: BookingPreview, reason: str) -> Outcome:
+    return [
+        ("Booked at the site", local_instant(preview.booked_start, _zone(visit)), False),
+        ("Booked in UTC", utc_instant(preview.booked_start), False),
+        (
+            "Deviation",
+            deviation_text(preview.deviation_days, visit.window_start, visit.window_end),
+            preview.deviation_days != 0,
+        ),
+        ("Reason", reason or "—", False),
+    ]
+
+
+def _planned_procedures(visit: ScheduledVisit) -> Sequence[ScheduledProcedure]:
+    return list(
+        visit.procedures.filter(status=ScheduledProcedure.Status.PLANNED)
+        .select_related("procedure")
+        .order_by("procedure__order")
+    )
+
+
+def _done_outcome(visit: ScheduledVisit, form: VisitRecordDoneForm) -> Outcome:
+    done = form.cleaned_data
+    days = deviation_days(done["actual_date"], visit.window_start, visit.window_end)
+    outcome = [
+        ("Done on (site-local)", iso(done["actual_date"]), False),
+        ("At", done["actual_time"].strftime("%H:%M") if done["actual_time"] else "—", False),
+        ("Deviation", deviation_text(days, visit.window_start, visit.window_end), days != 0),
+    ]
+    outcome += [(f"{code} not done", why, True) for code, why in form.procedures_not_done().items()]
+    outcome.append(("Reason", done["reason"] or "—", False))
+    return outcome
+
+
+# ----------------------------------------------------------------------------------------
+# Milestones and the audit trail
+
+
+@admin.register(ScheduledMilestone)
+class ScheduledMilestoneAdmin(AuditTrailAdmin):
+    """Milestones change only through the services (taper decisions, anchors, re-planning)."""
+
+    list_display = ["participant", "rule", "sequence", "due_date", "dose_mg", "status", "flag"]
+    list_filter = ["status", "participant__trial", "rule__kind"]
+    search_fields = ["participant__study_id", "rule__code"]
+    list_select_related = ["participant__trial", "rule"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class AuditRecordAdmin(admin.ModelAdmin):
+    """Every audit entry of a model, to browse across records: read-only for everyone."""
+
+    date_hierarchy = "history_date"
+    list_filter = ["history_type", "history_date", "participant__trial", "participant__site"]
+    ordering = ["-history_date", "-history_id"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="changed by", ordering="history_user")
+    def changed_by(self, entry: Any) -> str:
+        return str(entry.history_user) if entry.history_user is not None else "—"
+
+
+@admin.register(get_history_model_for_model(ScheduledVisit))
+class HistoricalScheduledVisitAdmin(AuditRecordAdmin):
+    list_display = [
+        "history_date",
+        "changed_by",
+        "history_type",
+        "history_change_reason",
+        "record",
+        "status",
+        "target_date",
+        "booked_date",
+        "deviation_days",
+        "version",
+    ]
+    list_filter = [*AuditRecordAdmin.list_filter, "status"]
+    search_fields = ["participant__study_id", "visit_definition__code", "history_change_reason"]
+    list_select_related = ["history_user", "participant__trial", "visit_definition"]
+
+    @admin.display(description="visit")
+    def record(self, entry: Any) -> str:
+        definition = entry.visit_definition
+        if definition is None:
+            code = "UNSCHEDULED"
+        elif definition.repeat_count > 1:
+            code = f"{definition.code}#{entry.occurrence}"
+        else:
+            code = definition.code
+        return format_html(
+            '<a href="{}">{} {}</a>',
+            reverse("admin:scheduler_scheduledvisit_change", args=[entry.id]),
+            code,
+            entry.participant,
+        )
+
+
+@admin.register(get_history_model_for_model(ScheduledMilestone))
+class HistoricalScheduledMilestoneAdmin(AuditRecordAdmin):
+    list_display = [
+        "history_date",
+        "changed_by",
+        "history_type",
+        "history_change_reason",
+        "record",
+        "status",
+        "due_date",
+        "dose_mg",
+        "flag",
+    ]
+    list_filter = [*AuditRecordAdmin.list_filter, "status"]
+    search_fields = ["participant__study_id", "rule__code", "history_change_reason"]
+    list_select_related = ["history_user", "participant__trial", "rule"]
+
+    @admin.display(description="milestone")
+    def record(self, entry: Any) -> str:
+        return format_html(
+            '<a href="{}">{} step {} {}</a>',
+            reverse("admin:scheduler_scheduledmilestone_change", args=[entry.id]),
+            entry.rule.code,
+            entry.sequence,
+            entry.participant,
+        )

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.utils import timezone
+from simple_history.admin import SimpleHistoryAdmin
 
+from scheduler.selectors import sites_with_visit_status
 from trials.models import (
     Anchor,
     Arm,
@@ -20,6 +24,39 @@ from trials.models import (
     TrialSite,
     VisitDefinition,
 )
+
+
+class AuditTrailAdmin(SimpleHistoryAdmin):
+    """An admin whose History button shows every change: who, when, why, which fields.
+
+    The trail is read, never written: django-simple-history's page for one past version is a
+    change form that saves whatever is posted to it (SIMPLE_HISTORY_REVERT_DISABLED only hides
+    its Revert button), so here it answers GET alone and shows every field read-only.
+    """
+
+    def history_form_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        version_id: str,
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            return HttpResponseNotAllowed(["GET", "HEAD"])
+        return super().history_form_view(request, object_id, version_id, extra_context)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Sequence[str]:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if not _showing_past_version(request):
+            return readonly
+        # Every field, in the model's order, as text.
+        fields = [field.name for field in self.model._meta.fields if field.editable]
+        return fields + [name for name in readonly if name not in fields]
+
+
+def _showing_past_version(request: HttpRequest) -> bool:
+    match = request.resolver_match
+    return match is not None and (match.url_name or "").endswith("_simple_history")
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -45,6 +82,8 @@ class TrialSiteInline(admin.TabularInline):
     model = TrialSite
     extra = 0
     autocomplete_fields = ["site"]
+    # The link leads to the site's page in this trial, whose History shows its approvals.
+    show_change_link = True
 
 
 @admin.register(Trial)
@@ -57,8 +96,69 @@ class TrialAdmin(admin.ModelAdmin):
 
 @admin.register(Site)
 class SiteAdmin(admin.ModelAdmin):
-    list_display = ["code", "name", "timezone", "country"]
+    """Sites, with the status of all their participants' visits at a glance."""
+
+    list_display = [
+        "code",
+        "name",
+        "timezone",
+        "country",
+        "visits_due",
+        "visits_booked",
+        "visits_done",
+        "visits_missed",
+        "visits_out_of_window",
+        "visits_overdue",
+    ]
     search_fields = ["code", "name"]
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return sites_with_visit_status(
+            queryset=super().get_queryset(request), today=timezone.localdate()
+        )
+
+    @admin.display(description="due", ordering="visits_due")
+    def visits_due(self, site: Any) -> int:
+        return int(site.visits_due)
+
+    @admin.display(description="booked", ordering="visits_booked")
+    def visits_booked(self, site: Any) -> int:
+        return int(site.visits_booked)
+
+    @admin.display(description="done", ordering="visits_done")
+    def visits_done(self, site: Any) -> int:
+        return int(site.visits_done)
+
+    @admin.display(description="missed", ordering="visits_missed")
+    def visits_missed(self, site: Any) -> int:
+        return int(site.visits_missed)
+
+    @admin.display(description="out of window", ordering="visits_out_of_window")
+    def visits_out_of_window(self, site: Any) -> int:
+        return int(site.visits_out_of_window)
+
+    @admin.display(description="overdue", ordering="visits_overdue")
+    def visits_overdue(self, site: Any) -> int:
+        return int(site.visits_overdue)
+
+
+@admin.register(TrialSite)
+class TrialSiteAdmin(AuditTrailAdmin):
+    """A site in a trial and the protocol version its ethics approval covers: read-only here
+    (sites are added on the trial's page); its History shows every approval recorded."""
+
+    list_display = ["trial", "site", "activated_on", "protocol_version", "approved_on"]
+    list_filter = ["trial", "site"]
+    list_select_related = ["trial", "site", "protocol_version__trial"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 class AnchorInline(ReadOnlyInline):
@@ -119,7 +219,7 @@ class CriterionInline(ReadOnlyInline):
 
 
 @admin.register(ProtocolVersion)
-class ProtocolVersionAdmin(admin.ModelAdmin):
+class ProtocolVersionAdmin(AuditTrailAdmin):
     list_display = ["trial", "label", "status", "published_at", "source_name"]
     list_filter = ["status", "trial"]
     inlines = [

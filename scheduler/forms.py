@@ -1,0 +1,161 @@
+"""Forms of the admin's calendar actions: they parse what a coordinator typed, nothing more.
+
+Every rule about whether a change is allowed (windows, reasons, history, versions) lives in the
+services; a form only turns the posted strings into dates, times, codes and decimals. The same
+form is posted three times: to preview, to go back and edit, and to confirm, with `version`
+carrying the visit version the coordinator was shown so a stale page gets a conflict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django import forms
+
+from scheduler.models import ScheduledProcedure
+from trials.models import Anchor, MilestoneRule, ProcedureDefinition
+
+REASON_WIDGET = forms.Textarea(attrs={"rows": 2, "cols": 60})
+
+
+def _date_field(label: str, **kwargs: Any) -> forms.DateField:
+    return forms.DateField(
+        label=label, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"), **kwargs
+    )
+
+
+def _time_field(label: str, **kwargs: Any) -> forms.TimeField:
+    return forms.TimeField(
+        label=label, widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"), **kwargs
+    )
+
+
+def _reason_field(*, required: bool, help_text: str = "") -> forms.CharField:
+    return forms.CharField(
+        label="Reason", required=required, widget=REASON_WIDGET, help_text=help_text
+    )
+
+
+class LifecycleForm(forms.Form):
+    """Base of the action forms; `procedure_rows` is empty except when recording a visit."""
+
+    def procedure_rows(self) -> list[tuple[str, forms.BoundField, forms.BoundField]]:
+        return []
+
+    def plain_fields(self) -> list[forms.BoundField]:
+        in_rows = {bound.name for _, done, why in self.procedure_rows() for bound in (done, why)}
+        return [bound for bound in self.visible_fields() if bound.name not in in_rows]
+
+
+class VisitVersionMixin(forms.Form):
+    version = forms.IntegerField(widget=forms.HiddenInput, min_value=1)
+
+
+class VisitBookForm(LifecycleForm, VisitVersionMixin):
+    local_date = _date_field("Date (site-local)")
+    local_time = _time_field("Time (site-local)")
+    reason = _reason_field(
+        required=False,
+        help_text="Needed for a reschedule and for a date outside the visit window.",
+    )
+
+
+class VisitRecordDoneForm(LifecycleForm, VisitVersionMixin):
+    actual_date = _date_field("Actual date (site-local)")
+    actual_time = _time_field("Actual time (site-local)", required=False)
+    reason = _reason_field(required=False, help_text="Needed when done outside the window.")
+
+    def __init__(
+        self, *args: Any, procedures: Sequence[ScheduledProcedure] = (), **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.procedure_codes = [p.procedure.code for p in procedures]
+        self.procedure_names = {p.procedure.code: p.procedure.name for p in procedures}
+        for code in self.procedure_codes:
+            self.fields[f"not_done_{code}"] = forms.BooleanField(
+                label=f"{code} not done", required=False
+            )
+            self.fields[f"not_done_reason_{code}"] = forms.CharField(
+                label=f"Why {code} was not done", required=False
+            )
+
+    def procedure_rows(self) -> list[tuple[str, forms.BoundField, forms.BoundField]]:
+        return [
+            (
+                f"{code} – {self.procedure_names[code]}",
+                self[f"not_done_{code}"],
+                self[f"not_done_reason_{code}"],
+            )
+            for code in self.procedure_codes
+        ]
+
+    def procedures_not_done(self) -> dict[str, str]:
+        return {
+            code: self.cleaned_data[f"not_done_reason_{code}"]
+            for code in self.procedure_codes
+            if self.cleaned_data[f"not_done_{code}"]
+        }
+
+
+class VisitCloseForm(LifecycleForm, VisitVersionMixin):
+    """Mark missed or cancel: only a reason."""
+
+    reason = _reason_field(required=True)
+
+
+class ParticipantWithdrawForm(LifecycleForm):
+    on = _date_field("Withdrawal date")
+    reason = _reason_field(required=True)
+
+
+class AnchorChangeForm(LifecycleForm):
+    code = forms.ChoiceField(label="Anchor")
+    new_date = _date_field("New date")
+    reason = _reason_field(required=True)
+
+    def __init__(self, *args: Any, anchors: Iterable[Anchor] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["code"].choices = [(a.code, f"{a.name} ({a.code})") for a in anchors]  # type: ignore[attr-defined]
+
+
+class TaperDecisionForm(LifecycleForm):
+    milestone_code = forms.ChoiceField(label="Taper")
+    week = forms.IntegerField(min_value=1)
+    dose_mg = forms.DecimalField(
+        label="Dose (mg/day)",
+        required=False,
+        min_value=0,
+        max_digits=7,
+        decimal_places=2,
+        help_text="Leave empty to hold the taper at last week's dose.",
+    )
+    allow_increase = forms.BooleanField(
+        label="The investigator confirms a dose above last week's", required=False
+    )
+    reason = _reason_field(required=True)
+
+    def __init__(self, *args: Any, tapers: Iterable[MilestoneRule] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["milestone_code"].choices = [  # type: ignore[attr-defined]
+            (rule.code, f"{rule.name} ({rule.code})") for rule in tapers
+        ]
+
+
+class UnscheduledVisitForm(LifecycleForm):
+    local_date = _date_field("Date (site-local)")
+    local_time = _time_field(
+        "Time (site-local)", required=False, help_text="With a time the visit is booked."
+    )
+    reason = _reason_field(required=True, help_text="Why the visit is needed (a flare, say).")
+    procedure_codes = forms.MultipleChoiceField(
+        label="Procedures", required=False, widget=forms.CheckboxSelectMultiple
+    )
+
+    def __init__(
+        self, *args: Any, procedures: Iterable[ProcedureDefinition] = (), **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["procedure_codes"].choices = [  # type: ignore[attr-defined]
+            (p.code, f"{p.code} – {p.name}") for p in procedures
+        ]

@@ -1,0 +1,810 @@
+"""The admin's calendar actions: preview writes nothing, confirm writes once, stale pages are
+refused; the audit trail is shown and never edited; status counts cost a fixed number of
+queries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+import time_machine
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+
+from participants.models import Participant, TreatmentAssignment
+from scheduler.calendar import CalendarDiff, MilestoneChange, VisitChange
+from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit, TaperAdjustment
+from scheduler.services import participant_enroll, visit_book, visit_record_done
+from tests.factories import participant_for
+from trials.models import Arm, TrialSite
+
+D = dt.date
+NOW = dt.datetime(2026, 12, 31, 12, 0, tzinfo=dt.UTC)
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock():
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+@pytest.fixture
+def niams(import_seed) -> Participant:
+    participant = participant_for(
+        import_seed("000"), anchors={"day1": D(2026, 2, 2)}, birth_date=D(1980, 6, 15)
+    )
+    participant_enroll(participant=participant, on=D(2026, 1, 5))
+    return participant
+
+
+@pytest.fixture
+def tsukuba(import_seed) -> Participant:
+    participant = participant_for(
+        import_seed("001"),
+        anchors={"psl_start": D(2026, 3, 2), "day1": D(2026, 3, 16)},
+        weight_kg=Decimal(60),
+    )
+    participant_enroll(participant=participant, on=D(2026, 3, 1))
+    return participant
+
+
+class _Tables(HTMLParser):
+    """The text of each cell of each table with an id, row by row (header rows skipped)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._table: str | None = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table" and dict(attrs).get("id"):
+            self._table = dict(attrs)["id"]
+            self.tables[self._table or ""] = []
+        elif tag == "tr" and self._table:
+            self._row = []
+        elif tag == "td" and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._cell is not None and self._row is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table:
+            if self._row:
+                self.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def tables(response: Any) -> dict[str, list[list[str]]]:
+    parser = _Tables()
+    parser.feed(response.content.decode())
+    return parser.tables
+
+
+def visit(participant: Participant, code: str, occurrence: int = 1) -> ScheduledVisit:
+    return ScheduledVisit.objects.select_related("visit_definition").get(
+        participant=participant, visit_definition__code=code, occurrence=occurrence
+    )
+
+
+def visit_rows(participant: Participant) -> list[tuple]:
+    return list(
+        ScheduledVisit.objects.filter(participant=participant)
+        .order_by("id")
+        .values_list(
+            "id",
+            "status",
+            "target_date",
+            "window_start",
+            "window_end",
+            "booked_start",
+            "booked_date",
+            "actual_date",
+            "deviation_days",
+            "reason",
+            "version",
+        )
+    )
+
+
+def audit_entries() -> int:
+    return (
+        ScheduledVisit.history.count()
+        + ScheduledMilestone.history.count()
+        + ScheduledProcedure.history.count()
+        + Participant.history.count()
+    )
+
+
+def action_url(obj: ScheduledVisit | Participant, name: str) -> str:
+    opts = obj._meta
+    return reverse(f"admin:{opts.app_label}_{opts.model_name}_{name}", args=[obj.pk])
+
+
+def change_url(obj: Any) -> str:
+    opts = obj._meta
+    return reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+
+
+def errors(response: Any) -> list[str]:
+    return list(response.context["form"].non_field_errors())
+
+
+# ----------------------------------------------------------------------------------------
+# Book / reschedule
+
+
+def test_book_form_shows_the_visit_and_its_site_timezone(admin_client, niams) -> None:
+    v3 = visit(niams, "V3")
+
+    response = admin_client.get(action_url(v3, "book"))
+
+    assert response.status_code == 200
+    assert tables(response)["lifecycle-summary"] == [
+        [str(niams)],
+        ["V3 – Treatment visit 2 (week 4)"],
+        ["Planned"],
+        ["2026-03-02 (window 2026-02-27 to 2026-03-05)"],
+        ["—"],
+        [f"{niams.site.name}; times are site-local, America/New_York"],
+        ["1"],
+    ]
+    assert response.context["form"].initial == {"version": 1, "local_date": D(2026, 3, 2)}
+
+
+def test_book_preview_writes_nothing_and_shows_the_moved_visit(admin_client, niams) -> None:
+    v3 = visit(niams, "V3")
+    before, entries = visit_rows(niams), audit_entries()
+
+    response = admin_client.post(
+        action_url(v3, "book"),
+        {"local_date": "2026-03-08", "local_time": "09:30", "reason": "travel", "version": "1"},
+    )
+
+    assert response.status_code == 200
+    assert (visit_rows(niams), audit_entries()) == (before, entries)
+    assert response.context["outcome"] == [
+        ("Booked at the site", "2026-03-08 09:30 EDT (America/New_York)", False),
+        ("Booked in UTC", "2026-03-08 13:30 UTC", False),
+        (
+            "Deviation",
+            "3 day(s) after the window (2026-02-27 to 2026-03-05): a protocol deviation",
+            True,
+        ),
+        ("Reason", "travel", False),
+    ]
+    assert response.context["diff"] == CalendarDiff(
+        visits=(
+            VisitChange(
+                "V3C",
+                1,
+                D(2026, 3, 9),
+                (D(2026, 3, 7), D(2026, 3, 11)),
+                D(2026, 3, 15),
+                (D(2026, 3, 13), D(2026, 3, 17)),
+                None,
+                "1.0",
+                "1.0",
+            ),
+        )
+    )
+    assert tables(response)["visit-changes"] == [
+        [
+            "V3C",
+            "1",
+            "moved",
+            "2026-03-09",
+            "2026-03-07 to 2026-03-11",
+            "2026-03-15",
+            "2026-03-13 to 2026-03-17",
+            "—",
+            "no",
+        ]
+    ]
+
+
+def test_book_confirm_writes_the_booking_and_moves_what_counts_from_it(
+    admin_client, admin_user, niams
+) -> None:
+    v3 = visit(niams, "V3")
+
+    response = admin_client.post(
+        action_url(v3, "book"),
+        {
+            "local_date": "2026-03-08",
+            "local_time": "09:30",
+            "reason": "travel",
+            "version": "1",
+            "_confirm": "Confirm booking",
+        },
+    )
+
+    assert (response.status_code, response["Location"]) == (302, change_url(v3))
+    booked = visit(niams, "V3")
+    assert (
+        booked.status,
+        booked.booked_start,
+        booked.booked_date,
+        booked.deviation_days,
+        booked.reason,
+        booked.version,
+    ) == ("booked", dt.datetime(2026, 3, 8, 13, 30, tzinfo=dt.UTC), D(2026, 3, 8), 3, "travel", 2)
+    assert visit(niams, "V3C").target_date == D(2026, 3, 15)
+    assert [
+        (entry.history_user, entry.history_change_reason)
+        for entry in booked.history.order_by("history_id")
+    ] == [(None, "enrolled"), (admin_user, "travel")]
+    assert [str(m) for m in admin_client.get(change_url(v3)).context["messages"]] == [
+        "V3 booked for 2026-03-08 09:30 EDT (America/New_York); re-planned: "
+        "V3C moved (2026-03-09 → 2026-03-15)."
+    ]
+
+
+def test_book_confirm_from_a_stale_page_gets_the_conflict_and_writes_nothing(
+    admin_client, admin_user, niams
+) -> None:
+    v3 = visit(niams, "V3")
+    visit_book(visit=v3, local_date=D(2026, 3, 2), local_time=dt.time(9, 0), by=admin_user)
+    before, entries = visit_rows(niams), audit_entries()
+
+    response = admin_client.post(
+        action_url(v3, "book"),
+        {
+            "local_date": "2026-03-04",
+            "local_time": "10:00",
+            "reason": "participant asked",
+            "version": "1",
+            "_confirm": "Confirm booking",
+        },
+    )
+
+    assert response.status_code == 200
+    assert (visit_rows(niams), audit_entries()) == (before, entries)
+    assert errors(response) == [
+        f"V3 of {niams} was changed by someone else since you opened it (it is at version 2, "
+        "yours is 1); reload it and try again"
+    ]
+    # The page shows the visit as it is now, so the next preview is made against version 2.
+    assert response.context["form"]["version"].value() == "2"
+    assert response.context["summary"][-1] == ("Version", "2")
+
+
+def test_book_confirm_refused_by_the_service_shows_why_and_writes_nothing(
+    admin_client, niams
+) -> None:
+    v3 = visit(niams, "V3")
+    before, entries = visit_rows(niams), audit_entries()
+
+    response = admin_client.post(
+        action_url(v3, "book"),
+        {"local_date": "2026-03-08", "local_time": "09:30", "version": "1", "_confirm": "yes"},
+    )
+
+    assert response.status_code == 200
+    assert (visit_rows(niams), audit_entries()) == (before, entries)
+    assert errors(response) == [
+        "a reason is required: 2026-03-08 is 3 day(s) after the window of V3 "
+        "(2026-02-27 to 2026-03-05)"
+    ]
+
+
+def test_visit_actions_need_the_change_visit_permission(client, django_user_model, niams) -> None:
+    staff = django_user_model.objects.create_user("monitor", password="pw", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_scheduledvisit"))
+    client.force_login(staff)
+    v3 = visit(niams, "V3")
+
+    statuses = [
+        client.get(action_url(v3, name)).status_code
+        for name in ("book", "record_done", "mark_missed", "cancel")
+    ]
+    page = client.get(change_url(v3))
+
+    assert statuses == [403, 403, 403, 403]
+    assert (page.status_code, page.context.get("lifecycle_actions")) == (200, None)
+
+
+def test_visit_page_links_its_actions_while_the_visit_is_open(admin_client, niams) -> None:
+    v3 = visit(niams, "V3")
+
+    page = admin_client.get(change_url(v3))
+
+    assert page.context["lifecycle_actions"] == [
+        ("Book / reschedule", action_url(v3, "book")),
+        ("Record done", action_url(v3, "record_done")),
+        ("Mark missed", action_url(v3, "mark_missed")),
+        ("Cancel visit", action_url(v3, "cancel")),
+    ]
+
+
+# ----------------------------------------------------------------------------------------
+# Record done, missed, cancelled
+
+
+def test_record_done_with_a_procedure_not_done_previews_then_records_it(
+    admin_client, niams
+) -> None:
+    v2 = visit(niams, "V2")
+    posted = {
+        "actual_date": "2026-02-02",
+        "actual_time": "08:45",
+        "reason": "",
+        "version": "1",
+        "not_done_FDGPET": "on",
+        "not_done_reason_FDGPET": "scanner out of service",
+    }
+    before, entries = visit_rows(niams), audit_entries()
+
+    preview = admin_client.post(action_url(v2, "record_done"), posted)
+    unchanged = (visit_rows(niams), audit_entries())
+    confirm = admin_client.post(action_url(v2, "record_done"), {**posted, "_confirm": "yes"})
+
+    assert unchanged == (before, entries)
+    assert preview.context["outcome"] == [
+        ("Done on (site-local)", "2026-02-02", False),
+        ("At", "08:45", False),
+        ("Deviation", "none: inside the window (2026-02-02 to 2026-02-02)", False),
+        ("FDGPET not done", "scanner out of service", True),
+        ("Reason", "—", False),
+    ]
+    assert preview.context["diff"] == CalendarDiff()
+    assert confirm.status_code == 302
+    done = visit(niams, "V2")
+    assert (done.status, done.actual_date, done.actual_start, done.version) == (
+        "done",
+        D(2026, 2, 2),
+        dt.datetime(2026, 2, 2, 13, 45, tzinfo=dt.UTC),
+        2,
+    )
+    assert sorted(done.procedures.values_list("procedure__code", "status", "not_done_reason")) == [
+        ("CAVI", "done", ""),
+        ("EXAM", "done", ""),
+        ("FDGPET", "not_done", "scanner out of service"),
+        ("INFUSION", "done", ""),
+        ("LABS", "done", ""),
+        ("SLEQ", "done", ""),
+    ]
+
+
+def test_mark_missed_asks_to_confirm_then_releases_what_counted_from_the_booking(
+    admin_client, admin_user, niams
+) -> None:
+    v3 = visit(niams, "V3")
+    visit_book(visit=v3, local_date=D(2026, 3, 4), local_time=dt.time(9, 0), by=admin_user)
+    posted = {"reason": "did not attend", "version": "2"}
+
+    confirm_page = admin_client.post(action_url(v3, "mark_missed"), posted)
+    status_before_confirm = visit(niams, "V3").status
+    done = admin_client.post(action_url(v3, "mark_missed"), {**posted, "_confirm": "yes"})
+
+    assert (confirm_page.status_code, status_before_confirm) == (200, "booked")
+    assert confirm_page.context["outcome"] == [
+        ("Visit", "V3 will be recorded as missed", True),
+        ("Reason", "did not attend", False),
+    ]
+    assert done.status_code == 302
+    assert (visit(niams, "V3").status, visit(niams, "V3C").target_date) == (
+        "missed",
+        D(2026, 3, 9),
+    )
+
+
+def test_cancel_needs_a_reason(admin_client, niams) -> None:
+    v5 = visit(niams, "V5")
+
+    response = admin_client.post(action_url(v5, "cancel"), {"reason": "", "version": "1"})
+
+    assert response.context["form"].errors == {"reason": ["This field is required."]}
+    assert visit(niams, "V5").status == "planned"
+
+
+# ----------------------------------------------------------------------------------------
+# Participant actions
+
+
+def test_withdraw_lists_what_will_be_cancelled_then_withdraws(admin_client, niams) -> None:
+    posted = {"on": "2026-05-01", "reason": "moved abroad"}
+    before, entries = visit_rows(niams), audit_entries()
+
+    preview = admin_client.post(action_url(niams, "withdraw"), posted)
+    unchanged = (visit_rows(niams), audit_entries())
+    confirm = admin_client.post(action_url(niams, "withdraw"), {**posted, "_confirm": "yes"})
+
+    assert unchanged == (before, entries)
+    assert tables(preview)["cancelled-visits"] == [
+        ["V6", "Planned", "2026-05-25", "—"],
+        ["V7", "Planned", "2026-06-22", "—"],
+        ["V8", "Planned", "2026-07-20", "—"],
+        ["V9", "Planned", "2026-08-17", "—"],
+        ["V10", "Planned", "2026-09-14", "—"],
+        ["V11", "Planned", "2026-10-12", "—"],
+    ]
+    assert tables(preview)["cancelled-milestones"] == [
+        ["CONTRACEPTION_END", "0", "2027-01-04", "—"]
+    ]
+    assert (confirm.status_code, confirm["Location"]) == (302, change_url(niams))
+    niams.refresh_from_db()
+    assert (niams.status, niams.ended_on) == ("withdrawn", D(2026, 5, 1))
+    assert sorted(
+        ScheduledVisit.objects.filter(participant=niams, status="cancelled").values_list(
+            "visit_definition__code", flat=True
+        )
+    ) == ["V10", "V11", "V6", "V7", "V8", "V9"]
+
+
+def test_anchor_change_previews_the_moved_calendar_then_applies_it(admin_client, niams) -> None:
+    posted = {"code": "day1", "new_date": "2026-02-09", "reason": "infusion chair unavailable"}
+
+    preview = admin_client.post(action_url(niams, "anchor"), posted)
+    day1_before_confirm = niams.anchors.get(code="day1").date
+    confirm = admin_client.post(action_url(niams, "anchor"), {**posted, "_confirm": "yes"})
+
+    assert day1_before_confirm == D(2026, 2, 2)
+    assert [(c.visit_code, c.old_target, c.new_target) for c in preview.context["diff"].visits] == [
+        ("V1", D(2026, 1, 12), D(2026, 1, 19)),
+        ("V2", D(2026, 2, 2), D(2026, 2, 9)),
+        ("V3", D(2026, 3, 2), D(2026, 3, 9)),
+        ("V3C", D(2026, 3, 9), D(2026, 3, 16)),
+        ("V4", D(2026, 3, 30), D(2026, 4, 6)),
+        ("V5", D(2026, 4, 27), D(2026, 5, 4)),
+        ("V6", D(2026, 5, 25), D(2026, 6, 1)),
+        ("V7", D(2026, 6, 22), D(2026, 6, 29)),
+        ("V8", D(2026, 7, 20), D(2026, 7, 27)),
+        ("V9", D(2026, 8, 17), D(2026, 8, 24)),
+        ("V10", D(2026, 9, 14), D(2026, 9, 21)),
+        ("V11", D(2026, 10, 12), D(2026, 10, 19)),
+    ]
+    assert confirm.status_code == 302
+    assert (niams.anchors.get(code="day1").date, visit(niams, "V2").target_date) == (
+        D(2026, 2, 9),
+        D(2026, 2, 9),
+    )
+
+
+def test_anchor_preview_outside_its_allowed_range_shows_the_refusal(admin_client, tsukuba) -> None:
+    response = admin_client.post(
+        action_url(tsukuba, "anchor"),
+        {"code": "day1", "new_date": "2027-03-02", "reason": "typo"},
+    )
+
+    assert response.status_code == 200
+    assert errors(response) == [
+        "Anifrolumab Day 1 (first infusion) (2027-03-02) is 365 day(s) after Prednisolone "
+        "(PSL) start; the protocol allows at most 14"
+    ]
+
+
+def test_taper_hold_previews_the_shifted_steps_then_records_the_decision(
+    admin_client, admin_user, tsukuba
+) -> None:
+    posted = {"milestone_code": "PSL_TAPER", "week": "4", "dose_mg": "", "reason": "flare"}
+
+    preview = admin_client.post(action_url(tsukuba, "taper"), posted)
+    decisions_before_confirm = TaperAdjustment.objects.count()
+    confirm = admin_client.post(action_url(tsukuba, "taper"), {**posted, "_confirm": "yes"})
+
+    assert decisions_before_confirm == 0
+    assert preview.context["outcome"][2] == ("Decision", "held at last week's dose", False)
+    assert preview.context["diff"].milestones[-1] == MilestoneChange(
+        "PSL_TAPER", 13, None, D(2026, 6, 1), None, Decimal(7), ""
+    )
+    assert confirm.status_code == 302
+    assert list(
+        TaperAdjustment.objects.values_list(
+            "milestone_code", "week", "kind", "dose_mg", "decided_by"
+        )
+    ) == [("PSL_TAPER", 4, "hold", None, admin_user.pk)]
+
+
+def test_unscheduled_visit_is_added_with_its_procedures(admin_client, niams) -> None:
+    response = admin_client.post(
+        action_url(niams, "unscheduled_visit"),
+        {
+            "local_date": "2026-04-10",
+            "local_time": "14:00",
+            "reason": "lupus flare: rash and fever",
+            "procedure_codes": ["EXAM", "LABS"],
+        },
+    )
+
+    flare = ScheduledVisit.objects.get(participant=niams, visit_definition=None)
+    assert (response.status_code, response["Location"]) == (302, change_url(flare))
+    assert (flare.status, flare.booked_start, flare.unscheduled_reason) == (
+        "booked",
+        dt.datetime(2026, 4, 10, 18, 0, tzinfo=dt.UTC),
+        "lupus flare: rash and fever",
+    )
+    assert sorted(flare.procedures.values_list("procedure__code", flat=True)) == ["EXAM", "LABS"]
+
+
+# ----------------------------------------------------------------------------------------
+# Status at a glance
+
+
+def test_participant_changelist_shows_visit_status_counts(admin_client, admin_user, niams) -> None:
+    visit_record_done(visit=visit(niams, "V1"), actual_date=D(2026, 1, 12), by=admin_user)
+    visit_record_done(
+        visit=visit(niams, "V2"), actual_date=D(2026, 2, 3), by=admin_user, reason="late"
+    )
+    visit_book(
+        visit=visit(niams, "V11"),
+        local_date=D(2027, 1, 5),
+        local_time=dt.time(9, 0),
+        by=admin_user,
+        reason="catch-up",
+    )
+
+    response = admin_client.get(reverse("admin:participants_participant_changelist"))
+
+    assert tables(response)["result_list"] == [
+        [
+            "",
+            niams.trial.code,
+            niams.site.name,
+            "Enrolled",
+            str(niams.protocol_version),
+            "Dec. 31, 2026, noon",
+            "0",
+            "1",
+            "2",
+            "0",
+            "2",
+            "9",
+        ]
+    ]
+
+
+def test_site_changelist_adds_up_the_visit_status_of_its_participants(
+    admin_client, admin_user, import_seed
+) -> None:
+    version = import_seed("000")
+    first = participant_for(version, anchors={"day1": D(2026, 2, 2)}, study_id="P-001")
+    second = participant_for(
+        version, anchors={"day1": D(2026, 12, 5)}, site=first.site, study_id="P-002"
+    )
+    for participant in (first, second):
+        participant_enroll(participant=participant, on=D(2026, 1, 5))
+    visit_record_done(visit=visit(first, "V1"), actual_date=D(2026, 1, 12), by=admin_user)
+
+    response = admin_client.get(reverse("admin:trials_site_changelist"))
+
+    assert tables(response)["result_list"] == [
+        ["", first.site.name, "America/New_York", "US", "1", "0", "1", "0", "0", "13"]
+    ]
+
+
+# Each list page costs a fixed number of queries whatever the number of rows (no N+1).
+# Values: (queries, rows per enrolled NIAMS participant).
+CHANGELIST_QUERIES = {
+    "participants_participant": (7, 1),
+    "trials_site": (5, 1),
+    "scheduler_scheduledvisit": (9, 12),
+    "scheduler_scheduledmilestone": (6, 1),
+    "scheduler_historicalscheduledvisit": (9, 12),
+    "scheduler_historicalscheduledmilestone": (9, 1),
+}
+
+
+@pytest.mark.parametrize("changelist", sorted(CHANGELIST_QUERIES))
+@pytest.mark.parametrize("enrolled", [2, 6])
+def test_changelists_cost_the_same_queries_at_any_size(
+    admin_client, import_seed, django_assert_num_queries, changelist, enrolled
+) -> None:
+    version = import_seed("000")
+    for number in range(enrolled):
+        participant = participant_for(
+            version, anchors={"day1": D(2026, 2, 2)}, study_id=f"P-{number:03d}"
+        )
+        participant_enroll(participant=participant, on=D(2026, 1, 5))
+    url = reverse(f"admin:{changelist}_changelist")
+
+    queries, rows_each = CHANGELIST_QUERIES[changelist]
+
+    with django_assert_num_queries(queries):
+        response = admin_client.get(url)
+
+    assert response.context["cl"].result_count == rows_each * enrolled
+
+
+def test_visit_changelist_filters_overdue_and_out_of_window(
+    admin_client, admin_user, niams
+) -> None:
+    visit_record_done(
+        visit=visit(niams, "V2"), actual_date=D(2026, 2, 3), by=admin_user, reason="late"
+    )
+    url = reverse("admin:scheduler_scheduledvisit_changelist")
+
+    out_of_window = admin_client.get(url, {"attention": "out_of_window"})
+    overdue = admin_client.get(url, {"attention": "overdue"})
+
+    assert [v.code for v in out_of_window.context["cl"].result_list] == ["V2"]
+    assert [v.code for v in overdue.context["cl"].result_list] == [
+        "V1",
+        "V3",
+        "V3C",
+        "V4",
+        "V5",
+        "V6",
+        "V7",
+        "V8",
+        "V9",
+        "V10",
+        "V11",
+    ]
+
+
+# ----------------------------------------------------------------------------------------
+# The audit trail
+
+
+def test_visit_history_shows_who_changed_what_and_why(admin_client, admin_user, niams) -> None:
+    v3 = visit(niams, "V3")
+    visit_book(
+        visit=v3,
+        local_date=D(2026, 3, 8),
+        local_time=dt.time(9, 30),
+        by=admin_user,
+        reason="site closed",
+    )
+
+    response = admin_client.get(reverse("admin:scheduler_scheduledvisit_history", args=[v3.pk]))
+
+    assert response.status_code == 200
+    assert [row[2:5] for row in tables(response)["change-history"]] == [
+        ["Changed", "admin", "site closed"],
+        ["Created", "None", "enrolled"],
+    ]
+    assert tables(response)["change-history"][0][5] == (
+        "Booked date: None → 2026-03-08 "
+        "Booked start: None → 2026-03-08 13:30:00+00:00 "
+        "Deviation days: None → 3 "
+        "Ical sequence: 0 → 1 "
+        "Reason: → site closed "
+        "Status: planned → booked "
+        "Version: 1 → 2"
+    )
+
+
+def test_history_pages_never_save_what_is_posted(admin_client, niams) -> None:
+    first = niams.history.earliest("history_date")
+    url = reverse("admin:participants_participant_simple_history", args=[niams.pk, first.pk])
+
+    page = admin_client.get(url)
+    posted = admin_client.post(url, {"study_id": "CHANGED", "birth_date": "1990-01-01"})
+
+    niams.refresh_from_db()
+    assert (page.status_code, list(page.context["adminform"].form.fields)) == (200, [])
+    assert posted.status_code == 405
+    assert (niams.study_id, niams.birth_date) == ("P-001", D(1980, 6, 15))
+
+
+def test_audit_trail_admins_are_read_only(admin_client, niams) -> None:
+    statuses = {}
+    for model in ("historicalscheduledvisit", "historicalscheduledmilestone"):
+        entry = (
+            ScheduledVisit.history.first()
+            if model == "historicalscheduledvisit"
+            else ScheduledMilestone.history.first()
+        )
+        assert entry is not None
+        statuses[model] = (
+            admin_client.get(reverse(f"admin:scheduler_{model}_changelist")).status_code,
+            admin_client.get(reverse(f"admin:scheduler_{model}_add")).status_code,
+            admin_client.post(
+                reverse(f"admin:scheduler_{model}_change", args=[entry.pk]), {"reason": "x"}
+            ).status_code,
+            admin_client.post(
+                reverse(f"admin:scheduler_{model}_delete", args=[entry.pk]), {"post": "yes"}
+            ).status_code,
+        )
+
+    assert statuses == {
+        "historicalscheduledvisit": (200, 403, 403, 403),
+        "historicalscheduledmilestone": (200, 403, 403, 403),
+    }
+    assert ScheduledVisit.history.count() == 12
+
+
+def test_blinded_treatment_history_is_hidden_without_the_unblinded_permission(
+    client, django_user_model, import_seed
+) -> None:
+    version = import_seed("000")
+    participant = participant_for(version, anchors={"day1": D(2026, 2, 2)})
+    participant_enroll(
+        participant=participant, on=D(2026, 1, 5), arm=Arm.objects.get(version=version, code="ANI")
+    )
+    assignment = TreatmentAssignment.objects.get(participant=participant)
+    entry = assignment.history.get()
+    blinded = django_user_model.objects.create_user("monitor", password="pw", is_staff=True)
+    blinded.user_permissions.add(Permission.objects.get(codename="view_treatmentassignment"))
+    unblinded = django_user_model.objects.create_user("pharmacist", password="pw", is_staff=True)
+    unblinded.user_permissions.add(
+        Permission.objects.get(codename="view_treatmentassignment"),
+        Permission.objects.get(codename="view_unblinded_arm"),
+    )
+    history = reverse("admin:participants_treatmentassignment_history", args=[assignment.pk])
+    version_page = reverse(
+        "admin:participants_treatmentassignment_simple_history",
+        args=[assignment.pk, entry.pk],
+    )
+
+    seen = {}
+    for user in (blinded, unblinded):
+        client.force_login(user)
+        seen[user.username] = (
+            client.get(history).status_code,
+            client.get(version_page).status_code,
+        )
+
+    assert seen == {"monitor": (404, 404), "pharmacist": (200, 200)}
+
+
+def test_every_audited_admin_shows_its_history(admin_client, import_seed) -> None:
+    version = import_seed("000")
+    participant = participant_for(version, anchors={"day1": D(2026, 2, 2)})
+    participant_enroll(
+        participant=participant, on=D(2026, 1, 5), arm=Arm.objects.get(version=version, code="PBO")
+    )
+    records = [
+        participant,
+        visit(participant, "V2"),
+        ScheduledMilestone.objects.get(participant=participant),
+        TreatmentAssignment.objects.get(participant=participant),
+        version,
+        TrialSite.objects.get(trial=version.trial, site=participant.site),
+    ]
+
+    titles = {}
+    for record in records:
+        opts = record._meta
+        url = reverse(f"admin:{opts.app_label}_{opts.model_name}_history", args=[record.pk])
+        response = admin_client.get(url)
+        titles[opts.model_name] = (response.status_code, response.context["title"])
+
+    assert titles == {
+        "participant": (200, f"View history: {participant}"),
+        "scheduledvisit": (200, f"View history: {visit(participant, 'V2')}"),
+        "scheduledmilestone": (200, f"View history: {records[2]}"),
+        "treatmentassignment": (200, f"View history: {records[3]}"),
+        "protocolversion": (200, f"View history: {version}"),
+        "trialsite": (200, f"View history: {records[5]}"),
+    }
+
+
+def test_participant_page_links_the_calendar_actions_and_shows_anchors_read_only(
+    admin_client, niams, tsukuba
+) -> None:
+    niams_page = admin_client.get(change_url(niams))
+    tsukuba_page = admin_client.get(change_url(tsukuba))
+
+    assert [label for label, _ in niams_page.context["lifecycle_actions"]] == [
+        "Withdraw",
+        "Change anchor date",
+        "Add unscheduled visit",
+    ]
+    assert tsukuba_page.context["lifecycle_actions"] == [
+        ("Withdraw", action_url(tsukuba, "withdraw")),
+        ("Change anchor date", action_url(tsukuba, "anchor")),
+        ("Taper decision", action_url(tsukuba, "taper")),
+        ("Add unscheduled visit", action_url(tsukuba, "unscheduled_visit")),
+    ]
+    anchors = niams_page.context["inline_admin_formsets"][0]
+    assert (anchors.has_add_permission, anchors.has_change_permission) == (False, False)
+    # Only the hidden keys of the row are inputs; its code and date are text.
+    assert re.findall(r'name="(anchors-0-[^"]+)"', niams_page.content.decode()) == [
+        "anchors-0-id",
+        "anchors-0-participant",
+    ]
