@@ -25,6 +25,7 @@ import time
 import warnings
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,7 +52,7 @@ visits:
 """
 
 
-def median_ms(run, runs: int) -> tuple[float, object]:
+def median_ms(run: Any, runs: int) -> tuple[float, Any]:
     times, result = [], None
     for _ in range(runs):
         started = time.perf_counter()

@@ -130,7 +130,13 @@ WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
 # Celery: Redis when REDIS_URL is set, otherwise a broker made of files under ./var/broker.
 REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
-if not REDIS_URL:
+if REDIS_URL:
+    # Unacknowledged messages (acks_late) come back after this; the outbox sweep re-sends
+    # anything lost sooner, so Redis never needs to hold a message long.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+    }
+else:
     _broker_dir = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "out"),
@@ -147,11 +153,21 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Periodic schedules are declared here, in one place, in UTC.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
-    "scheduler-heartbeat": {
-        "task": "scheduler.heartbeat",
-        "schedule": 60.0,
-    },
+    "scheduler-heartbeat": {"task": "scheduler.heartbeat", "schedule": 60.0},
+    "reminders-sweep": {"task": "scheduler.reminders_sweep", "schedule": 60.0},
 }
+
+# Reminders (see scheduler/reminders.py).
+REMINDER_MAX_ATTEMPTS = env.int("REMINDER_MAX_ATTEMPTS", default=5)
+REMINDER_BACKOFF_BASE_SECONDS = env.int("REMINDER_BACKOFF_BASE_SECONDS", default=60)
+# A pending row enqueued this long ago without being claimed is enqueued again (its message
+# may have been lost with Redis); a row "sending" this long is re-claimed (its worker died).
+REMINDER_REQUEUE_AFTER_SECONDS = env.int("REMINDER_REQUEUE_AFTER_SECONDS", default=120)
+REMINDER_SENDING_TIMEOUT_SECONDS = env.int("REMINDER_SENDING_TIMEOUT_SECONDS", default=300)
+SMS_BACKEND = env.str("SMS_BACKEND", default="scheduler.sms.ConsoleSmsBackend")
+TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
+TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
+TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")
 
 # Email: invites and reminders. The laptop default writes messages as files under
 # var/mail (never to the console, which is a log); deployments set EMAIL_URL, e.g.

@@ -42,6 +42,13 @@ class Participant(models.Model):
     guardian_email = models.EmailField(blank=True)
     timezone = models.CharField(max_length=64, validators=[validate_timezone])
     language = models.CharField(max_length=2, choices=Language.choices, default=Language.ENGLISH)
+    # Reminder preferences: how the participant wants to be reminded, and when not to be.
+    reminder_channels = models.JSONField(
+        default=list, blank=True, help_text='Of "email" and "sms"; empty means email only.'
+    )
+    reminders_opt_out = models.BooleanField(default=False)
+    quiet_hours_start = models.TimeField(null=True, blank=True)
+    quiet_hours_end = models.TimeField(null=True, blank=True)
     enrolled_at = models.DateTimeField(null=True, blank=True)
     ended_on = models.DateField(
         null=True, blank=True, help_text="Date of withdrawal or completion."

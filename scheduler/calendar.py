@@ -33,6 +33,7 @@ from scheduler.models import (
 )
 from scheduler.models import TaperAdjustment as TaperAdjustmentRow
 from scheduler.notify import announce_visits
+from scheduler.reminders import reminders_sync
 from scheduler.selectors import protocol_snapshot
 from trials.models import MilestoneRule, ProcedureDefinition, ProtocolVersion, VisitDefinition
 
@@ -463,6 +464,7 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
         default_user=by,
         default_change_reason=reason,
     )
+    reminders_sync(pending.participant)
     return pending.diff
 
 

@@ -242,6 +242,89 @@ class CalendarFeed(models.Model):
         return f"feed of {owner} ({state})"
 
 
+class Reminder(models.Model):
+    """The outbox: one row per reminder to send (target, rule, channel, moment).
+
+    Postgres is the source of truth and Redis only carries "send row N" messages: a lost
+    message is re-sent by the sweep, a duplicate finds the row already claimed or sent.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENDING = "sending"
+        SENT = "sent"
+        FAILED = "failed", "failed (will retry)"
+        DEAD = "dead", "dead (gave up)"
+        CANCELLED = "cancelled"
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="reminders")
+    visit = models.ForeignKey(
+        ScheduledVisit, on_delete=models.CASCADE, null=True, blank=True, related_name="reminders"
+    )
+    milestone = models.ForeignKey(
+        ScheduledMilestone,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="reminders",
+    )
+    # "visit:<id>" or "milestone:<id>": one non-null key for the unique constraint.
+    target_key = models.CharField(max_length=40)
+    rule_code = models.CharField(max_length=40)
+    event = models.CharField(max_length=30, help_text="The rule's event, e.g. before_visit.")
+    channel = models.CharField(max_length=10)
+    audience = models.CharField(max_length=12)
+    due_at = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    next_attempt_at = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=0)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    provider_message_id = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["due_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["target_key", "rule_code", "channel", "due_at"],
+                name="one_reminder_per_target_rule_channel_moment",
+            ),
+        ]
+        indexes = [
+            # The sweep: due rows by status; partial, so a million sent rows cost nothing.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="reminder_due_idx",
+                condition=Q(status__in=["pending", "failed"]),
+            ),
+            models.Index(
+                fields=["claimed_at"], name="reminder_sending_idx", condition=Q(status="sending")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule_code} {self.channel} {self.target_key} at {self.due_at.isoformat()}"
+
+
+class CoordinatorNotification(models.Model):
+    """An in-app reminder for a site's coordinators (the in_app channel)."""
+
+    site = models.ForeignKey("trials.Site", on_delete=models.CASCADE, related_name="notifications")
+    reminder = models.OneToOneField(Reminder, on_delete=models.CASCADE, related_name="notification")
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.text[:80]
+
+
 class WorkerHeartbeat(models.Model):
     """Last time beat's periodic heartbeat reached a worker; /healthz reports its age."""
 

@@ -32,6 +32,7 @@ from scheduler.engine.localtime import local_date_of, local_to_utc
 from scheduler.engine.types import TaperAdjustment as TaperDecision
 from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit, TaperAdjustment
 from scheduler.notify import announce_visits
+from scheduler.reminders import reminders_sync
 from scheduler.selectors import protocol_snapshot
 from trials.models import Arm, ProcedureDefinition, ProtocolVersion, Site, TrialSite
 
@@ -445,6 +446,7 @@ def visit_add_unscheduled(
         default_change_reason=reason,
     )
     announce_visits([visit])
+    reminders_sync(participant)
     return visit
 
 
@@ -615,6 +617,7 @@ def participant_withdraw(
     participant.status = Participant.Status.WITHDRAWN
     participant.ended_on = on
     _audited(participant, by, reason).save(update_fields=["status", "ended_on"])
+    reminders_sync(participant)  # withdrawn: every pending reminder is cancelled
     return Closure(tuple(visits), tuple(milestones))
 
 
@@ -640,6 +643,7 @@ def participant_complete(
     participant.status = Participant.Status.COMPLETED
     participant.ended_on = on
     _audited(participant, by, reason).save(update_fields=["status", "ended_on"])
+    reminders_sync(participant)
     return participant
 
 

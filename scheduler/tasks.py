@@ -41,3 +41,23 @@ def send_visit_invite(visit_id: int, sequence: int) -> None:
         return
     message.send()
     logger.info("visit %s: %s sequence %s sent", visit_id, method, sequence)
+
+
+@shared_task(name="scheduler.reminders_sweep", ignore_result=True)
+def sweep_reminders() -> None:
+    """Beat, every minute: hand due reminders to workers."""
+    from scheduler.reminders import reminders_sweep
+
+    enqueued = reminders_sweep()
+    if enqueued:
+        logger.info("sweep enqueued %d reminder(s)", len(enqueued))
+
+
+@shared_task(
+    name="scheduler.send_reminder", ignore_result=True, acks_late=True, reject_on_worker_lost=True
+)
+def send_reminder(reminder_id: int) -> None:
+    """Claim one reminder row and deliver it (see scheduler.reminders.reminder_send)."""
+    from scheduler.reminders import reminder_send
+
+    reminder_send(reminder_id)

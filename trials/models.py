@@ -107,6 +107,8 @@ class ProtocolVersion(models.Model):
     source_name = models.CharField(max_length=200, blank=True)
     source_sha256 = models.CharField(max_length=64, blank=True)
     imported_at = models.DateTimeField(auto_now_add=True)
+    # The file had no `reminders` section, so the application's default rules apply.
+    default_reminders = models.BooleanField(default=True)
     history = HistoricalRecords()
 
     class Meta:
@@ -279,3 +281,17 @@ class EligibilityCriterion(_VersionPart):
     class Meta(_VersionPart.Meta):
         verbose_name_plural = "eligibility criteria"
         constraints = _unique_code("criterion")
+
+
+class ReminderRule(_VersionPart):
+    """When to remind whom of what, by which channels (see protocol_file.ReminderEvent)."""
+
+    event = models.CharField(max_length=30)
+    days = models.PositiveIntegerField(default=0)
+    at = models.TimeField(help_text="Local wall time (participant's or site's zone).")
+    channels = models.JSONField()
+    visit_codes = models.JSONField(default=list, blank=True, help_text="Empty: every visit.")
+    procedure_codes = models.JSONField(default=list, blank=True)
+
+    class Meta(_VersionPart.Meta):
+        constraints = _unique_code("reminder")

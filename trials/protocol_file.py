@@ -59,6 +59,28 @@ class CriterionKind(StrEnum):
     EXCLUSION = "exclusion"
 
 
+class ReminderEvent(StrEnum):
+    # For the participant:
+    BEFORE_VISIT = "before_visit"  # `days` before a booked visit
+    EVENING_BEFORE_PROCEDURE = "evening_before_procedure"  # the day before, for `procedures`
+    TAPER_STEP = "taper_step"  # on the day a new taper dose starts
+    # For the site's coordinators:
+    WINDOW_OPENS_UNBOOKED = "window_opens_unbooked"
+    WINDOW_CLOSING_UNBOOKED = "window_closing_unbooked"  # `days` before the window closes
+    OVERDUE = "overdue"  # the day after, when neither recorded nor rescheduled
+
+    @property
+    def audience(self) -> str:
+        participant_events = {"before_visit", "evening_before_procedure", "taper_step"}
+        return "participant" if self.value in participant_events else "coordinator"
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    IN_APP = "in_app"
+
+
 class CheckedAttribute(StrEnum):
     AGE_YEARS = "age_years"
     WEIGHT_KG = "weight_kg"
@@ -205,6 +227,28 @@ class CriterionSection(_Strict):
     check: CriterionCheck | None = None
 
 
+class ReminderSection(_Strict):
+    code: Code
+    event: ReminderEvent
+    days: int = Field(default=0, ge=0, le=90)
+    # Local wall time: the participant's zone for participant reminders, the site's for
+    # coordinators'.
+    at: dt.time
+    channels: tuple[Channel, ...] = Field(min_length=1)
+    # Visits it applies to (codes); empty means every visit.
+    visits: tuple[Code, ...] = ()
+    # For evening_before_procedure: the procedures that need preparing (e.g. fasting).
+    procedures: tuple[Code, ...] = ()
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _quoted_time(cls, value: Any) -> Any:
+        if isinstance(value, int):
+            # YAML 1.1 reads an unquoted 19:00 as the sexagesimal number 1140.
+            raise ValueError('expected a time in quotes, e.g. "19:00"')
+        return value
+
+
 class VersionSection(_Strict):
     label: str = Field(min_length=1, max_length=40)
     status: Literal["draft", "published"] = "published"
@@ -222,6 +266,8 @@ class ProtocolDocument(_Strict):
     visits: tuple[VisitSection, ...] = Field(min_length=1)
     milestones: tuple[MilestoneSection, ...] = ()
     eligibility: tuple[CriterionSection, ...] = ()
+    # None: the application's default reminder rules apply (see DEFAULT_REMINDERS).
+    reminders: tuple[ReminderSection, ...] | None = None
 
     @field_validator("format", mode="before")
     @classmethod
@@ -407,9 +453,10 @@ def check_consistency(doc: ProtocolDocument) -> list[tuple[Path, str]]:
         "visits",
         "milestones",
         "eligibility",
+        "reminders",
     ):
         seen: dict[str, int] = {}
-        for index, item in enumerate(getattr(doc, section)):
+        for index, item in enumerate(getattr(doc, section) or ()):
             if item.code in seen:
                 problems.append(
                     (
@@ -503,6 +550,39 @@ def check_consistency(doc: ProtocolDocument) -> list[tuple[Path, str]]:
             problems.append((path, "a check needs 'min', 'max' or both"))
         elif check.min is not None and check.max is not None and check.min > check.max:
             problems.append((path, f"min {check.min} is greater than max {check.max}"))
+
+    for index, reminder in enumerate(doc.reminders or ()):
+        path = ("reminders", index)
+        for visit_index, code in enumerate(reminder.visits):
+            if code not in visits:
+                problems.append(
+                    (
+                        path + ("visits", visit_index),
+                        f"unknown visit {code!r}; expected one of: {_listing(visits)}",
+                    )
+                )
+        for procedure_index, code in enumerate(reminder.procedures):
+            if code not in procedures:
+                problems.append(
+                    (
+                        path + ("procedures", procedure_index),
+                        f"unknown procedure {code!r}; expected one of: {_listing(procedures)}",
+                    )
+                )
+        if reminder.event is ReminderEvent.EVENING_BEFORE_PROCEDURE and not reminder.procedures:
+            problems.append(
+                (
+                    path + ("procedures",),
+                    "an evening_before_procedure reminder names its procedures",
+                )
+            )
+        if reminder.event.audience == "coordinator" and Channel.SMS in reminder.channels:
+            problems.append(
+                (
+                    path + ("channels",),
+                    "coordinator reminders go by email or in_app; sms is for participants",
+                )
+            )
 
     problems += _check_visit_cycles(doc)
     if not problems:
@@ -722,6 +802,10 @@ def dump_protocol(document: ProtocolDocument) -> str:
     """Serialise a document to the YAML format `parse_protocol` reads (without comments)."""
     data = _plain(document.model_dump(mode="python", exclude_defaults=True))
     data["format"] = FORMAT_VERSION
+    if document.reminders is not None:
+        data["reminders"] = _plain(
+            [r.model_dump(mode="python", exclude_defaults=True) for r in document.reminders]
+        )
     ordered = {key: data[key] for key in ProtocolDocument.model_fields if key in data}
     return yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100)
 
@@ -736,4 +820,45 @@ def _plain(value: Any) -> Any:
         return value.value
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dt.time):
+        return value.strftime("%H:%M")
     return value
+
+
+# Used when a protocol file has no `reminders` section: what a coordinator and a participant
+# expect from any trial.
+DEFAULT_REMINDERS: tuple[ReminderSection, ...] = (
+    ReminderSection(
+        code="P7D",
+        event=ReminderEvent.BEFORE_VISIT,
+        days=7,
+        at=dt.time(9),
+        channels=(Channel.EMAIL,),
+    ),
+    ReminderSection(
+        code="P1D",
+        event=ReminderEvent.BEFORE_VISIT,
+        days=1,
+        at=dt.time(9),
+        channels=(Channel.EMAIL, Channel.SMS),
+    ),
+    ReminderSection(
+        code="TAPER", event=ReminderEvent.TAPER_STEP, at=dt.time(8), channels=(Channel.EMAIL,)
+    ),
+    ReminderSection(
+        code="C_OPEN",
+        event=ReminderEvent.WINDOW_OPENS_UNBOOKED,
+        at=dt.time(8),
+        channels=(Channel.IN_APP,),
+    ),
+    ReminderSection(
+        code="C_CLOSE",
+        event=ReminderEvent.WINDOW_CLOSING_UNBOOKED,
+        days=2,
+        at=dt.time(8),
+        channels=(Channel.IN_APP, Channel.EMAIL),
+    ),
+    ReminderSection(
+        code="C_OVERDUE", event=ReminderEvent.OVERDUE, at=dt.time(8), channels=(Channel.IN_APP,)
+    ),
+)

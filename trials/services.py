@@ -17,6 +17,7 @@ from trials.models import (
     MilestoneRule,
     ProcedureDefinition,
     ProtocolVersion,
+    ReminderRule,
     ScheduledActivity,
     Trial,
     TrialRegistration,
@@ -39,6 +40,8 @@ from trials.protocol_file import (
     ProtocolDocument,
     Registration,
     Registry,
+    ReminderEvent,
+    ReminderSection,
     Repeat,
     Taper,
     TrialSection,
@@ -83,6 +86,7 @@ def protocol_import(*, text: str, source: str) -> ProtocolVersion:
         published_at=timezone.now() if is_published else None,
         source_name=source,
         source_sha256=hashlib.sha256(text.encode()).hexdigest(),
+        default_reminders=document.reminders is None,
     )
     _version_parts_create(version, document)
     return version
@@ -129,6 +133,7 @@ def _version_delete(version: ProtocolVersion) -> None:
     # Visit definitions point at each other (PROTECT), so unlink them before deleting.
     VisitDefinition.objects.filter(version=version).update(anchor_visit=None, anchor_code="-")
     MilestoneRule.objects.filter(version=version).delete()
+    ReminderRule.objects.filter(version=version).delete()
     ScheduledActivity.objects.filter(visit__version=version).delete()
     VisitDefinition.objects.filter(version=version).delete()
     version.delete()
@@ -250,6 +255,20 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
         )
         for i, m in enumerate(doc.milestones)
     )
+    ReminderRule.objects.bulk_create(
+        ReminderRule(
+            version=version,
+            order=i,
+            code=r.code,
+            event=r.event.value,
+            days=r.days,
+            at=r.at,
+            channels=[c.value for c in r.channels],
+            visit_codes=list(r.visits),
+            procedure_codes=list(r.procedures),
+        )
+        for i, r in enumerate(doc.reminders or ())
+    )
     EligibilityCriterion.objects.bulk_create(
         EligibilityCriterion(
             version=version,
@@ -324,6 +343,18 @@ def protocol_document(*, version: ProtocolVersion) -> ProtocolDocument:
             )
         return CriterionSection(code=c.code, kind=CriterionKind(c.kind), text=c.text, check=check)
 
+    reminders = tuple(
+        ReminderSection(
+            code=r.code,
+            event=ReminderEvent(r.event),
+            days=r.days,
+            at=r.at,
+            channels=tuple(r.channels),
+            visits=tuple(r.visit_codes),
+            procedures=tuple(r.procedure_codes),
+        )
+        for r in ReminderRule.objects.filter(version=version).order_by("order")
+    )
     return ProtocolDocument(
         format=1,
         trial=TrialSection(
@@ -391,6 +422,7 @@ def protocol_document(*, version: ProtocolVersion) -> ProtocolDocument:
             criterion_section(c)
             for c in EligibilityCriterion.objects.filter(version=version).order_by("order")
         ),
+        reminders=None if version.default_reminders else reminders,
     )
 
 

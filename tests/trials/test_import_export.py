@@ -132,9 +132,9 @@ def test_protocol_document_takes_the_same_queries_for_small_and_large_protocols(
     small = import_seed("001")  # 1 visit definition
     large = import_seed("000")  # 11 visit definitions
 
-    with django_assert_num_queries(11):
+    with django_assert_num_queries(12):
         protocol_document(version=small)
-    with django_assert_num_queries(11):
+    with django_assert_num_queries(12):
         protocol_document(version=large)
 
 

@@ -1,0 +1,61 @@
+"""SMS: a small backend interface, a console backend for development, and Twilio.
+
+Backends raise TransientDeliveryError (retry later) or PermanentDeliveryError (give up). They
+never log the number or the text.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from scheduler.reminders import PermanentDeliveryError, TransientDeliveryError
+
+logger = logging.getLogger(__name__)
+
+
+class SmsBackend(Protocol):
+    def send(self, *, to: str, body: str, reference: str) -> str:
+        """Send one message; return the provider's message id."""
+
+
+class ConsoleSmsBackend:
+    """Development: accepts every message and logs only its reference."""
+
+    def send(self, *, to: str, body: str, reference: str) -> str:
+        logger.info("sms %s accepted by the console backend (%d characters)", reference, len(body))
+        return f"console-{reference}"
+
+
+class TwilioSmsBackend:
+    """Twilio's Messages API, through Twilio's own client library."""
+
+    def __init__(self, http_client: Any = None) -> None:
+        from twilio.rest import Client
+
+        self.client = Client(
+            settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, http_client=http_client
+        )
+        self.sender = settings.TWILIO_FROM_NUMBER
+
+    def send(self, *, to: str, body: str, reference: str) -> str:
+        from twilio.base.exceptions import TwilioRestException
+
+        try:
+            message = self.client.messages.create(to=to, from_=self.sender, body=body)
+        except TwilioRestException as exc:
+            # 429 and 5xx may pass later; other 4xx (a bad number, say) never will.
+            if exc.status == 429 or exc.status >= 500:
+                raise TransientDeliveryError(f"Twilio {exc.status}: {exc.msg}") from exc
+            raise PermanentDeliveryError(f"Twilio {exc.status}: {exc.msg}") from exc
+        except OSError as exc:
+            raise TransientDeliveryError(f"Twilio unreachable: {type(exc).__name__}") from exc
+        return str(message.sid)
+
+
+def sms_backend() -> SmsBackend:
+    backend: SmsBackend = import_string(settings.SMS_BACKEND)()
+    return backend
