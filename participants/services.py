@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +26,9 @@ def participant_register(
     phone: str = "",
     guardian_name: str = "",
     guardian_email: str = "",
+    reminder_channels: Sequence[str] = ("email",),
+    reminders_opt_out: bool = False,
+    quiet_hours: tuple[dt.time, dt.time] | None = None,
     timezone: str | None = None,
     language: str = Participant.Language.ENGLISH,
     protocol_version: ProtocolVersion | None = None,
@@ -74,9 +78,21 @@ def participant_register(
         phone=phone,
         guardian_name=guardian_name,
         guardian_email=guardian_email,
+        reminder_channels=list(reminder_channels),
+        reminders_opt_out=reminders_opt_out,
+        quiet_hours_start=quiet_hours[0] if quiet_hours else None,
+        quiet_hours_end=quiet_hours[1] if quiet_hours else None,
         timezone=timezone or site.timezone,
         language=language,
     )
+    unknown_channels = sorted(set(reminder_channels) - {"email", "sms"})
+    if unknown_channels:
+        raise ValidationError(
+            {
+                "reminder_channels": f"unknown channel(s) {', '.join(unknown_channels)}; "
+                "participants are reminded by email or sms"
+            }
+        )
     participant.full_clean()
     participant._history_user = by  # type: ignore[attr-defined]
     participant._change_reason = "registered"  # type: ignore[attr-defined]

@@ -135,11 +135,21 @@ def reminders_sync(participant: Participant, *, now: dt.datetime | None = None) 
         quiet_end=participant.quiet_hours_end,
     )
     if participant.status not in ("screening", "enrolled"):
-        wanted = []
+        still_apply = []
     else:
-        wanted = plan_reminders(_rules(participant), visits, milestones, recipients, now)
+        # Every moment the calendar calls for, past ones included: a pending row that is due
+        # but not swept yet still applies and must not be cancelled; only future moments
+        # get new rows.
+        still_apply = plan_reminders(
+            _rules(participant),
+            visits,
+            milestones,
+            recipients,
+            dt.datetime.min.replace(tzinfo=dt.UTC),
+        )
+    wanted = [w for w in still_apply if w.due_at > now]
 
-    wanted_keys = {(w.target_key, w.rule_code, w.channel, w.due_at) for w in wanted}
+    wanted_keys = {(w.target_key, w.rule_code, w.channel, w.due_at) for w in still_apply}
     open_rows = Reminder.objects.filter(
         participant=participant, status__in=[Reminder.Status.PENDING, Reminder.Status.FAILED]
     )

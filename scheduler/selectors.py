@@ -6,6 +6,7 @@ from django.db.models import Count, Q, QuerySet
 
 from participants.models import Participant
 from scheduler.engine import ProtocolSnapshot, snapshot_from_document
+from scheduler.models import ScheduledMilestone, ScheduledVisit
 from trials.models import ProtocolVersion, Site
 from trials.services import protocol_document
 
@@ -60,3 +61,28 @@ def sites_with_visit_status(*, queryset: QuerySet[Site], today: dt.date) -> Quer
             for key in VISIT_STATUS_KEYS
         }
     )
+
+
+def withdrawal_cancellations(
+    *, participant: Participant, on: dt.date
+) -> tuple[list[ScheduledVisit], list[ScheduledMilestone]]:
+    """What withdrawing on `on` cancels: open visits dated (booked, else target) on or after
+    it, and planned milestones due on or after it. The withdrawal service and its confirmation
+    page both use this, so the page lists exactly what will happen."""
+    visits = [
+        visit
+        for visit in ScheduledVisit.objects.filter(
+            participant=participant, status__in=ScheduledVisit.OPEN
+        )
+        .select_related("visit_definition")
+        .order_by("target_date", "id")
+        if (visit.booked_date or visit.target_date) >= on
+    ]
+    milestones = list(
+        ScheduledMilestone.objects.filter(
+            participant=participant, status=ScheduledMilestone.Status.PLANNED, due_date__gte=on
+        )
+        .select_related("rule")
+        .order_by("due_date", "id")
+    )
+    return visits, milestones

@@ -33,7 +33,7 @@ from scheduler.engine.types import TaperAdjustment as TaperDecision
 from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit, TaperAdjustment
 from scheduler.notify import announce_visits
 from scheduler.reminders import reminders_sync
-from scheduler.selectors import protocol_snapshot
+from scheduler.selectors import protocol_snapshot, withdrawal_cancellations
 from trials.models import Arm, ProcedureDefinition, ProtocolVersion, Site, TrialSite
 
 User = Any  # settings.AUTH_USER_MODEL instance
@@ -204,6 +204,7 @@ def visit_book_preview(
         pk=visit.pk
     )
     _require_open(visit, "booked")
+    _require_active(visit.participant)
     return _booking(visit, local_date, local_time)
 
 
@@ -272,11 +273,21 @@ visit_reschedule_preview = visit_book_preview
 
 def visit_record_done_preview(*, visit: ScheduledVisit, actual_date: dt.date) -> CalendarDiff:
     """What recording a visit as done on `actual_date` would move."""
-    visit = ScheduledVisit.objects.select_related("participant", "visit_definition").get(
+    visit = ScheduledVisit.objects.select_related("participant__site", "visit_definition").get(
         pk=visit.pk
     )
     _require_open(visit, "recorded as done")
+    _require_not_future(visit, actual_date)
     return calendar_diff(visit.participant, visit_dates=_booked_override(visit, actual_date)).diff
+
+
+def _require_not_future(visit: ScheduledVisit, actual_date: dt.date) -> None:
+    today = local_date_of(timezone.now(), visit.participant.site.timezone)
+    if actual_date > today:
+        raise CalendarError(
+            f"{visit.code} cannot be recorded as done on {actual_date.isoformat()}: that is "
+            f"after today ({today.isoformat()}) at the site"
+        )
 
 
 @transaction.atomic
@@ -299,12 +310,7 @@ def visit_record_done(
     visit = _lock_visit(visit, expected_version)
     _require_open(visit, "recorded as done")
     site_zone = visit.participant.site.timezone
-    today = local_date_of(timezone.now(), site_zone)
-    if actual_date > today:
-        raise CalendarError(
-            f"{visit.code} cannot be recorded as done on {actual_date.isoformat()}: that is "
-            f"after today ({today.isoformat()}) at the site"
-        )
+    _require_not_future(visit, actual_date)
     not_done = dict(procedures_not_done or {})
     procedures = list(visit.procedures.select_related("procedure"))
     unknown = sorted(set(not_done) - {p.procedure.code for p in procedures})
@@ -499,10 +505,47 @@ def _check_anchor_code(participant: Participant, code: str) -> None:
         )
 
 
+def _check_taper_decision(
+    participant: Participant,
+    milestone_code: str,
+    week: int,
+    dose_mg: Decimal | None,
+    allow_increase: bool,
+) -> TaperDecision:
+    _require_active(participant)
+    steps = {
+        m.sequence: m
+        for m in ScheduledMilestone.objects.filter(
+            participant=participant, rule__code=milestone_code
+        ).exclude(status=ScheduledMilestone.Status.CANCELLED)
+    }
+    if not steps:
+        raise CalendarError(f"{participant} has no taper {milestone_code!r}")
+    if week not in steps or week == 0:
+        raise CalendarError(
+            f"week {week} is not a step of {milestone_code} that can be adjusted; the taper "
+            f"runs from week 1 to week {max(steps)}"
+        )
+    previous = steps[week - 1].dose_mg
+    if dose_mg is not None and previous is not None and dose_mg > previous and not allow_increase:
+        raise CalendarError(
+            f"{dose_mg.normalize():f} mg/day is more than week {week - 1}'s "
+            f"{previous.normalize():f} mg/day; a taper never increases unless the investigator "
+            "confirms the increase"
+        )
+    return TaperDecision("hold") if dose_mg is None else TaperDecision("set", dose_mg)
+
+
 def taper_adjust_preview(
-    *, participant: Participant, milestone_code: str, week: int, dose_mg: Decimal | None = None
+    *,
+    participant: Participant,
+    milestone_code: str,
+    week: int,
+    dose_mg: Decimal | None = None,
+    allow_increase: bool = False,
 ) -> CalendarDiff:
-    decision = TaperDecision("hold") if dose_mg is None else TaperDecision("set", dose_mg)
+    """What a taper decision would change; refused for the same reasons as `taper_adjust`."""
+    decision = _check_taper_decision(participant, milestone_code, week, dose_mg, allow_increase)
     return calendar_diff(participant, taper_adjustments={(milestone_code, week): decision}).diff
 
 
@@ -525,29 +568,8 @@ def taper_adjust(
     above target past the protocol's target week are flagged for the investigator.
     """
     participant = Participant.objects.select_for_update().get(pk=participant.pk)
-    _require_active(participant)
     _require_reason(reason, "a taper decision must say why")
-    steps = {
-        m.sequence: m
-        for m in ScheduledMilestone.objects.filter(
-            participant=participant, rule__code=milestone_code
-        ).exclude(status=ScheduledMilestone.Status.CANCELLED)
-    }
-    if not steps:
-        raise CalendarError(f"{participant} has no taper {milestone_code!r}")
-    if week not in steps or week == 0:
-        raise CalendarError(
-            f"week {week} is not a step of {milestone_code} that can be adjusted; the taper "
-            f"runs from week 1 to week {max(steps)}"
-        )
-    previous = steps[week - 1].dose_mg
-    if dose_mg is not None and previous is not None and dose_mg > previous and not allow_increase:
-        raise CalendarError(
-            f"{dose_mg.normalize():f} mg/day is more than week {week - 1}'s "
-            f"{previous.normalize():f} mg/day; a taper never increases unless the investigator "
-            "confirms the increase"
-        )
-    decision = TaperDecision("hold") if dose_mg is None else TaperDecision("set", dose_mg)
+    decision = _check_taper_decision(participant, milestone_code, week, dose_mg, allow_increase)
     pending = calendar_diff(participant, taper_adjustments={(milestone_code, week): decision})
     row = TaperAdjustment.objects.filter(
         participant=participant, milestone_code=milestone_code, week=week
@@ -580,13 +602,7 @@ def participant_withdraw(
     participant = Participant.objects.select_for_update().get(pk=participant.pk)
     _require_active(participant)
     _require_reason(reason, "a withdrawal must say why")
-    visits = [
-        v
-        for v in ScheduledVisit.objects.filter(
-            participant=participant, status__in=ScheduledVisit.OPEN
-        ).select_related("visit_definition")
-        if (v.booked_date or v.target_date) >= on
-    ]
+    visits, milestones = withdrawal_cancellations(participant=participant, on=on)
     for visit in visits:
         visit.status = ScheduledVisit.Status.CANCELLED
         visit.reason = f"withdrawn: {reason}"
@@ -600,11 +616,6 @@ def participant_withdraw(
         default_change_reason=f"withdrawn: {reason}",
     )
     announce_visits(visits)
-    milestones = list(
-        ScheduledMilestone.objects.filter(
-            participant=participant, status=ScheduledMilestone.Status.PLANNED, due_date__gte=on
-        )
-    )
     for milestone in milestones:
         milestone.status = ScheduledMilestone.Status.CANCELLED
     bulk_update_with_history(

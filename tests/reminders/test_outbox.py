@@ -1,0 +1,301 @@
+"""The reminder outbox in one process: planned with the calendar, claimed once, retried."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import time_machine
+from django.test import override_settings
+
+from scheduler.models import CoordinatorNotification, Reminder, ScheduledVisit
+from scheduler.reminders import reminder_send, reminders_retry, reminders_sweep
+from scheduler.services import (
+    participant_enroll,
+    participant_withdraw,
+    visit_book,
+    visit_cancel,
+)
+from tests.factories import SiteFactory, participant_for
+from tests.reminders.fakes import FakeTwilioHttp
+
+UTC = dt.UTC
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def coordinator(django_user_model):
+    return django_user_model.objects.create_user("coordinator")
+
+
+@pytest.fixture
+def niams(import_seed):
+    site = SiteFactory.create(
+        code="nih",
+        name="NIH Clinical Center",
+        timezone="America/New_York",
+        email="visits@nih.example",
+        phone="+1 301-496-2563",
+    )
+    with time_machine.travel(dt.datetime(2026, 1, 10, 12, tzinfo=UTC), tick=False):
+        participant = participant_for(
+            import_seed("000"),
+            anchors={"day1": dt.date(2026, 2, 2)},
+            site=site,
+            email="p1@example.org",
+            phone="+15551234567",
+            reminder_channels=["email", "sms"],
+        )
+        participant_enroll(
+            participant=participant,
+            on=dt.date(2026, 1, 10),
+            arm=participant.protocol_version.arm_set.get(code="ANI"),
+        )
+    return participant
+
+
+def visit(participant, code: str) -> ScheduledVisit:
+    return ScheduledVisit.objects.select_related("visit_definition").get(
+        participant=participant, visit_definition__code=code
+    )
+
+
+def reminders_of(target: ScheduledVisit, *, audience: str = "participant") -> list[tuple]:
+    return list(
+        Reminder.objects.filter(visit=target, audience=audience)
+        .order_by("due_at", "rule_code", "channel")
+        .values_list("rule_code", "channel", "due_at", "status")
+    )
+
+
+def test_booking_plans_the_participant_reminders_in_the_same_transaction(
+    niams, coordinator
+) -> None:
+    v10 = visit(niams, "V10")  # FDG-PET/CT: fasting, so an evening-before reminder too
+    with time_machine.travel(dt.datetime(2026, 9, 1, tzinfo=UTC), tick=False):
+        visit_book(
+            visit=v10, local_date=dt.date(2026, 9, 14), local_time=dt.time(8, 30), by=coordinator
+        )
+
+    assert reminders_of(v10) == [
+        ("P7D", "email", dt.datetime(2026, 9, 7, 13, 0, tzinfo=UTC), "pending"),
+        ("P1D", "email", dt.datetime(2026, 9, 13, 13, 0, tzinfo=UTC), "pending"),
+        ("P1D", "sms", dt.datetime(2026, 9, 13, 13, 0, tzinfo=UTC), "pending"),
+        ("FAST", "email", dt.datetime(2026, 9, 13, 23, 0, tzinfo=UTC), "pending"),
+        ("FAST", "sms", dt.datetime(2026, 9, 13, 23, 0, tzinfo=UTC), "pending"),
+    ]
+    # Booked: its coordinator "window open/closing unbooked" reminders are cancelled.
+    assert {status for *_, status in reminders_of(v10, audience="coordinator")} == {
+        "pending",
+        "cancelled",
+    }
+    assert [r for r in reminders_of(v10, audience="coordinator") if r[-1] == "pending"] == [
+        ("C_OVERDUE", "in_app", dt.datetime(2026, 9, 15, 12, 0, tzinfo=UTC), "pending"),
+    ]
+
+
+def test_rescheduled_after_the_7_day_reminder_gets_a_new_one_only_if_more_than_7_days_away(
+    niams, coordinator, mailoutbox
+) -> None:
+    v4 = visit(niams, "V4")
+    with time_machine.travel(dt.datetime(2026, 3, 16, tzinfo=UTC), tick=False):
+        visit_book(
+            visit=v4, local_date=dt.date(2026, 3, 30), local_time=dt.time(9, 30), by=coordinator
+        )
+    sent = Reminder.objects.get(visit=v4, rule_code="P7D")
+    with time_machine.travel(dt.datetime(2026, 3, 23, 13, 1, tzinfo=UTC), tick=False):
+        assert reminder_send(sent.pk) == "sent"
+        # 5 days away: no new 7-day reminder.
+        visit_book(
+            visit=v4,
+            local_date=dt.date(2026, 3, 28),
+            local_time=dt.time(9, 30),
+            by=coordinator,
+            reason="participant asked",
+        )
+        near = [r for r in reminders_of(v4) if r[0] == "P7D"]
+        # 10 days away: a new 7-day reminder, the sent one kept as history.
+        visit_book(
+            visit=v4,
+            local_date=dt.date(2026, 4, 2),
+            local_time=dt.time(9, 30),
+            by=coordinator,
+            reason="participant asked again",
+        )
+        far = [r for r in reminders_of(v4) if r[0] == "P7D"]
+
+    assert near == [("P7D", "email", dt.datetime(2026, 3, 23, 13, 0, tzinfo=UTC), "sent")]
+    assert far == [
+        ("P7D", "email", dt.datetime(2026, 3, 23, 13, 0, tzinfo=UTC), "sent"),
+        ("P7D", "email", dt.datetime(2026, 3, 26, 13, 0, tzinfo=UTC), "pending"),
+    ]
+
+
+def test_cancelled_visit_and_withdrawal_cancel_pending_reminders(niams, coordinator) -> None:
+    with time_machine.travel(dt.datetime(2026, 3, 1, tzinfo=UTC), tick=False):
+        visit_book(
+            visit=visit(niams, "V4"),
+            local_date=dt.date(2026, 3, 30),
+            local_time=dt.time(9),
+            by=coordinator,
+        )
+        visit_cancel(visit=visit(niams, "V4"), by=coordinator, reason="unwell")
+        v4_statuses = {r[-1] for r in reminders_of(visit(niams, "V4"))}
+        participant_withdraw(
+            participant=niams, on=dt.date(2026, 3, 2), by=coordinator, reason="moved"
+        )
+
+    assert v4_statuses == {"cancelled"}
+    assert set(Reminder.objects.filter(participant=niams).values_list("status", flat=True)) == {
+        "cancelled"
+    }
+
+
+def test_a_reminder_is_claimed_once_even_when_its_message_arrives_twice(
+    niams, coordinator, mailoutbox
+) -> None:
+    with time_machine.travel(dt.datetime(2026, 3, 16, tzinfo=UTC), tick=False):
+        visit_book(
+            visit=visit(niams, "V4"),
+            local_date=dt.date(2026, 3, 30),
+            local_time=dt.time(9, 30),
+            by=coordinator,
+        )
+    reminder = Reminder.objects.get(visit__visit_definition__code="V4", rule_code="P7D")
+    mailoutbox.clear()
+
+    with time_machine.travel(dt.datetime(2026, 3, 23, 13, 0, tzinfo=UTC), tick=False):
+        outcomes = [reminder_send(reminder.pk), reminder_send(reminder.pk)]
+
+    assert outcomes == ["sent", "not claimed"]
+    assert len(mailoutbox) == 1
+    message = mailoutbox[0]
+    assert (
+        message.subject
+        == "Reminder: Treatment visit 3 (week 8), Monday, March 30, 2026 at 9:30\u202fAM"
+    )
+    assert message.extra_headers["Message-ID"] == f"<reminder-{reminder.pk}@trial-visit-scheduler>"
+    assert [mimetype for _, mimetype in message.alternatives] == ["text/calendar; method=REQUEST"]
+    reminder.refresh_from_db()
+    assert (reminder.status, reminder.attempts, reminder.provider_message_id) == (
+        "sent",
+        1,
+        f"<reminder-{reminder.pk}@trial-visit-scheduler>",
+    )
+
+
+def test_sweep_hands_due_reminders_to_workers_which_send_each_once(
+    niams, coordinator, mailoutbox, django_capture_on_commit_callbacks
+) -> None:
+    with time_machine.travel(dt.datetime(2026, 3, 16, tzinfo=UTC), tick=False):
+        visit_book(
+            visit=visit(niams, "V4"),
+            local_date=dt.date(2026, 3, 30),
+            local_time=dt.time(9, 30),
+            by=coordinator,
+        )
+    mailoutbox.clear()
+
+    moment = dt.datetime(2026, 3, 29, 13, 5, tzinfo=UTC)
+    due = set(
+        Reminder.objects.filter(status="pending", next_attempt_at__lte=moment).values_list(
+            "pk", flat=True
+        )
+    )
+    with (
+        override_settings(SMS_BACKEND="tests.reminders.fakes.FakeTwilioBackend"),
+        time_machine.travel(moment, tick=False),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        enqueued = reminders_sweep()
+        again = reminders_sweep()
+
+    assert set(enqueued) == due
+    assert again == []  # nothing left due: all were claimed and sent
+    assert set(Reminder.objects.filter(pk__in=due).values_list("status", flat=True)) == {"sent"}
+    assert sorted(
+        Reminder.objects.filter(pk__in=due, audience="participant").values_list(
+            "rule_code", "channel"
+        )
+    ) == [("P1D", "email"), ("P1D", "sms"), ("P7D", "email")]
+    to_participant = [m for m in mailoutbox if m.to == ["p1@example.org"]]
+    assert [m.subject for m in to_participant] == [
+        "Reminder: Treatment visit 3 (week 8), Monday, March 30, 2026 at 9:30\u202fAM",
+    ] * 2
+    assert (
+        len(mailoutbox)
+        == len(due) - 1 - Reminder.objects.filter(pk__in=due, channel="in_app").count()
+    )  # every email reminder, one message each
+
+
+@override_settings(
+    SMS_BACKEND="tests.reminders.fakes.FakeTwilioBackend",
+    TWILIO_ACCOUNT_SID="ACtest",
+    TWILIO_AUTH_TOKEN="secret",
+    TWILIO_FROM_NUMBER="+15550000000",
+    REMINDER_MAX_ATTEMPTS=3,
+    REMINDER_BACKOFF_BASE_SECONDS=60,
+)
+def test_sms_provider_5xx_retries_with_backoff_then_dead_and_retry_brings_it_back(
+    niams, coordinator
+) -> None:
+    with time_machine.travel(dt.datetime(2026, 3, 16, tzinfo=UTC), tick=False):
+        visit_book(
+            visit=visit(niams, "V4"),
+            local_date=dt.date(2026, 3, 30),
+            local_time=dt.time(9, 30),
+            by=coordinator,
+        )
+    sms = Reminder.objects.get(visit__visit_definition__code="V4", rule_code="P1D", channel="sms")
+    FakeTwilioHttp.script[:] = [503, 500, 502]
+    FakeTwilioHttp.requests.clear()
+    first_due = sms.due_at
+
+    history: list[object] = []
+    moment = first_due
+    for _ in range(4):
+        with time_machine.travel(moment, tick=False):
+            history.append(reminder_send(sms.pk))
+        sms.refresh_from_db()
+        history.append((sms.status, sms.attempts, sms.next_attempt_at - moment))
+        moment = sms.next_attempt_at
+
+    assert history == [
+        "failed",
+        ("failed", 1, dt.timedelta(minutes=1)),
+        "failed",
+        ("failed", 2, dt.timedelta(minutes=2)),
+        "dead",
+        ("dead", 3, dt.timedelta(minutes=4)),
+        "not claimed",
+        ("dead", 3, dt.timedelta(0)),
+    ]
+    assert sms.last_error == "Twilio 502: Unable to create record: Service unavailable"
+    assert len(FakeTwilioHttp.requests) == 3
+
+    with time_machine.travel(moment + dt.timedelta(seconds=1), tick=False):
+        assert reminders_retry(reminders=[sms]) == 1
+        assert reminder_send(sms.pk) == "sent"
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts, sms.provider_message_id) == ("sent", 1, f"SM{4:032d}")
+    assert FakeTwilioHttp.requests[-1]["data"] == {
+        "To": "+15551234567",
+        "From": "+15550000000",
+        "Body": "Reminder: Treatment visit 3 (week 8), Monday, March 30, 2026 at 9:30\u202fAM. "
+        "When: Monday, March 30, 2026 at 9:30\u202fAM (America/New_York time)",
+    }
+
+
+def test_coordinator_in_app_reminder_names_the_study_id_only(niams) -> None:
+    reminder = (
+        Reminder.objects.filter(participant=niams, rule_code="C_OVERDUE").order_by("due_at").first()
+    )
+
+    with time_machine.travel(reminder.due_at, tick=False):
+        assert reminder_send(reminder.pk) == "sent"
+
+    notification = CoordinatorNotification.objects.get(reminder=reminder)
+    assert notification.text == (
+        f"{niams.study_id} V1 Screening: overdue (window 2026-01-05 to 2026-01-19), neither "
+        "recorded nor rescheduled"
+    )
