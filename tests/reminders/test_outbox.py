@@ -287,9 +287,7 @@ def test_sms_provider_5xx_retries_with_backoff_then_dead_and_retry_brings_it_bac
 
 
 def test_coordinator_in_app_reminder_names_the_study_id_only(niams) -> None:
-    reminder = (
-        Reminder.objects.filter(participant=niams, rule_code="C_OVERDUE").order_by("due_at").first()
-    )
+    reminder = Reminder.objects.filter(participant=niams, rule_code="C_OVERDUE").earliest("due_at")
 
     with time_machine.travel(reminder.due_at, tick=False):
         assert reminder_send(reminder.pk) == "sent"
