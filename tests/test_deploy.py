@@ -28,7 +28,14 @@ def test_compose_runs_postgres_redis_web_one_worker_and_exactly_one_beat() -> No
     assert sorted(services) == ["beat", "migrate", "postgres", "redis", "web", "worker"]
     assert services["beat"]["deploy"] == {"replicas": 1}
     assert services["web"]["command"][:2] == ["gunicorn", "config.wsgi:application"]
-    assert services["worker"]["command"][:4] == ["celery", "--app", "config", "worker"]
+    assert services["worker"]["command"][:6] == [
+        "celery",
+        "--app",
+        "config",
+        "worker",
+        "--queues",
+        "control,celery",
+    ]
     assert services["beat"]["command"][:4] == ["celery", "--app", "config", "beat"]
 
 
