@@ -47,6 +47,10 @@ def main() -> None:
     from trials.models import ProtocolVersion, Site, TrialSite
     from trials.services import protocol_import
 
+    from config.celery import app
+
+    # Invites are queued on commit; an in-memory broker keeps the figures about the database.
+    app.conf.broker_url = "memory://"
     call_command("migrate", verbosity=0)
     text = (ROOT / "seeds/protocols/002_jasmine_myositis.yaml").read_text(encoding="utf-8")
     with transaction.atomic():
