@@ -39,6 +39,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import transaction
 
+    from config.celery import app
     from participants.services import participant_register
     from scheduler.engine import ParticipantFacts, plan
     from scheduler.models import ScheduledProcedure, ScheduledVisit
@@ -46,8 +47,6 @@ def main() -> None:
     from scheduler.services import participant_enroll
     from trials.models import ProtocolVersion, Site, TrialSite
     from trials.services import protocol_import
-
-    from config.celery import app
 
     # Invites are queued on commit; an in-memory broker keeps the figures about the database.
     app.conf.broker_url = "memory://"

@@ -1,0 +1,408 @@
+"""Reminder outbox speed: the sweep over a large outbox, and sends per second through a worker.
+
+    .venv/bin/python bench/reminders.py [--rows 1000000] [--due 1000] [--sends 2000] [--runs 5]
+
+On Postgres (DATABASE_URL) it works in a throw-away database created next to DATABASE_URL's
+and dropped at the end; otherwise in SQLite under a temporary VAR_DIR. Prints:
+(a) sweep: an outbox of --rows rows (mostly sent or cancelled, some pending in the future) of
+    which --due are due, written with COPY (Postgres) or bulk_create (SQLite); the time of one
+    sweep that hands the due rows out (publishing included: Redis when REDIS_URL is set, else
+    the in-memory transport), of an idle sweep (nothing due), and the baseline: publishing the
+    same messages without the sweep.
+(b) end to end (needs Postgres and REDIS_URL): --sends reminders sent by one real
+    `celery worker` (solo pool, in-memory email backend) through Redis, in sends per second,
+    against the baseline of the same number of no-op tasks (celery.accumulate) through the same
+    worker and queue, measured in the same run, and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+NULL = "\\N"  # COPY's text format
+sys.path.insert(0, str(ROOT))
+
+
+def throwaway_postgres(url: str) -> tuple[str, Any]:
+    """Create an empty database beside `url`'s; return its URL and a function that drops it."""
+    import environ
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    config = environ.Env.db_url_config(url)
+    name = f"bench_reminders_{uuid.uuid4().hex[:8]}"
+    server = make_conninfo(
+        host=config["HOST"] or None,
+        port=config["PORT"] or None,
+        user=config["USER"] or None,
+        password=config["PASSWORD"] or None,
+        dbname="postgres",
+    )
+    with psycopg.connect(server, autocommit=True) as maintenance:
+        maintenance.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(server, autocommit=True) as maintenance:
+            maintenance.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return urlsplit(url)._replace(path=f"/{name}").geturl(), drop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--due", type=int, default=1000)
+    parser.add_argument("--sends", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    assert args.rows >= args.due, "--rows must be at least --due"
+
+    var_dir = os.environ.get("VAR_DIR") or tempfile.mkdtemp(prefix="bench-")
+    os.environ["VAR_DIR"] = var_dir
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    drop_database = None
+    if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        os.environ["DATABASE_URL"], drop_database = throwaway_postgres(os.environ["DATABASE_URL"])
+    try:
+        run(args)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if drop_database is not None:
+            drop_database()
+        if not os.environ.get("KEEP_VAR_DIR") and var_dir.startswith(tempfile.gettempdir()):
+            shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace) -> None:
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from config.celery import app
+    from participants.services import participant_register
+    from scheduler.models import Reminder, ScheduledVisit
+    from scheduler.reminders import reminders_sweep
+    from scheduler.services import participant_enroll
+    from scheduler.tasks import send_reminder
+    from trials.models import Site, TrialSite
+    from trials.services import protocol_import
+
+    app.conf.task_always_eager = False
+    redis_url = settings.REDIS_URL
+    if not redis_url:
+        app.conf.broker_url = "memory://"  # the sweep's messages go nowhere but are published
+    postgres = connection.vendor == "postgresql"
+
+    started = time.perf_counter()
+    call_command("migrate", verbosity=0)
+    migrate_s = time.perf_counter() - started
+    text = (ROOT / "seeds/protocols/000_niams_vascular.yaml").read_text(encoding="utf-8")
+    version = protocol_import(text=text, source="bench")
+    site = Site.objects.create(
+        code="bench", name="Bench", timezone="Europe/Berlin", country="DE", address="Bench 1"
+    )
+    TrialSite.objects.create(trial=version.trial, site=site)
+    participant = participant_register(
+        trial=version.trial,
+        site=site,
+        study_id="B-0001",
+        birth_date=dt.date(1980, 1, 1),
+        anchors={"day1": dt.date(2026, 3, 2)},
+        weight_kg=Decimal(70),
+        email="participant@example.org",
+    )
+    participant_enroll(participant=participant, on=dt.date(2026, 2, 1))
+    visit = ScheduledVisit.objects.filter(participant=participant).order_by("target_date")[0]
+
+    # ------------------------------------------------------------------------------------
+    # (a) The outbox: --due due rows, ~10% pending later, the rest history (sent/cancelled).
+    now = timezone.now()
+    history = args.rows - args.due
+    later = history // 10
+    sent = (history - later) * 9 // 10
+    cancelled = history - later - sent
+
+    def rows() -> Any:
+        """(status, due_at, next_attempt_at, sent_at) for every row, the due ones first."""
+        past = now - dt.timedelta(minutes=5)
+        for _ in range(args.due):
+            yield "pending", past, past, None
+        for number in range(later):
+            moment = now + dt.timedelta(hours=1, seconds=number)
+            yield "pending", moment, moment, None
+        for number in range(sent + cancelled):
+            moment = now - dt.timedelta(days=1, seconds=number)
+            yield (
+                ("sent", moment, moment, moment)
+                if number < sent
+                else (
+                    "cancelled",
+                    moment,
+                    moment,
+                    None,
+                )
+            )
+
+    started = time.perf_counter()
+    if postgres:
+        columns = (
+            "participant_id, visit_id, target_key, rule_code, event, channel, audience, due_at, "
+            "status, next_attempt_at, attempts, sent_at, last_error, provider_message_id, "
+            "created_at"
+        )
+        fixed = f"{participant.pk}\t{visit.pk}\tvisit:{visit.pk}"
+        stamp = now.isoformat()
+        with (
+            connection.cursor() as cursor,
+            cursor.cursor.copy(f"COPY scheduler_reminder ({columns}) FROM STDIN") as copy,
+        ):
+            chunk = io.StringIO()
+            for number, (status, due_at, next_at, sent_at) in enumerate(rows()):
+                attempts, sent_text, provider_id = (
+                    (1, sent_at.isoformat(), f"<reminder-b{number}>") if sent_at else (0, NULL, "")
+                )
+                chunk.write(
+                    f"{fixed}\tb{number}\tbefore_visit\temail\tparticipant\t"
+                    f"{due_at.isoformat()}\t{status}\t{next_at.isoformat()}\t"
+                    f"{attempts}\t{sent_text}\t\t{provider_id}\t{stamp}\n"
+                )
+                if number % 50_000 == 49_999:
+                    copy.write(chunk.getvalue())
+                    chunk = io.StringIO()
+            copy.write(chunk.getvalue())
+    else:
+        batch: list[Reminder] = []
+        with transaction.atomic():
+            for number, (status, due_at, next_at, sent_at) in enumerate(rows()):
+                batch.append(
+                    Reminder(
+                        participant=participant,
+                        visit=visit,
+                        target_key=f"visit:{visit.pk}",
+                        rule_code=f"b{number}",
+                        event="before_visit",
+                        channel="email",
+                        audience="participant",
+                        due_at=due_at,
+                        status=status,
+                        next_attempt_at=next_at,
+                        attempts=1 if sent_at else 0,
+                        sent_at=sent_at,
+                    )
+                )
+                if len(batch) == 20_000:
+                    Reminder.objects.bulk_create(batch)
+                    batch = []
+            Reminder.objects.bulk_create(batch)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE scheduler_reminder" if postgres else "ANALYZE")
+    insert_s = time.perf_counter() - started
+    due_ids = list(
+        Reminder.objects.filter(status="pending", next_attempt_at__lte=now).values_list(
+            "pk", flat=True
+        )
+    )
+    assert len(due_ids) == args.due
+
+    queue = f"bench-sweep-{uuid.uuid4().hex[:8]}"  # nobody consumes it
+    app.conf.task_default_queue = queue
+
+    def purge() -> None:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge(queue)
+
+    sweep_ms, idle_ms, publish_ms = [], [], []
+    for _ in range(args.runs):
+        Reminder.objects.filter(pk__in=due_ids).update(enqueued_at=None)
+        purge()
+        started = time.perf_counter()
+        handed_out = reminders_sweep()
+        sweep_ms.append((time.perf_counter() - started) * 1000)
+        assert len(handed_out) == args.due, len(handed_out)
+        started = time.perf_counter()
+        assert reminders_sweep() == []
+        idle_ms.append((time.perf_counter() - started) * 1000)
+        purge()
+        started = time.perf_counter()
+        for pk in due_ids:
+            send_reminder.delay(pk)
+        publish_ms.append((time.perf_counter() - started) * 1000)
+    purge()
+    if redis_url:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+    plan = ""
+    if postgres:
+        due_query = Reminder.objects.filter(
+            status__in=["pending", "failed"], next_attempt_at__lte=now
+        ).order_by("next_attempt_at")[: args.due]
+        plan = (
+            "; due rows found by reminder_due_idx"
+            if "reminder_due_idx" in due_query.explain()
+            else "; NOT using reminder_due_idx"
+        )
+
+    sweep, idle, publish = (statistics.median(x) for x in (sweep_ms, idle_ms, publish_ms))
+    broker = "Redis" if redis_url else "the in-memory transport"
+    print(
+        f"database: {connection.vendor}; migrate {migrate_s:.1f} s; outbox {args.rows:,} rows "
+        f"({args.due:,} due, {later:,} pending later, {sent:,} sent, {cancelled:,} cancelled) "
+        f"written in {insert_s:.1f} s ({args.rows / insert_s:,.0f} rows/s){plan}"
+    )
+    print(
+        f"(a) sweep handing out {args.due:,} due: {sweep:8.1f} ms "
+        f"(median of {args.runs}; publishing to {broker} included)"
+    )
+    print(f"    idle sweep (nothing due):     {idle:8.1f} ms")
+    print(
+        f"    baseline, publishing {args.due:,} messages alone: {publish:8.1f} ms; "
+        f"ratio {sweep / publish:5.2f} x baseline"
+    )
+
+    # ------------------------------------------------------------------------------------
+    # (b) End to end through Redis and one real worker.
+    if not (postgres and redis_url):
+        print("(b) end to end: skipped (needs DATABASE_URL on Postgres and REDIS_URL)")
+        return
+    end_to_end(args, visit, now)
+
+
+def end_to_end(args: argparse.Namespace, visit: Any, now: dt.datetime) -> None:
+    from django.utils import timezone
+
+    from config.celery import app
+    from scheduler.models import Reminder, WorkerHeartbeat
+    from scheduler.reminders import reminders_sweep
+    from scheduler.tasks import heartbeat
+
+    # The rows (a) handed out are out of the way; warm-up rows, then the measured ones.
+    Reminder.objects.filter(status="pending", next_attempt_at__lte=now).update(status="cancelled")
+
+    def due_rows(prefix: str, count: int) -> list[int]:
+        moment = timezone.now() - dt.timedelta(seconds=1)
+        created = Reminder.objects.bulk_create(
+            Reminder(
+                participant=visit.participant,
+                visit=visit,
+                target_key=f"visit:{visit.pk}",
+                rule_code=f"{prefix}{number}",
+                event="before_visit",
+                channel="email",
+                audience="participant",
+                due_at=moment,
+                next_attempt_at=moment,
+            )
+            for number in range(count)
+        )
+        return [row.pk for row in created]
+
+    queue = f"bench-e2e-{uuid.uuid4().hex[:8]}"
+    app.conf.task_default_queue = queue
+    worker = subprocess.Popen(  # noqa: S603 - our own worker, fixed arguments
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "--app",
+            "config",
+            "worker",
+            "--pool",
+            "solo",
+            "--queues",
+            queue,
+            "--hostname",
+            f"{queue}@%h",
+            "--loglevel",
+            "WARNING",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,  # DATABASE_URL: the throw-away database
+            "CONN_MAX_AGE": "60",
+            "EMAIL_URL": "memorymail://",  # rendered and kept in memory: no files pile up
+        },
+        start_new_session=True,
+    )
+
+    def wait(done: Any, what: str, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert worker.poll() is None, "the worker exited"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.005)
+
+    def marker_after(moment: dt.datetime) -> bool:
+        return WorkerHeartbeat.objects.filter(name="worker", beat_at__gt=moment).exists()
+
+    def all_sent(ids: list[int]) -> Any:
+        return lambda: Reminder.objects.filter(pk__in=ids, status="sent").count() == len(ids)
+
+    try:
+        # Warm up: the worker is up, connected, and has sent a few reminders.
+        moment = timezone.now()
+        heartbeat.delay()
+        wait(lambda: marker_after(moment), "the worker to start", timeout=60)
+        warm = due_rows("warm", 20)
+        reminders_sweep()
+        wait(all_sent(warm), "the warm-up sends")
+
+        # Baseline: the same number of no-op tasks, then a marker task behind them (one
+        # process, one queue, prefetch 1: the marker runs after every no-op).
+        moment = timezone.now()
+        started = time.perf_counter()
+        for _ in range(args.sends):
+            app.send_task("celery.accumulate", args=(1,), queue=queue)
+        heartbeat.delay()
+        wait(lambda: marker_after(moment), "the no-op tasks")
+        noop_s = time.perf_counter() - started
+
+        measured = due_rows("e2e", args.sends)
+        started = time.perf_counter()
+        handed_out = reminders_sweep(batch=args.sends)
+        wait(all_sent(measured), "the sends")
+        sends_s = time.perf_counter() - started
+        assert sorted(handed_out) == sorted(measured)
+        attempts = set(Reminder.objects.filter(pk__in=measured).values_list("attempts", flat=True))
+        assert attempts == {1}, attempts
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+
+    print(
+        f"(b) end to end, one worker (solo pool) through Redis: {args.sends:,} reminders in "
+        f"{sends_s:.2f} s = {args.sends / sends_s:7.0f} sends/s (sweep, claim, render, send, mark)"
+    )
+    print(
+        f"    baseline, {args.sends:,} no-op tasks through the same worker and queue: "
+        f"{noop_s:.2f} s = {args.sends / noop_s:7.0f} tasks/s; ratio {sends_s / noop_s:5.2f} x"
+    )
+
+
+if __name__ == "__main__":
+    main()
