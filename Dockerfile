@@ -23,4 +23,5 @@ RUN pybabel compile -d scheduler/locale -D django \
 
 USER scheduler
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+# No access log: request lines would carry calendar feed tokens (see config/logging.py).
+CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]

@@ -142,6 +142,8 @@ else:
         "data_folder_in": str(_broker_dir / "out"),
         "data_folder_out": str(_broker_dir / "out"),
         "processed_folder": str(_broker_dir / "processed"),
+        # Exchange metadata; kombu's default is a relative "control" folder in the cwd.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
         # The default 1 s poll moves about two messages a second; a laptop deserves better.
         "polling_interval": 0.05,
@@ -192,6 +194,19 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact_feed_tokens": {"()": "config.logging.RedactFeedTokens"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_feed_tokens"],
+        }
+    },
+    "loggers": {
+        # Django's own request loggers have handlers of their own; route them through ours
+        # so the redaction applies to them too.
+        "django.request": {"handlers": ["console"], "propagate": False},
+        "django.server": {"handlers": ["console"], "propagate": False},
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
-from django.urls import URLPattern
+from django.urls import URLPattern, reverse
 from django.utils import timezone
 
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
@@ -18,6 +21,7 @@ from scheduler.admin import (
     Summary,
     calendar_summary,
     confirmed,
+    feeds_url,
     iso,
     local_instant,
     posted,
@@ -30,12 +34,13 @@ from scheduler.forms import (
     TaperDecisionForm,
     UnscheduledVisitForm,
 )
-from scheduler.models import ScheduledMilestone, ScheduledVisit
-from scheduler.selectors import participants_with_visit_status
+from scheduler.models import Reminder, ScheduledMilestone, ScheduledVisit
+from scheduler.selectors import participants_with_visit_status, withdrawal_cancellations
 from scheduler.services import (
     CalendarError,
     participant_anchor_change,
     participant_anchor_change_preview,
+    participant_details_save,
     participant_withdraw,
     taper_adjust,
     taper_adjust_preview,
@@ -43,7 +48,7 @@ from scheduler.services import (
 )
 from trials.admin import AuditTrailAdmin
 from trials.models import Anchor, MilestoneRule, ProcedureDefinition
-from trials.protocol_file import MilestoneKind
+from trials.protocol_file import Channel, MilestoneKind
 
 
 class AnchorInline(admin.TabularInline):
@@ -114,6 +119,71 @@ class MilestoneInline(admin.TabularInline):
         return super().get_queryset(request).select_related("rule")
 
 
+RECENT_REMINDERS = 25
+
+
+class RecentRemindersFormSet(BaseInlineFormSet):
+    """Only the latest reminders: a participant has dozens over a trial; the list has all."""
+
+    def get_queryset(self) -> Any:
+        if not hasattr(self, "_recent"):
+            self._recent = super().get_queryset()[:RECENT_REMINDERS]
+        return self._recent
+
+
+class ReminderInline(admin.TabularInline):
+    """What the outbox did for this participant: reminders due so far, the latest first."""
+
+    model = Reminder
+    formset = RecentRemindersFormSet
+    verbose_name_plural = f"reminders due so far (the latest {RECENT_REMINDERS})"
+    extra = 0
+    can_delete = False
+    fields = (
+        "rule_code",
+        "event",
+        "channel",
+        "due_at",
+        "status",
+        "attempts",
+        "last_error",
+        "sent_at",
+    )
+    readonly_fields = fields
+    ordering = ["-due_at", "-id"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        # Upcoming rows are the plan, not what happened; the reminder list shows them.
+        return super().get_queryset(request).filter(due_at__lte=timezone.now())
+
+
+class ParticipantAdminForm(forms.ModelForm):
+    reminder_channels = forms.MultipleChoiceField(
+        choices=[(Channel.EMAIL.value, "email"), (Channel.SMS.value, "SMS")],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="None ticked: email only. SMS needs a phone number.",
+    )
+
+    def clean(self) -> dict[str, Any] | None:
+        cleaned = super().clean()
+        start = self.cleaned_data.get("quiet_hours_start")
+        end = self.cleaned_data.get("quiet_hours_end")
+        if (start is None) != (end is None):
+            # One end alone would be silently ignored when reminders are planned.
+            raise ValidationError("Give both ends of the quiet hours, or neither.")
+        return cleaned
+
+
 PARTICIPANT_ACTIONS = [
     ("withdraw", "Withdraw"),
     ("anchor", "Change anchor date"),
@@ -150,7 +220,73 @@ class ParticipantAdmin(CalendarActionsAdmin):
     search_fields = ["study_id", "trial__code"]
     list_select_related = ["trial", "site", "protocol_version__trial"]
     readonly_fields = ["status", "enrolled_at", "protocol_version"]
-    inlines = [AnchorInline, VisitInline, MilestoneInline]
+    inlines = [AnchorInline, VisitInline, MilestoneInline, ReminderInline]
+    form = ParticipantAdminForm
+    # Changed only by the services (enrol, withdraw, complete, move to a version), which
+    # re-plan the calendar and record why; never by editing the form.
+    locked_fields = ["trial", "site", "status", "protocol_version", "enrolled_at", "ended_on"]
+    change_fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "trial",
+                    "site",
+                    "study_id",
+                    "status",
+                    "protocol_version",
+                    "enrolled_at",
+                    "ended_on",
+                    "birth_date",
+                    "weight_kg",
+                    "timezone",
+                    "language",
+                ]
+            },
+        ),
+        (
+            "Contact",
+            {
+                "fields": ["email", "phone", "guardian_name", "guardian_email"],
+                "description": "For a minor, invites and reminders go to the guardian.",
+            },
+        ),
+        (
+            "Reminder preferences",
+            {
+                "fields": [
+                    "reminder_channels",
+                    "reminders_opt_out",
+                    ("quiet_hours_start", "quiet_hours_end"),
+                ],
+                "description": (
+                    "Times are the participant's own. A reminder due in the quiet hours is "
+                    "sent just before they begin."
+                ),
+            },
+        ),
+    ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Sequence[str]:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is None:
+            return readonly
+        return readonly + [name for name in self.locked_fields if name not in readonly]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return super().get_fieldsets(request, obj)
+        return self.change_fieldsets
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if change:
+            # Channels, opt-out, quiet hours and addresses decide which reminders are
+            # planned: the service saves the edit and the outbox follows it.
+            participant_details_save(
+                participant=obj, changed_fields=list(form.changed_data), by=request.user
+            )
+        else:
+            super().save_model(request, obj, form, change)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Participant]:
         return participants_with_visit_status(
@@ -206,6 +342,8 @@ class ParticipantAdmin(CalendarActionsAdmin):
                 for name, label in PARTICIPANT_ACTIONS
                 if name != "taper" or has_taper
             ]
+        if obj is not None:
+            context["related_links"] = _related_links(request, obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     # --- the actions
@@ -407,32 +545,16 @@ class ParticipantAdmin(CalendarActionsAdmin):
         )
 
 
-def withdrawal_cancellations(
-    *, participant: Participant, on: dt.date
-) -> tuple[list[ScheduledVisit], list[ScheduledMilestone]]:
-    """What withdrawing on `on` would cancel, read without writing: the open visits whose
-    booked (else target) day is on or after it and the planned milestones due on or after it.
-
-    It mirrors the selection `participant_withdraw` makes (scheduler/services.py) and must stay
-    equal to it; the admin's confirm page lists it.
-    """
-    visits = [
-        visit
-        for visit in ScheduledVisit.objects.filter(
-            participant=participant, status__in=ScheduledVisit.OPEN
+def _related_links(request: HttpRequest, participant: Participant) -> list[tuple[str, str]]:
+    links = []
+    if request.user.has_perm("scheduler.view_reminder"):
+        reminders = reverse("admin:scheduler_reminder_changelist")
+        links.append(
+            ("Reminders", f"{reminders}?{urlencode({'participant__id__exact': participant.pk})}")
         )
-        .select_related("visit_definition")
-        .order_by("target_date", "id")
-        if (visit.booked_date or visit.target_date) >= on
-    ]
-    milestones = list(
-        ScheduledMilestone.objects.filter(
-            participant=participant, status=ScheduledMilestone.Status.PLANNED, due_date__gte=on
-        )
-        .select_related("rule")
-        .order_by("due_date", "id")
-    )
-    return visits, milestones
+    if request.user.has_perm("scheduler.view_calendarfeed"):
+        links.append(("Calendar feed", feeds_url(participant)))
+    return links
 
 
 def _tapers(participant: Participant) -> QuerySet[MilestoneRule]:

@@ -5,25 +5,38 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import Truncator
 from simple_history.utils import get_history_model_for_model
 
+from participants.models import Participant
 from scheduler.calendar import CalendarDiff, deviation_days
+from scheduler.feeds import feed_create, feed_path, feed_regenerate, feed_revoke
 from scheduler.forms import (
     LifecycleForm,
     VisitBookForm,
     VisitCloseForm,
     VisitRecordDoneForm,
 )
-from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit
+from scheduler.models import (
+    CalendarFeed,
+    CoordinatorNotification,
+    Reminder,
+    ScheduledMilestone,
+    ScheduledProcedure,
+    ScheduledVisit,
+)
+from scheduler.reminders import notifications_mark_read, reminders_retry
 from scheduler.selectors import visit_status_filters
 from scheduler.services import (
     BookingPreview,
@@ -36,6 +49,7 @@ from scheduler.services import (
     visit_record_done_preview,
 )
 from trials.admin import AuditTrailAdmin
+from trials.models import Site
 
 Summary = list[tuple[str, str]]
 ActionForm = TypeVar("ActionForm", bound=LifecycleForm)
@@ -624,4 +638,312 @@ class HistoricalScheduledMilestoneAdmin(AuditRecordAdmin):
             entry.rule.code,
             entry.sequence,
             entry.participant,
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# Reminders: the outbox as coordinators see it
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written only by services and workers: listed and viewed here, never edited."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReminderAttentionFilter(admin.SimpleListFilter):
+    """The rows a person has to look at: the ones `reminders_retry` can send again."""
+
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("failed_or_dead", "failed or dead")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "failed_or_dead":
+            return queryset.filter(status__in=[Reminder.Status.FAILED, Reminder.Status.DEAD])
+        return queryset
+
+
+@admin.register(Reminder)
+class ReminderAdmin(ReadOnlyAdmin):
+    """The reminder outbox. Rows are planned by `reminders_sync` and sent by the workers, so
+    here they are only read; a coordinator sees what failed and why, and sends failed or dead
+    rows again with the "Retry" action once the cause is fixed (an address, a phone number)."""
+
+    list_display = [
+        "due_at",
+        "participant",
+        "rule_code",
+        "event",
+        "channel",
+        "audience",
+        "status",
+        "attempts",
+        "error",
+        "sent_at",
+    ]
+    list_filter = [
+        ReminderAttentionFilter,
+        "status",
+        "channel",
+        "audience",
+        "participant__site",
+        "participant__trial",
+    ]
+    search_fields = ["participant__study_id", "rule_code", "last_error"]
+    list_select_related = ["participant__trial"]
+    ordering = ["-due_at", "-id"]
+    actions = ["retry"]
+
+    @admin.display(description="error", ordering="last_error")
+    def error(self, reminder: Reminder) -> str:
+        return Truncator(reminder.last_error).chars(200)
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("scheduler.change_reminder")
+
+    @admin.action(description="Retry the selected failed or dead reminders", permissions=["retry"])
+    def retry(self, request: HttpRequest, queryset: QuerySet[Reminder]) -> None:
+        selected = queryset.count()
+        requeued = reminders_retry(reminders=queryset)
+        self.message_user(
+            request,
+            f"{requeued} reminder(s) re-queued: they go out with the next sweep.",
+            messages.SUCCESS,
+        )
+        if requeued < selected:
+            self.message_user(
+                request,
+                f"{selected - requeued} selected reminder(s) were neither failed nor dead "
+                "and were left as they were.",
+                messages.WARNING,
+            )
+
+
+class NotificationReadFilter(admin.SimpleListFilter):
+    title = "read"
+    parameter_name = "read"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("no", "unread"), ("yes", "read")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("no", "yes"):
+            return queryset.filter(read_at__isnull=self.value() == "no")
+        return queryset
+
+
+@admin.register(CoordinatorNotification)
+class CoordinatorNotificationAdmin(ReadOnlyAdmin):
+    """In-app reminders of each site's coordinators, newest first."""
+
+    list_display = ["created_at", "site", "text", "read_at"]
+    list_filter = [NotificationReadFilter, "site"]
+    search_fields = ["text"]
+    list_select_related = ["site"]
+    ordering = ["-created_at", "-id"]
+    actions = ["mark_read"]
+
+    @admin.action(description="Mark as read")
+    def mark_read(self, request: HttpRequest, queryset: QuerySet[CoordinatorNotification]) -> None:
+        marked = notifications_mark_read(notifications=queryset)
+        self.message_user(request, f"{marked} notification(s) marked as read.")
+
+
+# ----------------------------------------------------------------------------------------
+# Calendar feeds
+
+
+class FeedStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "active"), ("revoked", "revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("active", "revoked"):
+            return queryset.filter(revoked_at__isnull=self.value() == "active")
+        return queryset
+
+
+class FeedSiteFilter(admin.SimpleListFilter):
+    """A site's own feed and its participants' feeds."""
+
+    title = "site"
+    parameter_name = "site"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(str(site.pk), site.name) for site in Site.objects.order_by("name")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value():
+            return queryset.filter(Q(site=self.value()) | Q(participant__site=self.value()))
+        return queryset
+
+
+class FeedChoiceForm(forms.Form):
+    """The feed a Revoke or Regenerate button was pressed for: one of the owner's active feeds."""
+
+    feed = forms.ModelChoiceField(queryset=CalendarFeed.objects.none())
+
+    def __init__(self, data: Any, *, feeds: QuerySet[CalendarFeed]) -> None:
+        super().__init__(data)
+        feed_field = self.fields["feed"]
+        assert isinstance(feed_field, forms.ModelChoiceField)
+        feed_field.queryset = feeds.filter(revoked_at__isnull=True)
+
+
+def public_feed_url(feed: CalendarFeed, token: str) -> str:
+    return settings.PUBLIC_URL.rstrip("/") + feed_path(feed=feed, token=token)
+
+
+def feeds_url(owner: Participant | Site) -> str:
+    kind = "participant" if isinstance(owner, Participant) else "site"
+    return reverse(f"admin:scheduler_calendarfeed_{kind}", args=[owner.pk])
+
+
+def may_view_feeds(request: HttpRequest) -> bool:
+    return request.user.has_perm("scheduler.view_calendarfeed") or request.user.has_perm(
+        "scheduler.change_calendarfeed"
+    )
+
+
+@admin.register(CalendarFeed)
+class CalendarFeedAdmin(AuditTrailAdmin):
+    """Subscribable feeds, read-only. Only a hash of each feed's token is stored, so no page
+    can show an existing feed's URL: the owner's "Calendar feed" page creates a feed (or
+    replaces one) and shows its URL once; its History shows who created and revoked it."""
+
+    list_display = ["id", "owner", "created_at", "created_by", "revoked_at"]
+    list_filter = [FeedStateFilter, FeedSiteFilter]
+    search_fields = ["participant__study_id", "site__code"]
+    list_select_related = ["participant__trial", "site", "created_by"]
+    ordering = ["-created_at", "-id"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("scheduler.change_calendarfeed")
+
+    @admin.display(description="feed of")
+    def owner(self, feed: CalendarFeed) -> str:
+        owner = feed.participant or feed.site
+        assert owner is not None
+        kind = "participant" if feed.participant is not None else "site"
+        return format_html('<a href="{}">{} {}</a>', feeds_url(owner), kind, owner)
+
+    @admin.action(description="Revoke the selected feeds", permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[CalendarFeed]) -> None:
+        active = list(queryset.filter(revoked_at__isnull=True))
+        for feed in active:
+            feed_revoke(feed=feed, by=request.user)
+        self.message_user(
+            request,
+            f"{len(active)} feed(s) revoked: their URLs answer 404 from now on.",
+            messages.SUCCESS,
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "participant/<int:participant_id>/",
+                self.admin_site.admin_view(self.participant_feeds_view),
+                name="scheduler_calendarfeed_participant",
+            ),
+            path(
+                "site/<int:site_id>/",
+                self.admin_site.admin_view(self.site_feeds_view),
+                name="scheduler_calendarfeed_site",
+            ),
+            *super().get_urls(),
+        ]
+
+    def participant_feeds_view(self, request: HttpRequest, participant_id: int) -> HttpResponse:
+        participant = get_object_or_404(
+            Participant.objects.select_related("trial"), pk=participant_id
+        )
+        return self._feeds_view(request, participant)
+
+    def site_feeds_view(self, request: HttpRequest, site_id: int) -> HttpResponse:
+        return self._feeds_view(request, get_object_or_404(Site, pk=site_id))
+
+    def _feeds_view(self, request: HttpRequest, owner: Participant | Site) -> HttpResponse:
+        """The owner's feeds, with buttons to create, revoke and regenerate (POST only).
+
+        After a create or a regenerate the page itself is the answer, not a redirect: the new
+        URL is in no message, session, log or database row, so it can be shown only now.
+        """
+        owner_admin = self.admin_site.get_model_admin(type(owner))
+        if not (may_view_feeds(request) and owner_admin.has_view_permission(request, owner)):
+            raise PermissionDenied
+        participant = owner if isinstance(owner, Participant) else None
+        site = owner if isinstance(owner, Site) else None
+        feeds = CalendarFeed.objects.filter(participant=participant, site=site)
+        may_create = request.user.has_perm("scheduler.add_calendarfeed")
+        may_revoke = request.user.has_perm("scheduler.change_calendarfeed")
+        new_feed_url = None
+        if request.method == "POST":
+            if "_create" in request.POST:
+                if not may_create:
+                    raise PermissionDenied
+                feed, token = feed_create(participant=participant, site=site, by=request.user)
+                new_feed_url = public_feed_url(feed, token)
+            elif "_revoke" in request.POST or "_regenerate" in request.POST:
+                if not may_revoke or ("_regenerate" in request.POST and not may_create):
+                    raise PermissionDenied
+                chosen = FeedChoiceForm(request.POST, feeds=feeds)
+                if not chosen.is_valid():
+                    self.message_user(
+                        request,
+                        "That feed is already revoked or is not one of these.",
+                        messages.ERROR,
+                    )
+                    return HttpResponseRedirect(request.path)
+                feed = chosen.cleaned_data["feed"]
+                if "_revoke" in request.POST:
+                    feed_revoke(feed=feed, by=request.user)
+                    self.message_user(
+                        request,
+                        f"Feed {feed.pk} revoked: its URL answers 404 from now on.",
+                        messages.SUCCESS,
+                    )
+                    return HttpResponseRedirect(request.path)
+                feed, token = feed_regenerate(feed=feed, by=request.user)
+                new_feed_url = public_feed_url(feed, token)
+        owner_opts = type(owner)._meta
+        return TemplateResponse(
+            request,
+            "admin/feeds/owner_feeds.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "owner_opts": owner_opts,
+                "title": f"Calendar feed of {owner}",
+                "owner": owner,
+                "owner_url": reverse(
+                    f"admin:{owner_opts.app_label}_{owner_opts.model_name}_change", args=[owner.pk]
+                ),
+                "feeds": feeds.select_related("created_by").order_by("-created_at", "-id"),
+                "new_feed_url": new_feed_url,
+                "may_create": may_create,
+                "may_revoke": may_revoke,
+            },
         )

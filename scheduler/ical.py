@@ -106,7 +106,10 @@ def build_calendar(
         calendar.add_missing_timezones(
             first_date=dt.date(first.year - 1, 1, 1), last_date=dt.date(last.year + 1, 12, 31)
         )
-    calendar.validate()
+    if events:
+        # RFC 5545 wants at least one component; a feed with nothing to show yet (a participant
+        # still in screening) is still served, as an empty calendar clients accept.
+        calendar.validate()
     return calendar
 
 

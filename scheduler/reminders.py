@@ -30,7 +30,12 @@ from scheduler.engine.reminders import (
     VisitFacts,
     plan_reminders,
 )
-from scheduler.models import Reminder, ScheduledMilestone, ScheduledVisit
+from scheduler.models import (
+    CoordinatorNotification,
+    Reminder,
+    ScheduledMilestone,
+    ScheduledVisit,
+)
 from trials.models import ReminderRule
 from trials.protocol_file import DEFAULT_REMINDERS
 
@@ -290,3 +295,11 @@ def reminders_retry(*, reminders: Iterable[Reminder]) -> int:
         enqueued_at=None,
         last_error="",
     )
+
+
+@transaction.atomic
+def notifications_mark_read(*, notifications: Iterable[CoordinatorNotification]) -> int:
+    """Mark in-app reminders as read; returns how many were unread."""
+    return CoordinatorNotification.objects.filter(
+        pk__in=[n.pk for n in notifications], read_at__isnull=True
+    ).update(read_at=timezone.now())

@@ -732,3 +732,51 @@ def site_move_to_version(
             participant=participant, version=version, on=on, by=by, reason=reason
         )
     return moved
+
+
+# ----------------------------------------------------------------------------------------
+# Participant details
+
+# What a coordinator may edit on a participant directly; clinical state (status, protocol
+# version, anchors, arm) changes only through the services above.
+EDITABLE_PARTICIPANT_FIELDS = frozenset(
+    {
+        "study_id",
+        "birth_date",
+        "weight_kg",
+        "email",
+        "phone",
+        "guardian_name",
+        "guardian_email",
+        "timezone",
+        "language",
+        "reminder_channels",
+        "reminders_opt_out",
+        "quiet_hours_start",
+        "quiet_hours_end",
+    }
+)
+
+
+@transaction.atomic
+def participant_details_save(
+    *, participant: Participant, changed_fields: Sequence[str], by: User
+) -> Participant:
+    """Save a coordinator's edit of a participant's details and preferences.
+
+    Contact details, channels, opt-out and quiet hours decide which reminders are planned, so
+    the outbox is re-planned in the same transaction. Fields outside the editable set are
+    refused: they change through their own services.
+    """
+    fields = list(dict.fromkeys(changed_fields))
+    refused = sorted(set(fields) - EDITABLE_PARTICIPANT_FIELDS)
+    if refused:
+        raise CalendarError(
+            f"{', '.join(refused)} cannot be edited directly; use the participant's actions"
+        )
+    if (participant.quiet_hours_start is None) != (participant.quiet_hours_end is None):
+        raise CalendarError("quiet hours need both a start and an end, or neither")
+    if fields:
+        _audited(participant, by, "details edited").save(update_fields=fields)
+    reminders_sync(participant)
+    return participant

@@ -5,6 +5,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.urls import reverse
 from django.utils import timezone
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -82,6 +83,9 @@ class TrialSiteInline(admin.TabularInline):
     model = TrialSite
     extra = 0
     autocomplete_fields = ["site"]
+    # The approved version changes only through site_move_to_version, which moves the site's
+    # participants onto it and records why; editing it here would do neither.
+    readonly_fields = ["protocol_version", "approved_on"]
     # The link leads to the site's page in this trial, whose History shows its approvals.
     show_change_link = True
 
@@ -111,11 +115,28 @@ class SiteAdmin(admin.ModelAdmin):
         "visits_overdue",
     ]
     search_fields = ["code", "name"]
+    # The page links to the site's calendar feed (kept in the scheduler's admin).
+    change_form_template = "admin/lifecycle/change_form.html"
 
     def get_queryset(self, request: HttpRequest) -> Any:
         return sites_with_visit_status(
             queryset=super().get_queryset(request), today=timezone.localdate()
         )
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        if obj is not None and request.user.has_perm("scheduler.view_calendarfeed"):
+            context["related_links"] = [
+                ("Calendar feed", reverse("admin:scheduler_calendarfeed_site", args=[obj.pk]))
+            ]
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.display(description="due", ordering="visits_due")
     def visits_due(self, site: Any) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
+import logging
 import re
 from decimal import Decimal
 
@@ -174,3 +176,36 @@ def test_blinded_trial_arm_never_reaches_a_feed_invite_or_email(
     for text in produced:
         assert not any(word.lower() in text.lower() for word in words)
         assert codes.search(text) is None
+
+
+def test_a_feed_with_nothing_to_show_yet_is_an_empty_calendar(client, import_seed, nih) -> None:
+    participant = participant_for(
+        import_seed("000"), anchors={"day1": dt.date(2026, 2, 2)}, site=nih
+    )  # in screening: no calendar yet
+    feed, token = feed_create(participant=participant)
+
+    response = get_feed(client, feed, token)
+
+    assert response.status_code == 200
+    assert Calendar.from_ical(response.content).walk("VEVENT") == []
+
+
+def test_feed_tokens_never_reach_the_logs(client) -> None:
+    token = "x" * 43
+    [console] = [
+        handler
+        for handler in logging.getLogger("django.request").handlers
+        if isinstance(handler, logging.StreamHandler) and handler.name == "console"
+    ]
+    written = io.StringIO()
+    previous = console.setStream(written)
+    try:
+        response = client.get(f"/feeds/participant/{token}.ics")
+    finally:
+        console.setStream(previous)
+
+    assert response.status_code == 404
+    assert written.getvalue().endswith(
+        "WARNING django.request Not Found: /feeds/participant/<token>.ics\n"
+    )
+    assert token not in written.getvalue()

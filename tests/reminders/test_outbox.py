@@ -9,8 +9,15 @@ import time_machine
 from django.test import override_settings
 
 from scheduler.models import CoordinatorNotification, Reminder, ScheduledVisit
-from scheduler.reminders import reminder_send, reminders_retry, reminders_sweep
+from scheduler.reminders import (
+    notifications_mark_read,
+    reminder_send,
+    reminders_retry,
+    reminders_sweep,
+)
 from scheduler.services import (
+    CalendarError,
+    participant_details_save,
     participant_enroll,
     participant_withdraw,
     visit_book,
@@ -297,3 +304,42 @@ def test_coordinator_in_app_reminder_names_the_study_id_only(niams) -> None:
         f"{niams.study_id} V1 Screening: overdue (window 2026-01-05 to 2026-01-19), neither "
         "recorded nor rescheduled"
     )
+
+
+def test_participant_details_save_replans_reminders_and_refuses_clinical_fields(
+    niams, coordinator
+) -> None:
+    with time_machine.travel(dt.datetime(2026, 3, 16, tzinfo=UTC), tick=False):
+        visit_book(
+            visit=visit(niams, "V4"),
+            local_date=dt.date(2026, 3, 30),
+            local_time=dt.time(9, 30),
+            by=coordinator,
+        )
+        niams.reminders_opt_out = True
+        participant_details_save(
+            participant=niams, changed_fields=["reminders_opt_out"], by=coordinator
+        )
+        niams.status = "completed"
+        with pytest.raises(CalendarError) as caught:
+            participant_details_save(participant=niams, changed_fields=["status"], by=coordinator)
+
+    assert str(caught.value) == ("status cannot be edited directly; use the participant's actions")
+    assert set(
+        Reminder.objects.filter(participant=niams, audience="participant").values_list(
+            "status", flat=True
+        )
+    ) == {"cancelled"}
+    assert niams.history.latest().history_change_reason == "details edited"
+
+
+def test_notifications_mark_read_marks_only_unread_ones(niams) -> None:
+    reminder = Reminder.objects.filter(participant=niams, rule_code="C_OVERDUE").earliest("due_at")
+    with time_machine.travel(reminder.due_at, tick=False):
+        reminder_send(reminder.pk)
+    notifications = CoordinatorNotification.objects.all()
+
+    first = notifications_mark_read(notifications=notifications)
+    second = notifications_mark_read(notifications=notifications)
+
+    assert (first, second) == (1, 0)
