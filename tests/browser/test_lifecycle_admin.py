@@ -60,7 +60,6 @@ def test_coordinator_reschedules_v3_out_of_window_after_seeing_the_preview(
             row.locator("td").all_inner_texts()
             for row in page.locator("#visit-changes tbody tr").all()
         ]
-        PREVIEW_SCREENSHOT.parent.mkdir(exist_ok=True)
         # The README's picture is refreshed only on request, so a test run leaves git clean.
         screenshot = (
             DOCS_SCREENSHOT
