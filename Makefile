@@ -43,6 +43,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/enroll.py
 	$(BIN)/python bench/feeds.py
+	$(BIN)/python bench/reminders.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -73,8 +73,8 @@ def main() -> None:
     args = parser.parse_args()
     assert args.rows >= args.due, "--rows must be at least --due"
 
-    var_dir = os.environ.get("VAR_DIR") or tempfile.mkdtemp(prefix="bench-")
-    os.environ["VAR_DIR"] = var_dir
+    own_var_dir = "VAR_DIR" not in os.environ
+    var_dir = os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="bench-"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     drop_database = None
     if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
@@ -87,7 +87,7 @@ def main() -> None:
         connections.close_all()
         if drop_database is not None:
             drop_database()
-        if not os.environ.get("KEEP_VAR_DIR") and var_dir.startswith(tempfile.gettempdir()):
+        if own_var_dir:
             shutil.rmtree(var_dir, ignore_errors=True)
 
 
@@ -96,11 +96,39 @@ def run(args: argparse.Namespace) -> None:
 
     django.setup()
     from django.conf import settings
+
+    from config.celery import app
+
+    app.conf.task_always_eager = False
+    redis_url = settings.REDIS_URL
+    if not redis_url:
+        app.conf.broker_url = "memory://"  # the sweep's messages go nowhere but are published
+    # Every message of this run (the enrolment's invites too) goes to a queue of its own, never
+    # to a developer's `celery` queue, and is deleted at the end.
+    queue = f"bench-reminders-{uuid.uuid4().hex[:8]}"
+    app.conf.task_default_queue = queue
+
+    def purge() -> None:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge(queue)
+
+    try:
+        outbox_and_sends(args, queue, purge)
+    finally:
+        purge()
+        if redis_url:
+            import redis
+
+            with redis.Redis.from_url(redis_url) as client:
+                client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+
+
+def outbox_and_sends(args: argparse.Namespace, queue: str, purge: Any) -> None:
+    from django.conf import settings
     from django.core.management import call_command
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from config.celery import app
     from participants.services import participant_register
     from scheduler.models import Reminder, ScheduledVisit
     from scheduler.reminders import reminders_sweep
@@ -109,10 +137,7 @@ def run(args: argparse.Namespace) -> None:
     from trials.models import Site, TrialSite
     from trials.services import protocol_import
 
-    app.conf.task_always_eager = False
     redis_url = settings.REDIS_URL
-    if not redis_url:
-        app.conf.broker_url = "memory://"  # the sweep's messages go nowhere but are published
     postgres = connection.vendor == "postgresql"
 
     started = time.perf_counter()
@@ -226,13 +251,7 @@ def run(args: argparse.Namespace) -> None:
     )
     assert len(due_ids) == args.due
 
-    queue = f"bench-sweep-{uuid.uuid4().hex[:8]}"  # nobody consumes it
-    app.conf.task_default_queue = queue
-
-    def purge() -> None:
-        with app.connection_for_write() as conn:
-            conn.default_channel.queue_purge(queue)
-
+    purge()  # the enrolment's invites: nobody consumes this queue during (a)
     sweep_ms, idle_ms, publish_ms = [], [], []
     for _ in range(args.runs):
         Reminder.objects.filter(pk__in=due_ids).update(enqueued_at=None)
@@ -250,9 +269,6 @@ def run(args: argparse.Namespace) -> None:
             send_reminder.delay(pk)
         publish_ms.append((time.perf_counter() - started) * 1000)
     purge()
-    if redis_url:
-        with app.connection_for_write() as conn:
-            conn.default_channel.queue_delete(queue)
     plan = ""
     if postgres:
         due_query = Reminder.objects.filter(
@@ -286,10 +302,10 @@ def run(args: argparse.Namespace) -> None:
     if not (postgres and redis_url):
         print("(b) end to end: skipped (needs DATABASE_URL on Postgres and REDIS_URL)")
         return
-    end_to_end(args, visit, now)
+    end_to_end(args, queue, visit, now)
 
 
-def end_to_end(args: argparse.Namespace, visit: Any, now: dt.datetime) -> None:
+def end_to_end(args: argparse.Namespace, queue: str, visit: Any, now: dt.datetime) -> None:
     from django.utils import timezone
 
     from config.celery import app
@@ -318,8 +334,7 @@ def end_to_end(args: argparse.Namespace, visit: Any, now: dt.datetime) -> None:
         )
         return [row.pk for row in created]
 
-    queue = f"bench-e2e-{uuid.uuid4().hex[:8]}"
-    app.conf.task_default_queue = queue
+    worker_log = Path(os.environ["VAR_DIR"]) / "worker.log"
     worker = subprocess.Popen(  # noqa: S603 - our own worker, fixed arguments
         [
             sys.executable,
@@ -345,26 +360,32 @@ def end_to_end(args: argparse.Namespace, visit: Any, now: dt.datetime) -> None:
             "CONN_MAX_AGE": "60",
             "EMAIL_URL": "memorymail://",  # rendered and kept in memory: no files pile up
         },
+        stdout=worker_log.open("wb"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
     def wait(done: Any, what: str, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while not done():
-            assert worker.poll() is None, "the worker exited"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.005)
+            failed = "the worker exited" if worker.poll() is not None else ""
+            if time.monotonic() > deadline:
+                failed = f"timed out waiting for {what}"
+            assert not failed, f"{failed}:\n{worker_log.read_text(errors='replace')[-3000:]}"
+            time.sleep(0.02)
 
     def marker_after(moment: dt.datetime) -> bool:
         return WorkerHeartbeat.objects.filter(name="worker", beat_at__gt=moment).exists()
 
     def all_sent(ids: list[int]) -> Any:
-        return lambda: Reminder.objects.filter(pk__in=ids, status="sent").count() == len(ids)
+        # A cheap look by id range every 20 ms: the poller shares the machine with the worker.
+        rows = Reminder.objects.filter(pk__range=(min(ids), max(ids)), status="sent")
+        return lambda: rows.count() == len(ids)
 
     try:
         # Warm up: the worker is up, connected, and has sent a few reminders.
         moment = timezone.now()
-        heartbeat.delay()
+        heartbeat.apply_async(queue=queue)
         wait(lambda: marker_after(moment), "the worker to start", timeout=60)
         warm = due_rows("warm", 20)
         reminders_sweep()
@@ -376,7 +397,7 @@ def end_to_end(args: argparse.Namespace, visit: Any, now: dt.datetime) -> None:
         started = time.perf_counter()
         for _ in range(args.sends):
             app.send_task("celery.accumulate", args=(1,), queue=queue)
-        heartbeat.delay()
+        heartbeat.apply_async(queue=queue)
         wait(lambda: marker_after(moment), "the no-op tasks")
         noop_s = time.perf_counter() - started
 
@@ -391,8 +412,6 @@ def end_to_end(args: argparse.Namespace, visit: Any, now: dt.datetime) -> None:
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=60)
-        with app.connection_for_write() as conn:
-            conn.default_channel.queue_delete(queue)
 
     print(
         f"(b) end to end, one worker (solo pool) through Redis: {args.sends:,} reminders in "

@@ -206,10 +206,16 @@ def reminders_sweep(*, now: dt.datetime | None = None, batch: int = 1000) -> lis
     with transaction.atomic():
         # A worker killed mid-send leaves its row in "sending"; after the timeout it goes
         # back to the queue (the provider call may have happened: at-least-once there).
-        Reminder.objects.filter(
+        stuck = Reminder.objects.filter(
             status=Reminder.Status.SENDING,
             claimed_at__lt=now - _seconds("REMINDER_SENDING_TIMEOUT_SECONDS", 300),
-        ).update(status=Reminder.Status.PENDING, enqueued_at=None)
+        )
+        # A row whose every attempt died with its worker stops being retried.
+        stuck.filter(attempts__gte=getattr(settings, "REMINDER_MAX_ATTEMPTS", 5)).update(
+            status=Reminder.Status.DEAD,
+            last_error="the worker stopped while sending, on every attempt",
+        )
+        stuck.update(status=Reminder.Status.PENDING, enqueued_at=None)
         requeue_before = now - _seconds("REMINDER_REQUEUE_AFTER_SECONDS", 120)
         due = list(
             Reminder.objects.select_for_update(skip_locked=True)
@@ -253,13 +259,22 @@ def reminder_send(reminder_id: int) -> str:
     reminder = Reminder.objects.select_related(
         "participant__site", "visit__visit_definition", "milestone__rule"
     ).get(pk=reminder_id)
+    # Outcomes are written only while this claim still holds: a worker slower than the
+    # sending timeout must not overwrite what the worker that re-claimed the row recorded.
+    ours = Reminder.objects.filter(pk=reminder_id, status=Reminder.Status.SENDING, claimed_at=now)
     try:
         provider_id = deliver(reminder)
-    except TransientDeliveryError as exc:
+    except PermanentDeliveryError as exc:
+        ours.update(status=Reminder.Status.DEAD, last_error=str(exc)[:2000])
+        return "dead"
+    except Exception as exc:  # noqa: BLE001 - anything unexpected is retried, then dead
+        # TransientDeliveryError, and anything a provider library raises that we did not
+        # foresee: retrying with backoff and then giving up beats a row stuck in "sending".
         final = reminder.attempts >= getattr(settings, "REMINDER_MAX_ATTEMPTS", 5)
-        Reminder.objects.filter(pk=reminder_id, status=Reminder.Status.SENDING).update(
+        error = str(exc) if isinstance(exc, TransientDeliveryError) else type(exc).__name__
+        ours.update(
             status=Reminder.Status.DEAD if final else Reminder.Status.FAILED,
-            last_error=str(exc)[:2000],
+            last_error=error[:2000],
             next_attempt_at=now + backoff(reminder.attempts),
             enqueued_at=None,
         )
@@ -267,12 +282,7 @@ def reminder_send(reminder_id: int) -> str:
             "reminder %s attempt %s failed: %s", reminder_id, reminder.attempts, type(exc).__name__
         )
         return "dead" if final else "failed"
-    except PermanentDeliveryError as exc:
-        Reminder.objects.filter(pk=reminder_id).update(
-            status=Reminder.Status.DEAD, last_error=str(exc)[:2000]
-        )
-        return "dead"
-    Reminder.objects.filter(pk=reminder_id).update(
+    ours.update(
         status=Reminder.Status.SENT,
         sent_at=timezone.now(),
         provider_message_id=provider_id,

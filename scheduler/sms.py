@@ -47,7 +47,8 @@ class TwilioSmsBackend:
         try:
             message = self.client.messages.create(to=to, from_=self.sender, body=body)
         except TwilioRestException as exc:
-            # 429 and 5xx may pass later; other 4xx (a bad number, say) never will.
+            # 429 and 5xx may pass later; other 4xx (a bad number, say) never will. Anything
+            # else Twilio's library raises is retried by reminder_send, then given up on.
             if exc.status == 429 or exc.status >= 500:
                 raise TransientDeliveryError(f"Twilio {exc.status}: {exc.msg}") from exc
             raise PermanentDeliveryError(f"Twilio {exc.status}: {exc.msg}") from exc

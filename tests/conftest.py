@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -70,8 +71,17 @@ def celery_runs_tasks_inline(request: pytest.FixtureRequest) -> Iterator[None]:
     test mailbox, except in integration tests, which run a real worker over Redis."""
     from config.celery import app
 
-    eager = request.node.get_closest_marker("integration") is None
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = eager
+    integration = request.node.get_closest_marker("integration") is not None
+    previous = (app.conf.task_always_eager, app.conf.task_default_queue)
+    app.conf.task_always_eager = not integration
+    if integration:
+        # Anything an integration test enqueues without naming a queue (invites after an
+        # enrollment, say) goes to a queue of its own, deleted afterwards, so no developer's
+        # worker ever acts on ids from the test database.
+        app.conf.task_default_queue = f"test-throwaway-{uuid.uuid4().hex[:12]}"
     yield
-    app.conf.task_always_eager = previous
+    if integration:
+        import redis
+
+        redis.Redis.from_url(os.environ["REDIS_URL"]).delete(app.conf.task_default_queue)
+    app.conf.task_always_eager, app.conf.task_default_queue = previous

@@ -343,3 +343,53 @@ def test_notifications_mark_read_marks_only_unread_ones(niams) -> None:
     second = notifications_mark_read(notifications=notifications)
 
     assert (first, second) == (1, 0)
+
+
+class ExplodingBackend:
+    def send(self, *, to: str, body: str, reference: str) -> str:
+        raise RuntimeError("a provider library error nobody foresaw")
+
+
+@override_settings(
+    SMS_BACKEND="tests.reminders.test_outbox.ExplodingBackend", REMINDER_MAX_ATTEMPTS=2
+)
+def test_an_unforeseen_delivery_error_is_retried_then_dead_never_stuck_sending(
+    niams, coordinator
+) -> None:
+    with time_machine.travel(dt.datetime(2026, 3, 16, tzinfo=UTC), tick=False):
+        visit_book(
+            visit=visit(niams, "V4"),
+            local_date=dt.date(2026, 3, 30),
+            local_time=dt.time(9, 30),
+            by=coordinator,
+        )
+    sms = Reminder.objects.get(visit__visit_definition__code="V4", rule_code="P1D", channel="sms")
+
+    outcomes = []
+    for _ in range(2):
+        sms.refresh_from_db()
+        with time_machine.travel(sms.next_attempt_at, tick=False):
+            outcomes.append(reminder_send(sms.pk))
+
+    sms.refresh_from_db()
+    assert outcomes == ["failed", "dead"]
+    assert (sms.status, sms.attempts, sms.last_error) == ("dead", 2, "RuntimeError")
+
+
+@override_settings(REMINDER_SENDING_TIMEOUT_SECONDS=300, REMINDER_MAX_ATTEMPTS=2)
+def test_a_row_stuck_in_sending_is_reclaimed_then_dead_after_the_last_attempt(niams) -> None:
+    reminder = Reminder.objects.filter(participant=niams, rule_code="C_OVERDUE").earliest("due_at")
+    claimed = reminder.due_at + dt.timedelta(seconds=1)
+    Reminder.objects.filter(pk=reminder.pk).update(status="sending", claimed_at=claimed, attempts=1)
+
+    reminders_sweep(now=claimed + dt.timedelta(seconds=301))
+    first = Reminder.objects.values_list("status", flat=True).get(pk=reminder.pk)
+    Reminder.objects.filter(pk=reminder.pk).update(status="sending", claimed_at=claimed, attempts=2)
+    reminders_sweep(now=claimed + dt.timedelta(seconds=301))
+
+    reminder.refresh_from_db()
+    assert first == "pending"
+    assert (reminder.status, reminder.last_error) == (
+        "dead",
+        "the worker stopped while sending, on every attempt",
+    )
