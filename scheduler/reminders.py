@@ -256,9 +256,16 @@ def reminder_send(reminder_id: int) -> str:
     now = timezone.now()
     if not _claim(reminder_id, now):
         return "not claimed"
-    reminder = Reminder.objects.select_related(
-        "participant__site", "visit__visit_definition", "milestone__rule"
-    ).get(pk=reminder_id)
+    reminder = (
+        Reminder.objects.select_related(
+            "participant__site",
+            "visit__visit_definition",
+            "visit__participant__site",
+            "milestone__rule",
+        )
+        .prefetch_related("visit__procedures__procedure")
+        .get(pk=reminder_id)
+    )
     # Outcomes are written only while this claim still holds: a worker slower than the
     # sending timeout must not overwrite what the worker that re-claimed the row recorded.
     ours = Reminder.objects.filter(pk=reminder_id, status=Reminder.Status.SENDING, claimed_at=now)

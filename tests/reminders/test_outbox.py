@@ -393,3 +393,20 @@ def test_a_row_stuck_in_sending_is_reclaimed_then_dead_after_the_last_attempt(ni
         "dead",
         "the worker stopped while sending, on every attempt",
     )
+
+
+def test_sending_a_reminder_takes_a_fixed_number_of_queries(
+    niams, coordinator, django_assert_num_queries
+) -> None:
+    with time_machine.travel(dt.datetime(2026, 3, 16, tzinfo=UTC), tick=False):
+        visit_book(
+            visit=visit(niams, "V10"),
+            local_date=dt.date(2026, 9, 14),
+            local_time=dt.time(8, 30),
+            by=coordinator,
+        )  # 6 procedures to prepare for
+    reminder = Reminder.objects.get(visit__visit_definition__code="V10", rule_code="P7D")
+
+    # Claim, load with everything the text needs (2 prefetches), record the outcome.
+    with time_machine.travel(reminder.due_at, tick=False), django_assert_num_queries(5):
+        assert reminder_send(reminder.pk) == "sent"
