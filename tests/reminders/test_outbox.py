@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 import time_machine
@@ -410,3 +411,33 @@ def test_sending_a_reminder_takes_a_fixed_number_of_queries(
     # Claim, load with everything the text needs (2 prefetches), record the outcome.
     with time_machine.travel(reminder.due_at, tick=False), django_assert_num_queries(5):
         assert reminder_send(reminder.pk) == "sent"
+
+
+def test_reminder_texts_of_a_blinded_trial_never_name_the_arm_or_the_diagnosis(
+    niams, coordinator, mailoutbox
+) -> None:
+    with time_machine.travel(dt.datetime(2026, 9, 1, tzinfo=UTC), tick=False):
+        visit_book(
+            visit=visit(niams, "V10"),
+            local_date=dt.date(2026, 9, 14),
+            local_time=dt.time(8, 30),
+            by=coordinator,
+        )
+    FakeTwilioHttp.requests.clear()
+    mailoutbox.clear()
+    rows = Reminder.objects.filter(visit__visit_definition__code="V10", status="pending")
+
+    with override_settings(SMS_BACKEND="tests.reminders.fakes.FakeTwilioBackend"):
+        for reminder in rows:
+            with time_machine.travel(reminder.due_at, tick=False):
+                assert reminder_send(reminder.pk) == "sent"
+
+    texts = [m.subject + m.body for m in mailoutbox]
+    texts += [content for m in mailoutbox for content, _ in m.alternatives]
+    texts += [r["data"]["Body"] for r in FakeTwilioHttp.requests]
+    texts += list(CoordinatorNotification.objects.values_list("text", flat=True))
+    # 3 participant emails (text, and the invite they carry), 2 SMS, 1 in-app notification.
+    assert len(texts) == 9
+    for text in texts:
+        assert re.search(r"anifrolumab|placebo|lupus", text, re.IGNORECASE) is None
+        assert re.search(r"\b(ANI|PBO)\b", text) is None
