@@ -382,7 +382,7 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
             default_user=by,
             default_change_reason=reason,
         )
-        announce_visits(updated_visits)
+        announce_visits(pending.participant, updated_visits)
     if repointed:
         _procedures_follow_version(repointed, procedures, by=by, reason=reason)
 
@@ -404,7 +404,7 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
         default_user=by,
         default_change_reason=reason,
     )
-    announce_visits(created)
+    announce_visits(pending.participant, created)
     bulk_create_with_history(
         [
             ScheduledProcedure(visit=visit, procedure=procedures[code])

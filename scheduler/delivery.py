@@ -13,14 +13,22 @@ from django.core.mail import EmailMultiAlternatives
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from scheduler.ical import build_calendar
-from scheduler.invites import UID_DOMAIN, attendee_of, organizer_of, participant_visit_event
-from scheduler.models import CoordinatorNotification, Reminder
-from scheduler.reminders import PermanentDeliveryError, TransientDeliveryError
+from scheduler.ical import Method, build_calendar
+from scheduler.invites import (
+    UID_DOMAIN,
+    attendee_of,
+    invite_message,
+    organizer_of,
+    participant_visit_event,
+)
+from scheduler.models import CoordinatorNotification, Reminder, ScheduledVisit
+from scheduler.reminders import PermanentDeliveryError, Superseded, TransientDeliveryError
 from scheduler.sms import sms_backend
 
 
 def deliver(reminder: Reminder) -> str:
+    if reminder.event == "invite":
+        return _deliver_invite(reminder)
     if reminder.channel == "in_app":
         return _deliver_in_app(reminder)
     if reminder.audience == "coordinator":
@@ -90,6 +98,24 @@ def _deliver_participant_email(reminder: Reminder, subject: str, text: str) -> s
     try:
         message.send()
     except OSError as exc:  # SMTP down, refused, timed out
+        raise TransientDeliveryError(f"email not accepted: {type(exc).__name__}") from exc
+    return message_id
+
+
+def _deliver_invite(reminder: Reminder) -> str:
+    visit = reminder.visit
+    assert visit is not None
+    if visit.ical_sequence != reminder.ical_sequence:
+        raise Superseded
+    method: Method = "CANCEL" if visit.status == ScheduledVisit.Status.CANCELLED else "REQUEST"
+    message = invite_message(visit, method=method)
+    if message is None:
+        raise PermanentDeliveryError("nobody to invite: no address (or no guardian's, for a minor)")
+    message_id = f"<reminder-{reminder.pk}@{UID_DOMAIN}>"
+    message.extra_headers["Message-ID"] = message_id
+    try:
+        message.send()
+    except OSError as exc:
         raise TransientDeliveryError(f"email not accepted: {type(exc).__name__}") from exc
     return message_id
 

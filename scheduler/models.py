@@ -283,6 +283,9 @@ class Reminder(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     provider_message_id = models.CharField(max_length=200, blank=True)
+    # Invites (event "invite"): the visit's SEQUENCE this row announces; a row whose visit has
+    # moved on to a newer SEQUENCE by the time it is claimed is superseded, not sent.
+    ical_sequence = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

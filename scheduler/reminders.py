@@ -50,6 +50,10 @@ class PermanentDeliveryError(Exception):
     """It will never go (invalid number, no address): give up now."""
 
 
+class Superseded(Exception):
+    """An invite for a SEQUENCE the visit has moved past: a newer row sends the newer state."""
+
+
 def _rules(participant: Participant) -> list[ReminderRuleSpec]:
     """The reminder rules of the participant's protocol version, or the defaults."""
     version = participant.protocol_version
@@ -157,7 +161,7 @@ def reminders_sync(participant: Participant, *, now: dt.datetime | None = None) 
     wanted_keys = {(w.target_key, w.rule_code, w.channel, w.due_at) for w in still_apply}
     open_rows = Reminder.objects.filter(
         participant=participant, status__in=[Reminder.Status.PENDING, Reminder.Status.FAILED]
-    )
+    ).exclude(event="invite")  # invites announce changes; the reminder plan does not own them
     stale = [
         row.pk
         for row in open_rows
@@ -271,6 +275,9 @@ def reminder_send(reminder_id: int) -> str:
     ours = Reminder.objects.filter(pk=reminder_id, status=Reminder.Status.SENDING, claimed_at=now)
     try:
         provider_id = deliver(reminder)
+    except Superseded:
+        ours.update(status=Reminder.Status.CANCELLED, last_error="superseded by a newer change")
+        return "superseded"
     except PermanentDeliveryError as exc:
         ours.update(status=Reminder.Status.DEAD, last_error=str(exc)[:2000])
         return "dead"

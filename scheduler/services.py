@@ -258,7 +258,7 @@ def visit_book(
             "ical_sequence",
         ]
     )
-    announce_visits([visit])
+    announce_visits(visit.participant, [visit])
     pending = calendar_diff(visit.participant)
     calendar_apply(pending, by=by, reason=f"{visit.code} {default_reason}: {reason}".rstrip(": "))
     return BookingPreview(
@@ -395,7 +395,7 @@ def _close_visit(
         # The participant's calendar must drop it: a CANCEL with a higher SEQUENCE.
         visit.ical_sequence += 1
         fields.append("ical_sequence")
-        announce_visits([visit])
+        announce_visits(visit.participant, [visit])
     _audited(visit, by, reason).save(update_fields=fields)
     return calendar_apply(calendar_diff(visit.participant), by=by, reason=f"{visit.code} {status}")
 
@@ -451,7 +451,7 @@ def visit_add_unscheduled(
         default_user=by,
         default_change_reason=reason,
     )
-    announce_visits([visit])
+    announce_visits(participant, [visit])
     reminders_sync(participant)
     return visit
 
@@ -615,7 +615,7 @@ def participant_withdraw(
         default_user=by,
         default_change_reason=f"withdrawn: {reason}",
     )
-    announce_visits(visits)
+    announce_visits(participant, visits)
     for milestone in milestones:
         milestone.status = ScheduledMilestone.Status.CANCELLED
     bulk_update_with_history(

@@ -71,6 +71,7 @@ def visit(participant, code: str) -> ScheduledVisit:
 def reminders_of(target: ScheduledVisit, *, audience: str = "participant") -> list[tuple]:
     return list(
         Reminder.objects.filter(visit=target, audience=audience)
+        .exclude(event="invite")
         .order_by("due_at", "rule_code", "channel")
         .values_list("rule_code", "channel", "due_at", "status")
     )
@@ -154,9 +155,11 @@ def test_cancelled_visit_and_withdrawal_cancel_pending_reminders(niams, coordina
         )
 
     assert v4_statuses == {"cancelled"}
-    assert set(Reminder.objects.filter(participant=niams).values_list("status", flat=True)) == {
-        "cancelled"
-    }
+    assert set(
+        Reminder.objects.filter(participant=niams)
+        .exclude(event="invite")
+        .values_list("status", flat=True)
+    ) == {"cancelled"}
 
 
 def test_a_reminder_is_claimed_once_even_when_its_message_arrives_twice(
@@ -219,21 +222,29 @@ def test_sweep_hands_due_reminders_to_workers_which_send_each_once(
         again = reminders_sweep()
 
     assert set(enqueued) == due
-    assert again == []  # nothing left due: all were claimed and sent
-    assert set(Reminder.objects.filter(pk__in=due).values_list("status", flat=True)) == {"sent"}
+    assert again == []  # nothing left due: all were claimed
+    reminders = Reminder.objects.filter(pk__in=due).exclude(event="invite")
+    assert set(reminders.values_list("status", flat=True)) == {"sent"}
+    assert sorted(reminders.filter(audience="participant").values_list("rule_code", "channel")) == [
+        ("P1D", "email"),
+        ("P1D", "sms"),
+        ("P7D", "email"),
+    ]
+    # The invites queued at enrollment and at booking (their after-commit messages never ran
+    # in this test, as if Redis had lost them): the sweep sends each visit's newest SEQUENCE
+    # once; V4's enrollment invite was superseded by its booking.
+    invites = Reminder.objects.filter(pk__in=due, event="invite")
     assert sorted(
-        Reminder.objects.filter(pk__in=due, audience="participant").values_list(
-            "rule_code", "channel"
-        )
-    ) == [("P1D", "email"), ("P1D", "sms"), ("P7D", "email")]
-    to_participant = [m for m in mailoutbox if m.to == ["p1@example.org"]]
-    assert [m.subject for m in to_participant] == [
+        invites.values_list("visit__visit_definition__code", "rule_code", "status")
+    ) == sorted(
+        [(f"V{n}", "INVITE-0", "sent") for n in (1, 2, 3, 5, 6, 7, 8, 9, 10, 11)]
+        + [("V3C", "INVITE-0", "sent"), ("V4", "INVITE-0", "cancelled"), ("V4", "INVITE-1", "sent")]
+    )
+    to_participant = [m.subject for m in mailoutbox if m.to == ["p1@example.org"]]
+    assert [s for s in to_participant if s.startswith("Reminder")] == [
         "Reminder: Treatment visit 3 (week 8), Monday, March 30, 2026 at 9:30\u202fAM",
     ] * 2
-    assert (
-        len(mailoutbox)
-        == len(due) - 1 - Reminder.objects.filter(pk__in=due, channel="in_app").count()
-    )  # every email reminder, one message each
+    assert len(to_participant) == 2 + 12
 
 
 @override_settings(
@@ -327,9 +338,9 @@ def test_participant_details_save_replans_reminders_and_refuses_clinical_fields(
 
     assert str(caught.value) == ("status cannot be edited directly; use the participant's actions")
     assert set(
-        Reminder.objects.filter(participant=niams, audience="participant").values_list(
-            "status", flat=True
-        )
+        Reminder.objects.filter(participant=niams, audience="participant")
+        .exclude(event="invite")
+        .values_list("status", flat=True)
     ) == {"cancelled"}
     assert niams.history.latest().history_change_reason == "details edited"
 
@@ -425,7 +436,9 @@ def test_reminder_texts_of_a_blinded_trial_never_name_the_arm_or_the_diagnosis(
         )
     FakeTwilioHttp.requests.clear()
     mailoutbox.clear()
-    rows = Reminder.objects.filter(visit__visit_definition__code="V10", status="pending")
+    rows = Reminder.objects.filter(visit__visit_definition__code="V10", status="pending").exclude(
+        event="invite"
+    )  # invites are crawled in tests/calendars
 
     with override_settings(SMS_BACKEND="tests.reminders.fakes.FakeTwilioBackend"):
         for reminder in rows:

@@ -544,6 +544,7 @@ def test_participant_clinical_fields_cannot_be_changed_by_posting_them(
 def participant_reminders(participant: Participant) -> list[tuple[str, str, dt.datetime, str]]:
     return list(
         Reminder.objects.filter(participant=participant, audience="participant")
+        .exclude(event="invite")  # calendar invites are not reminders: opting out keeps them
         .order_by("due_at", "channel")
         .values_list("rule_code", "channel", "due_at", "status")
     )
