@@ -37,7 +37,7 @@ from scheduler.models import (
     ScheduledVisit,
 )
 from scheduler.reminders import notifications_mark_read, reminders_retry
-from scheduler.selectors import visit_status_filters
+from scheduler.selectors import sites_with_visit_status, visit_status_filters
 from scheduler.services import (
     BookingPreview,
     CalendarError,
@@ -57,6 +57,26 @@ Outcome = list[tuple[str, str, bool]]
 
 # ----------------------------------------------------------------------------------------
 # Pages shared by the calendar actions of visits and participants
+
+
+def _status_column(key: str) -> Any:
+    @admin.display(description=key.replace("_", " "), ordering=f"visits_{key}")
+    def column(self: Any, row: Any) -> int:
+        return int(getattr(row, f"visits_{key}"))
+
+    return column
+
+
+class VisitStatusColumns:
+    """Status-at-a-glance columns, for admins whose queryset carries the selectors' counts
+    (participants_with_visit_status, sites_with_visit_status)."""
+
+    visits_due = _status_column("due")
+    visits_booked = _status_column("booked")
+    visits_done = _status_column("done")
+    visits_missed = _status_column("missed")
+    visits_out_of_window = _status_column("out_of_window")
+    visits_overdue = _status_column("overdue")
 
 
 def iso(day: dt.date | None) -> str:
@@ -947,3 +967,50 @@ class CalendarFeedAdmin(AuditTrailAdmin):
                 "may_revoke": may_revoke,
             },
         )
+
+
+@admin.register(Site)
+class SiteAdmin(VisitStatusColumns, admin.ModelAdmin):
+    """Sites, with the status of all their participants' visits at a glance.
+
+    Registered here, not in trials: the counts and the feed link are the scheduler's."""
+
+    list_display = [
+        "code",
+        "name",
+        "timezone",
+        "country",
+        "visits_due",
+        "visits_booked",
+        "visits_done",
+        "visits_missed",
+        "visits_out_of_window",
+        "visits_overdue",
+    ]
+    search_fields = ["code", "name"]
+    # The page links to the site's calendar feed (kept in the scheduler's admin).
+    change_form_template = "admin/lifecycle/change_form.html"
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return sites_with_visit_status(
+            queryset=super().get_queryset(request), today=timezone.localdate()
+        )
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        if obj is not None and request.user.has_perm("scheduler.view_calendarfeed"):
+            context["related_links"] = [
+                ("Calendar feed", reverse("admin:scheduler_calendarfeed_site", args=[obj.pk]))
+            ]
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+# The participant admin is built on the services above; importing it registers it.
+from scheduler import admin_participants  # noqa: E402, F401

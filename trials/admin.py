@@ -5,11 +5,8 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
-from django.urls import reverse
-from django.utils import timezone
 from simple_history.admin import SimpleHistoryAdmin
 
-from scheduler.selectors import sites_with_visit_status
 from trials.models import (
     Anchor,
     Arm,
@@ -19,7 +16,6 @@ from trials.models import (
     ProcedureDefinition,
     ProtocolVersion,
     ScheduledActivity,
-    Site,
     Trial,
     TrialRegistration,
     TrialSite,
@@ -96,71 +92,6 @@ class TrialAdmin(admin.ModelAdmin):
     list_filter = ["phase", "blinding"]
     search_fields = ["code", "title", "registrations__identifier"]
     inlines = [RegistrationInline, TrialSiteInline]
-
-
-@admin.register(Site)
-class SiteAdmin(admin.ModelAdmin):
-    """Sites, with the status of all their participants' visits at a glance."""
-
-    list_display = [
-        "code",
-        "name",
-        "timezone",
-        "country",
-        "visits_due",
-        "visits_booked",
-        "visits_done",
-        "visits_missed",
-        "visits_out_of_window",
-        "visits_overdue",
-    ]
-    search_fields = ["code", "name"]
-    # The page links to the site's calendar feed (kept in the scheduler's admin).
-    change_form_template = "admin/lifecycle/change_form.html"
-
-    def get_queryset(self, request: HttpRequest) -> Any:
-        return sites_with_visit_status(
-            queryset=super().get_queryset(request), today=timezone.localdate()
-        )
-
-    def render_change_form(
-        self,
-        request: HttpRequest,
-        context: dict[str, Any],
-        add: bool = False,
-        change: bool = False,
-        form_url: str = "",
-        obj: Any = None,
-    ) -> Any:
-        if obj is not None and request.user.has_perm("scheduler.view_calendarfeed"):
-            context["related_links"] = [
-                ("Calendar feed", reverse("admin:scheduler_calendarfeed_site", args=[obj.pk]))
-            ]
-        return super().render_change_form(request, context, add, change, form_url, obj)
-
-    @admin.display(description="due", ordering="visits_due")
-    def visits_due(self, site: Any) -> int:
-        return int(site.visits_due)
-
-    @admin.display(description="booked", ordering="visits_booked")
-    def visits_booked(self, site: Any) -> int:
-        return int(site.visits_booked)
-
-    @admin.display(description="done", ordering="visits_done")
-    def visits_done(self, site: Any) -> int:
-        return int(site.visits_done)
-
-    @admin.display(description="missed", ordering="visits_missed")
-    def visits_missed(self, site: Any) -> int:
-        return int(site.visits_missed)
-
-    @admin.display(description="out of window", ordering="visits_out_of_window")
-    def visits_out_of_window(self, site: Any) -> int:
-        return int(site.visits_out_of_window)
-
-    @admin.display(description="overdue", ordering="visits_overdue")
-    def visits_overdue(self, site: Any) -> int:
-        return int(site.visits_overdue)
 
 
 @admin.register(TrialSite)

@@ -1,3 +1,9 @@
+"""The participant admin: their calendar, actions, reminders and feeds.
+
+It lives in the scheduler app because everything it does is a scheduler service; Django
+registers it when scheduler/admin.py imports this module.
+"""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -19,6 +25,7 @@ from scheduler.admin import (
     CalendarActionsAdmin,
     Outcome,
     Summary,
+    VisitStatusColumns,
     calendar_summary,
     confirmed,
     feeds_url,
@@ -201,7 +208,7 @@ def may_change_calendars(request: HttpRequest) -> bool:
 
 
 @admin.register(Participant)
-class ParticipantAdmin(CalendarActionsAdmin):
+class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
     list_display = [
         "study_id",
         "trial",
@@ -292,30 +299,6 @@ class ParticipantAdmin(CalendarActionsAdmin):
         return participants_with_visit_status(
             queryset=super().get_queryset(request), today=timezone.localdate()
         )
-
-    @admin.display(description="due", ordering="visits_due")
-    def visits_due(self, participant: Any) -> int:
-        return int(participant.visits_due)
-
-    @admin.display(description="booked", ordering="visits_booked")
-    def visits_booked(self, participant: Any) -> int:
-        return int(participant.visits_booked)
-
-    @admin.display(description="done", ordering="visits_done")
-    def visits_done(self, participant: Any) -> int:
-        return int(participant.visits_done)
-
-    @admin.display(description="missed", ordering="visits_missed")
-    def visits_missed(self, participant: Any) -> int:
-        return int(participant.visits_missed)
-
-    @admin.display(description="out of window", ordering="visits_out_of_window")
-    def visits_out_of_window(self, participant: Any) -> int:
-        return int(participant.visits_out_of_window)
-
-    @admin.display(description="overdue", ordering="visits_overdue")
-    def visits_overdue(self, participant: Any) -> int:
-        return int(participant.visits_overdue)
 
     def get_urls(self) -> list[URLPattern]:
         return [
