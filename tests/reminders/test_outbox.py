@@ -68,6 +68,17 @@ def visit(participant, code: str) -> ScheduledVisit:
     )
 
 
+def book_v4(participant, by) -> None:
+    """Book NIAMS V4 (window 2026-03-27..04-02) for 2026-03-30 09:30 New York, on 2026-03-16."""
+    with time_machine.travel(dt.datetime(2026, 3, 16, tzinfo=UTC), tick=False):
+        visit_book(
+            visit=visit(participant, "V4"),
+            local_date=dt.date(2026, 3, 30),
+            local_time=dt.time(9, 30),
+            by=by,
+        )
+
+
 def reminders_of(target: ScheduledVisit, *, audience: str = "participant") -> list[tuple]:
     return list(
         Reminder.objects.filter(visit=target, audience=audience)
@@ -165,13 +176,7 @@ def test_cancelled_visit_and_withdrawal_cancel_pending_reminders(niams, coordina
 def test_a_reminder_is_claimed_once_even_when_its_message_arrives_twice(
     niams, coordinator, mailoutbox
 ) -> None:
-    with time_machine.travel(dt.datetime(2026, 3, 16, tzinfo=UTC), tick=False):
-        visit_book(
-            visit=visit(niams, "V4"),
-            local_date=dt.date(2026, 3, 30),
-            local_time=dt.time(9, 30),
-            by=coordinator,
-        )
+    book_v4(niams, coordinator)
     reminder = Reminder.objects.get(visit__visit_definition__code="V4", rule_code="P7D")
     mailoutbox.clear()
 
@@ -198,13 +203,7 @@ def test_a_reminder_is_claimed_once_even_when_its_message_arrives_twice(
 def test_sweep_hands_due_reminders_to_workers_which_send_each_once(
     niams, coordinator, mailoutbox, django_capture_on_commit_callbacks
 ) -> None:
-    with time_machine.travel(dt.datetime(2026, 3, 16, tzinfo=UTC), tick=False):
-        visit_book(
-            visit=visit(niams, "V4"),
-            local_date=dt.date(2026, 3, 30),
-            local_time=dt.time(9, 30),
-            by=coordinator,
-        )
+    book_v4(niams, coordinator)
     mailoutbox.clear()
 
     moment = dt.datetime(2026, 3, 29, 13, 5, tzinfo=UTC)
@@ -258,13 +257,7 @@ def test_sweep_hands_due_reminders_to_workers_which_send_each_once(
 def test_sms_provider_5xx_retries_with_backoff_then_dead_and_retry_brings_it_back(
     niams, coordinator
 ) -> None:
-    with time_machine.travel(dt.datetime(2026, 3, 16, tzinfo=UTC), tick=False):
-        visit_book(
-            visit=visit(niams, "V4"),
-            local_date=dt.date(2026, 3, 30),
-            local_time=dt.time(9, 30),
-            by=coordinator,
-        )
+    book_v4(niams, coordinator)
     sms = Reminder.objects.get(visit__visit_definition__code="V4", rule_code="P1D", channel="sms")
     FakeTwilioHttp.script[:] = [503, 500, 502]
     FakeTwilioHttp.requests.clear()
@@ -321,13 +314,8 @@ def test_coordinator_in_app_reminder_names_the_study_id_only(niams) -> None:
 def test_participant_details_save_replans_reminders_and_refuses_clinical_fields(
     niams, coordinator
 ) -> None:
+    book_v4(niams, coordinator)
     with time_machine.travel(dt.datetime(2026, 3, 16, tzinfo=UTC), tick=False):
-        visit_book(
-            visit=visit(niams, "V4"),
-            local_date=dt.date(2026, 3, 30),
-            local_time=dt.time(9, 30),
-            by=coordinator,
-        )
         niams.reminders_opt_out = True
         participant_details_save(
             participant=niams, changed_fields=["reminders_opt_out"], by=coordinator
@@ -368,13 +356,7 @@ class ExplodingBackend:
 def test_an_unforeseen_delivery_error_is_retried_then_dead_never_stuck_sending(
     niams, coordinator
 ) -> None:
-    with time_machine.travel(dt.datetime(2026, 3, 16, tzinfo=UTC), tick=False):
-        visit_book(
-            visit=visit(niams, "V4"),
-            local_date=dt.date(2026, 3, 30),
-            local_time=dt.time(9, 30),
-            by=coordinator,
-        )
+    book_v4(niams, coordinator)
     sms = Reminder.objects.get(visit__visit_definition__code="V4", rule_code="P1D", channel="sms")
 
     outcomes = []
