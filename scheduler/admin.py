@@ -35,6 +35,7 @@ from scheduler.models import (
     ScheduledMilestone,
     ScheduledProcedure,
     ScheduledVisit,
+    visit_code,
 )
 from scheduler.reminders import notifications_mark_read, reminders_retry
 from scheduler.selectors import sites_with_visit_status, visit_status_filters
@@ -618,17 +619,10 @@ class HistoricalScheduledVisitAdmin(AuditRecordAdmin):
 
     @admin.display(description="visit")
     def record(self, entry: Any) -> str:
-        definition = entry.visit_definition
-        if definition is None:
-            code = "UNSCHEDULED"
-        elif definition.repeat_count > 1:
-            code = f"{definition.code}#{entry.occurrence}"
-        else:
-            code = definition.code
         return format_html(
             '<a href="{}">{} {}</a>',
             reverse("admin:scheduler_scheduledvisit_change", args=[entry.id]),
-            code,
+            visit_code(entry.visit_definition, entry.occurrence),
             entry.participant,
         )
 

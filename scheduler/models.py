@@ -11,6 +11,15 @@ from participants.models import Participant
 from trials.models import MilestoneRule, ProcedureDefinition, ProtocolVersion, VisitDefinition
 
 
+def visit_code(definition: VisitDefinition | None, occurrence: int) -> str:
+    """How people name a visit occurrence: V3, TRT#12 for a repeating visit, or UNSCHEDULED."""
+    if definition is None:
+        return "UNSCHEDULED"
+    if definition.repeat_count > 1:
+        return f"{definition.code}#{occurrence}"
+    return definition.code
+
+
 class ScheduledVisit(models.Model):
     """One occurrence of a protocol visit (or an unscheduled visit) in a participant's calendar.
 
@@ -93,11 +102,7 @@ class ScheduledVisit(models.Model):
 
     @property
     def code(self) -> str:
-        if self.visit_definition is None:
-            return "UNSCHEDULED"
-        if self.visit_definition.repeat_count > 1:
-            return f"{self.visit_definition.code}#{self.occurrence}"
-        return self.visit_definition.code
+        return visit_code(self.visit_definition, self.occurrence)
 
     @property
     def name(self) -> str:
