@@ -79,7 +79,7 @@ def main() -> None:
 
     from config.celery import app
     from participants.services import participant_register
-    from scheduler.feeds import feed_create, feed_path
+    from scheduler.calendars.feeds import feed_create, feed_path
     from scheduler.models import ScheduledVisit
     from scheduler.services import participant_enroll
     from trials.models import Site, TrialSite

@@ -131,7 +131,7 @@ def outbox_and_sends(args: argparse.Namespace, queue: str, purge: Any) -> None:
 
     from participants.services import participant_register
     from scheduler.models import Reminder, ScheduledVisit
-    from scheduler.reminders import reminders_sweep
+    from scheduler.outbox.sweep import reminders_sweep
     from scheduler.services import participant_enroll
     from scheduler.tasks import send_reminder
     from trials.models import Site, TrialSite
@@ -310,7 +310,7 @@ def end_to_end(args: argparse.Namespace, queue: str, visit: Any, now: dt.datetim
 
     from config.celery import app
     from scheduler.models import Reminder, WorkerHeartbeat
-    from scheduler.reminders import reminders_sweep
+    from scheduler.outbox.sweep import reminders_sweep
     from scheduler.tasks import heartbeat
 
     # The rows (a) handed out are out of the way; warm-up rows, then the measured ones.

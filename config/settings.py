@@ -167,14 +167,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "reminders-sweep": {"task": "scheduler.reminders_sweep", "schedule": 60.0},
 }
 
-# Reminders (see scheduler/reminders.py).
+# Reminders (see scheduler/outbox/).
 REMINDER_MAX_ATTEMPTS = env.int("REMINDER_MAX_ATTEMPTS", default=5)
 REMINDER_BACKOFF_BASE_SECONDS = env.int("REMINDER_BACKOFF_BASE_SECONDS", default=60)
 # A pending row enqueued this long ago without being claimed is enqueued again (its message
 # may have been lost with Redis); a row "sending" this long is re-claimed (its worker died).
 REMINDER_REQUEUE_AFTER_SECONDS = env.int("REMINDER_REQUEUE_AFTER_SECONDS", default=120)
 REMINDER_SENDING_TIMEOUT_SECONDS = env.int("REMINDER_SENDING_TIMEOUT_SECONDS", default=300)
-SMS_BACKEND = env.str("SMS_BACKEND", default="scheduler.sms.ConsoleSmsBackend")
+SMS_BACKEND = env.str("SMS_BACKEND", default="scheduler.outbox.sms.ConsoleSmsBackend")
 TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
 TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")

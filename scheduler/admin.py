@@ -21,7 +21,7 @@ from simple_history.utils import get_history_model_for_model
 
 from participants.models import Participant
 from scheduler.calendar import CalendarDiff, deviation_days
-from scheduler.feeds import feed_create, feed_path, feed_regenerate, feed_revoke
+from scheduler.calendars.feeds import feed_create, feed_path, feed_regenerate, feed_revoke
 from scheduler.forms import (
     LifecycleForm,
     VisitBookForm,
@@ -37,7 +37,7 @@ from scheduler.models import (
     ScheduledVisit,
     visit_code,
 )
-from scheduler.reminders import notifications_mark_read, reminders_retry
+from scheduler.outbox.sweep import notifications_mark_read, reminders_retry
 from scheduler.selectors import sites_with_visit_status, visit_status_filters
 from scheduler.services import (
     BookingPreview,

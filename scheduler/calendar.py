@@ -32,8 +32,7 @@ from scheduler.models import (
     ScheduledVisit,
 )
 from scheduler.models import TaperAdjustment as TaperAdjustmentRow
-from scheduler.notify import announce_visits
-from scheduler.reminders import reminders_sync
+from scheduler.outbox.plan import announce_visits, reminders_sync
 from scheduler.selectors import protocol_snapshot
 from trials.models import MilestoneRule, ProcedureDefinition, ProtocolVersion, VisitDefinition
 

@@ -31,8 +31,7 @@ from scheduler.engine import ParticipantFacts, PlanningError, plan
 from scheduler.engine.localtime import local_date_of, local_to_utc
 from scheduler.engine.types import TaperAdjustment as TaperDecision
 from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit, TaperAdjustment
-from scheduler.notify import announce_visits
-from scheduler.reminders import reminders_sync
+from scheduler.outbox.plan import announce_visits, reminders_sync
 from scheduler.selectors import protocol_snapshot, withdrawal_cancellations
 from trials.models import Arm, ProcedureDefinition, ProtocolVersion, Site, TrialSite
 

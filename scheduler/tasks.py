@@ -6,6 +6,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from scheduler.models import WorkerHeartbeat
+from scheduler.outbox.sweep import reminder_send, reminders_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +20,6 @@ def heartbeat() -> None:
 @shared_task(name="scheduler.reminders_sweep", ignore_result=True)
 def sweep_reminders() -> None:
     """Beat, every minute: hand due reminders to workers."""
-    from scheduler.reminders import reminders_sweep
-
     enqueued = reminders_sweep()
     if enqueued:
         logger.info("sweep enqueued %d reminder(s)", len(enqueued))
@@ -30,7 +29,5 @@ def sweep_reminders() -> None:
     name="scheduler.send_reminder", ignore_result=True, acks_late=True, reject_on_worker_lost=True
 )
 def send_reminder(reminder_id: int) -> None:
-    """Claim one reminder row and deliver it (see scheduler.reminders.reminder_send)."""
-    from scheduler.reminders import reminder_send
-
+    """Claim one reminder row and deliver it (see scheduler.outbox.sweep.reminder_send)."""
     reminder_send(reminder_id)

@@ -7,8 +7,12 @@ from django.utils.cache import get_conditional_response
 from django.utils.http import http_date
 from django.views.decorators.http import require_GET
 
-from scheduler.feeds import feed_by_token
-from scheduler.invites import feed_version, participant_feed_ical, site_feed_ical
+from scheduler.calendars.feeds import (
+    feed_by_token,
+    feed_version,
+    participant_feed_ical,
+    site_feed_ical,
+)
 from scheduler.models import WorkerHeartbeat
 
 

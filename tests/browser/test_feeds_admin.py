@@ -11,7 +11,7 @@ import time_machine
 from django.contrib.auth import get_user_model
 
 from scheduler.models import CalendarFeed, Reminder
-from scheduler.reminders import reminders_sweep
+from scheduler.outbox.sweep import reminders_sweep
 from scheduler.services import participant_enroll
 from tests.browser.test_admin import chromium_page, log_in
 from tests.factories import SiteFactory, participant_for

@@ -16,8 +16,8 @@ import pytest
 from django.utils import timezone, translation
 from icalendar import Calendar
 
-from scheduler.ical import build_calendar
-from scheduler.invites import participant_visit_event, visit_uid
+from scheduler.calendars.events import participant_visit_event, visit_uid
+from scheduler.calendars.ical import build_calendar
 from scheduler.models import ScheduledVisit
 from scheduler.services import visit_book, visit_cancel
 from tests.calendars.conftest import visit_at

@@ -12,8 +12,8 @@ from decimal import Decimal
 import pytest
 from icalendar import Calendar
 
-from scheduler.feeds import feed_create, feed_path, feed_regenerate, feed_revoke
-from scheduler.invites import visit_uid
+from scheduler.calendars.events import visit_uid
+from scheduler.calendars.feeds import feed_create, feed_path, feed_regenerate, feed_revoke
 from scheduler.models import CalendarFeed, ScheduledVisit
 from scheduler.services import participant_enroll, visit_book
 from tests.calendars.conftest import ical_of, visit_at

@@ -9,7 +9,7 @@ import pytest
 import vobject
 from icalendar import Calendar
 
-from scheduler.ical import CalendarEvent, Person, build_calendar
+from scheduler.calendars.ical import CalendarEvent, Person, build_calendar
 
 STAMP = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
 

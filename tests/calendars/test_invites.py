@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from scheduler.invites import visit_uid
+from scheduler.calendars.events import visit_uid
 from scheduler.models import ScheduledVisit
 from scheduler.services import (
     participant_enroll,

@@ -36,11 +36,11 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from scheduler.invites import UID_DOMAIN
+from scheduler.calendars.events import UID_DOMAIN
 from scheduler.models import Reminder, ScheduledVisit
-from scheduler.reminders import reminders_sweep
+from scheduler.outbox.sms import TwilioSmsBackend
+from scheduler.outbox.sweep import reminders_sweep
 from scheduler.services import participant_enroll
-from scheduler.sms import TwilioSmsBackend
 from tests.factories import participant_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,7 +150,7 @@ class Workers:
         self.running.clear()
 
     def sent_by(self, name: str) -> list[int]:
-        """Reminder ids this worker logged as sent (scheduler.reminders logs each send)."""
+        """Reminder ids this worker logged as sent (scheduler.outbox.sweep logs each send)."""
         return [int(pk) for pk in SENT_LOG_LINE.findall(_read(self.logs[name]))]
 
     def tail(self, lines: int = 30) -> str:

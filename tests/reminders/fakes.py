@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from twilio.http import HttpClient
 from twilio.http.response import Response
 
-from scheduler.sms import TwilioSmsBackend
+from scheduler.outbox.sms import TwilioSmsBackend
 
 
 class FakeTwilioHttp(HttpClient):

@@ -10,7 +10,7 @@ import time_machine
 from django.test import override_settings
 
 from scheduler.models import CoordinatorNotification, Reminder, ScheduledVisit
-from scheduler.reminders import (
+from scheduler.outbox.sweep import (
     notifications_mark_read,
     reminder_send,
     reminders_retry,

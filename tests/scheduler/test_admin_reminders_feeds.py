@@ -16,9 +16,9 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.urls import reverse
 
 from participants.models import Participant
-from scheduler.feeds import feed_create
+from scheduler.calendars.feeds import feed_create
 from scheduler.models import CalendarFeed, CoordinatorNotification, Reminder, ScheduledVisit
-from scheduler.reminders import reminders_sweep
+from scheduler.outbox.sweep import reminders_sweep
 from scheduler.services import participant_enroll, visit_book
 from tests.factories import SiteFactory, participant_for
 from tests.scheduler.test_admin_views import change_url, tables

@@ -1,4 +1,4 @@
-"""What participants' and coordinators' calendars say: events, feeds and iMIP invites.
+"""What participants' and coordinators' calendars say about a visit or a milestone.
 
 Privacy rules, enforced here and crawled by the tests: an event names the visit in plain words,
 its time, place, expected duration and how to prepare. It never carries the diagnosis, the
@@ -9,22 +9,17 @@ id only. Text follows the participant's language (English or Japanese).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import html
-from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_time
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
-from django.db.models import Max, Q, QuerySet
-from django.utils import timezone, translation
+from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from participants.models import Participant
-from scheduler.ical import CalendarEvent, Method, Person, build_calendar
-from scheduler.models import CalendarFeed, ScheduledMilestone, ScheduledVisit
+from scheduler.calendars.ical import CalendarEvent, Person
+from scheduler.models import ScheduledMilestone, ScheduledVisit
 from trials.eligibility import age_in_years
 from trials.models import Site
 
@@ -202,144 +197,3 @@ def site_visit_event(visit: ScheduledVisit) -> CalendarEvent:
         start=start,
         end=end,
     )
-
-
-# ----------------------------------------------------------------------------------------
-# Feeds
-
-
-def _visits() -> QuerySet[ScheduledVisit]:
-    return ScheduledVisit.objects.select_related(
-        "participant__site", "visit_definition"
-    ).prefetch_related("procedures__procedure")
-
-
-def participant_feed_ical(participant: Participant, *, stamp: dt.datetime) -> bytes:
-    visits = list(
-        _visits()
-        .filter(participant=participant)
-        .exclude(status="cancelled")  # type: ignore[attr-defined]
-        .order_by("target_date", "id")
-    )
-    milestones = list(
-        ScheduledMilestone.objects.filter(participant=participant, rule__participant_facing=True)
-        .exclude(status="cancelled")
-        .select_related("rule")
-        .order_by("rule__code", "sequence")
-    )
-    with translation.override(participant.language):
-        events = [participant_visit_event(visit) for visit in visits]
-        previous: dict[int, object] = {}
-        for milestone in milestones:
-            event = milestone_event(milestone, previous.get(milestone.rule_id))
-            previous[milestone.rule_id] = milestone.dose_mg
-            if event is not None:
-                events.append(event)
-        name = _("Study visits")
-    return build_calendar(events, method="PUBLISH", stamp=stamp, name=name).to_ical()
-
-
-def site_feed_ical(site: Site, *, stamp: dt.datetime) -> bytes:
-    visits = (
-        ScheduledVisit.objects.filter(participant__site=site)
-        .exclude(status="cancelled")
-        .select_related("participant__site", "visit_definition")
-        .order_by("target_date", "id")
-    )
-    events = [site_visit_event(visit) for visit in visits]
-    return build_calendar(
-        events, method="PUBLISH", stamp=stamp, name=f"{site.name}: study visits"
-    ).to_ical()
-
-
-@dataclass(frozen=True)
-class FeedVersion:
-    etag: str
-    last_modified: dt.datetime | None
-
-
-def feed_version(feed: CalendarFeed) -> FeedVersion:
-    """A cheap fingerprint of everything a feed shows (a few aggregate queries, no rendering).
-
-    Every change to a visit, milestone, participant or site writes a history row, so the
-    newest history ids in the feed's scope change whenever the feed's content can.
-    """
-    if feed.participant_id is not None:
-        scope = Q(participant_id=feed.participant_id)
-        owner_history = Participant.history.filter(id=feed.participant_id)
-    else:
-        scope = Q(participant__site_id=feed.site_id)
-        owner_history = Participant.history.filter(site_id=feed.site_id)
-    visit_mark = ScheduledVisit.history.filter(scope).aggregate(
-        id=Max("history_id"), at=Max("history_date")
-    )
-    milestone_mark = ScheduledMilestone.history.filter(scope).aggregate(
-        id=Max("history_id"), at=Max("history_date")
-    )
-    owner_mark = owner_history.aggregate(id=Max("history_id"), at=Max("history_date"))
-    site = feed.site or feed.participant.site  # type: ignore[union-attr]
-    fingerprint = "|".join(
-        str(part)
-        for part in (
-            feed.pk,
-            visit_mark["id"],
-            milestone_mark["id"],
-            owner_mark["id"],
-            site.name,
-            site.address,
-            site.phone,
-            site.timezone,
-            site.email,
-        )
-    )
-    moments = [m["at"] for m in (visit_mark, milestone_mark, owner_mark) if m["at"]]
-    return FeedVersion(
-        etag=f'"{hashlib.sha256(fingerprint.encode()).hexdigest()[:32]}"',
-        last_modified=max(moments) if moments else feed.created_at,
-    )
-
-
-# ----------------------------------------------------------------------------------------
-# Invites by email (iMIP)
-
-
-def invite_message(visit: ScheduledVisit, *, method: Method) -> EmailMultiAlternatives | None:
-    """The iMIP message for a visit's current state, or None when nobody can receive it."""
-    participant, site = visit.participant, visit.participant.site
-    attendee = attendee_of(participant, timezone.localdate())
-    if attendee is None:
-        return None
-    with translation.override(participant.language):
-        event = participant_visit_event(visit, attendee=attendee)
-        ics = build_calendar([event], method=method, stamp=timezone.now()).to_ical()
-        when = (
-            _day(event.start.date(), participant.language)  # type: ignore[union-attr]
-            if isinstance(event.start, dt.datetime)
-            else _day(visit.window_start, participant.language)
-        )
-        if method == "CANCEL":
-            subject = _("Cancelled: %(name)s on %(day)s") % {"name": visit.name, "day": when}
-            intro = _("This study visit has been cancelled. Your calendar will remove it.")
-        else:
-            subject = _("Study visit: %(name)s, %(day)s") % {"name": visit.name, "day": when}
-            intro = _(
-                "Here is your study visit. Add it to your calendar; it will update "
-                "itself if anything changes."
-            )
-        text = f"{intro}\n\n{event.summary}\n{event.description}\n"
-        body = "".join(f"<p>{html.escape(line)}</p>" for line in event.description.split("\n"))
-        page = (
-            f'<html lang="{participant.language}"><body><p>{html.escape(intro)}</p>'
-            f"<h2>{html.escape(event.summary)}</h2>{body}</body></html>"
-        )
-    message = EmailMultiAlternatives(
-        subject=subject,
-        body=text,
-        from_email=organizer_of(site).header(),
-        to=[attendee.header()],
-        reply_to=[organizer_of(site).header()],
-    )
-    message.attach_alternative(page, "text/html")
-    # Django turns the subtype into the Content-Type parameters: text/calendar; method=…
-    message.attach_alternative(ics.decode(), f"text/calendar; method={method}")
-    return message

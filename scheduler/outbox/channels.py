@@ -13,17 +13,17 @@ from django.core.mail import EmailMultiAlternatives
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from scheduler.ical import Method, build_calendar
-from scheduler.invites import (
+from scheduler.calendars.events import (
     UID_DOMAIN,
     attendee_of,
-    invite_message,
     organizer_of,
     participant_visit_event,
 )
+from scheduler.calendars.ical import Method, build_calendar
+from scheduler.calendars.imip import invite_message
 from scheduler.models import CoordinatorNotification, Reminder, ScheduledVisit
-from scheduler.reminders import PermanentDeliveryError, Superseded, TransientDeliveryError
-from scheduler.sms import sms_backend
+from scheduler.outbox.errors import PermanentDeliveryError, Superseded, TransientDeliveryError
+from scheduler.outbox.sms import sms_backend
 
 
 def deliver(reminder: Reminder) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from scheduler.reminders import PermanentDeliveryError, TransientDeliveryError
+from scheduler.outbox.errors import PermanentDeliveryError, TransientDeliveryError
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""iCalendar: pure building (`ical`), what an event says (`events`), feeds, iMIP messages."""

@@ -1,0 +1,174 @@
+"""Subscribable calendar feeds: capability tokens (only hashes stored) and the feeds' text.
+
+A participant feed holds that participant's visits and participant-facing milestones; a site
+feed holds the site's visits, naming participants by trial and study id only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max, Q, QuerySet
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+
+from participants.models import Participant
+from scheduler.calendars.events import milestone_event, participant_visit_event, site_visit_event
+from scheduler.calendars.ical import build_calendar
+from scheduler.models import CalendarFeed, ScheduledMilestone, ScheduledVisit
+from trials.models import Site
+
+TOKEN_BYTES = 32  # 256 bits of randomness in every feed URL
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@transaction.atomic
+def feed_create(
+    *, participant: Participant | None = None, site: Site | None = None, by: Any = None
+) -> tuple[CalendarFeed, str]:
+    """A new feed for a participant or a site. The token is returned once and never stored:
+    show it to the user now (as the feed URL); it cannot be recovered later, only replaced."""
+    if (participant is None) == (site is None):
+        raise ValueError("a feed is for exactly one participant or one site")
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    feed = CalendarFeed(
+        participant=participant, site=site, token_sha256=_hash(token), created_by=by
+    )
+    feed._history_user = by  # type: ignore[attr-defined]
+    feed._change_reason = "feed created"  # type: ignore[attr-defined]
+    feed.save()
+    return feed, token
+
+
+@transaction.atomic
+def feed_revoke(*, feed: CalendarFeed, by: Any = None) -> CalendarFeed:
+    """Revoke a feed: its URL answers 404 from now on."""
+    feed = CalendarFeed.objects.select_for_update().get(pk=feed.pk)
+    if feed.revoked_at is None:
+        feed.revoked_at = timezone.now()
+        feed._history_user = by  # type: ignore[attr-defined]
+        feed._change_reason = "feed revoked"  # type: ignore[attr-defined]
+        feed.save(update_fields=["revoked_at"])
+    return feed
+
+
+@transaction.atomic
+def feed_regenerate(*, feed: CalendarFeed, by: Any = None) -> tuple[CalendarFeed, str]:
+    """Revoke a feed and give its owner a new one (e.g. after a URL leaked)."""
+    feed_revoke(feed=feed, by=by)
+    return feed_create(participant=feed.participant, site=feed.site, by=by)
+
+
+def feed_by_token(*, token: str, kind: str) -> CalendarFeed | None:
+    feeds = CalendarFeed.objects.select_related("participant__site", "site").filter(
+        token_sha256=_hash(token), revoked_at__isnull=True
+    )
+    if kind == "participant":
+        return feeds.filter(participant__isnull=False).first()
+    if kind == "site":
+        return feeds.filter(site__isnull=False).first()
+    return None
+
+
+def feed_path(*, feed: CalendarFeed, token: str) -> str:
+    kind = "participant" if feed.participant_id else "site"
+    return f"/feeds/{kind}/{token}.ics"
+
+
+def _visits() -> QuerySet[ScheduledVisit]:
+    return ScheduledVisit.objects.select_related(
+        "participant__site", "visit_definition"
+    ).prefetch_related("procedures__procedure")
+
+
+def participant_feed_ical(participant: Participant, *, stamp: dt.datetime) -> bytes:
+    visits = list(
+        _visits()
+        .filter(participant=participant)
+        .exclude(status="cancelled")  # type: ignore[attr-defined]
+        .order_by("target_date", "id")
+    )
+    milestones = list(
+        ScheduledMilestone.objects.filter(participant=participant, rule__participant_facing=True)
+        .exclude(status="cancelled")
+        .select_related("rule")
+        .order_by("rule__code", "sequence")
+    )
+    with translation.override(participant.language):
+        events = [participant_visit_event(visit) for visit in visits]
+        previous: dict[int, object] = {}
+        for milestone in milestones:
+            event = milestone_event(milestone, previous.get(milestone.rule_id))
+            previous[milestone.rule_id] = milestone.dose_mg
+            if event is not None:
+                events.append(event)
+        name = _("Study visits")
+    return build_calendar(events, method="PUBLISH", stamp=stamp, name=name).to_ical()
+
+
+def site_feed_ical(site: Site, *, stamp: dt.datetime) -> bytes:
+    visits = (
+        ScheduledVisit.objects.filter(participant__site=site)
+        .exclude(status="cancelled")
+        .select_related("participant__site", "visit_definition")
+        .order_by("target_date", "id")
+    )
+    events = [site_visit_event(visit) for visit in visits]
+    return build_calendar(
+        events, method="PUBLISH", stamp=stamp, name=f"{site.name}: study visits"
+    ).to_ical()
+
+
+@dataclass(frozen=True)
+class FeedVersion:
+    etag: str
+    last_modified: dt.datetime | None
+
+
+def feed_version(feed: CalendarFeed) -> FeedVersion:
+    """A cheap fingerprint of everything a feed shows (a few aggregate queries, no rendering).
+
+    Every change to a visit, milestone, participant or site writes a history row, so the
+    newest history ids in the feed's scope change whenever the feed's content can.
+    """
+    if feed.participant_id is not None:
+        scope = Q(participant_id=feed.participant_id)
+        owner_history = Participant.history.filter(id=feed.participant_id)
+    else:
+        scope = Q(participant__site_id=feed.site_id)
+        owner_history = Participant.history.filter(site_id=feed.site_id)
+    visit_mark = ScheduledVisit.history.filter(scope).aggregate(
+        id=Max("history_id"), at=Max("history_date")
+    )
+    milestone_mark = ScheduledMilestone.history.filter(scope).aggregate(
+        id=Max("history_id"), at=Max("history_date")
+    )
+    owner_mark = owner_history.aggregate(id=Max("history_id"), at=Max("history_date"))
+    site = feed.site or feed.participant.site  # type: ignore[union-attr]
+    fingerprint = "|".join(
+        str(part)
+        for part in (
+            feed.pk,
+            visit_mark["id"],
+            milestone_mark["id"],
+            owner_mark["id"],
+            site.name,
+            site.address,
+            site.phone,
+            site.timezone,
+            site.email,
+        )
+    )
+    moments = [m["at"] for m in (visit_mark, milestone_mark, owner_mark) if m["at"]]
+    return FeedVersion(
+        etag=f'"{hashlib.sha256(fingerprint.encode()).hexdigest()[:32]}"',
+        last_modified=max(moments) if moments else feed.created_at,
+    )
