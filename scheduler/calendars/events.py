@@ -52,6 +52,15 @@ def _visit_duration(visit: ScheduledVisit) -> int:
     return visit.visit_definition.duration_minutes if visit.visit_definition else 60
 
 
+def elapsed_end(start: dt.datetime, minutes: int, zone: ZoneInfo) -> dt.datetime:
+    """When something that starts at `start` and lasts `minutes` ends, in `zone`'s wall time.
+
+    Added in UTC: Python adds a timedelta to an aware datetime on the wall clock, so a 4-hour
+    visit at 01:00 on a spring-forward night would otherwise end at 05:00 local, 3 real hours.
+    """
+    return (start.astimezone(dt.UTC) + dt.timedelta(minutes=minutes)).astimezone(zone)
+
+
 def _where(site: Site) -> str:
     return ", ".join(part for part in (site.name, site.address) if part)
 
@@ -84,7 +93,7 @@ def participant_visit_event(
     end: dt.datetime | dt.date
     if visit.booked_start is not None:
         local_start = visit.booked_start.astimezone(zone)
-        start, end = local_start, local_start + dt.timedelta(minutes=minutes)
+        start, end = local_start, elapsed_end(visit.booked_start, minutes, zone)
         summary = _("Study visit: %(name)s") % {"name": visit.name}
         status = "CONFIRMED"
         lines.append(
@@ -170,8 +179,9 @@ def site_visit_event(visit: ScheduledVisit) -> CalendarEvent:
     start: dt.datetime | dt.date
     end: dt.datetime | dt.date
     if visit.booked_start is not None:
-        local_start = visit.booked_start.astimezone(ZoneInfo(site.timezone))
-        start, end = local_start, local_start + dt.timedelta(minutes=_visit_duration(visit))
+        zone = ZoneInfo(site.timezone)
+        local_start = visit.booked_start.astimezone(zone)
+        start, end = local_start, elapsed_end(visit.booked_start, _visit_duration(visit), zone)
         status = "CONFIRMED"
     else:
         start, end = visit.window_start, visit.window_end + dt.timedelta(days=1)
