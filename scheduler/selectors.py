@@ -12,6 +12,19 @@ from trials.services import protocol_document
 
 VISIT_STATUS_KEYS = ("due", "booked", "done", "missed", "out_of_window", "overdue")
 
+# What a person is shown for one visit, computed from its record and the site's today, never
+# stored (a stored "planned" goes stale the day the window closes).
+VISIT_GLANCE_LABELS = {
+    "upcoming": "upcoming",
+    "due": "due",
+    "booked": "booked",
+    "overdue": "overdue",
+    "done": "done",
+    "out_of_window": "out of window",
+    "missed": "missed",
+    "cancelled": "cancelled",
+}
+
 
 def protocol_snapshot(*, version: ProtocolVersion) -> ProtocolSnapshot:
     """The engine's view of a stored protocol version (a fixed number of queries)."""
@@ -40,6 +53,28 @@ def visit_status_filters(*, today: dt.date, prefix: str = "") -> dict[str, Q]:
         "overdue": q(status="planned", window_end__lt=today)
         | q(status="booked", booked_date__lt=today),
     }
+
+
+def visit_glance_status(visit: ScheduledVisit, *, today: dt.date) -> str:
+    """One visit's status at a glance, a key of VISIT_GLANCE_LABELS; `today` is the site's.
+
+    Agrees with `visit_status_filters` (a visit counted under a key there gets that key here),
+    choosing one key where the counts overlap: overdue before out of window for a booking whose
+    day passed unrecorded; out of window before done for a deviation.
+    """
+    status = visit.status
+    if status in ("cancelled", "missed"):
+        return status
+    off_window = visit.deviation_days not in (None, 0)
+    if status == "done":
+        return "out_of_window" if off_window else "done"
+    if status == "booked":
+        if visit.booked_date is not None and visit.booked_date < today:
+            return "overdue"
+        return "out_of_window" if off_window else "booked"
+    if visit.window_end < today:
+        return "overdue"
+    return "due" if visit.window_start <= today else "upcoming"
 
 
 def participants_with_visit_status(
