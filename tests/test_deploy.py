@@ -10,7 +10,9 @@ import pytest
 import time_machine
 import yaml
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from scheduler.models import WorkerHeartbeat
 from scheduler.tasks import heartbeat
@@ -102,3 +104,50 @@ def test_heartbeat_check_passes_right_after_the_heartbeat_task(client) -> None:
         "database": "ok",
         "worker_heartbeat_age_seconds": 0,
     }
+
+
+def _readme_env() -> dict[str, str]:
+    """The `.env` the README tells a site to write for docker-compose."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("cat > .env <<'ENV'\n", 1)[1].split("\nENV\n", 1)[0]
+    return dict(line.split("=", 1) for line in block.splitlines())
+
+
+def _compose_default(value: str) -> str:
+    """The default of a compose `${NAME:-default}` value."""
+    return value.split(":-", 1)[1].rstrip("}")
+
+
+@pytest.mark.django_db
+def test_compose_web_health_check_passes_with_the_readme_env(client) -> None:
+    probe = compose()["services"]["web"]["healthcheck"]["test"][-1]
+    url = probe.split("urlopen('", 1)[1].split("'", 1)[0]
+    host, path = url.removeprefix("http://").split("/", 1)
+    allowed = _readme_env()["ALLOWED_HOSTS"].split(",")
+
+    with override_settings(ALLOWED_HOSTS=allowed):
+        probed = client.get(f"/{path}", HTTP_HOST=host)
+        other_page = client.get("/admin/login/", HTTP_HOST=host)
+
+    assert (allowed, host, path) == (["scheduler.example.org"], "127.0.0.1:8000", "healthz")
+    assert (probed.status_code, probed.json()) == (
+        200,
+        {"database": "ok", "worker_heartbeat_age_seconds": None},
+    )
+    # Only the health endpoint is exempt: every other page still refuses an unlisted Host.
+    assert other_page.status_code == 400
+
+
+def test_health_endpoint_answers_nothing_but_get_and_head(client) -> None:
+    with override_settings(ALLOWED_HOSTS=["scheduler.example.org"]):
+        response = client.post("/healthz", HTTP_HOST="127.0.0.1:8000")
+
+    assert response.status_code == 400
+
+
+def test_compose_default_backends_import() -> None:
+    environment = compose()["x-app"]["environment"]
+
+    backend = import_string(_compose_default(environment["SMS_BACKEND"]))
+
+    assert backend.__module__ == "scheduler.outbox.sms"
