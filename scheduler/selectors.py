@@ -5,8 +5,9 @@ import datetime as dt
 from django.db.models import Count, Q, QuerySet
 
 from participants.models import Participant
-from scheduler.engine import ProtocolSnapshot, snapshot_from_document
+from scheduler.engine import ProtocolSnapshot
 from scheduler.models import ScheduledMilestone, ScheduledVisit
+from scheduler.snapshot import snapshot_from_document
 from trials.models import ProtocolVersion, Site
 from trials.services import protocol_document
 

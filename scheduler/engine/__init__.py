@@ -1,7 +1,6 @@
 """The schedule engine: pure functions over plain dataclasses (see planner.py for the rules)."""
 
 from scheduler.engine.planner import plan, resolve_anchors
-from scheduler.engine.snapshot import snapshot_from_document
 from scheduler.engine.types import (
     History,
     ParticipantFacts,
@@ -22,5 +21,4 @@ __all__ = [
     "ProtocolSnapshot",
     "plan",
     "resolve_anchors",
-    "snapshot_from_document",
 ]

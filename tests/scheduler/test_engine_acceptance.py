@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from scheduler.engine import ParticipantFacts, PlanningError, plan, snapshot_from_document
+from scheduler.engine import ParticipantFacts, PlanningError, plan
 from scheduler.engine.types import History
+from scheduler.snapshot import snapshot_from_document
 
 D = dt.date
 NIAMS_DAY1 = dt.date(2026, 2, 2)

@@ -9,9 +9,10 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.engine import ParticipantFacts, plan, snapshot_from_document
+from scheduler.engine import ParticipantFacts, plan
 from scheduler.engine.taper import weekly_doses
 from scheduler.engine.types import History, ProtocolSnapshot, TaperSpec
+from scheduler.snapshot import snapshot_from_document
 from tests.conftest import seed_path
 from trials.protocol_file import parse_protocol
 

@@ -1,4 +1,6 @@
-"""Protocol document (the validated file format) -> engine snapshot. Still no Django."""
+"""Protocol document (the validated file format) -> engine snapshot: the one translation
+between `trials`' file format and the engine's own types, kept outside `engine/` so the engine
+imports nothing of ours. Still no Django."""
 
 from __future__ import annotations
 
