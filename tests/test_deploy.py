@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +154,25 @@ def test_compose_default_backends_import() -> None:
     backend = import_string(_compose_default(environment["SMS_BACKEND"]))
 
     assert backend.__module__ == "scheduler.outbox.sms"
+
+
+def test_a_web_process_knows_the_tasks_the_outbox_enqueues_by_name() -> None:
+    # A fresh interpreter, as gunicorn starts one: the outbox names tasks instead of importing
+    # them, so the app's startup must register them or the first enrollment fails.
+    code = (
+        "import django; django.setup(); from celery import current_app; "
+        "print(sorted(n for n in current_app.tasks if n.startswith('scheduler.')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"},
+    )
+
+    assert result.stdout.strip() == (
+        "['scheduler.heartbeat', 'scheduler.reminders_sweep', 'scheduler.send_reminder']"
+    )
