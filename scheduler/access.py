@@ -1,5 +1,21 @@
 """Who may see and do what, and a site's (or a participant's) "now" and "today".
 
+Every face (admin, API, exports, feed pages) gets its querysets here, and everything here
+denies by default: a user with no membership sees nothing, a superuser included; a role not
+named in a rule below gets nothing from it. Another site's object is simply not in the
+queryset, so faces answer 404 for it, never 403.
+
+| role                 | calendars | writes | blinded arm | scope     |
+|----------------------|-----------|--------|-------------|-----------|
+| coordinator          | read      | yes    | no          | one site  |
+| investigator         | read      | yes    | no          | one site  |
+| unblinded pharmacist | read      | no     | yes         | one site  |
+| sponsor monitor      | read      | no     | no          | all sites |
+| data manager         | none      | no     | no          | all sites |
+| site system          | read      | yes    | no          | one site  |
+
+A data manager works on protocols only. A trial-wide role acts at every site of its trial.
+
 Every date a person sees is the site's local date (or, for what a participant receives, the
 participant's), never the server's: `timezone.localdate()` is UTC here and would show a Tokyo
 site yesterday's list until 09:00 and turn New York visits overdue at 19:00.
@@ -10,10 +26,34 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from participants.models import Participant
-from trials.models import Site
+from participants.models import Participant, TreatmentAssignment
+from scheduler.models import (
+    CalendarFeed,
+    CoordinatorNotification,
+    Membership,
+    Reminder,
+    ScheduledMilestone,
+    ScheduledVisit,
+)
+from trials.models import Site, Trial
+
+Role = Membership.Role
+READ_ROLES = frozenset(
+    {
+        Role.COORDINATOR,
+        Role.INVESTIGATOR,
+        Role.UNBLINDED_PHARMACIST,
+        Role.SPONSOR_MONITOR,
+        Role.SITE_SYSTEM,
+    }
+)
+WRITE_ROLES = frozenset({Role.COORDINATOR, Role.INVESTIGATOR, Role.SITE_SYSTEM})
+UNBLINDED_ROLES = frozenset({Role.UNBLINDED_PHARMACIST})
+PROTOCOL_ROLES = frozenset({Role.DATA_MANAGER})
+NOTHING = Q(pk__in=[])
 
 
 def site_now(site: Site, *, now: dt.datetime | None = None) -> dt.datetime:
@@ -35,3 +75,112 @@ def participant_today(participant: Participant, *, now: dt.datetime | None = Non
 def zone_today(zone: str, *, now: dt.datetime | None = None) -> dt.date:
     """The calendar date in an IANA zone right now (for lists that span one zone)."""
     return (now or timezone.now()).astimezone(ZoneInfo(zone)).date()
+
+
+# ----------------------------------------------------------------------------------------
+# Scoping
+
+
+def _memberships(user: object) -> list[Membership]:
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:  # type: ignore[attr-defined]
+        return []
+    cache = getattr(user, "_memberships_cache", None)
+    if cache is None:
+        cache = list(Membership.objects.filter(user=user))  # type: ignore[misc]
+        user._memberships_cache = cache  # type: ignore[attr-defined]
+    return cache
+
+
+def _scope(user: object, roles: frozenset[str], *, prefix: str = "") -> Q:
+    """(trial, site) pairs the user may act on in one of `roles`, as a filter; none -> nothing."""
+    q = NOTHING
+    for membership in _memberships(user):
+        if membership.role not in roles:
+            continue
+        pair = Q(**{f"{prefix}trial_id": membership.trial_id})
+        if membership.site_id is not None:
+            pair &= Q(**{f"{prefix}site_id": membership.site_id})
+        q |= pair
+    return q
+
+
+def participants_for(user: object, *, write: bool = False) -> QuerySet[Participant]:
+    """Participants the user may read (or, with write=True, change)."""
+    return Participant.objects.filter(_scope(user, WRITE_ROLES if write else READ_ROLES))
+
+
+def visits_for(user: object, *, write: bool = False) -> QuerySet[ScheduledVisit]:
+    roles = WRITE_ROLES if write else READ_ROLES
+    return ScheduledVisit.objects.filter(_scope(user, roles, prefix="participant__"))
+
+
+def milestones_for(user: object, *, write: bool = False) -> QuerySet[ScheduledMilestone]:
+    roles = WRITE_ROLES if write else READ_ROLES
+    return ScheduledMilestone.objects.filter(_scope(user, roles, prefix="participant__"))
+
+
+def reminders_for(user: object, *, write: bool = False) -> QuerySet[Reminder]:
+    roles = WRITE_ROLES if write else READ_ROLES
+    return Reminder.objects.filter(_scope(user, roles, prefix="participant__"))
+
+
+def notifications_for(user: object) -> QuerySet[CoordinatorNotification]:
+    """In-app notices of the sites where the user works on participants' calendars."""
+    return CoordinatorNotification.objects.filter(site__in=sites_for(user, roles=WRITE_ROLES))
+
+
+def participant_feeds_for(user: object, *, write: bool = False) -> QuerySet[CalendarFeed]:
+    roles = WRITE_ROLES if write else READ_ROLES
+    return CalendarFeed.objects.filter(participant__isnull=False).filter(
+        _scope(user, roles, prefix="participant__")
+    )
+
+
+def site_feeds_for(user: object, *, write: bool = False) -> QuerySet[CalendarFeed]:
+    roles = WRITE_ROLES if write else READ_ROLES
+    return CalendarFeed.objects.filter(site__in=sites_for(user, roles=roles))
+
+
+def sites_for(user: object, *, roles: frozenset[str] = READ_ROLES) -> QuerySet[Site]:
+    """Sites where the user holds one of `roles` (a trial-wide role: every site of its trial)."""
+    q = NOTHING
+    for membership in _memberships(user):
+        if membership.role not in roles:
+            continue
+        if membership.site_id is not None:
+            q |= Q(pk=membership.site_id)
+        else:
+            q |= Q(trialsite__trial_id=membership.trial_id)
+    return Site.objects.filter(pk__in=Site.objects.filter(q).values("pk"))
+
+
+def trials_for(
+    user: object, *, roles: frozenset[str] = READ_ROLES | PROTOCOL_ROLES
+) -> QuerySet[Trial]:
+    ids = {m.trial_id for m in _memberships(user) if m.role in roles}
+    return Trial.objects.filter(pk__in=ids)
+
+
+def can_see_arm(user: object, *, trial: Trial, site: Site | None = None) -> bool:
+    """May the user see treatment arms of this trial (at this site)?
+
+    In an open trial anyone who may read its participants may; in a blinded trial only an
+    unblinded role, and only at its own site.
+    """
+    roles = READ_ROLES if not trial.is_blinded else UNBLINDED_ROLES
+    return any(
+        m.role in roles
+        and m.trial_id == trial.pk
+        and (m.site_id is None or site is None or m.site_id == site.pk)
+        for m in _memberships(user)
+    )
+
+
+def assignments_for(user: object) -> QuerySet[TreatmentAssignment]:
+    """Treatment assignments the user may read: open trials they read, blinded trials only as
+    an unblinded role at the participant's site."""
+    open_trials = _scope(user, READ_ROLES, prefix="participant__") & Q(
+        participant__trial__blinding="open"
+    )
+    unblinded = _scope(user, UNBLINDED_ROLES, prefix="participant__")
+    return TreatmentAssignment.objects.filter(open_trials | unblinded)

@@ -341,3 +341,59 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.beat_at.isoformat()}"
+
+
+class Membership(models.Model):
+    """A user acting for a trial at one site (or, for trial-wide roles, at all its sites).
+
+    The roles are the trial's own: what each may see and do is decided in scheduler/access.py,
+    the one place that scopes. A superuser without a membership sees no clinical data.
+    """
+
+    class Role(models.TextChoices):
+        COORDINATOR = "coordinator"
+        INVESTIGATOR = "investigator"
+        UNBLINDED_PHARMACIST = "unblinded_pharmacist", "unblinded pharmacist"
+        SPONSOR_MONITOR = "sponsor_monitor", "sponsor monitor"
+        DATA_MANAGER = "data_manager", "data manager"
+        SITE_SYSTEM = "site_system", "site system"
+
+    # Roles that act across every site of their trial; every other role is bound to one site.
+    TRIAL_WIDE = (Role.SPONSOR_MONITOR, Role.DATA_MANAGER)
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    trial = models.ForeignKey("trials.Trial", on_delete=models.CASCADE, related_name="+")
+    site = models.ForeignKey(
+        "trials.Site", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    role = models.CharField(max_length=24, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["trial", "site", "role", "user"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "trial", "site", "role"],
+                condition=Q(site__isnull=False),
+                name="unique_site_membership",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "trial", "role"],
+                condition=Q(site__isnull=True),
+                name="unique_trial_wide_membership",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(role__in=["sponsor_monitor", "data_manager"]) & Q(site__isnull=True)
+                )
+                | (~Q(role__in=["sponsor_monitor", "data_manager"]) & Q(site__isnull=False)),
+                name="membership_site_matches_role",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        where = self.site.code if self.site_id else "all sites"  # type: ignore[union-attr]
+        return f"{self.role} · {self.trial} @ {where}"
