@@ -493,6 +493,17 @@ def check_consistency(doc: ProtocolDocument) -> list[tuple[Path, str]]:
                         f"unknown arm {arm!r}; expected one of: {_listing(arms)}",
                     )
                 )
+        if doc.trial.blinding != Blinding.OPEN and visit.arms and set(visit.arms) != arms:
+            # A visit only one arm has would appear in that arm's calendars alone: every
+            # invite, feed and coordinator list would unblind the participant.
+            problems.append(
+                (
+                    path + ("arms",),
+                    f"visit {visit.code} is limited to arm(s) {', '.join(visit.arms)} in a "
+                    f"{doc.trial.blinding.value}-blind trial, which would show the arm in every "
+                    "calendar; give it to every arm or make the trial open",
+                )
+            )
         for activity_index, activity in enumerate(visit.activities()):
             activity_path = path + ("procedures", activity_index)
             if activity.procedure not in procedures:

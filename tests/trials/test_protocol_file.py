@@ -199,3 +199,36 @@ def test_parse_protocol_finds_an_overlap_that_only_one_arm_has() -> None:
         "demo.yaml: visits[2].window (line 36): window of V3 (days 8..8) overlaps the window "
         "of V1 (days 0..10); a window must be shorter than the gap between visits"
     ]
+
+
+BLINDED_TWO_ARMS = BASE.replace("blinding: open", "blinding: double").replace(
+    "epochs:", "arms:\n  - {code: ACT, name: Active}\n  - {code: PBO, name: Placebo}\nepochs:"
+)
+
+
+@pytest.mark.parametrize("blinding", ["single", "double"])
+def test_parse_protocol_refuses_a_visit_of_one_arm_in_a_blinded_trial(blinding: str) -> None:
+    text = BLINDED_TWO_ARMS.replace("blinding: double", f"blinding: {blinding}").replace(
+        "    window: {before: 3, after: 3}\n",
+        "    window: {before: 3, after: 3}\n    arms: [ACT]\n",
+    )
+
+    assert errors_of(text) == [
+        f"demo.yaml: visits[1].arms (line 28): visit V2 is limited to arm(s) ACT in a "
+        f"{blinding}-blind trial, which would show the arm in every calendar; give it to every "
+        "arm or make the trial open"
+    ]
+
+
+def test_parse_protocol_accepts_arm_limits_in_an_open_trial_and_every_arm_when_blinded() -> None:
+    open_trial = BLINDED_TWO_ARMS.replace("blinding: double", "blinding: open").replace(
+        "    window: {before: 3, after: 3}\n",
+        "    window: {before: 3, after: 3}\n    arms: [ACT]\n",
+    )
+    every_arm = BLINDED_TWO_ARMS.replace(
+        "    window: {before: 3, after: 3}\n",
+        "    window: {before: 3, after: 3}\n    arms: [ACT, PBO]\n",
+    )
+
+    assert parse_protocol(open_trial, source="demo.yaml").visits[1].arms == ("ACT",)
+    assert parse_protocol(every_arm, source="demo.yaml").visits[1].arms == ("ACT", "PBO")
