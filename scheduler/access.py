@@ -176,6 +176,13 @@ def can_see_arm(user: object, *, trial: Trial, site: Site | None = None) -> bool
     )
 
 
+def can_change_blinding(user: object, *, trial: Trial) -> bool:
+    """Only an unblinded role of the trial may change its blinding (and must give a reason)."""
+    return any(
+        m.role in UNBLINDED_ROLES and m.trial_id == trial.pk for m in _memberships(user)
+    )
+
+
 def assignments_for(user: object) -> QuerySet[TreatmentAssignment]:
     """Treatment assignments the user may read: open trials they read, blinded trials only as
     an unblinded role at the participant's site."""

@@ -87,11 +87,19 @@ class TrialSiteInline(admin.TabularInline):
 
 
 @admin.register(Trial)
-class TrialAdmin(admin.ModelAdmin):
+class TrialAdmin(AuditTrailAdmin):
     list_display = ["code", "title", "phase", "sponsor", "blinding"]
     list_filter = ["phase", "blinding"]
     search_fields = ["code", "title", "registrations__identifier"]
     inlines = [RegistrationInline, TrialSiteInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Sequence[str]:
+        readonly = list(super().get_readonly_fields(request, obj))
+        # Blinding never changes by an edit: that would unblind a trial without a reason or
+        # the unblinded role (scheduler.governance.trial_blinding_change does it properly).
+        if obj is not None and "blinding" not in readonly:
+            readonly.append("blinding")
+        return readonly
 
 
 @admin.register(TrialSite)

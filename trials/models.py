@@ -32,6 +32,8 @@ class Trial(models.Model):
     sites: models.ManyToManyField[Site, TrialSite] = models.ManyToManyField(
         "Site", through="TrialSite", related_name="trials"
     )
+    # Trials and sites are audited like clinical records: who changed what, when and why.
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["code"]
@@ -67,6 +69,7 @@ class Site(models.Model):
     phone = models.CharField(max_length=40, blank=True)
     # The mailbox the site controls: ORGANIZER of its invites and where replies go.
     email = models.EmailField(blank=True)
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["code"]

@@ -54,6 +54,8 @@ from trials.protocol_file import (
     parse_protocol,
 )
 
+BLINDING_WORDS = {"open": "open-label", "single": "single-blind", "double": "double-blind"}
+
 
 class ProtocolImportError(ValueError):
     """The file is valid but cannot be imported (e.g. that version is already published)."""
@@ -68,6 +70,15 @@ def protocol_import(*, text: str, source: str) -> ProtocolVersion:
     which is replaced as a whole. The trial's own description follows the newest file.
     """
     document = parse_protocol(text, source=source)
+    current = Trial.objects.filter(code=document.trial.code).first()
+    if current is not None and current.blinding != document.trial.blinding.value:
+        # Unblinding is an unblinded role's decision with a reason, audited; a file must not
+        # do it on the side.
+        raise ProtocolImportError(
+            f"{source}: trial.blinding: {current.code} is {BLINDING_WORDS[current.blinding]} "
+            f"and this file says {document.trial.blinding.value!r}; a trial's blinding is "
+            "changed only by an unblinded role, with a reason, not by importing a file"
+        )
     trial = _trial_upsert(document.trial)
     existing = ProtocolVersion.objects.filter(trial=trial, label=document.version.label).first()
     if existing is not None:
