@@ -1008,3 +1008,4 @@ class SiteAdmin(VisitStatusColumns, admin.ModelAdmin):
 
 # The participant admin is built on the services above; importing it registers it.
 from scheduler import admin_participants  # noqa: E402, F401
+from scheduler import admin_access  # noqa: E402, F401

@@ -391,6 +391,10 @@ class Membership(models.Model):
                 )
                 | (~Q(role__in=["sponsor_monitor", "data_manager"]) & Q(site__isnull=False)),
                 name="membership_site_matches_role",
+                violation_error_message=(
+                    "A sponsor monitor or a data manager acts at every site of the trial: leave "
+                    "the site empty. Every other role needs its site."
+                ),
             ),
         ]
 
