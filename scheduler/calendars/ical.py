@@ -1,8 +1,22 @@
 """iCalendar (RFC 5545) and iMIP (RFC 6047/5546) building. Pure: no Django, no database.
 
-One VEVENT per visit or milestone, never an RRULE (visits move one by one). Times carry the
-site's TZID and every TZID used gets its VTIMEZONE; unbooked visits are all-day, tentative
-events spanning their window.
+One VEVENT per visit or milestone, never an RRULE (visits move one by one). Unbooked visits
+and milestones are all-day DATE values spanning their days, in no time zone.
+
+A booked time is a UTC instant (`DTSTART:20270315T130000Z`), with no TZID and no VTIMEZONE.
+A TZID is only as right as the VTIMEZONE sent with it, and readers disagree about VTIMEZONEs:
+the ones icalendar's `add_missing_timezones()` writes (onsets as one RDATE list, daylight onsets
+in the new wall time) make Thunderbird's ical.js and vobject stay in standard time once a feed
+spans more than a year, so a New York visit on 2027-03-15 at 09:00 read 14:00Z, not 13:00Z.
+Yearly RRULEs would suit New York, but cannot say Casablanca's Ramadan changes or a rule that
+was abolished (Tehran 2022) or rewritten (Mexico City 2022) inside a feed's span, so those
+zones would be back to RDATE lists. What a TZID buys is recurrence across clock changes and a
+wall time that survives a later rule change; our events never recur, and what we store is the
+instant (`booked_start`, UTC), so a UTC event says exactly what the database holds. Every reader
+agrees on UTC, clients show it in the viewer's own zone, and the description still gives the
+day, the time and the site's zone in words. `tests/calendars/test_readers.py` reads every kind
+of calendar the product writes with icalendar, vobject, `ics` and ical.js, for sites in zones
+chosen to be hard, and checks every start and end against zoneinfo.
 """
 
 from __future__ import annotations
@@ -43,7 +57,7 @@ class CalendarEvent:
     description: str
     location: str
     status: Status
-    # An aware datetime in the site's zone (a booked visit) or a date (all day).
+    # An aware datetime, in any zone (a booked visit; written in UTC), or a date (all day).
     start: dt.datetime | dt.date
     # Exclusive: for all-day events the day after the last day.
     end: dt.datetime | dt.date
@@ -57,8 +71,8 @@ def build_event(event: CalendarEvent, *, stamp: dt.datetime, rsvp: bool) -> Even
         uid=event.uid,
         sequence=event.sequence,
         stamp=stamp,
-        start=event.start,
-        end=event.end,
+        start=_on_the_time_line(event.start),
+        end=_on_the_time_line(event.end),
         summary=event.summary,
         description=event.description or None,
         location=event.location or None,
@@ -87,7 +101,7 @@ def build_calendar(
     stamp: dt.datetime,
     name: str | None = None,
 ) -> Calendar:
-    """A VCALENDAR with one VEVENT per event and a VTIMEZONE for every TZID used.
+    """A VCALENDAR with one VEVENT per event: times in UTC, all-day events as dates.
 
     `method=None` is for calendar object resources stored on a CalDAV server, which must not
     carry METHOD (RFC 4791 4.1).
@@ -98,14 +112,6 @@ def build_calendar(
     calendar.pop("UID", None)
     for event in events:
         calendar.add_component(build_event(event, stamp=stamp, rsvp=method == "REQUEST"))
-    if any(isinstance(event.start, dt.datetime) for event in events):
-        # Whole years around the events, so every VTIMEZONE states both its standard and its
-        # daylight rule rather than a fragment some clients misread.
-        first = min(_as_date(event.start) for event in events)
-        last = max(_as_date(event.end) for event in events)
-        calendar.add_missing_timezones(
-            first_date=dt.date(first.year - 1, 1, 1), last_date=dt.date(last.year + 1, 12, 31)
-        )
     if events:
         # RFC 5545 wants at least one component; a feed with nothing to show yet (a participant
         # still in screening) is still served, as an empty calendar clients accept.
@@ -113,5 +119,12 @@ def build_calendar(
     return calendar
 
 
-def _as_date(value: dt.datetime | dt.date) -> dt.date:
-    return value.date() if isinstance(value, dt.datetime) else value
+def _on_the_time_line(value: dt.datetime | dt.date) -> dt.datetime | dt.date:
+    """A datetime as its UTC instant (see the module docstring); a date as it is."""
+    if not isinstance(value, dt.datetime):
+        return value
+    if value.utcoffset() is None:
+        # A naive datetime would be written as floating time, read in each viewer's own zone;
+        # converting it would silently take the server's zone instead.
+        raise ValueError(f"{value.isoformat()} has no time zone: event times must be aware")
+    return value.astimezone(dt.UTC)

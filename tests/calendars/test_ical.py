@@ -1,4 +1,5 @@
-"""The iCalendar builder, checked by icalendar itself and by vobject, an independent parser."""
+"""The iCalendar builder, checked by icalendar itself and by two independent Python parsers
+(vobject, ics). ical.js, and calendars built from the database, are in test_readers.py."""
 
 from __future__ import annotations
 
@@ -6,16 +7,17 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
-import vobject
 from icalendar import Calendar
 
 from scheduler.calendars.ical import CalendarEvent, Person, build_calendar
+from tests.calendars.reading import PYTHON_READERS
 
 STAMP = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
 
 
-def booked(zone: str, day: dt.date, uid: str = "visit-1@test") -> CalendarEvent:
-    start = dt.datetime.combine(day, dt.time(9, 30), tzinfo=ZoneInfo(zone))
+def booked(
+    start: dt.datetime, end: dt.datetime | None = None, uid: str = "visit-1@test"
+) -> CalendarEvent:
     return CalendarEvent(
         uid=uid,
         sequence=2,
@@ -24,35 +26,85 @@ def booked(zone: str, day: dt.date, uid: str = "visit-1@test") -> CalendarEvent:
         location="NIH Clinical Center",
         status="CONFIRMED",
         start=start,
-        end=start + dt.timedelta(hours=4),
+        end=end or start + dt.timedelta(hours=4),
         organizer=Person("visits@nih.example", "NIH CC"),
         attendees=(Person("p1@example.org"),),
     )
 
 
+def at(zone: str, day: dt.date, time: dt.time = dt.time(9, 30)) -> dt.datetime:
+    return dt.datetime.combine(day, time, tzinfo=ZoneInfo(zone))
+
+
+def time_lines(data: bytes) -> list[str]:
+    return [
+        line
+        for line in data.decode().splitlines()
+        if line.startswith(("DTSTART", "DTEND", "TZID", "BEGIN:VTIMEZONE"))
+    ]
+
+
 @pytest.mark.parametrize(
-    ("zone", "day", "utc_start"),
+    ("start", "lines"),
     [
         # Clocks went forward in New York on Sunday 2026-03-08.
-        ("America/New_York", dt.date(2026, 3, 9), dt.datetime(2026, 3, 9, 13, 30, tzinfo=dt.UTC)),
-        ("America/New_York", dt.date(2026, 3, 2), dt.datetime(2026, 3, 2, 14, 30, tzinfo=dt.UTC)),
-        ("Asia/Tokyo", dt.date(2026, 3, 9), dt.datetime(2026, 3, 9, 0, 30, tzinfo=dt.UTC)),
-        ("Asia/Tokyo", dt.date(2026, 3, 2), dt.datetime(2026, 3, 2, 0, 30, tzinfo=dt.UTC)),
+        (
+            at("America/New_York", dt.date(2026, 3, 9)),
+            ["DTSTART:20260309T133000Z", "DTEND:20260309T173000Z"],
+        ),
+        (
+            at("America/New_York", dt.date(2026, 3, 2)),
+            ["DTSTART:20260302T143000Z", "DTEND:20260302T183000Z"],
+        ),
+        # The reported case: more than a year ahead, in daylight time.
+        (
+            at("America/New_York", dt.date(2027, 3, 15), dt.time(9, 0)),
+            ["DTSTART:20270315T130000Z", "DTEND:20270315T170000Z"],
+        ),
+        (
+            at("Asia/Kathmandu", dt.date(2026, 3, 9)),
+            ["DTSTART:20260309T034500Z", "DTEND:20260309T074500Z"],
+        ),
+        (
+            at("Asia/Tokyo", dt.date(2026, 3, 9)),
+            ["DTSTART:20260309T003000Z", "DTEND:20260309T043000Z"],
+        ),
     ],
 )
-def test_build_calendar_local_times_survive_both_parsers_across_dst(zone, day, utc_start) -> None:
-    data = build_calendar([booked(zone, day)], method="REQUEST", stamp=STAMP).to_ical()
+def test_build_calendar_writes_booked_times_as_utc_instants_without_vtimezone(start, lines) -> None:
+    data = build_calendar([booked(start)], method="REQUEST", stamp=STAMP).to_ical()
 
-    parsed = Calendar.from_ical(data)
-    other = vobject.readOne(data.decode())
-    event = parsed.walk("VEVENT")[0]
-    assert event.decoded("dtstart").astimezone(dt.UTC) == utc_start
-    assert other.vevent.dtstart.value.astimezone(dt.UTC) == utc_start
-    assert [tz["TZID"] for tz in parsed.walk("VTIMEZONE")] == [zone]
-    assert other.vevent.dtend.value - other.vevent.dtstart.value == dt.timedelta(hours=4)
+    assert time_lines(data) == lines
 
 
-def test_build_calendar_passes_icalendar_validation_and_both_parsers_agree() -> None:
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        # Clocks went back at 01:00Z on Troll, from +02 to +00: a visit at 02:30 local that
+        # lasts an hour ends at 01:30 local, earlier on the wall clock than it began.
+        (
+            dt.datetime(2026, 10, 25, 2, 30, tzinfo=ZoneInfo("Antarctica/Troll")),
+            dt.datetime(2026, 10, 25, 1, 30, fold=1, tzinfo=ZoneInfo("Antarctica/Troll")),
+        ),
+        # Clocks went forward at 02:00 in New York: 01:00 EST plus 4 hours is 06:00 EDT.
+        (
+            dt.datetime(2027, 3, 14, 1, 0, tzinfo=ZoneInfo("America/New_York")),
+            dt.datetime(2027, 3, 14, 6, 0, tzinfo=ZoneInfo("America/New_York")),
+        ),
+    ],
+)
+def test_build_calendar_visit_across_a_clock_change_reads_its_elapsed_length_everywhere(
+    start, end
+) -> None:
+    data = build_calendar([booked(start, end)], method="PUBLISH", stamp=STAMP).to_ical()
+
+    utc = (start.astimezone(dt.UTC), end.astimezone(dt.UTC))
+    assert {reader: read(data.decode()) for reader, read in PYTHON_READERS.items()} == {
+        reader: {"visit-1@test": utc} for reader in PYTHON_READERS
+    }
+
+
+def test_build_calendar_passes_icalendar_validation_and_three_parsers_agree() -> None:
     unbooked = CalendarEvent(
         uid="visit-2@test",
         sequence=0,
@@ -64,36 +116,43 @@ def test_build_calendar_passes_icalendar_validation_and_both_parsers_agree() -> 
         end=dt.date(2026, 10, 20),
     )
     data = build_calendar(
-        [booked("America/New_York", dt.date(2026, 3, 9)), unbooked],
+        [booked(at("America/New_York", dt.date(2026, 3, 9))), unbooked],
         method="PUBLISH",
         stamp=STAMP,
     ).to_ical()
 
     parsed = Calendar.from_ical(data)
     parsed.validate()
-    first = [
-        (
-            str(e["UID"]),
-            e.decoded("dtstart"),
-            e.decoded("dtend"),
-            str(e["STATUS"]),
-            e.decoded("SEQUENCE"),
-        )
+    assert {reader: read(data.decode()) for reader, read in PYTHON_READERS.items()} == {
+        reader: {
+            "visit-1@test": (
+                dt.datetime(2026, 3, 9, 13, 30, tzinfo=dt.UTC),
+                dt.datetime(2026, 3, 9, 17, 30, tzinfo=dt.UTC),
+            ),
+            "visit-2@test": (dt.date(2026, 10, 5), dt.date(2026, 10, 20)),
+        }
+        for reader in PYTHON_READERS
+    }
+    assert [
+        (str(e["UID"]), str(e["STATUS"]), e.decoded("SEQUENCE"), str(e.get("TRANSP")))
         for e in parsed.walk("VEVENT")
-    ]
-    second = [
-        (e.uid.value, e.dtstart.value, e.dtend.value, e.status.value, int(e.sequence.value))
-        for e in vobject.readOne(data.decode()).vevent_list
-    ]
-    assert first == second
-    assert first[1] == ("visit-2@test", dt.date(2026, 10, 5), dt.date(2026, 10, 20), "TENTATIVE", 0)
-    assert str(parsed["METHOD"]) == "PUBLISH"
+    ] == [("visit-1@test", "CONFIRMED", 2, "None"), ("visit-2@test", "TENTATIVE", 0, "TRANSPARENT")]
+    assert (str(parsed["METHOD"]), parsed.walk("VTIMEZONE")) == ("PUBLISH", [])
     assert "RRULE" not in data.decode()
+
+
+def test_build_calendar_refuses_a_naive_time() -> None:
+    naive = dt.datetime(2026, 3, 9, 9, 30)
+
+    with pytest.raises(ValueError) as refused:
+        build_calendar([booked(naive)], method="REQUEST", stamp=STAMP)
+
+    assert str(refused.value) == ("2026-03-09T09:30:00 has no time zone: event times must be aware")
 
 
 def test_build_calendar_request_names_organizer_and_attendee_who_should_reply() -> None:
     data = build_calendar(
-        [booked("America/New_York", dt.date(2026, 3, 9))], method="REQUEST", stamp=STAMP
+        [booked(at("America/New_York", dt.date(2026, 3, 9)))], method="REQUEST", stamp=STAMP
     ).to_ical()
 
     event = Calendar.from_ical(data).walk("VEVENT")[0]
@@ -110,7 +169,7 @@ def test_build_calendar_request_names_organizer_and_attendee_who_should_reply() 
 
 def test_build_calendar_without_method_for_caldav_storage() -> None:
     data = build_calendar(
-        [booked("Asia/Tokyo", dt.date(2026, 3, 9))], method=None, stamp=STAMP
+        [booked(at("Asia/Tokyo", dt.date(2026, 3, 9)))], method=None, stamp=STAMP
     ).to_ical()
 
     assert "METHOD" not in Calendar.from_ical(data)
