@@ -2,8 +2,15 @@
 
 Privacy rules, enforced here and crawled by the tests: an event names the visit in plain words,
 its time, place, expected duration and how to prepare. It never carries the diagnosis, the
-trial's title, the treatment arm or another participant. Site feeds name participants by study
-id only. Text follows the participant's language (English or Japanese).
+trial's title, the treatment arm or another participant. Site feeds name participants by trial
+code and study id only (the same study id exists in several trials). Text follows the
+participant's language (English or Japanese).
+
+What an event shows is the visit's state as it is today: a visit done appears where it
+happened, not where it was planned; missed and cancelled visits stay in feeds as CANCELLED (a
+subscribed calendar that already holds them strikes or drops them, rather than keeping a stale
+copy); the status text is computed at a glance (`visit_glance_status`, with the site's today),
+never a stored "planned" that went stale when the window closed.
 """
 
 from __future__ import annotations
@@ -11,19 +18,33 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_date, format_time
+from babel.dates import format_date, format_interval, format_time
 from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_noop, ngettext
 
 from participants.models import Participant
-from scheduler.calendars.ical import CalendarEvent, Person
+from scheduler.access import site_today
+from scheduler.calendars.ical import CalendarEvent, Person, Status
 from scheduler.models import ScheduledMilestone, ScheduledVisit
+from scheduler.selectors import VISIT_GLANCE_LABELS, visit_glance_status
 from trials.eligibility import age_in_years
 from trials.models import Site
 
 UID_DOMAIN = "trial-visit-scheduler"
+
+# VISIT_GLANCE_LABELS' texts, marked for translation: participants read them in their language.
+GLANCE_LABELS_TO_TRANSLATE = (
+    gettext_noop("upcoming"),
+    gettext_noop("due"),
+    gettext_noop("booked"),
+    gettext_noop("overdue"),
+    gettext_noop("done"),
+    gettext_noop("out of window"),
+    gettext_noop("missed"),
+    gettext_noop("cancelled"),
+)
 
 
 def visit_uid(visit: ScheduledVisit) -> str:
@@ -32,6 +53,11 @@ def visit_uid(visit: ScheduledVisit) -> str:
 
 def milestone_uid(milestone: ScheduledMilestone) -> str:
     return f"milestone-{milestone.ical_uid}@{UID_DOMAIN}"
+
+
+def participant_label(participant: Participant) -> str:
+    """How coordinators' texts name a participant: trial code and study id, nothing else."""
+    return f"{participant.trial.code} {participant.study_id}"
 
 
 def _duration(minutes: int) -> str:
@@ -48,6 +74,17 @@ def _day(value: dt.date, language: str) -> str:
     return format_date(value, format="full", locale=language)
 
 
+def day_and_time(instant: dt.datetime, zone: ZoneInfo, language: str) -> str:
+    """'Monday, March 15, 2027 9:00 AM': an instant on the site's wall clock, in words."""
+    local = instant.astimezone(zone)
+    return f"{_day(local.date(), language)} {format_time(local, format='short', locale=language)}"
+
+
+def window_range(first: dt.date, last: dt.date, language: str) -> str:
+    """'Sat, Jan 31 – Wed, Feb 4, 2026' (one day when the window is one day)."""
+    return format_interval(first, last, "yMMMEd", locale=language)
+
+
 def _visit_duration(visit: ScheduledVisit) -> int:
     return visit.visit_definition.duration_minutes if visit.visit_definition else 60
 
@@ -61,12 +98,35 @@ def elapsed_end(start: dt.datetime, minutes: int, zone: ZoneInfo) -> dt.datetime
     return (start.astimezone(dt.UTC) + dt.timedelta(minutes=minutes)).astimezone(zone)
 
 
+def visit_span(
+    visit: ScheduledVisit, zone: ZoneInfo
+) -> tuple[dt.datetime | dt.date, dt.datetime | dt.date]:
+    """Where a visit sits in a calendar: (start, exclusive end), timed or all-day.
+
+    Done: when it happened (its actual start, timed, else all day on its actual date).
+    Otherwise its booking, else its whole window (all day).
+    """
+    minutes = _visit_duration(visit)
+    if visit.status == ScheduledVisit.Status.DONE and visit.actual_date is not None:
+        if visit.actual_start is not None:
+            return visit.actual_start.astimezone(zone), elapsed_end(
+                visit.actual_start, minutes, zone
+            )
+        return visit.actual_date, visit.actual_date + dt.timedelta(days=1)
+    if visit.booked_start is not None:
+        return visit.booked_start.astimezone(zone), elapsed_end(visit.booked_start, minutes, zone)
+    return visit.window_start, visit.window_end + dt.timedelta(days=1)
+
+
 def _where(site: Site) -> str:
     return ", ".join(part for part in (site.name, site.address) if part)
 
 
 def attendee_of(participant: Participant, today: dt.date) -> Person | None:
-    """The participant, or the guardian when the participant is a minor; None if no email."""
+    """The participant, or the guardian when the participant is a minor; None if no email.
+
+    `today` is the participant's (`access.participant_today`): a birthday counts where they live.
+    """
     if age_in_years(participant.birth_date, today) < 18:
         return (
             Person(participant.guardian_email, participant.guardian_name)
@@ -81,33 +141,53 @@ def organizer_of(site: Site) -> Person:
 
 
 def participant_visit_event(
-    visit: ScheduledVisit, *, attendee: Person | None = None
+    visit: ScheduledVisit, *, attendee: Person | None = None, today: dt.date | None = None
 ) -> CalendarEvent:
-    """The participant's view of a visit, in the participant's language (call inside it)."""
+    """The participant's view of a visit, in the participant's language (call inside it).
+
+    `today` is the site's (computed when not given; a feed passes it once for all its visits).
+    """
     site = visit.participant.site
     language = translation.get_language() or "en"
     zone = ZoneInfo(site.timezone)
+    glance = visit_glance_status(visit, today=today or site_today(site))
     minutes = _visit_duration(visit)
+    start, end = visit_span(visit, zone)
+    names = {"name": visit.name}
     lines: list[str] = []
-    start: dt.datetime | dt.date
-    end: dt.datetime | dt.date
-    if visit.booked_start is not None:
-        local_start = visit.booked_start.astimezone(zone)
-        start, end = local_start, elapsed_end(visit.booked_start, minutes, zone)
-        summary = _("Study visit: %(name)s") % {"name": visit.name}
-        status = "CONFIRMED"
+    status: Status
+    if visit.status == ScheduledVisit.Status.CANCELLED:
+        summary, status = _("Cancelled: %(name)s") % names, "CANCELLED"
+        lines.append(_("This visit is cancelled."))
+    elif visit.status == ScheduledVisit.Status.MISSED:
+        summary, status = _("Missed: %(name)s") % names, "CANCELLED"
+        lines.append(_("This visit did not take place."))
+    elif visit.status == ScheduledVisit.Status.DONE:
+        summary, status = _("Done: %(name)s") % names, "CONFIRMED"
+    elif isinstance(start, dt.datetime):
+        summary, status = _("Study visit: %(name)s") % names, "CONFIRMED"
+    else:
+        summary, status = _("To book: %(name)s") % names, "TENTATIVE"
+    if isinstance(start, dt.datetime):
         lines.append(
             _("When: %(day)s at %(time)s (%(zone)s time)")
             % {
-                "day": _day(local_start.date(), language),
-                "time": format_time(local_start, format="short", locale=language),
+                "day": _day(start.date(), language),
+                "time": format_time(start, format="short", locale=language),
                 "zone": site.timezone,
             }
         )
-    else:
-        start, end = visit.window_start, visit.window_end + dt.timedelta(days=1)
-        summary = _("To book: %(name)s") % {"name": visit.name}
-        status = "TENTATIVE"
+    elif visit.status == ScheduledVisit.Status.DONE:
+        lines.append(_("When: %(day)s") % {"day": _day(start, language)})
+    elif visit.is_open and visit.window_start == visit.window_end:
+        lines.append(
+            _(
+                "Not booked yet. The visit will take place on %(day)s; the site will confirm "
+                "the time."
+            )
+            % {"day": _day(visit.window_start, language)}
+        )
+    elif visit.is_open:
         lines.append(
             _(
                 "Not booked yet. The visit can take place between %(first)s and %(last)s; the "
@@ -118,9 +198,15 @@ def participant_visit_event(
                 "last": _day(visit.window_end, language),
             }
         )
-    if visit.status == ScheduledVisit.Status.CANCELLED:
-        status = "CANCELLED"
-        lines.insert(0, _("This visit is cancelled."))
+    else:
+        lines.append(
+            _("When: between %(first)s and %(last)s")
+            % {
+                "first": _day(visit.window_start, language),
+                "last": _day(visit.window_end, language),
+            }
+        )
+    lines.append(_("Status: %(status)s") % {"status": _(VISIT_GLANCE_LABELS[glance])})
     lines.append(_("Expected duration: up to %(duration)s") % {"duration": _duration(minutes)})
     lines.append(_("Where: %(place)s") % {"place": _where(site)})
     preparations = [
@@ -128,7 +214,7 @@ def participant_visit_event(
         for procedure in visit.procedures.all()
         if procedure.procedure.preparation
     ]
-    if preparations:
+    if preparations and visit.is_open:
         lines.append(_("How to prepare:"))
         lines.extend(preparations)
     if site.phone:
@@ -139,7 +225,7 @@ def participant_visit_event(
         summary=summary,
         description="\n".join(lines),
         location=_where(site),
-        status=status,  # type: ignore[arg-type]
+        status=status,
         start=start,
         end=end,
         organizer=organizer_of(site),
@@ -172,38 +258,48 @@ def milestone_event(milestone: ScheduledMilestone, previous_dose: object) -> Cal
     )
 
 
-def site_visit_event(visit: ScheduledVisit) -> CalendarEvent:
-    """A coordinator's view: study id and visit, never a name or contact detail."""
+def site_visit_event(visit: ScheduledVisit, *, today: dt.date | None = None) -> CalendarEvent:
+    """A coordinator's view: trial, study id and visit, never a name or contact detail.
+
+    `today` is the site's (computed when not given; a feed passes it once for all its visits).
+    Needs the visit's participant with its site and trial loaded.
+    """
     site = visit.participant.site
-    title = f"{visit.participant.study_id} · {visit.code} {visit.name}"
-    start: dt.datetime | dt.date
-    end: dt.datetime | dt.date
-    if visit.booked_start is not None:
-        zone = ZoneInfo(site.timezone)
-        local_start = visit.booked_start.astimezone(zone)
-        start, end = local_start, elapsed_end(visit.booked_start, _visit_duration(visit), zone)
+    glance = visit_glance_status(visit, today=today or site_today(site))
+    label = VISIT_GLANCE_LABELS[glance]
+    start, end = visit_span(visit, ZoneInfo(site.timezone))
+    status: Status
+    if visit.status in (ScheduledVisit.Status.MISSED, ScheduledVisit.Status.CANCELLED):
+        status = "CANCELLED"
+    elif visit.status == ScheduledVisit.Status.DONE or isinstance(start, dt.datetime):
         status = "CONFIRMED"
     else:
-        start, end = visit.window_start, visit.window_end + dt.timedelta(days=1)
-        title = f"{title} (to book)"
         status = "TENTATIVE"
-    if visit.status == ScheduledVisit.Status.CANCELLED:
-        status = "CANCELLED"
-    description = "\n".join(
-        [
-            f"Status: {visit.status}",
-            f"Target {visit.target_date.isoformat()}, window {visit.window_start.isoformat()} "
-            f"to {visit.window_end.isoformat()}",
-            *([f"Out of window by {visit.deviation_days} day(s)"] if visit.deviation_days else []),
-        ]
+    if visit.status == ScheduledVisit.Status.DONE:
+        suffix = "done" if glance == "done" else f"done, {label}"
+    elif glance == "booked":
+        suffix = ""
+    elif glance in ("upcoming", "due"):
+        suffix = "to book"
+    else:  # overdue, out of window, missed, cancelled
+        suffix = label
+    title = f"{participant_label(visit.participant)} · {visit.code} {visit.name}"
+    description = [f"Status: {label}"]
+    if visit.actual_date is not None:
+        description.append(f"Done {visit.actual_date.isoformat()}")
+    description.append(
+        f"Target {visit.target_date.isoformat()}, window {visit.window_start.isoformat()} "
+        f"to {visit.window_end.isoformat()}"
     )
+    if visit.deviation_days:
+        description.append(f"Out of window by {visit.deviation_days} day(s)")
     return CalendarEvent(
         uid=visit_uid(visit),
         sequence=visit.ical_sequence,
-        summary=title,
-        description=description,
+        summary=f"{title} ({suffix})" if suffix else title,
+        description="\n".join(description),
         location=_where(site),
-        status=status,  # type: ignore[arg-type]
+        status=status,
         start=start,
         end=end,
     )

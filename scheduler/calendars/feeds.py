@@ -1,7 +1,9 @@
 """Subscribable calendar feeds: capability tokens (only hashes stored) and the feeds' text.
 
 A participant feed holds that participant's visits and participant-facing milestones; a site
-feed holds the site's visits, naming participants by trial and study id only.
+feed holds the site's visits, naming participants by trial and study id only. Both hold every
+visit, history included: done ones where they happened, missed and cancelled ones as CANCELLED
+(see `scheduler.calendars.events`), so a subscribed calendar never keeps a stale copy.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from participants.models import Participant
+from scheduler.access import site_now, site_today
 from scheduler.calendars.events import milestone_event, participant_visit_event, site_visit_event
 from scheduler.calendars.ical import build_calendar
 from scheduler.models import CalendarFeed, ScheduledMilestone, ScheduledVisit
@@ -83,19 +87,20 @@ def feed_path(*, feed: CalendarFeed, token: str) -> str:
     return f"/feeds/{kind}/{token}.ics"
 
 
+def feed_public_url(*, feed: CalendarFeed, token: str) -> str:
+    """The feed's full URL, for a person to subscribe to (settings.PUBLIC_URL is the base)."""
+    return settings.PUBLIC_URL.rstrip("/") + feed_path(feed=feed, token=token)
+
+
 def _visits() -> QuerySet[ScheduledVisit]:
     return ScheduledVisit.objects.select_related(
-        "participant__site", "visit_definition"
+        "participant__site", "participant__trial", "visit_definition"
     ).prefetch_related("procedures__procedure")
 
 
 def participant_feed_ical(participant: Participant, *, stamp: dt.datetime) -> bytes:
-    visits = list(
-        _visits()
-        .filter(participant=participant)
-        .exclude(status="cancelled")  # type: ignore[attr-defined]
-        .order_by("target_date", "id")
-    )
+    visits = list(_visits().filter(participant=participant).order_by("target_date", "id"))
+    today = site_today(participant.site)
     milestones = list(
         ScheduledMilestone.objects.filter(participant=participant, rule__participant_facing=True)
         .exclude(status="cancelled")
@@ -103,7 +108,7 @@ def participant_feed_ical(participant: Participant, *, stamp: dt.datetime) -> by
         .order_by("rule__code", "sequence")
     )
     with translation.override(participant.language):
-        events = [participant_visit_event(visit) for visit in visits]
+        events = [participant_visit_event(visit, today=today) for visit in visits]
         previous: dict[int, object] = {}
         for milestone in milestones:
             event = milestone_event(milestone, previous.get(milestone.rule_id))
@@ -117,11 +122,11 @@ def participant_feed_ical(participant: Participant, *, stamp: dt.datetime) -> by
 def site_feed_ical(site: Site, *, stamp: dt.datetime) -> bytes:
     visits = (
         ScheduledVisit.objects.filter(participant__site=site)
-        .exclude(status="cancelled")
-        .select_related("participant__site", "visit_definition")
+        .select_related("participant__site", "participant__trial", "visit_definition")
         .order_by("target_date", "id")
     )
-    events = [site_visit_event(visit) for visit in visits]
+    today = site_today(site)
+    events = [site_visit_event(visit, today=today) for visit in visits]
     return build_calendar(
         events, method="PUBLISH", stamp=stamp, name=f"{site.name}: study visits"
     ).to_ical()
@@ -137,7 +142,9 @@ def feed_version(feed: CalendarFeed) -> FeedVersion:
     """A cheap fingerprint of everything a feed shows (a few aggregate queries, no rendering).
 
     Every change to a visit, milestone, participant or site writes a history row, so the
-    newest history ids in the feed's scope change whenever the feed's content can.
+    newest history ids in the feed's scope change whenever the feed's content can; and the
+    status each event states is computed with the site's today, so the version changes at the
+    site's midnight too (its Last-Modified is then that midnight).
     """
     if feed.participant_id is not None:
         scope = Q(participant_id=feed.participant_id)
@@ -153,6 +160,7 @@ def feed_version(feed: CalendarFeed) -> FeedVersion:
     )
     owner_mark = owner_history.aggregate(id=Max("history_id"), at=Max("history_date"))
     site = feed.site or feed.participant.site  # type: ignore[union-attr]
+    midnight = site_now(site).replace(hour=0, minute=0, second=0, microsecond=0)
     fingerprint = "|".join(
         str(part)
         for part in (
@@ -165,10 +173,11 @@ def feed_version(feed: CalendarFeed) -> FeedVersion:
             site.phone,
             site.timezone,
             site.email,
+            midnight.date().isoformat(),
         )
     )
     moments = [m["at"] for m in (visit_mark, milestone_mark, owner_mark) if m["at"]]
     return FeedVersion(
         etag=f'"{hashlib.sha256(fingerprint.encode()).hexdigest()[:32]}"',
-        last_modified=max(moments) if moments else feed.created_at,
+        last_modified=max([*moments, feed.created_at, midnight.astimezone(dt.UTC)]),
     )

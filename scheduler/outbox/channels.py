@@ -1,7 +1,14 @@
 """Delivering one claimed reminder by its channel: email, SMS or in-app.
 
 Texts are plain words in the participant's language; they name the visit, the day and what
-to prepare, never the diagnosis or the arm. Coordinator texts name participants by study id.
+to prepare, never the diagnosis or the arm. Coordinator texts name participants by trial code
+and study id (the same study id exists in several trials), never by name.
+
+- A coordinator email for a site without a mailbox falls back to an in-app notice, and the
+  row says so: a coordinator reminder never goes dead for want of an address.
+- The welcome message is the participant's first: what their study calendar holds, the
+  address of their calendar feed (created for it, and revoked again if the message cannot
+  be sent), and whom to call.
 """
 
 from __future__ import annotations
@@ -9,26 +16,42 @@ from __future__ import annotations
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_time
+from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
+from django.db.models import Count, Max, Min
+from django.db.models.functions import Coalesce
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
+from participants.models import Participant
+from scheduler.access import participant_today, site_today
 from scheduler.calendars.events import (
     UID_DOMAIN,
     attendee_of,
     organizer_of,
+    participant_label,
     participant_visit_event,
 )
+from scheduler.calendars.feeds import feed_create, feed_public_url, feed_revoke
 from scheduler.calendars.ical import Method, build_calendar
-from scheduler.calendars.imip import invite_message
-from scheduler.models import CoordinatorNotification, Reminder, ScheduledVisit
-from scheduler.outbox.errors import PermanentDeliveryError, Superseded, TransientDeliveryError
+from scheduler.calendars.imip import INVITE_EVENT, invite_message, last_sent_invite_sequence
+from scheduler.models import CalendarFeed, CoordinatorNotification, Reminder, ScheduledVisit
+from scheduler.outbox.errors import (
+    NotNeeded,
+    PermanentDeliveryError,
+    Superseded,
+    TransientDeliveryError,
+)
+from scheduler.outbox.plan import WELCOME_EVENT
 from scheduler.outbox.sms import sms_backend
 
 
 def deliver(reminder: Reminder) -> str:
-    if reminder.event == "invite":
+    if reminder.event == INVITE_EVENT:
         return _deliver_invite(reminder)
+    if reminder.event == WELCOME_EVENT:
+        return _deliver_welcome(reminder)
     if reminder.channel == "in_app":
         return _deliver_in_app(reminder)
     if reminder.audience == "coordinator":
@@ -78,7 +101,7 @@ def participant_text(reminder: Reminder) -> tuple[str, str]:
 
 def _deliver_participant_email(reminder: Reminder, subject: str, text: str) -> str:
     participant, site = reminder.participant, reminder.participant.site
-    attendee = attendee_of(participant, timezone.localdate())
+    attendee = attendee_of(participant, participant_today(participant))
     if attendee is None:
         raise PermanentDeliveryError("nobody to email: no address (or no guardian's, for a minor)")
     message_id = f"<reminder-{reminder.pk}@{UID_DOMAIN}>"
@@ -107,6 +130,13 @@ def _deliver_invite(reminder: Reminder) -> str:
     assert visit is not None
     if visit.ical_sequence != reminder.ical_sequence:
         raise Superseded
+    if last_sent_invite_sequence(visit) is None:
+        # A first invite planned weeks ago: the visit may have been recorded since (which
+        # does not raise its SEQUENCE), or its window may have closed while the outbox was down.
+        if not visit.is_open:
+            raise NotNeeded(f"the visit was {visit.status} before its first invite went out")
+        if visit.booked_start is None and visit.window_end < site_today(visit.participant.site):
+            raise NotNeeded("its window closed before its first invite went out")
     method: Method = "CANCEL" if visit.status == ScheduledVisit.Status.CANCELLED else "REQUEST"
     message = invite_message(visit, method=method)
     if message is None:
@@ -123,7 +153,7 @@ def _deliver_invite(reminder: Reminder) -> str:
 def coordinator_text(reminder: Reminder) -> str:
     visit = reminder.visit
     assert visit is not None
-    label = f"{reminder.participant.study_id} {visit.code} {visit.name}"
+    label = f"{participant_label(reminder.participant)} · {visit.code} {visit.name}"
     window = f"{visit.window_start.isoformat()} to {visit.window_end.isoformat()}"
     event = reminder.event
     if event == "window_opens_unbooked":
@@ -145,7 +175,7 @@ def _deliver_in_app(reminder: Reminder) -> str:
 def _deliver_coordinator_email(reminder: Reminder) -> str:
     site = reminder.participant.site
     if not site.email:
-        raise PermanentDeliveryError(f"site {site.code} has no mailbox")
+        return _fall_back_to_in_app(reminder)
     text = coordinator_text(reminder)
     message_id = f"<reminder-{reminder.pk}@{UID_DOMAIN}>"
     message = EmailMultiAlternatives(
@@ -159,4 +189,129 @@ def _deliver_coordinator_email(reminder: Reminder) -> str:
         message.send()
     except OSError as exc:
         raise TransientDeliveryError(f"email not accepted: {type(exc).__name__}") from exc
+    return message_id
+
+
+def _fall_back_to_in_app(reminder: Reminder) -> str:
+    """A coordinator email with nowhere to go becomes an in-app notice; the provider id says
+    so. When the same rule already notifies the site in the app (a sibling in_app row that is
+    not cancelled or dead), that notice stands for both, so coordinators read it once."""
+    sibling = (
+        Reminder.objects.filter(
+            target_key=reminder.target_key,
+            rule_code=reminder.rule_code,
+            due_at=reminder.due_at,
+            channel="in_app",
+        )
+        .exclude(status__in=[Reminder.Status.CANCELLED, Reminder.Status.DEAD])
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if sibling is not None:
+        return f"in-app reminder {sibling} (fallback: the site has no mailbox)"
+    notification, _created = CoordinatorNotification.objects.get_or_create(
+        reminder=reminder,
+        defaults={"site": reminder.participant.site, "text": coordinator_text(reminder)},
+    )
+    return f"in-app-{notification.pk} (fallback: the site has no mailbox)"
+
+
+def welcome_text(participant: Participant, feed_url: str | None) -> tuple[str, str]:
+    """(subject, body) of the welcome message, in the active language.
+
+    `feed_url` is the participant's new calendar feed, or None when they already have one
+    (its address cannot be shown again: only its hash is stored).
+    """
+    site = participant.site
+    language = participant.language
+    span = ScheduledVisit.objects.filter(
+        participant=participant, status__in=ScheduledVisit.OPEN
+    ).aggregate(
+        count=Count("id"),
+        first=Min(Coalesce("booked_date", "window_start")),
+        last=Max(Coalesce("booked_date", "window_end")),
+    )
+    lines = [_("Thank you for taking part in this study."), ""]
+    if span["count"]:
+        lines.append(
+            ngettext(
+                "Your study calendar holds %(count)d visit, from %(first)s to %(last)s.",
+                "Your study calendar holds %(count)d visits, from %(first)s to %(last)s.",
+                span["count"],
+            )
+            % {
+                "count": span["count"],
+                "first": format_date(span["first"], format="full", locale=language),
+                "last": format_date(span["last"], format="full", locale=language),
+            }
+        )
+    lines.append(
+        _(
+            "We will email you an invitation to each visit %(lead)s before it can take place, "
+            "and again whenever its day or time changes. Add each one to your calendar."
+        )
+        % {
+            "lead": ngettext("%(count)d day", "%(count)d days", settings.INVITE_LEAD_DAYS)
+            % {"count": settings.INVITE_LEAD_DAYS}
+        }
+    )
+    lines.append("")
+    if feed_url is not None:
+        lines += [
+            _(
+                "To see all your study visits in your calendar app, subscribe to this address "
+                "(in most apps: Add calendar, From URL):"
+            ),
+            feed_url,
+            _("Keep this address to yourself: anyone who has it can see your visit dates."),
+        ]
+    else:
+        lines.append(
+            _(
+                "Your study team has already given you an address to see all your visits in "
+                "your calendar app; ask them for a new one if you no longer have it."
+            )
+        )
+    lines.append("")
+    if site.phone:
+        lines.append(
+            _("Questions, or need another time? Call %(site)s on %(phone)s.")
+            % {"site": site.name, "phone": site.phone}
+        )
+    else:
+        lines.append(_("Questions? Reply to this email."))
+    subject = _("Welcome: your study visits at %(site)s") % {"site": site.name}
+    return subject, "\n".join(lines) + "\n"
+
+
+def _deliver_welcome(reminder: Reminder) -> str:
+    participant, site = reminder.participant, reminder.participant.site
+    attendee = attendee_of(participant, participant_today(participant))
+    if attendee is None:
+        raise PermanentDeliveryError("nobody to email: no address (or no guardian's, for a minor)")
+    new_feed, feed_url = None, None
+    if not CalendarFeed.objects.filter(participant=participant, revoked_at__isnull=True).exists():
+        new_feed, token = feed_create(participant=participant)
+        feed_url = feed_public_url(feed=new_feed, token=token)
+    with translation.override(participant.language):
+        subject, text = welcome_text(participant, feed_url)
+    message_id = f"<reminder-{reminder.pk}@{UID_DOMAIN}>"
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=text,
+        from_email=organizer_of(site).header(),
+        to=[attendee.header()],
+        reply_to=[organizer_of(site).header()],
+        headers={"Message-ID": message_id},
+    )
+    try:
+        message.send()
+    except BaseException as exc:
+        # The token was only ever in this message: a feed nobody can subscribe to is revoked,
+        # and the next attempt makes a new one.
+        if new_feed is not None:
+            feed_revoke(feed=new_feed)
+        if isinstance(exc, OSError):
+            raise TransientDeliveryError(f"email not accepted: {type(exc).__name__}") from exc
+        raise
     return message_id

@@ -13,3 +13,8 @@ class PermanentDeliveryError(Exception):
 
 class Superseded(Exception):
     """An invite for a SEQUENCE the visit has moved past: a newer row sends the newer state."""
+
+
+class NotNeeded(Exception):
+    """Nothing to send any more (a visit done before its first invite went out, say): the row
+    is cancelled, and the message says why."""

@@ -2,8 +2,11 @@
 
 - `reminders_sync` makes the participant's pending reminders match their calendar: rows that
   no longer apply are cancelled, new ones are added.
-- `announce_visits` queues the invites (iMIP REQUEST or CANCEL) that tell a participant's
-  calendar about a change.
+- `announce_visits` plans the invites (iMIP REQUEST or CANCEL) that tell a participant's
+  calendar about a visit: a visit not yet invited is invited once, `INVITE_LEAD_DAYS` before
+  its window opens (at once when it is booked or opens sooner); one already invited gets each
+  change at once.
+- `announce_welcome` queues the one welcome message of an enrollment.
 """
 
 from __future__ import annotations
@@ -11,15 +14,19 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.utils import timezone
 
 from participants.models import Participant
+from scheduler.access import participant_today
 from scheduler.calendars.events import attendee_of
+from scheduler.calendars.imip import INVITE_EVENT
 from scheduler.engine.reminders import (
     MilestoneFacts,
     Recipients,
     ReminderRuleSpec,
     VisitFacts,
+    participant_send_time,
     plan_reminders,
 )
 from scheduler.models import Reminder, ScheduledMilestone, ScheduledVisit
@@ -27,7 +34,11 @@ from scheduler.outbox.dispatch import SEND_TASK, send_after_commit
 from trials.models import ReminderRule
 from trials.protocol_file import DEFAULT_REMINDERS
 
-INVITE_EVENT = "invite"
+WELCOME_EVENT = "welcome"
+# Rows the reminder plan does not own: invites announce visits, the welcome an enrollment.
+NOT_REMINDERS = (INVITE_EVENT, WELCOME_EVENT)
+# A visit's first invite goes out at this local time (the participant's), on its invite day.
+INVITE_AT = dt.time(9)
 
 
 def _rules(participant: Participant) -> list[ReminderRuleSpec]:
@@ -113,7 +124,7 @@ def reminders_sync(participant: Participant, *, now: dt.datetime | None = None) 
     recipients = Recipients(
         participant_zone=participant.timezone,
         site_zone=participant.site.timezone,
-        participant_channels=participant_channels(participant, timezone.localdate()),
+        participant_channels=participant_channels(participant, participant_today(participant)),
         quiet_start=participant.quiet_hours_start,
         quiet_end=participant.quiet_hours_end,
     )
@@ -135,7 +146,7 @@ def reminders_sync(participant: Participant, *, now: dt.datetime | None = None) 
     wanted_keys = {(w.target_key, w.rule_code, w.channel, w.due_at) for w in still_apply}
     open_rows = Reminder.objects.filter(
         participant=participant, status__in=[Reminder.Status.PENDING, Reminder.Status.FAILED]
-    ).exclude(event="invite")  # invites announce changes; the reminder plan does not own them
+    ).exclude(event__in=NOT_REMINDERS)
     stale = [
         row.pk
         for row in open_rows
@@ -143,6 +154,13 @@ def reminders_sync(participant: Participant, *, now: dt.datetime | None = None) 
     ]
     if stale:
         Reminder.objects.filter(pk__in=stale).update(status=Reminder.Status.CANCELLED)
+    if participant.status not in ("screening", "enrolled"):
+        # Withdrawn or done before their welcome went out: nobody to welcome any more.
+        Reminder.objects.filter(
+            participant=participant,
+            event=WELCOME_EVENT,
+            status__in=[Reminder.Status.PENDING, Reminder.Status.FAILED],
+        ).update(status=Reminder.Status.CANCELLED)
     Reminder.objects.bulk_create(
         [
             Reminder(
@@ -168,42 +186,167 @@ def reminders_sync(participant: Participant, *, now: dt.datetime | None = None) 
     )
 
 
-def announce_visits(participant: Participant, visits: Iterable[ScheduledVisit]) -> None:
-    """Queue each visit's current invite (REQUEST, or CANCEL once cancelled) in the outbox.
+def invite_day(visit: ScheduledVisit) -> dt.date:
+    """The day a visit not yet booked is first invited: INVITE_LEAD_DAYS before its window."""
+    return visit.window_start - dt.timedelta(days=settings.INVITE_LEAD_DAYS)
 
-    Called inside the change's transaction: the rows commit with the change or not at all, and
-    are handed to a worker right after commit (the sweep re-sends any message Redis loses).
-    One row per visit and SEQUENCE; a row whose visit has a newer SEQUENCE by the time it is
-    sent is superseded, so a burst of changes sends the newest state once.
+
+def _first_invite_due(
+    visit: ScheduledVisit, participant: Participant, today: dt.date, now: dt.datetime
+) -> dt.datetime | None:
+    """When a visit the participant has never been sent an invite for should get its first.
+
+    None when there is nothing to invite to: a visit already done, missed or cancelled (a
+    CANCEL for an event their calendar never held is noise), or one whose window closed
+    unbooked (the site's to follow up, not a date for the participant's calendar).
+    """
+    if not visit.is_open:
+        return None
+    if visit.booked_start is not None:
+        return now
+    if visit.window_end < today:
+        return None
+    day = invite_day(visit)
+    if day <= today:
+        return now
+    recipients = Recipients(
+        participant_zone=participant.timezone or participant.site.timezone,
+        site_zone=participant.site.timezone,
+        participant_channels=frozenset({"email"}),
+        quiet_start=participant.quiet_hours_start,
+        quiet_end=participant.quiet_hours_end,
+    )
+    return max(participant_send_time(day, INVITE_AT, recipients), now)
+
+
+def announce_visits(
+    participant: Participant, visits: Iterable[ScheduledVisit], *, now: dt.datetime | None = None
+) -> None:
+    """Plan each visit's invite (REQUEST, or CANCEL once cancelled) in the outbox.
+
+    Call it inside the transaction of every change that raises a visit's SEQUENCE, with the
+    visits changed; the rows commit with the change or not at all, and due rows are handed to
+    a worker right after commit (the sweep sends later ones when they fall due, and re-sends
+    any message Redis loses).
+
+    - A visit the participant has already been sent an invite for (or is being sent one)
+      gets its new state at once: one row per visit and SEQUENCE; a row whose visit has a
+      newer SEQUENCE by the time it is sent is superseded, so a burst of changes sends the
+      newest state once.
+    - A visit never invited gets exactly one open row: due now when it is booked or its
+      window opens within INVITE_LEAD_DAYS, else at 09:00 (participant's time) on its invite
+      day. Its earlier unsent rows are cancelled, so a visit moved before its invite went
+      out is invited once, at the time its new window calls for, never early.
     """
     visits = list(visits)
-    if not visits or attendee_of(participant, timezone.localdate()) is None:
+    if not visits:
         return
-    now = timezone.now()
-    rows = Reminder.objects.bulk_create(
+    today = participant_today(participant, now=now)
+    if attendee_of(participant, today) is None:
+        return
+    now = now or timezone.now()
+    # The newest SEQUENCE each visit was sent (or is being sent) to the participant.
+    told: dict[int, int] = {}
+    for visit_id, sequence in Reminder.objects.filter(
+        event=INVITE_EVENT,
+        visit__in=visits,
+        status__in=[Reminder.Status.SENT, Reminder.Status.SENDING],
+    ).values_list("visit_id", "ical_sequence"):
+        told[visit_id] = max(told.get(visit_id, 0), sequence or 0)
+    unsent = list(
+        Reminder.objects.filter(
+            event=INVITE_EVENT,
+            visit__in=[visit for visit in visits if visit.pk not in told],
+            status__in=[Reminder.Status.PENDING, Reminder.Status.FAILED],
+        )
+    )
+    wanted: list[Reminder] = []
+    kept: set[int] = set()
+    for visit in visits:
+        if visit.pk in told:
+            # Already told: the change goes at once, unless they have this state already.
+            due: dt.datetime | None = now if told[visit.pk] < visit.ical_sequence else None
+        else:
+            due = _first_invite_due(visit, participant, today, now)
+            mine = [row for row in unsent if row.visit_id == visit.pk]
+            # An open row for this very state that is already due (queued, or failing and
+            # being retried) stays the one that sends it.
+            same = [
+                row
+                for row in mine
+                if due is not None
+                and row.ical_sequence == visit.ical_sequence
+                and (row.due_at == due or (due == now and row.due_at <= now))
+            ]
+            if same:
+                kept.add(same[0].pk)
+                continue
+        if due is not None:
+            wanted.append(
+                Reminder(
+                    participant=participant,
+                    visit=visit,
+                    target_key=f"visit:{visit.pk}",
+                    rule_code=f"INVITE-{visit.ical_sequence}",
+                    event=INVITE_EVENT,
+                    channel="email",
+                    audience="participant",
+                    due_at=due,
+                    next_attempt_at=due,
+                    enqueued_at=now if due <= now else None,
+                    ical_sequence=visit.ical_sequence,
+                )
+            )
+    replanned = [row.pk for row in unsent if row.pk not in kept]
+    if replanned:
+        Reminder.objects.filter(pk__in=replanned).update(
+            status=Reminder.Status.CANCELLED, last_error="replanned before it was sent"
+        )
+    if not wanted:
+        return
+    Reminder.objects.bulk_create(wanted, ignore_conflicts=True)
+    # Rows due now go to a worker after commit; later ones wait for the sweep.
+    due_now = [row for row in wanted if row.due_at <= now]
+    if due_now:
+        # bulk_create with ignore_conflicts returns no ids: read them back.
+        send_after_commit(
+            SEND_TASK,
+            list(
+                Reminder.objects.filter(
+                    event=INVITE_EVENT,
+                    due_at=now,
+                    visit__in=[row.visit_id for row in due_now],
+                    status=Reminder.Status.PENDING,
+                ).values_list("pk", flat=True)
+            ),
+        )
+
+
+def announce_welcome(participant: Participant, *, now: dt.datetime | None = None) -> None:
+    """Queue the participant's welcome message (email; once per participant, ever).
+
+    Call inside the enrollment's transaction. What the message says (the calendar's visits,
+    the feed to subscribe to, whom to call) is read when it is sent, after commit; see
+    `scheduler.outbox.channels`.
+    """
+    if attendee_of(participant, participant_today(participant, now=now)) is None:
+        return
+    if Reminder.objects.filter(participant=participant, event=WELCOME_EVENT).exists():
+        return
+    now = now or timezone.now()
+    [row] = Reminder.objects.bulk_create(
         [
             Reminder(
                 participant=participant,
-                visit=visit,
-                target_key=f"visit:{visit.pk}",
-                rule_code=f"INVITE-{visit.ical_sequence}",
-                event=INVITE_EVENT,
+                target_key=f"participant:{participant.pk}",
+                rule_code="WELCOME",
+                event=WELCOME_EVENT,
                 channel="email",
                 audience="participant",
                 due_at=now,
                 next_attempt_at=now,
                 enqueued_at=now,
-                ical_sequence=visit.ical_sequence,
             )
-            for visit in visits
-        ],
-        ignore_conflicts=True,
+        ]
     )
-    created = [row.pk for row in rows if row.pk is not None]
-    if not created:  # backends that do not return ids with ignore_conflicts
-        created = list(
-            Reminder.objects.filter(
-                event=INVITE_EVENT, due_at=now, visit__in=[v.pk for v in visits]
-            ).values_list("pk", flat=True)
-        )
-    send_after_commit(SEND_TASK, created)
+    send_after_commit(SEND_TASK, [row.pk])

@@ -23,7 +23,12 @@ from django.utils import timezone
 from scheduler.models import CoordinatorNotification, Reminder
 from scheduler.outbox.channels import deliver
 from scheduler.outbox.dispatch import SEND_TASK, send_after_commit
-from scheduler.outbox.errors import PermanentDeliveryError, Superseded, TransientDeliveryError
+from scheduler.outbox.errors import (
+    NotNeeded,
+    PermanentDeliveryError,
+    Superseded,
+    TransientDeliveryError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +94,7 @@ def reminder_send(reminder_id: int) -> str:
     reminder = (
         Reminder.objects.select_related(
             "participant__site",
+            "participant__trial",
             "visit__visit_definition",
             "visit__participant__site",
             "milestone__rule",
@@ -104,6 +110,9 @@ def reminder_send(reminder_id: int) -> str:
     except Superseded:
         ours.update(status=Reminder.Status.CANCELLED, last_error="superseded by a newer change")
         return "superseded"
+    except NotNeeded as exc:
+        ours.update(status=Reminder.Status.CANCELLED, last_error=str(exc)[:2000])
+        return "not needed"
     except PermanentDeliveryError as exc:
         ours.update(status=Reminder.Status.DEAD, last_error=str(exc)[:2000])
         return "dead"

@@ -7,16 +7,26 @@ import hashlib
 import io
 import logging
 import re
+from collections import Counter
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
-from icalendar import Calendar
+import time_machine
+from icalendar import Calendar, Component
 
 from scheduler.calendars.events import visit_uid
 from scheduler.calendars.feeds import feed_create, feed_path, feed_regenerate, feed_revoke
 from scheduler.models import CalendarFeed, ScheduledVisit
-from scheduler.services import participant_enroll, visit_book
-from tests.calendars.conftest import ical_of, visit_at
+from scheduler.selectors import VISIT_GLANCE_LABELS, visit_glance_status
+from scheduler.services import (
+    participant_enroll,
+    visit_book,
+    visit_cancel,
+    visit_mark_missed,
+    visit_record_done,
+)
+from tests.calendars.conftest import visit_at
 from tests.factories import participant_for
 from trials.models import Arm
 
@@ -80,7 +90,9 @@ def test_participant_feed_shows_each_new_taper_dose_on_the_day_it_starts(
     assert len(doses) == 12  # weeks 0 and 2..12; week 1 keeps week 0's dose
 
 
-def test_site_feed_names_study_ids_and_no_contact_details(client, enroll_niams, nih) -> None:
+def test_site_feed_names_trial_and_study_ids_and_no_contact_details(
+    client, enroll_niams, nih
+) -> None:
     enroll_niams("NIH-001", email="first@example.org")
     enroll_niams("NIH-002", arm="PBO", email="second@example.org")
     feed, token = feed_create(site=nih)
@@ -89,8 +101,8 @@ def test_site_feed_names_study_ids_and_no_contact_details(client, enroll_niams, 
 
     summaries = sorted(str(e["SUMMARY"]) for e in Calendar.from_ical(body).walk("VEVENT"))
     assert summaries[:2] == [
-        "NIH-001 · V1 Screening (to book)",
-        "NIH-001 · V10 Treatment visit 9 (week 32) (to book)",
+        "niams-ani-vascular NIH-001 · V1 Screening (overdue)",  # its window closed yesterday
+        "niams-ani-vascular NIH-001 · V10 Treatment visit 9 (week 32) (to book)",
     ]
     assert len(summaries) == 24
     assert "example.org" not in body
@@ -164,15 +176,16 @@ def test_blinded_trial_arm_never_reaches_a_feed_invite_or_email(
     for participant in (on_drug, on_placebo):
         produced.append(get_feed(client, *feed_create(participant=participant)).content.decode())
     for message in mailoutbox:
-        produced += [message.subject, message.body, ical_of(message).to_ical().decode()]
+        produced += [message.subject, message.body]
         produced += [content for content, _ in message.alternatives]
 
     arms = list(Arm.objects.filter(version=on_drug.protocol_version))
     words = [arm.name for arm in arms] + ["placebo", "anifrolumab", "lupus", on_drug.trial.title]
     codes = re.compile(r"\b(" + "|".join(arm.code for arm in arms) + r")\b")
-    # 3 feeds, and 25 emails (12 + 12 invites, 1 booking) of 5 texts each.
-    assert len(mailoutbox) == 25
-    assert len(produced) == 3 + 25 * 5
+    # 3 feeds, and 5 emails: 2 welcome messages (subject, body), 3 invites (subject, body,
+    # HTML, calendar): V2 for each participant at enrollment, and its booking.
+    assert len(mailoutbox) == 5
+    assert len(produced) == 3 + 2 * 2 + 3 * 4
     for text in produced:
         assert not any(word.lower() in text.lower() for word in words)
         assert codes.search(text) is None
@@ -209,3 +222,327 @@ def test_feed_tokens_never_reach_the_logs(client) -> None:
         "WARNING django.request Not Found: /feeds/participant/<token>.ics\n"
     )
     assert token not in written.getvalue()
+
+
+# ----------------------------------------------------------------------------------------
+# Feeds tell the truth: where a visit happened, what became of it, and its status today
+
+
+def events_by_uid(client, feed, token) -> dict[str, Component]:
+    body = get_feed(client, feed, token).content
+    return {str(e["UID"]): e for e in Calendar.from_ical(body).walk("VEVENT")}
+
+
+def shown(event) -> tuple:
+    return (
+        str(event["SUMMARY"]),
+        str(event["STATUS"]),
+        event.decoded("dtstart"),
+        event.decoded("dtend"),
+        str(event["DESCRIPTION"]).split("\n"),
+    )
+
+
+NIH_PLACE = "NIH Clinical Center, 10 Center Drive, Bethesda, MD 20892"
+
+
+@pytest.mark.parametrize(
+    ("actual_date", "actual_time", "start", "end", "when", "status", "site_suffix", "site_lines"),
+    [
+        (
+            dt.date(2026, 1, 19),
+            None,
+            dt.date(2026, 1, 19),
+            dt.date(2026, 1, 20),
+            "When: Monday, January 19, 2026",
+            "done",
+            "done",
+            ["Status: done", "Done 2026-01-19"],
+        ),
+        (
+            dt.date(2026, 1, 19),
+            dt.time(8, 45),
+            dt.datetime(2026, 1, 19, 13, 45, tzinfo=dt.UTC),
+            dt.datetime(2026, 1, 19, 17, 45, tzinfo=dt.UTC),  # 4 hours of screening
+            "When: Monday, January 19, 2026 at 8:45\u202fAM (America/New_York time)",
+            "done",
+            "done",
+            ["Status: done", "Done 2026-01-19"],
+        ),
+        (
+            dt.date(2026, 1, 20),  # a day after its window: a deviation
+            dt.time(7, 0),
+            dt.datetime(2026, 1, 20, 12, 0, tzinfo=dt.UTC),
+            dt.datetime(2026, 1, 20, 16, 0, tzinfo=dt.UTC),
+            "When: Tuesday, January 20, 2026 at 7:00\u202fAM (America/New_York time)",
+            "out of window",
+            "done, out of window",
+            ["Status: out of window", "Done 2026-01-20"],
+        ),
+    ],
+)
+def test_a_visit_done_without_a_booking_shows_where_it_happened_in_both_feeds(
+    client,
+    enroll_niams,
+    nih,
+    coordinator,
+    actual_date,
+    actual_time,
+    start,
+    end,
+    when,
+    status,
+    site_suffix,
+    site_lines,
+) -> None:
+    participant = enroll_niams()
+    v1 = visit_at(participant, "V1")
+    visit_record_done(
+        visit=v1,
+        actual_date=actual_date,
+        actual_time=actual_time,
+        by=coordinator,
+        reason="late" if actual_date > v1.window_end else "",
+    )
+
+    mine = events_by_uid(client, *feed_create(participant=participant))[visit_uid(v1)]
+    site = events_by_uid(client, *feed_create(site=nih))[visit_uid(v1)]
+
+    def utc(value):
+        return value.astimezone(dt.UTC) if isinstance(value, dt.datetime) else value
+
+    assert (str(mine["SUMMARY"]), str(mine["STATUS"])) == ("Done: Screening", "CONFIRMED")
+    assert (utc(mine.decoded("dtstart")), utc(mine.decoded("dtend"))) == (start, end)
+    assert str(mine["DESCRIPTION"]).split("\n") == [
+        when,
+        f"Status: {status}",
+        "Expected duration: up to 4 hours",
+        f"Where: {NIH_PLACE}",
+        "Questions, or need another time? Call +1 301-496-2563.",
+    ]
+    assert (str(site["SUMMARY"]), str(site["STATUS"])) == (
+        f"niams-ani-vascular NIH-001 · V1 Screening ({site_suffix})",
+        "CONFIRMED",
+    )
+    assert (utc(site.decoded("dtstart")), utc(site.decoded("dtend"))) == (start, end)
+    assert str(site["DESCRIPTION"]).split("\n")[:2] == site_lines
+
+
+def test_missed_and_cancelled_visits_stay_in_both_feeds_as_cancelled(
+    client, enroll_niams, nih, coordinator
+) -> None:
+    participant = enroll_niams()
+    visit_mark_missed(visit=visit_at(participant, "V1"), by=coordinator, reason="no show")
+    visit_book(
+        visit=visit_at(participant, "V3"),
+        local_date=dt.date(2026, 3, 2),
+        local_time=dt.time(9, 0),
+        by=coordinator,
+    )
+    visit_cancel(visit=visit_at(participant, "V3"), by=coordinator, reason="unwell")
+    visit_cancel(visit=visit_at(participant, "V4"), by=coordinator, reason="unwell")
+    uids = {code: visit_uid(visit_at(participant, code)) for code in ("V1", "V3", "V4")}
+
+    mine = events_by_uid(client, *feed_create(participant=participant))
+    site = events_by_uid(client, *feed_create(site=nih))
+
+    assert len(mine) == 12 + 1 and len(site) == 12  # every visit (and the milestone)
+    assert [shown(mine[uids[code]])[:4] for code in ("V1", "V3", "V4")] == [
+        ("Missed: Screening", "CANCELLED", dt.date(2026, 1, 5), dt.date(2026, 1, 20)),
+        (
+            "Cancelled: Treatment visit 2 (week 4)",
+            "CANCELLED",
+            dt.datetime(2026, 3, 2, 9, 0, tzinfo=ZoneInfo("America/New_York")),
+            dt.datetime(2026, 3, 2, 13, 0, tzinfo=ZoneInfo("America/New_York")),
+        ),
+        (
+            "Cancelled: Treatment visit 3 (week 8)",
+            "CANCELLED",
+            dt.date(2026, 3, 27),
+            dt.date(2026, 4, 3),
+        ),
+    ]
+    assert [shown(mine[uids[code]])[4][:2] for code in ("V1", "V3", "V4")] == [
+        [
+            "This visit did not take place.",
+            "When: between Monday, January 5, 2026 and Monday, January 19, 2026",
+        ],
+        [
+            "This visit is cancelled.",
+            "When: Monday, March 2, 2026 at 9:00\u202fAM (America/New_York time)",
+        ],
+        [
+            "This visit is cancelled.",
+            "When: between Friday, March 27, 2026 and Thursday, April 2, 2026",
+        ],
+    ]
+    assert [
+        (str(site[uids[code]]["SUMMARY"]), str(site[uids[code]]["STATUS"]))
+        for code in ("V1", "V3", "V4")
+    ] == [
+        ("niams-ani-vascular NIH-001 · V1 Screening (missed)", "CANCELLED"),
+        ("niams-ani-vascular NIH-001 · V3 Treatment visit 2 (week 4) (cancelled)", "CANCELLED"),
+        ("niams-ani-vascular NIH-001 · V4 Treatment visit 3 (week 8) (cancelled)", "CANCELLED"),
+    ]
+
+
+# 3 February 2026 03:00 UTC is still 2 February, 22:00, in New York: V2's one-day window is
+# open there (due), though its day has passed in UTC.
+LATE_EVENING = dt.datetime(2026, 2, 3, 3, 0, tzinfo=dt.UTC)
+
+
+def test_every_feed_event_states_the_status_computed_with_the_sites_today(
+    client, enroll_niams, nih, coordinator
+) -> None:
+    participant = enroll_niams()
+    visit_record_done(
+        visit=visit_at(participant, "V1"), actual_date=dt.date(2026, 1, 19), by=coordinator
+    )
+    visit_book(
+        visit=visit_at(participant, "V3"),
+        local_date=dt.date(2026, 3, 2),
+        local_time=dt.time(9, 0),
+        by=coordinator,
+    )
+    visit_book(
+        visit=visit_at(participant, "V3C"),
+        local_date=dt.date(2026, 3, 13),  # two days after its window
+        local_time=dt.time(9, 0),
+        by=coordinator,
+        reason="scanner booked",
+    )
+    visit_cancel(visit=visit_at(participant, "V4"), by=coordinator, reason="unwell")
+    visit_mark_missed(visit=visit_at(participant, "V5"), by=coordinator, reason="no show")
+    feeds = [feed_create(participant=participant), feed_create(site=nih)]
+
+    with time_machine.travel(LATE_EVENING, tick=False):
+        participant_events, site_events = (events_by_uid(client, *feed) for feed in feeds)
+
+    today = dt.date(2026, 2, 2)
+    statuses = {}
+    for visit in ScheduledVisit.objects.filter(participant=participant):
+        label = VISIT_GLANCE_LABELS[visit_glance_status(visit, today=today)]
+        statuses[visit.code] = label
+        assert (
+            str(site_events[visit_uid(visit)]["DESCRIPTION"]).split("\n")[0] == f"Status: {label}"
+        )
+        participant_lines = str(participant_events[visit_uid(visit)]["DESCRIPTION"]).split("\n")
+        assert f"Status: {label}" in participant_lines
+    assert statuses == {
+        "V1": "done",
+        "V2": "due",
+        "V3": "booked",
+        "V3C": "out of window",
+        "V4": "cancelled",
+        "V5": "missed",
+        **{f"V{n}": "upcoming" for n in range(6, 12)},
+    }
+
+
+def test_a_site_feed_tells_apart_participants_of_two_trials_with_the_same_study_id(
+    client, import_seed, nih, django_capture_on_commit_callbacks
+) -> None:
+    for prefix, anchors in (
+        ("000", {"day1": dt.date(2026, 2, 2)}),
+        ("002", {"day1": dt.date(2026, 3, 2)}),
+    ):
+        version = import_seed(prefix)
+        participant = participant_for(
+            version, anchors=anchors, site=nih, study_id="BERLIN-001", email="b@example.org"
+        )
+        participant_enroll(
+            participant=participant,
+            on=dt.date(2026, 1, 20),
+            arm=Arm.objects.get(version=version, code="ANI"),
+        )
+
+    events = Calendar.from_ical(get_feed(client, *feed_create(site=nih)).content).walk("VEVENT")
+
+    owners = Counter(str(e["SUMMARY"]).split(" · ")[0] for e in events)
+    assert owners == {"niams-ani-vascular BERLIN-001": 12, "jasmine-myositis BERLIN-001": 54}
+    assert sorted(str(e["SUMMARY"]) for e in events)[:2] == [
+        "jasmine-myositis BERLIN-001 · FU Follow-up visit (to book)",
+        "jasmine-myositis BERLIN-001 · SCR Screening (to book)",
+    ]
+
+
+@pytest.fixture
+def enrolled_at_nih(import_seed, nih):
+    versions = {prefix: import_seed(prefix) for prefix in ("000", "002")}
+
+    def enroll(prefix: str, study_id: str) -> object:
+        version = versions[prefix]
+        participant = participant_for(
+            version,
+            anchors={"day1": dt.date(2026, 3, 2)},
+            site=nih,
+            study_id=study_id,
+            email=f"{study_id}@example.org",
+        )
+        participant_enroll(
+            participant=participant,
+            on=dt.date(2026, 1, 20),
+            arm=Arm.objects.get(version=version, code="ANI"),
+        )
+        return participant
+
+    return enroll
+
+
+# A feed request: the token, the feed's version (3 aggregates), and the rendering: the site's
+# visits with their participants and trials; a participant's visits, their procedures (2
+# prefetches) and milestones.
+SITE_FEED_QUERIES = 5
+PARTICIPANT_FEED_QUERIES = 8
+
+
+@pytest.mark.parametrize("size", [1, 4])
+def test_site_feed_costs_the_same_queries_at_any_size(
+    client, enrolled_at_nih, nih, django_assert_num_queries, size
+) -> None:
+    for number in range(size):
+        enrolled_at_nih("000" if number % 2 else "002", f"NIH-{number:03d}")
+    feed, token = feed_create(site=nih)
+
+    with django_assert_num_queries(SITE_FEED_QUERIES):
+        response = get_feed(client, feed, token)
+
+    expected = sum(54 if number % 2 == 0 else 12 for number in range(size))
+    assert len(Calendar.from_ical(response.content).walk("VEVENT")) == expected
+
+
+@pytest.mark.parametrize(("prefix", "events"), [("000", 12 + 1), ("002", 54)])
+def test_participant_feed_costs_the_same_queries_at_any_size(
+    client, enrolled_at_nih, django_assert_num_queries, prefix, events
+) -> None:
+    participant = enrolled_at_nih(prefix, "NIH-001")
+    feed, token = feed_create(participant=participant)
+
+    with django_assert_num_queries(PARTICIPANT_FEED_QUERIES):
+        response = get_feed(client, feed, token)
+
+    assert len(Calendar.from_ical(response.content).walk("VEVENT")) == events
+
+
+def test_feed_version_changes_at_the_sites_midnight_because_statuses_do(
+    client, enroll_niams
+) -> None:
+    participant = enroll_niams()
+    feed, token = feed_create(participant=participant)
+    first = get_feed(client, feed, token)
+
+    # 20 January, 23:59 in New York: the same day, the same feed.
+    with time_machine.travel(dt.datetime(2026, 1, 21, 4, 59, tzinfo=dt.UTC), tick=False):
+        same_day = get_feed(client, feed, token, if_none_match=first["ETag"])
+    with time_machine.travel(dt.datetime(2026, 1, 21, 5, 0, tzinfo=dt.UTC), tick=False):
+        next_day = get_feed(
+            client,
+            feed,
+            token,
+            if_none_match=first["ETag"],
+            if_modified_since=first["Last-Modified"],
+        )
+
+    assert (same_day.status_code, next_day.status_code) == (304, 200)
+    assert next_day["ETag"] != first["ETag"]
+    assert next_day["Last-Modified"] == "Wed, 21 Jan 2026 05:00:00 GMT"

@@ -124,7 +124,8 @@ class Workers:
                 time.sleep(0.1)
 
     def discard_queued(self) -> None:
-        """Drop what setup queued before any worker ran (enrolment's visit invites)."""
+        """Drop what setup queued before any worker ran (enrollment's welcome and first
+        invites)."""
         assert self.running == []
         self.broker.delete(self.queue)
 
@@ -210,8 +211,9 @@ def _enrolled_visit(version: Any, **fields: Any) -> ScheduledVisit:
         **fields,
     )
     participant_enroll(participant=participant, on=dt.date(2026, 1, 5))
-    # Enrollment queues the calendar invites and plans reminders in the outbox; these tests
-    # count exactly the rows they create, so they start from an empty outbox.
+    # Enrollment queues the welcome and the first invites, and plans later invites and the
+    # reminders in the outbox; these tests count exactly the rows they create, so they start
+    # from an empty outbox.
     Reminder.objects.filter(participant=participant).delete()
     visit = ScheduledVisit.objects.filter(participant=participant).order_by("target_date").first()
     assert visit is not None

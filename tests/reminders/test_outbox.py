@@ -224,26 +224,43 @@ def test_sweep_hands_due_reminders_to_workers_which_send_each_once(
     assert again == []  # nothing left due: all were claimed
     reminders = Reminder.objects.filter(pk__in=due).exclude(event="invite")
     assert set(reminders.values_list("status", flat=True)) == {"sent"}
-    assert sorted(reminders.filter(audience="participant").values_list("rule_code", "channel")) == [
+    assert sorted(
+        reminders.filter(audience="participant")
+        .exclude(event="welcome")
+        .values_list("rule_code", "channel")
+    ) == [
         ("P1D", "email"),
         ("P1D", "sms"),
         ("P7D", "email"),
     ]
-    # The invites queued at enrollment and at booking (their after-commit messages never ran
-    # in this test, as if Redis had lost them): the sweep sends each visit's newest SEQUENCE
-    # once; V4's enrollment invite was superseded by its booking.
+    # The welcome and the invites queued at enrollment and at booking (their after-commit
+    # messages never ran in this test, as if Redis had lost them), and the invites whose day
+    # (28 days before the window) has come: the sweep sends each once, except first invites
+    # to windows that closed meanwhile. V4's invite, planned for 27 February, was replanned
+    # when V4 was booked on 16 March and went out as its booking.
     invites = Reminder.objects.filter(pk__in=due, event="invite")
     assert sorted(
-        invites.values_list("visit__visit_definition__code", "rule_code", "status")
+        invites.values_list("visit__visit_definition__code", "rule_code", "status", "last_error")
     ) == sorted(
-        [(f"V{n}", "INVITE-0", "sent") for n in (1, 2, 3, 5, 6, 7, 8, 9, 10, 11)]
-        + [("V3C", "INVITE-0", "sent"), ("V4", "INVITE-0", "cancelled"), ("V4", "INVITE-1", "sent")]
+        [
+            (code, "INVITE-0", "cancelled", "its window closed before its first invite went out")
+            for code in ("V1", "V2", "V3", "V3C")
+        ]
+        + [("V5", "INVITE-0", "sent", ""), ("V4", "INVITE-1", "sent", "")]
     )
+    assert list(
+        Reminder.objects.filter(
+            participant=niams, visit__visit_definition__code="V4", event="invite"
+        )
+        .order_by("id")
+        .values_list("rule_code", "status")
+    ) == [("INVITE-0", "cancelled"), ("INVITE-1", "sent")]
+    assert Reminder.objects.get(pk__in=due, event="welcome").status == "sent"
     to_participant = [m.subject for m in mailoutbox if m.to == ["p1@example.org"]]
     assert [s for s in to_participant if s.startswith("Reminder")] == [
         "Reminder: Treatment visit 3 (week 8), Monday, March 30, 2026 at 9:30\u202fAM",
     ] * 2
-    assert len(to_participant) == 2 + 12
+    assert len(to_participant) == 2 + 2 + 1
 
 
 @override_settings(
@@ -298,7 +315,7 @@ def test_sms_provider_5xx_retries_with_backoff_then_dead_and_retry_brings_it_bac
     }
 
 
-def test_coordinator_in_app_reminder_names_the_study_id_only(niams) -> None:
+def test_coordinator_in_app_reminder_names_the_trial_and_study_id_only(niams) -> None:
     reminder = Reminder.objects.filter(participant=niams, rule_code="C_OVERDUE").earliest("due_at")
 
     with time_machine.travel(reminder.due_at, tick=False):
@@ -306,8 +323,8 @@ def test_coordinator_in_app_reminder_names_the_study_id_only(niams) -> None:
 
     notification = CoordinatorNotification.objects.get(reminder=reminder)
     assert notification.text == (
-        f"{niams.study_id} V1 Screening: overdue (window 2026-01-05 to 2026-01-19), neither "
-        "recorded nor rescheduled"
+        f"niams-ani-vascular {niams.study_id} · V1 Screening: overdue (window 2026-01-05 to "
+        "2026-01-19), neither recorded nor rescheduled"
     )
 
 
@@ -327,7 +344,7 @@ def test_participant_details_save_replans_reminders_and_refuses_clinical_fields(
     assert str(caught.value) == ("status cannot be edited directly; use the participant's actions")
     assert set(
         Reminder.objects.filter(participant=niams, audience="participant")
-        .exclude(event="invite")
+        .exclude(event__in=["invite", "welcome"])  # not reminders: opting out keeps them
         .values_list("status", flat=True)
     ) == {"cancelled"}
     assert niams.history.latest().history_change_reason == "details edited"
