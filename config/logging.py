@@ -1,9 +1,14 @@
-"""Log filters: capability tokens never reach the logs."""
+"""Log filters: capability tokens, and what a database quotes from a refused row, never reach
+the logs."""
 
 from __future__ import annotations
 
 import logging
 import re
+import sqlite3
+import traceback
+from collections.abc import Mapping
+from typing import Any
 
 FEED_TOKEN = re.compile(r"(/feeds/(?:participant|site)/)[A-Za-z0-9_-]+")
 
@@ -18,3 +23,131 @@ class RedactFeedTokens(logging.Filter):
             record.msg = FEED_TOKEN.sub(r"\1<token>", message)
             record.args = None
         return True
+
+
+# What replaces the text of a database error: drivers quote the refused row or key in it
+# (Postgres: "DETAIL:  Failing row contains (…)", "Key (email)=(…)"; "invalid input syntax for
+# type date: …"), and a participant row holds contact details, a birth date, a guardian's name.
+DB_ERROR_TEXT = "database error text withheld from the log (it can quote row values)"
+WITHHELD = "<withheld>"
+# Each stops at the end of its line, a real newline or the "\n" of an exception's repr().
+_LINE_REST = r"(?:(?!\\n)[^\n])*"
+DB_DETAILS = [
+    (re.compile(r"DETAIL:" + _LINE_REST), f"DETAIL: {WITHHELD}"),
+    (re.compile(r"Failing row contains \(" + _LINE_REST), f"Failing row contains ({WITHHELD})"),
+    (re.compile(r"Key \(([^)\n]*)\)=\(" + _LINE_REST), rf"Key (\1)=({WITHHELD})"),
+]
+QUERY_WITHHELD = "(%.3f) query withheld from the log (its parameters are row values); alias=%s"
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Django's database errors and the driver errors they wrap (sqlite3, psycopg)."""
+    from django.db import Error as DjangoDatabaseError
+
+    driver = type(exc).__module__.split(".")[0]
+    return isinstance(exc, DjangoDatabaseError | sqlite3.Error) or driver in {"psycopg", "psycopg2"}
+
+
+def database_error_summary(exc: BaseException) -> str:
+    """What a log may say of a database error: that it happened, and the schema names involved
+    (SQLSTATE, table, column, constraint), never a value. Django re-raises a driver error as
+    its own type `from` it, so the driver's details are read from the cause."""
+    driver = exc
+    while not _has_driver_details(driver) and driver.__cause__ is not None:
+        driver = driver.__cause__
+    parts = []
+    diag = getattr(driver, "diag", None)
+    if diag is not None and getattr(diag, "sqlstate", None):
+        parts.append(f"SQLSTATE {diag.sqlstate}")
+        parts += [
+            f"{label} {value}"
+            for label, value in (
+                ("table", diag.table_name),
+                ("column", diag.column_name),
+                ("constraint", diag.constraint_name),
+            )
+            if value
+        ]
+    elif getattr(driver, "sqlite_errorname", None):
+        parts.append(driver.sqlite_errorname)  # type: ignore[attr-defined]
+    return "; ".join([DB_ERROR_TEXT, ", ".join(parts)]) if parts else DB_ERROR_TEXT
+
+
+def _has_driver_details(exc: BaseException) -> bool:
+    return getattr(exc, "diag", None) is not None or hasattr(exc, "sqlite_errorname")
+
+
+def withhold_database_details(text: str) -> str:
+    for pattern, replacement in DB_DETAILS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _exception_chain(exc: BaseException | None) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return chain
+
+
+def _scrubbed_traceback(exc_info: tuple[Any, Any, Any]) -> tuple[str, bool]:
+    """The formatted traceback with database errors' text withheld, and whether it differs."""
+    original = "".join(traceback.format_exception(*exc_info))
+    text = original
+    for exc in _exception_chain(exc_info[1]):
+        if is_database_error(exc):
+            quoted = "".join(traceback.format_exception_only(type(exc), exc))
+            name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+            text = text.replace(quoted, f"{name}: {database_error_summary(exc)}\n")
+    text = withhold_database_details(text)
+    return text.rstrip("\n"), text != original
+
+
+class ScrubDatabaseErrors(logging.Filter):
+    """Keep what a database quotes from a refused row out of every log line.
+
+    On a record, in this order: a database error passed as an argument becomes its summary
+    (`database_error_summary`); DETAIL lines, "Failing row contains (…)" and "Key (…)=(…)" left
+    in the message are withheld; the traceback is formatted here with every database error's
+    text replaced by its summary, and the record keeps only that text (`exc_text`), not the
+    exception, so no handler or formatter after this one can format the original. Django's own
+    query log (`django.db.backends`, DEBUG only) keeps its timing but not its SQL, which has the
+    values interpolated. Every handler in LOGGING lists this filter.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("django.db.backends") and hasattr(record, "sql"):
+            record.msg = QUERY_WITHHELD
+            record.args = (getattr(record, "duration", 0.0), getattr(record, "alias", ""))
+            record.sql = record.params = WITHHELD  # type: ignore[attr-defined]
+            return True
+        record.args = _scrubbed_args(record.args)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed call; logging reports it itself
+            message = None
+        if message is not None:
+            scrubbed = withhold_database_details(message)
+            if scrubbed != message:
+                record.msg, record.args = scrubbed, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text, changed = _scrubbed_traceback(record.exc_info)
+            if changed:
+                record.exc_text, record.exc_info = text, None
+        elif record.exc_text:
+            record.exc_text = withhold_database_details(record.exc_text)
+        return True
+
+
+def _scrubbed_args(args: Any) -> Any:
+    def scrub(value: Any) -> Any:
+        if isinstance(value, BaseException) and is_database_error(value):
+            return database_error_summary(value)
+        return value
+
+    if isinstance(args, tuple):
+        return tuple(scrub(value) for value in args)
+    if isinstance(args, Mapping):
+        return {key: scrub(value) for key, value in args.items()}
+    return args

@@ -13,6 +13,21 @@ from participants.models import Participant, ParticipantAnchor
 from trials.models import Anchor, ProtocolVersion, Site, Trial, TrialSite
 
 
+def registration_version(*, trial: Trial, site: Site) -> ProtocolVersion | None:
+    """The protocol version a participant registered at `site` starts on: the one the site's
+    ethics approval covers, else the trial's newest published version (None if it has none)."""
+    trial_site = (
+        TrialSite.objects.select_related("protocol_version").filter(trial=trial, site=site).first()
+    )
+    if trial_site is not None and trial_site.protocol_version is not None:
+        return trial_site.protocol_version
+    return (
+        ProtocolVersion.objects.filter(trial=trial, status=ProtocolVersion.Status.PUBLISHED)
+        .order_by("-published_at", "-id")
+        .first()
+    )
+
+
 @transaction.atomic
 def participant_register(
     *,
@@ -43,15 +58,7 @@ def participant_register(
     if not TrialSite.objects.filter(trial=trial, site=site).exists():
         raise ValidationError({"site": f"site {site.code!r} does not run trial {trial.code!r}"})
     if protocol_version is None:
-        # The version the site's ethics approval covers, else the newest published one.
-        trial_site = TrialSite.objects.select_related("protocol_version").get(
-            trial=trial, site=site
-        )
-        protocol_version = trial_site.protocol_version or (
-            ProtocolVersion.objects.filter(trial=trial, status=ProtocolVersion.Status.PUBLISHED)
-            .order_by("-published_at", "-id")
-            .first()
-        )
+        protocol_version = registration_version(trial=trial, site=site)
         if protocol_version is None:
             raise ValidationError({"trial": f"trial {trial.code!r} has no published protocol"})
     elif protocol_version.trial_id != trial.id or not protocol_version.is_published:

@@ -77,6 +77,7 @@ def snapshot_from_document(document: ProtocolDocument) -> ProtocolSnapshot:
                         initial_max_mg=m.taper.initial_max_mg,
                         shape=m.taper.shape,
                         drug=m.taper.drug,
+                        exact_doses=m.taper.exact_doses,
                     )
                     if m.taper
                     else None

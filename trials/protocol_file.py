@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 FORMAT_VERSION = 1
 CODE_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,39}$"
@@ -197,9 +197,13 @@ class Taper(_Strict):
     target_mg: Decimal = Field(ge=0)
     target_week: int = Field(ge=1, le=104)
     # Doses are rounded down to a multiple of this (the tablet strength), so rounding can
-    # never take a dose above its cap.
-    step_mg: Decimal = Field(gt=0)
+    # never take a dose above its cap. Doses are recorded to 0.01 mg, so the step is too.
+    step_mg: Decimal = Field(gt=0, max_digits=7, decimal_places=2)
     shape: Literal["geometric", "linear"] = "geometric"
+    # true when the drug can be given in any dose (an oral solution, say): a dose the
+    # investigator prescribes is stored exactly. false (the default): a prescription must be a
+    # multiple of step_mg, and one that is not is refused with the two nearest offered.
+    exact_doses: StrictBool = False
 
 
 class MilestoneSection(_Strict):

@@ -60,6 +60,9 @@ class TaperSpec:
     initial_max_mg: Decimal | None = None
     shape: Literal["geometric", "linear"] = "geometric"
     drug: str = ""
+    # The drug can be given in any dose (an oral solution): an investigator's prescribed dose
+    # is kept exactly instead of being a multiple of step_mg. Computed doses still are.
+    exact_doses: bool = False
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
-from django.utils import timezone
 
 from participants.models import Participant
 from participants.services import participant_register
+from scheduler.access import site_today
 from scheduler.models import ScheduledVisit
 from scheduler.services import participant_enroll, visit_book, visit_record_done
 from trials.models import Arm, ProtocolVersion, Site, Trial, TrialSite
@@ -27,6 +27,13 @@ from trials.protocol_file import parse_protocol
 from trials.services import protocol_import
 
 PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "protocols"
+
+
+def demo_mailbox(code: str) -> str:
+    """A demo site's coordinator mailbox: on example.org, a domain reserved for examples
+    (RFC 2606), so no demo message can reach a real person."""
+    return f"coordinators+{code}@example.org"
+
 
 SITES = [
     {
@@ -36,6 +43,7 @@ SITES = [
         "country": "US",
         "address": "10 Center Drive, Bethesda, MD 20892, USA",
         "phone": "+1 301-496-2563",
+        "email": demo_mailbox("nih-cc"),
     },
     {
         "code": "tsukuba",
@@ -44,6 +52,7 @@ SITES = [
         "country": "JP",
         "address": "2-1-1 Amakubo, Tsukuba, Ibaraki 305-8576, Japan",
         "phone": "+81-29-853-3186",
+        "email": demo_mailbox("tsukuba"),
     },
     {
         "code": "berlin",
@@ -52,6 +61,7 @@ SITES = [
         "country": "DE",
         "address": "Charitéplatz 1, 10117 Berlin, Germany",
         "phone": "+49 30 450 50",
+        "email": demo_mailbox("berlin"),
     },
 ]
 
@@ -99,6 +109,10 @@ class Command(BaseCommand):
         sites = {}
         for fields in SITES:
             site, _ = Site.objects.get_or_create(code=fields["code"], defaults=fields)
+            if not site.email:
+                # Demo databases loaded before sites had mailboxes get theirs now.
+                site.email = fields["email"]
+                site.save(update_fields=["email"])
             sites[site.code] = site
         return sites
 
@@ -108,7 +122,8 @@ class Command(BaseCommand):
         version = ProtocolVersion.objects.filter(trial=trial, status="published").latest("id")
         anchors = list(version.anchor_set.order_by("order"))
         arms = list(Arm.objects.filter(version=version).order_by("order"))
-        today = timezone.localdate()
+        # The latest of the sites' todays: the demo's next booking is ahead at every site.
+        today = max(site_today(site) for site in sites)
         for number in range(1, DEMO_PARTICIPANTS_PER_TRIAL + 1):
             site = sites[(number - 1) % len(sites)]
             # Spread the demo calendars: one started 10 weeks ago, one 3 weeks ago, one starts
