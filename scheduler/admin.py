@@ -20,8 +20,11 @@ from django.utils.text import Truncator
 from simple_history.utils import get_history_model_for_model
 
 from participants.models import Participant
+from scheduler.access import site_now, site_today
 from scheduler.calendar import CalendarDiff, deviation_days
 from scheduler.calendars.feeds import feed_create, feed_path, feed_regenerate, feed_revoke
+from scheduler.checks import site_mailbox_warning
+from scheduler.display import clock_change_text, site_time, utc_time
 from scheduler.forms import (
     LifecycleForm,
     VisitBookForm,
@@ -38,7 +41,15 @@ from scheduler.models import (
     visit_code,
 )
 from scheduler.outbox.sweep import notifications_mark_read, reminders_retry
-from scheduler.selectors import sites_with_visit_status, visit_status_filters
+from scheduler.selectors import (
+    TAPER_STEP_LABELS,
+    VISIT_GLANCE_LABELS,
+    milestone_step_status,
+    milestones_with_next_step,
+    sites_with_visit_status,
+    visit_glance_status,
+    visit_status_filters_per_site,
+)
 from scheduler.services import (
     BookingPreview,
     CalendarError,
@@ -84,15 +95,59 @@ def iso(day: dt.date | None) -> str:
     return day.isoformat() if day is not None else "—"
 
 
-def local_instant(instant: dt.datetime | None, zone: str) -> str:
-    """An instant as the site reads it: '2026-03-10 09:30 EDT (America/New_York)'."""
-    if instant is None:
-        return "—"
-    return f"{instant.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M %Z} ({zone})"
+def site_clock_column(field: str, description: str, site_of: Callable[[Any], Site]) -> Any:
+    """A read-only column or field showing an instant on the clock of the row's site (Django
+    would show it in the server's zone, UTC)."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self: Any, row: Any) -> str | None:
+        instant = getattr(row, field)
+        return None if instant is None else site_time(instant, site_of(row))
+
+    return column
 
 
-def utc_instant(instant: dt.datetime) -> str:
-    return f"{instant.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+def _participant_site(row: Any) -> Site:
+    return row.participant.site
+
+
+class SiteClockHistory:
+    """For an audited admin whose records belong to one site: its History page dates each
+    entry on the site's clock (the audit lists across sites do it per row, `changed_at`), and
+    the page of one past version shows its instants in the site's zone."""
+
+    object_history_list_template = "admin/lifecycle/object_history_list.html"
+
+    def history_site(self, obj: Any) -> Site:
+        return obj.participant.site
+
+    def render_history_view(
+        self, request: HttpRequest, template: str, context: dict[str, Any], **kwargs: Any
+    ) -> HttpResponse:
+        # "object" on the History page, "original" on the page of one past version.
+        zone = self.history_site(context.get("object") or context["original"]).timezone
+        context["history_zone"] = zone
+        # simple-history renders at once, so the past version's fields (Django's own
+        # rendering of its datetimes) are read in the site's zone, not the server's.
+        with timezone.override(ZoneInfo(zone)):
+            return super().render_history_view(  # type: ignore[misc]
+                request, template, context, **kwargs
+            )
+
+
+def glance_label(visit: ScheduledVisit) -> str:
+    """The visit's status at a glance from its site's today (never the stored status alone:
+    a "planned" visit whose window closed is overdue)."""
+    return VISIT_GLANCE_LABELS[visit_glance_status(visit, today=site_today(visit.participant.site))]
+
+
+def step_label(milestone: ScheduledMilestone) -> str:
+    """A milestone's status at a glance: a taper week is past, current (highlighted: the dose
+    taken now) or planned from its site's today. Needs `milestones_with_next_step`."""
+    status = milestone_step_status(milestone, today=site_today(milestone.participant.site))
+    if status == "current":
+        return format_html('<strong class="taper-current">{}</strong>', TAPER_STEP_LABELS[status])
+    return TAPER_STEP_LABELS.get(status, status)
 
 
 def deviation_text(days: int, window_start: dt.date, window_end: dt.date) -> str:
@@ -136,7 +191,7 @@ def confirmed(request: HttpRequest) -> bool:
     return "_confirm" in request.POST
 
 
-class CalendarActionsAdmin(AuditTrailAdmin):
+class CalendarActionsAdmin(SiteClockHistory, AuditTrailAdmin):
     """An admin whose records have calendar actions: each is a form, a preview of exactly what
     the service would change (nothing written), and a confirm that calls the service once."""
 
@@ -218,7 +273,8 @@ class VisitAttentionFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         wanted = self.value()
-        filters = visit_status_filters(today=timezone.localdate())
+        # Each visit against its own site's today: a list can span Tokyo and New York.
+        filters = visit_status_filters_per_site(zone_field="participant__site__timezone")
         if wanted is not None and wanted in filters:
             return queryset.filter(filters[wanted])
         return queryset
@@ -249,15 +305,45 @@ class ScheduledVisitAdmin(CalendarActionsAdmin):
         "target_date",
         "window_start",
         "window_end",
-        "status",
-        "booked_date",
+        "glance_status",
+        "booked_at",
         "deviation_days",
     ]
     list_filter = ["status", VisitAttentionFilter, "participant__trial", "participant__site"]
     search_fields = ["participant__study_id", "visit_definition__code"]
     date_hierarchy = "target_date"
-    list_select_related = ["participant__trial", "visit_definition"]
+    list_select_related = ["participant__trial", "participant__site", "visit_definition"]
     inlines = [ProcedureInline]
+    # The page shows the status computed from the site's today and the instants on the
+    # site's clock; the stored status and the UTC instants stay in the audit trail.
+    fields = [
+        "participant",
+        "visit_definition",
+        "occurrence",
+        "unscheduled_reason",
+        "protocol_version",
+        "target_date",
+        "window_start",
+        "window_end",
+        "estimated",
+        "glance_status",
+        "booked_at",
+        "booked_date",
+        "done_at",
+        "actual_date",
+        "deviation_days",
+        "reason",
+        "version",
+        "ical_sequence",
+    ]
+    readonly_fields = ["glance_status", "booked_at", "done_at"]
+
+    booked_at = site_clock_column("booked_start", "booked at", _participant_site)
+    done_at = site_clock_column("actual_start", "done at", _participant_site)
+
+    @admin.display(description="status", ordering="status")
+    def glance_status(self, visit: ScheduledVisit) -> str:
+        return glance_label(visit)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -312,7 +398,7 @@ class ScheduledVisitAdmin(CalendarActionsAdmin):
                     return self.action_done(
                         request,
                         f"{booked.visit_code} booked for "
-                        f"{local_instant(booked.booked_start, _zone(visit))}; "
+                        f"{site_time(booked.booked_start, visit.participant.site)}; "
                         f"{calendar_summary(booked.calendar)}.",
                         visit,
                     )
@@ -328,11 +414,13 @@ class ScheduledVisitAdmin(CalendarActionsAdmin):
                     "preview",
                     form,
                     "Book / reschedule",
-                    outcome=_booking_outcome(visit, preview, slot["reason"]),
+                    outcome=_booking_outcome(visit, preview, slot),
                     diff=preview.calendar,
                     confirm_label="Confirm booking",
                 )
-        return self._visit_page(request, visit, "form", form, "Book / reschedule")
+        return self._visit_page(
+            request, visit, "form", form, "Book / reschedule", note=_booking_note(visit)
+        )
 
     def record_done_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         visit = self._visit(request, object_id)
@@ -341,7 +429,11 @@ class ScheduledVisitAdmin(CalendarActionsAdmin):
             posted(request),
             initial={
                 "version": visit.version,
-                "actual_date": visit.booked_date or visit.target_date,
+                # The day it was booked or planned for, unless that is still ahead: a visit
+                # is never recorded as done after the site's today.
+                "actual_date": min(
+                    visit.booked_date or visit.target_date, site_today(visit.participant.site)
+                ),
             },
             procedures=procedures,
         )
@@ -496,13 +588,13 @@ def _visit_summary(visit: ScheduledVisit) -> Summary:
     summary = [
         ("Participant", str(visit.participant)),
         ("Visit", f"{visit.code} – {visit.name}"),
-        ("Status", visit.get_status_display()),
+        ("Status", glance_label(visit)),
         (
             "Target",
             f"{iso(visit.target_date)} (window {iso(visit.window_start)} to "
             f"{iso(visit.window_end)})",
         ),
-        ("Booked", local_instant(visit.booked_start, zone)),
+        ("Booked", site_time(visit.booked_start, visit.participant.site)),
     ]
     if visit.actual_date is not None:
         summary.append(("Done on", iso(visit.actual_date)))
@@ -514,24 +606,60 @@ def _visit_summary(visit: ScheduledVisit) -> Summary:
 
 
 def _booking_initial(visit: ScheduledVisit) -> dict[str, Any]:
-    initial: dict[str, Any] = {"version": visit.version, "local_date": visit.target_date}
-    if visit.booked_start is not None:
-        local = visit.booked_start.astimezone(ZoneInfo(_zone(visit)))
+    """What the booking form offers: the current booking while it is still ahead, else the
+    first day from the site's today inside the window (the target day while it is ahead),
+    and nothing once the window has closed; never a day in the past."""
+    initial: dict[str, Any] = {"version": visit.version}
+    now = site_now(visit.participant.site)
+    today = now.date()
+    if visit.booked_start is not None and visit.booked_start >= now:
+        local = visit.booked_start.astimezone(now.tzinfo)
         initial.update(local_date=local.date(), local_time=local.time())
+    elif visit.window_end >= today:
+        initial["local_date"] = max(visit.target_date, today)
     return initial
 
 
-def _booking_outcome(visit: ScheduledVisit, preview: BookingPreview, reason: str) -> Outcome:
-    return [
-        ("Booked at the site", local_instant(preview.booked_start, _zone(visit)), False),
-        ("Booked in UTC", utc_instant(preview.booked_start), False),
+def _booking_note(visit: ScheduledVisit) -> str | None:
+    today = site_today(visit.participant.site)
+    if visit.window_end >= today:
+        return None
+    return (
+        f"The window of {visit.code} ({iso(visit.window_start)} to {iso(visit.window_end)}) "
+        f"closed before today at the site ({iso(today)}), so no date is suggested. A later "
+        "date is a protocol deviation and needs a reason; to record a visit that already "
+        "happened, use “Record done”."
+    )
+
+
+def _booking_outcome(
+    visit: ScheduledVisit, preview: BookingPreview, slot: dict[str, Any]
+) -> Outcome:
+    outcome = [
+        ("Booked at the site", site_time(preview.booked_start, visit.participant.site), False),
+        ("Booked in UTC", utc_time(preview.booked_start), False),
+    ]
+    if preview.local_time is not None and preview.local_time.kind != "normal":
+        # A time the clocks skip or repeat: said in words, with the instant that will be
+        # stored, so the coordinator confirms that instant and not the one they typed.
+        outcome.append(
+            (
+                "Clock change",
+                clock_change_text(
+                    preview.local_time, slot["local_date"], slot["local_time"], _zone(visit)
+                ),
+                True,
+            )
+        )
+    outcome += [
         (
             "Deviation",
             deviation_text(preview.deviation_days, visit.window_start, visit.window_end),
             preview.deviation_days != 0,
         ),
-        ("Reason", reason or "—", False),
+        ("Reason", slot["reason"] or "—", False),
     ]
+    return outcome
 
 
 def _planned_procedures(visit: ScheduledVisit) -> Sequence[ScheduledProcedure]:
@@ -560,13 +688,28 @@ def _done_outcome(visit: ScheduledVisit, form: VisitRecordDoneForm) -> Outcome:
 
 
 @admin.register(ScheduledMilestone)
-class ScheduledMilestoneAdmin(AuditTrailAdmin):
+class ScheduledMilestoneAdmin(SiteClockHistory, AuditTrailAdmin):
     """Milestones change only through the services (taper decisions, anchors, re-planning)."""
 
-    list_display = ["participant", "rule", "sequence", "due_date", "dose_mg", "status", "flag"]
+    list_display = [
+        "participant",
+        "rule",
+        "sequence",
+        "due_date",
+        "dose_mg",
+        "step_status",
+        "flag",
+    ]
     list_filter = ["status", "participant__trial", "rule__kind"]
     search_fields = ["participant__study_id", "rule__code"]
-    list_select_related = ["participant__trial", "rule"]
+    list_select_related = ["participant__trial", "participant__site", "rule"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ScheduledMilestone]:
+        return milestones_with_next_step(super().get_queryset(request))
+
+    @admin.display(description="status", ordering="status")
+    def step_status(self, milestone: ScheduledMilestone) -> str:
+        return step_label(milestone)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -598,11 +741,16 @@ class AuditRecordAdmin(admin.ModelAdmin):
     def changed_by(self, entry: Any) -> str:
         return str(entry.history_user) if entry.history_user is not None else "—"
 
+    @admin.display(description="date", ordering="history_date")
+    def changed_at(self, entry: Any) -> str:
+        # On the clock of the participant's site (the list can span sites).
+        return site_time(entry.history_date, entry.participant.site)
+
 
 @admin.register(get_history_model_for_model(ScheduledVisit))
 class HistoricalScheduledVisitAdmin(AuditRecordAdmin):
     list_display = [
-        "history_date",
+        "changed_at",
         "changed_by",
         "history_type",
         "history_change_reason",
@@ -615,7 +763,12 @@ class HistoricalScheduledVisitAdmin(AuditRecordAdmin):
     ]
     list_filter = [*AuditRecordAdmin.list_filter, "status"]
     search_fields = ["participant__study_id", "visit_definition__code", "history_change_reason"]
-    list_select_related = ["history_user", "participant__trial", "visit_definition"]
+    list_select_related = [
+        "history_user",
+        "participant__trial",
+        "participant__site",
+        "visit_definition",
+    ]
 
     @admin.display(description="visit")
     def record(self, entry: Any) -> str:
@@ -630,7 +783,7 @@ class HistoricalScheduledVisitAdmin(AuditRecordAdmin):
 @admin.register(get_history_model_for_model(ScheduledMilestone))
 class HistoricalScheduledMilestoneAdmin(AuditRecordAdmin):
     list_display = [
-        "history_date",
+        "changed_at",
         "changed_by",
         "history_type",
         "history_change_reason",
@@ -642,7 +795,7 @@ class HistoricalScheduledMilestoneAdmin(AuditRecordAdmin):
     ]
     list_filter = [*AuditRecordAdmin.list_filter, "status"]
     search_fields = ["participant__study_id", "rule__code", "history_change_reason"]
-    list_select_related = ["history_user", "participant__trial", "rule"]
+    list_select_related = ["history_user", "participant__trial", "participant__site", "rule"]
 
     @admin.display(description="milestone")
     def record(self, entry: Any) -> str:
@@ -694,7 +847,7 @@ class ReminderAdmin(ReadOnlyAdmin):
     rows again with the "Retry" action once the cause is fixed (an address, a phone number)."""
 
     list_display = [
-        "due_at",
+        "due",
         "participant",
         "rule_code",
         "event",
@@ -703,7 +856,7 @@ class ReminderAdmin(ReadOnlyAdmin):
         "status",
         "attempts",
         "error",
-        "sent_at",
+        "sent",
     ]
     list_filter = [
         ReminderAttentionFilter,
@@ -714,9 +867,38 @@ class ReminderAdmin(ReadOnlyAdmin):
         "participant__trial",
     ]
     search_fields = ["participant__study_id", "rule_code", "last_error"]
-    list_select_related = ["participant__trial"]
+    list_select_related = ["participant__trial", "participant__site"]
     ordering = ["-due_at", "-id"]
     actions = ["retry"]
+    # Every instant on the clock of the participant's site.
+    fields = [
+        "participant",
+        "visit",
+        "milestone",
+        "target_key",
+        "rule_code",
+        "event",
+        "channel",
+        "audience",
+        "due",
+        "status",
+        "next_attempt",
+        "attempts",
+        "enqueued",
+        "claimed",
+        "sent",
+        "last_error",
+        "provider_message_id",
+        "ical_sequence",
+        "created",
+    ]
+    readonly_fields = ["due", "next_attempt", "enqueued", "claimed", "sent", "created"]
+    due = site_clock_column("due_at", "due at", _participant_site)
+    next_attempt = site_clock_column("next_attempt_at", "next attempt at", _participant_site)
+    enqueued = site_clock_column("enqueued_at", "enqueued at", _participant_site)
+    claimed = site_clock_column("claimed_at", "claimed at", _participant_site)
+    sent = site_clock_column("sent_at", "sent at", _participant_site)
+    created = site_clock_column("created_at", "created at", _participant_site)
 
     @admin.display(description="error", ordering="last_error")
     def error(self, reminder: Reminder) -> str:
@@ -760,12 +942,16 @@ class NotificationReadFilter(admin.SimpleListFilter):
 class CoordinatorNotificationAdmin(ReadOnlyAdmin):
     """In-app reminders of each site's coordinators, newest first."""
 
-    list_display = ["created_at", "site", "text", "read_at"]
+    list_display = ["created", "site", "text", "read"]
     list_filter = [NotificationReadFilter, "site"]
     search_fields = ["text"]
     list_select_related = ["site"]
     ordering = ["-created_at", "-id"]
     actions = ["mark_read"]
+    fields = ["site", "reminder", "text", "created", "read"]
+    readonly_fields = ["created", "read"]
+    created = site_clock_column("created_at", "created at", lambda row: row.site)
+    read = site_clock_column("read_at", "read at", lambda row: row.site)
 
     @admin.action(description="Mark as read")
     def mark_read(self, request: HttpRequest, queryset: QuerySet[CoordinatorNotification]) -> None:
@@ -817,6 +1003,13 @@ class FeedChoiceForm(forms.Form):
         feed_field.queryset = feeds.filter(revoked_at__isnull=True)
 
 
+def feed_site(feed: CalendarFeed) -> Site:
+    """The site on whose clock a feed's dates are shown: its own, or its participant's."""
+    site = feed.site if feed.participant is None else feed.participant.site
+    assert site is not None
+    return site
+
+
 def public_feed_url(feed: CalendarFeed, token: str) -> str:
     return settings.PUBLIC_URL.rstrip("/") + feed_path(feed=feed, token=token)
 
@@ -833,17 +1026,21 @@ def may_view_feeds(request: HttpRequest) -> bool:
 
 
 @admin.register(CalendarFeed)
-class CalendarFeedAdmin(AuditTrailAdmin):
+class CalendarFeedAdmin(SiteClockHistory, AuditTrailAdmin):
     """Subscribable feeds, read-only. Only a hash of each feed's token is stored, so no page
     can show an existing feed's URL: the owner's "Calendar feed" page creates a feed (or
     replaces one) and shows its URL once; its History shows who created and revoked it."""
 
-    list_display = ["id", "owner", "created_at", "created_by", "revoked_at"]
+    list_display = ["id", "owner", "created", "created_by", "revoked"]
     list_filter = [FeedStateFilter, FeedSiteFilter]
     search_fields = ["participant__study_id", "site__code"]
-    list_select_related = ["participant__trial", "site", "created_by"]
+    list_select_related = ["participant__trial", "participant__site", "site", "created_by"]
     ordering = ["-created_at", "-id"]
     actions = ["revoke"]
+    fields = ["participant", "site", "created", "created_by", "revoked"]
+    readonly_fields = ["created", "revoked"]
+    created = site_clock_column("created_at", "created at", lambda feed: feed_site(feed))
+    revoked = site_clock_column("revoked_at", "revoked at", lambda feed: feed_site(feed))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -856,6 +1053,9 @@ class CalendarFeedAdmin(AuditTrailAdmin):
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("scheduler.change_calendarfeed")
+
+    def history_site(self, obj: Any) -> Site:
+        return feed_site(obj)
 
     @admin.display(description="feed of")
     def owner(self, feed: CalendarFeed) -> str:
@@ -956,6 +1156,7 @@ class CalendarFeedAdmin(AuditTrailAdmin):
                     f"admin:{owner_opts.app_label}_{owner_opts.model_name}_change", args=[owner.pk]
                 ),
                 "feeds": feeds.select_related("created_by").order_by("-created_at", "-id"),
+                "zone": (participant.site if participant is not None else owner).timezone,
                 "new_feed_url": new_feed_url,
                 "may_create": may_create,
                 "may_revoke": may_revoke,
@@ -982,13 +1183,13 @@ class SiteAdmin(VisitStatusColumns, admin.ModelAdmin):
         "visits_overdue",
     ]
     search_fields = ["code", "name"]
-    # The page links to the site's calendar feed (kept in the scheduler's admin).
-    change_form_template = "admin/lifecycle/change_form.html"
+    # The page links to the site's calendar feed (kept in the scheduler's admin), and warns
+    # while the site has no mailbox.
+    change_form_template = "admin/notices/change_form.html"
 
     def get_queryset(self, request: HttpRequest) -> Any:
-        return sites_with_visit_status(
-            queryset=super().get_queryset(request), today=timezone.localdate()
-        )
+        # Each site counts from its own today (see visit_status_filters_per_site).
+        return sites_with_visit_status(queryset=super().get_queryset(request))
 
     def render_change_form(
         self,
@@ -1003,9 +1204,11 @@ class SiteAdmin(VisitStatusColumns, admin.ModelAdmin):
             context["related_links"] = [
                 ("Calendar feed", reverse("admin:scheduler_calendarfeed_site", args=[obj.pk]))
             ]
+        if obj is not None:
+            context["page_warnings"] = [w for w in [site_mailbox_warning(obj)] if w]
         return super().render_change_form(request, context, add, change, form_url, obj)
 
 
-# The participant admin is built on the services above; importing it registers it.
-from scheduler import admin_participants  # noqa: E402, F401
-from scheduler import admin_access  # noqa: E402, F401
+# The participant and membership admins are built on the services above; importing them
+# registers them.
+from scheduler import admin_access, admin_participants  # noqa: E402, F401, I001

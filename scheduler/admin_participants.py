@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
@@ -21,19 +21,30 @@ from django.urls import URLPattern, reverse
 from django.utils import timezone
 
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
+from scheduler.access import site_today
 from scheduler.admin import (
     CalendarActionsAdmin,
     Outcome,
+    SiteClockHistory,
     Summary,
     VisitStatusColumns,
     calendar_summary,
     confirmed,
     feeds_url,
+    glance_label,
     iso,
-    local_instant,
     posted,
+    site_clock_column,
+    step_label,
     submitted,
 )
+from scheduler.admin_enroll import (
+    enroll_url,
+    enroll_view,
+    participant_page_warnings,
+    register_view,
+)
+from scheduler.display import site_time
 from scheduler.forms import (
     AnchorChangeForm,
     LifecycleForm,
@@ -42,7 +53,13 @@ from scheduler.forms import (
     UnscheduledVisitForm,
 )
 from scheduler.models import Reminder, ScheduledMilestone, ScheduledVisit
-from scheduler.selectors import participants_with_visit_status, withdrawal_cancellations
+from scheduler.selectors import (
+    VISIT_GLANCE_LABELS,
+    milestones_with_next_step,
+    participants_with_visit_status,
+    visit_glance_status,
+    withdrawal_cancellations,
+)
 from scheduler.services import (
     CalendarError,
     participant_anchor_change,
@@ -54,7 +71,7 @@ from scheduler.services import (
     visit_add_unscheduled,
 )
 from trials.admin import AuditTrailAdmin
-from trials.models import Anchor, MilestoneRule, ProcedureDefinition
+from trials.models import Anchor, MilestoneRule, ProcedureDefinition, Site
 from trials.protocol_file import Channel, MilestoneKind
 
 
@@ -90,7 +107,7 @@ class VisitInline(admin.TabularInline):
         "target_date",
         "window_start",
         "window_end",
-        "status",
+        "glance_status",
         "booked_date",
         "actual_date",
         "deviation_days",
@@ -109,13 +126,18 @@ class VisitInline(admin.TabularInline):
             .select_related("visit_definition", "protocol_version__trial")
         )
 
+    @admin.display(description="status")
+    def glance_status(self, visit: ScheduledVisit) -> str:
+        # Computed from the site's today: a planned visit whose window closed is overdue.
+        return glance_label(visit)
+
 
 class MilestoneInline(admin.TabularInline):
     model = ScheduledMilestone
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ("rule", "sequence", "due_date", "dose_mg", "status", "flag")
+    fields = ("rule", "sequence", "due_date", "dose_mg", "step_status", "flag")
     readonly_fields = fields
     ordering = ["due_date", "id"]
 
@@ -123,7 +145,12 @@ class MilestoneInline(admin.TabularInline):
         return False
 
     def get_queryset(self, request: HttpRequest) -> Any:
-        return super().get_queryset(request).select_related("rule")
+        return milestones_with_next_step(super().get_queryset(request).select_related("rule"))
+
+    @admin.display(description="status")
+    def step_status(self, milestone: ScheduledMilestone) -> str:
+        # Taper weeks: past, current (the dose taken now, highlighted) or planned.
+        return step_label(milestone)
 
 
 RECENT_REMINDERS = 25
@@ -150,14 +177,16 @@ class ReminderInline(admin.TabularInline):
         "rule_code",
         "event",
         "channel",
-        "due_at",
+        "due",
         "status",
         "attempts",
         "last_error",
-        "sent_at",
+        "sent",
     )
     readonly_fields = fields
     ordering = ["-due_at", "-id"]
+    due = site_clock_column("due_at", "due at", lambda row: row.participant.site)
+    sent = site_clock_column("sent_at", "sent at", lambda row: row.participant.site)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -215,7 +244,7 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
         "site",
         "status",
         "protocol_version",
-        "enrolled_at",
+        "enrolled",
         "visits_due",
         "visits_booked",
         "visits_done",
@@ -226,9 +255,11 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
     list_filter = ["trial", "site", "status"]
     search_fields = ["study_id", "trial__code"]
     list_select_related = ["trial", "site", "protocol_version__trial"]
-    readonly_fields = ["status", "enrolled_at", "protocol_version"]
+    readonly_fields = ["status", "enrolled_at", "enrolled", "protocol_version"]
     inlines = [AnchorInline, VisitInline, MilestoneInline, ReminderInline]
     form = ParticipantAdminForm
+    # Says at the top, while it is true, when invites and reminders reach nobody.
+    change_form_template = "admin/notices/change_form.html"
     # Changed only by the services (enrol, withdraw, complete, move to a version), which
     # re-plan the calendar and record why; never by editing the form.
     locked_fields = ["trial", "site", "status", "protocol_version", "enrolled_at", "ended_on"]
@@ -242,7 +273,7 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
                     "study_id",
                     "status",
                     "protocol_version",
-                    "enrolled_at",
+                    "enrolled",
                     "ended_on",
                     "birth_date",
                     "weight_kg",
@@ -289,19 +320,36 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
         if change:
             # Channels, opt-out, quiet hours and addresses decide which reminders are
             # planned: the service saves the edit and the outbox follows it.
-            participant_details_save(
+            saved = participant_details_save(
                 participant=obj, changed_fields=list(form.changed_data), by=request.user
             )
+            for warning in saved.warnings:
+                self.message_user(request, warning, messages.WARNING)
         else:
             super().save_model(request, obj, form, change)
 
+    # The moment of enrollment on the site's clock (Django alone would show it in UTC).
+    enrolled = site_clock_column("enrolled_at", "enrolled at", lambda row: row.site)
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Participant]:
-        return participants_with_visit_status(
-            queryset=super().get_queryset(request), today=timezone.localdate()
-        )
+        # Each participant's counts from their site's today (see visit_status_filters_per_site).
+        return participants_with_visit_status(queryset=super().get_queryset(request))
+
+    def history_site(self, obj: Any) -> Site:
+        return obj.site
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        # A participant is registered and enrolled by the services, never saved as a bare row.
+        return register_view(self, request)
+
+    def enroll_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        return enroll_view(self, request, object_id)
 
     def get_urls(self) -> list[URLPattern]:
         return [
+            self.action_path("enroll", "enroll", self.enroll_view),
             self.action_path("withdraw", "withdraw", self.withdraw_view),
             self.action_path("anchor", "anchor", self.anchor_view),
             self.action_path("taper", "taper", self.taper_view),
@@ -325,8 +373,13 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
                 for name, label in PARTICIPANT_ACTIONS
                 if name != "taper" or has_taper
             ]
+            if obj.status == Participant.Status.SCREENING:
+                context["lifecycle_actions"].insert(
+                    0, ("Check eligibility and enroll", enroll_url(obj))
+                )
         if obj is not None:
             context["related_links"] = _related_links(request, obj)
+            context["page_warnings"] = participant_page_warnings(obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     # --- the actions
@@ -334,7 +387,7 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
     def withdraw_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         participant = self._participant(request, object_id)
         form: LifecycleForm = ParticipantWithdrawForm(
-            posted(request), initial={"on": timezone.localdate()}
+            posted(request), initial={"on": site_today(participant.site)}
         )
         if submitted(request) and form.is_valid():
             on, reason = form.cleaned_data["on"], form.cleaned_data["reason"]
@@ -355,6 +408,7 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
                     )
             else:
                 visits, milestones = withdrawal_cancellations(participant=participant, on=on)
+                today = site_today(participant.site)
                 return self._participant_page(
                     request,
                     participant,
@@ -369,7 +423,12 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
                         "Everything before the withdrawal date, and every visit already done, "
                         "missed or cancelled, stays as it is."
                     ),
-                    cancelled_visits=visits,
+                    # Each with its status at a glance from the site's today (a "planned"
+                    # visit whose window closed is overdue).
+                    cancelled_visits=[
+                        (visit, VISIT_GLANCE_LABELS[visit_glance_status(visit, today=today)])
+                        for visit in visits
+                    ],
                     cancelled_milestones=milestones,
                     confirm_label="Confirm withdrawal",
                 )
@@ -448,6 +507,7 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
                     milestone_code=decision["milestone_code"],
                     week=decision["week"],
                     dose_mg=decision["dose_mg"],
+                    allow_increase=decision["allow_increase"],
                 )
             except CalendarError as refusal:
                 form.add_error(None, str(refusal))
@@ -487,7 +547,7 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
                 form.add_error(None, str(refusal))
             else:
                 when = (
-                    local_instant(visit.booked_start, participant.site.timezone)
+                    site_time(visit.booked_start, participant.site)
                     if visit.booked_start
                     else f"{iso(visit.target_date)} (not booked yet)"
                 )
@@ -574,7 +634,7 @@ def _taper_outcome(decision: dict[str, Any]) -> Outcome:
 
 
 @admin.register(TreatmentAssignment)
-class TreatmentAssignmentAdmin(AuditTrailAdmin):
+class TreatmentAssignmentAdmin(SiteClockHistory, AuditTrailAdmin):
     """The arm, shown only to users with the unblinded permission (or open-label trials).
 
     Its history carries the arm too, so the History pages answer only for assignments the

@@ -53,8 +53,16 @@ class VisitVersionMixin(forms.Form):
 
 
 class VisitBookForm(LifecycleForm, VisitVersionMixin):
-    local_date = _date_field("Date (site-local)")
-    local_time = _time_field("Time (site-local)")
+    local_date = _date_field(
+        "Date (site-local)",
+        help_text="The site's today or later: a visit that already happened is recorded "
+        "with “Record done”.",
+    )
+    local_time = _time_field(
+        "Time (site-local)",
+        help_text="A time the clocks skip or repeat that day is named in the preview, with "
+        "the moment that will be booked.",
+    )
     reason = _reason_field(
         required=False,
         help_text="Needed for a reschedule and for a date outside the visit window.",

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import operator
+import zoneinfo
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
 from participants.models import Participant
+from scheduler.access import zone_today
 from scheduler.engine import ProtocolSnapshot
 from scheduler.models import ScheduledMilestone, ScheduledVisit
 from scheduler.snapshot import snapshot_from_document
@@ -78,25 +82,125 @@ def visit_glance_status(visit: ScheduledVisit, *, today: dt.date) -> str:
     return "due" if visit.window_start <= today else "upcoming"
 
 
+@functools.cache
+def _every_zone() -> tuple[zoneinfo.ZoneInfo, ...]:
+    # Held for the life of the process: ZoneInfo's own cache is weak, and reading the ~600
+    # zone files again on every list page would cost tens of milliseconds.
+    return tuple(zoneinfo.ZoneInfo(name) for name in sorted(zoneinfo.available_timezones()))
+
+
+def zones_by_today(*, now: dt.datetime | None = None) -> list[tuple[dt.date, list[str]]]:
+    """Every IANA zone grouped by its date at this instant, the largest group first.
+
+    There are two groups most of the day (three between about 10:00 and 12:00 UTC, when the
+    Pacific's +13/+14 zones have reached tomorrow while -11/-12 are still on yesterday).
+    """
+    groups: dict[dt.date, list[str]] = {}
+    for zone in _every_zone():
+        groups.setdefault(zone_today(zone.key, now=now), []).append(zone.key)
+    return sorted(groups.items(), key=lambda group: (-len(group[1]), group[0]))
+
+
+def visit_status_filters_per_site(
+    *, zone_field: str, prefix: str = "", now: dt.datetime | None = None
+) -> dict[str, Q]:
+    """`visit_status_filters` with each site's own today, for lists spanning sites in several
+    zones: a Tokyo visit is due on 8 December's list while a New York one is still on the 7th.
+
+    `zone_field` is the lookup of the visit's site zone from the rows being filtered
+    (`participant__site__timezone` for visits, `site__timezone` for participants, `timezone`
+    for sites). No query is made: a site's zone is an IANA zone (trials.validate_timezone), so
+    the zones are grouped by their today here and each group gets its own filter; the largest
+    group is "every other zone", which keeps the SQL short.
+    """
+    groups = zones_by_today(now=now)
+    (common_today, _), *others = groups
+    listed = [zone for _, zones in others for zone in zones]
+    per_today = [
+        (Q(**{f"{zone_field}__in": zones}), visit_status_filters(today=today, prefix=prefix))
+        for today, zones in others
+    ]
+    rest = ~Q(**{f"{zone_field}__in": listed}) if listed else Q()
+    common = visit_status_filters(today=common_today, prefix=prefix)
+    return {
+        key: functools.reduce(
+            operator.or_,
+            [in_zones & filters[key] for in_zones, filters in per_today],
+            rest & common[key],
+        )
+        for key in VISIT_STATUS_KEYS
+    }
+
+
 def participants_with_visit_status(
-    *, queryset: QuerySet[Participant], today: dt.date
+    *, queryset: QuerySet[Participant], now: dt.datetime | None = None
 ) -> QuerySet[Participant]:
-    """Participants annotated with visits_due, visits_booked, … visits_overdue (one query)."""
-    filters = visit_status_filters(today=today, prefix="visits__")
+    """Participants annotated with visits_due, visits_booked, … visits_overdue, each counted
+    from the participant's site's today (one query)."""
+    filters = visit_status_filters_per_site(zone_field="site__timezone", prefix="visits__", now=now)
     return queryset.annotate(
         **{f"visits_{key}": Count("visits", filter=filters[key]) for key in VISIT_STATUS_KEYS}
     )
 
 
-def sites_with_visit_status(*, queryset: QuerySet[Site], today: dt.date) -> QuerySet[Site]:
-    """Sites annotated with the same counts over all their participants' visits."""
-    filters = visit_status_filters(today=today, prefix="participants__visits__")
+def sites_with_visit_status(
+    *, queryset: QuerySet[Site], now: dt.datetime | None = None
+) -> QuerySet[Site]:
+    """Sites annotated with the same counts over all their participants' visits, each site
+    counting from its own today."""
+    filters = visit_status_filters_per_site(
+        zone_field="timezone", prefix="participants__visits__", now=now
+    )
     return queryset.annotate(
         **{
             f"visits_{key}": Count("participants__visits", filter=filters[key])
             for key in VISIT_STATUS_KEYS
         }
     )
+
+
+# What a taper week is to a person today: the weeks before the current dose, the current dose
+# (the last week whose day has come), and the weeks still ahead.
+TAPER_STEP_LABELS = {
+    "past": "past",
+    "current": "current",
+    "planned": "planned",
+    "cancelled": "cancelled",
+}
+
+
+def milestones_with_next_step(
+    queryset: QuerySet[ScheduledMilestone],
+) -> QuerySet[ScheduledMilestone]:
+    """Milestones annotated with `next_step_due`: the due date of the next week of the same
+    taper (not cancelled), or None for the last week and for milestones without a dose."""
+    later = (
+        ScheduledMilestone.objects.filter(
+            participant=OuterRef("participant"),
+            rule=OuterRef("rule"),
+            dose_mg__isnull=False,
+            due_date__gt=OuterRef("due_date"),
+        )
+        .exclude(status=ScheduledMilestone.Status.CANCELLED)
+        .order_by("due_date")
+        .values("due_date")[:1]
+    )
+    return queryset.annotate(next_step_due=Subquery(later))
+
+
+def milestone_step_status(milestone: ScheduledMilestone, *, today: dt.date) -> str:
+    """A milestone's status at a glance, a key of TAPER_STEP_LABELS for a taper week (a row
+    with a dose), else its stored status; `today` is the site's.
+
+    A taper week is current from its day until the next week's day: the current dose is the
+    last week whose due date is today or earlier. Needs `milestones_with_next_step`.
+    """
+    if milestone.dose_mg is None or milestone.status == ScheduledMilestone.Status.CANCELLED:
+        return str(milestone.status)
+    if milestone.due_date > today:
+        return "planned"
+    following = getattr(milestone, "next_step_due", None)
+    return "past" if following is not None and following <= today else "current"
 
 
 def withdrawal_cancellations(

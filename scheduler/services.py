@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
+from participants.contact import contact_cleared_warning, participant_contact_gap
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
 from participants.selectors import participant_anchor_dates, participant_eligibility_failures
+from scheduler.access import participant_today, site_now, site_today
 from scheduler.calendar import (
     CalendarDiff,
     PendingCalendar,
@@ -27,11 +29,17 @@ from scheduler.calendar import (
     calendar_diff,
     deviation_days,
 )
-from scheduler.engine import ParticipantFacts, PlanningError, plan
-from scheduler.engine.localtime import local_date_of, local_to_utc
+from scheduler.engine import ParticipantFacts, PlanningError, ProtocolSnapshot, plan
+from scheduler.engine.localtime import (
+    LocalTimeReading,
+    local_date_of,
+    local_to_utc,
+    read_local_time,
+)
+from scheduler.engine.taper import dose_ceiling, floor_to_step
 from scheduler.engine.types import TaperAdjustment as TaperDecision
 from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit, TaperAdjustment
-from scheduler.outbox.plan import announce_visits, reminders_sync
+from scheduler.outbox.plan import announce_visits, announce_welcome, reminders_sync
 from scheduler.selectors import protocol_snapshot, withdrawal_cancellations
 from trials.models import Arm, ProcedureDefinition, ProtocolVersion, Site, TrialSite
 
@@ -58,19 +66,18 @@ class VisitConflict(CalendarError):
 # Enrollment
 
 
-@transaction.atomic
-def participant_enroll(
-    *, participant: Participant, on: dt.date, arm: Arm | None = None, by: User | None = None
-) -> list[ScheduledVisit]:
-    """Enroll a participant in screening and write their whole calendar in bulk.
+def participant_enroll_check(
+    *, participant: Participant, on: dt.date, arm: Arm | None = None
+) -> list[str]:
+    """Every reason `participant_enroll` would refuse the participant on `on`, in plain words,
+    in the order it would give them; an empty list means enrollment would go ahead. Writes
+    nothing: the admin shows it before the coordinator enrolls."""
+    return _enrollment_problems(participant, on, arm)[0]
 
-    Refused, with every reason listed and nothing written, when the participant is not in
-    screening, fails a machine-checkable eligibility criterion on `on` (age is taken on the
-    consent date when one is recorded), lacks an anchor date the protocol counts from, or has an
-    anchor outside its allowed range. The arm, when given, is stored apart as the treatment
-    assignment.
-    """
-    participant = Participant.objects.select_for_update().get(pk=participant.pk)
+
+def _enrollment_problems(
+    participant: Participant, on: dt.date, arm: Arm | None
+) -> tuple[list[str], ProtocolSnapshot]:
     problems: list[str] = []
     if participant.status != Participant.Status.SCREENING:
         problems.append(f"status is {participant.status}, expected screening")
@@ -99,6 +106,24 @@ def participant_enroll(
             )
         except PlanningError as exc:
             problems += exc.problems
+    return problems, snapshot
+
+
+@transaction.atomic
+def participant_enroll(
+    *, participant: Participant, on: dt.date, arm: Arm | None = None, by: User | None = None
+) -> list[ScheduledVisit]:
+    """Enroll a participant in screening and write their whole calendar in bulk.
+
+    Refused, with every reason listed and nothing written, when the participant is not in
+    screening, fails a machine-checkable eligibility criterion on `on` (age is taken on the
+    consent date when one is recorded), lacks an anchor date the protocol counts from, or has an
+    anchor outside its allowed range. The arm, when given, is stored apart as the treatment
+    assignment.
+    """
+    participant = Participant.objects.select_for_update().get(pk=participant.pk)
+    version = participant.protocol_version
+    problems, snapshot = _enrollment_problems(participant, on, arm)
     if problems:
         raise EnrollmentError(participant, problems)
 
@@ -108,6 +133,8 @@ def participant_enroll(
     participant.status = Participant.Status.ENROLLED
     participant.enrolled_at = timezone.now()
     _audited(participant, by, "enrolled").save(update_fields=["status", "enrolled_at"])
+    # Queued before the calendar's first invites, so it is the first message to arrive.
+    announce_welcome(participant)
     calendar_apply(
         calendar_diff(participant, version=version, snapshot=snapshot), by=by, reason="enrolled"
     )
@@ -129,6 +156,40 @@ class BookingPreview:
     booked_date: dt.date
     deviation_days: int
     calendar: CalendarDiff
+    # How the local time typed reads in the site's zone: a time the clocks skip or repeat is
+    # shown to the coordinator with the instant stored (`booked_start`) before they confirm.
+    local_time: LocalTimeReading | None = None
+
+
+# A booking for today may start a little before now (a participant who just walked in, a
+# coordinator typing the time on the clock); earlier than this is the past, and what happened
+# then is recorded with "Record done".
+BOOKING_GRACE = dt.timedelta(minutes=15)
+
+
+def _require_not_past(
+    what: str,
+    site: Site,
+    local_date: dt.date,
+    local_time: dt.time,
+    start: dt.datetime,
+    *,
+    record_hint: str = "use “Record done”",
+) -> None:
+    """Refuse a booking before the site's today, or today at a time already past."""
+    now = site_now(site)
+    if local_date < now.date():
+        raise CalendarError(
+            f"{what} cannot be booked for {local_date.isoformat()}: that day is in the past "
+            f"at the site (today is {now.date().isoformat()} in {site.timezone}). To record a "
+            f"visit that already happened, {record_hint}."
+        )
+    if start < now - BOOKING_GRACE:
+        raise CalendarError(
+            f"{what} cannot be booked for {local_time:%H:%M} on {local_date.isoformat()}: "
+            f"that time has already passed at the site (it is {now:%H:%M %Z} there now). "
+            f"Book a later time; to record a visit that already happened, {record_hint}."
+        )
 
 
 def _audited(instance: Any, by: User | None, reason: str) -> Any:
@@ -179,7 +240,9 @@ def _visit_key(visit: ScheduledVisit) -> tuple[str, int]:
 
 def _booking(visit: ScheduledVisit, local_date: dt.date, local_time: dt.time) -> BookingPreview:
     site = visit.participant.site
-    start = local_to_utc(local_date, local_time, site.timezone)
+    reading = read_local_time(local_date, local_time, site.timezone)
+    start = reading.used
+    _require_not_past(visit.code, site, local_date, local_time, start)
     booked_date = local_date_of(start, site.timezone)
     pending = calendar_diff(visit.participant, visit_dates=_booked_override(visit, booked_date))
     return BookingPreview(
@@ -188,6 +251,7 @@ def _booking(visit: ScheduledVisit, local_date: dt.date, local_time: dt.time) ->
         booked_date=booked_date,
         deviation_days=deviation_days(booked_date, visit.window_start, visit.window_end),
         calendar=pending.diff,
+        local_time=reading,
     )
 
 
@@ -220,9 +284,11 @@ def visit_book(
     """Book a planned or booked visit at a site-local date and time (a reschedule if booked).
 
     The time is read in the site's IANA zone (see `local_to_utc` for clock changes) and stored
-    in UTC. A date outside the window is allowed but recorded as a deviation of so many days,
-    and then needs a reason, as does every reschedule. Visits that count from this one move
-    with it; the returned preview is exactly what was written.
+    in UTC. A day before the site's today, or a time today more than `BOOKING_GRACE` ago, is
+    refused: what already happened is recorded with `visit_record_done`. A date outside the
+    window is allowed but recorded as a deviation of so many days, and then needs a reason, as
+    does every reschedule. Visits that count from this one move with it; the returned preview
+    is exactly what was written.
     """
     visit = _lock_visit(visit, expected_version)
     _require_open(visit, "booked")
@@ -261,7 +327,12 @@ def visit_book(
     pending = calendar_diff(visit.participant)
     calendar_apply(pending, by=by, reason=f"{visit.code} {default_reason}: {reason}".rstrip(": "))
     return BookingPreview(
-        visit.code, preview.booked_start, preview.booked_date, preview.deviation_days, pending.diff
+        visit.code,
+        preview.booked_start,
+        preview.booked_date,
+        preview.deviation_days,
+        pending.diff,
+        preview.local_time,
     )
 
 
@@ -281,7 +352,7 @@ def visit_record_done_preview(*, visit: ScheduledVisit, actual_date: dt.date) ->
 
 
 def _require_not_future(visit: ScheduledVisit, actual_date: dt.date) -> None:
-    today = local_date_of(timezone.now(), visit.participant.site.timezone)
+    today = site_today(visit.participant.site)
     if actual_date > today:
         raise CalendarError(
             f"{visit.code} cannot be recorded as done on {actual_date.isoformat()}: that is "
@@ -411,7 +482,9 @@ def visit_add_unscheduled(
 ) -> ScheduledVisit:
     """Add an unscheduled visit (a flare, say) with its reason and the procedures it carries.
 
-    With a time it is booked at that site-local time; without, it is planned for that day.
+    With a time it is booked at that site-local time, refused in the past like any booking;
+    without, it is planned for that day (a visit that already happened is added so, then
+    recorded as done).
     """
     participant = Participant.objects.select_related("site", "protocol_version").get(
         pk=participant.pk
@@ -428,6 +501,15 @@ def visit_add_unscheduled(
             f"{', '.join(sorted(procedures))}"
         )
     start = local_to_utc(local_date, local_time, participant.site.timezone) if local_time else None
+    if local_time is not None and start is not None:
+        _require_not_past(
+            "an unscheduled visit",
+            participant.site,
+            local_date,
+            local_time,
+            start,
+            record_hint="add it without a time, then use “Record done”",
+        )
     visit = ScheduledVisit(
         participant=participant,
         visit_definition=None,
@@ -525,6 +607,8 @@ def _check_taper_decision(
             f"week {week} is not a step of {milestone_code} that can be adjusted; the taper "
             f"runs from week 1 to week {max(steps)}"
         )
+    if dose_mg is not None:
+        _check_prescribed_dose(participant, milestone_code, dose_mg)
     previous = steps[week - 1].dose_mg
     if dose_mg is not None and previous is not None and dose_mg > previous and not allow_increase:
         raise CalendarError(
@@ -533,6 +617,67 @@ def _check_taper_decision(
             "confirms the increase"
         )
     return TaperDecision("hold") if dose_mg is None else TaperDecision("set", dose_mg)
+
+
+def _dose_column() -> tuple[Decimal, Decimal]:
+    """The largest dose a dose column records, and its resolution (99999.99 and 0.01 mg)."""
+    field = ScheduledMilestone._meta.get_field("dose_mg")
+    assert isinstance(field, models.DecimalField)
+    resolution = Decimal(10) ** -field.decimal_places
+    return Decimal(10) ** (field.max_digits - field.decimal_places) - resolution, resolution
+
+
+def _check_prescribed_dose(participant: Participant, milestone_code: str, dose_mg: Decimal) -> None:
+    """Refuse a prescription the calendar could not hold as written: below zero, beyond what a
+    dose column records (0.01 mg up to 99999.99 mg), above the protocol's ceiling for the
+    participant's weight, or (unless the protocol allows exact doses) not a whole number of
+    tablets, in which case the two nearest doses are offered."""
+    mg = f"{dose_mg.normalize():f}"
+    if dose_mg < 0:
+        raise CalendarError(f"{mg} mg/day is not a dose: a prescribed dose is 0 mg/day or more")
+    column_max, resolution = _dose_column()
+    if dose_mg > column_max or dose_mg % resolution:
+        raise CalendarError(
+            f"{mg} mg/day cannot be recorded: doses are recorded to {resolution} mg, up to "
+            f"{column_max} mg/day"
+        )
+    spec = next(
+        (
+            m.taper
+            for m in protocol_snapshot(version=participant.protocol_version).milestones
+            if m.code == milestone_code and m.taper is not None
+        ),
+        None,
+    )
+    if spec is None:
+        return
+    ceiling = None
+    if participant.weight_kg is not None:
+        weight = Decimal(participant.weight_kg)
+        ceiling = dose_ceiling(spec, weight)
+        if dose_mg > ceiling:
+            by_weight = weight * spec.initial_mg_per_kg
+            why = (
+                f"its ceiling of {_plain_mg(ceiling)} mg/day"
+                if ceiling < by_weight
+                else f"{_plain_mg(spec.initial_mg_per_kg)} mg/kg/day × {_plain_mg(weight)} kg = "
+                f"{_plain_mg(by_weight)} mg/day"
+            )
+            raise CalendarError(
+                f"{mg} mg/day is above what the protocol allows {participant}: {why}"
+            )
+    if not spec.exact_doses and dose_mg % spec.step_mg:
+        lower = floor_to_step(dose_mg, spec.step_mg)
+        nearest = [lower, lower + spec.step_mg]
+        allowed = [d for d in nearest if ceiling is None or d <= ceiling]
+        raise CalendarError(
+            f"{mg} mg is not a multiple of the {_plain_mg(spec.step_mg)} mg tablet; prescribe "
+            + " or ".join(f"{_plain_mg(d)} mg" for d in allowed)
+        )
+
+
+def _plain_mg(value: Decimal) -> str:
+    return f"{value.normalize():f}"
 
 
 def taper_adjust_preview(
@@ -757,15 +902,25 @@ EDITABLE_PARTICIPANT_FIELDS = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class DetailsSaved:
+    """A saved edit, and what the coordinator must be told about it (in plain words)."""
+
+    participant: Participant
+    warnings: tuple[str, ...] = ()
+
+
 @transaction.atomic
 def participant_details_save(
     *, participant: Participant, changed_fields: Sequence[str], by: User
-) -> Participant:
+) -> DetailsSaved:
     """Save a coordinator's edit of a participant's details and preferences.
 
     Contact details, channels, opt-out and quiet hours decide which reminders are planned, so
     the outbox is re-planned in the same transaction. Fields outside the editable set are
-    refused: they change through their own services.
+    refused: they change through their own services. An edit that clears the last way to
+    reach the participant (no email, or no guardian email for a minor, and no phone) is saved
+    with a warning that invites and reminders stop.
     """
     fields = list(dict.fromkeys(changed_fields))
     refused = sorted(set(fields) - EDITABLE_PARTICIPANT_FIELDS)
@@ -775,7 +930,13 @@ def participant_details_save(
         )
     if (participant.quiet_hours_start is None) != (participant.quiet_hours_end is None):
         raise CalendarError("quiet hours need both a start and an end, or neither")
+    today = participant_today(participant)
+    stored = Participant.objects.select_related("trial").get(pk=participant.pk)
+    was_reachable = participant_contact_gap(stored, today=today) is None
     if fields:
         _audited(participant, by, "details edited").save(update_fields=fields)
     reminders_sync(participant)
-    return participant
+    warnings: tuple[str, ...] = ()
+    if was_reachable and participant_contact_gap(participant, today=today) is not None:
+        warnings = (contact_cleared_warning(participant, today=today),)
+    return DetailsSaved(participant, warnings)

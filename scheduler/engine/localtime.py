@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 
@@ -23,3 +24,30 @@ def local_to_utc(day: dt.date, at: dt.time, zone: str) -> dt.datetime:
 def local_date_of(instant: dt.datetime, zone: str) -> dt.date:
     """The calendar date at the site when `instant` happens."""
     return instant.astimezone(ZoneInfo(zone)).date()
+
+
+@dataclass(frozen=True)
+class LocalTimeReading:
+    """What a site-local date and time means in its zone, for a person to confirm.
+
+    kind: "normal" (one instant), "nonexistent" (the clocks jumped over it: both offsets give
+    an instant that the clock never showed) or "ambiguous" (it happens twice as the clocks go
+    back). `candidates` are the UTC instants it could mean, earliest first; `used` is the one
+    `local_to_utc` stores (fold=0: the offset before the change).
+    """
+
+    kind: str
+    used: dt.datetime
+    candidates: tuple[dt.datetime, ...]
+
+
+def read_local_time(day: dt.date, at: dt.time, zone: str) -> LocalTimeReading:
+    """Classify a local date and time in an IANA zone (see `local_to_utc` for the rule)."""
+    wall = dt.datetime.combine(day, at.replace(tzinfo=None))
+    tz = ZoneInfo(zone)
+    first, second = (wall.replace(tzinfo=tz, fold=fold).astimezone(dt.UTC) for fold in (0, 1))
+    if first == second:
+        return LocalTimeReading("normal", first, (first,))
+    shown = first.astimezone(tz).replace(tzinfo=None)
+    kind = "ambiguous" if shown == wall else "nonexistent"
+    return LocalTimeReading(kind, first, tuple(sorted((first, second))))

@@ -24,12 +24,21 @@ from trials.models import Arm, TrialSite
 
 D = dt.date
 NOW = dt.datetime(2026, 12, 31, 12, 0, tzinfo=dt.UTC)
+# Before the NIAMS calendar's March visits: a booking is refused in the past at the site, so
+# tests that book them run on this day.
+FEBRUARY = dt.datetime(2026, 2, 20, 12, 0, tzinfo=dt.UTC)
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
 def frozen_clock():
     with time_machine.travel(NOW, tick=False):
+        yield
+
+
+@pytest.fixture
+def february(frozen_clock):
+    with time_machine.travel(FEBRUARY, tick=False):
         yield
 
 
@@ -156,16 +165,32 @@ def test_book_form_shows_the_visit_and_its_site_timezone(admin_client, niams) ->
     assert tables(response)["lifecycle-summary"] == [
         [str(niams)],
         ["V3 – Treatment visit 2 (week 4)"],
-        ["Planned"],
+        # Its window closed in March with nothing recorded: overdue, not "Planned".
+        ["overdue"],
         ["2026-03-02 (window 2026-02-27 to 2026-03-05)"],
         ["—"],
         [f"{niams.site.name}; times are site-local, America/New_York"],
         ["1"],
     ]
+    # No date in the past is offered; the page says why.
+    assert response.context["form"].initial == {"version": 1}
+    assert response.context["note"] == (
+        "The window of V3 (2026-02-27 to 2026-03-05) closed before today at the site "
+        "(2026-12-31), so no date is suggested. A later date is a protocol deviation and needs "
+        "a reason; to record a visit that already happened, use “Record done”."
+    )
+
+
+def test_book_form_offers_the_target_day_while_it_is_ahead(february, admin_client, niams) -> None:
+    response = admin_client.get(action_url(visit(niams, "V3"), "book"))
+
+    assert tables(response)["lifecycle-summary"][2] == ["upcoming"]
     assert response.context["form"].initial == {"version": 1, "local_date": D(2026, 3, 2)}
 
 
-def test_book_preview_writes_nothing_and_shows_the_moved_visit(admin_client, niams) -> None:
+def test_book_preview_writes_nothing_and_shows_the_moved_visit(
+    february, admin_client, niams
+) -> None:
     v3 = visit(niams, "V3")
     before, entries = visit_rows(niams), audit_entries()
 
@@ -177,8 +202,8 @@ def test_book_preview_writes_nothing_and_shows_the_moved_visit(admin_client, nia
     assert response.status_code == 200
     assert (visit_rows(niams), audit_entries()) == (before, entries)
     assert response.context["outcome"] == [
-        ("Booked at the site", "2026-03-08 09:30 EDT (America/New_York)", False),
-        ("Booked in UTC", "2026-03-08 13:30 UTC", False),
+        ("Booked at the site", "Sun 8 Mar 2026 09:30 EDT", False),
+        ("Booked in UTC", "Sun 8 Mar 2026 13:30 UTC", False),
         (
             "Deviation",
             "3 day(s) after the window (2026-02-27 to 2026-03-05): a protocol deviation",
@@ -217,7 +242,7 @@ def test_book_preview_writes_nothing_and_shows_the_moved_visit(admin_client, nia
 
 
 def test_book_confirm_writes_the_booking_and_moves_what_counts_from_it(
-    admin_client, admin_user, niams
+    february, admin_client, admin_user, niams
 ) -> None:
     v3 = visit(niams, "V3")
 
@@ -248,13 +273,12 @@ def test_book_confirm_writes_the_booking_and_moves_what_counts_from_it(
         for entry in booked.history.order_by("history_id")
     ] == [(None, "enrolled"), (admin_user, "travel")]
     assert [str(m) for m in admin_client.get(change_url(v3)).context["messages"]] == [
-        "V3 booked for 2026-03-08 09:30 EDT (America/New_York); re-planned: "
-        "V3C moved (2026-03-09 → 2026-03-15)."
+        "V3 booked for Sun 8 Mar 2026 09:30 EDT; re-planned: V3C moved (2026-03-09 → 2026-03-15)."
     ]
 
 
 def test_book_confirm_from_a_stale_page_gets_the_conflict_and_writes_nothing(
-    admin_client, admin_user, niams
+    february, admin_client, admin_user, niams
 ) -> None:
     v3 = visit(niams, "V3")
     visit_book(visit=v3, local_date=D(2026, 3, 2), local_time=dt.time(9, 0), by=admin_user)
@@ -283,7 +307,7 @@ def test_book_confirm_from_a_stale_page_gets_the_conflict_and_writes_nothing(
 
 
 def test_book_confirm_refused_by_the_service_shows_why_and_writes_nothing(
-    admin_client, niams
+    february, admin_client, niams
 ) -> None:
     v3 = visit(niams, "V3")
     before, entries = visit_rows(niams), audit_entries()
@@ -380,7 +404,7 @@ def test_record_done_with_a_procedure_not_done_previews_then_records_it(
 
 
 def test_mark_missed_asks_to_confirm_then_releases_what_counted_from_the_booking(
-    admin_client, admin_user, niams
+    february, admin_client, admin_user, niams
 ) -> None:
     v3 = visit(niams, "V3")
     visit_book(visit=v3, local_date=D(2026, 3, 4), local_time=dt.time(9, 0), by=admin_user)
@@ -424,13 +448,14 @@ def test_withdraw_lists_what_will_be_cancelled_then_withdraws(admin_client, niam
     confirm = admin_client.post(action_url(niams, "withdraw"), {**posted, "_confirm": "yes"})
 
     assert unchanged == (before, entries)
+    # Their status at a glance on 31 December: every window has closed unrecorded.
     assert tables(preview)["cancelled-visits"] == [
-        ["V6", "Planned", "2026-05-25", "—"],
-        ["V7", "Planned", "2026-06-22", "—"],
-        ["V8", "Planned", "2026-07-20", "—"],
-        ["V9", "Planned", "2026-08-17", "—"],
-        ["V10", "Planned", "2026-09-14", "—"],
-        ["V11", "Planned", "2026-10-12", "—"],
+        ["V6", "overdue", "2026-05-25", "—"],
+        ["V7", "overdue", "2026-06-22", "—"],
+        ["V8", "overdue", "2026-07-20", "—"],
+        ["V9", "overdue", "2026-08-17", "—"],
+        ["V10", "overdue", "2026-09-14", "—"],
+        ["V11", "overdue", "2026-10-12", "—"],
     ]
     assert tables(preview)["cancelled-milestones"] == [
         ["CONTRACEPTION_END", "0", "2027-01-04", "—"]
@@ -509,7 +534,7 @@ def test_taper_hold_previews_the_shifted_steps_then_records_the_decision(
     ) == [("PSL_TAPER", 4, "hold", None, admin_user.pk)]
 
 
-def test_unscheduled_visit_is_added_with_its_procedures(admin_client, niams) -> None:
+def test_unscheduled_visit_is_added_with_its_procedures(february, admin_client, niams) -> None:
     response = admin_client.post(
         action_url(niams, "unscheduled_visit"),
         {
@@ -556,7 +581,7 @@ def test_participant_changelist_shows_visit_status_counts(admin_client, admin_us
             niams.site.name,
             "Enrolled",
             str(niams.protocol_version),
-            "Dec. 31, 2026, noon",
+            "Thu 31 Dec 2026 07:00 EST",
             "0",
             "1",
             "2",
@@ -650,7 +675,9 @@ def test_visit_changelist_filters_overdue_and_out_of_window(
 # The audit trail
 
 
-def test_visit_history_shows_who_changed_what_and_why(admin_client, admin_user, niams) -> None:
+def test_visit_history_shows_who_changed_what_and_why(
+    february, admin_client, admin_user, niams
+) -> None:
     v3 = visit(niams, "V3")
     visit_book(
         visit=v3,

@@ -38,6 +38,7 @@ from scheduler.services import (
 )
 from tests.conftest import seed_path
 from tests.factories import SiteFactory, participant_for
+from tests.scheduler.clocks import on_the_eve
 from trials.models import ProtocolVersion, TrialSite
 from trials.services import protocol_import
 
@@ -276,7 +277,8 @@ def test_each_visit_service_writes_one_audit_entry_per_changed_record(
     v3_procedures = sorted(ScheduledProcedure.objects.filter(visit=v3).values_list("id", flat=True))
 
     probe = AuditProbe()
-    visit_book(visit=v3, local_date=D(2026, 3, 4), local_time=dt.time(9), by=coordinator)
+    with on_the_eve(D(2026, 3, 4)):
+        visit_book(visit=v3, local_date=D(2026, 3, 4), local_time=dt.time(9), by=coordinator)
     booked = probe.entries()
     probe = AuditProbe()
     visit_record_done(visit=v3, actual_date=D(2026, 3, 7), by=coordinator, reason="late bus")
@@ -453,7 +455,11 @@ def _apply(kind, code, shift, participant, amendment, by) -> None:
         if kind == "done":
             visit_record_done(visit=target, actual_date=day, by=by, reason="event")
         elif kind == "book":
-            visit_book(visit=target, local_date=day, local_time=dt.time(9), by=by, reason="event")
+            # Booked before its day (a booking in the past is refused, see test_booking_rules).
+            with on_the_eve(day):
+                visit_book(
+                    visit=target, local_date=day, local_time=dt.time(9), by=by, reason="event"
+                )
         elif kind == "missed":
             visit_mark_missed(visit=target, by=by, reason="event")
         else:

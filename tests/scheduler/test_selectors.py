@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 
 import pytest
 import time_machine
 
 from participants.models import Participant
 from scheduler.models import ScheduledVisit
-from scheduler.selectors import participants_with_visit_status, sites_with_visit_status
+from scheduler.selectors import (
+    participants_with_visit_status,
+    sites_with_visit_status,
+    zones_by_today,
+)
 from scheduler.services import (
     participant_enroll,
     visit_book,
@@ -18,7 +23,8 @@ from tests.factories import SiteFactory, participant_for
 from trials.models import Site
 
 D = dt.date
-TODAY = D(2026, 3, 31)
+# 31 March at the site (New York, 08:00): the counts are taken from each site's today.
+NOW = dt.datetime(2026, 3, 31, 12, tzinfo=dt.UTC)
 pytestmark = pytest.mark.django_db
 
 COUNTS = ("due", "booked", "done", "missed", "out_of_window", "overdue")
@@ -26,7 +32,7 @@ COUNTS = ("due", "booked", "done", "missed", "out_of_window", "overdue")
 
 @pytest.fixture(autouse=True)
 def frozen_clock():
-    with time_machine.travel(dt.datetime(2026, 3, 31, 12, tzinfo=dt.UTC), tick=False):
+    with time_machine.travel(NOW, tick=False):
         yield
 
 
@@ -62,7 +68,7 @@ def test_status_counts_per_participant_and_per_site(import_seed, django_user_mod
 
     rows = {
         p.study_id: counts(p)
-        for p in participants_with_visit_status(queryset=Participant.objects.all(), today=TODAY)
+        for p in participants_with_visit_status(queryset=Participant.objects.all())
     }
 
     assert rows == {
@@ -71,9 +77,9 @@ def test_status_counts_per_participant_and_per_site(import_seed, django_user_mod
         # Nothing recorded: V1, V2, V3, V3C overdue, V4 due.
         "P-002": {"due": 1, "booked": 0, "done": 0, "missed": 0, "out_of_window": 0, "overdue": 4},
     }
-    assert [
-        counts(s) for s in sites_with_visit_status(queryset=Site.objects.all(), today=TODAY)
-    ] == [{"due": 2, "booked": 1, "done": 3, "missed": 1, "out_of_window": 1, "overdue": 4}]
+    assert [counts(s) for s in sites_with_visit_status(queryset=Site.objects.all())] == [
+        {"due": 2, "booked": 1, "done": 3, "missed": 1, "out_of_window": 1, "overdue": 4}
+    ]
     quiet.refresh_from_db()
     assert quiet.status == "enrolled"
 
@@ -85,22 +91,33 @@ def test_status_counts_take_one_query_whatever_the_number_of_participants(
     site = SiteFactory.create(code="nih")
     enrolled(version, site, "P-001")
     with django_assert_num_queries(1):
-        assert (
-            len(
-                list(
-                    participants_with_visit_status(queryset=Participant.objects.all(), today=TODAY)
-                )
-            )
-            == 1
-        )
+        assert len(list(participants_with_visit_status(queryset=Participant.objects.all()))) == 1
     for number in range(2, 6):
         enrolled(version, site, f"P-{number:03d}")
     with django_assert_num_queries(1):
-        assert (
-            len(
-                list(
-                    participants_with_visit_status(queryset=Participant.objects.all(), today=TODAY)
-                )
-            )
-            == 5
-        )
+        assert len(list(participants_with_visit_status(queryset=Participant.objects.all()))) == 5
+
+
+@pytest.mark.parametrize(
+    ("moment", "dates"),
+    [
+        # Tokyo is on the 8th, New York and UTC on the 7th.
+        (dt.datetime(2026, 12, 7, 23, 30, tzinfo=dt.UTC), [D(2026, 12, 7), D(2026, 12, 8)]),
+        # Kiritimati (+14) is on the 8th while Pago Pago (-11) is still on the 6th.
+        (
+            dt.datetime(2026, 12, 7, 10, 30, tzinfo=dt.UTC),
+            [D(2026, 12, 6), D(2026, 12, 7), D(2026, 12, 8)],
+        ),
+    ],
+)
+def test_zones_by_today_puts_every_zone_in_exactly_one_group_of_its_own_date(moment, dates) -> None:
+    groups = zones_by_today(now=moment)
+
+    assert sorted(today for today, _ in groups) == dates
+    every = [zone for _, zones in groups for zone in zones]
+    assert sorted(every) == sorted(zoneinfo.available_timezones())
+    assert all(
+        moment.astimezone(zoneinfo.ZoneInfo(zone)).date() == today
+        for today, zones in groups
+        for zone in zones
+    )
