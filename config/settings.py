@@ -34,10 +34,14 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "oauth2_provider",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "simple_history",
     "trials",
     "participants",
     "scheduler",
+    "scheduler.api",
     "seeds",
 ]
 
@@ -176,6 +180,9 @@ REMINDER_BACKOFF_BASE_SECONDS = env.int("REMINDER_BACKOFF_BASE_SECONDS", default
 # may have been lost with Redis); a row "sending" this long is re-claimed (its worker died).
 REMINDER_REQUEUE_AFTER_SECONDS = env.int("REMINDER_REQUEUE_AFTER_SECONDS", default=120)
 REMINDER_SENDING_TIMEOUT_SECONDS = env.int("REMINDER_SENDING_TIMEOUT_SECONDS", default=300)
+# A visit's calendar invite goes out this many days before its window opens (at enrollment,
+# at once for every window opening sooner); at least 1, so it arrives before the window.
+INVITE_LEAD_DAYS = max(env.int("INVITE_LEAD_DAYS", default=28), 1)
 SMS_BACKEND = env.str("SMS_BACKEND", default="scheduler.outbox.sms.ConsoleSmsBackend")
 TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
@@ -192,23 +199,100 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="visits@scheduler.inv
 # Where feed URLs point (shown to coordinators when they create a feed).
 PUBLIC_URL = env.str("PUBLIC_URL", default="http://127.0.0.1:8000")
 
+# The REST API for site systems (scheduler/api/). Machines authenticate with OAuth2 client
+# credentials (django-oauth-toolkit), people with their admin session (browsable API).
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # First, so an anonymous request gets 401 with a Bearer challenge, not 403.
+        "scheduler.api.auth.SiteSystemAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["scheduler.api.permissions.ApiAccess"],
+    "DEFAULT_THROTTLE_CLASSES": ["scheduler.api.throttling.CredentialRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "credential": env.str("API_RATE_PER_CREDENTIAL", default="1200/minute"),
+    },
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "scheduler.api.pagination.Cursor",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "scheduler.api.errors.problem_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DATE_INPUT_FORMATS": ["iso-8601"],
+    "COERCE_DECIMAL_TO_STRING": True,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Trial visit scheduler API",
+    "DESCRIPTION": (
+        "The REST API for site systems: trials and their schedules of activities, sites, "
+        "participants, calendars and visits, and the visit lifecycle. Errors are RFC 9457 "
+        "problem details (application/problem+json). Changes need If-Match; POSTs that create "
+        "or act need an Idempotency-Key."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "VisitStatusEnum": "scheduler.models.ScheduledVisit.Status",
+        "ParticipantStatusEnum": "participants.models.Participant.Status",
+    },
+}
+OAUTH2_PROVIDER = {
+    "SCOPES": {
+        "read": "Read trials, sites, participants and calendars",
+        "write": "Register and enroll participants, book and record visits",
+    },
+    "DEFAULT_SCOPES": ["read"],
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("API_TOKEN_EXPIRE_SECONDS", default=3600),
+    # RFC 9700: tokens stored only as their SHA-256, bearer tokens only in the header, no
+    # password or implicit grants.
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+}
+
+# No log line carries a feed token, contact details or health data: every handler lists both
+# filters (config/logging.py), and every logger writes through these handlers only.
+# The scrub goes first: the token redaction formats the message, database errors and all.
+LOG_FILTERS = ["scrub_database_errors", "redact_feed_tokens"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "filters": {"redact_feed_tokens": {"()": "config.logging.RedactFeedTokens"}},
+    "filters": {
+        "redact_feed_tokens": {"()": "config.logging.RedactFeedTokens"},
+        "scrub_database_errors": {"()": "config.logging.ScrubDatabaseErrors"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["redact_feed_tokens"],
+            "filters": LOG_FILTERS,
         }
     },
     "loggers": {
-        # Django's own request loggers have handlers of their own; route them through ours
-        # so the redaction applies to them too.
+        # Django's loggers come with handlers of their own (an unfiltered console when
+        # DEBUG, and mail_admins, whose report quotes the request's POST data): none here, so
+        # their records go to the root's handler and its filters.
+        "django": {"handlers": [], "level": "INFO"},
         "django.request": {"handlers": ["console"], "propagate": False},
         "django.server": {"handlers": ["console"], "propagate": False},
+        # Query logging (DEBUG) interpolates every value written; the filter withholds the
+        # SQL anyway should someone lower this.
+        "django.db.backends": {"level": "INFO"},
+        # Celery gives its task logger an unfiltered handler unless it already has one.
+        "celery.task": {"handlers": ["console"], "propagate": False},
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+# A Celery worker replaces the root handler with its own (to honour --logfile); config/celery.py
+# puts the same filters on every handler it sets up, since its "Task … raised unexpected:
+# IntegrityError(…)" lines would otherwise quote the driver's DETAIL.

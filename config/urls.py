@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from scheduler.views import calendar_feed, healthz
 
@@ -15,4 +15,5 @@ urlpatterns = [
         name="calendar-feed",
     ),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("scheduler.api.urls")),
 ]

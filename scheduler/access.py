@@ -178,9 +178,7 @@ def can_see_arm(user: object, *, trial: Trial, site: Site | None = None) -> bool
 
 def can_change_blinding(user: object, *, trial: Trial) -> bool:
     """Only an unblinded role of the trial may change its blinding (and must give a reason)."""
-    return any(
-        m.role in UNBLINDED_ROLES and m.trial_id == trial.pk for m in _memberships(user)
-    )
+    return any(m.role in UNBLINDED_ROLES and m.trial_id == trial.pk for m in _memberships(user))
 
 
 def assignments_for(user: object) -> QuerySet[TreatmentAssignment]:
@@ -191,3 +189,33 @@ def assignments_for(user: object) -> QuerySet[TreatmentAssignment]:
     )
     unblinded = _scope(user, UNBLINDED_ROLES, prefix="participant__")
     return TreatmentAssignment.objects.filter(open_trials | unblinded)
+
+
+# ----------------------------------------------------------------------------------------
+# Per-(trial, site) questions for faces that create rows or choose what to show of one row
+# (the REST API's register and its participant representation).
+
+CONTACT_ROLES = frozenset({Role.COORDINATOR, Role.INVESTIGATOR})
+
+
+def _holds(user: object, roles: frozenset[str], *, trial_id: int, site_id: int) -> bool:
+    return any(
+        m.role in roles and m.trial_id == trial_id and m.site_id in (None, site_id)
+        for m in _memberships(user)
+    )
+
+
+def can_write_at(user: object, *, trial: Trial, site: Site) -> bool:
+    """May the user create participants of this trial at this site (a write role there)?"""
+    return _holds(user, WRITE_ROLES, trial_id=trial.pk, site_id=site.pk)
+
+
+def can_read_at(user: object, *, trial: Trial, site: Site) -> bool:
+    """Does the user read calendars of this trial at this site (any read role there)?"""
+    return _holds(user, READ_ROLES, trial_id=trial.pk, site_id=site.pk)
+
+
+def can_see_contact_details(user: object, *, trial_id: int, site_id: int) -> bool:
+    """Participants' email, phone and guardian: only the site's coordinators and
+    investigators, who contact them. Site systems, pharmacists and monitors never need them."""
+    return _holds(user, CONTACT_ROLES, trial_id=trial_id, site_id=site_id)

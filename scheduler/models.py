@@ -386,9 +386,7 @@ class Membership(models.Model):
                 name="unique_trial_wide_membership",
             ),
             models.CheckConstraint(
-                condition=(
-                    Q(role__in=["sponsor_monitor", "data_manager"]) & Q(site__isnull=True)
-                )
+                condition=(Q(role__in=["sponsor_monitor", "data_manager"]) & Q(site__isnull=True))
                 | (~Q(role__in=["sponsor_monitor", "data_manager"]) & Q(site__isnull=False)),
                 name="membership_site_matches_role",
                 violation_error_message=(

@@ -7,50 +7,179 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('scheduler', '0002_reminders'),
-        ('trials', '0003_trial_and_site_history'),
+        ("scheduler", "0002_reminders"),
+        ("trials", "0003_trial_and_site_history"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='HistoricalMembership',
+            name="HistoricalMembership",
             fields=[
-                ('id', models.BigIntegerField(auto_created=True, blank=True, db_index=True, verbose_name='ID')),
-                ('role', models.CharField(choices=[('coordinator', 'Coordinator'), ('investigator', 'Investigator'), ('unblinded_pharmacist', 'unblinded pharmacist'), ('sponsor_monitor', 'sponsor monitor'), ('data_manager', 'data manager'), ('site_system', 'site system')], max_length=24)),
-                ('created_at', models.DateTimeField(blank=True, editable=False)),
-                ('history_id', models.AutoField(primary_key=True, serialize=False)),
-                ('history_date', models.DateTimeField(db_index=True)),
-                ('history_change_reason', models.CharField(max_length=100, null=True)),
-                ('history_type', models.CharField(choices=[('+', 'Created'), ('~', 'Changed'), ('-', 'Deleted')], max_length=1)),
-                ('history_user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('site', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='trials.site')),
-                ('trial', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='trials.trial')),
-                ('user', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigIntegerField(
+                        auto_created=True, blank=True, db_index=True, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("coordinator", "Coordinator"),
+                            ("investigator", "Investigator"),
+                            ("unblinded_pharmacist", "unblinded pharmacist"),
+                            ("sponsor_monitor", "sponsor monitor"),
+                            ("data_manager", "data manager"),
+                            ("site_system", "site system"),
+                        ],
+                        max_length=24,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(blank=True, editable=False)),
+                ("history_id", models.AutoField(primary_key=True, serialize=False)),
+                ("history_date", models.DateTimeField(db_index=True)),
+                ("history_change_reason", models.CharField(max_length=100, null=True)),
+                (
+                    "history_type",
+                    models.CharField(
+                        choices=[("+", "Created"), ("~", "Changed"), ("-", "Deleted")], max_length=1
+                    ),
+                ),
+                (
+                    "history_user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "site",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="trials.site",
+                    ),
+                ),
+                (
+                    "trial",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="trials.trial",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'historical membership',
-                'verbose_name_plural': 'historical memberships',
-                'ordering': ('-history_date', '-history_id'),
-                'get_latest_by': ('history_date', 'history_id'),
+                "verbose_name": "historical membership",
+                "verbose_name_plural": "historical memberships",
+                "ordering": ("-history_date", "-history_id"),
+                "get_latest_by": ("history_date", "history_id"),
             },
             bases=(simple_history.models.HistoricalChanges, models.Model),
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('coordinator', 'Coordinator'), ('investigator', 'Investigator'), ('unblinded_pharmacist', 'unblinded pharmacist'), ('sponsor_monitor', 'sponsor monitor'), ('data_manager', 'data manager'), ('site_system', 'site system')], max_length=24)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('site', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='trials.site')),
-                ('trial', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='trials.trial')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("coordinator", "Coordinator"),
+                            ("investigator", "Investigator"),
+                            ("unblinded_pharmacist", "unblinded pharmacist"),
+                            ("sponsor_monitor", "sponsor monitor"),
+                            ("data_manager", "data manager"),
+                            ("site_system", "site system"),
+                        ],
+                        max_length=24,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "site",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="trials.site",
+                    ),
+                ),
+                (
+                    "trial",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="trials.trial",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['trial', 'site', 'role', 'user'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('site__isnull', False)), fields=('user', 'trial', 'site', 'role'), name='unique_site_membership'), models.UniqueConstraint(condition=models.Q(('site__isnull', True)), fields=('user', 'trial', 'role'), name='unique_trial_wide_membership'), models.CheckConstraint(condition=models.Q(models.Q(('role__in', ['sponsor_monitor', 'data_manager']), ('site__isnull', True)), models.Q(models.Q(('role__in', ['sponsor_monitor', 'data_manager']), _negated=True), ('site__isnull', False)), _connector='OR'), name='membership_site_matches_role', violation_error_message='A sponsor monitor or a data manager acts at every site of the trial: leave the site empty. Every other role needs its site.')],
+                "ordering": ["trial", "site", "role", "user"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("site__isnull", False)),
+                        fields=("user", "trial", "site", "role"),
+                        name="unique_site_membership",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("site__isnull", True)),
+                        fields=("user", "trial", "role"),
+                        name="unique_trial_wide_membership",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(
+                                ("role__in", ["sponsor_monitor", "data_manager"]),
+                                ("site__isnull", True),
+                            ),
+                            models.Q(
+                                models.Q(
+                                    ("role__in", ["sponsor_monitor", "data_manager"]), _negated=True
+                                ),
+                                ("site__isnull", False),
+                            ),
+                            _connector="OR",
+                        ),
+                        name="membership_site_matches_role",
+                        violation_error_message="A sponsor monitor or a data manager acts at every site of the trial: leave the site empty. Every other role needs its site.",
+                    ),
+                ],
             },
         ),
     ]

@@ -1,0 +1,409 @@
+"""What the API shows, and the input fields the operations share.
+
+Output serializers only present: what a role may see is decided before a row reaches them
+(the queryset from `scheduler.access`, and the `show_contact` / `arm` context computed there).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from participants.models import Participant
+from scheduler.api.preconditions import participant_etag, visit_etag
+from scheduler.models import ScheduledMilestone, ScheduledVisit
+from trials.models import Site, Trial
+
+# Every date the API accepts lies in this range, so no arithmetic on it (windows, time zones,
+# taper weeks) can overflow Python's date range into a server error.
+EARLIEST_DATE = dt.date(1900, 1, 1)
+LATEST_DATE = dt.date(2200, 12, 31)
+
+
+class BoundedDateField(serializers.DateField):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault(
+            "validators",
+            [
+                MinValueValidator(EARLIEST_DATE, message=f"must be on or after {EARLIEST_DATE}"),
+                MaxValueValidator(LATEST_DATE, message=f"must be on or before {LATEST_DATE}"),
+            ],
+        )
+        super().__init__(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------
+# Trials, protocol versions, sites
+
+
+class TrialOut(serializers.ModelSerializer[Trial]):
+    class Meta:
+        model = Trial
+        fields = ["code", "title", "phase", "sponsor", "blinding", "conditions"]
+
+
+class ProtocolVersionOut(serializers.Serializer[Any]):
+    label = serializers.CharField()  # type: ignore[assignment]  # a field, not Field.label
+    status = serializers.CharField()
+    version_date = serializers.DateField(allow_null=True)
+    published_at = serializers.DateTimeField()
+    source_sha256 = serializers.CharField()
+
+
+class AnchorRefOut(serializers.Serializer[Any]):
+    anchor = serializers.CharField(allow_null=True, help_text="A participant anchor code.")
+    visit = serializers.CharField(
+        allow_null=True, help_text="Or the actual date of an earlier visit (its code)."
+    )
+    occurrence = serializers.IntegerField(
+        allow_null=True, help_text="Which occurrence of a repeating visit; null: its last."
+    )
+
+
+class WindowDaysOut(serializers.Serializer[Any]):
+    before = serializers.IntegerField()
+    after = serializers.IntegerField()
+
+
+class RepeatOut(serializers.Serializer[Any]):
+    every_days = serializers.IntegerField()
+    count = serializers.IntegerField()
+
+
+class ActivityOut(serializers.Serializer[Any]):
+    procedure = serializers.CharField()
+    name = serializers.CharField()
+    duration_minutes = serializers.IntegerField()
+    occurrences = serializers.ListField(
+        child=serializers.IntegerField(),
+        allow_null=True,
+        help_text="Occurrences of the visit that carry it; null: every occurrence.",
+    )
+
+
+class VisitDefinitionOut(serializers.Serializer[Any]):
+    code = serializers.CharField()
+    name = serializers.CharField()
+    epoch = serializers.CharField()
+    anchor = AnchorRefOut()
+    offset_days = serializers.IntegerField()
+    window = WindowDaysOut()
+    repeat = RepeatOut(allow_null=True)
+    duration_minutes = serializers.IntegerField()
+    mode = serializers.CharField()
+    arms = serializers.ListField(child=serializers.CharField(), help_text="Empty: every arm.")
+    unscheduled_allowed = serializers.BooleanField()
+    procedures = ActivityOut(many=True)
+
+
+class ProcedureOut(serializers.Serializer[Any]):
+    code = serializers.CharField()
+    name = serializers.CharField()
+    duration_minutes = serializers.IntegerField()
+    preparation = serializers.CharField()
+    resource = serializers.CharField()
+
+
+class CodeNameOut(serializers.Serializer[Any]):
+    code = serializers.CharField()
+    name = serializers.CharField()
+
+
+class AnchorOut(serializers.Serializer[Any]):
+    code = serializers.CharField()
+    name = serializers.CharField()
+    relative_to = serializers.CharField(allow_null=True)
+    min_days = serializers.IntegerField(allow_null=True)
+    max_days = serializers.IntegerField(allow_null=True)
+    default_days = serializers.IntegerField(allow_null=True)
+
+
+class MilestoneRuleOut(serializers.Serializer[Any]):
+    code = serializers.CharField()
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    anchor = AnchorRefOut()
+    offset_days = serializers.IntegerField()
+    participant_facing = serializers.BooleanField()
+    taper = serializers.DictField(allow_null=True, help_text="The taper's parameters, as filed.")
+
+
+class CriterionOut(serializers.Serializer[Any]):
+    code = serializers.CharField()
+    kind = serializers.CharField()
+    text = serializers.CharField()
+    check = serializers.DictField(allow_null=True)
+
+
+class ScheduleOut(serializers.Serializer[Any]):
+    """A published protocol version's schedule of activities, as data."""
+
+    trial = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a field, not Field.label
+    version_date = serializers.DateField(allow_null=True)
+    anchors = AnchorOut(many=True)
+    arms = CodeNameOut(many=True)
+    epochs = CodeNameOut(many=True)
+    procedures = ProcedureOut(many=True)
+    visits = VisitDefinitionOut(many=True)
+    milestones = MilestoneRuleOut(many=True)
+    eligibility = CriterionOut(many=True)
+
+
+class SiteOut(serializers.ModelSerializer[Site]):
+    today = serializers.SerializerMethodField(help_text="The calendar date at the site now.")
+
+    class Meta:
+        model = Site
+        fields = ["code", "name", "timezone", "country", "address", "phone", "email", "today"]
+
+    def get_today(self, site: Site) -> dt.date:
+        return self.context["today"](site)  # type: ignore[no-any-return]
+
+
+# ----------------------------------------------------------------------------------------
+# Participants
+
+
+class ContactOut(serializers.Serializer[Any]):
+    email = serializers.CharField()
+    phone = serializers.CharField()
+    guardian_name = serializers.CharField()
+    guardian_email = serializers.CharField()
+
+
+class ParticipantOut(serializers.ModelSerializer[Participant]):
+    trial = serializers.CharField(source="trial.code")
+    site = serializers.CharField(source="site.code")
+    protocol_version = serializers.CharField(source="protocol_version.label")
+    anchors = serializers.SerializerMethodField()
+    contact = serializers.SerializerMethodField(
+        help_text="Only for the site's coordinators and investigators; null for other roles."
+    )
+    arm = serializers.SerializerMethodField(
+        help_text="The treatment arm's code: only for roles that may see it (never a blinded "
+        "role in a blinded trial); null otherwise or when no arm is assigned."
+    )
+    etag = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Participant
+        fields = [
+            "id",
+            "trial",
+            "site",
+            "study_id",
+            "status",
+            "protocol_version",
+            "birth_date",
+            "weight_kg",
+            "timezone",
+            "language",
+            "enrolled_at",
+            "ended_on",
+            "anchors",
+            "contact",
+            "arm",
+            "etag",
+        ]
+
+    @extend_schema_field(serializers.DictField(child=serializers.DateField()))
+    def get_anchors(self, participant: Participant) -> dict[str, str]:
+        return {a.code: a.date.isoformat() for a in participant.anchors.all()}
+
+    @extend_schema_field(ContactOut(allow_null=True))
+    def get_contact(self, participant: Participant) -> dict[str, str] | None:
+        if not self.context["show_contact"](participant):
+            return None
+        return {
+            "email": participant.email,
+            "phone": participant.phone,
+            "guardian_name": participant.guardian_name,
+            "guardian_email": participant.guardian_email,
+        }
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_arm(self, participant: Participant) -> str | None:
+        return self.context["arms"].get(participant.pk)  # type: ignore[no-any-return]
+
+    def get_etag(self, participant: Participant) -> str:
+        return participant_etag(participant)
+
+
+# ----------------------------------------------------------------------------------------
+# Visits, milestones, calendars
+
+
+class DateWindowOut(serializers.Serializer[Any]):
+    start = serializers.DateField()
+    end = serializers.DateField()
+
+
+class ScheduledProcedureOut(serializers.Serializer[Any]):
+    code = serializers.CharField(source="procedure.code")
+    name = serializers.CharField(source="procedure.name")
+    duration_minutes = serializers.IntegerField(source="procedure.duration_minutes")
+    status = serializers.CharField()
+    not_done_reason = serializers.CharField()
+
+
+class VisitOut(serializers.ModelSerializer[ScheduledVisit]):
+    participant = serializers.IntegerField(source="participant_id")
+    study_id = serializers.CharField(source="participant.study_id")
+    trial = serializers.CharField(source="participant.trial.code")
+    site = serializers.CharField(source="participant.site.code")
+    code = serializers.CharField()
+    name = serializers.CharField()
+    protocol_version = serializers.CharField(source="protocol_version.label")
+    window = serializers.SerializerMethodField()
+    glance_status = serializers.SerializerMethodField(
+        help_text="upcoming, due, booked, overdue, done, out_of_window, missed or cancelled: "
+        "computed from the record and the site's today."
+    )
+    procedures = ScheduledProcedureOut(many=True)
+    etag = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ScheduledVisit
+        fields = [
+            "id",
+            "participant",
+            "study_id",
+            "trial",
+            "site",
+            "code",
+            "name",
+            "occurrence",
+            "unscheduled_reason",
+            "protocol_version",
+            "target_date",
+            "window",
+            "estimated",
+            "status",
+            "glance_status",
+            "booked_start",
+            "booked_date",
+            "actual_start",
+            "actual_date",
+            "deviation_days",
+            "reason",
+            "procedures",
+            "version",
+            "etag",
+        ]
+
+    @extend_schema_field(DateWindowOut())
+    def get_window(self, visit: ScheduledVisit) -> dict[str, str]:
+        return {"start": visit.window_start.isoformat(), "end": visit.window_end.isoformat()}
+
+    def get_glance_status(self, visit: ScheduledVisit) -> str:
+        return self.context["glance"](visit)  # type: ignore[no-any-return]
+
+    def get_etag(self, visit: ScheduledVisit) -> str:
+        return visit_etag(visit)
+
+
+class MilestoneOut(serializers.ModelSerializer[ScheduledMilestone]):
+    code = serializers.CharField(source="rule.code")
+    name = serializers.CharField(source="rule.name")
+    kind = serializers.CharField(source="rule.kind")
+
+    class Meta:
+        model = ScheduledMilestone
+        fields = [
+            "id",
+            "code",
+            "name",
+            "kind",
+            "sequence",
+            "due_date",
+            "dose_mg",
+            "estimated",
+            "flag",
+            "status",
+        ]
+
+
+class CalendarOut(serializers.Serializer[Any]):
+    participant = serializers.IntegerField()
+    study_id = serializers.CharField()
+    site = serializers.CharField()
+    site_today = serializers.DateField()
+    visits = VisitOut(many=True)
+    milestones = MilestoneOut(many=True)
+    taper_doses = MilestoneOut(many=True, help_text="The milestones that carry a daily dose.")
+
+
+# ----------------------------------------------------------------------------------------
+# What a change does to a calendar (the previews and the confirmed results)
+
+
+class VisitChangeOut(serializers.Serializer[Any]):
+    visit_code = serializers.CharField()
+    occurrence = serializers.IntegerField()
+    kind = serializers.CharField(help_text="added, moved, changed or cancelled")
+    old_target = serializers.DateField(allow_null=True)
+    new_target = serializers.DateField(allow_null=True)
+    old_window = DateWindowOut(allow_null=True)
+    new_window = DateWindowOut(allow_null=True)
+    booked_date = serializers.DateField(allow_null=True)
+    out_of_window = serializers.BooleanField()
+
+
+class MilestoneChangeOut(serializers.Serializer[Any]):
+    milestone_code = serializers.CharField()
+    sequence = serializers.IntegerField()
+    kind = serializers.CharField()
+    old_due = serializers.DateField(allow_null=True)
+    new_due = serializers.DateField(allow_null=True)
+    old_dose_mg = serializers.DecimalField(max_digits=7, decimal_places=2, allow_null=True)
+    new_dose_mg = serializers.DecimalField(max_digits=7, decimal_places=2, allow_null=True)
+    flag = serializers.CharField()
+
+
+class CalendarDiffOut(serializers.Serializer[Any]):
+    visits = VisitChangeOut(many=True)
+    milestones = MilestoneChangeOut(many=True)
+
+
+def window_dict(window: tuple[dt.date, dt.date] | None) -> dict[str, dt.date] | None:
+    return None if window is None else {"start": window[0], "end": window[1]}
+
+
+def calendar_diff_data(diff: Any) -> dict[str, Any]:
+    """A CalendarDiff (scheduler.calendar) as plain JSON data."""
+    return CalendarDiffOut(
+        {
+            "visits": [
+                {
+                    "visit_code": c.visit_code,
+                    "occurrence": c.occurrence,
+                    "kind": c.kind,
+                    "old_target": c.old_target,
+                    "new_target": c.new_target,
+                    "old_window": window_dict(c.old_window),
+                    "new_window": window_dict(c.new_window),
+                    "booked_date": c.booked_date,
+                    "out_of_window": c.out_of_window,
+                }
+                for c in diff.visits
+            ],
+            "milestones": [
+                {
+                    "milestone_code": c.milestone_code,
+                    "sequence": c.sequence,
+                    "kind": c.kind,
+                    "old_due": c.old_due,
+                    "new_due": c.new_due,
+                    "old_dose_mg": c.old_dose_mg,
+                    "new_dose_mg": c.new_dose_mg,
+                    "flag": c.flag,
+                }
+                for c in diff.milestones
+            ],
+        }
+    ).data

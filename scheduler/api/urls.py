@@ -1,0 +1,87 @@
+"""/api/v1/: the REST API for site systems, its OAuth2 token endpoints, schema and docs."""
+
+from __future__ import annotations
+
+from django.urls import path, re_path, register_converter
+
+# Swagger UI only: drf-spectacular's Redoc page loads web fonts from a CDN.
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from oauth2_provider import views as oauth2_views
+
+from scheduler.api import views
+
+
+class IdConverter:
+    """Database ids: at most 18 digits, so nothing overflows a 64-bit column (else 404)."""
+
+    regex = "[0-9]{1,18}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
+register_converter(IdConverter, "id")
+
+app_name = "api"
+
+urlpatterns = [
+    path("oauth/token/", oauth2_views.TokenView.as_view(), name="token"),
+    path("oauth/revoke/", oauth2_views.RevokeTokenView.as_view(), name="revoke-token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("trials/", views.TrialList.as_view(), name="trial-list"),
+    path("trials/<slug:code>/", views.TrialDetail.as_view(), name="trial-detail"),
+    path(
+        "trials/<slug:code>/versions/",
+        views.ProtocolVersionList.as_view(),
+        name="protocol-version-list",
+    ),
+    re_path(
+        r"^trials/(?P<code>[-a-zA-Z0-9_]+)/versions/(?P<label>[^/]{1,40})/$",
+        views.ProtocolVersionDetail.as_view(),
+        name="protocol-version-detail",
+    ),
+    path("sites/", views.SiteList.as_view(), name="site-list"),
+    path("sites/<slug:code>/", views.SiteDetail.as_view(), name="site-detail"),
+    path("participants/", views.ParticipantList.as_view(), name="participant-list"),
+    path("participants/<id:pk>/", views.ParticipantDetail.as_view(), name="participant-detail"),
+    path(
+        "participants/<id:pk>/eligibility/",
+        views.ParticipantEligibility.as_view(),
+        name="participant-eligibility",
+    ),
+    path(
+        "participants/<id:pk>/calendar/", views.CalendarView.as_view(), name="participant-calendar"
+    ),
+    path(
+        "participants/<id:pk>/enroll/", views.ParticipantEnroll.as_view(), name="participant-enroll"
+    ),
+    path(
+        "participants/<id:pk>/withdraw/",
+        views.ParticipantWithdraw.as_view(),
+        name="participant-withdraw",
+    ),
+    path(
+        "participants/<id:pk>/complete/",
+        views.ParticipantComplete.as_view(),
+        name="participant-complete",
+    ),
+    path("visits/", views.VisitList.as_view(), name="visit-list"),
+    path("visits/<id:pk>/", views.VisitDetail.as_view(), name="visit-detail"),
+    path(
+        "visits/<id:pk>/book/preview/", views.VisitBookPreview.as_view(), name="visit-book-preview"
+    ),
+    path("visits/<id:pk>/book/", views.VisitBook.as_view(), name="visit-book"),
+    path(
+        "visits/<id:pk>/record-done/preview/",
+        views.VisitRecordDonePreview.as_view(),
+        name="visit-record-done-preview",
+    ),
+    path("visits/<id:pk>/record-done/", views.VisitRecordDone.as_view(), name="visit-record-done"),
+    path("visits/<id:pk>/mark-missed/", views.VisitMarkMissed.as_view(), name="visit-mark-missed"),
+    path("visits/<id:pk>/cancel/", views.VisitCancel.as_view(), name="visit-cancel"),
+    re_path(r"^.*$", views.NotFoundView.as_view(), name="not-found"),
+]

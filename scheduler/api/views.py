@@ -1,0 +1,1047 @@
+"""The API's views: thin. Each reads its rows through `scheduler.access` (another site's object
+is simply not there: 404), and each operation is one view that calls one service.
+
+Reads are GenericAPIViews with cursor pagination; operations follow HackSoft's one view per
+use case with nested InputSerializer / result serializers, and every operation with a preview
+shares `PreviewConfirm`: POST …/preview/ says what would happen and returns a digest of it, and
+the confirm must carry that digest; what is written must be exactly what was previewed.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import zoneinfo
+from typing import Any, ClassVar
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Prefetch, QuerySet
+from django.db.models.functions import Coalesce
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import exceptions, generics, serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from participants.models import Participant
+from participants.selectors import participant_eligibility_failures
+from participants.services import participant_register
+from scheduler import access
+from scheduler.api import serializers as out
+from scheduler.api.errors import PreviewOutdated
+from scheduler.api.idempotency import idempotent
+from scheduler.api.preconditions import participant_etag, require_if_match, visit_etag
+from scheduler.models import ScheduledProcedure, ScheduledVisit
+from scheduler.selectors import visit_glance_status
+from scheduler.services import (
+    participant_complete,
+    participant_enroll,
+    participant_withdraw,
+    visit_book,
+    visit_book_preview,
+    visit_cancel,
+    visit_mark_missed,
+    visit_record_done,
+    visit_record_done_preview,
+)
+from trials.models import Arm, ProtocolVersion, Site, Trial
+from trials.services import protocol_document
+
+IF_MATCH_PARAM = OpenApiParameter(
+    "If-Match",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=True,
+    description="The ETag of the object as you last read it (412 if it changed since).",
+)
+IDEMPOTENCY_PARAM = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=True,
+    description="A new unique value per request (a UUID); a retry with the same key and body "
+    "returns the first response and does nothing twice.",
+)
+
+
+def _validated(serializer_class: type[serializers.Serializer[Any]], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def _query(serializer_class: type[serializers.Serializer[Any]], request: Request) -> dict[str, Any]:
+    return _validated(serializer_class, request.query_params.dict())
+
+
+def _field_error(field: str, message: str) -> exceptions.ValidationError:
+    return exceptions.ValidationError({field: [message]})
+
+
+class _SiteToday:
+    """Each site's today, computed once per response (a list spans sites and zones)."""
+
+    def __init__(self) -> None:
+        self._by_site: dict[int, dt.date] = {}
+
+    def __call__(self, site: Site) -> dt.date:
+        if site.pk not in self._by_site:
+            self._by_site[site.pk] = access.site_today(site)
+        return self._by_site[site.pk]
+
+    def glance(self, visit: ScheduledVisit) -> str:
+        return visit_glance_status(visit, today=self(visit.participant.site))
+
+
+# ----------------------------------------------------------------------------------------
+# Trials, protocol versions, sites
+
+
+def _trials(request: Request) -> QuerySet[Trial]:
+    return access.trials_for(request.user)
+
+
+def _trial(request: Request, code: str) -> Trial:
+    trial = _trials(request).filter(code=code).first()
+    if trial is None:
+        raise exceptions.NotFound("no such trial")
+    return trial
+
+
+class TrialList(generics.ListAPIView[Trial]):
+    """Trials of the caller's memberships."""
+
+    serializer_class = out.TrialOut
+    ordering = ("code",)
+
+    def get_queryset(self) -> QuerySet[Trial]:
+        return _trials(self.request)
+
+
+class TrialDetail(generics.GenericAPIView[Trial]):
+    serializer_class = out.TrialOut
+
+    def get(self, request: Request, code: str) -> Response:
+        return Response(out.TrialOut(_trial(request, code)).data)
+
+
+def _published(trial: Trial) -> QuerySet[ProtocolVersion]:
+    return ProtocolVersion.objects.filter(
+        trial=trial, status=ProtocolVersion.Status.PUBLISHED
+    ).order_by("published_at", "id")
+
+
+class ProtocolVersionList(generics.GenericAPIView[ProtocolVersion]):
+    """The trial's published protocol versions, oldest first."""
+
+    serializer_class = out.ProtocolVersionOut
+    pagination_class = None
+
+    @extend_schema(responses=out.ProtocolVersionOut(many=True))
+    def get(self, request: Request, code: str) -> Response:
+        versions = _published(_trial(request, code))
+        return Response(out.ProtocolVersionOut(versions, many=True).data)
+
+
+def schedule_data(version: ProtocolVersion) -> dict[str, Any]:
+    """A protocol version's schedule of activities as data: the file's content, with each
+    visit's procedures and their durations spelled out."""
+    document = protocol_document(version=version)
+    procedures = {p.code: p for p in document.procedures}
+
+    def anchor(ref: Any) -> dict[str, Any]:
+        if isinstance(ref, str):
+            return {"anchor": ref, "visit": None, "occurrence": None}
+        return {"anchor": None, "visit": ref.visit, "occurrence": ref.occurrence}
+
+    return {
+        "trial": document.trial.code,
+        "label": document.version.label,
+        "version_date": document.version.date,
+        "anchors": [a.model_dump(mode="json") for a in document.anchors],
+        "arms": [{"code": a.code, "name": a.name} for a in document.arms],
+        "epochs": [{"code": e.code, "name": e.name} for e in document.epochs],
+        "procedures": [p.model_dump(mode="json") for p in document.procedures],
+        "visits": [
+            {
+                "code": v.code,
+                "name": v.name,
+                "epoch": v.epoch,
+                "anchor": anchor(v.anchor),
+                "offset_days": v.offset_days,
+                "window": {"before": v.window.before, "after": v.window.after},
+                "repeat": v.repeat.model_dump(mode="json") if v.repeat else None,
+                "duration_minutes": v.duration_minutes,
+                "mode": str(v.mode),
+                "arms": list(v.arms),
+                "unscheduled_allowed": v.unscheduled_allowed,
+                "procedures": [
+                    {
+                        "procedure": a.procedure,
+                        "name": procedures[a.procedure].name,
+                        "duration_minutes": procedures[a.procedure].duration_minutes,
+                        "occurrences": list(a.occurrences) if a.occurrences else None,
+                    }
+                    for a in v.activities()
+                ],
+            }
+            for v in document.visits
+        ],
+        "milestones": [
+            {
+                "code": m.code,
+                "name": m.name,
+                "kind": str(m.kind),
+                "anchor": anchor(m.anchor),
+                "offset_days": m.offset_days,
+                "participant_facing": m.participant_facing,
+                "taper": m.taper.model_dump(mode="json") if m.taper else None,
+            }
+            for m in document.milestones
+        ],
+        "eligibility": [
+            {
+                "code": c.code,
+                "kind": str(c.kind),
+                "text": c.text,
+                "check": c.check.model_dump(mode="json") if c.check else None,
+            }
+            for c in document.eligibility
+        ],
+    }
+
+
+class ProtocolVersionDetail(generics.GenericAPIView[ProtocolVersion]):
+    """One published version with its schedule of activities."""
+
+    serializer_class = out.ScheduleOut
+
+    def get(self, request: Request, code: str, label: str) -> Response:
+        version = _published(_trial(request, code)).filter(label=label).first()
+        if version is None:
+            raise exceptions.NotFound("no such published protocol version")
+        return Response(out.ScheduleOut(schedule_data(version)).data)
+
+
+class SiteList(generics.ListAPIView[Site]):
+    """Sites where the caller reads calendars."""
+
+    serializer_class = out.SiteOut
+    ordering = ("code",)
+
+    def get_queryset(self) -> QuerySet[Site]:
+        return access.sites_for(self.request.user)
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "today": _SiteToday()}
+
+
+class SiteDetail(generics.GenericAPIView[Site]):
+    serializer_class = out.SiteOut
+
+    def get(self, request: Request, code: str) -> Response:
+        site = access.sites_for(request.user).filter(code=code).first()
+        if site is None:
+            raise exceptions.NotFound("no such site")
+        return Response(out.SiteOut(site, context={"today": _SiteToday()}).data)
+
+
+# ----------------------------------------------------------------------------------------
+# Participants
+
+
+def _participants(user: Any, *, write: bool = False) -> QuerySet[Participant]:
+    return (
+        access.participants_for(user, write=write)
+        .select_related("trial", "site", "protocol_version")
+        .prefetch_related("anchors")
+    )
+
+
+def present_participants(request: Request, participants: list[Participant]) -> dict[str, Any]:
+    """The serializer context: contact details and arms only where the caller may see them.
+
+    Arms are selected only for the participants whose arm the caller may see: in a blinded
+    trial a blinded role's request never reads a treatment assignment at all.
+    """
+    user = request.user
+    visible = [p.pk for p in participants if access.can_see_arm(user, trial=p.trial, site=p.site)]
+    arms = (
+        dict(
+            access.assignments_for(user)
+            .filter(participant_id__in=visible)
+            .values_list("participant_id", "arm__code")
+        )
+        if visible
+        else {}
+    )
+    return {
+        "request": request,
+        "arms": arms,
+        "show_contact": lambda p: access.can_see_contact_details(
+            user, trial_id=p.trial_id, site_id=p.site_id
+        ),
+    }
+
+
+def _participant_response(
+    request: Request, participant: Participant, *, status_code: int = 200, **extra: Any
+) -> Response:
+    participant = _participants(request.user).get(pk=participant.pk)
+    data = out.ParticipantOut(participant, context=present_participants(request, [participant]))
+    return Response(
+        {**data.data, **extra},
+        status=status_code,
+        headers={"ETag": participant_etag(participant)},
+    )
+
+
+class ParticipantFilter(serializers.Serializer[Any]):
+    trial = serializers.CharField(required=False, max_length=40)
+    site = serializers.CharField(required=False, max_length=40)
+    status = serializers.ChoiceField(choices=Participant.Status.choices, required=False)
+
+
+LANGUAGES = Participant.Language.choices
+
+
+class ParticipantRegisterInput(serializers.Serializer[Any]):
+    trial = serializers.CharField(max_length=40)
+    site = serializers.CharField(max_length=40)
+    study_id = serializers.CharField(max_length=40)
+    birth_date = out.BoundedDateField()
+    anchors = serializers.DictField(
+        child=out.BoundedDateField(), required=False, help_text="Anchor code -> date."
+    )
+    weight_kg = serializers.DecimalField(
+        max_digits=5, decimal_places=1, min_value=1, required=False, allow_null=True
+    )
+    email = serializers.EmailField(required=False, allow_blank=True, max_length=254)
+    phone = serializers.CharField(required=False, allow_blank=True, max_length=40)
+    guardian_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    guardian_email = serializers.EmailField(required=False, allow_blank=True, max_length=254)
+    reminder_channels = serializers.ListField(
+        child=serializers.ChoiceField(choices=["email", "sms"]), required=False, max_length=2
+    )
+    reminders_opt_out = serializers.BooleanField(required=False)
+    quiet_hours_start = serializers.TimeField(required=False, allow_null=True)
+    quiet_hours_end = serializers.TimeField(required=False, allow_null=True)
+    timezone = serializers.ChoiceField(
+        choices=sorted(zoneinfo.available_timezones()), required=False
+    )
+    language = serializers.ChoiceField(choices=LANGUAGES, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if (attrs.get("quiet_hours_start") is None) != (attrs.get("quiet_hours_end") is None):
+            raise serializers.ValidationError(
+                {"quiet_hours_end": ["quiet hours need both a start and an end, or neither"]}
+            )
+        return attrs
+
+
+@extend_schema_view(
+    get=extend_schema(parameters=[ParticipantFilter]),
+    post=extend_schema(
+        request=ParticipantRegisterInput,
+        responses={201: out.ParticipantOut},
+        parameters=[IDEMPOTENCY_PARAM],
+        summary="Register a participant in screening",
+    ),
+)
+class ParticipantList(generics.ListAPIView[Participant]):
+    """Participants the caller reads (GET); register one in screening (POST, a write role at
+    that trial and site)."""
+
+    serializer_class = out.ParticipantOut
+    ordering = ("id",)
+
+    def get_queryset(self) -> QuerySet[Participant]:
+        filters = _query(ParticipantFilter, self.request)
+        queryset = _participants(self.request.user)
+        if "trial" in filters:
+            queryset = queryset.filter(trial__code=filters["trial"])
+        if "site" in filters:
+            queryset = queryset.filter(site__code=filters["site"])
+        if "status" in filters:
+            queryset = queryset.filter(status=filters["status"])
+        return queryset
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        assert page is not None
+        context = present_participants(request, page)
+        return self.get_paginated_response(
+            out.ParticipantOut(page, many=True, context=context).data
+        )
+
+    def post(self, request: Request) -> Response:
+        return idempotent(request, lambda: self._register(request))
+
+    def _register(self, request: Request) -> Response:
+        data = _validated(ParticipantRegisterInput, request.data)
+        trial = _trials(request).filter(code=data.pop("trial")).first()
+        if trial is None:
+            raise _field_error("trial", "no such trial")
+        site = access.sites_for(request.user).filter(code=data.pop("site")).first()
+        if site is None or not access.can_read_at(request.user, trial=trial, site=site):
+            raise _field_error("site", "no such site of this trial")
+        if not access.can_write_at(request.user, trial=trial, site=site):
+            raise exceptions.PermissionDenied("your role may not register participants here")
+        start, end = data.pop("quiet_hours_start", None), data.pop("quiet_hours_end", None)
+        participant = participant_register(
+            trial=trial,
+            site=site,
+            anchors=data.pop("anchors", {}),
+            quiet_hours=(start, end) if start is not None and end is not None else None,
+            by=request.user,
+            **data,
+        )
+        response = _participant_response(request, participant, status_code=201)
+        response["Location"] = f"/api/v1/participants/{participant.pk}/"
+        return response
+
+
+def _readable_participant(request: Request, pk: int) -> Participant:
+    participant = _participants(request.user).filter(pk=pk).first()
+    if participant is None:
+        raise exceptions.NotFound("no such participant")
+    return participant
+
+
+def _writable_participant(request: Request, pk: int) -> Participant:
+    """The participant, locked, if the caller may change it: 404 if they cannot see it, 403 if
+    they only read it."""
+    participant = (
+        access.participants_for(request.user, write=True)
+        .select_for_update()
+        .select_related("trial", "site", "protocol_version")
+        .filter(pk=pk)
+        .first()
+    )
+    if participant is None:
+        _readable_participant(request, pk)
+        raise exceptions.PermissionDenied("your role may read this participant but not change it")
+    return participant
+
+
+class ParticipantDetail(generics.GenericAPIView[Participant]):
+    serializer_class = out.ParticipantOut
+
+    def get(self, request: Request, pk: int) -> Response:
+        return _participant_response(request, _readable_participant(request, pk))
+
+
+class EligibilityQuery(serializers.Serializer[Any]):
+    on = out.BoundedDateField(required=False, help_text="Default: the site's today.")
+
+
+class EligibilityOut(serializers.Serializer[Any]):
+    on = serializers.DateField()
+    eligible = serializers.BooleanField()
+    failures = serializers.ListField(child=serializers.CharField())
+
+
+class ParticipantEligibility(generics.GenericAPIView[Participant]):
+    """Machine-checkable eligibility criteria the participant fails on a date."""
+
+    serializer_class = EligibilityOut
+
+    @extend_schema(parameters=[EligibilityQuery])
+    def get(self, request: Request, pk: int) -> Response:
+        participant = _readable_participant(request, pk)
+        on = _query(EligibilityQuery, request).get("on") or access.site_today(participant.site)
+        failures = participant_eligibility_failures(participant=participant, on=on)
+        return Response(
+            EligibilityOut(
+                {"on": on, "eligible": not failures, "failures": [str(f) for f in failures]}
+            ).data
+        )
+
+
+class ParticipantOperation(APIView):
+    """One use case on one participant: If-Match on its ETag, once per Idempotency-Key."""
+
+    InputSerializer: ClassVar[type[serializers.Serializer[Any]]]
+
+    def post(self, request: Request, pk: int) -> Response:
+        return idempotent(request, lambda: self._act(request, pk))
+
+    def _act(self, request: Request, pk: int) -> Response:
+        with transaction.atomic():
+            participant = _writable_participant(request, pk)
+            data = _validated(self.InputSerializer, request.data)
+            require_if_match(request, participant_etag(participant))
+            extra = self.perform(request, participant, data)
+            return _participant_response(request, participant, **extra)
+
+    def perform(
+        self, request: Request, participant: Participant, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class ParticipantEnroll(ParticipantOperation):
+    """Enroll a participant in screening: the whole calendar is planned."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        on = out.BoundedDateField(help_text="The enrollment date (eligibility is checked on it).")
+        arm = serializers.CharField(
+            required=False,
+            max_length=40,
+            help_text="The randomised arm's code; only a role that may see arms may send it.",
+        )
+
+    def perform(
+        self, request: Request, participant: Participant, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        arm = None
+        if "arm" in data:
+            if not access.can_see_arm(request.user, trial=participant.trial, site=participant.site):
+                raise _field_error("arm", "your role may not assign the arm in this trial")
+            arm = Arm.objects.filter(version=participant.protocol_version, code=data["arm"]).first()
+            if arm is None:
+                raise _field_error("arm", f"no arm {data['arm']!r} in this protocol version")
+        visits = participant_enroll(
+            participant=participant, on=data["on"], arm=arm, by=request.user
+        )
+        return {"visits_planned": len(visits)}
+
+
+class ParticipantWithdraw(ParticipantOperation):
+    """Withdraw: open visits and planned milestones on or after the date are cancelled."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        on = out.BoundedDateField()
+        reason = serializers.CharField(max_length=2000)
+
+    def perform(
+        self, request: Request, participant: Participant, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        closure = participant_withdraw(
+            participant=participant, on=data["on"], by=request.user, reason=data["reason"]
+        )
+        return {
+            "cancelled_visits": [v.code for v in closure.cancelled_visits],
+            "cancelled_milestones": [str(m.rule.code) for m in closure.cancelled_milestones],
+        }
+
+
+class ParticipantComplete(ParticipantOperation):
+    """Mark an enrolled participant with no open visits as having completed the study."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        on = out.BoundedDateField()
+        reason = serializers.CharField(max_length=2000, required=False)
+
+    def perform(
+        self, request: Request, participant: Participant, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        participant_complete(participant=participant, by=request.user, **data)
+        return {}
+
+
+class EnrollOut(out.ParticipantOut):
+    visits_planned = serializers.IntegerField()
+
+    class Meta(out.ParticipantOut.Meta):
+        fields = [*out.ParticipantOut.Meta.fields, "visits_planned"]
+
+
+class WithdrawOut(out.ParticipantOut):
+    cancelled_visits = serializers.ListField(child=serializers.CharField())
+    cancelled_milestones = serializers.ListField(child=serializers.CharField())
+
+    class Meta(out.ParticipantOut.Meta):
+        fields = [*out.ParticipantOut.Meta.fields, "cancelled_visits", "cancelled_milestones"]
+
+
+for _view, _output in (
+    (ParticipantEnroll, EnrollOut),
+    (ParticipantWithdraw, WithdrawOut),
+    (ParticipantComplete, out.ParticipantOut),
+):
+    extend_schema_view(
+        post=extend_schema(
+            request=_view.InputSerializer,
+            responses=_output,
+            parameters=[IF_MATCH_PARAM, IDEMPOTENCY_PARAM],
+        )
+    )(_view)
+
+
+# ----------------------------------------------------------------------------------------
+# Visits and calendars
+
+
+def _visits(queryset: QuerySet[ScheduledVisit]) -> QuerySet[ScheduledVisit]:
+    return queryset.select_related(
+        "participant__trial", "participant__site", "visit_definition", "protocol_version"
+    ).prefetch_related(
+        Prefetch(
+            "procedures",
+            queryset=ScheduledProcedure.objects.select_related("procedure").order_by(
+                "procedure__order", "id"
+            ),
+        )
+    )
+
+
+class CalendarView(generics.GenericAPIView[Participant]):
+    """A participant's calendar: visits with windows, procedures, status at a glance and
+    deviations; milestones, with the taper's daily doses."""
+
+    serializer_class = out.CalendarOut
+
+    def get(self, request: Request, pk: int) -> Response:
+        participant = _readable_participant(request, pk)
+        today = _SiteToday()
+        visits = _visits(access.visits_for(request.user).filter(participant=participant)).order_by(
+            "target_date", "id"
+        )
+        milestones = list(
+            access.milestones_for(request.user)
+            .filter(participant=participant)
+            .select_related("rule")
+            .order_by("due_date", "sequence", "id")
+        )
+        data = {
+            "participant": participant.pk,
+            "study_id": participant.study_id,
+            "site": participant.site.code,
+            "site_today": today(participant.site),
+            "visits": visits,
+            "milestones": milestones,
+            "taper_doses": [m for m in milestones if m.dose_mg is not None],
+        }
+        return Response(
+            out.CalendarOut(data, context={"glance": today.glance, "request": request}).data
+        )
+
+
+STATUSES = [s.value for s in ScheduledVisit.Status]
+
+
+class VisitFilter(serializers.Serializer[Any]):
+    site = serializers.CharField(required=False, max_length=40, help_text="Site code.")
+    trial = serializers.CharField(required=False, max_length=40, help_text="Trial code.")
+    participant = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    locals()["from"] = out.BoundedDateField(
+        required=False,
+        help_text="On or after this day: the actual date if done, the booked date if booked, "
+        "else the target date.",
+    )
+    to = out.BoundedDateField(required=False, help_text="On or before this day (inclusive).")
+    status = serializers.CharField(
+        required=False,
+        max_length=100,
+        help_text=f"Recorded status, comma-separated: {', '.join(STATUSES)}.",
+    )
+    procedure = serializers.CharField(
+        required=False, max_length=40, help_text="Only visits carrying this procedure code."
+    )
+
+    def validate_status(self, value: str) -> list[str]:
+        statuses = [s.strip() for s in value.split(",") if s.strip()]
+        unknown = sorted(set(statuses) - set(STATUSES))
+        if unknown:
+            raise serializers.ValidationError(
+                f"unknown status {', '.join(unknown)}; one of {', '.join(STATUSES)}"
+            )
+        return statuses
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "from" in attrs and "to" in attrs and attrs["from"] > attrs["to"]:
+            raise serializers.ValidationError({"to": ["must be on or after 'from'"]})
+        return attrs
+
+
+@extend_schema_view(get=extend_schema(parameters=[VisitFilter]))
+class VisitList(generics.ListAPIView[ScheduledVisit]):
+    """Visits the caller reads, by site, trial, participant, day range, status and procedure:
+    e.g. every FDGPET at one site next week."""
+
+    serializer_class = out.VisitOut
+    ordering = ("day", "id")
+
+    def get_queryset(self) -> QuerySet[ScheduledVisit]:
+        filters = _query(VisitFilter, self.request)
+        queryset = access.visits_for(self.request.user).annotate(
+            day=Coalesce(F("actual_date"), F("booked_date"), F("target_date"))
+        )
+        if "site" in filters:
+            queryset = queryset.filter(participant__site__code=filters["site"])
+        if "trial" in filters:
+            queryset = queryset.filter(participant__trial__code=filters["trial"])
+        if "participant" in filters:
+            queryset = queryset.filter(participant_id=filters["participant"])
+        if "from" in filters:
+            queryset = queryset.filter(day__gte=filters["from"])
+        if "to" in filters:
+            queryset = queryset.filter(day__lte=filters["to"])
+        if "status" in filters:
+            queryset = queryset.filter(status__in=filters["status"])
+        if "procedure" in filters:
+            queryset = queryset.filter(
+                Exists(
+                    ScheduledProcedure.objects.filter(
+                        visit=OuterRef("pk"), procedure__code=filters["procedure"]
+                    )
+                )
+            )
+        return _visits(queryset)
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "glance": _SiteToday().glance}
+
+
+def _readable_visit(request: Request, pk: int) -> ScheduledVisit:
+    visit = _visits(access.visits_for(request.user)).filter(pk=pk).first()
+    if visit is None:
+        raise exceptions.NotFound("no such visit")
+    return visit
+
+
+def _writable_visit(request: Request, pk: int) -> ScheduledVisit:
+    visit = _visits(access.visits_for(request.user, write=True)).filter(pk=pk).first()
+    if visit is None:
+        _readable_visit(request, pk)
+        raise exceptions.PermissionDenied("your role may read this visit but not change it")
+    return visit
+
+
+def _visit_data(request: Request, visit: ScheduledVisit) -> dict[str, Any]:
+    return dict(out.VisitOut(visit, context={"glance": _SiteToday().glance}).data)
+
+
+class VisitDetail(generics.GenericAPIView[ScheduledVisit]):
+    serializer_class = out.VisitOut
+
+    def get(self, request: Request, pk: int) -> Response:
+        visit = _readable_visit(request, pk)
+        return Response(_visit_data(request, visit), headers={"ETag": visit_etag(visit)})
+
+
+class VisitOperation(APIView):
+    """One use case on one visit (HackSoft's one view per operation).
+
+    The visit must be one the caller may change (404 if they cannot see it, 403 if they only
+    read it); a confirm needs If-Match (the visit's ETag, checked again under the row lock by
+    the service) and an Idempotency-Key. Subclasses with a preview set `has_preview` and
+    implement `preview`; `confirm` returns the same result shape, of what was written.
+    """
+
+    InputSerializer: ClassVar[type[serializers.Serializer[Any]]]
+    ResultSerializer: ClassVar[type[serializers.Serializer[Any]]]
+    has_preview: ClassVar[bool] = False
+    is_preview: ClassVar[bool] = False
+
+    def post(self, request: Request, pk: int) -> Response:
+        if self.is_preview:
+            return self._preview(request, pk)
+        return idempotent(request, lambda: self._confirm(request, pk))
+
+    # The preview's input, without what only the confirm carries.
+    def preview_input(self, data: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in data.items() if k in self.preview_fields()}
+
+    def preview_fields(self) -> set[str]:
+        return set(self.InputSerializer().fields) - {"reason", "preview_digest"}
+
+    def _digest(self, etag: str, data: dict[str, Any], result: dict[str, Any]) -> str:
+        text = json.dumps(
+            {"etag": etag, "input": self.preview_input(data), "result": result},
+            sort_keys=True,
+            cls=DjangoJSONEncoder,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _preview(self, request: Request, pk: int) -> Response:
+        visit = _writable_visit(request, pk)
+        data = _validated(preview_input(type(self)), request.data)
+        if request.headers.get("If-Match"):
+            require_if_match(request, visit_etag(visit))
+        result = self._plain(self.preview(visit, data))
+        etag = visit_etag(visit)
+        return Response(
+            {
+                "visit_etag": etag,
+                "preview_digest": self._digest(etag, data, result),
+                "result": result,
+            },
+            headers={"ETag": etag},
+        )
+
+    def _confirm(self, request: Request, pk: int) -> Response:
+        visit = _writable_visit(request, pk)
+        data = _validated(self.InputSerializer, request.data)
+        etag = visit_etag(visit)
+        require_if_match(request, etag)
+        with transaction.atomic():
+            result = self._plain(
+                self.confirm(visit, data, by=request.user, expected_version=visit.version)
+            )
+            if self.has_preview and self._digest(etag, data, result) != data["preview_digest"]:
+                message = (
+                    "what this would write differs from the preview you confirmed (the "
+                    "calendar changed, or the input differs from the preview's): preview again"
+                )
+                raise PreviewOutdated(
+                    message, errors=[{"field": "preview_digest", "message": message}]
+                )
+        visit = _readable_visit(request, pk)
+        return Response(
+            {"visit": _visit_data(request, visit), "result": result},
+            headers={"ETag": visit_etag(visit)},
+        )
+
+    def _plain(self, result: Any) -> dict[str, Any]:
+        return json.loads(json.dumps(self.ResultSerializer(result).data, cls=DjangoJSONEncoder))
+
+    def preview(self, visit: ScheduledVisit, data: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def confirm(
+        self, visit: ScheduledVisit, data: dict[str, Any], *, by: Any, expected_version: int
+    ) -> Any:
+        raise NotImplementedError
+
+
+class PreviewDigestField(serializers.CharField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            max_length=64,
+            help_text="The preview_digest the preview returned: the confirm writes only what "
+            "was previewed.",
+            **kwargs,
+        )
+
+
+class BookingOut(serializers.Serializer[Any]):
+    visit_code = serializers.CharField()
+    booked_start = serializers.DateTimeField(help_text="The booked instant, in UTC.")
+    booked_date = serializers.DateField(help_text="The site-local date booked.")
+    deviation_days = serializers.IntegerField(help_text="Days outside the window; 0 inside.")
+    calendar = out.CalendarDiffOut()
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return {
+            "visit_code": instance.visit_code,
+            "booked_start": instance.booked_start.isoformat().replace("+00:00", "Z"),
+            "booked_date": instance.booked_date.isoformat(),
+            "deviation_days": instance.deviation_days,
+            "calendar": out.calendar_diff_data(instance.calendar),
+        }
+
+
+class DiffResult(out.CalendarDiffOut):
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return out.calendar_diff_data(instance)
+
+
+class VisitBook(VisitOperation):
+    """Book (or move) a visit to a site-local date and time; outside the window it is a
+    deviation and needs a reason, as does a reschedule."""
+
+    has_preview = True
+    ResultSerializer = BookingOut
+
+    class InputSerializer(serializers.Serializer[Any]):
+        local_date = out.BoundedDateField(help_text="The day, at the site.")
+        local_time = serializers.TimeField(help_text="The wall time, in the site's zone.")
+        reason = serializers.CharField(max_length=2000, required=False, default="")
+        preview_digest = PreviewDigestField()
+
+    def preview(self, visit: ScheduledVisit, data: dict[str, Any]) -> Any:
+        return visit_book_preview(
+            visit=visit, local_date=data["local_date"], local_time=data["local_time"]
+        )
+
+    def confirm(
+        self, visit: ScheduledVisit, data: dict[str, Any], *, by: Any, expected_version: int
+    ) -> Any:
+        return visit_book(
+            visit=visit,
+            local_date=data["local_date"],
+            local_time=data["local_time"],
+            reason=data["reason"],
+            by=by,
+            expected_version=expected_version,
+        )
+
+
+class VisitBookPreview(VisitBook):
+    is_preview = True
+
+
+class VisitRecordDone(VisitOperation):
+    """Record a visit as done on its actual date; every procedure not listed as not done is
+    recorded as done. Outside the window it is a deviation and needs a reason."""
+
+    has_preview = True
+    ResultSerializer = DiffResult
+
+    class InputSerializer(serializers.Serializer[Any]):
+        actual_date = out.BoundedDateField(help_text="The day it took place, at the site.")
+        actual_time = serializers.TimeField(required=False, allow_null=True, default=None)
+        procedures_not_done = serializers.DictField(
+            child=serializers.CharField(max_length=2000),
+            required=False,
+            default=dict,
+            help_text="Procedure code -> why it was not done.",
+        )
+        reason = serializers.CharField(max_length=2000, required=False, default="")
+        preview_digest = PreviewDigestField()
+
+    def preview_fields(self) -> set[str]:
+        return {"actual_date"}
+
+    def preview(self, visit: ScheduledVisit, data: dict[str, Any]) -> Any:
+        return visit_record_done_preview(visit=visit, actual_date=data["actual_date"])
+
+    def confirm(
+        self, visit: ScheduledVisit, data: dict[str, Any], *, by: Any, expected_version: int
+    ) -> Any:
+        return visit_record_done(
+            visit=visit,
+            actual_date=data["actual_date"],
+            actual_time=data["actual_time"],
+            procedures_not_done=data["procedures_not_done"],
+            reason=data["reason"],
+            by=by,
+            expected_version=expected_version,
+        )
+
+
+class VisitRecordDonePreview(VisitRecordDone):
+    is_preview = True
+
+
+class ReasonInput(serializers.Serializer[Any]):
+    reason = serializers.CharField(max_length=2000)
+
+
+class VisitMarkMissed(VisitOperation):
+    """Record that a visit did not take place; visits counted from it fall back to its target."""
+
+    InputSerializer = ReasonInput
+    ResultSerializer = DiffResult
+
+    def confirm(
+        self, visit: ScheduledVisit, data: dict[str, Any], *, by: Any, expected_version: int
+    ) -> Any:
+        return visit_mark_missed(
+            visit=visit, reason=data["reason"], by=by, expected_version=expected_version
+        )
+
+
+class VisitCancel(VisitOperation):
+    """Cancel a visit (it will not take place); the participant's calendar drops it."""
+
+    InputSerializer = ReasonInput
+    ResultSerializer = DiffResult
+
+    def confirm(
+        self, visit: ScheduledVisit, data: dict[str, Any], *, by: Any, expected_version: int
+    ) -> Any:
+        return visit_cancel(
+            visit=visit, reason=data["reason"], by=by, expected_version=expected_version
+        )
+
+
+def _operation_schemas() -> None:
+    # The nested InputSerializers all share one class name; the schema's components need
+    # one name each.
+    named: list[type[APIView]] = [
+        ParticipantEnroll,
+        ParticipantWithdraw,
+        ParticipantComplete,
+        VisitBook,
+        VisitRecordDone,
+    ]
+    for named_view in named:
+        named_view.InputSerializer.__name__ = f"{named_view.__name__}Input"  # type: ignore[attr-defined]
+    view: type[VisitOperation]
+    for view, summary in (
+        (VisitBook, "Book or reschedule a visit (confirm)"),
+        (VisitRecordDone, "Record a visit as done (confirm)"),
+        (VisitMarkMissed, "Mark a visit missed"),
+        (VisitCancel, "Cancel a visit"),
+    ):
+        confirm_out = inline_confirm_out(view)
+        extend_schema_view(
+            post=extend_schema(
+                request=view.InputSerializer,
+                responses=confirm_out,
+                parameters=[IF_MATCH_PARAM, IDEMPOTENCY_PARAM],
+                summary=summary,
+            )
+        )(view)
+    for view, summary in (
+        (VisitBookPreview, "Preview booking a visit"),
+        (VisitRecordDonePreview, "Preview recording a visit as done"),
+    ):
+        extend_schema_view(
+            post=extend_schema(
+                request=preview_input(view),
+                responses=inline_preview_out(view),
+                summary=summary,
+            )
+        )(view)
+
+
+_preview_inputs: dict[type[VisitOperation], type[serializers.Serializer[Any]]] = {}
+
+
+def preview_input(view: type[VisitOperation]) -> type[serializers.Serializer[Any]]:
+    """The preview's input serializer: the confirm's fields the preview depends on."""
+    if view not in _preview_inputs:
+        keep = view().preview_fields()
+        fields = {
+            name: copy.deepcopy(field)
+            for name, field in view.InputSerializer._declared_fields.items()
+            if name in keep
+        }
+        name = view.__name__.removesuffix("Preview") + "PreviewInput"
+        _preview_inputs[view] = type(name, (serializers.Serializer,), fields)
+    return _preview_inputs[view]
+
+
+def inline_confirm_out(view: type[VisitOperation]) -> type[serializers.Serializer[Any]]:
+    return type(
+        f"{view.__name__}Out",
+        (serializers.Serializer,),
+        {"visit": out.VisitOut(), "result": view.ResultSerializer()},
+    )
+
+
+def inline_preview_out(view: type[VisitOperation]) -> type[serializers.Serializer[Any]]:
+    return type(
+        f"{view.__name__}Out",
+        (serializers.Serializer,),
+        {
+            "visit_etag": serializers.CharField(),
+            "preview_digest": serializers.CharField(),
+            "result": view.ResultSerializer(),
+        },
+    )
+
+
+_operation_schemas()
+
+
+class NotFoundView(APIView):
+    """Every other path under /api/v1/: a problem 404, never an HTML page."""
+
+    permission_classes = []  # type: ignore[var-annotated]
+    authentication_classes = []  # type: ignore[var-annotated]
+    throttle_classes = []  # type: ignore[var-annotated]
+    schema = None
+
+    def dispatch_any(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        raise exceptions.NotFound("no such endpoint (paths end with a slash)")
+
+    get = post = put = patch = delete = head = options = dispatch_any

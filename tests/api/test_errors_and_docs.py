@@ -1,0 +1,168 @@
+"""Problem details for every error (never a 500 on bad input), and the schema and docs."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.api.conftest import World
+
+
+def problem(status: int, slug: str, title: str, detail: str, errors: list) -> dict:
+    return {
+        "type": f"/api/v1/problems/{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "errors": errors,
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("query", "errors"),
+    [
+        (
+            "from=2026-13-01",
+            [("from", "Date has wrong format. Use one of these formats instead: YYYY-MM-DD.")],
+        ),
+        (
+            "from=99999-01-01",
+            [("from", "Date has wrong format. Use one of these formats instead: YYYY-MM-DD.")],
+        ),
+        ("to=0001-01-01", [("to", "must be on or after 1900-01-01")]),
+        ("from=2026-03-08&to=2026-03-02", [("to", "must be on or after 'from'")]),
+        ("participant=abc", [("participant", "A valid integer is required.")]),
+        (
+            "participant=99999999999999999999",
+            [("participant", "Ensure this value is less than or equal to 9223372036854775807.")],
+        ),
+        (
+            "status=planned,lost",
+            [("status", "unknown status lost; one of planned, booked, done, missed, cancelled")],
+        ),
+    ],
+)
+def test_bad_query_parameters_are_named(world: World, query: str, errors: list) -> None:
+    response = world.client("coordinator").get(f"/api/v1/visits/?{query}")
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["errors"] == [{"field": f, "message": m} for f, m in errors]
+    assert body["type"] == "/api/v1/problems/invalid-input"
+
+
+@pytest.mark.django_db
+def test_bad_bodies_are_400s_naming_each_field(world: World) -> None:
+    client = world.client("coordinator")
+    visit = world.visit("BERLIN-001", "V2")
+    url = f"/api/v1/visits/{visit.pk}/book/preview/"
+
+    wrong_types = client.post(url, {"local_date": 5, "local_time": "25:00"}, format="json")
+    far_future = client.post(
+        url, {"local_date": "9999-12-31", "local_time": "23:59"}, format="json"
+    )
+    not_an_object = client.post(url, [1, 2], format="json")
+    broken_json = client.post(url, "{", content_type="application/json")
+    form = client.post(url, "local_date=2026-02-02", content_type="text/plain")
+
+    assert wrong_types.json() == problem(
+        400,
+        "invalid-input",
+        "Invalid input",
+        "2 field(s) are invalid",
+        [
+            {
+                "field": "local_date",
+                "message": "Date has wrong format. Use one of these formats instead: YYYY-MM-DD.",
+            },
+            {
+                "field": "local_time",
+                "message": "Time has wrong format. Use one of these formats instead: "
+                "hh:mm[:ss[.uuuuuu]].",
+            },
+        ],
+    )
+    assert far_future.json()["errors"] == [
+        {"field": "local_date", "message": "must be on or before 2200-12-31"}
+    ]
+    assert not_an_object.status_code == 400
+    assert not_an_object.json()["errors"] == [
+        {"field": None, "message": "Invalid data. Expected a dictionary, but got list."}
+    ]
+    assert broken_json.status_code == 400
+    assert broken_json.json()["type"] == "/api/v1/problems/invalid-input"
+    assert form.status_code == 415
+    assert form.json()["type"] == "/api/v1/problems/unsupported-media-type"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/visits/987654321/",
+        "/api/v1/visits/99999999999999999999999/",
+        "/api/v1/visits/abc/",
+        "/api/v1/participants/0/calendar/",
+        "/api/v1/trials/no-such-trial/versions/9.9/",
+        "/api/v1/nothing-here/",
+        "/api/v1/visits",
+    ],
+)
+def test_unknown_ids_and_paths_are_problem_404s(world: World, path: str) -> None:
+    response = world.client("coordinator").get(path)
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["type"] == "/api/v1/problems/not-found"
+
+
+@pytest.mark.django_db
+def test_the_schema_is_openapi_3_and_lists_the_endpoints(world: World) -> None:
+    response = world.client("coordinator").get("/api/v1/schema/?format=json")
+
+    assert response.status_code == 200
+    schema = response.json()
+    assert schema["openapi"].startswith("3.")
+    assert sorted(schema["paths"]) == [
+        "/api/v1/participants/",
+        "/api/v1/participants/{id}/",
+        "/api/v1/participants/{id}/calendar/",
+        "/api/v1/participants/{id}/complete/",
+        "/api/v1/participants/{id}/eligibility/",
+        "/api/v1/participants/{id}/enroll/",
+        "/api/v1/participants/{id}/withdraw/",
+        "/api/v1/sites/",
+        "/api/v1/sites/{code}/",
+        "/api/v1/trials/",
+        "/api/v1/trials/{code}/",
+        "/api/v1/trials/{code}/versions/",
+        "/api/v1/trials/{code}/versions/{label}/",
+        "/api/v1/visits/",
+        "/api/v1/visits/{id}/",
+        "/api/v1/visits/{id}/book/",
+        "/api/v1/visits/{id}/book/preview/",
+        "/api/v1/visits/{id}/cancel/",
+        "/api/v1/visits/{id}/mark-missed/",
+        "/api/v1/visits/{id}/record-done/",
+        "/api/v1/visits/{id}/record-done/preview/",
+    ]
+    flows = schema["components"]["securitySchemes"]["siteSystem"]["flows"]
+    assert flows["clientCredentials"]["tokenUrl"] == "/api/v1/oauth/token/"
+
+
+@pytest.mark.django_db
+def test_the_docs_are_served_from_the_app_without_a_cdn(client) -> None:
+    response = client.get("/api/v1/docs/")
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page)
+    urls += re.findall(r"""["'](https?://[^"']+)["']""", page)
+    assert urls, "the page loads its scripts from somewhere"
+    assert [u for u in urls if not u.startswith("/")] == []
+    assert any(u.startswith("/static/drf_spectacular_sidecar/") for u in urls)
+    for url in {u.split("?")[0] for u in urls if u.startswith("/static/")}:
+        assert client.get(url).status_code == 200, url
