@@ -140,6 +140,21 @@ def organizer_of(site: Site) -> Person:
     return Person(site.email or settings.DEFAULT_FROM_EMAIL, site.name)
 
 
+def _participant_clock(start: dt.datetime, participant_zone: str, language: str) -> str:
+    """The same instant on the participant's own clock, when it reads differently there (a
+    participant who lives in another zone than the site's); empty otherwise."""
+    if not participant_zone:
+        return ""
+    theirs = start.astimezone(ZoneInfo(participant_zone))
+    if theirs.replace(tzinfo=None) == start.replace(tzinfo=None):
+        return ""
+    return _("That is %(day)s at %(time)s where you are (%(zone)s time).") % {
+        "day": _day(theirs.date(), language),
+        "time": format_time(theirs, format="short", locale=language),
+        "zone": participant_zone,
+    }
+
+
 def participant_visit_event(
     visit: ScheduledVisit, *, attendee: Person | None = None, today: dt.date | None = None
 ) -> CalendarEvent:
@@ -177,6 +192,9 @@ def participant_visit_event(
                 "zone": site.timezone,
             }
         )
+        elsewhere = _participant_clock(start, visit.participant.timezone, language)
+        if elsewhere:
+            lines.append(elsewhere)
     elif visit.status == ScheduledVisit.Status.DONE:
         lines.append(_("When: %(day)s") % {"day": _day(start, language)})
     elif visit.is_open and visit.window_start == visit.window_end:

@@ -546,3 +546,38 @@ def test_invites_follow_the_participant_language(
         "場所: 筑波大学附属病院, 10 Center Drive, Bethesda, MD 20892",
         "ご質問や日時の変更は 029-853-3186 までお電話ください。",
     ]
+
+
+@pytest.mark.parametrize(
+    ("participant_zone", "their_line"),
+    [
+        ("America/New_York", None),
+        # Same offset, another name: the clock reads the same, nothing to add.
+        ("America/Toronto", None),
+        (
+            "America/Los_Angeles",
+            "That is Monday, March 30, 2026 at 6:30\u202fAM where you are "
+            "(America/Los_Angeles time).",
+        ),
+        (
+            "Asia/Tokyo",
+            "That is Monday, March 30, 2026 at 10:30\u202fPM where you are (Asia/Tokyo time).",
+        ),
+    ],
+)
+def test_invite_gives_the_participants_own_clock_when_it_reads_differently(
+    enroll_niams, coordinator, django_capture_on_commit_callbacks, participant_zone, their_line
+) -> None:
+    participant = enroll_niams(timezone=participant_zone)
+    v4 = visit_at(participant, "V4")
+    with django_capture_on_commit_callbacks(execute=True):
+        visit_book(
+            visit=v4, local_date=dt.date(2026, 3, 30), local_time=dt.time(9, 30), by=coordinator
+        )
+    message = invite_message(ScheduledVisit.objects.get(pk=v4.pk), method="REQUEST")
+    assert message is not None
+    description = str(event_of(message)["DESCRIPTION"]).splitlines()
+
+    when = description.index("When: Monday, March 30, 2026 at 9:30\u202fAM (America/New_York time)")
+    following = description[when + 1]
+    assert (following if following.startswith("That is") else None) == their_line
