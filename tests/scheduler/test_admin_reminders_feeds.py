@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import logging
 import re
 from typing import Any
 
@@ -14,10 +16,13 @@ import time_machine
 from django.contrib.auth.models import Permission
 from django.core.mail.backends.base import BaseEmailBackend
 from django.urls import reverse
+from twilio.http import HttpClient
+from twilio.http.response import Response
 
 from participants.models import Participant
 from scheduler.calendars.feeds import feed_create
 from scheduler.models import CalendarFeed, CoordinatorNotification, Reminder, ScheduledVisit
+from scheduler.outbox.sms import TwilioSmsBackend
 from scheduler.outbox.sweep import reminders_sweep
 from scheduler.services import participant_enroll, visit_book
 from tests.factories import SiteFactory, participant_for
@@ -31,6 +36,8 @@ ENROLLED_AT = dt.datetime(2026, 1, 27, 15, 0, tzinfo=dt.UTC)
 FIRST_SWEEP = dt.datetime(2026, 2, 1, 15, 0, tzinfo=dt.UTC)
 SWEPT_AT = dt.datetime(2026, 2, 3, 15, 0, tzinfo=dt.UTC)
 PUBLIC_URL = "https://visits.example.org"
+# What Twilio answers, for good, once a participant has replied STOP.
+UNSUBSCRIBED = "Twilio 400: Unable to create record: Attempt to send to unsubscribed recipient"
 pytestmark = pytest.mark.django_db
 
 
@@ -39,6 +46,36 @@ class RefusingSmtp(BaseEmailBackend):
 
     def send_messages(self, email_messages: Any) -> int:
         raise ConnectionRefusedError("connection refused")
+
+
+class UnsubscribedRecipientHttp(HttpClient):
+    """The outside world: Twilio's Messages API answering every text with error 21610, as it
+    does for good once the recipient has replied STOP."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("fake-twilio"), False)
+
+    def request(
+        self,
+        method: str,
+        uri: str,
+        params: Any = None,
+        data: Any = None,
+        headers: Any = None,
+        auth: Any = None,
+        timeout: Any = None,
+        allow_redirects: bool = False,
+    ) -> Response:
+        return Response(
+            400, json.dumps({"code": 21610, "message": "Attempt to send to unsubscribed recipient"})
+        )
+
+
+class StoppedNumberTwilio(TwilioSmsBackend):
+    """Twilio, for a participant who replied STOP to the study's texts."""
+
+    def __init__(self) -> None:
+        super().__init__(http_client=UnsubscribedRecipientHttp())
 
 
 @pytest.fixture(autouse=True)
@@ -73,16 +110,21 @@ def sweep_at(clock, when: dt.datetime, capture) -> None:
 
 
 @pytest.fixture
-def outbox(niams, settings, clock, django_capture_on_commit_callbacks) -> dict[str, Participant]:
-    """Two participants whose first coordinator emails failed: one site has no mailbox (dead
-    at once), the other's mail server refuses connections (failed, to be retried)."""
+def outbox(
+    niams, settings, clock, admin_user, django_capture_on_commit_callbacks
+) -> dict[str, Participant]:
+    """Two participants whose first reminders could not be delivered. NIH-001 is reminded by
+    text and booked for V2, but replied STOP to the study's texts: Twilio refuses the texts
+    before V2 for good (dead at once). UCSF's mail server refuses connections: its
+    coordinators' first email about UCSF-001's unbooked V2 failed, to be retried."""
     settings.EMAIL_BACKEND = f"{__name__}.RefusingSmtp"
-    no_mailbox = SiteFactory.create(code="nih-cc", name="NIH Clinical Center", email="")
+    settings.SMS_BACKEND = f"{__name__}.StoppedNumberTwilio"
+    nih = SiteFactory.create(code="nih-cc", name="NIH Clinical Center")
     refusing = SiteFactory.create(code="ucsf", name="UCSF", email="visits@ucsf.example")
-    participants = {
-        "dead": enrolled(niams, no_mailbox, "NIH-001"),
-        "failed": enrolled(niams, refusing, "UCSF-001"),
-    }
+    stopped = enrolled(niams, nih, "NIH-001", phone="+1 301 555 0100", reminder_channels=["sms"])
+    v2 = ScheduledVisit.objects.get(participant=stopped, visit_definition__code="V2")
+    visit_book(visit=v2, local_date=D(2026, 2, 2), local_time=dt.time(9, 0), by=admin_user)
+    participants = {"dead": stopped, "failed": enrolled(niams, refusing, "UCSF-001")}
     sweep_at(clock, FIRST_SWEEP, django_capture_on_commit_callbacks)
     sweep_at(clock, SWEPT_AT, django_capture_on_commit_callbacks)
     return participants
@@ -111,7 +153,33 @@ def test_failed_and_dead_list_shows_each_error(admin_client, outbox) -> None:
         reverse("admin:scheduler_reminder_changelist"), {"attention": "failed_or_dead"}
     )
 
+    # Latest due first: the fasting text of the evening before V2, the day-before text, then
+    # the coordinators' email of two days before.
     assert tables(response)["result_list"] == [
+        [
+            "",
+            "niams-ani-vascular/NIH-001",
+            "FAST",
+            "evening_before_procedure",
+            "sms",
+            "participant",
+            "dead (gave up)",
+            "1",
+            UNSUBSCRIBED,
+            "-",
+        ],
+        [
+            "",
+            "niams-ani-vascular/NIH-001",
+            "P1D",
+            "before_visit",
+            "sms",
+            "participant",
+            "dead (gave up)",
+            "1",
+            UNSUBSCRIBED,
+            "-",
+        ],
         [
             "",
             "niams-ani-vascular/UCSF-001",
@@ -124,18 +192,6 @@ def test_failed_and_dead_list_shows_each_error(admin_client, outbox) -> None:
             "email not accepted: ConnectionRefusedError",
             "-",
         ],
-        [
-            "",
-            "niams-ani-vascular/NIH-001",
-            "C_CLOSE",
-            "window_closing_unbooked",
-            "email",
-            "coordinator",
-            "dead (gave up)",
-            "1",
-            "site nih-cc has no mailbox",
-            "-",
-        ],
     ]
 
 
@@ -143,9 +199,9 @@ def test_retry_requeues_a_dead_reminder_and_leaves_sent_ones_alone(
     admin_client, outbox, clock
 ) -> None:
     participant = outbox["dead"]
-    dead = Reminder.objects.get(participant=participant, status=Reminder.Status.DEAD)
+    dead = [row[0] for row in reminder_rows(participant=participant, status=Reminder.Status.DEAD)]
     sent_before = reminder_rows(participant=participant, status=Reminder.Status.SENT)
-    selected = [dead.pk, *(row[0] for row in sent_before)]
+    selected = [*dead, *(row[0] for row in sent_before)]
     retried_at = SWEPT_AT + dt.timedelta(hours=1)
     clock.move_to(retried_at)
 
@@ -156,28 +212,30 @@ def test_retry_requeues_a_dead_reminder_and_leaves_sent_ones_alone(
     )
 
     assert messages_of(response) == [
-        "1 reminder(s) re-queued: they go out with the next sweep.",
-        "3 selected reminder(s) were neither failed nor dead and were left as they were.",
+        "2 reminder(s) re-queued: they go out with the next sweep.",
+        "1 selected reminder(s) were neither failed nor dead and were left as they were.",
     ]
-    assert reminder_rows(pk=dead.pk) == [(dead.pk, "pending", 0, retried_at, None, None, "")]
+    assert reminder_rows(pk__in=dead) == [
+        (pk, "pending", 0, retried_at, None, None, "") for pk in dead
+    ]
     assert reminder_rows(participant=participant, status=Reminder.Status.SENT) == sent_before
-    assert len(sent_before) == 3
+    assert (len(dead), len(sent_before)) == (2, 1)
 
 
 def test_retry_needs_the_change_reminder_permission(client, django_user_model, outbox) -> None:
     staff = django_user_model.objects.create_user("monitor", is_staff=True)
     staff.user_permissions.add(Permission.objects.get(codename="view_reminder"))
     client.force_login(staff)
-    dead = Reminder.objects.get(status=Reminder.Status.DEAD)
+    dead = [row[0] for row in reminder_rows(status=Reminder.Status.DEAD)]
 
     page = client.get(reverse("admin:scheduler_reminder_changelist"))
     client.post(
         reverse("admin:scheduler_reminder_changelist"),
-        {"action": "retry", "_selected_action": [dead.pk]},
+        {"action": "retry", "_selected_action": dead},
     )
 
     assert page.context["action_form"] is None
-    assert reminder_rows(pk=dead.pk)[0][1:3] == ("dead", 1)
+    assert [row[1:3] for row in reminder_rows(pk__in=dead)] == [("dead", 1), ("dead", 1)]
 
 
 def test_participant_page_lists_the_reminders_due_so_far_latest_first(admin_client, outbox) -> None:
@@ -190,25 +248,23 @@ def test_participant_page_lists_the_reminders_due_so_far_latest_first(admin_clie
         for inline in page.context["inline_admin_formsets"]
         if inline.formset.model is Reminder
     )
+    # V2 was booked at enrollment: the coordinators' "still unbooked" reminders were
+    # cancelled, and its texts went dead.
     assert [
         (r.rule_code, r.channel, r.due_at, r.status, r.last_error) for r in formset.get_queryset()
     ] == [
         ("C_OVERDUE", "in_app", dt.datetime(2026, 2, 3, 13, 0, tzinfo=dt.UTC), "sent", ""),
-        ("C_OPEN", "in_app", dt.datetime(2026, 2, 2, 13, 0, tzinfo=dt.UTC), "sent", ""),
-        ("C_CLOSE", "in_app", dt.datetime(2026, 1, 31, 13, 0, tzinfo=dt.UTC), "sent", ""),
-        (
-            "C_CLOSE",
-            "email",
-            dt.datetime(2026, 1, 31, 13, 0, tzinfo=dt.UTC),
-            "dead",
-            "site nih-cc has no mailbox",
-        ),
+        ("C_OPEN", "in_app", dt.datetime(2026, 2, 2, 13, 0, tzinfo=dt.UTC), "cancelled", ""),
+        ("FAST", "sms", dt.datetime(2026, 2, 2, 0, 0, tzinfo=dt.UTC), "dead", UNSUBSCRIBED),
+        ("P1D", "sms", dt.datetime(2026, 2, 1, 14, 0, tzinfo=dt.UTC), "dead", UNSUBSCRIBED),
+        ("C_CLOSE", "in_app", dt.datetime(2026, 1, 31, 13, 0, tzinfo=dt.UTC), "cancelled", ""),
+        ("C_CLOSE", "email", dt.datetime(2026, 1, 31, 13, 0, tzinfo=dt.UTC), "cancelled", ""),
     ]
-    assert every_reminder.context["cl"].result_count == 44
+    assert every_reminder.context["cl"].result_count == 46
 
 
 def test_coordinator_notifications_are_listed_newest_first_per_site(admin_client, outbox) -> None:
-    site = Site.objects.get(code="nih-cc")
+    site = Site.objects.get(code="ucsf")
 
     response = admin_client.get(
         reverse("admin:scheduler_coordinatornotification_changelist"),
@@ -218,26 +274,28 @@ def test_coordinator_notifications_are_listed_newest_first_per_site(admin_client
     assert tables(response)["result_list"] == [
         [
             "",  # the action checkbox
-            "NIH Clinical Center",
-            "NIH-001 V2 Treatment visit 1 (week 0): overdue (window 2026-02-02 to 2026-02-02), "
-            "neither recorded nor rescheduled",
+            "UCSF",
+            "niams-ani-vascular UCSF-001 · V2 Treatment visit 1 (week 0): overdue (window "
+            "2026-02-02 to 2026-02-02), neither recorded nor rescheduled",
             "-",
         ],
         [
             "",  # the action checkbox
-            "NIH Clinical Center",
-            "NIH-001 V2 Treatment visit 1 (week 0): window open (2026-02-02 to 2026-02-02), "
-            "not booked yet",
+            "UCSF",
+            "niams-ani-vascular UCSF-001 · V2 Treatment visit 1 (week 0): window open "
+            "(2026-02-02 to 2026-02-02), not booked yet",
             "-",
         ],
         [
             "",  # the action checkbox
-            "NIH Clinical Center",
-            "NIH-001 V2 Treatment visit 1 (week 0): window closes 2026-02-02, still not booked",
+            "UCSF",
+            "niams-ani-vascular UCSF-001 · V2 Treatment visit 1 (week 0): window closes "
+            "2026-02-02, still not booked",
             "-",
         ],
     ]
-    assert CoordinatorNotification.objects.count() == 6
+    # The fourth is NIH's, about NIH-001's booked V2.
+    assert CoordinatorNotification.objects.count() == 4
 
 
 # ----------------------------------------------------------------------------------------
@@ -333,7 +391,8 @@ def test_feed_created_in_the_admin_shows_its_url_once_and_the_url_works(
     )
     assert created["Cache-Control"] == "max-age=0, no-cache, no-store, must-revalidate, private"
     assert tables(later)["feeds"] == [
-        [str(feed.pk), "2026-01-27 15:00 UTC", "admin", "active", "Revoke Regenerate"]
+        # On the site's clock (New York), not the server's UTC.
+        [str(feed.pk), "Tue 27 Jan 2026 10:00 EST", "admin", "active", "Revoke Regenerate"]
     ]
     assert token not in later.content.decode()
     assert [record.getMessage() for record in caplog.records if token in record.getMessage()] == []
@@ -352,7 +411,13 @@ def test_revoking_a_feed_in_the_admin_makes_its_url_answer_404(
     assert messages_of(revoked) == [f"Feed {feed.pk} revoked: its URL answers 404 from now on."]
     assert client.get(url.removeprefix(PUBLIC_URL)).status_code == 404
     assert tables(revoked)["feeds"] == [
-        [str(feed.pk), "2026-01-27 15:00 UTC", "admin", "revoked 2026-01-27 15:00 UTC", "—"]
+        [
+            str(feed.pk),
+            "Tue 27 Jan 2026 10:00 EST",
+            "admin",
+            "revoked Tue 27 Jan 2026 10:00 EST",
+            "—",
+        ]
     ]
 
 
