@@ -32,7 +32,7 @@ from scheduler.models import (
     ScheduledVisit,
 )
 from scheduler.models import TaperAdjustment as TaperAdjustmentRow
-from scheduler.outbox.plan import announce_visits, reminders_sync
+from scheduler.outbox.plan import announce_to_site_systems, announce_visits, reminders_sync
 from scheduler.selectors import protocol_snapshot
 from trials.models import MilestoneRule, ProcedureDefinition, ProtocolVersion, VisitDefinition
 
@@ -382,6 +382,11 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
             default_change_reason=reason,
         )
         announce_visits(pending.participant, updated_visits)
+        # Site systems hear of visits this change moved (or re-planned) and cancelled.
+        gone = [r for r in updated_visits if r.status == ScheduledVisit.Status.CANCELLED]
+        moved = [r for r in updated_visits if r.status != ScheduledVisit.Status.CANCELLED]
+        announce_to_site_systems("visit.moved", pending.participant, moved)
+        announce_to_site_systems("visit.cancelled", pending.participant, gone)
     if repointed:
         _procedures_follow_version(repointed, procedures, by=by, reason=reason)
 

@@ -399,3 +399,71 @@ class Membership(models.Model):
     def __str__(self) -> str:
         where = self.site.code if self.site_id else "all sites"  # type: ignore[union-attr]
         return f"{self.role} · {self.trial} @ {where}"
+
+
+class WebhookSubscription(models.Model):
+    """A site system's subscription to calendar events of one trial at some of its sites.
+
+    The signing secret is kept encrypted (Fernet, with keys from settings, never from the
+    database): signing needs the secret itself, so it cannot be hashed like a feed token, and a
+    database dump or backup alone must not let anyone forge our signatures. It is shown once,
+    when created, and is left out of the audit trail, the admin and every log.
+    """
+
+    class Event(models.TextChoices):
+        VISIT_BOOKED = "visit.booked"
+        VISIT_MOVED = "visit.moved"
+        VISIT_DONE = "visit.done"
+        VISIT_MISSED = "visit.missed"
+        VISIT_CANCELLED = "visit.cancelled"
+        PARTICIPANT_ENROLLED = "participant.enrolled"
+        PARTICIPANT_WITHDRAWN = "participant.withdrawn"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="webhook_subscriptions",
+        help_text="The site system (its machine user) the events are for.",
+    )
+    trial = models.ForeignKey("trials.Trial", on_delete=models.PROTECT, related_name="+")
+    sites = models.ManyToManyField("trials.Site", related_name="+")
+    url = models.URLField(max_length=500, help_text="Where events are POSTed.")
+    events = models.JSONField(default=list, help_text="The event types subscribed to.")
+    description = models.CharField(max_length=200, blank=True)
+    secret_encrypted = models.TextField(editable=False)
+    is_active = models.BooleanField(default=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords(excluded_fields=["secret_encrypted"], m2m_fields=[sites])
+
+    class Meta:
+        ordering = ["trial", "id"]
+
+    def __str__(self) -> str:
+        state = "active" if self.is_active else "disabled"
+        return f"webhook {self.pk} of {self.owner} ({state})"
+
+
+class WebhookDelivery(models.Model):
+    """What one outbox row (channel "webhook") sends: one event to one subscription.
+
+    The body is frozen when the change commits, so an event says what happened then, never a
+    later state; every attempt sends the same bytes under the same `message_id` (the
+    webhook-id header), so receivers de-duplicate retries.
+    """
+
+    reminder = models.OneToOneField(Reminder, on_delete=models.CASCADE, related_name="webhook")
+    subscription = models.ForeignKey(
+        WebhookSubscription, on_delete=models.PROTECT, related_name="deliveries"
+    )
+    message_id = models.CharField(max_length=40, unique=True)
+    event_type = models.CharField(max_length=30)
+    body = models.TextField()
+    occurred_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["occurred_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.message_id}"

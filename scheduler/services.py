@@ -39,7 +39,12 @@ from scheduler.engine.localtime import (
 from scheduler.engine.taper import dose_ceiling, floor_to_step
 from scheduler.engine.types import TaperAdjustment as TaperDecision
 from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit, TaperAdjustment
-from scheduler.outbox.plan import announce_visits, announce_welcome, reminders_sync
+from scheduler.outbox.plan import (
+    announce_to_site_systems,
+    announce_visits,
+    announce_welcome,
+    reminders_sync,
+)
 from scheduler.selectors import protocol_snapshot, withdrawal_cancellations
 from trials.models import Arm, ProcedureDefinition, ProtocolVersion, Site, TrialSite
 
@@ -138,6 +143,7 @@ def participant_enroll(
     calendar_apply(
         calendar_diff(participant, version=version, snapshot=snapshot), by=by, reason="enrolled"
     )
+    announce_to_site_systems("participant.enrolled", participant)
     return list(
         ScheduledVisit.objects.filter(participant=participant).order_by("target_date", "id")
     )
@@ -324,6 +330,9 @@ def visit_book(
         ]
     )
     announce_visits(visit.participant, [visit])
+    announce_to_site_systems(
+        "visit.moved" if rescheduling else "visit.booked", visit.participant, [visit]
+    )
     pending = calendar_diff(visit.participant)
     calendar_apply(pending, by=by, reason=f"{visit.code} {default_reason}: {reason}".rstrip(": "))
     return BookingPreview(
@@ -428,6 +437,7 @@ def visit_record_done(
         default_user=by,
         default_change_reason=f"{visit.code} done",
     )
+    announce_to_site_systems("visit.done", visit.participant, [visit])
     return calendar_apply(
         calendar_diff(visit.participant),
         by=by,
@@ -467,6 +477,7 @@ def _close_visit(
         fields.append("ical_sequence")
         announce_visits(visit.participant, [visit])
     _audited(visit, by, reason).save(update_fields=fields)
+    announce_to_site_systems(f"visit.{status}", visit.participant, [visit])
     return calendar_apply(calendar_diff(visit.participant), by=by, reason=f"{visit.code} {status}")
 
 
@@ -533,6 +544,8 @@ def visit_add_unscheduled(
         default_change_reason=reason,
     )
     announce_visits(participant, [visit])
+    if start is not None:
+        announce_to_site_systems("visit.booked", participant, [visit])
     reminders_sync(participant)
     return visit
 
@@ -772,6 +785,8 @@ def participant_withdraw(
     participant.status = Participant.Status.WITHDRAWN
     participant.ended_on = on
     _audited(participant, by, reason).save(update_fields=["status", "ended_on"])
+    announce_to_site_systems("visit.cancelled", participant, visits)
+    announce_to_site_systems("participant.withdrawn", participant)
     reminders_sync(participant)  # withdrawn: every pending reminder is cancelled
     return Closure(tuple(visits), tuple(milestones))
 

@@ -31,3 +31,11 @@ def sweep_reminders() -> None:
 def send_reminder(reminder_id: int) -> None:
     """Claim one reminder row and deliver it (see scheduler.outbox.sweep.reminder_send)."""
     reminder_send(reminder_id)
+
+
+@shared_task(
+    name="scheduler.send_webhook", ignore_result=True, acks_late=True, reject_on_worker_lost=True
+)
+def send_webhook(reminder_id: int) -> None:
+    """The same claim and delivery for a webhook row, on the `webhooks` queue."""
+    reminder_send(reminder_id)

@@ -30,7 +30,23 @@ def compose() -> dict:
 def test_compose_runs_postgres_redis_web_one_worker_and_exactly_one_beat() -> None:
     services = compose()["services"]
 
-    assert sorted(services) == ["beat", "migrate", "postgres", "redis", "web", "worker"]
+    assert sorted(services) == [
+        "beat",
+        "migrate",
+        "postgres",
+        "redis",
+        "web",
+        "webhook-worker",
+        "worker",
+    ]
+    assert services["webhook-worker"]["command"][:6] == [
+        "celery",
+        "--app",
+        "config",
+        "worker",
+        "--queues",
+        "webhooks",
+    ]
     assert services["beat"]["deploy"] == {"replicas": 1}
     assert services["web"]["command"][:2] == ["gunicorn", "config.wsgi:application"]
     assert services["worker"]["command"][:6] == [
@@ -52,9 +68,10 @@ def test_compose_gives_every_long_running_service_a_health_check() -> None:
         "postgres",
         "redis",
         "web",
+        "webhook-worker",
         "worker",
     ]
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "worker", "webhook-worker", "beat"):
         assert services[name]["depends_on"] == {
             "postgres": {"condition": "service_healthy"},
             "redis": {"condition": "service_healthy"},
@@ -174,5 +191,41 @@ def test_a_web_process_knows_the_tasks_the_outbox_enqueues_by_name() -> None:
     )
 
     assert result.stdout.strip() == (
-        "['scheduler.heartbeat', 'scheduler.reminders_sweep', 'scheduler.send_reminder']"
+        "['scheduler.heartbeat', 'scheduler.reminders_sweep', 'scheduler.send_reminder', "
+        "'scheduler.send_webhook']"
     )
+
+
+def test_every_routed_queue_has_a_worker_in_compose_and_on_the_laptop() -> None:
+    from django.conf import settings
+
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()} | {"celery"}
+    services = compose()["services"]
+    in_compose = set()
+    for service in services.values():
+        command = service.get("command") or []
+        if command[3:4] == ["worker"]:
+            in_compose |= set(command[command.index("--queues") + 1].split(","))
+    procfile = (ROOT / "Procfile.dev").read_text(encoding="utf-8")
+    laptop = set(procfile.split("--queues ", 1)[1].split(" ", 1)[0].split(","))
+
+    assert sorted(routed) == ["celery", "control", "webhooks"]
+    assert in_compose == routed
+    assert laptop == routed
+
+
+def test_compose_file_validates_against_the_compose_spec_schema() -> None:
+    # No Docker engine runs here: the file is checked against the Compose specification's JSON
+    # schema (compose_spec.json, Apache-2.0, from docker-compose 1.29.2) instead.
+    import json
+
+    import jsonschema
+
+    schema = json.loads((ROOT / "tests" / "compose_spec.json").read_text(encoding="utf-8"))
+
+    errors = sorted(
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in jsonschema.Draft7Validator(schema).iter_errors(compose())
+    )
+
+    assert errors == []

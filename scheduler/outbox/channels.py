@@ -1,4 +1,4 @@
-"""Delivering one claimed reminder by its channel: email, SMS or in-app.
+"""Delivering one claimed reminder by its channel: email, SMS, in-app or webhook.
 
 Texts are plain words in the participant's language; they name the visit, the day and what
 to prepare, never the diagnosis or the arm. Coordinator texts name participants by trial code
@@ -45,9 +45,12 @@ from scheduler.outbox.errors import (
 )
 from scheduler.outbox.plan import WELCOME_EVENT
 from scheduler.outbox.sms import sms_backend
+from scheduler.outbox.webhooks import WEBHOOK_CHANNEL, deliver_webhook
 
 
 def deliver(reminder: Reminder) -> str:
+    if reminder.channel == WEBHOOK_CHANNEL:
+        return deliver_webhook(reminder)
     if reminder.event == INVITE_EVENT:
         return _deliver_invite(reminder)
     if reminder.event == WELCOME_EVENT:

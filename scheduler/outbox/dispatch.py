@@ -13,6 +13,14 @@ from celery import current_app
 from django.db import transaction
 
 SEND_TASK = "scheduler.send_reminder"
+# Webhooks go to a queue of their own: a slow receiver (seconds per attempt) must never hold up
+# participants' reminders and invites behind it.
+WEBHOOK_TASK = "scheduler.send_webhook"
+
+
+def send_task_for(channel: str) -> str:
+    """The task that sends an outbox row of this channel."""
+    return WEBHOOK_TASK if channel == "webhook" else SEND_TASK
 
 
 def send_after_commit(task_name: str, ids: Sequence[int]) -> None:

@@ -7,6 +7,8 @@
   its window opens (at once when it is booked or opens sooner); one already invited gets each
   change at once.
 - `announce_welcome` queues the one welcome message of an enrollment.
+- `announce_to_site_systems` (from `webhooks`) plans the webhooks of a calendar event for the
+  site systems subscribed to it; `reminders_sync` leaves those rows alone.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from scheduler.engine.reminders import (
 )
 from scheduler.models import Reminder, ScheduledMilestone, ScheduledVisit
 from scheduler.outbox.dispatch import SEND_TASK, send_after_commit
+from scheduler.outbox.webhooks import WEBHOOK_CHANNEL
+from scheduler.outbox.webhooks import announce_to_site_systems as announce_to_site_systems
 from trials.models import ReminderRule
 from trials.protocol_file import DEFAULT_REMINDERS
 
@@ -144,9 +148,13 @@ def reminders_sync(participant: Participant, *, now: dt.datetime | None = None) 
     wanted = [w for w in still_apply if w.due_at > now]
 
     wanted_keys = {(w.target_key, w.rule_code, w.channel, w.due_at) for w in still_apply}
-    open_rows = Reminder.objects.filter(
-        participant=participant, status__in=[Reminder.Status.PENDING, Reminder.Status.FAILED]
-    ).exclude(event__in=NOT_REMINDERS)
+    open_rows = (
+        Reminder.objects.filter(
+            participant=participant, status__in=[Reminder.Status.PENDING, Reminder.Status.FAILED]
+        )
+        .exclude(event__in=NOT_REMINDERS)
+        .exclude(channel=WEBHOOK_CHANNEL)  # webhooks are events, not reminders of the calendar
+    )
     stale = [
         row.pk
         for row in open_rows

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from scheduler.models import CoordinatorNotification, Reminder
 from scheduler.outbox.channels import deliver
-from scheduler.outbox.dispatch import SEND_TASK, send_after_commit
+from scheduler.outbox.dispatch import send_after_commit, send_task_for
 from scheduler.outbox.errors import (
     NotNeeded,
     PermanentDeliveryError,
@@ -62,12 +62,16 @@ def reminders_sweep(*, now: dt.datetime | None = None, batch: int = 1000) -> lis
             )
             .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=requeue_before))
             .order_by("next_attempt_at")
-            .values_list("pk", flat=True)[:batch]
+            .values_list("pk", "channel")[:batch]
         )
         if due:
-            Reminder.objects.filter(pk__in=due).update(enqueued_at=now)
-            send_after_commit(SEND_TASK, due)
-    return due
+            Reminder.objects.filter(pk__in=[pk for pk, _channel in due]).update(enqueued_at=now)
+            by_task: dict[str, list[int]] = {}
+            for pk, channel in due:
+                by_task.setdefault(send_task_for(channel), []).append(pk)
+            for task_name, ids in by_task.items():
+                send_after_commit(task_name, ids)
+    return [pk for pk, _channel in due]
 
 
 def _claim(reminder_id: int, now: dt.datetime) -> bool:

@@ -1,0 +1,319 @@
+"""Webhooks for site systems: secrets, payloads, planning, signing and delivery.
+
+A calendar change plans one outbox row (a `Reminder` with channel "webhook") per event and
+subscription, inside the change's transaction, so a rolled-back change sends nothing. The
+row's `WebhookDelivery` holds the event's body, frozen at that moment, and its message id:
+
+- every attempt POSTs the same bytes with the same `webhook-id`, so a receiver de-duplicates
+  retries; `webhook-timestamp` is the attempt's time and `webhook-signature` is
+  "v1,<base64 HMAC-SHA256 of id.timestamp.body>" under the subscription's secret (the
+  Standard Webhooks spec, signed with its reference library);
+- 2xx is delivered; a timeout, a connection error, 408, 429 or 5xx is retried with the
+  outbox's backoff; any other answer (a 3xx included: redirects are not followed) is final
+  and the row is dead, listed for coordinators with the status, never the body;
+- before each attempt the subscription must still be active, cover the participant's site,
+  and its owner must still act as a site system there; otherwise the row is cancelled.
+
+Bodies are blind-safe by construction: they name the participant by trial code, study id and
+API id, and the visit by id, code, dates, status and version. Never an arm, contact details,
+free-text reasons or anything clinical beyond the calendar itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import secrets
+import uuid
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from cryptography.fernet import Fernet, MultiFernet
+from django.conf import settings
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+from standardwebhooks import Webhook
+
+from participants.models import Participant
+from scheduler.access import can_receive_events_at
+from scheduler.models import Reminder, ScheduledVisit, WebhookDelivery, WebhookSubscription
+from scheduler.outbox.dispatch import WEBHOOK_TASK, send_after_commit
+from scheduler.outbox.errors import NotNeeded, PermanentDeliveryError, TransientDeliveryError
+
+WEBHOOK_CHANNEL = "webhook"
+SITE_SYSTEM_AUDIENCE = "site_system"
+Event = WebhookSubscription.Event
+VISIT_EVENTS = frozenset(e for e in Event if e.startswith("visit."))
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+USER_AGENT = "trial-visit-scheduler-webhooks/1"
+
+
+# ----------------------------------------------------------------------------------------
+# Secrets
+
+
+def secret_new() -> str:
+    """A new signing secret in the Standard Webhooks form: whsec_ + base64 of 32 bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _fernet() -> MultiFernet:
+    keys = list(getattr(settings, "WEBHOOK_SECRET_KEYS", []))
+    if not keys:
+        derived = salted_hmac("scheduler.webhooks.secret-key", "", algorithm="sha256").digest()
+        keys = [base64.urlsafe_b64encode(derived).decode()]
+    return MultiFernet([Fernet(key) for key in keys])
+
+
+def secret_encrypt(secret: str) -> str:
+    return _fernet().encrypt(secret.encode()).decode()
+
+
+def secret_decrypt(token: str) -> str:
+    return _fernet().decrypt(token.encode()).decode()
+
+
+# ----------------------------------------------------------------------------------------
+# Receivers' URLs
+
+
+def url_problem(url: str) -> str | None:
+    """Why events may not be sent to `url`, in plain words; None when they may."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host:
+        return "the URL needs a host"
+    if parts.username or parts.password:
+        return "put no credentials in the URL: receivers check the signature instead"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http" and host in LOOPBACK_HOSTS:
+        if getattr(settings, "WEBHOOK_ALLOW_HTTP_LOOPBACK", False):
+            return None
+        return "plain http is only allowed to this machine in development; use https"
+    return "events are only sent over https"
+
+
+# ----------------------------------------------------------------------------------------
+# Payloads
+
+
+def utc_text(instant: dt.datetime | None) -> str | None:
+    """An instant as ISO 8601 in UTC with a Z, to the second."""
+    if instant is None:
+        return None
+    return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _day(day: dt.date | None) -> str | None:
+    return day.isoformat() if day is not None else None
+
+
+def participant_data(participant: Participant) -> dict[str, Any]:
+    return {
+        "id": participant.pk,
+        "study_id": participant.study_id,
+        "status": participant.status,
+        "enrolled_at": utc_text(participant.enrolled_at),
+        "ended_on": _day(participant.ended_on),
+    }
+
+
+def visit_data(visit: ScheduledVisit) -> dict[str, Any]:
+    return {
+        "id": visit.pk,
+        "code": visit.code,
+        "status": visit.status,
+        "target_date": _day(visit.target_date),
+        "window_start": _day(visit.window_start),
+        "window_end": _day(visit.window_end),
+        "booked_start": utc_text(visit.booked_start),
+        "booked_date": _day(visit.booked_date),
+        "actual_date": _day(visit.actual_date),
+        "version": visit.version,
+    }
+
+
+def event_payload(
+    event_type: str,
+    participant: Participant,
+    visit: ScheduledVisit | None,
+    occurred_at: dt.datetime,
+) -> dict[str, Any]:
+    """One event as a receiver gets it (Standard Webhooks' type / timestamp / data)."""
+    data: dict[str, Any] = {
+        "trial": participant.trial.code,
+        "site": participant.site.code,
+        "participant": participant_data(participant),
+    }
+    if visit is not None:
+        data["visit"] = visit_data(visit)
+    return {"type": event_type, "timestamp": utc_text(occurred_at), "data": data}
+
+
+def _body(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=True)
+
+
+# ----------------------------------------------------------------------------------------
+# Planning (inside the change's transaction)
+
+
+def _subscribers(participant: Participant, event_type: str) -> list[WebhookSubscription]:
+    candidates = WebhookSubscription.objects.filter(
+        is_active=True, trial_id=participant.trial_id, sites=participant.site_id
+    ).select_related("owner")
+    return [
+        subscription
+        for subscription in candidates
+        if event_type in subscription.events
+        and can_receive_events_at(
+            subscription.owner, trial_id=participant.trial_id, site_id=participant.site_id
+        )
+    ]
+
+
+def announce_to_site_systems(
+    event_type: str,
+    participant: Participant,
+    visits: Iterable[ScheduledVisit] = (),
+    *,
+    now: dt.datetime | None = None,
+) -> None:
+    """Plan one webhook per event and subscriber: `event_type` about each of `visits` (visit
+    events) or about the participant (participant events).
+
+    Call it inside the change's transaction, after the change is written, with the changed
+    rows as they now are: the body is frozen here, the rows commit with the change or not at
+    all, and are handed to a worker right after commit. A subscriber is a site system with an
+    active subscription to this event at the participant's trial and site.
+    """
+    if event_type not in Event.values:
+        raise ValueError(f"unknown webhook event {event_type!r}")
+    subscriptions = _subscribers(participant, event_type)
+    if not subscriptions:
+        return
+    subjects: list[ScheduledVisit | None] = list(visits) if event_type in VISIT_EVENTS else [None]
+    if not subjects:
+        return
+    now = now or timezone.now()
+    participant = Participant.objects.select_related("trial", "site").get(pk=participant.pk)
+    planned: dict[tuple[str, str], tuple[WebhookSubscription, str, str]] = {}
+    rows: list[Reminder] = []
+    for visit in subjects:
+        body = _body(event_payload(event_type, participant, visit, now))
+        for subscription in subscriptions:
+            target_key = f"visit:{visit.pk}" if visit else f"participant:{participant.pk}"
+            # One row per event, subscription and state: the visit's version tells apart
+            # two moves of the same visit.
+            rule_code = f"wh{subscription.pk}:{event_type}"
+            if visit is not None:
+                rule_code += f":v{visit.version}"
+            planned[(target_key, rule_code)] = (subscription, f"msg_{uuid.uuid4().hex}", body)
+            rows.append(
+                Reminder(
+                    participant=participant,
+                    visit=visit,
+                    target_key=target_key,
+                    rule_code=rule_code,
+                    event=event_type,
+                    channel=WEBHOOK_CHANNEL,
+                    audience=SITE_SYSTEM_AUDIENCE,
+                    due_at=now,
+                    next_attempt_at=now,
+                    enqueued_at=now,
+                )
+            )
+    # A row already planned for the very same event stays as it is (and keeps its id).
+    Reminder.objects.bulk_create(rows, ignore_conflicts=True)
+    created = Reminder.objects.filter(
+        channel=WEBHOOK_CHANNEL,
+        due_at=now,
+        participant=participant,
+        rule_code__in={rule_code for _key, rule_code in planned},
+        webhook__isnull=True,
+    ).values_list("pk", "target_key", "rule_code")
+    deliveries = [
+        WebhookDelivery(
+            reminder_id=pk,
+            subscription=planned[(target_key, rule_code)][0],
+            message_id=planned[(target_key, rule_code)][1],
+            event_type=event_type,
+            body=planned[(target_key, rule_code)][2],
+            occurred_at=now,
+        )
+        for pk, target_key, rule_code in created
+        if (target_key, rule_code) in planned
+    ]
+    WebhookDelivery.objects.bulk_create(deliveries)
+    send_after_commit(WEBHOOK_TASK, [d.reminder_id for d in deliveries])
+
+
+# ----------------------------------------------------------------------------------------
+# Delivery (one claimed row)
+
+
+def signed_headers(
+    *, secret: str, message_id: str, timestamp: dt.datetime, body: bytes
+) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": Webhook(secret).sign(message_id, timestamp, body),
+    }
+
+
+def deliver_webhook(reminder: Reminder) -> str:
+    """POST one event to its subscriber; returns the message id. Raises the outbox's errors:
+    their messages name the status or the kind of failure, never the body or the URL."""
+    delivery = WebhookDelivery.objects.select_related("subscription__owner").get(reminder=reminder)
+    subscription = delivery.subscription
+    participant = reminder.participant
+    if not subscription.is_active:
+        raise NotNeeded("the subscription was disabled before this event went out")
+    if not subscription.sites.filter(pk=participant.site_id).exists():
+        raise NotNeeded("the subscription no longer covers this site")
+    if not can_receive_events_at(
+        subscription.owner, trial_id=participant.trial_id, site_id=participant.site_id
+    ):
+        raise NotNeeded("the subscriber no longer acts as a site system at this site")
+    problem = url_problem(subscription.url)
+    if problem is not None:
+        raise PermanentDeliveryError(f"the subscription's URL is refused: {problem}")
+    body = delivery.body.encode()
+    headers = signed_headers(
+        secret=secret_decrypt(subscription.secret_encrypted),
+        message_id=delivery.message_id,
+        timestamp=timezone.now(),
+        body=body,
+    )
+    try:
+        response = requests.post(
+            subscription.url,
+            data=body,
+            headers=headers,
+            timeout=(
+                settings.WEBHOOK_CONNECT_TIMEOUT_SECONDS,
+                settings.WEBHOOK_READ_TIMEOUT_SECONDS,
+            ),
+            allow_redirects=False,
+            stream=True,  # the receiver's answer is not read: only its status counts
+        )
+    except requests.Timeout as exc:
+        raise TransientDeliveryError("the receiver did not answer in time") from exc
+    except requests.ConnectionError as exc:
+        raise TransientDeliveryError("could not connect to the receiver") from exc
+    except requests.RequestException as exc:
+        raise TransientDeliveryError(f"the request failed: {type(exc).__name__}") from exc
+    status = response.status_code
+    response.close()
+    if 200 <= status < 300:
+        return delivery.message_id
+    if status in (408, 429) or status >= 500:
+        raise TransientDeliveryError(f"the receiver answered HTTP {status}")
+    raise PermanentDeliveryError(f"the receiver answered HTTP {status}; it will not be retried")
