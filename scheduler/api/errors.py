@@ -61,6 +61,25 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
 }
 
 
+# slug -> the status it is answered with (the schema's responses are built from this)
+PROBLEM_STATUS: dict[str, int] = {
+    "invalid-input": 400,
+    "not-authenticated": 401,
+    "permission-denied": 403,
+    "not-found": 404,
+    "method-not-allowed": 405,
+    "not-acceptable": 406,
+    "unsupported-media-type": 415,
+    "precondition-required": 428,
+    "precondition-failed": 412,
+    "preview-outdated": 409,
+    "idempotency-key-reused": 422,
+    "refused": 422,
+    "throttled": 429,
+    "server-error": 500,
+}
+
+
 class Problem(exceptions.APIException):
     """An API error with a problem type and, optionally, the fields at fault."""
 

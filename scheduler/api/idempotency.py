@@ -8,13 +8,16 @@ runs afresh.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -58,8 +61,17 @@ def _replay(record: IdempotencyRecord, fingerprint: str) -> Response:
     return Response(record.response_body, status=record.status_code, headers=headers)
 
 
-def idempotent(request: Request, act: Callable[[], Response]) -> Response:
-    """Run `act` once per (user, Idempotency-Key); replay its response on a retry."""
+def idempotent(
+    request: Request,
+    act: Callable[[], Response],
+    *,
+    stored: Callable[[Any], Any] | None = None,
+) -> Response:
+    """Run `act` once per (user, Idempotency-Key); replay its response on a retry.
+
+    `stored` is what of the response body is kept for a replay: a secret shown once (a feed's
+    URL) is left out, so the database never holds it.
+    """
     key = _key(request)
     fingerprint = _fingerprint(request)
     user: Any = request.user
@@ -79,7 +91,8 @@ def idempotent(request: Request, act: Callable[[], Response]) -> Response:
             )
             response = act()
             record.status_code = response.status_code
-            record.response_body = _plain(response.data)
+            body = _plain(response.data)
+            record.response_body = stored(body) if stored is not None else body
             record.response_headers = {h: response[h] for h in KEPT_HEADERS if h in response}
             record.save(update_fields=["status_code", "response_body", "response_headers"])
     except IntegrityError:
@@ -93,3 +106,20 @@ def idempotent(request: Request, act: Callable[[], Response]) -> Response:
 
 def _plain(data: Any) -> Any:
     return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+
+
+def idempotency_prune(*, now: dt.datetime | None = None, batch: int = 10_000) -> int:
+    """Delete Idempotency-Key records older than settings.IDEMPOTENCY_KEEP_DAYS (7 by
+    default); returns how many. A retry after that is a new request. Deleted in batches so
+    a large backlog never holds one long lock."""
+    cutoff = (now or timezone.now()) - dt.timedelta(days=settings.IDEMPOTENCY_KEEP_DAYS)
+    deleted = 0
+    while True:
+        ids = list(
+            IdempotencyRecord.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[
+                :batch
+            ]
+        )
+        if not ids:
+            return deleted
+        deleted += IdempotencyRecord.objects.filter(pk__in=ids).delete()[0]

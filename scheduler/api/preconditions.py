@@ -36,6 +36,8 @@ def participant_etag(participant: Participant) -> str:
             participant.enrolled_at,
             participant.ended_on,
             participant.timezone,
+            # Anchors are shown with the participant and moved by its anchor operations.
+            sorted((a.code, a.date.isoformat()) for a in participant.anchors.all()),
         )
     )
     return f'"participant-{participant.pk}-{hashlib.sha256(state.encode()).hexdigest()[:20]}"'

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.urls import path, re_path, register_converter
+from django.urls import include, path, re_path, register_converter
 
 # Swagger UI only: drf-spectacular's Redoc page loads web fonts from a CDN.
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -83,5 +83,56 @@ urlpatterns = [
     path("visits/<id:pk>/record-done/", views.VisitRecordDone.as_view(), name="visit-record-done"),
     path("visits/<id:pk>/mark-missed/", views.VisitMarkMissed.as_view(), name="visit-mark-missed"),
     path("visits/<id:pk>/cancel/", views.VisitCancel.as_view(), name="visit-cancel"),
-    re_path(r"^.*$", views.NotFoundView.as_view(), name="not-found"),
+    path(
+        "participants/<id:pk>/unscheduled-visits/",
+        views.UnscheduledVisitAdd.as_view(),
+        name="participant-unscheduled-visit",
+    ),
+    path(
+        "participants/<id:pk>/anchors/<slug:code>/preview/",
+        views.AnchorChangePreview.as_view(),
+        name="participant-anchor-preview",
+    ),
+    path(
+        "participants/<id:pk>/anchors/<slug:code>/",
+        views.AnchorChange.as_view(),
+        name="participant-anchor",
+    ),
+    path(
+        "participants/<id:pk>/taper-decisions/preview/",
+        views.TaperDecisionPreview.as_view(),
+        name="participant-taper-decision-preview",
+    ),
+    path(
+        "participants/<id:pk>/taper-decisions/",
+        views.TaperDecision.as_view(),
+        name="participant-taper-decision",
+    ),
+    path(
+        "participants/<id:pk>/protocol-version/preview/",
+        views.VersionMovePreview.as_view(),
+        name="participant-version-preview",
+    ),
+    path(
+        "participants/<id:pk>/protocol-version/",
+        views.VersionMove.as_view(),
+        name="participant-version",
+    ),
+    path(
+        "participants/<id:pk>/reminders/",
+        views.ParticipantReminderList.as_view(),
+        name="participant-reminders",
+    ),
+    path("participants/<id:pk>/feeds/", views.ParticipantFeeds.as_view(), name="participant-feeds"),
+    path("visits/<id:pk>/reminders/", views.VisitReminderList.as_view(), name="visit-reminders"),
+    path("reminders/<id:pk>/", views.ReminderDetail.as_view(), name="reminder-detail"),
+    path("reminders/<id:pk>/retry/", views.ReminderRetry.as_view(), name="reminder-retry"),
+    path("feeds/<id:pk>/revoke/", views.FeedRevoke.as_view(), name="feed-revoke"),
+    path(
+        "trials/<slug:code>/sites/<slug:site>/approval/",
+        views.SiteApproval.as_view(),
+        name="site-approval",
+    ),
+    path("webhooks/", include("scheduler.api.webhooks")),
+    re_path(r"^[\s\S]*$", views.NotFoundView.as_view(), name="not-found"),
 ]

@@ -21,7 +21,12 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Prefetch, QuerySet
 from django.db.models.functions import Coalesce
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import exceptions, generics, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -32,15 +37,25 @@ from participants.selectors import participant_eligibility_failures
 from participants.services import participant_register
 from scheduler import access
 from scheduler.api import serializers as out
-from scheduler.api.errors import PreviewOutdated
+from scheduler.api.errors import PreviewOutdated, Refused
 from scheduler.api.idempotency import idempotent
 from scheduler.api.preconditions import participant_etag, require_if_match, visit_etag
-from scheduler.models import ScheduledProcedure, ScheduledVisit
+from scheduler.calendars.feeds import feed_create, feed_public_url, feed_revoke
+from scheduler.models import CalendarFeed, Reminder, ScheduledProcedure, ScheduledVisit
+from scheduler.outbox.sweep import reminders_retry
 from scheduler.selectors import visit_glance_status
 from scheduler.services import (
+    participant_anchor_change,
+    participant_anchor_change_preview,
     participant_complete,
     participant_enroll,
+    participant_move_to_version,
+    participant_move_to_version_preview,
     participant_withdraw,
+    site_move_to_version,
+    taper_adjust,
+    taper_adjust_preview,
+    visit_add_unscheduled,
     visit_book,
     visit_book_preview,
     visit_cancel,
@@ -48,7 +63,7 @@ from scheduler.services import (
     visit_record_done,
     visit_record_done_preview,
 )
-from trials.models import Arm, ProtocolVersion, Site, Trial
+from trials.models import Arm, ProtocolVersion, Site, Trial, TrialSite
 from trials.services import protocol_document
 
 IF_MATCH_PARAM = OpenApiParameter(
@@ -65,6 +80,18 @@ IDEMPOTENCY_PARAM = OpenApiParameter(
     required=True,
     description="A new unique value per request (a UUID); a retry with the same key and body "
     "returns the first response and does nothing twice.",
+)
+
+
+IF_MATCH_OPTIONAL_PARAM = OpenApiParameter(
+    "If-Match",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Optional: the ETag you last read; 412 if the object changed since.",
+)
+NO_IDEMPOTENCY_PARAM = OpenApiParameter(
+    "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, exclude=True
 )
 
 
@@ -725,24 +752,28 @@ class VisitDetail(generics.GenericAPIView[ScheduledVisit]):
         return Response(_visit_data(request, visit), headers={"ETag": visit_etag(visit)})
 
 
-class VisitOperation(APIView):
-    """One use case on one visit (HackSoft's one view per operation).
+class PreviewConfirm(APIView):
+    """A preview and its confirm, written once (HackSoft's one view per operation).
 
-    The visit must be one the caller may change (404 if they cannot see it, 403 if they only
-    read it); a confirm needs If-Match (the visit's ETag, checked again under the row lock by
-    the service) and an Idempotency-Key. Subclasses with a preview set `has_preview` and
-    implement `preview`; `confirm` returns the same result shape, of what was written.
+    The target (a visit, a participant) must be one the caller may change: 404 if they cannot
+    see it, 403 if they only read it. POST …/preview/ says what would happen and returns a
+    digest of it (If-Match optional); the confirm needs If-Match (the target's ETag) and an
+    Idempotency-Key, and, where there is a preview, carries its digest: what is written must
+    be exactly what was previewed, or nothing is (409). Subclasses name the target
+    (`load_target`, `target_etag`, `present_target`) and the use case (`preview`, `confirm`).
     """
 
     InputSerializer: ClassVar[type[serializers.Serializer[Any]]]
     ResultSerializer: ClassVar[type[serializers.Serializer[Any]]]
+    target_name: ClassVar[str]
     has_preview: ClassVar[bool] = False
     is_preview: ClassVar[bool] = False
 
-    def post(self, request: Request, pk: int) -> Response:
+    def post(self, request: Request, **kwargs: Any) -> Response:
         if self.is_preview:
-            return self._preview(request, pk)
-        return idempotent(request, lambda: self._confirm(request, pk))
+            with transaction.atomic():  # the target is read as it is locked for a change
+                return self._preview(request, kwargs)
+        return idempotent(request, lambda: self._confirm(request, kwargs))
 
     # The preview's input, without what only the confirm carries.
     def preview_input(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -751,40 +782,42 @@ class VisitOperation(APIView):
     def preview_fields(self) -> set[str]:
         return set(self.InputSerializer().fields) - {"reason", "preview_digest"}
 
-    def _digest(self, etag: str, data: dict[str, Any], result: dict[str, Any]) -> str:
+    def _digest(
+        self, etag: str, kwargs: dict[str, Any], data: dict[str, Any], result: dict[str, Any]
+    ) -> str:
         text = json.dumps(
-            {"etag": etag, "input": self.preview_input(data), "result": result},
+            {"etag": etag, "path": kwargs, "input": self.preview_input(data), "result": result},
             sort_keys=True,
             cls=DjangoJSONEncoder,
         )
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def _preview(self, request: Request, pk: int) -> Response:
-        visit = _writable_visit(request, pk)
+    def _preview(self, request: Request, kwargs: dict[str, Any]) -> Response:
+        target = self.load_target(request, kwargs)
         data = _validated(preview_input(type(self)), request.data)
-        if request.headers.get("If-Match"):
-            require_if_match(request, visit_etag(visit))
-        result = self._plain(self.preview(visit, data))
-        etag = visit_etag(visit)
+        etag = self.target_etag(target)
+        # Optional here: a preview writes nothing. "*" (any version) asks for no check.
+        if request.headers.get("If-Match", "").strip() not in ("", "*"):
+            require_if_match(request, etag)
+        result = self._plain(self.preview(target, data))
         return Response(
             {
-                "visit_etag": etag,
-                "preview_digest": self._digest(etag, data, result),
+                f"{self.target_name}_etag": etag,
+                "preview_digest": self._digest(etag, kwargs, data, result),
                 "result": result,
             },
             headers={"ETag": etag},
         )
 
-    def _confirm(self, request: Request, pk: int) -> Response:
-        visit = _writable_visit(request, pk)
+    def _confirm(self, request: Request, kwargs: dict[str, Any]) -> Response:
+        target = self.load_target(request, kwargs)
         data = _validated(self.InputSerializer, request.data)
-        etag = visit_etag(visit)
+        etag = self.target_etag(target)
         require_if_match(request, etag)
         with transaction.atomic():
-            result = self._plain(
-                self.confirm(visit, data, by=request.user, expected_version=visit.version)
-            )
-            if self.has_preview and self._digest(etag, data, result) != data["preview_digest"]:
+            result = self._plain(self.confirm(target, data, by=request.user))
+            digest = self._digest(etag, kwargs, data, result)
+            if self.has_preview and digest != data["preview_digest"]:
                 message = (
                     "what this would write differs from the preview you confirmed (the "
                     "calendar changed, or the input differs from the preview's): preview again"
@@ -792,22 +825,69 @@ class VisitOperation(APIView):
                 raise PreviewOutdated(
                     message, errors=[{"field": "preview_digest", "message": message}]
                 )
-        visit = _readable_visit(request, pk)
-        return Response(
-            {"visit": _visit_data(request, visit), "result": result},
-            headers={"ETag": visit_etag(visit)},
-        )
+        presented, new_etag = self.present_target(request, kwargs)
+        return Response({self.target_name: presented, "result": result}, headers={"ETag": new_etag})
 
     def _plain(self, result: Any) -> dict[str, Any]:
         return json.loads(json.dumps(self.ResultSerializer(result).data, cls=DjangoJSONEncoder))
 
-    def preview(self, visit: ScheduledVisit, data: dict[str, Any]) -> Any:
+    def load_target(self, request: Request, kwargs: dict[str, Any]) -> Any:
         raise NotImplementedError
 
-    def confirm(
+    def target_etag(self, target: Any) -> str:
+        raise NotImplementedError
+
+    def present_target(self, request: Request, kwargs: dict[str, Any]) -> tuple[Any, str]:
+        raise NotImplementedError
+
+    def preview(self, target: Any, data: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def confirm(self, target: Any, data: dict[str, Any], *, by: Any) -> Any:
+        raise NotImplementedError
+
+
+class VisitOperation(PreviewConfirm):
+    """A use case on one visit; its ETag is the visit's version, which the service checks
+    again under the row lock."""
+
+    target_name = "visit"
+
+    def load_target(self, request: Request, kwargs: dict[str, Any]) -> ScheduledVisit:
+        return _writable_visit(request, kwargs["pk"])
+
+    def target_etag(self, target: ScheduledVisit) -> str:
+        return visit_etag(target)
+
+    def present_target(self, request: Request, kwargs: dict[str, Any]) -> tuple[Any, str]:
+        visit = _readable_visit(request, kwargs["pk"])
+        return _visit_data(request, visit), visit_etag(visit)
+
+    def confirm(self, target: ScheduledVisit, data: dict[str, Any], *, by: Any) -> Any:
+        return self.confirm_visit(target, data, by=by, expected_version=target.version)
+
+    def confirm_visit(
         self, visit: ScheduledVisit, data: dict[str, Any], *, by: Any, expected_version: int
     ) -> Any:
         raise NotImplementedError
+
+
+class ParticipantCalendarOperation(PreviewConfirm):
+    """A use case on one participant's calendar (anchor, taper, protocol version): the
+    participant is locked for it, and its ETag is checked under the lock."""
+
+    target_name = "participant"
+
+    def load_target(self, request: Request, kwargs: dict[str, Any]) -> Participant:
+        return _writable_participant(request, kwargs["pk"])
+
+    def target_etag(self, target: Participant) -> str:
+        return participant_etag(target)
+
+    def present_target(self, request: Request, kwargs: dict[str, Any]) -> tuple[Any, str]:
+        participant = _readable_participant(request, kwargs["pk"])
+        context = present_participants(request, [participant])
+        return out.ParticipantOut(participant, context=context).data, participant_etag(participant)
 
 
 class PreviewDigestField(serializers.CharField):
@@ -860,7 +940,7 @@ class VisitBook(VisitOperation):
             visit=visit, local_date=data["local_date"], local_time=data["local_time"]
         )
 
-    def confirm(
+    def confirm_visit(
         self, visit: ScheduledVisit, data: dict[str, Any], *, by: Any, expected_version: int
     ) -> Any:
         return visit_book(
@@ -902,7 +982,7 @@ class VisitRecordDone(VisitOperation):
     def preview(self, visit: ScheduledVisit, data: dict[str, Any]) -> Any:
         return visit_record_done_preview(visit=visit, actual_date=data["actual_date"])
 
-    def confirm(
+    def confirm_visit(
         self, visit: ScheduledVisit, data: dict[str, Any], *, by: Any, expected_version: int
     ) -> Any:
         return visit_record_done(
@@ -930,7 +1010,7 @@ class VisitMarkMissed(VisitOperation):
     InputSerializer = ReasonInput
     ResultSerializer = DiffResult
 
-    def confirm(
+    def confirm_visit(
         self, visit: ScheduledVisit, data: dict[str, Any], *, by: Any, expected_version: int
     ) -> Any:
         return visit_mark_missed(
@@ -944,12 +1024,527 @@ class VisitCancel(VisitOperation):
     InputSerializer = ReasonInput
     ResultSerializer = DiffResult
 
-    def confirm(
+    def confirm_visit(
         self, visit: ScheduledVisit, data: dict[str, Any], *, by: Any, expected_version: int
     ) -> Any:
         return visit_cancel(
             visit=visit, reason=data["reason"], by=by, expected_version=expected_version
         )
+
+
+# ----------------------------------------------------------------------------------------
+# A participant's calendar: unscheduled visits, anchors, taper decisions, protocol versions
+
+
+class UnscheduledVisitAdd(APIView):
+    """Add an unscheduled visit (a flare, say) with why it is needed and the procedures it
+    carries; with a time it is booked at that site-local time. If-Match: the participant."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        local_date = out.BoundedDateField(help_text="The day, at the site.")
+        local_time = serializers.TimeField(
+            required=False, allow_null=True, default=None, help_text="Books it at this time."
+        )
+        reason = serializers.CharField(max_length=2000)
+        procedures = serializers.ListField(
+            child=serializers.CharField(max_length=40),
+            required=False,
+            default=list,
+            max_length=50,
+            help_text="Procedure codes of the participant's protocol version.",
+        )
+
+    def post(self, request: Request, pk: int) -> Response:
+        return idempotent(request, lambda: self._add(request, pk))
+
+    def _add(self, request: Request, pk: int) -> Response:
+        participant = _writable_participant(request, pk)
+        data = _validated(self.InputSerializer, request.data)
+        require_if_match(request, participant_etag(participant))
+        visit = visit_add_unscheduled(
+            participant=participant,
+            local_date=data["local_date"],
+            local_time=data["local_time"],
+            reason=data["reason"],
+            procedure_codes=data["procedures"],
+            by=request.user,
+        )
+        visit = _readable_visit(request, visit.pk)
+        return Response(
+            _visit_data(request, visit),
+            status=201,
+            headers={"ETag": visit_etag(visit), "Location": f"/api/v1/visits/{visit.pk}/"},
+        )
+
+
+class AnchorChange(ParticipantCalendarOperation):
+    """Set one of the participant's anchor dates (Day 1, consent, PSL start…) and re-plan
+    what counts from it; history stays as it was. Dates outside the protocol's range for
+    the anchor are refused (422)."""
+
+    has_preview = True
+    ResultSerializer = DiffResult
+
+    class InputSerializer(serializers.Serializer[Any]):
+        date = out.BoundedDateField(help_text="The anchor's new date.")
+        reason = serializers.CharField(max_length=2000)
+        preview_digest = PreviewDigestField()
+
+    def preview_fields(self) -> set[str]:
+        return {"date"}
+
+    def preview(self, target: Participant, data: dict[str, Any]) -> Any:
+        return participant_anchor_change_preview(
+            participant=target, code=self.kwargs["code"], new_date=data["date"]
+        )
+
+    def confirm(self, target: Participant, data: dict[str, Any], *, by: Any) -> Any:
+        return participant_anchor_change(
+            participant=target,
+            code=self.kwargs["code"],
+            new_date=data["date"],
+            by=by,
+            reason=data["reason"],
+        )
+
+
+class AnchorChangePreview(AnchorChange):
+    is_preview = True
+
+
+class TaperDecision(ParticipantCalendarOperation):
+    """Hold a taper at a week (no dose) or prescribe that week's dose; the service checks the
+    dose against the protocol (tablet steps, the weight-based ceiling, no increase unless
+    allow_increase) and re-plans the later steps."""
+
+    has_preview = True
+    ResultSerializer = DiffResult
+
+    class InputSerializer(serializers.Serializer[Any]):
+        milestone_code = serializers.CharField(max_length=40, help_text="The taper's code.")
+        week = serializers.IntegerField(min_value=0, max_value=1000)
+        dose_mg = serializers.DecimalField(
+            max_digits=12,
+            decimal_places=4,
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text="mg/day prescribed from this week; null: hold last week's dose.",
+        )
+        allow_increase = serializers.BooleanField(
+            required=False, default=False, help_text="The investigator confirms an increase."
+        )
+        reason = serializers.CharField(max_length=2000)
+        preview_digest = PreviewDigestField()
+
+    def preview(self, target: Participant, data: dict[str, Any]) -> Any:
+        return taper_adjust_preview(
+            participant=target,
+            milestone_code=data["milestone_code"],
+            week=data["week"],
+            dose_mg=data["dose_mg"],
+            allow_increase=data["allow_increase"],
+        )
+
+    def confirm(self, target: Participant, data: dict[str, Any], *, by: Any) -> Any:
+        return taper_adjust(
+            participant=target,
+            milestone_code=data["milestone_code"],
+            week=data["week"],
+            dose_mg=data["dose_mg"],
+            allow_increase=data["allow_increase"],
+            by=by,
+            reason=data["reason"],
+        )
+
+
+class TaperDecisionPreview(TaperDecision):
+    is_preview = True
+
+
+def _published_version(trial: Trial, label: str) -> ProtocolVersion:
+    version = _published(trial).filter(label=label).first()
+    if version is None:
+        raise _field_error("version", f"no published version {label!r} of {trial.code}")
+    return version
+
+
+class VersionMove(ParticipantCalendarOperation):
+    """Move a participant onto an amended (published) protocol version from a date: only
+    open visits and planned milestones from that date are re-planned."""
+
+    has_preview = True
+    ResultSerializer = DiffResult
+
+    class InputSerializer(serializers.Serializer[Any]):
+        version = serializers.CharField(max_length=40, help_text="The version's label.")
+        on = out.BoundedDateField(help_text="Re-plan from this day on.")
+        reason = serializers.CharField(max_length=2000, help_text="The amendment's name.")
+        preview_digest = PreviewDigestField()
+
+    def preview(self, target: Participant, data: dict[str, Any]) -> Any:
+        return participant_move_to_version_preview(
+            participant=target,
+            version=_published_version(target.trial, data["version"]),
+            on=data["on"],
+        )
+
+    def confirm(self, target: Participant, data: dict[str, Any], *, by: Any) -> Any:
+        return participant_move_to_version(
+            participant=target,
+            version=_published_version(target.trial, data["version"]),
+            on=data["on"],
+            by=by,
+            reason=data["reason"],
+        )
+
+
+class VersionMovePreview(VersionMove):
+    is_preview = True
+
+
+# ----------------------------------------------------------------------------------------
+# Protocol amendments at a site
+
+
+def trial_site_etag(trial_site: TrialSite) -> str:
+    state = f"{trial_site.pk}|{trial_site.protocol_version_id}|{trial_site.approved_on}"
+    return f'"trial-site-{trial_site.pk}-{hashlib.sha256(state.encode()).hexdigest()[:20]}"'
+
+
+class ApprovalOut(serializers.Serializer[Any]):
+    trial = serializers.CharField()
+    site = serializers.CharField()
+    protocol_version = serializers.CharField(
+        allow_null=True, help_text="The approved version's label; null: the newest published."
+    )
+    approved_on = serializers.DateField(allow_null=True)
+    etag = serializers.CharField()
+
+
+def _approval_data(trial_site: TrialSite) -> dict[str, Any]:
+    version = trial_site.protocol_version
+    return dict(
+        ApprovalOut(
+            {
+                "trial": trial_site.trial.code,
+                "site": trial_site.site.code,
+                "protocol_version": version.label if version else None,
+                "approved_on": trial_site.approved_on,
+                "etag": trial_site_etag(trial_site),
+            }
+        ).data
+    )
+
+
+class MovedOut(serializers.Serializer[Any]):
+    study_id = serializers.CharField()
+    calendar = out.CalendarDiffOut()
+
+
+class SiteApprovalOut(serializers.Serializer[Any]):
+    approval = ApprovalOut()
+    moved = MovedOut(many=True, help_text="Each active participant moved, by study id.")
+
+
+class SiteApproval(APIView):
+    """A site's approval of a protocol version (GET: the current one). POST records a new
+    approval and moves the site's active participants of the trial onto it from `on`
+    (never before the approval date). Roles that change calendars at the site only."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        version = serializers.CharField(max_length=40, help_text="The version's label.")
+        approved_on = out.BoundedDateField(help_text="The day the site's ethics approval ran.")
+        on = out.BoundedDateField(help_text="Move participants from this day on.")
+        reason = serializers.CharField(max_length=2000, help_text="The amendment's name.")
+
+    def _trial_site(self, request: Request, code: str, site_code: str) -> TrialSite:
+        trial = _trial(request, code)
+        site = access.sites_for(request.user).filter(code=site_code).first()
+        trial_site = (
+            TrialSite.objects.select_related("trial", "site", "protocol_version")
+            .filter(trial=trial, site=site)
+            .first()
+        )
+        if (
+            site is None
+            or trial_site is None
+            or not access.can_read_at(request.user, trial=trial, site=site)
+        ):
+            raise exceptions.NotFound("no such site of this trial")
+        return trial_site
+
+    @extend_schema(responses=ApprovalOut)
+    def get(self, request: Request, code: str, site: str) -> Response:
+        trial_site = self._trial_site(request, code, site)
+        return Response(_approval_data(trial_site), headers={"ETag": trial_site_etag(trial_site)})
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=SiteApprovalOut,
+        parameters=[IF_MATCH_PARAM, IDEMPOTENCY_PARAM],
+        summary="Record a site's approval of a protocol version and move its participants",
+    )
+    def post(self, request: Request, code: str, site: str) -> Response:
+        return idempotent(request, lambda: self._approve(request, code, site))
+
+    def _approve(self, request: Request, code: str, site_code: str) -> Response:
+        trial_site = self._trial_site(request, code, site_code)
+        if not access.can_write_at(request.user, trial=trial_site.trial, site=trial_site.site):
+            raise exceptions.PermissionDenied("your role may not record approvals at this site")
+        data = _validated(self.InputSerializer, request.data)
+        require_if_match(request, trial_site_etag(trial_site))
+        moved = site_move_to_version(
+            site=trial_site.site,
+            version=_published_version(trial_site.trial, data["version"]),
+            approved_on=data["approved_on"],
+            on=data["on"],
+            by=request.user,
+            reason=data["reason"],
+        )
+        trial_site = self._trial_site(request, code, site_code)
+        body = {
+            "approval": _approval_data(trial_site),
+            "moved": [
+                {"study_id": study_id, "calendar": out.calendar_diff_data(diff)}
+                for study_id, diff in moved.items()
+            ],
+        }
+        return Response(body, headers={"ETag": trial_site_etag(trial_site)})
+
+
+# ----------------------------------------------------------------------------------------
+# Reminders (the outbox rows of a participant's calendar)
+
+
+def reminder_etag(reminder: Reminder) -> str:
+    state = f"{reminder.pk}|{reminder.status}|{reminder.attempts}|{reminder.next_attempt_at}"
+    return f'"reminder-{reminder.pk}-{hashlib.sha256(state.encode()).hexdigest()[:20]}"'
+
+
+class ReminderOut(serializers.ModelSerializer[Reminder]):
+    participant = serializers.IntegerField(source="participant_id")
+    visit = serializers.IntegerField(source="visit_id", allow_null=True)
+    milestone = serializers.IntegerField(source="milestone_id", allow_null=True)
+    last_error = serializers.SerializerMethodField(
+        help_text="Why the last attempt failed: only for the site's coordinators and "
+        "investigators (it may name an address); null for other roles."
+    )
+    etag = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Reminder
+        fields = [
+            "id",
+            "participant",
+            "visit",
+            "milestone",
+            "rule_code",
+            "event",
+            "channel",
+            "audience",
+            "due_at",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "sent_at",
+            "last_error",
+            "etag",
+        ]
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_last_error(self, reminder: Reminder) -> str | None:
+        if not self.context["show_contact"](reminder.participant):
+            return None
+        return reminder.last_error
+
+    def get_etag(self, reminder: Reminder) -> str:
+        return reminder_etag(reminder)
+
+
+def _reminder_context(request: Request) -> dict[str, Any]:
+    user = request.user
+    return {
+        "request": request,
+        "show_contact": lambda p: access.can_see_contact_details(
+            user, trial_id=p.trial_id, site_id=p.site_id
+        ),
+    }
+
+
+class _ReminderList(generics.ListAPIView[Reminder]):
+    serializer_class = ReminderOut
+    ordering = ("id",)
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return _reminder_context(self.request)
+
+    def reminders(self) -> QuerySet[Reminder]:
+        return access.reminders_for(self.request.user).select_related("participant")
+
+
+class ParticipantReminderList(_ReminderList):
+    """The participant's reminders and invites: what is due, sent, failed or dead."""
+
+    def get_queryset(self) -> QuerySet[Reminder]:
+        participant = _readable_participant(self.request, self.kwargs["pk"])
+        return self.reminders().filter(participant=participant)
+
+
+class VisitReminderList(_ReminderList):
+    """The reminders and invites of one visit."""
+
+    def get_queryset(self) -> QuerySet[Reminder]:
+        visit = _readable_visit(self.request, self.kwargs["pk"])
+        return self.reminders().filter(visit=visit)
+
+
+def _readable_reminder(request: Request, pk: int) -> Reminder:
+    reminder = access.reminders_for(request.user).select_related("participant").filter(pk=pk)
+    found = reminder.first()
+    if found is None:
+        raise exceptions.NotFound("no such reminder")
+    return found
+
+
+class ReminderDetail(generics.GenericAPIView[Reminder]):
+    serializer_class = ReminderOut
+
+    def get(self, request: Request, pk: int) -> Response:
+        reminder = _readable_reminder(request, pk)
+        data = ReminderOut(reminder, context=_reminder_context(request)).data
+        return Response(data, headers={"ETag": reminder_etag(reminder)})
+
+
+class ReminderRetry(APIView):
+    """Send a failed or dead reminder again now (attempts start over)."""
+
+    @extend_schema(
+        request=None,
+        responses=ReminderOut,
+        parameters=[IF_MATCH_PARAM, IDEMPOTENCY_PARAM],
+        summary="Retry a failed or dead reminder",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        return idempotent(request, lambda: self._retry(request, pk))
+
+    def _retry(self, request: Request, pk: int) -> Response:
+        reminder = (
+            access.reminders_for(request.user, write=True).select_for_update().filter(pk=pk).first()
+        )
+        if reminder is None:
+            _readable_reminder(request, pk)
+            raise exceptions.PermissionDenied("your role may read this reminder but not retry it")
+        require_if_match(request, reminder_etag(reminder))
+        if not reminders_retry(reminders=[reminder]):
+            message = f"only failed or dead reminders are retried; this one is {reminder.status}"
+            raise Refused(message, errors=[{"field": None, "message": message}])
+        reminder = _readable_reminder(request, pk)
+        data = ReminderOut(reminder, context=_reminder_context(request)).data
+        return Response(data, headers={"ETag": reminder_etag(reminder)})
+
+
+# ----------------------------------------------------------------------------------------
+# Calendar feeds (capability URLs: the token is shown once, only its hash is kept)
+
+
+def feed_etag(feed: CalendarFeed) -> str:
+    return f'"feed-{feed.pk}-{"revoked" if feed.revoked_at else "active"}"'
+
+
+class FeedOut(serializers.ModelSerializer[CalendarFeed]):
+    participant = serializers.IntegerField(source="participant_id", allow_null=True)
+    site = serializers.SerializerMethodField()
+    etag = serializers.SerializerMethodField()
+
+    class Meta:
+        model = CalendarFeed
+        fields = ["id", "participant", "site", "created_at", "revoked_at", "etag"]
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_site(self, feed: CalendarFeed) -> str | None:
+        return feed.site.code if feed.site_id and feed.site else None
+
+    def get_etag(self, feed: CalendarFeed) -> str:
+        return feed_etag(feed)
+
+
+class FeedIssuedOut(FeedOut):
+    url = serializers.CharField(
+        allow_null=True,
+        help_text="The feed's URL, shown once: only its hash is kept. A replay of the same "
+        "Idempotency-Key answers null here; revoke and issue a new feed if it was lost.",
+    )
+
+    class Meta(FeedOut.Meta):
+        fields = [*FeedOut.Meta.fields, "url"]
+
+
+class ParticipantFeeds(generics.ListAPIView[CalendarFeed]):
+    """The participant's calendar feeds (GET); issue a new one (POST: a write role)."""
+
+    serializer_class = FeedOut
+    ordering = ("id",)
+
+    def get_queryset(self) -> QuerySet[CalendarFeed]:
+        participant = _readable_participant(self.request, self.kwargs["pk"])
+        return (
+            access.participant_feeds_for(self.request.user)
+            .filter(participant=participant)
+            .select_related("site")
+        )
+
+    @extend_schema(
+        request=None,
+        responses={201: FeedIssuedOut},
+        parameters=[IDEMPOTENCY_PARAM],
+        summary="Issue a calendar feed for the participant (its URL is shown once)",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        return idempotent(
+            request,
+            lambda: self._issue(request, pk),
+            stored=lambda body: {**body, "url": None},
+        )
+
+    def _issue(self, request: Request, pk: int) -> Response:
+        participant = _writable_participant(request, pk)
+        feed, token = feed_create(participant=participant, by=request.user)
+        body = {**FeedOut(feed).data, "url": feed_public_url(feed=feed, token=token)}
+        return Response(
+            body,
+            status=201,
+            headers={"ETag": feed_etag(feed), "Cache-Control": "no-store"},
+        )
+
+
+def _feeds(user: Any, *, write: bool = False) -> QuerySet[CalendarFeed]:
+    return access.participant_feeds_for(user, write=write) | access.site_feeds_for(
+        user, write=write
+    )
+
+
+class FeedRevoke(APIView):
+    """Revoke a feed: its URL answers 404 from now on."""
+
+    @extend_schema(
+        request=None,
+        responses=FeedOut,
+        parameters=[IF_MATCH_PARAM, IDEMPOTENCY_PARAM],
+        summary="Revoke a calendar feed",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        return idempotent(request, lambda: self._revoke(request, pk))
+
+    def _revoke(self, request: Request, pk: int) -> Response:
+        feed = _feeds(request.user, write=True).filter(pk=pk).first()
+        if feed is None:
+            if not _feeds(request.user).filter(pk=pk).exists():
+                raise exceptions.NotFound("no such feed")
+            raise exceptions.PermissionDenied("your role may not revoke this feed")
+        require_if_match(request, feed_etag(feed))
+        feed = feed_revoke(feed=feed, by=request.user)
+        return Response(FeedOut(feed).data, headers={"ETag": feed_etag(feed)})
 
 
 def _operation_schemas() -> None:
@@ -959,23 +1554,38 @@ def _operation_schemas() -> None:
         ParticipantEnroll,
         ParticipantWithdraw,
         ParticipantComplete,
+        UnscheduledVisitAdd,
         VisitBook,
         VisitRecordDone,
+        AnchorChange,
+        TaperDecision,
+        VersionMove,
+        SiteApproval,
     ]
     for named_view in named:
         named_view.InputSerializer.__name__ = f"{named_view.__name__}Input"  # type: ignore[attr-defined]
-    view: type[VisitOperation]
+    extend_schema_view(
+        post=extend_schema(
+            request=UnscheduledVisitAdd.InputSerializer,
+            responses={201: out.VisitOut},
+            parameters=[IF_MATCH_PARAM, IDEMPOTENCY_PARAM],
+            summary="Add an unscheduled visit",
+        )
+    )(UnscheduledVisitAdd)
+    view: type[PreviewConfirm]
     for view, summary in (
         (VisitBook, "Book or reschedule a visit (confirm)"),
         (VisitRecordDone, "Record a visit as done (confirm)"),
         (VisitMarkMissed, "Mark a visit missed"),
         (VisitCancel, "Cancel a visit"),
+        (AnchorChange, "Change an anchor date (confirm)"),
+        (TaperDecision, "Record a taper decision (confirm)"),
+        (VersionMove, "Move a participant onto a protocol version (confirm)"),
     ):
-        confirm_out = inline_confirm_out(view)
         extend_schema_view(
             post=extend_schema(
                 request=view.InputSerializer,
-                responses=confirm_out,
+                responses=inline_confirm_out(view),
                 parameters=[IF_MATCH_PARAM, IDEMPOTENCY_PARAM],
                 summary=summary,
             )
@@ -983,20 +1593,24 @@ def _operation_schemas() -> None:
     for view, summary in (
         (VisitBookPreview, "Preview booking a visit"),
         (VisitRecordDonePreview, "Preview recording a visit as done"),
+        (AnchorChangePreview, "Preview changing an anchor date"),
+        (TaperDecisionPreview, "Preview a taper decision"),
+        (VersionMovePreview, "Preview moving a participant onto a protocol version"),
     ):
         extend_schema_view(
             post=extend_schema(
                 request=preview_input(view),
                 responses=inline_preview_out(view),
+                parameters=[IF_MATCH_OPTIONAL_PARAM, NO_IDEMPOTENCY_PARAM],
                 summary=summary,
             )
         )(view)
 
 
-_preview_inputs: dict[type[VisitOperation], type[serializers.Serializer[Any]]] = {}
+_preview_inputs: dict[type[PreviewConfirm], type[serializers.Serializer[Any]]] = {}
 
 
-def preview_input(view: type[VisitOperation]) -> type[serializers.Serializer[Any]]:
+def preview_input(view: type[PreviewConfirm]) -> type[serializers.Serializer[Any]]:
     """The preview's input serializer: the confirm's fields the preview depends on."""
     if view not in _preview_inputs:
         keep = view().preview_fields()
@@ -1010,20 +1624,24 @@ def preview_input(view: type[VisitOperation]) -> type[serializers.Serializer[Any
     return _preview_inputs[view]
 
 
-def inline_confirm_out(view: type[VisitOperation]) -> type[serializers.Serializer[Any]]:
+def _target_out(view: type[PreviewConfirm]) -> serializers.Serializer[Any]:
+    return out.VisitOut() if view.target_name == "visit" else out.ParticipantOut()
+
+
+def inline_confirm_out(view: type[PreviewConfirm]) -> type[serializers.Serializer[Any]]:
     return type(
         f"{view.__name__}Out",
         (serializers.Serializer,),
-        {"visit": out.VisitOut(), "result": view.ResultSerializer()},
+        {view.target_name: _target_out(view), "result": view.ResultSerializer()},
     )
 
 
-def inline_preview_out(view: type[VisitOperation]) -> type[serializers.Serializer[Any]]:
+def inline_preview_out(view: type[PreviewConfirm]) -> type[serializers.Serializer[Any]]:
     return type(
         f"{view.__name__}Out",
         (serializers.Serializer,),
         {
-            "visit_etag": serializers.CharField(),
+            f"{view.target_name}_etag": serializers.CharField(),
             "preview_digest": serializers.CharField(),
             "result": view.ResultSerializer(),
         },

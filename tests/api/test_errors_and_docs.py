@@ -126,18 +126,33 @@ def test_the_schema_is_openapi_3_and_lists_the_endpoints(world: World) -> None:
     assert response.status_code == 200
     schema = response.json()
     assert schema["openapi"].startswith("3.")
-    assert sorted(schema["paths"]) == [
+    # The webhook subscriptions' paths are listed by their own tests (tests/api/test_webhooks*).
+    paths = [p for p in schema["paths"] if not p.startswith("/api/v1/webhooks/")]
+    assert sorted(paths) == [
+        "/api/v1/feeds/{id}/revoke/",
         "/api/v1/participants/",
         "/api/v1/participants/{id}/",
+        "/api/v1/participants/{id}/anchors/{code}/",
+        "/api/v1/participants/{id}/anchors/{code}/preview/",
         "/api/v1/participants/{id}/calendar/",
         "/api/v1/participants/{id}/complete/",
         "/api/v1/participants/{id}/eligibility/",
         "/api/v1/participants/{id}/enroll/",
+        "/api/v1/participants/{id}/feeds/",
+        "/api/v1/participants/{id}/protocol-version/",
+        "/api/v1/participants/{id}/protocol-version/preview/",
+        "/api/v1/participants/{id}/reminders/",
+        "/api/v1/participants/{id}/taper-decisions/",
+        "/api/v1/participants/{id}/taper-decisions/preview/",
+        "/api/v1/participants/{id}/unscheduled-visits/",
         "/api/v1/participants/{id}/withdraw/",
+        "/api/v1/reminders/{id}/",
+        "/api/v1/reminders/{id}/retry/",
         "/api/v1/sites/",
         "/api/v1/sites/{code}/",
         "/api/v1/trials/",
         "/api/v1/trials/{code}/",
+        "/api/v1/trials/{code}/sites/{site}/approval/",
         "/api/v1/trials/{code}/versions/",
         "/api/v1/trials/{code}/versions/{label}/",
         "/api/v1/visits/",
@@ -148,6 +163,7 @@ def test_the_schema_is_openapi_3_and_lists_the_endpoints(world: World) -> None:
         "/api/v1/visits/{id}/mark-missed/",
         "/api/v1/visits/{id}/record-done/",
         "/api/v1/visits/{id}/record-done/preview/",
+        "/api/v1/visits/{id}/reminders/",
     ]
     flows = schema["components"]["securitySchemes"]["siteSystem"]["flows"]
     assert flows["clientCredentials"]["tokenUrl"] == "/api/v1/oauth/token/"
@@ -166,3 +182,64 @@ def test_the_docs_are_served_from_the_app_without_a_cdn(client) -> None:
     assert any(u.startswith("/static/drf_spectacular_sidecar/") for u in urls)
     for url in {u.split("?")[0] for u in urls if u.startswith("/static/")}:
         assert client.get(url).status_code == 200, url
+
+
+@pytest.mark.django_db
+def test_the_schema_declares_each_operations_problem_responses(world: World) -> None:
+    schema = world.client("coordinator").get("/api/v1/schema/?format=json").json()
+    paths = schema["paths"]
+
+    def declared(path: str, method: str) -> list[str]:
+        return sorted(paths[path][method]["responses"])
+
+    problem = {"$ref": "#/components/schemas/Problem"}
+    not_found = paths["/api/v1/visits/{id}/"]["get"]["responses"]["404"]
+    assert not_found["content"] == {"application/problem+json": {"schema": problem}}
+    assert schema["components"]["schemas"]["Problem"]["required"] == [
+        "type",
+        "title",
+        "status",
+        "detail",
+        "errors",
+    ]
+    assert declared("/api/v1/trials/", "get") == ["200", "400", "401", "403", "404", "406", "429"]
+    assert declared("/api/v1/visits/{id}/", "get") == ["200", "401", "403", "404", "406", "429"]
+    assert declared("/api/v1/visits/{id}/book/", "post") == [
+        "200", "400", "401", "403", "404", "406", "409", "412", "415", "422", "428", "429",
+    ]  # fmt: skip
+    assert declared("/api/v1/visits/{id}/book/preview/", "post") == [
+        "200", "400", "401", "403", "404", "406", "412", "415", "422", "429",
+    ]  # fmt: skip
+    assert declared("/api/v1/visits/{id}/cancel/", "post") == [
+        "200", "400", "401", "403", "404", "406", "412", "415", "422", "428", "429",
+    ]  # fmt: skip
+    preview_headers = [
+        p["name"] for p in paths["/api/v1/visits/{id}/book/preview/"]["post"]["parameters"]
+    ]
+    assert preview_headers == ["If-Match", "id"]
+
+
+@pytest.mark.django_db
+def test_a_path_with_a_newline_is_a_problem_404_not_an_html_page(world: World) -> None:
+    # Found by Schemathesis: the catch-all's "." did not match a newline.
+    response = world.client("coordinator").get("/api/v1/reminders/%0A/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["detail"] == "no such endpoint (paths end with a slash)"
+
+
+@pytest.mark.django_db
+def test_a_preview_with_if_match_star_checks_nothing(world: World) -> None:
+    # Found by Schemathesis: a preview answered 428, which it never declared, for "*".
+    visit = world.visit("BERLIN-001", "V2")
+
+    response = world.client("coordinator").post(
+        f"/api/v1/visits/{visit.pk}/book/preview/",
+        {"local_date": "2026-02-02", "local_time": "09:30"},
+        format="json",
+        HTTP_IF_MATCH="*",
+    )
+
+    assert response.status_code == 200
+    assert response["ETag"] == f'"visit-{visit.pk}-v1"'

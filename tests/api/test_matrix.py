@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from scheduler.models import Membership
+from scheduler.calendars.feeds import feed_create
+from scheduler.models import Membership, Reminder
 from tests.api.conftest import ROLES, World
 
 Role = Membership.Role
@@ -54,7 +55,22 @@ def _ids(world: World) -> dict[str, dict[str, Any]]:
         for t, s in study.items()
     }
     participants["missing"] = visits["missing"] = MISSING_ID
+    reminders = {
+        t: Reminder.objects.filter(participant_id=pk, visit__isnull=False).order_by("id")[0].pk
+        for t, pk in participants.items()
+        if t != "missing"
+    }
+    feeds = {t: feed_create(participant=world.people[s])[0].pk for t, s in study.items()}
+    reminders["missing"] = feeds["missing"] = MISSING_ID
     return {
+        "reminder": reminders,
+        "feed": feeds,
+        "approval": {
+            "own": "niams-ani-vascular/sites/berlin",
+            "other_site": "niams-ani-vascular/sites/tokyo",
+            "other_trial": "tsukuba-early-ani/sites/osaka",
+            "missing": "niams-ani-vascular/sites/nowhere",
+        },
         "participant": participants,
         "visit": visits,
         "site": {
@@ -88,7 +104,14 @@ DETAIL_READS = [
     ("GET", "/api/v1/participants/{}/calendar/", "participant"),
     ("GET", "/api/v1/participants/{}/eligibility/", "participant"),
     ("GET", "/api/v1/visits/{}/", "visit"),
+    ("GET", "/api/v1/participants/{}/reminders/", "participant"),
+    ("GET", "/api/v1/participants/{}/feeds/", "participant"),
+    ("GET", "/api/v1/visits/{}/reminders/", "visit"),
+    ("GET", "/api/v1/reminders/{}/", "reminder"),
+    ("GET", "/api/v1/trials/{}/approval/", "approval"),
 ]
+READ_TEMPLATES = {template for _, template, _ in DETAIL_READS}
+DIGEST = "0" * 64
 CHANGES: list[tuple[str, str, str, Mapping[str, object]]] = [
     ("POST", "/api/v1/participants/{}/enroll/", "participant", {"on": "2026-01-20"}),
     (
@@ -112,8 +135,42 @@ CHANGES: list[tuple[str, str, str, Mapping[str, object]]] = [
     ),
     ("POST", "/api/v1/visits/{}/mark-missed/", "visit", {"reason": "did not come"}),
     ("POST", "/api/v1/visits/{}/cancel/", "visit", {"reason": "not needed"}),
+    (
+        "POST",
+        "/api/v1/participants/{}/unscheduled-visits/",
+        "participant",
+        {"local_date": "2026-01-22", "reason": "flare"},
+    ),
+    (
+        "POST",
+        "/api/v1/participants/{}/anchors/day1/",
+        "participant",
+        {"date": "2026-02-09", "reason": "slot", "preview_digest": DIGEST},
+    ),
+    (
+        "POST",
+        "/api/v1/participants/{}/taper-decisions/",
+        "participant",
+        {"milestone_code": "PSL_TAPER", "week": 3, "reason": "flare", "preview_digest": DIGEST},
+    ),
+    (
+        "POST",
+        "/api/v1/participants/{}/protocol-version/",
+        "participant",
+        {"version": "1.0", "on": "2026-02-01", "reason": "v1", "preview_digest": DIGEST},
+    ),
+    ("POST", "/api/v1/reminders/{}/retry/", "reminder", {}),
+    ("POST", "/api/v1/feeds/{}/revoke/", "feed", {}),
+    (
+        "POST",
+        "/api/v1/trials/{}/approval/",
+        "approval",
+        {"version": "1.0", "approved_on": "2026-01-15", "on": "2026-01-20", "reason": "v1"},
+    ),
 ]
-PREVIEWS = [
+# What a caller who may change the object gets from a preview (NIAMS has no taper: refused).
+PREVIEW_OK = (200, None)
+PREVIEWS: list[tuple[str, str, str, Mapping[str, object]]] = [
     (
         "POST",
         "/api/v1/visits/{}/book/preview/",
@@ -121,6 +178,29 @@ PREVIEWS = [
         {"local_date": "2026-02-02", "local_time": "09:30"},
     ),
     ("POST", "/api/v1/visits/{}/record-done/preview/", "visit", {"actual_date": "2026-01-19"}),
+    (
+        "POST",
+        "/api/v1/participants/{}/anchors/day1/preview/",
+        "participant",
+        {"date": "2026-02-09"},
+    ),
+    (
+        "POST",
+        "/api/v1/participants/{}/taper-decisions/preview/",
+        "participant",
+        {"milestone_code": "PSL_TAPER", "week": 3},
+    ),
+    (
+        "POST",
+        "/api/v1/participants/{}/protocol-version/preview/",
+        "participant",
+        {"version": "1.0", "on": "2026-02-01"},
+    ),
+]
+PREVIEW_WRITER_ANSWER = {"/api/v1/participants/{}/taper-decisions/preview/": (422, "refused")}
+# Creations without If-Match: a caller who may change the participant creates (201).
+CREATES: list[tuple[str, str, str, Mapping[str, object]]] = [
+    ("POST", "/api/v1/participants/{}/feeds/", "participant", {})
 ]
 LISTS = ["/api/v1/trials/", "/api/v1/sites/", "/api/v1/participants/", "/api/v1/visits/"]
 FILTERED_LISTS = [
@@ -255,18 +335,32 @@ def test_authorization_matrix(world: World) -> None:
                     HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
                 )
                 check(role, method, url, expected, response)
-                check(role, "GET", url, (405, "method-not-allowed"), client.get(url))
+                if template not in READ_TEMPLATES:  # the approval also answers GET
+                    check(role, "GET", url, (405, "method-not-allowed"), client.get(url))
         for method, template, kind, body in PREVIEWS:
             for target in TARGETS:
                 url = template.format(ids[kind][target])
                 if writes(role, target):
-                    expected = (200, None)
+                    expected = PREVIEW_WRITER_ANSWER.get(template, PREVIEW_OK)
                 elif reads(role, target):
                     expected = (403, "permission-denied")
                 else:
                     expected = (404, "not-found")
                 check(role, method, url, expected, client.post(url, body, format="json"))
                 check(role, "GET", url, (405, "method-not-allowed"), client.get(url))
+        for method, template, kind, body in CREATES:
+            for target in TARGETS:
+                url = template.format(ids[kind][target])
+                if writes(role, target):
+                    expected = (201, None)
+                elif reads(role, target):
+                    expected = (403, "permission-denied")
+                else:
+                    expected = (404, "not-found")
+                response = client.post(
+                    url, body, format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4())
+                )
+                check(role, method, url, expected, response)
         for url in LISTS:
             check(role, "GET", url, (200, None), client.get(url))
         for template, kind in FILTERED_LISTS:
@@ -300,6 +394,8 @@ def test_authorization_matrix(world: World) -> None:
         f"\nauthorization matrix: {cases} cases, {len(leaks)} cross-site reads or writes, "
         f"{len(arms_shown)} arms shown to blinded roles"
     )
+    if mismatches:
+        print("\n".join(mismatches))
     assert mismatches == []
     assert leaks == []
     assert arms_shown == []

@@ -1,0 +1,359 @@
+"""REST API throughput and latency over HTTP, with a baseline measured in the same run.
+
+    .venv/bin/python bench/api.py [--site-participants 500] [--requests 300] [--seconds 20]
+                                  [--clients 4] [--workers 2] [--threads 4]
+
+Builds, in a throw-away SQLite database under a temporary VAR_DIR (or DATABASE_URL if set):
+- a participant with 60 visits (a 60-occurrence weekly visit) and
+- a site with N participants of the NIAMS protocol (12 visits each),
+issues a site system OAuth2 token over HTTP, starts gunicorn on 127.0.0.1 (gthread workers,
+so connections persist), and drives it from `--clients` threads, each with its own keep-alive
+`requests.Session`, for at most `--requests` requests or `--seconds` per target:
+- GET /api/v1/participants/{id}/calendar/     (the 60-visit calendar)
+- GET /api/v1/visits/?site=…&page_size=200     (a page of the 500-participant site's visits)
+- baselines: the same rows as JSON from a minimal Django view (`.values()`, no auth, no
+  scoping, no serializer), served by the same gunicorn in the same run.
+Prints requests/s and p50/p99 per target and the API/baseline ratios. Loopback only.
+
+Run as a gunicorn app this module is also the urlconf: the API's URLs plus the two baselines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+WEEKLY_60 = """\
+format: 1
+trial: {code: bench-weekly, title: Weekly benchmark trial, phase: "3", sponsor: Bench,
+        blinding: open}
+version: {label: "1"}
+anchors: [{code: day1, name: Day 1}]
+epochs: [{code: TRT, name: Treatment}]
+procedures:
+  - {code: INJ, name: Injection, duration_minutes: 15, preparation: Eat normally.}
+visits:
+  - code: W
+    name: Weekly visit
+    epoch: TRT
+    anchor: day1
+    offset_days: 0
+    repeat: {every_days: 7, count: 60}
+    window: {before: 2, after: 2}
+    duration_minutes: 60
+    procedures: [INJ]
+"""
+BASELINE_FIELDS = (
+    "id",
+    "participant_id",
+    "participant__study_id",
+    "visit_definition__code",
+    "occurrence",
+    "target_date",
+    "window_start",
+    "window_end",
+    "status",
+    "booked_start",
+    "actual_date",
+    "deviation_days",
+    "version",
+)
+
+
+# ----------------------------------------------------------------------------------------
+# The gunicorn side: this module as the urlconf (the API plus the two baselines)
+
+
+def _baseline_urls() -> list[Any]:
+    from django.db.models import F
+    from django.db.models.functions import Coalesce
+    from django.http import HttpRequest, JsonResponse
+    from django.urls import include, path
+
+    from scheduler.models import ScheduledVisit
+
+    def calendar(request: HttpRequest, pk: int) -> JsonResponse:
+        rows = (
+            ScheduledVisit.objects.filter(participant_id=pk)
+            .order_by("target_date", "id")
+            .values(*BASELINE_FIELDS)
+        )
+        return JsonResponse({"visits": list(rows)})
+
+    def visits(request: HttpRequest) -> JsonResponse:
+        rows = (
+            ScheduledVisit.objects.filter(participant__site__code=request.GET["site"])
+            .annotate(day=Coalesce(F("actual_date"), F("booked_date"), F("target_date")))
+            .order_by("day", "id")
+            .values(*BASELINE_FIELDS)[: int(request.GET.get("page_size", 50))]
+        )
+        return JsonResponse({"results": list(rows)})
+
+    return [
+        path("bench/calendar/<int:pk>/", calendar),
+        path("bench/visits/", visits),
+        path("", include("config.urls")),
+    ]
+
+
+if os.environ.get("BENCH_API_URLCONF") == "1":
+    import django
+    from django.conf import settings
+
+    settings.ROOT_URLCONF = __name__
+    django.setup()
+    urlpatterns = _baseline_urls()
+    from django.core.wsgi import get_wsgi_application
+
+    application = get_wsgi_application()
+
+
+# ----------------------------------------------------------------------------------------
+# The load side
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _load(
+    url: str, headers: dict[str, str], *, requests_total: int, seconds: float, clients: int
+) -> dict[str, float]:
+    """`clients` threads, one keep-alive session each, sharing a request budget."""
+    import requests
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    budget = [requests_total]
+    deadline = time.perf_counter() + seconds
+
+    def client() -> None:
+        with requests.Session() as session:
+            session.headers.update(headers)
+            session.get(url, timeout=30)  # warm the connection and the worker
+            while time.perf_counter() < deadline:
+                with lock:
+                    if budget[0] <= 0:
+                        return
+                    budget[0] -= 1
+                started = time.perf_counter()
+                response = session.get(url, timeout=30)
+                elapsed = time.perf_counter() - started
+                with lock:
+                    latencies.append(elapsed)
+                    if response.status_code != 200:
+                        errors.append(f"{response.status_code} {response.text[:200]}")
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"{url}: {len(errors)} failed requests, e.g. {errors[0]}")
+    ordered = sorted(latencies)
+    return {
+        "requests": len(ordered),
+        "rps": len(ordered) / wall,
+        "p50": statistics.median(ordered) * 1000,
+        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--site-participants", type=int, default=500)
+    parser.add_argument("--requests", type=int, default=300, help="per target, at most")
+    parser.add_argument("--seconds", type=float, default=20.0, help="per target, at most")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    args = parser.parse_args()
+
+    warnings.filterwarnings("ignore", message="No directory at")  # no collected static files
+    os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="bench-api-"))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    import requests
+    from django.core.management import call_command
+
+    from config.celery import app
+    from participants.services import participant_register
+    from scheduler.api.credentials import site_system_credentials_create
+    from scheduler.models import ScheduledVisit
+    from scheduler.services import participant_enroll
+    from trials.models import Site, TrialSite
+    from trials.services import protocol_import
+
+    app.conf.task_always_eager = False
+    app.conf.broker_url = "memory://"  # invites are queued, not sent: only the API is measured
+    call_command("migrate", verbosity=0)
+    site = Site.objects.create(
+        code=f"bench-{time.time_ns()}",
+        name="Bench site",
+        timezone="Europe/Berlin",
+        country="DE",
+        address="Bench 1",
+    )
+    weekly = protocol_import(text=WEEKLY_60.replace("bench-weekly", site.code), source="bench")
+    niams = protocol_import(
+        text=(ROOT / "seeds/protocols/000_niams_vascular.yaml")
+        .read_text(encoding="utf-8")
+        .replace("niams-ani-vascular", f"n-{site.code}"[:40]),
+        source="bench",
+    )
+    for version in (weekly, niams):
+        TrialSite.objects.create(trial=version.trial, site=site)
+
+    def enroll(version: Any, study_id: str) -> Any:
+        participant = participant_register(
+            trial=version.trial,
+            site=site,
+            study_id=study_id,
+            birth_date=dt.date(1980, 1, 1),
+            anchors={"day1": dt.date(2026, 3, 2)},
+            weight_kg=Decimal(70),
+        )
+        participant_enroll(
+            participant=participant, on=dt.date(2026, 2, 1), arm=version.arm_set.first()
+        )
+        return participant
+
+    started = time.perf_counter()
+    sixty = enroll(weekly, "W-1")
+    for number in range(args.site_participants - 1):
+        enroll(niams, f"N-{number:04d}")
+    setup_s = time.perf_counter() - started
+    # One site system per trial at the site: the calendar's trial and the NIAMS site list.
+    weekly_system, weekly_secret = site_system_credentials_create(
+        name="bench-weekly", trial=weekly.trial, sites=[site]
+    )
+    niams_system, niams_secret = site_system_credentials_create(
+        name="bench-niams", trial=niams.trial, sites=[site]
+    )
+    visits_at_site = ScheduledVisit.objects.filter(participant__site=site).count()
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server_env = {
+        **os.environ,
+        "BENCH_API_URLCONF": "1",
+        "API_RATE_PER_CREDENTIAL": "100000000/minute",  # the budget is not what is measured
+        "DEBUG": "false",
+        "PYTHONWARNINGS": "ignore::UserWarning",  # no collected static files here
+    }
+    server = subprocess.Popen(  # noqa: S603 - our own gunicorn, fixed arguments
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "bench.api:application",
+            "--chdir",
+            str(ROOT),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            str(args.workers),
+            "--threads",
+            str(args.threads),
+            "--keep-alive",
+            "30",
+            "--log-level",
+            "warning",
+        ],
+        env=server_env,
+    )
+    try:
+        for _ in range(300):
+            try:
+                requests.get(f"{base}/healthz", timeout=5)
+                break
+            except requests.RequestException:
+                time.sleep(0.1)
+
+        def token(application: Any, secret: str) -> dict[str, str]:
+            issued = requests.post(
+                f"{base}/api/v1/oauth/token/",
+                data={"grant_type": "client_credentials", "scope": "read"},
+                auth=(application.client_id, secret),
+                timeout=10,
+            )
+            issued.raise_for_status()
+            return {"Authorization": f"Bearer {issued.json()['access_token']}"}
+
+        weekly_auth = token(weekly_system, weekly_secret)
+        niams_auth = token(niams_system, niams_secret)
+        page = 200
+        targets = [
+            (
+                "calendar, 60 visits",
+                f"{base}/api/v1/participants/{sixty.pk}/calendar/",
+                weekly_auth,
+                f"{base}/bench/calendar/{sixty.pk}/",
+            ),
+            (
+                f"site visit list, {page} of {visits_at_site}",
+                f"{base}/api/v1/visits/?site={site.code}&trial={niams.trial.code}&page_size={page}",
+                niams_auth,
+                f"{base}/bench/visits/?site={site.code}&page_size={page}",
+            ),
+        ]
+        load = {"requests_total": args.requests, "seconds": args.seconds, "clients": args.clients}
+        rows = []
+        for name, api_url, auth, baseline_url in targets:
+            api = _load(api_url, auth, **load)  # type: ignore[arg-type]
+            baseline = _load(baseline_url, {}, **load)  # type: ignore[arg-type]
+            size = len(requests.get(api_url, headers=auth, timeout=30).content)
+            rows.append((name, api, baseline, size))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    print(
+        f"database: {django.db.connection.vendor}; setup {setup_s:.1f} s "
+        f"({args.site_participants} participants, {visits_at_site} visits at the site); "
+        f"gunicorn gthread {args.workers}x{args.threads}, {args.clients} keep-alive clients"
+    )
+    header = (
+        f"{'target':34} {'':9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'n':>5}  "
+        f"{'API/baseline':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, api, baseline, size in rows:
+        print(
+            f"{name:34} {'API':9} {api['rps']:8.1f} {api['p50']:8.1f} {api['p99']:8.1f} "
+            f"{api['requests']:5.0f}  p50 {api['p50'] / baseline['p50']:5.1f}x  "
+            f"({size / 1024:.0f} KiB)"
+        )
+        print(
+            f"{'':34} {'baseline':9} {baseline['rps']:8.1f} {baseline['p50']:8.1f} "
+            f"{baseline['p99']:8.1f} {baseline['requests']:5.0f}  "
+            f"req/s {baseline['rps'] / api['rps']:5.1f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
