@@ -37,8 +37,9 @@ from scheduler.models import (
     Reminder,
     ScheduledMilestone,
     ScheduledVisit,
+    WebhookSubscription,
 )
-from trials.models import Site, Trial
+from trials.models import Site, Trial, TrialSite
 
 Role = Membership.Role
 READ_ROLES = frozenset(
@@ -219,3 +220,38 @@ def can_see_contact_details(user: object, *, trial_id: int, site_id: int) -> boo
     """Participants' email, phone and guardian: only the site's coordinators and
     investigators, who contact them. Site systems, pharmacists and monitors never need them."""
     return _holds(user, CONTACT_ROLES, trial_id=trial_id, site_id=site_id)
+
+
+# ----------------------------------------------------------------------------------------
+# For the admin: whether to show a door at all, and where a new participant may be registered.
+
+
+def holds_role(user: object, roles: frozenset[str]) -> bool:
+    """Does the user hold any of `roles` anywhere (the admin shows a model's door only then)?"""
+    return any(m.role in roles for m in _memberships(user))
+
+
+def trial_sites_for(user: object, *, roles: frozenset[str] = WRITE_ROLES) -> QuerySet[TrialSite]:
+    """The (trial, site) pairs the user acts on in one of `roles`, as TrialSite rows."""
+    return TrialSite.objects.filter(_scope(user, roles))
+
+
+# ----------------------------------------------------------------------------------------
+# Webhooks: a site system subscribes to the events of the (trial, site) pairs it acts for.
+
+WEBHOOK_ROLES = frozenset({Role.SITE_SYSTEM})
+
+
+def can_receive_events_at(user: object, *, trial_id: int, site_id: int) -> bool:
+    """May the user subscribe to (and keep receiving) calendar events of this trial at this
+    site? Only as a site system there; asked again before every delivery, so a membership
+    revoked after the event was planned sends nothing."""
+    return _holds(user, WEBHOOK_ROLES, trial_id=trial_id, site_id=site_id)
+
+
+def webhook_subscriptions_for(user: object) -> QuerySet[WebhookSubscription]:
+    """A site system's own subscriptions: another system's (or anyone's, for a user that is
+    no site system) are not there, so the API answers 404 for them."""
+    if not any(m.role in WEBHOOK_ROLES for m in _memberships(user)):
+        return WebhookSubscription.objects.none()
+    return WebhookSubscription.objects.filter(owner=user)  # type: ignore[misc]

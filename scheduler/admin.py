@@ -9,9 +9,8 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Count, Model, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -20,7 +19,9 @@ from django.utils.text import Truncator
 from simple_history.utils import get_history_model_for_model
 
 from participants.models import Participant
+from scheduler import access
 from scheduler.access import site_now, site_today
+from scheduler.admin_access import ScopedAdmin, ScopedInline, scoped_filter
 from scheduler.calendar import CalendarDiff, deviation_days
 from scheduler.calendars.feeds import feed_create, feed_path, feed_regenerate, feed_revoke
 from scheduler.checks import site_mailbox_warning
@@ -31,6 +32,7 @@ from scheduler.forms import (
     VisitCloseForm,
     VisitRecordDoneForm,
 )
+from scheduler.governance import GovernanceError, trial_blinding_change
 from scheduler.models import (
     CalendarFeed,
     CoordinatorNotification,
@@ -44,9 +46,9 @@ from scheduler.outbox.sweep import notifications_mark_read, reminders_retry
 from scheduler.selectors import (
     TAPER_STEP_LABELS,
     VISIT_GLANCE_LABELS,
+    VISIT_STATUS_KEYS,
     milestone_step_status,
     milestones_with_next_step,
-    sites_with_visit_status,
     visit_glance_status,
     visit_status_filters_per_site,
 )
@@ -61,7 +63,10 @@ from scheduler.services import (
     visit_record_done_preview,
 )
 from trials.admin import AuditTrailAdmin
-from trials.models import Site
+from trials.admin import ProtocolVersionAdmin as ProtocolVersionRecordAdmin
+from trials.admin import TrialAdmin as TrialRecordAdmin
+from trials.models import ProtocolVersion, Site, Trial
+from trials.protocol_file import Blinding
 
 Summary = list[tuple[str, str]]
 ActionForm = TypeVar("ActionForm", bound=LifecycleForm)
@@ -191,7 +196,7 @@ def confirmed(request: HttpRequest) -> bool:
     return "_confirm" in request.POST
 
 
-class CalendarActionsAdmin(SiteClockHistory, AuditTrailAdmin):
+class CalendarActionsAdmin(ScopedAdmin, SiteClockHistory, AuditTrailAdmin):
     """An admin whose records have calendar actions: each is a form, a preview of exactly what
     the service would change (nothing written), and a confirm that calls the service once."""
 
@@ -251,7 +256,7 @@ class CalendarActionsAdmin(SiteClockHistory, AuditTrailAdmin):
 # Scheduled visits
 
 
-class ProcedureInline(admin.TabularInline):
+class ProcedureInline(ScopedInline):
     model = ScheduledProcedure
     extra = 0
     fields = ("procedure", "status", "not_done_reason")
@@ -288,10 +293,6 @@ VISIT_ACTIONS = [
 ]
 
 
-def may_change_visits(request: HttpRequest) -> bool:
-    return request.user.has_perm("scheduler.change_scheduledvisit")
-
-
 @admin.register(ScheduledVisit)
 class ScheduledVisitAdmin(CalendarActionsAdmin):
     """The visit's fields are read-only: a visit changes only through the lifecycle services,
@@ -309,7 +310,12 @@ class ScheduledVisitAdmin(CalendarActionsAdmin):
         "booked_at",
         "deviation_days",
     ]
-    list_filter = ["status", VisitAttentionFilter, "participant__trial", "participant__site"]
+    list_filter = [
+        "status",
+        VisitAttentionFilter,
+        scoped_filter("participant__trial"),
+        scoped_filter("participant__site"),
+    ]
     search_fields = ["participant__study_id", "visit_definition__code"]
     date_hierarchy = "target_date"
     list_select_related = ["participant__trial", "participant__site", "visit_definition"]
@@ -340,6 +346,9 @@ class ScheduledVisitAdmin(CalendarActionsAdmin):
 
     booked_at = site_clock_column("booked_start", "booked at", _participant_site)
     done_at = site_clock_column("actual_start", "done at", _participant_site)
+
+    def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[ScheduledVisit]:
+        return access.visits_for(request.user, write=write)
 
     @admin.display(description="status", ordering="status")
     def glance_status(self, visit: ScheduledVisit) -> str:
@@ -372,7 +381,7 @@ class ScheduledVisitAdmin(CalendarActionsAdmin):
         form_url: str = "",
         obj: Any = None,
     ) -> Any:
-        if obj is not None and obj.is_open and may_change_visits(request):
+        if obj is not None and obj.is_open and self.may_write(request, obj):
             context["lifecycle_actions"] = [
                 (label, self.action_url(name, obj)) for name, label in VISIT_ACTIONS
             ]
@@ -529,13 +538,16 @@ class ScheduledVisitAdmin(CalendarActionsAdmin):
     # --- helpers of the actions
 
     def _visit(self, request: HttpRequest, object_id: int) -> ScheduledVisit:
-        if not may_change_visits(request):
+        # No write role anywhere: refused whatever the id. A write role: another site's
+        # visit (or one only read here) is a 404, like a visit that does not exist.
+        if not self.may_write(request):
             raise PermissionDenied
-        return get_object_or_404(
-            ScheduledVisit.objects.select_related(
+        return self.visible_object(
+            request,
+            object_id,
+            self.writable(request).select_related(
                 "participant__site", "participant__trial", "visit_definition"
             ),
-            pk=object_id,
         )
 
     def _refused(
@@ -688,7 +700,7 @@ def _done_outcome(visit: ScheduledVisit, form: VisitRecordDoneForm) -> Outcome:
 
 
 @admin.register(ScheduledMilestone)
-class ScheduledMilestoneAdmin(SiteClockHistory, AuditTrailAdmin):
+class ScheduledMilestoneAdmin(ScopedAdmin, SiteClockHistory, AuditTrailAdmin):
     """Milestones change only through the services (taper decisions, anchors, re-planning)."""
 
     list_display = [
@@ -700,9 +712,12 @@ class ScheduledMilestoneAdmin(SiteClockHistory, AuditTrailAdmin):
         "step_status",
         "flag",
     ]
-    list_filter = ["status", "participant__trial", "rule__kind"]
+    list_filter = ["status", scoped_filter("participant__trial"), "rule__kind"]
     search_fields = ["participant__study_id", "rule__code"]
     list_select_related = ["participant__trial", "participant__site", "rule"]
+
+    def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[ScheduledMilestone]:
+        return access.milestones_for(request.user, write=write)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ScheduledMilestone]:
         return milestones_with_next_step(super().get_queryset(request))
@@ -721,21 +736,26 @@ class ScheduledMilestoneAdmin(SiteClockHistory, AuditTrailAdmin):
         return False
 
 
-class AuditRecordAdmin(admin.ModelAdmin):
-    """Every audit entry of a model, to browse across records: read-only for everyone."""
+class AuditRecordAdmin(ScopedAdmin):
+    """Every audit entry of a model, to browse across records: read-only for everyone, and
+    only the entries of participants the user may read (those of a record deleted since
+    included: the entries carry the participant)."""
 
     date_hierarchy = "history_date"
-    list_filter = ["history_type", "history_date", "participant__trial", "participant__site"]
+    list_filter = [
+        "history_type",
+        "history_date",
+        scoped_filter("participant__trial"),
+        scoped_filter("participant__site"),
+    ]
     ordering = ["-history_date", "-history_id"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[Any]:
+        if write:
+            return self.model._default_manager.none()
+        return self.model._default_manager.filter(
+            participant__in=access.participants_for(request.user)
+        )
 
     @admin.display(description="changed by", ordering="history_user")
     def changed_by(self, entry: Any) -> str:
@@ -812,17 +832,9 @@ class HistoricalScheduledMilestoneAdmin(AuditRecordAdmin):
 # Reminders: the outbox as coordinators see it
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written only by services and workers: listed and viewed here, never edited."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+class ReadOnlyAdmin(ScopedAdmin):
+    """Rows written only by services and workers: listed and viewed here, never edited
+    (ScopedAdmin refuses add, change and delete; actions act through the services)."""
 
 
 class ReminderAttentionFilter(admin.SimpleListFilter):
@@ -863,8 +875,8 @@ class ReminderAdmin(ReadOnlyAdmin):
         "status",
         "channel",
         "audience",
-        "participant__site",
-        "participant__trial",
+        scoped_filter("participant__site"),
+        scoped_filter("participant__trial"),
     ]
     search_fields = ["participant__study_id", "rule_code", "last_error"]
     list_select_related = ["participant__trial", "participant__site"]
@@ -904,11 +916,16 @@ class ReminderAdmin(ReadOnlyAdmin):
     def error(self, reminder: Reminder) -> str:
         return Truncator(reminder.last_error).chars(200)
 
+    def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[Reminder]:
+        return access.reminders_for(request.user, write=write)
+
     def has_retry_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("scheduler.change_reminder")
+        return self.may_write(request)
 
     @admin.action(description="Retry the selected failed or dead reminders", permissions=["retry"])
     def retry(self, request: HttpRequest, queryset: QuerySet[Reminder]) -> None:
+        # Only what the user may change: a monitor's view of a site is read-only.
+        queryset = queryset.filter(pk__in=self.writable(request).values("pk"))
         selected = queryset.count()
         requeued = reminders_retry(reminders=queryset)
         self.message_user(
@@ -943,7 +960,7 @@ class CoordinatorNotificationAdmin(ReadOnlyAdmin):
     """In-app reminders of each site's coordinators, newest first."""
 
     list_display = ["created", "site", "text", "read"]
-    list_filter = [NotificationReadFilter, "site"]
+    list_filter = [NotificationReadFilter, scoped_filter("site")]
     search_fields = ["text"]
     list_select_related = ["site"]
     ordering = ["-created_at", "-id"]
@@ -952,6 +969,11 @@ class CoordinatorNotificationAdmin(ReadOnlyAdmin):
     readonly_fields = ["created", "read"]
     created = site_clock_column("created_at", "created at", lambda row: row.site)
     read = site_clock_column("read_at", "read at", lambda row: row.site)
+    # Notices go to the sites where the user works on calendars (see notifications_for).
+    read_roles = access.WRITE_ROLES
+
+    def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[CoordinatorNotification]:
+        return access.notifications_for(request.user)
 
     @admin.action(description="Mark as read")
     def mark_read(self, request: HttpRequest, queryset: QuerySet[CoordinatorNotification]) -> None:
@@ -983,7 +1005,8 @@ class FeedSiteFilter(admin.SimpleListFilter):
     parameter_name = "site"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(str(site.pk), site.name) for site in Site.objects.order_by("name")]
+        sites = access.sites_for(request.user).order_by("name")
+        return [(str(site.pk), site.name) for site in sites]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value():
@@ -1019,14 +1042,8 @@ def feeds_url(owner: Participant | Site) -> str:
     return reverse(f"admin:scheduler_calendarfeed_{kind}", args=[owner.pk])
 
 
-def may_view_feeds(request: HttpRequest) -> bool:
-    return request.user.has_perm("scheduler.view_calendarfeed") or request.user.has_perm(
-        "scheduler.change_calendarfeed"
-    )
-
-
 @admin.register(CalendarFeed)
-class CalendarFeedAdmin(SiteClockHistory, AuditTrailAdmin):
+class CalendarFeedAdmin(ScopedAdmin, SiteClockHistory, AuditTrailAdmin):
     """Subscribable feeds, read-only. Only a hash of each feed's token is stored, so no page
     can show an existing feed's URL: the owner's "Calendar feed" page creates a feed (or
     replaces one) and shows its URL once; its History shows who created and revoked it."""
@@ -1042,17 +1059,15 @@ class CalendarFeedAdmin(SiteClockHistory, AuditTrailAdmin):
     created = site_clock_column("created_at", "created at", lambda feed: feed_site(feed))
     revoked = site_clock_column("revoked_at", "revoked at", lambda feed: feed_site(feed))
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[CalendarFeed]:
+        of_participants = access.participant_feeds_for(request.user, write=write)
+        of_sites = access.site_feeds_for(request.user, write=write)
+        return CalendarFeed.objects.filter(
+            Q(pk__in=of_participants.values("pk")) | Q(pk__in=of_sites.values("pk"))
+        )
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("scheduler.change_calendarfeed")
+        return self.may_write(request)
 
     def history_site(self, obj: Any) -> Site:
         return feed_site(obj)
@@ -1066,7 +1081,8 @@ class CalendarFeedAdmin(SiteClockHistory, AuditTrailAdmin):
 
     @admin.action(description="Revoke the selected feeds", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[CalendarFeed]) -> None:
-        active = list(queryset.filter(revoked_at__isnull=True))
+        writable = self.writable(request).values("pk")
+        active = list(queryset.filter(revoked_at__isnull=True, pk__in=writable))
         for feed in active:
             feed_revoke(feed=feed, by=request.user)
         self.message_user(
@@ -1091,28 +1107,32 @@ class CalendarFeedAdmin(SiteClockHistory, AuditTrailAdmin):
         ]
 
     def participant_feeds_view(self, request: HttpRequest, participant_id: int) -> HttpResponse:
-        participant = get_object_or_404(
-            Participant.objects.select_related("trial"), pk=participant_id
+        participant = self.visible_object(
+            request,
+            participant_id,
+            access.participants_for(request.user).select_related("trial", "site"),
         )
-        return self._feeds_view(request, participant)
+        may_write = access.participants_for(request.user, write=True).filter(pk=participant_id)
+        return self._feeds_view(request, participant, may_write=may_write.exists())
 
     def site_feeds_view(self, request: HttpRequest, site_id: int) -> HttpResponse:
-        return self._feeds_view(request, get_object_or_404(Site, pk=site_id))
+        site = self.visible_object(request, site_id, access.sites_for(request.user))
+        may_write = access.sites_for(request.user, roles=access.WRITE_ROLES).filter(pk=site_id)
+        return self._feeds_view(request, site, may_write=may_write.exists())
 
-    def _feeds_view(self, request: HttpRequest, owner: Participant | Site) -> HttpResponse:
+    def _feeds_view(
+        self, request: HttpRequest, owner: Participant | Site, *, may_write: bool
+    ) -> HttpResponse:
         """The owner's feeds, with buttons to create, revoke and regenerate (POST only).
 
         After a create or a regenerate the page itself is the answer, not a redirect: the new
         URL is in no message, session, log or database row, so it can be shown only now.
         """
-        owner_admin = self.admin_site.get_model_admin(type(owner))
-        if not (may_view_feeds(request) and owner_admin.has_view_permission(request, owner)):
-            raise PermissionDenied
         participant = owner if isinstance(owner, Participant) else None
         site = owner if isinstance(owner, Site) else None
         feeds = CalendarFeed.objects.filter(participant=participant, site=site)
-        may_create = request.user.has_perm("scheduler.add_calendarfeed")
-        may_revoke = request.user.has_perm("scheduler.change_calendarfeed")
+        # Creating, revoking and regenerating: a write role where the owner is.
+        may_create = may_revoke = may_write
         new_feed_url = None
         if request.method == "POST":
             if "_create" in request.POST:
@@ -1165,16 +1185,18 @@ class CalendarFeedAdmin(SiteClockHistory, AuditTrailAdmin):
 
 
 @admin.register(Site)
-class SiteAdmin(VisitStatusColumns, admin.ModelAdmin):
-    """Sites, with the status of all their participants' visits at a glance.
+class SiteAdmin(VisitStatusColumns, ScopedAdmin):
+    """Sites, with the status of their participants' visits at a glance.
+
+    A site is governed like a trial: holders of Django's site permissions (trial
+    administrators) list and edit every site. Everyone else sees the sites of their
+    memberships, read-only. The counts are clinical, so they count only the participants the
+    user may read (access.participants_for) and are shown only to holders of a read role.
 
     Registered here, not in trials: the counts and the feed link are the scheduler's."""
 
-    list_display = [
-        "code",
-        "name",
-        "timezone",
-        "country",
+    list_display = ["code", "name", "timezone", "country"]
+    status_columns = [
         "visits_due",
         "visits_booked",
         "visits_done",
@@ -1187,9 +1209,53 @@ class SiteAdmin(VisitStatusColumns, admin.ModelAdmin):
     # while the site has no mailbox.
     change_form_template = "admin/notices/change_form.html"
 
+    def governs(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("trials.view_site") or request.user.has_perm(
+            "trials.change_site"
+        )
+
+    def reads_calendars(self, request: HttpRequest) -> bool:
+        return access.holds_role(request.user, access.READ_ROLES)
+
+    def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[Site]:
+        if self.governs(request):
+            return Site.objects.all()
+        return access.sites_for(request.user, roles=access.READ_ROLES | access.PROTOCOL_ROLES)
+
     def get_queryset(self, request: HttpRequest) -> Any:
-        # Each site counts from its own today (see visit_status_filters_per_site).
-        return sites_with_visit_status(queryset=super().get_queryset(request))
+        queryset = super().get_queryset(request)
+        if not self.reads_calendars(request):
+            return queryset
+        # Each site counts from its own today (see visit_status_filters_per_site), and only
+        # the participants the user may read.
+        filters = visit_status_filters_per_site(
+            zone_field="timezone", prefix="participants__visits__"
+        )
+        readable = Q(participants__in=access.participants_for(request.user))
+        return queryset.annotate(
+            **{
+                f"visits_{key}": Count("participants__visits", filter=filters[key] & readable)
+                for key in VISIT_STATUS_KEYS
+            }
+        )
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        shown = list(super().get_list_display(request))
+        return shown + self.status_columns if self.reads_calendars(request) else shown
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.governs(request) or access.holds_role(
+            request.user, access.READ_ROLES | access.PROTOCOL_ROLES
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("trials.add_site")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("trials.change_site")
 
     def render_change_form(
         self,
@@ -1200,7 +1266,7 @@ class SiteAdmin(VisitStatusColumns, admin.ModelAdmin):
         form_url: str = "",
         obj: Any = None,
     ) -> Any:
-        if obj is not None and request.user.has_perm("scheduler.view_calendarfeed"):
+        if obj is not None and access.sites_for(request.user).filter(pk=obj.pk).exists():
             context["related_links"] = [
                 ("Calendar feed", reverse("admin:scheduler_calendarfeed_site", args=[obj.pk]))
             ]
@@ -1209,6 +1275,158 @@ class SiteAdmin(VisitStatusColumns, admin.ModelAdmin):
         return super().render_change_form(request, context, add, change, form_url, obj)
 
 
+# ----------------------------------------------------------------------------------------
+# Trials: governed by Django's trial permissions; members read their own trials; the blinding
+# changes only on its own page, by an unblinded role with a reason (governance service).
+
+
+class BlindingChangeForm(LifecycleForm):
+    blinding = forms.ChoiceField(choices=[(b.value, b.value) for b in Blinding])
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Why the blinding changes (database lock, an emergency unblinding…): "
+        "kept in the trial's audit trail.",
+    )
+
+
+admin.site.unregister(Trial)
+
+
+@admin.register(Trial)
+class TrialAdmin(ScopedAdmin, TrialRecordAdmin):  # type: ignore[misc]
+    """The trials admin of trials/admin.py, scoped: holders of Django's trial permissions
+    see and edit every trial; members see their own trials read-only (without the sites
+    inline, which needs its own permission). Its page links to "Change blinding"."""
+
+    def governs(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("trials.view_trial") or request.user.has_perm(
+            "trials.change_trial"
+        )
+
+    def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[Trial]:
+        return Trial.objects.all() if self.governs(request) else access.trials_for(request.user)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.governs(request) or access.holds_role(
+            request.user, access.READ_ROLES | access.PROTOCOL_ROLES
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("trials.add_trial")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("trials.change_trial")
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<int:object_id>/blinding/",
+                self.admin_site.admin_view(self.blinding_view),
+                name="trials_trial_blinding",
+            ),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        if obj is not None and access.can_change_blinding(request.user, trial=obj):
+            context["related_links"] = [
+                ("Change blinding", reverse("admin:trials_trial_blinding", args=[obj.pk]))
+            ]
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def blinding_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """A trial's blinding, changed by the governance service: it refuses everyone but an
+        unblinded role of the trial, and a change without a reason, in its own words."""
+        trial = self.visible_object(request, object_id)
+        form = BlindingChangeForm(posted(request), initial={"blinding": trial.blinding})
+        if request.method == "POST" and form.is_valid():
+            try:
+                changed = trial_blinding_change(
+                    trial=trial,
+                    blinding=form.cleaned_data["blinding"],
+                    reason=form.cleaned_data["reason"],
+                    by=request.user,
+                )
+            except GovernanceError as refusal:
+                form.add_error(None, str(refusal))
+            else:
+                self.message_user(
+                    request, f"{changed.code} is now {changed.blinding}.", messages.SUCCESS
+                )
+                return HttpResponseRedirect(reverse("admin:trials_trial_change", args=[changed.pk]))
+        opts = self.model._meta
+        return TemplateResponse(
+            request,
+            "admin/lifecycle/form.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": opts,
+                "title": "Change blinding",
+                "original": trial,
+                "original_url": reverse("admin:trials_trial_change", args=[trial.pk]),
+                "form": form,
+                "summary": [("Trial", str(trial)), ("Blinding now", trial.blinding)],
+                "submit_label": "Change blinding",
+            },
+        )
+
+
+class ProtocolContentReading:
+    """An inline of a protocol's own content (arms, visits, procedures…), read by whoever
+    reads the version: Django's inlines would ask each content model's permission."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return access.holds_role(
+            request.user, access.READ_ROLES | access.PROTOCOL_ROLES
+        ) or request.user.has_perm("trials.view_protocolversion")
+
+
+admin.site.unregister(ProtocolVersion)
+
+
+@admin.register(ProtocolVersion)
+class ProtocolVersionAdmin(ScopedAdmin, ProtocolVersionRecordAdmin):  # type: ignore[misc]
+    """The protocol versions admin of trials/admin.py, scoped like trials: holders of
+    Django's protocol permissions see every version; data managers and the other roles of a
+    trial read its versions (imported from files, never edited here)."""
+
+    read_roles = access.READ_ROLES | access.PROTOCOL_ROLES
+    inlines = [  # type: ignore[misc,assignment]
+        type(inline.__name__, (ProtocolContentReading, inline), {})
+        for inline in ProtocolVersionRecordAdmin.inlines
+    ]
+
+    def governs(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("trials.view_protocolversion") or request.user.has_perm(
+            "trials.change_protocolversion"
+        )
+
+    def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[ProtocolVersion]:
+        if self.governs(request):
+            return ProtocolVersion.objects.all()
+        return ProtocolVersion.objects.filter(trial__in=access.trials_for(request.user))
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.governs(request) or super().has_module_permission(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.governs(request) or super().has_view_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("trials.change_protocolversion")
+
+
 # The participant and membership admins are built on the services above; importing them
 # registers them.
-from scheduler import admin_access, admin_participants  # noqa: E402, F401, I001
+from scheduler import admin_access, admin_participants, admin_webhooks  # noqa: E402, F401, I001

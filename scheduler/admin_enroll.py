@@ -22,7 +22,6 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
@@ -34,7 +33,9 @@ from participants.forms import (
 )
 from participants.models import Participant
 from participants.services import participant_register, registration_version
+from scheduler import access
 from scheduler.access import participant_today, site_today
+from scheduler.admin_access import ScopedAdmin
 from scheduler.services import (
     CalendarError,
     EnrollmentError,
@@ -54,22 +55,18 @@ def enroll_url(participant: Participant) -> str:
     return reverse("admin:participants_participant_enroll", args=[participant.pk])
 
 
-def may_enroll(request: HttpRequest) -> bool:
-    # Enrolling writes the calendar, so it needs the same permissions as the calendar actions.
-    return request.user.has_perm("participants.change_participant") and request.user.has_perm(
-        "scheduler.change_scheduledvisit"
-    )
-
-
 def may_see_arms(request: HttpRequest, participant: Participant) -> bool:
     """A blinded trial's arm is chosen only by a user allowed to see it (an unblinded role)."""
-    return not participant.trial.is_blinded or request.user.has_perm(
-        "participants.view_unblinded_arm"
+    return access.can_see_arm(request.user, trial=participant.trial, site=participant.site)
+
+
+def _trial_sites(request: HttpRequest) -> QuerySet[TrialSite]:
+    """Where the user may register a participant: the (trial, site) pairs of a write role."""
+    return (
+        access.trial_sites_for(request.user, roles=access.WRITE_ROLES)
+        .select_related("trial", "site")
+        .order_by("trial__code", "site__code")
     )
-
-
-def _trial_sites() -> QuerySet[TrialSite]:
-    return TrialSite.objects.select_related("trial", "site").order_by("trial__code", "site__code")
 
 
 def participant_page_warnings(participant: Participant) -> list[str]:
@@ -78,13 +75,13 @@ def participant_page_warnings(participant: Participant) -> list[str]:
     return [gap] if gap else []
 
 
-def register_view(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpResponse:
+def register_view(model_admin: ScopedAdmin, request: HttpRequest) -> HttpResponse:
     """The admin's "Add participant": choose trial and site, then register the candidate."""
     if not model_admin.has_add_permission(request):
         raise PermissionDenied
     query = request.POST if request.method == "POST" else request.GET
     choice_form = TrialSiteChoiceForm(
-        query if "trial_site" in query else None, trial_sites=_trial_sites()
+        query if "trial_site" in query else None, trial_sites=_trial_sites(request)
     )
     context: dict[str, Any] = {"choice_form": choice_form, "form": None, "version": None}
     if not choice_form.is_valid():
@@ -133,7 +130,7 @@ def register_view(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpRe
                 "eligibility, then enroll.",
                 messages.SUCCESS,
             )
-            if may_enroll(request):
+            if model_admin.may_write(request, participant):
                 return HttpResponseRedirect(enroll_url(participant))
             return HttpResponseRedirect(_change_url(participant))
     return _register_page(model_admin, request, context)
@@ -154,15 +151,15 @@ def _register_page(
     )
 
 
-def enroll_view(
-    model_admin: admin.ModelAdmin, request: HttpRequest, object_id: int
-) -> HttpResponse:
+def enroll_view(model_admin: ScopedAdmin, request: HttpRequest, object_id: int) -> HttpResponse:
     """A screening participant's eligibility, the details it is checked against, and Enroll."""
-    if not may_enroll(request):
+    # Enrolling writes the calendar: a write role, and another site's participant is a 404.
+    if not model_admin.may_write(request):
         raise PermissionDenied
-    participant = get_object_or_404(
-        Participant.objects.select_related("trial", "site", "protocol_version__trial"),
-        pk=object_id,
+    participant = model_admin.visible_object(
+        request,
+        object_id,
+        model_admin.writable(request).select_related("trial", "site", "protocol_version__trial"),
     )
     if participant.status != Participant.Status.SCREENING:
         model_admin.message_user(

@@ -6,7 +6,6 @@ registers it when scheduler/admin.py imports this module.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,12 +14,12 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404
+from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, reverse
 from django.utils import timezone
 
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
+from scheduler import access
 from scheduler.access import site_today
 from scheduler.admin import (
     CalendarActionsAdmin,
@@ -38,6 +37,7 @@ from scheduler.admin import (
     step_label,
     submitted,
 )
+from scheduler.admin_access import ScopedAdmin, ScopedInline, scoped_filter
 from scheduler.admin_enroll import (
     enroll_url,
     enroll_view,
@@ -75,7 +75,7 @@ from trials.models import Anchor, MilestoneRule, ProcedureDefinition, Site
 from trials.protocol_file import Channel, MilestoneKind
 
 
-class AnchorInline(admin.TabularInline):
+class AnchorInline(ScopedInline):
     """A participant's anchor dates: entered with a new participant, then read-only here.
 
     Moving an anchor re-plans the calendar, so it goes through "Change anchor date", which
@@ -86,16 +86,10 @@ class AnchorInline(admin.TabularInline):
     extra = 0
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return obj is None and super().has_add_permission(request, obj)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+        return obj is None and access.holds_role(request.user, access.WRITE_ROLES)
 
 
-class VisitInline(admin.TabularInline):
+class VisitInline(ScopedInline):
     model = ScheduledVisit
     extra = 0
     can_delete = False
@@ -132,7 +126,7 @@ class VisitInline(admin.TabularInline):
         return glance_label(visit)
 
 
-class MilestoneInline(admin.TabularInline):
+class MilestoneInline(ScopedInline):
     model = ScheduledMilestone
     extra = 0
     can_delete = False
@@ -165,7 +159,7 @@ class RecentRemindersFormSet(BaseInlineFormSet):
         return self._recent
 
 
-class ReminderInline(admin.TabularInline):
+class ReminderInline(ScopedInline):
     """What the outbox did for this participant: reminders due so far, the latest first."""
 
     model = Reminder
@@ -229,13 +223,6 @@ PARTICIPANT_ACTIONS = [
 ACTIVE = (Participant.Status.SCREENING, Participant.Status.ENROLLED)
 
 
-def may_change_calendars(request: HttpRequest) -> bool:
-    # Each participant action re-plans the calendar, so it needs both permissions.
-    return request.user.has_perm("participants.change_participant") and request.user.has_perm(
-        "scheduler.change_scheduledvisit"
-    )
-
-
 @admin.register(Participant)
 class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
     list_display = [
@@ -252,7 +239,7 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
         "visits_out_of_window",
         "visits_overdue",
     ]
-    list_filter = ["trial", "site", "status"]
+    list_filter = [scoped_filter("trial"), scoped_filter("site"), "status"]
     search_fields = ["study_id", "trial__code"]
     list_select_related = ["trial", "site", "protocol_version__trial"]
     readonly_fields = ["status", "enrolled_at", "enrolled", "protocol_version"]
@@ -305,7 +292,7 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
         ),
     ]
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Sequence[str]:
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         readonly = list(super().get_readonly_fields(request, obj))
         if obj is None:
             return readonly
@@ -314,7 +301,19 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return super().get_fieldsets(request, obj)
-        return self.change_fieldsets
+        if access.can_see_contact_details(request.user, trial_id=obj.trial_id, site_id=obj.site_id):
+            return self.change_fieldsets
+        # Pharmacists, monitors and site systems never see how to reach a participant.
+        return [fieldset for fieldset in self.change_fieldsets if fieldset[0] != "Contact"]
+
+    def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[Participant]:
+        return access.participants_for(request.user, write=write)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self.may_write(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.may_write(request, obj)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if change:
@@ -366,7 +365,7 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
         form_url: str = "",
         obj: Any = None,
     ) -> Any:
-        if obj is not None and obj.status in ACTIVE and may_change_calendars(request):
+        if obj is not None and obj.status in ACTIVE and self.may_write(request, obj):
             has_taper = _tapers(obj).exists()
             context["lifecycle_actions"] = [
                 (label, self.action_url(name, obj))
@@ -378,7 +377,7 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
                     0, ("Check eligibility and enroll", enroll_url(obj))
                 )
         if obj is not None:
-            context["related_links"] = _related_links(request, obj)
+            context["related_links"] = _related_links(obj)
             context["page_warnings"] = participant_page_warnings(obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -561,11 +560,14 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
     # --- helpers of the actions
 
     def _participant(self, request: HttpRequest, object_id: int) -> Participant:
-        if not may_change_calendars(request):
+        # No write role anywhere: refused whatever the id; else another site's participant
+        # (or one only read here) is a 404.
+        if not self.may_write(request):
             raise PermissionDenied
-        return get_object_or_404(
-            Participant.objects.select_related("trial", "site", "protocol_version__trial"),
-            pk=object_id,
+        return self.visible_object(
+            request,
+            object_id,
+            self.writable(request).select_related("trial", "site", "protocol_version__trial"),
         )
 
     def _participant_page(
@@ -588,16 +590,13 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
         )
 
 
-def _related_links(request: HttpRequest, participant: Participant) -> list[tuple[str, str]]:
-    links = []
-    if request.user.has_perm("scheduler.view_reminder"):
-        reminders = reverse("admin:scheduler_reminder_changelist")
-        links.append(
-            ("Reminders", f"{reminders}?{urlencode({'participant__id__exact': participant.pk})}")
-        )
-    if request.user.has_perm("scheduler.view_calendarfeed"):
-        links.append(("Calendar feed", feeds_url(participant)))
-    return links
+def _related_links(participant: Participant) -> list[tuple[str, str]]:
+    # Whoever reads the participant reads their reminders and feeds (the same scope).
+    reminders = reverse("admin:scheduler_reminder_changelist")
+    return [
+        ("Reminders", f"{reminders}?{urlencode({'participant__id__exact': participant.pk})}"),
+        ("Calendar feed", feeds_url(participant)),
+    ]
 
 
 def _tapers(participant: Participant) -> QuerySet[MilestoneRule]:
@@ -634,53 +633,16 @@ def _taper_outcome(decision: dict[str, Any]) -> Outcome:
 
 
 @admin.register(TreatmentAssignment)
-class TreatmentAssignmentAdmin(SiteClockHistory, AuditTrailAdmin):
-    """The arm, shown only to users with the unblinded permission (or open-label trials).
-
-    Its history carries the arm too, so the History pages answer only for assignments the
-    user may see here; its audit entries are not browsable on their own anywhere.
-    """
+class TreatmentAssignmentAdmin(ScopedAdmin, SiteClockHistory, AuditTrailAdmin):
+    """The arm: an open trial's to whoever reads its participants, a blinded trial's only to
+    an unblinded role at the participant's site (access.assignments_for). Its history carries
+    the arm too, so its History pages answer 404 for every other assignment, exactly like a
+    missing one; its audit entries are not browsable on their own anywhere."""
 
     list_display = ["participant", "arm", "assigned_at"]
-    list_select_related = ["participant__trial", "arm"]
+    list_select_related = ["participant__trial", "participant__site", "arm"]
 
-    def get_queryset(self, request: HttpRequest) -> Any:
-        queryset = super().get_queryset(request)
-        if request.user.has_perm("participants.view_unblinded_arm"):
-            return queryset
-        return queryset.filter(participant__trial__blinding="open")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def history_view(
-        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        self._require_visible(request, object_id)
-        return super().history_view(request, object_id, extra_context)
-
-    def history_form_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        version_id: str,
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        self._require_visible(request, object_id)
-        return super().history_form_view(request, object_id, version_id, extra_context)
-
-    def _require_visible(self, request: HttpRequest, object_id: str) -> None:
-        # simple-history falls back to the audit trail when the live row is not in
-        # get_queryset(); a blinded assignment must look exactly like a missing one.
-        try:
-            visible = self.get_queryset(request).filter(pk=object_id).exists()
-        except (ValueError, ValidationError):
-            visible = False
-        if not visible:
-            raise Http404
+    def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[TreatmentAssignment]:
+        if write:
+            return TreatmentAssignment.objects.none()
+        return access.assignments_for(request.user)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -47,3 +49,42 @@ def participant_for(
         protocol_version=version,
         **fields,
     )
+
+
+# ----------------------------------------------------------------------------------------
+# Memberships: the admin and the API show clinical data only through them (scheduler/access.py).
+
+
+def member(user: Any, *, trial: Any, site: Site | None = None, role: str = "coordinator") -> Any:
+    """Give `user` a role in `trial` at `site` (None: trial-wide roles); returns the user."""
+    from scheduler.models import Membership
+
+    Membership.objects.get_or_create(user=user, trial=trial, site=site, role=role)
+    return user
+
+
+@contextmanager
+def member_of_every_trial_site(user: Any, *, role: str = "coordinator") -> Iterator[Any]:
+    """`user` holds `role` at every (trial, site) pair, those created inside the block too.
+
+    For tests of a face whose subject is not scoping (a booking page, a feed page): their user
+    works where their participants are, as a real coordinator would."""
+    from django.db.models.signals import post_save
+
+    def grant(sender: Any, instance: TrialSite, created: bool, **kwargs: Any) -> None:
+        if created:
+            member(user, trial=instance.trial, site=instance.site, role=role)
+
+    member_everywhere(user, role=role)
+    post_save.connect(grant, sender=TrialSite, weak=False, dispatch_uid=f"member-{user.pk}")
+    try:
+        yield user
+    finally:
+        post_save.disconnect(sender=TrialSite, dispatch_uid=f"member-{user.pk}")
+
+
+def member_everywhere(user: Any, *, role: str = "coordinator") -> Any:
+    """`user` holds `role` at every (trial, site) pair there is now; returns the user."""
+    for trial_site in TrialSite.objects.select_related("trial", "site"):
+        member(user, trial=trial_site.trial, site=trial_site.site, role=role)
+    return user

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from participants.models import Participant
@@ -48,3 +49,32 @@ def test_load_demo_gives_calendars_a_past_and_a_next_booking() -> None:
     statuses = set(ScheduledVisit.objects.values_list("status", flat=True))
     assert statuses == {"planned", "booked", "done"}
     assert ScheduledVisit.objects.filter(status="booked").count() == Participant.objects.count()
+
+
+@pytest.mark.django_db
+def test_load_demo_creates_a_login_per_role_and_keeps_their_passwords(settings, tmp_path) -> None:
+    settings.VAR_DIR = tmp_path
+    first = io.StringIO()
+    call_command("load_demo", stdout=first)
+    passwords = (tmp_path / "demo-logins.txt").read_text()
+
+    call_command("load_demo", stdout=io.StringIO())
+
+    roles = {
+        user.username: sorted(
+            (m.trial.code, m.site.code if m.site else None, m.role) for m in user.memberships.all()
+        )
+        for user in get_user_model().objects.exclude(username="admin")
+    }
+    assert len(roles) == 3 * 4 + Trial.objects.count() * 2
+    assert roles["coordinator-tsukuba"] == [
+        ("jasmine-myositis", "tsukuba", "coordinator"),
+        ("tsukuba-early-ani", "tsukuba", "coordinator"),
+    ]
+    assert roles["monitor-niams-ani-vascular"] == [("niams-ani-vascular", None, "sponsor_monitor")]
+    assert (tmp_path / "demo-logins.txt").read_text() == passwords
+    assert oct((tmp_path / "demo-logins.txt").stat().st_mode & 0o777) == "0o600"
+    password = dict(line.split(" ") for line in passwords.splitlines())["pharmacist-nih-cc"]
+    assert f"user {'pharmacist-nih-cc':<36} password {password}" in first.getvalue()
+    assert get_user_model().objects.get(username="pharmacist-nih-cc").check_password(password)
+    assert get_user_model().objects.get(username="system-berlin").is_staff is False

@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
+from tests.factories import member_everywhere
 from trials.models import Trial
 
 CHROMIUM_ARGS = [
@@ -58,6 +59,8 @@ def test_admin_shows_seed_trials_and_demo_participant_calendars(live_server) -> 
     get_user_model().objects.create_superuser("coordinator", "c@example.org", "a-long-passphrase")
     niams_id = Trial.objects.get(code="niams-ani-vascular").id
 
+    # The admin shows clinical data through memberships: a coordinator at every site.
+    member_everywhere(get_user_model().objects.get(username="coordinator"))
     with chromium_page() as page:
         log_in(page, live_server.url, "coordinator", "a-long-passphrase")
         page.goto(f"{live_server.url}/admin/trials/trial/")

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from participants.models import Participant
 from scheduler.access import site_today
 from tests.browser.test_admin import chromium_page, log_in
-from tests.factories import SiteFactory
+from tests.factories import SiteFactory, member_everywhere
 from trials.models import TrialSite
 
 
@@ -36,6 +36,8 @@ def test_coordinator_adds_a_niams_participant_fixes_the_birth_date_and_enrolls(
     typo_birth_date = years_before(consent, 17) - dt.timedelta(days=30)
     birth_date = years_before(consent, 30) - dt.timedelta(days=30)
 
+    # The admin shows clinical data through memberships: a coordinator at every site.
+    member_everywhere(get_user_model().objects.get(username="coordinator"))
     with chromium_page() as page:
         log_in(page, live_server.url, "coordinator", "a-long-passphrase")
         page.goto(f"{live_server.url}/admin/participants/participant/")

@@ -16,7 +16,7 @@ from scheduler.models import CalendarFeed, Reminder, ScheduledVisit
 from scheduler.outbox.sweep import reminders_sweep
 from scheduler.services import participant_enroll, visit_book
 from tests.browser.test_admin import chromium_page, log_in
-from tests.factories import SiteFactory, participant_for
+from tests.factories import SiteFactory, member_everywhere, participant_for
 from tests.scheduler.test_admin_reminders_feeds import UNSUBSCRIBED
 
 D = dt.date
@@ -38,6 +38,8 @@ def test_coordinator_creates_a_feed_subscribes_then_revokes_it(
     participant_enroll(participant=participant, on=D(2026, 1, 5))
     participant_url = f"{live_server.url}/admin/participants/participant/{participant.pk}/change/"
 
+    # The admin shows clinical data through memberships: a coordinator at every site.
+    member_everywhere(get_user_model().objects.get(username="coordinator"))
     with chromium_page() as page:
         log_in(page, live_server.url, "coordinator", "a-long-passphrase")
         page.goto(participant_url)
@@ -101,6 +103,8 @@ def test_coordinator_retries_a_dead_reminder_from_the_failed_and_dead_list(
         reminders_sweep()  # delivered inline once committed (eager Celery)
     dead = Reminder.objects.get(status=Reminder.Status.DEAD)
 
+    # The admin shows clinical data through memberships: a coordinator at every site.
+    member_everywhere(get_user_model().objects.get(username="coordinator"))
     with chromium_page() as page:
         log_in(page, live_server.url, "coordinator", "a-long-passphrase")
         page.goto(f"{live_server.url}/admin/scheduler/reminder/")

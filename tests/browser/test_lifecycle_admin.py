@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from scheduler.models import ScheduledVisit
 from scheduler.services import participant_enroll, visit_book
 from tests.browser.test_admin import chromium_page, log_in
-from tests.factories import SiteFactory, participant_for
+from tests.factories import SiteFactory, member_everywhere, participant_for
 
 D = dt.date
 # A week before V3's window (2026-02-27 to 2026-03-05), so booking 2 March, then 9 March, is
@@ -44,11 +44,14 @@ def test_coordinator_reschedules_v3_out_of_window_after_seeing_the_preview(
     visit_book(visit=v3, local_date=D(2026, 3, 2), local_time=dt.time(9, 0), by=coordinator)
     participant_url = f"{live_server.url}/admin/participants/participant/{participant.pk}/change/"
 
+    # The admin shows clinical data through memberships: a coordinator at every site.
+    member_everywhere(get_user_model().objects.get(username="coordinator"))
     with chromium_page() as page:
         log_in(page, live_server.url, "coordinator", "a-long-passphrase")
         page.goto(participant_url)
         page.locator("#visits-group tr", has_text="Treatment visit 2 (week 4)").locator(
-            "a.inlinechangelink"
+            # "View": a visit changes only through its actions, never by editing it.
+            "a.inlineviewlink"
         ).click()
         page.wait_for_load_state("load")
         page.click("text=Book / reschedule")

@@ -14,7 +14,7 @@ from django.urls import reverse
 from participants.contact import participant_contact_gap
 from participants.models import Participant
 from scheduler.services import participant_details_save, participant_enroll
-from tests.factories import participant_for
+from tests.factories import member_of_every_trial_site, participant_for
 
 D = dt.date
 NOW = dt.datetime(2026, 3, 2, 15, 0, tzinfo=dt.UTC)
@@ -28,6 +28,14 @@ ADULT_CLEARED = (
     "The last contact channel of niams-ani-vascular/P-001 was cleared: invites and reminders "
     "will stop until an email address or a phone number is added."
 )
+
+
+@pytest.fixture(autouse=True)
+def admin_coordinates_every_site(admin_user):
+    """The admin sees clinical data through memberships only: the tests' admin is a
+    coordinator wherever their participants are (scoping itself: tests/access/)."""
+    with member_of_every_trial_site(admin_user):
+        yield
 
 
 @pytest.fixture(autouse=True)

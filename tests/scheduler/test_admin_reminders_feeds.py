@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import time_machine
-from django.contrib.auth.models import Permission
 from django.core.mail.backends.base import BaseEmailBackend
 from django.urls import reverse
 from twilio.http import HttpClient
@@ -25,7 +24,7 @@ from scheduler.models import CalendarFeed, CoordinatorNotification, Reminder, Sc
 from scheduler.outbox.sms import TwilioSmsBackend
 from scheduler.outbox.sweep import reminders_sweep
 from scheduler.services import participant_enroll, visit_book
-from tests.factories import SiteFactory, participant_for
+from tests.factories import SiteFactory, member, member_of_every_trial_site, participant_for
 from tests.scheduler.test_admin_views import change_url, tables
 from trials.models import ProtocolVersion, Site, TrialSite
 
@@ -39,6 +38,14 @@ PUBLIC_URL = "https://visits.example.org"
 # What Twilio answers, for good, once a participant has replied STOP.
 UNSUBSCRIBED = "Twilio 400: Unable to create record: Attempt to send to unsubscribed recipient"
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def admin_coordinates_every_site(admin_user):
+    """The admin sees clinical data through memberships only: the tests' admin is a
+    coordinator wherever their participants are (scoping itself: tests/access/)."""
+    with member_of_every_trial_site(admin_user):
+        yield
 
 
 class RefusingSmtp(BaseEmailBackend):
@@ -222,9 +229,9 @@ def test_retry_requeues_a_dead_reminder_and_leaves_sent_ones_alone(
     assert (len(dead), len(sent_before)) == (2, 1)
 
 
-def test_retry_needs_the_change_reminder_permission(client, django_user_model, outbox) -> None:
+def test_retry_needs_a_write_role(client, django_user_model, outbox) -> None:
     staff = django_user_model.objects.create_user("monitor", is_staff=True)
-    staff.user_permissions.add(Permission.objects.get(codename="view_reminder"))
+    member(staff, trial=outbox["dead"].trial, role="sponsor_monitor")
     client.force_login(staff)
     dead = [row[0] for row in reminder_rows(status=Reminder.Status.DEAD)]
 
@@ -317,10 +324,10 @@ def populated(niams, clock, django_capture_on_commit_callbacks, admin_user):
 
 
 CHANGELIST_QUERIES = {
-    # changelist: (queries, rows per participant)
-    "scheduler_reminder": (9, 44),
-    "scheduler_coordinatornotification": (6, 3),
-    "scheduler_calendarfeed": (6, 1),
+    # changelist: (queries, rows per participant); one query reads the user's memberships.
+    "scheduler_reminder": (10, 44),
+    "scheduler_coordinatornotification": (7, 3),
+    "scheduler_calendarfeed": (7, 1),
 }
 
 
@@ -494,11 +501,9 @@ def test_feed_changelist_filters_a_sites_feed_with_its_participants_feeds(
     ]
 
 
-def test_feed_buttons_need_the_feed_permissions(client, django_user_model, participant) -> None:
+def test_feed_buttons_need_a_write_role(client, django_user_model, participant) -> None:
     staff = django_user_model.objects.create_user("monitor", is_staff=True)
-    staff.user_permissions.add(
-        *Permission.objects.filter(codename__in=["view_calendarfeed", "view_participant"])
-    )
+    member(staff, trial=participant.trial, role="sponsor_monitor")
     client.force_login(staff)
 
     page = client.get(feeds_page(participant))

@@ -12,14 +12,13 @@ from typing import Any
 
 import pytest
 import time_machine
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from participants.models import Participant, TreatmentAssignment
 from scheduler.calendar import CalendarDiff, MilestoneChange, VisitChange
 from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit, TaperAdjustment
 from scheduler.services import participant_enroll, visit_book, visit_record_done
-from tests.factories import participant_for
+from tests.factories import member, member_of_every_trial_site, participant_for
 from trials.models import Arm, TrialSite
 
 D = dt.date
@@ -28,6 +27,14 @@ NOW = dt.datetime(2026, 12, 31, 12, 0, tzinfo=dt.UTC)
 # tests that book them run on this day.
 FEBRUARY = dt.datetime(2026, 2, 20, 12, 0, tzinfo=dt.UTC)
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def admin_coordinates_every_site(admin_user):
+    """The admin sees clinical data through memberships only: the tests' admin is a
+    coordinator wherever their participants are (scoping itself: tests/access/)."""
+    with member_of_every_trial_site(admin_user):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -325,9 +332,9 @@ def test_book_confirm_refused_by_the_service_shows_why_and_writes_nothing(
     ]
 
 
-def test_visit_actions_need_the_change_visit_permission(client, django_user_model, niams) -> None:
+def test_visit_actions_need_a_write_role(client, django_user_model, niams) -> None:
     staff = django_user_model.objects.create_user("monitor", password="pw", is_staff=True)
-    staff.user_permissions.add(Permission.objects.get(codename="view_scheduledvisit"))
+    member(staff, trial=niams.trial, role="sponsor_monitor")
     client.force_login(staff)
     v3 = visit(niams, "V3")
 
@@ -574,9 +581,9 @@ def test_participant_changelist_shows_visit_status_counts(admin_client, admin_us
 
     response = admin_client.get(reverse("admin:participants_participant_changelist"))
 
+    # No checkbox column: clinical rows are never deleted in bulk, so the list has no actions.
     assert tables(response)["result_list"] == [
         [
-            "",
             niams.trial.code,
             niams.site.name,
             "Enrolled",
@@ -607,19 +614,20 @@ def test_site_changelist_adds_up_the_visit_status_of_its_participants(
     response = admin_client.get(reverse("admin:trials_site_changelist"))
 
     assert tables(response)["result_list"] == [
-        ["", first.site.name, "America/New_York", "US", "1", "0", "1", "0", "0", "13"]
+        [first.site.name, "America/New_York", "US", "1", "0", "1", "0", "0", "13"]
     ]
 
 
 # Each list page costs a fixed number of queries whatever the number of rows (no N+1).
-# Values: (queries, rows per enrolled NIAMS participant).
+# Values: (queries, rows per enrolled NIAMS participant). One of them reads the user's
+# memberships, once per request (scheduler/access.py).
 CHANGELIST_QUERIES = {
-    "participants_participant": (7, 1),
-    "trials_site": (5, 1),
-    "scheduler_scheduledvisit": (9, 12),
-    "scheduler_scheduledmilestone": (6, 1),
-    "scheduler_historicalscheduledvisit": (9, 12),
-    "scheduler_historicalscheduledmilestone": (9, 1),
+    "participants_participant": (8, 1),
+    "trials_site": (6, 1),
+    "scheduler_scheduledvisit": (10, 12),
+    "scheduler_scheduledmilestone": (7, 1),
+    "scheduler_historicalscheduledvisit": (10, 12),
+    "scheduler_historicalscheduledmilestone": (10, 1),
 }
 
 
@@ -745,7 +753,7 @@ def test_audit_trail_admins_are_read_only(admin_client, niams) -> None:
     assert ScheduledVisit.history.count() == 12
 
 
-def test_blinded_treatment_history_is_hidden_without_the_unblinded_permission(
+def test_blinded_treatment_history_is_hidden_without_the_unblinded_role(
     client, django_user_model, import_seed
 ) -> None:
     version = import_seed("000")
@@ -756,12 +764,9 @@ def test_blinded_treatment_history_is_hidden_without_the_unblinded_permission(
     assignment = TreatmentAssignment.objects.get(participant=participant)
     entry = assignment.history.get()
     blinded = django_user_model.objects.create_user("monitor", password="pw", is_staff=True)
-    blinded.user_permissions.add(Permission.objects.get(codename="view_treatmentassignment"))
+    member(blinded, trial=version.trial, role="sponsor_monitor")
     unblinded = django_user_model.objects.create_user("pharmacist", password="pw", is_staff=True)
-    unblinded.user_permissions.add(
-        Permission.objects.get(codename="view_treatmentassignment"),
-        Permission.objects.get(codename="view_unblinded_arm"),
-    )
+    member(unblinded, trial=version.trial, site=participant.site, role="unblinded_pharmacist")
     history = reverse("admin:participants_treatmentassignment_history", args=[assignment.pk])
     version_page = reverse(
         "admin:participants_treatmentassignment_simple_history",
@@ -779,9 +784,11 @@ def test_blinded_treatment_history_is_hidden_without_the_unblinded_permission(
     assert seen == {"monitor": (404, 404), "pharmacist": (200, 200)}
 
 
-def test_every_audited_admin_shows_its_history(admin_client, import_seed) -> None:
+def test_every_audited_admin_shows_its_history(admin_client, admin_user, import_seed) -> None:
     version = import_seed("000")
     participant = participant_for(version, anchors={"day1": D(2026, 2, 2)})
+    # The arm of a blinded trial: only an unblinded role sees it, and its history.
+    member(admin_user, trial=version.trial, site=participant.site, role="unblinded_pharmacist")
     participant_enroll(
         participant=participant, on=D(2026, 1, 5), arm=Arm.objects.get(version=version, code="PBO")
     )

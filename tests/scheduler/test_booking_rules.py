@@ -22,7 +22,7 @@ from scheduler.services import (
     visit_book,
     visit_book_preview,
 )
-from tests.factories import SiteFactory, participant_for
+from tests.factories import SiteFactory, member_of_every_trial_site, participant_for
 from tests.scheduler.test_admin_views import action_url, audit_entries, errors, visit_rows
 from trials.models import ProtocolVersion, Site
 
@@ -32,6 +32,14 @@ NOW = dt.datetime(2026, 12, 7, 23, 30, tzinfo=dt.UTC)
 pytestmark = pytest.mark.django_db
 
 RECORD_DONE = "To record a visit that already happened, use “Record done”."
+
+
+@pytest.fixture(autouse=True)
+def admin_coordinates_every_site(admin_user):
+    """The admin sees clinical data through memberships only: the tests' admin is a
+    coordinator wherever their participants are (scoping itself: tests/access/)."""
+    with member_of_every_trial_site(admin_user):
+        yield
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> dt.datetime:

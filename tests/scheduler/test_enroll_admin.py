@@ -15,7 +15,7 @@ from participants.models import Participant
 from scheduler.models import ScheduledVisit
 from scheduler.services import participant_enroll
 from tests.conftest import seed_path
-from tests.factories import SiteFactory, participant_for
+from tests.factories import SiteFactory, member_of_every_trial_site, participant_for
 from trials.models import ProtocolVersion, TrialSite
 from trials.services import protocol_import
 
@@ -28,6 +28,14 @@ ADD_URL = "/admin/participants/participant/add/"
 NIAMS_AGE_FAILURE = (
     "AGE (Aged 18 to 80 years.): age 17 years is outside the required range (≥ 18 and ≤ 80)"
 )
+
+
+@pytest.fixture(autouse=True)
+def admin_coordinates_every_site(admin_user):
+    """The admin sees clinical data through memberships only: the tests' admin is a
+    coordinator wherever their participants are (scoping itself: tests/access/)."""
+    with member_of_every_trial_site(admin_user):
+        yield
 
 
 @pytest.fixture(autouse=True)

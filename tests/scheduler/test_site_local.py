@@ -27,7 +27,7 @@ from scheduler.services import (
     visit_mark_missed,
     visit_record_done,
 )
-from tests.factories import SiteFactory, participant_for
+from tests.factories import SiteFactory, member_of_every_trial_site, participant_for
 from tests.scheduler.test_admin_views import action_url, change_url, tables
 from trials.models import ProtocolVersion, Site
 
@@ -35,6 +35,14 @@ D = dt.date
 TOKYO_MORNING = dt.datetime(2026, 12, 7, 23, 30, tzinfo=dt.UTC)
 NEW_YORK_NIGHT = dt.datetime(2026, 12, 8, 3, 0, tzinfo=dt.UTC)
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def admin_coordinates_every_site(admin_user):
+    """The admin sees clinical data through memberships only: the tests' admin is a
+    coordinator wherever their participants are (scoping itself: tests/access/)."""
+    with member_of_every_trial_site(admin_user):
+        yield
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> dt.datetime:
@@ -181,8 +189,9 @@ def due_at_both(moment, niams, tokyo, new_york) -> dict[str, Participant]:
 def test_participant_status_counts_use_each_sites_today(admin_client, due_at_both) -> None:
     response = admin_client.get(reverse("admin:participants_participant_changelist"))
 
-    # study id, then due, booked, done, missed, out of window, overdue
-    assert [[row[1], *row[7:]] for row in rows(response)] == [
+    # study id, then due, booked, done, missed, out of window, overdue (no checkbox column:
+    # clinical rows have no bulk actions)
+    assert [[row[0], *row[6:]] for row in rows(response)] == [
         ["NYC-001", "1", "0", "0", "0", "0", "1"],
         ["TKY-001", "1", "0", "0", "0", "0", "1"],
     ]
@@ -192,9 +201,8 @@ def test_site_status_counts_use_each_sites_today(admin_client, due_at_both) -> N
     response = admin_client.get(reverse("admin:trials_site_changelist"))
 
     assert rows(response) == [
-        ["", "nyu", "NYU Langone", "America/New_York", "US", "1", "0", "0", "0", "0", "1"],
+        ["nyu", "NYU Langone", "America/New_York", "US", "1", "0", "0", "0", "0", "1"],
         [
-            "",
             "tsukuba",
             "Tsukuba University Hospital",
             "Asia/Tokyo",

@@ -22,7 +22,7 @@ from scheduler.engine.types import TaperSpec
 from scheduler.models import ScheduledMilestone, TaperAdjustment
 from scheduler.services import CalendarError, participant_enroll, taper_adjust, taper_adjust_preview
 from tests.conftest import seed_path
-from tests.factories import participant_for
+from tests.factories import member_of_every_trial_site, participant_for
 from trials.models import ProtocolVersion
 from trials.protocol_file import ProtocolFileError, parse_protocol
 from trials.services import protocol_export, protocol_import
@@ -32,6 +32,14 @@ TSUKUBA = seed_path("001").read_text(encoding="utf-8")
 EXACT = TSUKUBA.replace(
     "      shape: geometric\n", "      shape: geometric\n      exact_doses: true\n"
 )
+
+
+@pytest.fixture(autouse=True)
+def admin_coordinates_every_site(admin_user):
+    """The admin sees clinical data through memberships only: the tests' admin is a
+    coordinator wherever their participants are (scoping itself: tests/access/)."""
+    with member_of_every_trial_site(admin_user):
+        yield
 
 
 def enrolled(version: ProtocolVersion, weight: str = "60") -> Participant:

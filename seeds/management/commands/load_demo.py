@@ -1,7 +1,9 @@
-"""Load the seed protocols, demo sites and enrolled demo participants; create an admin login.
+"""Load the seed protocols, demo sites and enrolled demo participants; create an admin login
+and one login per role at each demo site (trial-wide roles once per trial).
 
-Idempotent: run it on every `make run`. Protocol versions already imported are left alone, and
-demo participants are only created once.
+Idempotent: run it on every `make run`. Protocol versions already imported are left alone,
+demo participants are only created once, and each login keeps the password it was given
+first (kept, like the admin's, in a file under var/ readable by its owner only).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from django.db import transaction
 from participants.models import Participant
 from participants.services import participant_register
 from scheduler.access import site_today
-from scheduler.models import ScheduledVisit
+from scheduler.models import Membership, ScheduledVisit
 from scheduler.services import participant_enroll, visit_book, visit_record_done
 from trials.models import Arm, ProtocolVersion, Site, Trial, TrialSite
 from trials.protocol_file import parse_protocol
@@ -74,6 +76,17 @@ TRIAL_SITES = {
 
 DEMO_PARTICIPANTS_PER_TRIAL = 3
 
+Role = Membership.Role
+# One login per role at each demo site, acting for every trial the site runs...
+SITE_ROLES = [
+    (Role.COORDINATOR, "coordinator"),
+    (Role.INVESTIGATOR, "investigator"),
+    (Role.UNBLINDED_PHARMACIST, "pharmacist"),
+    (Role.SITE_SYSTEM, "system"),
+]
+# ...and one per trial-wide role in each trial.
+TRIAL_ROLES = [(Role.SPONSOR_MONITOR, "monitor"), (Role.DATA_MANAGER, "datamanager")]
+
 
 class Command(BaseCommand):
     help = "Load seed protocols, demo sites and demo participants, and create the admin login."
@@ -92,6 +105,7 @@ class Command(BaseCommand):
                 self._participants(trial, [sites[code] for code in codes])
         if not no_admin:
             self._admin_login()
+            self._role_logins(sites)
 
     def _import_protocols(self) -> None:
         for path in sorted(PROTOCOL_DIR.glob("*.yaml")):
@@ -175,6 +189,64 @@ class Command(BaseCommand):
             "\nAdmin login for http://127.0.0.1:8000/admin/ :  user admin  "
             f"password {password}\n(kept in {password_file})\n"
         )
+
+    def _role_logins(self, sites: dict[str, Site]) -> None:
+        """A login per role, so a newcomer sees the product through each role's eyes: what
+        a coordinator of one site sees, what the monitor of a trial sees, what stays blinded.
+        The site systems' logins are not staff: a machine uses the REST API."""
+        passwords_file = Path(settings.VAR_DIR) / "demo-logins.txt"
+        passwords = _read_passwords(passwords_file)
+        logins: list[tuple[str, str]] = []
+        with transaction.atomic():
+            for code, site in sites.items():
+                trials = [
+                    ts.trial for ts in TrialSite.objects.filter(site=site).order_by("trial__code")
+                ]
+                for role, name in SITE_ROLES:
+                    username = f"{name}-{code}"
+                    user = self._demo_user(username, passwords, staff=role != Role.SITE_SYSTEM)
+                    for trial in trials:
+                        Membership.objects.get_or_create(
+                            user=user, trial=trial, site=site, role=role
+                        )
+                    logins.append((username, f"{role.label} at {site.name}"))
+            for trial in Trial.objects.order_by("code"):
+                for role, name in TRIAL_ROLES:
+                    username = f"{name}-{trial.code}"
+                    user = self._demo_user(username, passwords, staff=True)
+                    Membership.objects.get_or_create(user=user, trial=trial, site=None, role=role)
+                    logins.append((username, f"{role.label} of {trial.code}"))
+        passwords_file.write_text(
+            "".join(f"{user} {password}\n" for user, password in sorted(passwords.items())),
+            encoding="utf-8",
+        )
+        passwords_file.chmod(0o600)
+        self.stdout.write("Logins per role (same URL; each sees only what its role allows):")
+        for username, what in logins:
+            self.stdout.write(f"  user {username:<36} password {passwords[username]}  {what}")
+        self.stdout.write(f"(kept in {passwords_file})\n")
+
+    def _demo_user(self, username: str, passwords: dict[str, str], *, staff: bool) -> Any:
+        user_model = get_user_model()
+        user = user_model.objects.filter(username=username).first()
+        if user is not None and username in passwords:
+            return user
+        passwords[username] = secrets.token_urlsafe(12)
+        if user is None:
+            user = user_model(username=username, email=f"{username}@example.org", is_staff=staff)
+            user.set_password(passwords[username])
+            user.save()
+        else:
+            user.set_password(passwords[username])
+            user.save(update_fields=["password"])
+        return user
+
+
+def _read_passwords(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    pairs = (line.split(" ", 1) for line in path.read_text(encoding="utf-8").splitlines())
+    return {user: password.strip() for user, password in pairs}
 
 
 def _demo_history(participant: Participant, today: dt.date) -> None:
