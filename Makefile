@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/enroll.py
 	$(BIN)/python bench/feeds.py
 	$(BIN)/python bench/reminders.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

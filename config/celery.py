@@ -25,6 +25,7 @@ def filter_worker_log_handlers(logger: object, **kwargs: object) -> None:
             handler.addFilter(ScrubDatabaseErrors())
             handler.addFilter(RedactFeedTokens())
 
+
 if app.conf.broker_url == "filesystem://":
     # The laptop broker is a pair of folders; anything that enqueues (a management command,
     # a benchmark) must find them even before `make run` created them.

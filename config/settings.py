@@ -7,8 +7,10 @@ filesystem broker under ./var/broker. DATABASE_URL and REDIS_URL switch to Postg
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
@@ -154,6 +156,26 @@ else:
         # The default 1 s poll moves about two messages a second; a laptop deserves better.
         "polling_interval": 0.05,
     }
+# Django's cache holds the API's per-credential throttle counts: with REDIS_URL it is Redis, so
+# every web process spends one budget per credential; otherwise this process's memory (a
+# laptop runs one web process). The cache gets the next Redis database after the broker's,
+# because clearing a Django cache flushes its whole database (CACHE_REDIS_URL overrides).
+if REDIS_URL:
+    _broker_redis = urlsplit(REDIS_URL)
+    _broker_db = int(_broker_redis.path.strip("/") or 0)
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env.str(
+                "CACHE_REDIS_URL",
+                default=urlunsplit(_broker_redis._replace(path=f"/{_broker_db + 1}")),
+            ),
+            "KEY_PREFIX": "scheduler",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
@@ -163,15 +185,26 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Periodic schedules are declared here, in one place, in UTC.
 # Periodic control tasks get their own queue, so a backlog of invites never delays the sweep
-# or the heartbeat; every worker consumes both queues (see Procfile.dev, docker-compose.yml).
+# or the heartbeat; webhooks have theirs so a slow receiver never delays a reminder. The laptop's
+# one worker consumes all three (Procfile.dev); docker-compose runs a webhook worker apart.
 CELERY_TASK_ROUTES = {
     "scheduler.heartbeat": {"queue": "control"},
     "scheduler.reminders_sweep": {"queue": "control"},
+    "scheduler.api.idempotency_prune": {"queue": "control"},
+    # Site systems' receivers can be slow; they get workers of their own in deployments.
+    "scheduler.send_webhook": {"queue": "webhooks"},
 }
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "scheduler-heartbeat": {"task": "scheduler.heartbeat", "schedule": 60.0},
     "reminders-sweep": {"task": "scheduler.reminders_sweep", "schedule": 60.0},
+    # Daily at 03:15 UTC: Idempotency-Key records older than IDEMPOTENCY_KEEP_DAYS go.
+    "api-idempotency-prune": {
+        "task": "scheduler.api.idempotency_prune",
+        "schedule": crontab(hour=3, minute=15),
+    },
 }
+# How long a retried POST with the same Idempotency-Key still gets the first response.
+IDEMPOTENCY_KEEP_DAYS = env.int("IDEMPOTENCY_KEEP_DAYS", default=7)
 
 # Reminders (see scheduler/outbox/).
 REMINDER_MAX_ATTEMPTS = env.int("REMINDER_MAX_ATTEMPTS", default=5)
@@ -187,6 +220,18 @@ SMS_BACKEND = env.str("SMS_BACKEND", default="scheduler.outbox.sms.ConsoleSmsBac
 TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
 TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")
+
+# Webhooks for site systems (scheduler/outbox/webhooks.py), sent through the same outbox.
+# Fernet keys that encrypt subscription secrets at rest, comma-separated, newest first (older
+# ones still decrypt during a rotation); generate one with
+# `python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`.
+# Unset, a key derived from SECRET_KEY is used (laptops, tests).
+WEBHOOK_SECRET_KEYS = env.list("WEBHOOK_SECRET_KEYS", default=[])
+# Receivers are https; plain http only to this machine (127.0.0.1, ::1, localhost), and only
+# when DEBUG or this says so (tests, a receiver on a laptop).
+WEBHOOK_ALLOW_HTTP_LOOPBACK = env.bool("WEBHOOK_ALLOW_HTTP_LOOPBACK", default=DEBUG)
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = env.float("WEBHOOK_CONNECT_TIMEOUT_SECONDS", default=5.0)
+WEBHOOK_READ_TIMEOUT_SECONDS = env.float("WEBHOOK_READ_TIMEOUT_SECONDS", default=10.0)
 
 # Email: invites and reminders. The laptop default writes messages as files under
 # var/mail (never to the console, which is a log); deployments set EMAIL_URL, e.g.
@@ -243,6 +288,11 @@ SPECTACULAR_SETTINGS = {
         "VisitStatusEnum": "scheduler.models.ScheduledVisit.Status",
         "ParticipantStatusEnum": "participants.models.Participant.Status",
     },
+    # The problem-details responses each operation can answer (scheduler/api/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "scheduler.api.schema.problem_responses",
+    ],
 }
 OAUTH2_PROVIDER = {
     "SCOPES": {
