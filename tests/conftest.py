@@ -13,6 +13,15 @@ from trials.services import protocol_import
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "seeds" / "protocols"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# Property-based tests ask for as many examples as their claim deserves; `make test` (and CI)
+# runs at most this many each, so the suite stays short. PROPERTY_MAX_EXAMPLES=100000 runs
+# them in full.
+PROPERTY_MAX_EXAMPLES = int(os.environ.get("PROPERTY_MAX_EXAMPLES", "1500"))
+
+
+def bounded(examples: int) -> int:
+    """A property test's example count, capped by PROPERTY_MAX_EXAMPLES."""
+    return min(examples, PROPERTY_MAX_EXAMPLES)
 
 
 def seed_path(prefix: str) -> Path:

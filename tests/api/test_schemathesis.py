@@ -6,7 +6,7 @@ coordinator's OAuth2 token, with path ids pointing at the Berlin participant and
 the requests reach data. What is checked: no 5xx, and each response's status, content type
 and body are the ones the schema declares for that operation.
 
-SCHEMATHESIS_MAX_EXAMPLES (default 8) bounds the valid and the invalid examples per operation;
+SCHEMATHESIS_MAX_EXAMPLES (default 5) bounds the valid and the invalid examples per operation;
 derandomized, so a failure is reproduced by running the test again.
 """
 
@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 from scheduler.api.throttling import CredentialRateThrottle
 from tests.api.conftest import World
 
-MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "8"))
+MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "5"))
 
 
 def _coordinator_token(world: World) -> str:

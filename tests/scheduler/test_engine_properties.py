@@ -13,7 +13,7 @@ from scheduler.engine import ParticipantFacts, plan
 from scheduler.engine.taper import weekly_doses
 from scheduler.engine.types import History, ProtocolSnapshot, TaperSpec
 from scheduler.snapshot import snapshot_from_document
-from tests.conftest import seed_path
+from tests.conftest import bounded, seed_path
 from trials.protocol_file import parse_protocol
 
 SNAPSHOTS: dict[str, ProtocolSnapshot] = {
@@ -60,7 +60,7 @@ def expected_target(snapshot: ProtocolSnapshot, facts: ParticipantFacts, targets
     return base + dt.timedelta(days=days)
 
 
-@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=bounded(10_000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(participants())
 def test_plan_windows_contain_targets_offsets_never_drift_and_results_repeat(case) -> None:
     prefix, facts = case
@@ -80,7 +80,7 @@ def test_plan_windows_contain_targets_offsets_never_drift_and_results_repeat(cas
     assert plan(snapshot, facts) == calendar
 
 
-@settings(max_examples=1_000, deadline=None)
+@settings(max_examples=bounded(1_000), deadline=None)
 @given(
     start=anchor_dates,
     moved=st.integers(min_value=-10, max_value=10),
@@ -101,7 +101,7 @@ def test_plan_moves_only_what_counts_from_a_visit_done_early_or_late(start, move
     } == ({("V11", 1): moved} if moved else {})
 
 
-@settings(max_examples=2_000, deadline=None)
+@settings(max_examples=bounded(2_000), deadline=None)
 @given(
     weight=st.integers(min_value=200, max_value=2000).map(lambda w: Decimal(w) / 10),
     mg_per_kg=st.sampled_from([Decimal("0.5"), Decimal("0.6"), Decimal("1")]),

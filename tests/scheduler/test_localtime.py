@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.engine.localtime import LocalTimeReading, local_to_utc, read_local_time
+from tests.conftest import bounded
 
 D = dt.date
 T = dt.time
@@ -157,7 +158,7 @@ def test_the_hard_zones_change_their_clocks_in_the_years_drawn() -> None:
     assert len(TRANSITIONS) > 150
 
 
-@settings(max_examples=4_000, deadline=None)
+@settings(max_examples=bounded(4_000), deadline=None)
 @given(case=st.one_of(any_moment, near_a_change))
 def test_read_local_time_agrees_with_the_booking_rule_in_every_zone(case) -> None:
     zone, wall = case

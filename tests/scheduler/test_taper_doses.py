@@ -21,7 +21,7 @@ from scheduler.engine.types import TaperAdjustment as TaperDecision
 from scheduler.engine.types import TaperSpec
 from scheduler.models import ScheduledMilestone, TaperAdjustment
 from scheduler.services import CalendarError, participant_enroll, taper_adjust, taper_adjust_preview
-from tests.conftest import seed_path
+from tests.conftest import bounded, seed_path
 from tests.factories import member_of_every_trial_site, participant_for
 from trials.models import ProtocolVersion
 from trials.protocol_file import ProtocolFileError, parse_protocol
@@ -302,7 +302,7 @@ def tapers_and_decisions(draw: st.DrawFn):
     return spec, weight, ceiling, decisions
 
 
-@settings(max_examples=2_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=bounded(2_000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tapers_and_decisions())
 def test_no_computed_dose_is_above_its_cap_or_the_dose_before_it(case) -> None:
     spec, weight, ceiling, decisions = case
