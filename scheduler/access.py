@@ -17,7 +17,7 @@ queryset, so faces answer 404 for it, never 403.
 A data manager works on protocols only. A trial-wide role acts at every site of its trial.
 
 Every date a person sees is the site's local date (or, for what a participant receives, the
-participant's), never the server's: `timezone.localdate()` is UTC here and would show a Tokyo
+participant's), never the server's: the server's date is UTC here, which would show a Tokyo
 site yesterday's list until 09:00 and turn New York visits overdue at 19:00.
 """
 

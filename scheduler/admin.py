@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Model, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -1184,8 +1185,41 @@ class CalendarFeedAdmin(ScopedAdmin, SiteClockHistory, AuditTrailAdmin):
         )
 
 
+def _governs(request: HttpRequest, opts: Any) -> bool:
+    """Holds Django's own view or change permission on the model (governance, not a role)."""
+    return _has_model_perm(request, opts, "view") or _has_model_perm(request, opts, "change")
+
+
+class GovernedByPermissions:
+    """Trials and sites: governed by Django's model permissions (add, change), and readable by
+    every member of a trial, so coordinators see their own trials and sites, read-only."""
+
+    opts: Any
+
+    def governs(self, request: HttpRequest) -> bool:
+        return _governs(request, self.opts)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.governs(request) or access.holds_role(
+            request.user, access.READ_ROLES | access.PROTOCOL_ROLES
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return _has_model_perm(request, self.opts, "add")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _has_model_perm(request, self.opts, "change")
+
+
+def _has_model_perm(request: HttpRequest, opts: Any, action: str) -> bool:
+    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
+
+
 @admin.register(Site)
-class SiteAdmin(VisitStatusColumns, ScopedAdmin):
+class SiteAdmin(VisitStatusColumns, GovernedByPermissions, ScopedAdmin):
     """Sites, with the status of their participants' visits at a glance.
 
     A site is governed like a trial: holders of Django's site permissions (trial
@@ -1208,11 +1242,6 @@ class SiteAdmin(VisitStatusColumns, ScopedAdmin):
     # The page links to the site's calendar feed (kept in the scheduler's admin), and warns
     # while the site has no mailbox.
     change_form_template = "admin/notices/change_form.html"
-
-    def governs(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("trials.view_site") or request.user.has_perm(
-            "trials.change_site"
-        )
 
     def reads_calendars(self, request: HttpRequest) -> bool:
         return access.holds_role(request.user, access.READ_ROLES)
@@ -1242,20 +1271,6 @@ class SiteAdmin(VisitStatusColumns, ScopedAdmin):
     def get_list_display(self, request: HttpRequest) -> Any:
         shown = list(super().get_list_display(request))
         return shown + self.status_columns if self.reads_calendars(request) else shown
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return self.has_view_permission(request)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self.governs(request) or access.holds_role(
-            request.user, access.READ_ROLES | access.PROTOCOL_ROLES
-        )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("trials.add_site")
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm("trials.change_site")
 
     def render_change_form(
         self,
@@ -1293,32 +1308,13 @@ admin.site.unregister(Trial)
 
 
 @admin.register(Trial)
-class TrialAdmin(ScopedAdmin, TrialRecordAdmin):  # type: ignore[misc]
+class TrialAdmin(GovernedByPermissions, ScopedAdmin, TrialRecordAdmin):  # type: ignore[misc]
     """The trials admin of trials/admin.py, scoped: holders of Django's trial permissions
     see and edit every trial; members see their own trials read-only (without the sites
     inline, which needs its own permission). Its page links to "Change blinding"."""
 
-    def governs(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("trials.view_trial") or request.user.has_perm(
-            "trials.change_trial"
-        )
-
     def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[Trial]:
         return Trial.objects.all() if self.governs(request) else access.trials_for(request.user)
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return self.has_view_permission(request)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self.governs(request) or access.holds_role(
-            request.user, access.READ_ROLES | access.PROTOCOL_ROLES
-        )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("trials.add_trial")
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm("trials.change_trial")
 
     def get_urls(self) -> list[URLPattern]:
         return [
@@ -1408,9 +1404,7 @@ class ProtocolVersionAdmin(ScopedAdmin, ProtocolVersionRecordAdmin):  # type: ig
     ]
 
     def governs(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("trials.view_protocolversion") or request.user.has_perm(
-            "trials.change_protocolversion"
-        )
+        return _governs(request, self.opts)
 
     def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[ProtocolVersion]:
         if self.governs(request):
