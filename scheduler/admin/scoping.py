@@ -21,40 +21,6 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 
 from scheduler import access
-from scheduler.models import Membership
-from trials.admin import AuditTrailAdmin
-
-MANAGE_USERS = "auth.change_user"
-
-
-@admin.register(Membership)
-class MembershipAdmin(AuditTrailAdmin):
-    list_display = ["user", "role", "trial", "site", "created_at"]
-    list_filter = ["role", "trial", "site"]
-    search_fields = ["user__username", "user__email"]
-    list_select_related = ["user", "trial", "site"]
-    fields = ["user", "trial", "site", "role"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        readonly = list(super().get_readonly_fields(request, obj))
-        # Granted once; to change anything, revoke it and grant another.
-        return readonly if obj is None else [*readonly, "user", "trial", "site", "role"]
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(MANAGE_USERS)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm(MANAGE_USERS)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(MANAGE_USERS)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm(MANAGE_USERS)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm(MANAGE_USERS)
-
 
 # ----------------------------------------------------------------------------------------
 # Clinical admins: every row from scheduler/access.py, deny by default.

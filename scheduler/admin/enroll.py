@@ -35,7 +35,7 @@ from participants.models import Participant
 from participants.services import participant_register, registration_version
 from scheduler import access
 from scheduler.access import participant_today, site_today
-from scheduler.admin_access import ScopedAdmin
+from scheduler.admin.scoping import ScopedAdmin
 from scheduler.services import (
     CalendarError,
     EnrollmentError,

@@ -21,7 +21,7 @@ from django.utils import timezone
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
 from scheduler import access
 from scheduler.access import site_today
-from scheduler.admin import (
+from scheduler.admin.base import (
     CalendarActionsAdmin,
     Outcome,
     SiteClockHistory,
@@ -29,7 +29,6 @@ from scheduler.admin import (
     VisitStatusColumns,
     calendar_summary,
     confirmed,
-    feeds_url,
     glance_label,
     iso,
     posted,
@@ -37,13 +36,14 @@ from scheduler.admin import (
     step_label,
     submitted,
 )
-from scheduler.admin_access import ScopedAdmin, ScopedInline, scoped_filter
-from scheduler.admin_enroll import (
+from scheduler.admin.enroll import (
     enroll_url,
     enroll_view,
     participant_page_warnings,
     register_view,
 )
+from scheduler.admin.feeds import feeds_url
+from scheduler.admin.scoping import ScopedAdmin, ScopedInline, scoped_filter
 from scheduler.display import site_time
 from scheduler.forms import (
     AnchorChangeForm,

@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from django.contrib import admin, messages
+from django.db.models import Model
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from scheduler.access import site_today
+from scheduler.admin.scoping import ScopedAdmin
+from scheduler.calendar import CalendarDiff
+from scheduler.display import site_time
+from scheduler.forms import (
+    LifecycleForm,
+)
+from scheduler.models import (
+    ScheduledMilestone,
+    ScheduledVisit,
+)
+from scheduler.selectors import (
+    TAPER_STEP_LABELS,
+    VISIT_GLANCE_LABELS,
+    milestone_step_status,
+    visit_glance_status,
+)
+from trials.admin import AuditTrailAdmin
+from trials.models import Site
+
+Summary = list[tuple[str, str]]
+ActionForm = TypeVar("ActionForm", bound=LifecycleForm)
+Outcome = list[tuple[str, str, bool]]
+
+# ----------------------------------------------------------------------------------------
+# Pages shared by the calendar actions of visits and participants
+
+
+def _status_column(key: str) -> Any:
+    @admin.display(description=key.replace("_", " "), ordering=f"visits_{key}")
+    def column(self: Any, row: Any) -> int:
+        return int(getattr(row, f"visits_{key}"))
+
+    return column
+
+
+class VisitStatusColumns:
+    """Status-at-a-glance columns, for admins whose queryset carries the selectors' counts
+    (participants_with_visit_status, sites_with_visit_status)."""
+
+    visits_due = _status_column("due")
+    visits_booked = _status_column("booked")
+    visits_done = _status_column("done")
+    visits_missed = _status_column("missed")
+    visits_out_of_window = _status_column("out_of_window")
+    visits_overdue = _status_column("overdue")
+
+
+def iso(day: dt.date | None) -> str:
+    return day.isoformat() if day is not None else "—"
+
+
+def site_clock_column(field: str, description: str, site_of: Callable[[Any], Site]) -> Any:
+    """A read-only column or field showing an instant on the clock of the row's site (Django
+    would show it in the server's zone, UTC)."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self: Any, row: Any) -> str | None:
+        instant = getattr(row, field)
+        return None if instant is None else site_time(instant, site_of(row))
+
+    return column
+
+
+def participant_site(row: Any) -> Site:
+    return row.participant.site
+
+
+class SiteClockHistory:
+    """For an audited admin whose records belong to one site: its History page dates each
+    entry on the site's clock (the audit lists across sites do it per row, `changed_at`), and
+    the page of one past version shows its instants in the site's zone."""
+
+    object_history_list_template = "admin/lifecycle/object_history_list.html"
+
+    def history_site(self, obj: Any) -> Site:
+        return obj.participant.site
+
+    def render_history_view(
+        self, request: HttpRequest, template: str, context: dict[str, Any], **kwargs: Any
+    ) -> HttpResponse:
+        # "object" on the History page, "original" on the page of one past version.
+        zone = self.history_site(context.get("object") or context["original"]).timezone
+        context["history_zone"] = zone
+        # simple-history renders at once, so the past version's fields (Django's own
+        # rendering of its datetimes) are read in the site's zone, not the server's.
+        with timezone.override(ZoneInfo(zone)):
+            return super().render_history_view(  # type: ignore[misc]
+                request, template, context, **kwargs
+            )
+
+
+def glance_label(visit: ScheduledVisit) -> str:
+    """The visit's status at a glance from its site's today (never the stored status alone:
+    a "planned" visit whose window closed is overdue)."""
+    return VISIT_GLANCE_LABELS[visit_glance_status(visit, today=site_today(visit.participant.site))]
+
+
+def step_label(milestone: ScheduledMilestone) -> str:
+    """A milestone's status at a glance: a taper week is past, current (highlighted: the dose
+    taken now) or planned from its site's today. Needs `milestones_with_next_step`."""
+    status = milestone_step_status(milestone, today=site_today(milestone.participant.site))
+    if status == "current":
+        return format_html('<strong class="taper-current">{}</strong>', TAPER_STEP_LABELS[status])
+    return TAPER_STEP_LABELS.get(status, status)
+
+
+def deviation_text(days: int, window_start: dt.date, window_end: dt.date) -> str:
+    if not days:
+        return f"none: inside the window ({iso(window_start)} to {iso(window_end)})"
+    side = "before" if days < 0 else "after"
+    return (
+        f"{abs(days)} day(s) {side} the window ({iso(window_start)} to {iso(window_end)}): "
+        "a protocol deviation"
+    )
+
+
+def calendar_summary(diff: CalendarDiff) -> str:
+    """One line for the message shown after a change: what else in the calendar moved."""
+    if not diff:
+        return "nothing else in the calendar changed"
+    parts = [
+        f"{change.visit_code}"
+        + (f"#{change.occurrence}" if change.occurrence > 1 else "")
+        + f" {change.kind} ({iso(change.old_target)} → {iso(change.new_target)})"
+        for change in diff.visits
+    ]
+    parts += [
+        f"{change.milestone_code} step {change.sequence} {change.kind} "
+        f"({iso(change.old_due)} → {iso(change.new_due)})"
+        for change in diff.milestones
+    ]
+    return "re-planned: " + "; ".join(parts)
+
+
+def posted(request: HttpRequest) -> Any:
+    return request.POST if request.method == "POST" else None
+
+
+def submitted(request: HttpRequest) -> bool:
+    """A preview or confirm post; "Back to the form" re-shows the form with what was typed."""
+    return request.method == "POST" and "_edit" not in request.POST
+
+
+def confirmed(request: HttpRequest) -> bool:
+    return "_confirm" in request.POST
+
+
+class CalendarActionsAdmin(ScopedAdmin, SiteClockHistory, AuditTrailAdmin):
+    """An admin whose records have calendar actions: each is a form, a preview of exactly what
+    the service would change (nothing written), and a confirm that calls the service once."""
+
+    change_form_template = "admin/lifecycle/change_form.html"
+
+    def action_url(self, name: str, obj: Model) -> str:
+        opts = self.model._meta
+        return reverse(f"admin:{opts.app_label}_{opts.model_name}_{name}", args=[obj.pk])
+
+    def action_path(self, route: str, name: str, view: Callable[..., HttpResponse]) -> URLPattern:
+        opts = self.model._meta
+        return path(
+            f"<int:object_id>/{route}/",
+            self.admin_site.admin_view(view),
+            name=f"{opts.app_label}_{opts.model_name}_{name}",
+        )
+
+    def action_page(
+        self,
+        request: HttpRequest,
+        obj: Model,
+        *,
+        template: str,
+        title: str,
+        form: LifecycleForm,
+        summary: Summary,
+        **context: Any,
+    ) -> TemplateResponse:
+        opts = self.model._meta
+        return TemplateResponse(
+            request,
+            f"admin/lifecycle/{template}.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": opts,
+                "title": title,
+                "original": obj,
+                "original_url": reverse(
+                    f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]
+                ),
+                "form": form,
+                "summary": summary,
+                **context,
+            },
+        )
+
+    def action_done(self, request: HttpRequest, message: str, obj: Model) -> HttpResponseRedirect:
+        """After a confirmed change: say what happened, on the page of the record changed."""
+        self.message_user(request, message, messages.SUCCESS)
+        opts = obj._meta
+        return HttpResponseRedirect(
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# Scheduled visits
+
+
+class ReadOnlyAdmin(ScopedAdmin):
+    """Rows written only by services and workers: listed and viewed here, never edited
+    (ScopedAdmin refuses add, change and delete; actions act through the services)."""

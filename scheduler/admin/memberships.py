@@ -1,0 +1,51 @@
+"""Who may see what in the admin.
+
+Memberships (who works on which trial at which site, in which role) are managed here by
+whoever manages users (`auth.change_user`). Every change is in the membership's audit trail
+(who, when, old and new values), as for clinical records; a membership is deleted rather than
+edited into another role, so the trail reads as "granted … revoked".
+
+`ScopedAdmin` is the base of every admin of clinical data: its rows come from
+scheduler/access.py and nothing else (see its docstring for the rule).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from scheduler.models import Membership
+from trials.admin import AuditTrailAdmin
+
+MANAGE_USERS = "auth.change_user"
+
+
+@admin.register(Membership)
+class MembershipAdmin(AuditTrailAdmin):
+    list_display = ["user", "role", "trial", "site", "created_at"]
+    list_filter = ["role", "trial", "site"]
+    search_fields = ["user__username", "user__email"]
+    list_select_related = ["user", "trial", "site"]
+    fields = ["user", "trial", "site", "role"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        readonly = list(super().get_readonly_fields(request, obj))
+        # Granted once; to change anything, revoke it and grant another.
+        return readonly if obj is None else [*readonly, "user", "trial", "site", "role"]
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(MANAGE_USERS)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(MANAGE_USERS)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(MANAGE_USERS)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(MANAGE_USERS)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(MANAGE_USERS)
