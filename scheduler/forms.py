@@ -14,7 +14,7 @@ from typing import Any
 from django import forms
 
 from scheduler.models import ScheduledProcedure
-from trials.models import Anchor, MilestoneRule, ProcedureDefinition
+from trials.models import Anchor, MilestoneRule, ProcedureDefinition, ProtocolVersion
 
 REASON_WIDGET = forms.Textarea(attrs={"rows": 2, "cols": 60})
 
@@ -166,4 +166,30 @@ class UnscheduledVisitForm(LifecycleForm):
         super().__init__(*args, **kwargs)
         self.fields["procedure_codes"].choices = [  # type: ignore[attr-defined]
             (p.code, f"{p.code} – {p.name}") for p in procedures
+        ]
+
+
+class ParticipantCompleteForm(LifecycleForm):
+    on = _date_field("Completion date")
+    reason = _reason_field(required=False, help_text="Empty: “completed the study”.")
+
+
+class ScreenFailForm(LifecycleForm):
+    on = _date_field("Screen-failure date")
+    reason = _reason_field(
+        required=True, help_text="The criterion not met, as the screening log should read."
+    )
+
+
+class MoveToVersionForm(LifecycleForm):
+    """Move a participant onto another published protocol version from a date."""
+
+    version_id = forms.TypedChoiceField(label="Protocol version", coerce=int)
+    on = _date_field("From (site-local)")
+    reason = _reason_field(required=True, help_text="The amendment, as the audit trail says it.")
+
+    def __init__(self, *args: Any, versions: Iterable[ProtocolVersion] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["version_id"].choices = [  # type: ignore[attr-defined]
+            (version.pk, str(version)) for version in versions
         ]

@@ -482,21 +482,24 @@ def _close_visit(
 
 
 @transaction.atomic
-def visit_add_unscheduled(
-    *,
+@dataclass(frozen=True)
+class UnscheduledPlan:
+    """An unscheduled visit as it would be added: booked at `start` (UTC), or planned for the
+    day when no time is given, carrying these procedures."""
+
+    participant: Participant
+    local_date: dt.date
+    start: dt.datetime | None
+    procedures: tuple[ProcedureDefinition, ...]
+
+
+def _unscheduled_plan(
     participant: Participant,
     local_date: dt.date,
+    local_time: dt.time | None,
     reason: str,
-    procedure_codes: Sequence[str] = (),
-    local_time: dt.time | None = None,
-    by: User,
-) -> ScheduledVisit:
-    """Add an unscheduled visit (a flare, say) with its reason and the procedures it carries.
-
-    With a time it is booked at that site-local time, refused in the past like any booking;
-    without, it is planned for that day (a visit that already happened is added so, then
-    recorded as done).
-    """
+    procedure_codes: Sequence[str],
+) -> UnscheduledPlan:
     participant = Participant.objects.select_related("site", "protocol_version").get(
         pk=participant.pk
     )
@@ -521,6 +524,41 @@ def visit_add_unscheduled(
             start,
             record_hint="add it without a time, then use “Record done”",
         )
+    return UnscheduledPlan(
+        participant, local_date, start, tuple(procedures[code] for code in procedure_codes)
+    )
+
+
+def visit_add_unscheduled_preview(
+    *,
+    participant: Participant,
+    local_date: dt.date,
+    reason: str,
+    procedure_codes: Sequence[str] = (),
+    local_time: dt.time | None = None,
+) -> UnscheduledPlan:
+    """What `visit_add_unscheduled` would add, refused for the same reasons; nothing written.
+    An unscheduled visit moves nothing else in the calendar."""
+    return _unscheduled_plan(participant, local_date, local_time, reason, procedure_codes)
+
+
+def visit_add_unscheduled(
+    *,
+    participant: Participant,
+    local_date: dt.date,
+    reason: str,
+    procedure_codes: Sequence[str] = (),
+    local_time: dt.time | None = None,
+    by: User,
+) -> ScheduledVisit:
+    """Add an unscheduled visit (a flare, say) with its reason and the procedures it carries.
+
+    With a time it is booked at that site-local time, refused in the past like any booking;
+    without, it is planned for that day (a visit that already happened is added so, then
+    recorded as done).
+    """
+    plan = _unscheduled_plan(participant, local_date, local_time, reason, procedure_codes)
+    participant, start = plan.participant, plan.start
     visit = ScheduledVisit(
         participant=participant,
         visit_definition=None,
@@ -538,7 +576,7 @@ def visit_add_unscheduled(
     )
     _audited(visit, by, reason).save()
     bulk_create_with_history(
-        [ScheduledProcedure(visit=visit, procedure=procedures[code]) for code in procedure_codes],
+        [ScheduledProcedure(visit=visit, procedure=procedure) for procedure in plan.procedures],
         ScheduledProcedure,
         default_user=by,
         default_change_reason=reason,
@@ -813,6 +851,59 @@ def participant_complete(
     participant.status = Participant.Status.COMPLETED
     participant.ended_on = on
     _audited(participant, by, reason).save(update_fields=["status", "ended_on"])
+    reminders_sync(participant)
+    return participant
+
+
+@transaction.atomic
+def participant_screen_fail(
+    *, participant: Participant, on: dt.date, by: User, reason: str
+) -> Participant:
+    """Record that a participant in screening did not qualify (the screening log's "screen
+    failed", with its reason). Their planned screening visits are cancelled and every pending
+    reminder with them; what was done stays as it was."""
+    participant = (
+        Participant.objects.select_for_update().select_related("site").get(pk=participant.pk)
+    )
+    if participant.status != Participant.Status.SCREENING:
+        raise CalendarError(
+            f"{participant} is {participant.get_status_display()}, not in screening"
+        )
+    _require_reason(reason, "a screen failure must say why (the criterion not met)")
+    today = site_today(participant.site)
+    if on > today:
+        raise CalendarError(
+            f"a screen failure is recorded on or before the site's today ({today.isoformat()}), "
+            f"not on {on.isoformat()}"
+        )
+    # Everything still open is cancelled, whatever its date: screening ended.
+    visits, milestones = withdrawal_cancellations(participant=participant, on=dt.date.min)
+    for visit in visits:
+        visit.status = ScheduledVisit.Status.CANCELLED
+        visit.reason = f"screen failed: {reason}"
+        visit.version += 1
+        visit.ical_sequence += 1
+    bulk_update_with_history(
+        visits,
+        ScheduledVisit,
+        ["status", "reason", "version", "ical_sequence"],
+        default_user=by,
+        default_change_reason=f"screen failed: {reason}",
+    )
+    announce_visits(participant, visits)
+    for milestone in milestones:
+        milestone.status = ScheduledMilestone.Status.CANCELLED
+    bulk_update_with_history(
+        milestones,
+        ScheduledMilestone,
+        ["status"],
+        default_user=by,
+        default_change_reason=f"screen failed: {reason}",
+    )
+    participant.status = Participant.Status.SCREEN_FAILED
+    participant.ended_on = on
+    _audited(participant, by, reason).save(update_fields=["status", "ended_on"])
+    announce_to_site_systems("visit.cancelled", participant, visits)
     reminders_sync(participant)
     return participant
 

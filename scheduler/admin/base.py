@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from scheduler.access import site_today
+from scheduler.admin.actions import LifecycleActions, Summary
 from scheduler.admin.scoping import ScopedAdmin
 from scheduler.calendar import CalendarDiff
 from scheduler.display import site_time
@@ -33,9 +34,7 @@ from scheduler.selectors import (
 from trials.admin import AuditTrailAdmin
 from trials.models import Site
 
-Summary = list[tuple[str, str]]
 ActionForm = TypeVar("ActionForm", bound=LifecycleForm)
-Outcome = list[tuple[str, str, bool]]
 
 # ----------------------------------------------------------------------------------------
 # Pages shared by the calendar actions of visits and participants
@@ -161,9 +160,10 @@ def confirmed(request: HttpRequest) -> bool:
     return "_confirm" in request.POST
 
 
-class CalendarActionsAdmin(ScopedAdmin, SiteClockHistory, AuditTrailAdmin):
+class CalendarActionsAdmin(LifecycleActions, ScopedAdmin, SiteClockHistory, AuditTrailAdmin):
     """An admin whose records have calendar actions: each is a form, a preview of exactly what
-    the service would change (nothing written), and a confirm that calls the service once."""
+    the service would change (nothing written), and a confirm that calls the service once
+    (scheduler/admin/actions.py)."""
 
     change_form_template = "admin/lifecycle/change_form.html"
 

@@ -6,12 +6,14 @@ registers it when scheduler/admin.py imports this module.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
@@ -21,20 +23,16 @@ from django.utils import timezone
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
 from scheduler import access
 from scheduler.access import site_today
+from scheduler.admin.actions import Done, LifecycleAction, Outcome, Preview, Summary
 from scheduler.admin.base import (
     CalendarActionsAdmin,
-    Outcome,
     SiteClockHistory,
-    Summary,
     VisitStatusColumns,
     calendar_summary,
-    confirmed,
     glance_label,
     iso,
-    posted,
     site_clock_column,
     step_label,
-    submitted,
 )
 from scheduler.admin.enroll import (
     enroll_url,
@@ -44,11 +42,15 @@ from scheduler.admin.enroll import (
 )
 from scheduler.admin.feeds import feeds_url
 from scheduler.admin.scoping import ScopedAdmin, ScopedInline, scoped_filter
+from scheduler.admin.timeline import TimelineMixin
 from scheduler.display import site_time
 from scheduler.forms import (
     AnchorChangeForm,
     LifecycleForm,
+    MoveToVersionForm,
+    ParticipantCompleteForm,
     ParticipantWithdrawForm,
+    ScreenFailForm,
     TaperDecisionForm,
     UnscheduledVisitForm,
 )
@@ -64,14 +66,19 @@ from scheduler.services import (
     CalendarError,
     participant_anchor_change,
     participant_anchor_change_preview,
+    participant_complete,
     participant_details_save,
+    participant_move_to_version,
+    participant_move_to_version_preview,
+    participant_screen_fail,
     participant_withdraw,
     taper_adjust,
     taper_adjust_preview,
     visit_add_unscheduled,
+    visit_add_unscheduled_preview,
 )
 from trials.admin import AuditTrailAdmin
-from trials.models import Anchor, MilestoneRule, ProcedureDefinition, Site
+from trials.models import Anchor, MilestoneRule, ProcedureDefinition, ProtocolVersion, Site
 from trials.protocol_file import Channel, MilestoneKind
 
 
@@ -214,17 +221,345 @@ class ParticipantAdminForm(forms.ModelForm):
         return cleaned
 
 
-PARTICIPANT_ACTIONS = [
-    ("withdraw", "Withdraw"),
-    ("anchor", "Change anchor date"),
-    ("taper", "Taper decision"),
-    ("unscheduled_visit", "Add unscheduled visit"),
-]
 ACTIVE = (Participant.Status.SCREENING, Participant.Status.ENROLLED)
 
 
+class ActiveParticipantAction(LifecycleAction[Participant]):
+    def available(self, record: Participant) -> bool:
+        return record.status in ACTIVE
+
+
+class Withdraw(ActiveParticipantAction):
+    name = "withdraw"
+    title = "Withdraw"
+    form_class = ParticipantWithdrawForm
+    confirm_label = "Confirm withdrawal"
+
+    def initial(self, record: Participant) -> dict[str, Any]:
+        return {"on": site_today(record.site)}
+
+    def preview(self, record: Participant, data: dict[str, Any], form: LifecycleForm) -> Preview:
+        visits, milestones = withdrawal_cancellations(participant=record, on=data["on"])
+        today = site_today(record.site)
+        return Preview(
+            [("Withdrawn on", iso(data["on"]), False), ("Reason", data["reason"], False)],
+            note=(
+                "Everything before the withdrawal date, and every visit already done, "
+                "missed or cancelled, stays as it is."
+            ),
+            # Each with its status at a glance from the site's today (a "planned" visit whose
+            # window closed is overdue).
+            context={
+                "cancelled_visits": [
+                    (visit, VISIT_GLANCE_LABELS[visit_glance_status(visit, today=today)])
+                    for visit in visits
+                ],
+                "cancelled_milestones": milestones,
+            },
+        )
+
+    def confirm(
+        self, record: Participant, data: dict[str, Any], form: LifecycleForm, by: User
+    ) -> Done:
+        closure = participant_withdraw(
+            participant=record, on=data["on"], by=by, reason=data["reason"]
+        )
+        return Done(
+            f"{record} withdrawn on {iso(data['on'])}; "
+            f"{len(closure.cancelled_visits)} visit(s) and "
+            f"{len(closure.cancelled_milestones)} milestone(s) cancelled.",
+            record,
+        )
+
+
+class ChangeAnchor(ActiveParticipantAction):
+    name = "anchor"
+    title = "Change anchor date"
+    form_class = AnchorChangeForm
+    confirm_label = "Confirm the new date"
+
+    def form_kwargs(self, record: Participant) -> dict[str, Any]:
+        return {"anchors": list(Anchor.objects.filter(version=record.protocol_version_id))}
+
+    def preview(self, record: Participant, data: dict[str, Any], form: LifecycleForm) -> Preview:
+        code, new_date = data["code"], data["new_date"]
+        diff = participant_anchor_change_preview(participant=record, code=code, new_date=new_date)
+        current = {anchor.code: anchor.date for anchor in record.anchors.all()}
+        return Preview(
+            [
+                ("Anchor", code, False),
+                ("Now", iso(current.get(code)), False),
+                ("New date", iso(new_date), True),
+                ("Reason", data["reason"], False),
+            ],
+            diff=diff,
+        )
+
+    def confirm(
+        self, record: Participant, data: dict[str, Any], form: LifecycleForm, by: User
+    ) -> Done:
+        diff = participant_anchor_change(
+            participant=record,
+            code=data["code"],
+            new_date=data["new_date"],
+            by=by,
+            reason=data["reason"],
+        )
+        return Done(
+            f"{data['code']} of {record} set to {iso(data['new_date'])}; {calendar_summary(diff)}.",
+            record,
+        )
+
+
+class TaperDecision(ActiveParticipantAction):
+    name = "taper"
+    title = "Taper decision"
+    form_class = TaperDecisionForm
+    confirm_label = "Confirm the decision"
+
+    def available(self, record: Participant) -> bool:
+        return super().available(record) and _tapers(record).exists()
+
+    def form_kwargs(self, record: Participant) -> dict[str, Any]:
+        return {"tapers": _tapers(record)}
+
+    def preview(self, record: Participant, data: dict[str, Any], form: LifecycleForm) -> Preview:
+        diff = taper_adjust_preview(
+            participant=record,
+            milestone_code=data["milestone_code"],
+            week=data["week"],
+            dose_mg=data["dose_mg"],
+            allow_increase=data["allow_increase"],
+        )
+        return Preview(_taper_outcome(data), diff=diff)
+
+    def confirm(
+        self, record: Participant, data: dict[str, Any], form: LifecycleForm, by: User
+    ) -> Done:
+        diff = taper_adjust(
+            participant=record,
+            milestone_code=data["milestone_code"],
+            week=data["week"],
+            dose_mg=data["dose_mg"],
+            allow_increase=data["allow_increase"],
+            by=by,
+            reason=data["reason"],
+        )
+        return Done(
+            f"{data['milestone_code']} week {data['week']} {_decision_text(data)}; "
+            f"{calendar_summary(diff)}.",
+            record,
+        )
+
+
+class AddUnscheduledVisit(ActiveParticipantAction):
+    name = "unscheduled_visit"
+    title = "Add unscheduled visit"
+    form_class = UnscheduledVisitForm
+    confirm_label = "Confirm: add the visit"
+
+    def form_kwargs(self, record: Participant) -> dict[str, Any]:
+        return {
+            "procedures": ProcedureDefinition.objects.filter(
+                version=record.protocol_version_id
+            ).order_by("order")
+        }
+
+    def _wanted(self, record: Participant, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "participant": record,
+            "local_date": data["local_date"],
+            "local_time": data["local_time"],
+            "reason": data["reason"],
+            "procedure_codes": data["procedure_codes"],
+        }
+
+    def preview(self, record: Participant, data: dict[str, Any], form: LifecycleForm) -> Preview:
+        plan = visit_add_unscheduled_preview(**self._wanted(record, data))
+        return Preview(
+            [
+                ("When", _unscheduled_when(plan.start, plan.local_date, record), True),
+                (
+                    "Procedures",
+                    ", ".join(f"{p.code} – {p.name}" for p in plan.procedures) or "—",
+                    False,
+                ),
+                ("Reason", data["reason"], False),
+            ],
+            note="An unscheduled visit moves nothing else in the calendar.",
+        )
+
+    def confirm(
+        self, record: Participant, data: dict[str, Any], form: LifecycleForm, by: User
+    ) -> Done:
+        visit = visit_add_unscheduled(**self._wanted(record, data), by=by)
+        when = _unscheduled_when(visit.booked_start, visit.target_date, record)
+        return Done(f"Unscheduled visit of {record} added for {when}.", visit)
+
+
+class Complete(LifecycleAction[Participant]):
+    name = "complete"
+    title = "Complete the study"
+    form_class = ParticipantCompleteForm
+    confirm_label = "Confirm completion"
+
+    def available(self, record: Participant) -> bool:
+        return record.status == Participant.Status.ENROLLED
+
+    def initial(self, record: Participant) -> dict[str, Any]:
+        return {"on": site_today(record.site)}
+
+    def preview(self, record: Participant, data: dict[str, Any], form: LifecycleForm) -> Preview:
+        open_visits = [
+            f"{visit.code} ({glance_label(visit)})"
+            for visit in record.visits.filter(status__in=ScheduledVisit.OPEN)
+            .select_related("visit_definition", "participant__site")
+            .order_by("target_date", "id")
+        ]
+        if open_visits:
+            # The service refuses the same: said at the preview, before anyone confirms.
+            raise CalendarError(
+                f"{record} still has open visits: {', '.join(open_visits)}; record, miss or "
+                "cancel them first"
+            )
+        return Preview(
+            [
+                ("Completed on", iso(data["on"]), False),
+                ("Reason", data["reason"] or "completed the study", False),
+            ],
+            note="Every visit is closed; pending reminders are cancelled.",
+        )
+
+    def confirm(
+        self, record: Participant, data: dict[str, Any], form: LifecycleForm, by: User
+    ) -> Done:
+        participant_complete(
+            participant=record,
+            on=data["on"],
+            by=by,
+            reason=data["reason"] or "completed the study",
+        )
+        return Done(f"{record} completed the study on {iso(data['on'])}.", record)
+
+
+class ScreenFail(LifecycleAction[Participant]):
+    name = "screen_fail"
+    title = "Screen failed"
+    form_class = ScreenFailForm
+    confirm_label = "Confirm: screen failed"
+
+    def available(self, record: Participant) -> bool:
+        return record.status == Participant.Status.SCREENING
+
+    def initial(self, record: Participant) -> dict[str, Any]:
+        return {"on": site_today(record.site)}
+
+    def preview(self, record: Participant, data: dict[str, Any], form: LifecycleForm) -> Preview:
+        today = site_today(record.site)
+        if data["on"] > today:
+            raise CalendarError(
+                f"a screen failure is recorded on or before the site's today ({iso(today)}), "
+                f"not on {iso(data['on'])}"
+            )
+        visits, milestones = withdrawal_cancellations(participant=record, on=dt.date.min)
+        return Preview(
+            [
+                ("Screen failed on", iso(data["on"]), False),
+                ("Reason", data["reason"], False),
+            ],
+            note="Visits already done stay as they are; the screening log lists the reason.",
+            context={
+                "cancelled_visits": [
+                    (visit, VISIT_GLANCE_LABELS[visit_glance_status(visit, today=today)])
+                    for visit in visits
+                ],
+                "cancelled_milestones": milestones,
+            },
+        )
+
+    def confirm(
+        self, record: Participant, data: dict[str, Any], form: LifecycleForm, by: User
+    ) -> Done:
+        participant_screen_fail(participant=record, on=data["on"], by=by, reason=data["reason"])
+        return Done(f"{record} screen failed on {iso(data['on'])}: {data['reason']}.", record)
+
+
+class MoveToVersion(ActiveParticipantAction):
+    name = "move_version"
+    title = "Move to another protocol version"
+    form_class = MoveToVersionForm
+    confirm_label = "Confirm the move"
+
+    def available(self, record: Participant) -> bool:
+        return super().available(record) and self._versions(record).exists()
+
+    def _versions(self, record: Participant) -> QuerySet[ProtocolVersion]:
+        return (
+            ProtocolVersion.objects.filter(trial=record.trial_id, published_at__isnull=False)
+            .exclude(pk=record.protocol_version_id)
+            .select_related("trial")
+            .order_by("-published_at")
+        )
+
+    def initial(self, record: Participant) -> dict[str, Any]:
+        return {"on": site_today(record.site)}
+
+    def form_kwargs(self, record: Participant) -> dict[str, Any]:
+        return {"versions": list(self._versions(record))}
+
+    def _version(self, record: Participant, data: dict[str, Any]) -> ProtocolVersion:
+        return self._versions(record).get(pk=data["version_id"])
+
+    def preview(self, record: Participant, data: dict[str, Any], form: LifecycleForm) -> Preview:
+        version = self._version(record, data)
+        diff = participant_move_to_version_preview(
+            participant=record, version=version, on=data["on"]
+        )
+        return Preview(
+            [
+                ("Now on", str(record.protocol_version), False),
+                ("Moves to", str(version), True),
+                ("From", iso(data["on"]), False),
+                ("Reason", data["reason"], False),
+            ],
+            diff=diff,
+            note="What lies before that date, and every visit already done, keeps its version.",
+        )
+
+    def confirm(
+        self, record: Participant, data: dict[str, Any], form: LifecycleForm, by: User
+    ) -> Done:
+        version = self._version(record, data)
+        diff = participant_move_to_version(
+            participant=record, version=version, on=data["on"], by=by, reason=data["reason"]
+        )
+        return Done(
+            f"{record} moved to {version} from {iso(data['on'])}; {calendar_summary(diff)}.",
+            record,
+        )
+
+
+PARTICIPANT_ACTIONS: list[LifecycleAction[Participant]] = [
+    ScreenFail(),
+    Withdraw(),
+    ChangeAnchor(),
+    TaperDecision(),
+    AddUnscheduledVisit(),
+    MoveToVersion(),
+    Complete(),
+]
+
+
+def _unscheduled_when(start: dt.datetime | None, day: dt.date, participant: Participant) -> str:
+    if start is not None:
+        return site_time(start, participant.site)
+    return f"{iso(day)} (not booked yet)"
+
+
 @admin.register(Participant)
-class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
+class ParticipantAdmin(TimelineMixin, VisitStatusColumns, CalendarActionsAdmin):
+    lifecycle = PARTICIPANT_ACTIONS
+    action_select_related = ("trial", "site", "protocol_version__trial")
     list_display = [
         "study_id",
         "trial",
@@ -337,6 +672,9 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
     def history_site(self, obj: Any) -> Site:
         return obj.site
 
+    def summary(self, record: Participant) -> Summary:
+        return _participant_summary(record)
+
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: Any = None
     ) -> HttpResponse:
@@ -349,10 +687,7 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
     def get_urls(self) -> list[URLPattern]:
         return [
             self.action_path("enroll", "enroll", self.enroll_view),
-            self.action_path("withdraw", "withdraw", self.withdraw_view),
-            self.action_path("anchor", "anchor", self.anchor_view),
-            self.action_path("taper", "taper", self.taper_view),
-            self.action_path("unscheduled-visit", "unscheduled_visit", self.unscheduled_view),
+            *self.lifecycle_urls(),
             *super().get_urls(),
         ]
 
@@ -365,229 +700,14 @@ class ParticipantAdmin(VisitStatusColumns, CalendarActionsAdmin):
         form_url: str = "",
         obj: Any = None,
     ) -> Any:
-        if obj is not None and obj.status in ACTIVE and self.may_write(request, obj):
-            has_taper = _tapers(obj).exists()
-            context["lifecycle_actions"] = [
-                (label, self.action_url(name, obj))
-                for name, label in PARTICIPANT_ACTIONS
-                if name != "taper" or has_taper
-            ]
+        if obj is not None and (buttons := self.lifecycle_buttons(request, obj)):
             if obj.status == Participant.Status.SCREENING:
-                context["lifecycle_actions"].insert(
-                    0, ("Check eligibility and enroll", enroll_url(obj))
-                )
+                buttons.insert(0, ("Check eligibility and enroll", enroll_url(obj)))
+            context["lifecycle_actions"] = buttons
         if obj is not None:
             context["related_links"] = _related_links(obj)
             context["page_warnings"] = participant_page_warnings(obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
-
-    # --- the actions
-
-    def withdraw_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        participant = self._participant(request, object_id)
-        form: LifecycleForm = ParticipantWithdrawForm(
-            posted(request), initial={"on": site_today(participant.site)}
-        )
-        if submitted(request) and form.is_valid():
-            on, reason = form.cleaned_data["on"], form.cleaned_data["reason"]
-            if confirmed(request):
-                try:
-                    closure = participant_withdraw(
-                        participant=participant, on=on, by=request.user, reason=reason
-                    )
-                except CalendarError as refusal:
-                    form.add_error(None, str(refusal))
-                else:
-                    return self.action_done(
-                        request,
-                        f"{participant} withdrawn on {iso(on)}; "
-                        f"{len(closure.cancelled_visits)} visit(s) and "
-                        f"{len(closure.cancelled_milestones)} milestone(s) cancelled.",
-                        participant,
-                    )
-            else:
-                visits, milestones = withdrawal_cancellations(participant=participant, on=on)
-                today = site_today(participant.site)
-                return self._participant_page(
-                    request,
-                    participant,
-                    "preview",
-                    form,
-                    "Withdraw",
-                    outcome=[
-                        ("Withdrawn on", iso(on), False),
-                        ("Reason", reason, False),
-                    ],
-                    note=(
-                        "Everything before the withdrawal date, and every visit already done, "
-                        "missed or cancelled, stays as it is."
-                    ),
-                    # Each with its status at a glance from the site's today (a "planned"
-                    # visit whose window closed is overdue).
-                    cancelled_visits=[
-                        (visit, VISIT_GLANCE_LABELS[visit_glance_status(visit, today=today)])
-                        for visit in visits
-                    ],
-                    cancelled_milestones=milestones,
-                    confirm_label="Confirm withdrawal",
-                )
-        return self._participant_page(request, participant, "form", form, "Withdraw")
-
-    def anchor_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        participant = self._participant(request, object_id)
-        anchors = list(Anchor.objects.filter(version=participant.protocol_version_id))
-        form: LifecycleForm = AnchorChangeForm(posted(request), anchors=anchors)
-        if submitted(request) and form.is_valid():
-            code, new_date = form.cleaned_data["code"], form.cleaned_data["new_date"]
-            reason = form.cleaned_data["reason"]
-            try:
-                if confirmed(request):
-                    diff = participant_anchor_change(
-                        participant=participant,
-                        code=code,
-                        new_date=new_date,
-                        by=request.user,
-                        reason=reason,
-                    )
-                    return self.action_done(
-                        request,
-                        f"{code} of {participant} set to {iso(new_date)}; "
-                        f"{calendar_summary(diff)}.",
-                        participant,
-                    )
-                diff = participant_anchor_change_preview(
-                    participant=participant, code=code, new_date=new_date
-                )
-            except CalendarError as refusal:
-                form.add_error(None, str(refusal))
-            else:
-                current = {a.code: a.date for a in participant.anchors.all()}
-                return self._participant_page(
-                    request,
-                    participant,
-                    "preview",
-                    form,
-                    "Change anchor date",
-                    outcome=[
-                        ("Anchor", code, False),
-                        ("Now", iso(current.get(code)), False),
-                        ("New date", iso(new_date), True),
-                        ("Reason", reason, False),
-                    ],
-                    diff=diff,
-                    confirm_label="Confirm the new date",
-                )
-        return self._participant_page(request, participant, "form", form, "Change anchor date")
-
-    def taper_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        participant = self._participant(request, object_id)
-        form: LifecycleForm = TaperDecisionForm(posted(request), tapers=_tapers(participant))
-        if submitted(request) and form.is_valid():
-            decision = form.cleaned_data
-            try:
-                if confirmed(request):
-                    diff = taper_adjust(
-                        participant=participant,
-                        milestone_code=decision["milestone_code"],
-                        week=decision["week"],
-                        dose_mg=decision["dose_mg"],
-                        allow_increase=decision["allow_increase"],
-                        by=request.user,
-                        reason=decision["reason"],
-                    )
-                    return self.action_done(
-                        request,
-                        f"{decision['milestone_code']} week {decision['week']} "
-                        f"{_decision_text(decision)}; {calendar_summary(diff)}.",
-                        participant,
-                    )
-                diff = taper_adjust_preview(
-                    participant=participant,
-                    milestone_code=decision["milestone_code"],
-                    week=decision["week"],
-                    dose_mg=decision["dose_mg"],
-                    allow_increase=decision["allow_increase"],
-                )
-            except CalendarError as refusal:
-                form.add_error(None, str(refusal))
-            else:
-                return self._participant_page(
-                    request,
-                    participant,
-                    "preview",
-                    form,
-                    "Taper decision",
-                    outcome=_taper_outcome(decision),
-                    diff=diff,
-                    confirm_label="Confirm the decision",
-                )
-        return self._participant_page(request, participant, "form", form, "Taper decision")
-
-    def unscheduled_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        participant = self._participant(request, object_id)
-        form: LifecycleForm = UnscheduledVisitForm(
-            posted(request),
-            procedures=ProcedureDefinition.objects.filter(
-                version=participant.protocol_version_id
-            ).order_by("order"),
-        )
-        if submitted(request) and form.is_valid():
-            wanted = form.cleaned_data
-            try:
-                visit = visit_add_unscheduled(
-                    participant=participant,
-                    local_date=wanted["local_date"],
-                    local_time=wanted["local_time"],
-                    reason=wanted["reason"],
-                    procedure_codes=wanted["procedure_codes"],
-                    by=request.user,
-                )
-            except CalendarError as refusal:
-                form.add_error(None, str(refusal))
-            else:
-                when = (
-                    site_time(visit.booked_start, participant.site)
-                    if visit.booked_start
-                    else f"{iso(visit.target_date)} (not booked yet)"
-                )
-                return self.action_done(
-                    request, f"Unscheduled visit of {participant} added for {when}.", visit
-                )
-        return self._participant_page(
-            request, participant, "form", form, "Add unscheduled visit", submit_label="Add visit"
-        )
-
-    # --- helpers of the actions
-
-    def _participant(self, request: HttpRequest, object_id: int) -> Participant:
-        # No write role anywhere: refused whatever the id; else another site's participant
-        # (or one only read here) is a 404.
-        if not self.may_write(request):
-            raise PermissionDenied
-        return self.visible_object(
-            request,
-            object_id,
-            self.writable(request).select_related("trial", "site", "protocol_version__trial"),
-        )
-
-    def _participant_page(
-        self,
-        request: HttpRequest,
-        participant: Participant,
-        template: str,
-        form: LifecycleForm,
-        title: str,
-        **context: Any,
-    ) -> HttpResponse:
-        return self.action_page(
-            request,
-            participant,
-            template=template,
-            title=title,
-            form=form,
-            summary=_participant_summary(participant),
-            **context,
-        )
 
 
 def _related_links(participant: Participant) -> list[tuple[str, str]]:

@@ -1,33 +1,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
+from django.http import HttpRequest
 from django.urls import URLPattern
 
 from scheduler import access
 from scheduler.access import site_now, site_today
+from scheduler.admin.actions import Done, LifecycleAction, Outcome, Preview, Summary
 from scheduler.admin.base import (
-    ActionForm,
     CalendarActionsAdmin,
-    Outcome,
     SiteClockHistory,
-    Summary,
     calendar_summary,
-    confirmed,
     deviation_text,
     glance_label,
     iso,
     participant_site,
-    posted,
     site_clock_column,
     step_label,
-    submitted,
 )
 from scheduler.admin.scoping import ScopedAdmin, ScopedInline, scoped_filter
 from scheduler.calendar import CalendarDiff, deviation_days
@@ -49,7 +43,6 @@ from scheduler.selectors import (
 )
 from scheduler.services import (
     BookingPreview,
-    CalendarError,
     visit_book,
     visit_book_preview,
     visit_cancel,
@@ -89,11 +82,142 @@ class VisitAttentionFilter(admin.SimpleListFilter):
         return queryset
 
 
-VISIT_ACTIONS = [
-    ("book", "Book / reschedule"),
-    ("record_done", "Record done"),
-    ("mark_missed", "Mark missed"),
-    ("cancel", "Cancel visit"),
+class OpenVisitAction(LifecycleAction[ScheduledVisit]):
+    def available(self, record: ScheduledVisit) -> bool:
+        return record.is_open
+
+
+class BookVisit(OpenVisitAction):
+    name = "book"
+    title = "Book / reschedule"
+    form_class = VisitBookForm
+    confirm_label = "Confirm booking"
+
+    def initial(self, record: ScheduledVisit) -> dict[str, Any]:
+        return _booking_initial(record)
+
+    def note(self, record: ScheduledVisit) -> str | None:
+        return _booking_note(record)
+
+    def preview(self, record: ScheduledVisit, data: dict[str, Any], form: LifecycleForm) -> Preview:
+        booking = visit_book_preview(
+            visit=record, local_date=data["local_date"], local_time=data["local_time"]
+        )
+        return Preview(_booking_outcome(record, booking, data), diff=booking.calendar)
+
+    def confirm(
+        self, record: ScheduledVisit, data: dict[str, Any], form: LifecycleForm, by: User
+    ) -> Done:
+        booked = visit_book(
+            visit=record,
+            local_date=data["local_date"],
+            local_time=data["local_time"],
+            reason=data["reason"],
+            by=by,
+            expected_version=data["version"],
+        )
+        return Done(
+            f"{booked.visit_code} booked for "
+            f"{site_time(booked.booked_start, record.participant.site)}; "
+            f"{calendar_summary(booked.calendar)}.",
+            record,
+        )
+
+
+class RecordVisitDone(OpenVisitAction):
+    name = "record_done"
+    title = "Record done"
+    form_class = VisitRecordDoneForm
+    confirm_label = "Confirm: record as done"
+
+    def initial(self, record: ScheduledVisit) -> dict[str, Any]:
+        # The day it was booked or planned for, unless that is still ahead: a visit is never
+        # recorded as done after the site's today.
+        return {
+            "version": record.version,
+            "actual_date": min(
+                record.booked_date or record.target_date, site_today(record.participant.site)
+            ),
+        }
+
+    def form_kwargs(self, record: ScheduledVisit) -> dict[str, Any]:
+        return {"procedures": _planned_procedures(record)}
+
+    def preview(self, record: ScheduledVisit, data: dict[str, Any], form: LifecycleForm) -> Preview:
+        diff = visit_record_done_preview(visit=record, actual_date=data["actual_date"])
+        assert isinstance(form, VisitRecordDoneForm)
+        return Preview(_done_outcome(record, form), diff=diff)
+
+    def confirm(
+        self, record: ScheduledVisit, data: dict[str, Any], form: LifecycleForm, by: User
+    ) -> Done:
+        assert isinstance(form, VisitRecordDoneForm)
+        diff = visit_record_done(
+            visit=record,
+            actual_date=data["actual_date"],
+            actual_time=data["actual_time"],
+            procedures_not_done=form.procedures_not_done(),
+            reason=data["reason"],
+            by=by,
+            expected_version=data["version"],
+        )
+        return Done(
+            f"{record.code} recorded as done on {iso(data['actual_date'])}; "
+            f"{calendar_summary(diff)}.",
+            record,
+        )
+
+
+class CloseVisit(OpenVisitAction):
+    """Mark missed, or cancel: the visit closes, and what was counted from it re-plans."""
+
+    form_class = VisitCloseForm
+    submit_label = "Continue to confirm"
+    status: ClassVar[str]
+    close: ClassVar[Callable[..., CalendarDiff]]
+
+    def preview(self, record: ScheduledVisit, data: dict[str, Any], form: LifecycleForm) -> Preview:
+        return Preview(
+            [
+                ("Visit", f"{record.code} will be recorded as {self.status}", True),
+                ("Reason", data["reason"], False),
+            ],
+            note=(
+                "Visits counted from this one fall back to their planned dates; "
+                "what moved is listed once you confirm."
+            ),
+        )
+
+    def confirm(
+        self, record: ScheduledVisit, data: dict[str, Any], form: LifecycleForm, by: User
+    ) -> Done:
+        diff = type(self).close(
+            visit=record, reason=data["reason"], by=by, expected_version=data["version"]
+        )
+        return Done(f"{record.code} {self.status}; {calendar_summary(diff)}.", record)
+
+
+class MarkVisitMissed(CloseVisit):
+    name = "mark_missed"
+    title = "Mark missed"
+    confirm_label = "Confirm: missed"
+    status = "missed"
+    close = staticmethod(visit_mark_missed)
+
+
+class CancelVisit(CloseVisit):
+    name = "cancel"
+    title = "Cancel visit"
+    confirm_label = "Confirm: cancelled"
+    status = "cancelled"
+    close = staticmethod(visit_cancel)
+
+
+VISIT_ACTIONS: list[LifecycleAction[ScheduledVisit]] = [
+    BookVisit(),
+    RecordVisitDone(),
+    MarkVisitMissed(),
+    CancelVisit(),
 ]
 
 
@@ -158,23 +282,14 @@ class ScheduledVisitAdmin(CalendarActionsAdmin):
     def glance_status(self, visit: ScheduledVisit) -> str:
         return glance_label(visit)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    lifecycle = VISIT_ACTIONS
+    action_select_related = ("participant__site", "participant__trial", "visit_definition")
 
     def get_urls(self) -> list[URLPattern]:
-        return [
-            self.action_path("book", "book", self.book_view),
-            self.action_path("record-done", "record_done", self.record_done_view),
-            self.action_path("mark-missed", "mark_missed", self.mark_missed_view),
-            self.action_path("cancel", "cancel", self.cancel_view),
-            *super().get_urls(),
-        ]
+        return [*self.lifecycle_urls(), *super().get_urls()]
+
+    def summary(self, record: ScheduledVisit) -> Summary:
+        return _visit_summary(record)
 
     def render_change_form(
         self,
@@ -185,214 +300,9 @@ class ScheduledVisitAdmin(CalendarActionsAdmin):
         form_url: str = "",
         obj: Any = None,
     ) -> Any:
-        if obj is not None and obj.is_open and self.may_write(request, obj):
-            context["lifecycle_actions"] = [
-                (label, self.action_url(name, obj)) for name, label in VISIT_ACTIONS
-            ]
+        if obj is not None and (buttons := self.lifecycle_buttons(request, obj)):
+            context["lifecycle_actions"] = buttons
         return super().render_change_form(request, context, add, change, form_url, obj)
-
-    # --- the actions
-
-    def book_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        visit = self._visit(request, object_id)
-        form = VisitBookForm(posted(request), initial=_booking_initial(visit))
-        if submitted(request) and form.is_valid():
-            slot = form.cleaned_data
-            try:
-                if confirmed(request):
-                    booked = visit_book(
-                        visit=visit,
-                        local_date=slot["local_date"],
-                        local_time=slot["local_time"],
-                        reason=slot["reason"],
-                        by=request.user,
-                        expected_version=slot["version"],
-                    )
-                    return self.action_done(
-                        request,
-                        f"{booked.visit_code} booked for "
-                        f"{site_time(booked.booked_start, visit.participant.site)}; "
-                        f"{calendar_summary(booked.calendar)}.",
-                        visit,
-                    )
-                preview = visit_book_preview(
-                    visit=visit, local_date=slot["local_date"], local_time=slot["local_time"]
-                )
-            except CalendarError as refusal:
-                visit, form = self._refused(request, object_id, refusal, VisitBookForm)
-            else:
-                return self._visit_page(
-                    request,
-                    visit,
-                    "preview",
-                    form,
-                    "Book / reschedule",
-                    outcome=_booking_outcome(visit, preview, slot),
-                    diff=preview.calendar,
-                    confirm_label="Confirm booking",
-                )
-        return self._visit_page(
-            request, visit, "form", form, "Book / reschedule", note=_booking_note(visit)
-        )
-
-    def record_done_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        visit = self._visit(request, object_id)
-        procedures = _planned_procedures(visit)
-        form = VisitRecordDoneForm(
-            posted(request),
-            initial={
-                "version": visit.version,
-                # The day it was booked or planned for, unless that is still ahead: a visit
-                # is never recorded as done after the site's today.
-                "actual_date": min(
-                    visit.booked_date or visit.target_date, site_today(visit.participant.site)
-                ),
-            },
-            procedures=procedures,
-        )
-        if submitted(request) and form.is_valid():
-            done = form.cleaned_data
-            try:
-                if confirmed(request):
-                    diff = visit_record_done(
-                        visit=visit,
-                        actual_date=done["actual_date"],
-                        actual_time=done["actual_time"],
-                        procedures_not_done=form.procedures_not_done(),
-                        reason=done["reason"],
-                        by=request.user,
-                        expected_version=done["version"],
-                    )
-                    return self.action_done(
-                        request,
-                        f"{visit.code} recorded as done on {iso(done['actual_date'])}; "
-                        f"{calendar_summary(diff)}.",
-                        visit,
-                    )
-                diff = visit_record_done_preview(visit=visit, actual_date=done["actual_date"])
-            except CalendarError as refusal:
-                visit, form = self._refused(
-                    request, object_id, refusal, VisitRecordDoneForm, procedures=procedures
-                )
-            else:
-                return self._visit_page(
-                    request,
-                    visit,
-                    "preview",
-                    form,
-                    "Record done",
-                    outcome=_done_outcome(visit, form),
-                    diff=diff,
-                    confirm_label="Confirm: record as done",
-                )
-        return self._visit_page(request, visit, "form", form, "Record done")
-
-    def mark_missed_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        return self._close_view(request, object_id, "missed", visit_mark_missed)
-
-    def cancel_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        return self._close_view(request, object_id, "cancelled", visit_cancel)
-
-    def _close_view(
-        self,
-        request: HttpRequest,
-        object_id: int,
-        status: str,
-        close: Callable[..., CalendarDiff],
-    ) -> HttpResponse:
-        visit = self._visit(request, object_id)
-        title = "Mark missed" if status == "missed" else "Cancel visit"
-        form = VisitCloseForm(posted(request), initial={"version": visit.version})
-        if submitted(request) and form.is_valid():
-            if confirmed(request):
-                try:
-                    diff = close(
-                        visit=visit,
-                        reason=form.cleaned_data["reason"],
-                        by=request.user,
-                        expected_version=form.cleaned_data["version"],
-                    )
-                except CalendarError as refusal:
-                    visit, form = self._refused(request, object_id, refusal, VisitCloseForm)
-                else:
-                    return self.action_done(
-                        request, f"{visit.code} {status}; {calendar_summary(diff)}.", visit
-                    )
-            else:
-                return self._visit_page(
-                    request,
-                    visit,
-                    "preview",
-                    form,
-                    title,
-                    outcome=[
-                        ("Visit", f"{visit.code} will be recorded as {status}", True),
-                        ("Reason", form.cleaned_data["reason"], False),
-                    ],
-                    note=(
-                        "Visits counted from this one fall back to their planned dates; "
-                        "what moved is listed once you confirm."
-                    ),
-                    confirm_label=f"Confirm: {status}",
-                )
-        return self._visit_page(
-            request, visit, "form", form, title, submit_label="Continue to confirm"
-        )
-
-    # --- helpers of the actions
-
-    def _visit(self, request: HttpRequest, object_id: int) -> ScheduledVisit:
-        # No write role anywhere: refused whatever the id. A write role: another site's
-        # visit (or one only read here) is a 404, like a visit that does not exist.
-        if not self.may_write(request):
-            raise PermissionDenied
-        return self.visible_object(
-            request,
-            object_id,
-            self.writable(request).select_related(
-                "participant__site", "participant__trial", "visit_definition"
-            ),
-        )
-
-    def _refused(
-        self,
-        request: HttpRequest,
-        object_id: int,
-        refusal: CalendarError,
-        form_class: type[ActionForm],
-        **form_kwargs: Any,
-    ) -> tuple[ScheduledVisit, ActionForm]:
-        """The form again, with the refusal, what was typed, and the visit as it is now.
-
-        The page then shows the visit's current state, so it carries the current version:
-        a coordinator who was refused because someone else changed the visit previews again
-        against that change before confirming.
-        """
-        visit = self._visit(request, object_id)
-        data = request.POST.copy()
-        data["version"] = str(visit.version)
-        form = form_class(data, **form_kwargs)
-        form.add_error(None, str(refusal))
-        return visit, form
-
-    def _visit_page(
-        self,
-        request: HttpRequest,
-        visit: ScheduledVisit,
-        template: str,
-        form: LifecycleForm,
-        title: str,
-        **context: Any,
-    ) -> TemplateResponse:
-        return self.action_page(
-            request,
-            visit,
-            template=template,
-            title=title,
-            form=form,
-            summary=_visit_summary(visit),
-            **context,
-        )
 
 
 def _zone(visit: ScheduledVisit) -> str:

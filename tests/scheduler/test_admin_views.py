@@ -17,7 +17,7 @@ from django.urls import reverse
 from participants.models import Participant, TreatmentAssignment
 from scheduler.calendar import CalendarDiff, MilestoneChange, VisitChange
 from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit, TaperAdjustment
-from scheduler.services import participant_enroll, visit_book, visit_record_done
+from scheduler.services import participant_enroll, visit_book, visit_cancel, visit_record_done
 from tests.factories import member, member_of_every_trial_site, participant_for
 from trials.models import Arm, TrialSite
 
@@ -541,17 +541,24 @@ def test_taper_hold_previews_the_shifted_steps_then_records_the_decision(
     ) == [("PSL_TAPER", 4, "hold", None, admin_user.pk)]
 
 
-def test_unscheduled_visit_is_added_with_its_procedures(february, admin_client, niams) -> None:
-    response = admin_client.post(
-        action_url(niams, "unscheduled_visit"),
-        {
-            "local_date": "2026-04-10",
-            "local_time": "14:00",
-            "reason": "lupus flare: rash and fever",
-            "procedure_codes": ["EXAM", "LABS"],
-        },
-    )
+def test_unscheduled_visit_is_previewed_then_added_with_its_procedures(
+    february, admin_client, niams
+) -> None:
+    wanted = {
+        "local_date": "2026-04-10",
+        "local_time": "14:00",
+        "reason": "lupus flare: rash and fever",
+        "procedure_codes": ["EXAM", "LABS"],
+    }
+    preview = admin_client.post(action_url(niams, "unscheduled_visit"), wanted)
+    written = ScheduledVisit.objects.filter(participant=niams, visit_definition=None).count()
 
+    response = admin_client.post(action_url(niams, "unscheduled_visit"), {**wanted, "_confirm": "1"})
+
+    assert (preview.status_code, written) == (200, 0)
+    assert [(label, value) for label, value, _ in preview.context["outcome"]][:1] == [
+        ("When", "Fri 10 Apr 2026 14:00 EDT")
+    ]
     flare = ScheduledVisit.objects.get(participant=niams, visit_definition=None)
     assert (response.status_code, response["Location"]) == (302, change_url(flare))
     assert (flare.status, flare.booked_start, flare.unscheduled_reason) == (
@@ -828,12 +835,14 @@ def test_participant_page_links_the_calendar_actions_and_shows_anchors_read_only
         "Withdraw",
         "Change anchor date",
         "Add unscheduled visit",
+        "Complete the study",
     ]
     assert tsukuba_page.context["lifecycle_actions"] == [
         ("Withdraw", action_url(tsukuba, "withdraw")),
         ("Change anchor date", action_url(tsukuba, "anchor")),
         ("Taper decision", action_url(tsukuba, "taper")),
         ("Add unscheduled visit", action_url(tsukuba, "unscheduled_visit")),
+        ("Complete the study", action_url(tsukuba, "complete")),
     ]
     anchors = niams_page.context["inline_admin_formsets"][0]
     assert (anchors.has_add_permission, anchors.has_change_permission) == (False, False)
@@ -842,3 +851,100 @@ def test_participant_page_links_the_calendar_actions_and_shows_anchors_read_only
         "anchors-0-id",
         "anchors-0-participant",
     ]
+
+
+# ----------------------------------------------------------------------------------------
+# The rest of the lifecycle through the one preview → confirm view: complete, screen failed,
+# move onto an amendment
+
+
+def test_complete_is_refused_at_the_preview_while_visits_are_open(admin_client, niams) -> None:
+    before = audit_entries()
+
+    response = admin_client.post(
+        action_url(niams, "complete"), {"on": "2026-12-31", "reason": ""}
+    )
+
+    assert response.status_code == 200
+    assert errors(response)[0].startswith(f"{niams} still has open visits: V1 (overdue), ")
+    assert errors(response)[0].endswith("; record, miss or cancel them first")
+    assert (Participant.objects.get(pk=niams.pk).status, audit_entries()) == ("enrolled", before)
+
+
+def test_complete_previews_then_completes_once_every_visit_is_closed(
+    admin_client, admin_user, niams
+) -> None:
+    for row in ScheduledVisit.objects.filter(participant=niams):
+        visit_cancel(visit=row, by=admin_user, reason="sponsor closed the study")
+    wanted = {"on": "2026-12-30", "reason": ""}
+
+    preview = admin_client.post(action_url(niams, "complete"), wanted)
+    unchanged = Participant.objects.get(pk=niams.pk).status
+    done = admin_client.post(action_url(niams, "complete"), {**wanted, "_confirm": "1"})
+
+    niams.refresh_from_db()
+    assert [(label, value) for label, value, _ in preview.context["outcome"]] == [
+        ("Completed on", "2026-12-30"),
+        ("Reason", "completed the study"),
+    ]
+    assert (unchanged, done.status_code, done["Location"]) == ("enrolled", 302, change_url(niams))
+    assert (niams.status, niams.ended_on) == ("completed", D(2026, 12, 30))
+    assert niams.history.latest().history_change_reason == "completed the study"
+
+
+def test_screen_failure_cancels_what_is_open_and_records_the_reason(
+    admin_client, admin_user, import_seed
+) -> None:
+    screening = participant_for(import_seed("000"), anchors={"day1": D(2027, 1, 11)})
+    open_before = ScheduledVisit.objects.filter(
+        participant=screening, status__in=ScheduledVisit.OPEN
+    ).count()
+    wanted = {"on": "2026-12-31", "reason": "eGFR below 30 at screening"}
+
+    blank = admin_client.post(action_url(screening, "screen_fail"), {**wanted, "reason": " "})
+    future = admin_client.post(action_url(screening, "screen_fail"), {**wanted, "on": "2027-01-01"})
+    preview = admin_client.post(action_url(screening, "screen_fail"), wanted)
+    done = admin_client.post(action_url(screening, "screen_fail"), {**wanted, "_confirm": "1"})
+
+    screening.refresh_from_db()
+    assert blank.context["form"].errors == {"reason": ["This field is required."]}
+    assert errors(future) == [
+        "a screen failure is recorded on or before the site's today (2026-12-31), "
+        "not on 2027-01-01"
+    ]
+    # Visits are planned at enrollment: nothing is open yet in screening.
+    assert (preview.context["cancelled_visits"], open_before) == ([], 0)
+    assert done.status_code == 302
+    assert (screening.status, screening.ended_on) == ("screen_failed", D(2026, 12, 31))
+    assert screening.history.latest().history_change_reason == "eGFR below 30 at screening"
+    page = admin_client.get(change_url(screening))
+    assert page.context.get("lifecycle_actions") is None  # nothing left to do
+
+
+def test_moving_a_participant_onto_an_amendment_previews_the_calendar_that_moves(
+    admin_client, tsukuba
+) -> None:
+    from tests.scheduler.test_amendments_and_audit import tsukuba_amendment
+
+    v11 = tsukuba_amendment()
+    wanted = {"version_id": str(v11.pk), "on": "2026-04-01", "reason": "amendment 1"}
+
+    v10 = tsukuba.protocol_version_id
+    preview = admin_client.post(action_url(tsukuba, "move_version"), wanted)
+    still = Participant.objects.get(pk=tsukuba.pk).protocol_version_id
+    done = admin_client.post(action_url(tsukuba, "move_version"), {**wanted, "_confirm": "1"})
+
+    tsukuba.refresh_from_db()
+    diff = preview.context["diff"]
+    assert [(label, value) for label, value, _ in preview.context["outcome"]][1] == (
+        "Moves to",
+        str(v11),
+    )
+    assert sorted((c.visit_code, c.kind) for c in diff.visits if c.kind == "added") == [
+        ("W28", "added")
+    ]
+    assert still == v10
+    assert (done.status_code, tsukuba.protocol_version_id) == (302, v11.pk)
+    assert ScheduledVisit.objects.filter(
+        participant=tsukuba, visit_definition__code="W28"
+    ).count() == 1

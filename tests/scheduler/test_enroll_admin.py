@@ -283,11 +283,19 @@ def test_screening_participant_page_links_to_enrollment_and_enrolled_one_does_no
     screening_actions = admin_client.get(change_url(screening)).context["lifecycle_actions"]
     enrolled_actions = admin_client.get(change_url(enrolled)).context["lifecycle_actions"]
 
+    assert [label for label, _ in screening_actions] == [
+        "Check eligibility and enroll",
+        "Screen failed",
+        "Withdraw",
+        "Change anchor date",
+        "Add unscheduled visit",
+    ]
     assert screening_actions[0] == ("Check eligibility and enroll", enroll_url(screening))
     assert [label for label, _ in enrolled_actions] == [
         "Withdraw",
         "Change anchor date",
         "Add unscheduled visit",
+        "Complete the study",
     ]
 
 
