@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -51,8 +52,21 @@ class Participant(models.Model):
     quiet_hours_end = models.TimeField(null=True, blank=True)
     enrolled_at = models.DateTimeField(null=True, blank=True)
     ended_on = models.DateField(
-        null=True, blank=True, help_text="Date of withdrawal or completion."
+        null=True, blank=True, help_text="Date of withdrawal, completion or screen failure."
     )
+    # Why the participant's study ended (the screening log's screen-failure reason, the
+    # withdrawal's reason), as the service that ended it was told.
+    ended_reason = models.CharField(max_length=2000, blank=True)
+    # The screening log's sign-off: the site's investigator confirmed eligibility (after the
+    # machine checks passed); cleared when a detail the checks read changes.
+    eligibility_confirmed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    eligibility_confirmed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Contact details are not copied into the audit trail; clinical fields are.
     history = HistoricalRecords(

@@ -15,13 +15,14 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import models, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
 from participants.contact import contact_cleared_warning, participant_contact_gap
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
 from participants.selectors import participant_anchor_dates, participant_eligibility_failures
-from scheduler.access import participant_today, site_now, site_today
+from scheduler.access import can_confirm_eligibility, participant_today, site_now, site_today
 from scheduler.calendar import (
     CalendarDiff,
     PendingCalendar,
@@ -80,6 +81,32 @@ def participant_enroll_check(
     return _enrollment_problems(participant, on, arm)[0]
 
 
+@transaction.atomic
+def participant_eligibility_confirm(
+    *, participant: Participant, on: dt.date, by: User
+) -> Participant:
+    """The investigator's sign-off in the screening log: the machine checks pass on `on`, and
+    the site's investigator confirms the criteria no machine can check. Enrolling from the
+    admin needs it; a later change to a detail the checks read clears it."""
+    participant = Participant.objects.select_for_update().get(pk=participant.pk)
+    if not can_confirm_eligibility(by, trial_id=participant.trial_id, site_id=participant.site_id):
+        raise CalendarError("only the site's investigator confirms eligibility")
+    problems = [
+        problem
+        for problem in _enrollment_problems(participant, on, None)[0]
+        # The arm is chosen at enrollment, after the sign-off.
+        if "arm" not in problem
+    ]
+    if problems:
+        raise CalendarError("the machine checks fail: " + "; ".join(problems))
+    participant.eligibility_confirmed_by = by
+    participant.eligibility_confirmed_at = timezone.now()
+    _audited(participant, by, "eligibility confirmed by the investigator").save(
+        update_fields=["eligibility_confirmed_by", "eligibility_confirmed_at"]
+    )
+    return participant
+
+
 def _enrollment_problems(
     participant: Participant, on: dt.date, arm: Arm | None
 ) -> tuple[list[str], ProtocolSnapshot]:
@@ -116,7 +143,12 @@ def _enrollment_problems(
 
 @transaction.atomic
 def participant_enroll(
-    *, participant: Participant, on: dt.date, arm: Arm | None = None, by: User | None = None
+    *,
+    participant: Participant,
+    on: dt.date,
+    arm: Arm | None = None,
+    by: User | None = None,
+    require_confirmation: bool = False,
 ) -> list[ScheduledVisit]:
     """Enroll a participant in screening and write their whole calendar in bulk.
 
@@ -129,6 +161,8 @@ def participant_enroll(
     participant = Participant.objects.select_for_update().get(pk=participant.pk)
     version = participant.protocol_version
     problems, snapshot = _enrollment_problems(participant, on, arm)
+    if require_confirmation and participant.eligibility_confirmed_by_id is None:
+        problems.append("the site's investigator has not confirmed eligibility yet")
     if problems:
         raise EnrollmentError(participant, problems)
 
@@ -822,7 +856,8 @@ def participant_withdraw(
     )
     participant.status = Participant.Status.WITHDRAWN
     participant.ended_on = on
-    _audited(participant, by, reason).save(update_fields=["status", "ended_on"])
+    participant.ended_reason = reason
+    _audited(participant, by, reason).save(update_fields=["status", "ended_on", "ended_reason"])
     announce_to_site_systems("visit.cancelled", participant, visits)
     announce_to_site_systems("participant.withdrawn", participant)
     reminders_sync(participant)  # withdrawn: every pending reminder is cancelled
@@ -850,7 +885,8 @@ def participant_complete(
         )
     participant.status = Participant.Status.COMPLETED
     participant.ended_on = on
-    _audited(participant, by, reason).save(update_fields=["status", "ended_on"])
+    participant.ended_reason = reason
+    _audited(participant, by, reason).save(update_fields=["status", "ended_on", "ended_reason"])
     reminders_sync(participant)
     return participant
 
@@ -902,7 +938,8 @@ def participant_screen_fail(
     )
     participant.status = Participant.Status.SCREEN_FAILED
     participant.ended_on = on
-    _audited(participant, by, reason).save(update_fields=["status", "ended_on"])
+    participant.ended_reason = reason
+    _audited(participant, by, reason).save(update_fields=["status", "ended_on", "ended_reason"])
     announce_to_site_systems("visit.cancelled", participant, visits)
     reminders_sync(participant)
     return participant
@@ -944,6 +981,48 @@ def participant_move_to_version(
     return calendar_apply(pending, by=by, reason=f"moved to {version}: {reason}")
 
 
+def _check_site_move(
+    site: Site, version: ProtocolVersion, approved_on: dt.date, on: dt.date
+) -> None:
+    if not version.is_published:
+        raise CalendarError(f"{version} is a draft; publish it before a site approves it")
+    if not TrialSite.objects.filter(trial=version.trial_id, site=site).exists():
+        raise CalendarError(f"{site} does not take part in {version.trial}")
+    if on < approved_on:
+        raise CalendarError(
+            f"{site} approved {version} on {approved_on.isoformat()}; participants cannot be "
+            f"moved onto it on {on.isoformat()}, before that date"
+        )
+
+
+def _site_movers(site: Site, version: ProtocolVersion) -> QuerySet[Participant]:
+    """Who a site's approval of `version` moves: its screening and enrolled participants of
+    the trial on another version. Completed, withdrawn and screen-failed ones stay."""
+    return (
+        Participant.objects.filter(
+            trial=version.trial,
+            site=site,
+            status__in=[Participant.Status.SCREENING, Participant.Status.ENROLLED],
+        )
+        .exclude(protocol_version=version)
+        .order_by("study_id")
+    )
+
+
+def site_move_to_version_preview(
+    *, site: Site, version: ProtocolVersion, approved_on: dt.date, on: dt.date
+) -> dict[str, CalendarDiff]:
+    """What `site_move_to_version` would change, participant by participant (by study id),
+    refused for the same reasons; nothing written."""
+    _check_site_move(site, version, approved_on, on)
+    return {
+        participant.study_id: participant_move_to_version_preview(
+            participant=participant, version=version, on=on
+        )
+        for participant in _site_movers(site, version)
+    }
+
+
 @transaction.atomic
 def site_move_to_version(
     *,
@@ -959,29 +1038,18 @@ def site_move_to_version(
     Refused before the approval date. Participants who completed, withdrew or failed screening
     stay where they are. Returns each moved participant's calendar change, by study id.
     """
-    if on < approved_on:
-        raise CalendarError(
-            f"{site} approved {version} on {approved_on.isoformat()}; participants cannot be "
-            f"moved onto it on {on.isoformat()}, before that date"
-        )
+    _check_site_move(site, version, approved_on, on)
+    _require_reason(reason, "an amendment must be named")
     trial_site = TrialSite.objects.select_for_update().get(trial=version.trial, site=site)
     trial_site.protocol_version = version
     trial_site.approved_on = approved_on
     _audited(trial_site, by, reason).save(update_fields=["protocol_version", "approved_on"])
-    moved: dict[str, CalendarDiff] = {}
-    for participant in (
-        Participant.objects.filter(
-            trial=version.trial,
-            site=site,
-            status__in=[Participant.Status.SCREENING, Participant.Status.ENROLLED],
-        )
-        .exclude(protocol_version=version)
-        .order_by("study_id")
-    ):
-        moved[participant.study_id] = participant_move_to_version(
+    return {
+        participant.study_id: participant_move_to_version(
             participant=participant, version=version, on=on, by=by, reason=reason
         )
-    return moved
+        for participant in _site_movers(site, version)
+    }
 
 
 # ----------------------------------------------------------------------------------------
@@ -1006,6 +1074,10 @@ EDITABLE_PARTICIPANT_FIELDS = frozenset(
         "quiet_hours_end",
     }
 )
+
+
+# What the machine eligibility checks read: changing one clears the investigator's sign-off.
+ELIGIBILITY_FIELDS = frozenset({"birth_date", "weight_kg"})
 
 
 @dataclass(frozen=True)
@@ -1039,6 +1111,15 @@ def participant_details_save(
     today = participant_today(participant)
     stored = Participant.objects.select_related("trial").get(pk=participant.pk)
     was_reachable = participant_contact_gap(stored, today=today) is None
+    if (
+        participant.status == Participant.Status.SCREENING
+        and stored.eligibility_confirmed_by_id is not None
+        and ELIGIBILITY_FIELDS.intersection(fields)
+    ):
+        # The investigator signed off on the old details: they confirm again.
+        participant.eligibility_confirmed_by = None
+        participant.eligibility_confirmed_at = None
+        fields += ["eligibility_confirmed_by", "eligibility_confirmed_at"]
     if fields:
         _audited(participant, by, "details edited").save(update_fields=fields)
     reminders_sync(participant)

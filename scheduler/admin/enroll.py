@@ -34,12 +34,14 @@ from participants.forms import (
 from participants.models import Participant
 from participants.services import participant_register, registration_version
 from scheduler import access
-from scheduler.access import participant_today, site_today
+from scheduler.access import can_confirm_eligibility, participant_today, site_today
 from scheduler.admin.scoping import ScopedAdmin
+from scheduler.display import site_time
 from scheduler.services import (
     CalendarError,
     EnrollmentError,
     participant_details_save,
+    participant_eligibility_confirm,
     participant_enroll,
     participant_enroll_check,
 )
@@ -198,6 +200,18 @@ def enroll_view(model_admin: ScopedAdmin, request: HttpRequest, object_id: int) 
                 for warning in saved.warnings:
                     model_admin.message_user(request, warning, messages.WARNING)
                 return HttpResponseRedirect(enroll_url(participant))
+        elif "_confirm_eligibility" in request.POST:
+            try:
+                participant_eligibility_confirm(participant=participant, on=today, by=request.user)
+            except CalendarError as refusal:
+                form.add_error(None, str(refusal))
+            else:
+                model_admin.message_user(
+                    request,
+                    f"Eligibility of {participant} confirmed by {request.user.get_username()}.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(enroll_url(participant))
         elif "_enroll" in request.POST:
             try:
                 visits = participant_enroll(
@@ -205,6 +219,7 @@ def enroll_view(model_admin: ScopedAdmin, request: HttpRequest, object_id: int) 
                     on=today,
                     arm=form.cleaned_data.get("arm"),
                     by=request.user,
+                    require_confirmation=True,
                 )
             except EnrollmentError as refusal:
                 form.add_error(None, str(refusal))
@@ -250,6 +265,15 @@ def enroll_view(model_admin: ScopedAdmin, request: HttpRequest, object_id: int) 
             ],
             "form": form,
             "problems": problems,
-            "may_enroll": not problems,
+            "confirmed_by": participant.eligibility_confirmed_by,
+            "confirmed_at": site_time(participant.eligibility_confirmed_at, participant.site)
+            if participant.eligibility_confirmed_at
+            else None,
+            "may_confirm": not problems
+            and participant.eligibility_confirmed_by_id is None
+            and can_confirm_eligibility(
+                request.user, trial_id=participant.trial_id, site_id=participant.site_id
+            ),
+            "may_enroll": not problems and participant.eligibility_confirmed_by_id is not None,
         },
     )

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from participants.models import Participant
 from scheduler.access import site_today
 from tests.browser.test_admin import chromium_page, log_in
-from tests.factories import SiteFactory, member_everywhere
+from tests.factories import SiteFactory, member, member_everywhere
 from trials.models import TrialSite
 
 
@@ -38,6 +38,13 @@ def test_coordinator_adds_a_niams_participant_fixes_the_birth_date_and_enrolls(
 
     # The admin shows clinical data through memberships: a coordinator at every site.
     member_everywhere(get_user_model().objects.get(username="coordinator"))
+    # …and the site's investigator, who signs eligibility off in the screening log.
+    member(
+        get_user_model().objects.get(username="coordinator"),
+        trial=version.trial,
+        site=site,
+        role="investigator",
+    )
     with chromium_page() as page:
         log_in(page, live_server.url, "coordinator", "a-long-passphrase")
         page.goto(f"{live_server.url}/admin/participants/participant/")
@@ -63,6 +70,9 @@ def test_coordinator_adds_a_niams_participant_fixes_the_birth_date_and_enrolls(
         page.wait_for_load_state("load")
         problems_after_fix = page.locator("#enroll-problems li").all_inner_texts()
         eligible = page.locator("#enroll-ok").inner_text()
+        page.click("input[name=_confirm_eligibility]")
+        page.wait_for_load_state("load")
+        sign_off = page.locator("#eligibility-sign-off").inner_text()
         page.click("input[name=_enroll]")
         page.wait_for_load_state("load")
         landed_url = page.url
@@ -78,6 +88,7 @@ def test_coordinator_adds_a_niams_participant_fixes_the_birth_date_and_enrolls(
         "AGE (Aged 18 to 80 years.): age 17 years is outside the required range (≥ 18 and ≤ 80)"
     ]
     assert enroll_buttons_before == 0
+    assert sign_off.startswith("Eligibility confirmed by the investigator coordinator on ")
     assert problems_after_fix == []
     assert eligible == (
         "Every machine-checkable criterion is met and the calendar can be planned. The other "

@@ -15,7 +15,7 @@ from participants.models import Participant
 from scheduler.models import ScheduledVisit
 from scheduler.services import participant_enroll
 from tests.conftest import seed_path
-from tests.factories import SiteFactory, member_of_every_trial_site, participant_for
+from tests.factories import SiteFactory, member, member_of_every_trial_site, participant_for
 from trials.models import ProtocolVersion, TrialSite
 from trials.services import protocol_import
 
@@ -36,6 +36,12 @@ def admin_coordinates_every_site(admin_user):
     coordinator wherever their participants are (scoping itself: tests/access/)."""
     with member_of_every_trial_site(admin_user):
         yield
+
+
+@pytest.fixture
+def also_investigator(admin_user, nih_niams):
+    """The admin is also the site's investigator, who signs eligibility off."""
+    member(admin_user, trial=nih_niams.trial, site=nih_niams.site, role="investigator")
 
 
 @pytest.fixture(autouse=True)
@@ -157,7 +163,9 @@ def test_add_participant_registers_in_screening_then_lists_the_eligibility_failu
     assert ScheduledVisit.objects.count() == 0
 
 
-def test_coordinator_fixes_the_birth_date_rechecks_and_enrolls(admin_client, nih_niams) -> None:
+def test_coordinator_fixes_the_birth_date_rechecks_and_enrolls(
+    admin_client, also_investigator, nih_niams
+) -> None:
     admin_client.post(ADD_URL, registration(nih_niams), follow=True)
     participant = Participant.objects.get()
 
@@ -166,13 +174,20 @@ def test_coordinator_fixes_the_birth_date_rechecks_and_enrolls(admin_client, nih
         {"birth_date": "1998-06-01", "weight_kg": "61.5", "_recheck": "1"},
         follow=True,
     )
+    signed = admin_client.post(
+        enroll_url(participant),
+        {"birth_date": "1998-06-01", "weight_kg": "61.5", "_confirm_eligibility": "1"},
+        follow=True,
+    )
     enrolled = admin_client.post(
         enroll_url(participant),
         {"birth_date": "1998-06-01", "weight_kg": "61.5", "_enroll": "1"},
     )
 
     assert fixed.context["problems"] == []
-    assert fixed.context["may_enroll"] is True
+    assert (fixed.context["may_confirm"], fixed.context["may_enroll"]) == (True, False)
+    assert (signed.context["may_confirm"], signed.context["may_enroll"]) == (False, True)
+    assert messages_of(signed) == ["Eligibility of niams-ani-vascular/NIH-CC-004 confirmed by admin."]
     assert messages_of(fixed) == [
         "Details of niams-ani-vascular/NIH-CC-004 saved; eligibility checked again."
     ]
@@ -205,7 +220,8 @@ def test_enroll_with_failures_is_refused_by_the_service_and_writes_nothing(
 
     assert response.status_code == 200
     assert response.context["form"].non_field_errors() == [
-        f"niams-ani-vascular/NIH-CC-004 cannot be enrolled: {NIAMS_AGE_FAILURE}"
+        f"niams-ani-vascular/NIH-CC-004 cannot be enrolled: {NIAMS_AGE_FAILURE}; "
+        "the site's investigator has not confirmed eligibility yet"
     ]
     participant.refresh_from_db()
     assert (participant.status, ScheduledVisit.objects.count()) == ("screening", 0)
@@ -311,3 +327,44 @@ def test_enroll_page_of_an_enrolled_participant_goes_back_to_their_calendar(
 
     assert response.redirect_chain == [(change_url(participant), 302)]
     assert messages_of(response) == [f"{participant} is enrolled, not in screening."]
+
+
+def test_only_the_investigator_signs_eligibility_off_and_enrollment_waits_for_it(
+    admin_client, nih_niams
+) -> None:
+    admin_client.post(ADD_URL, registration(nih_niams, birth_date="1990-01-01"))
+    participant = Participant.objects.get()
+    details = {"birth_date": "1990-01-01", "weight_kg": "61.5"}
+
+    page = admin_client.get(enroll_url(participant))
+    signed = admin_client.post(enroll_url(participant), {**details, "_confirm_eligibility": "1"})
+    enrolled = admin_client.post(enroll_url(participant), {**details, "_enroll": "1"})
+
+    assert (page.context["problems"], page.context["may_confirm"]) == ([], False)
+    assert page.context["may_enroll"] is False
+    assert signed.context["form"].non_field_errors() == [
+        "only the site's investigator confirms eligibility"
+    ]
+    assert enrolled.context["form"].non_field_errors() == [
+        "niams-ani-vascular/NIH-CC-004 cannot be enrolled: the site's investigator has not "
+        "confirmed eligibility yet"
+    ]
+    participant.refresh_from_db()
+    assert (participant.status, participant.eligibility_confirmed_by) == ("screening", None)
+
+
+def test_a_changed_birth_date_clears_the_sign_off(
+    admin_client, admin_user, also_investigator, nih_niams
+) -> None:
+    admin_client.post(ADD_URL, registration(nih_niams, birth_date="1990-01-01"))
+    participant = Participant.objects.get()
+    details = {"birth_date": "1990-01-01", "weight_kg": "61.5"}
+    admin_client.post(enroll_url(participant), {**details, "_confirm_eligibility": "1"})
+    participant.refresh_from_db()
+    signed_by = participant.eligibility_confirmed_by
+
+    admin_client.post(enroll_url(participant), {**details, "birth_date": "1991-01-01"})
+
+    participant.refresh_from_db()
+    assert (signed_by, participant.eligibility_confirmed_by) == (admin_user, None)
+    assert participant.eligibility_confirmed_at is None

@@ -1,0 +1,136 @@
+"""The screening log: everyone registered at the user's sites, from registration to the
+outcome of screening, as a site keeps it for its monitor (ICH E6's screening log).
+
+One row a participant: registered (site-local date), the machine eligibility checks for those
+still in screening, the investigator's sign-off, and the outcome (enrolled, screen failed
+with its reason, withdrawn or completed later). Rows in screening link to the two actions
+that end screening: check eligibility and enroll, or screen failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+
+from participants.models import Participant
+from scheduler.access import site_today
+from scheduler.display import site_time
+from scheduler.services import participant_enroll_check
+
+Status = Participant.Status
+
+
+@dataclass(frozen=True)
+class ScreeningRow:
+    participant: Participant
+    registered: str
+    checks: list[str] | None  # None: not in screening any more
+    sign_off: str
+    outcome: str
+    reason: str
+    actions: list[tuple[str, str]]
+
+
+def _outcome(participant: Participant) -> str:
+    if participant.status == Status.SCREENING:
+        return "in screening"
+    if participant.status == Status.SCREEN_FAILED:
+        return f"screen failed on {participant.ended_on}"
+    if participant.enrolled_at is None:
+        return f"{participant.get_status_display()} in screening on {participant.ended_on}"
+    enrolled = f"enrolled {site_time(participant.enrolled_at, participant.site)}"
+    if participant.status == Status.ENROLLED:
+        return enrolled
+    return f"{enrolled}; {participant.get_status_display()} on {participant.ended_on}"
+
+
+class ScreeningLogMixin:
+    """Adds the screening log to the participant admin (same rows: its own queryset)."""
+
+    admin_site: Any
+    model: Any
+    get_queryset: Any
+    may_write: Any
+    action_url: Any
+
+    def get_urls(self) -> list[URLPattern]:
+        opts = self.model._meta
+        return [
+            path(
+                "screening-log/",
+                self.admin_site.admin_view(self.screening_log_view),
+                name=f"{opts.app_label}_{opts.model_name}_screening_log",
+            ),
+            *super().get_urls(),  # type: ignore[misc]
+        ]
+
+    def screening_rows(self, request: HttpRequest) -> QuerySet[Participant]:
+        rows: QuerySet[Participant] = (
+            self.get_queryset(request)
+            .select_related("trial", "site", "protocol_version__trial", "eligibility_confirmed_by")
+            .order_by("trial__code", "site__code", "created_at", "study_id")
+        )
+        for name in ("trial", "site"):
+            wanted = request.GET.get(name)
+            if wanted:
+                rows = rows.filter(**{f"{name}__code": wanted})
+        return rows
+
+    def screening_log_view(self, request: HttpRequest) -> HttpResponse:
+        writable = self.may_write(request)
+        log = []
+        for participant in self.screening_rows(request):
+            screening = participant.status == Status.SCREENING
+            checks = (
+                participant_enroll_check(participant=participant, on=site_today(participant.site))
+                if screening
+                else None
+            )
+            actions: list[tuple[str, str]] = []
+            if screening and writable:
+                actions = [
+                    (
+                        "Check eligibility and enroll",
+                        reverse("admin:participants_participant_enroll", args=[participant.pk]),
+                    ),
+                    ("Screen failed", self.action_url("screen_fail", participant)),
+                ]
+            confirmer = participant.eligibility_confirmed_by
+            log.append(
+                ScreeningRow(
+                    participant=participant,
+                    registered=site_time(participant.created_at, participant.site),
+                    checks=checks,
+                    sign_off=(
+                        f"{confirmer.get_username()}, "
+                        f"{site_time(participant.eligibility_confirmed_at, participant.site)}"
+                        if confirmer is not None and participant.eligibility_confirmed_at
+                        else "—"
+                    ),
+                    outcome=_outcome(participant),
+                    reason=participant.ended_reason or "",
+                    actions=actions,
+                )
+            )
+        opts = self.model._meta
+        return TemplateResponse(
+            request,
+            "admin/screening/log.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": opts,
+                "title": "Screening log",
+                "rows": log,
+                "counts": {
+                    "registered": len(log),
+                    "in screening": sum(r.participant.status == Status.SCREENING for r in log),
+                    "screen failed": sum(r.participant.status == Status.SCREEN_FAILED for r in log),
+                    "enrolled": sum(r.participant.enrolled_at is not None for r in log),
+                },
+            },
+        )
