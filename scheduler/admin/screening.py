@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import QuerySet
+from django.core.paginator import Paginator
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -23,6 +24,8 @@ from scheduler.display import site_time
 from scheduler.services import participant_enroll_check
 
 Status = Participant.Status
+# Rows a page: the log of a large trial is read a page at a time, like the admin's lists.
+PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,10 @@ class ScreeningLogMixin:
 
     def screening_log_view(self, request: HttpRequest) -> HttpResponse:
         writable = self.may_write(request)
+        rows = self.screening_rows(request)
+        page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
         log = []
-        for participant in self.screening_rows(request):
+        for participant in page.object_list:
             screening = participant.status == Status.SCREENING
             checks = (
                 participant_enroll_check(participant=participant, on=site_today(participant.site))
@@ -126,11 +131,13 @@ class ScreeningLogMixin:
                 "opts": opts,
                 "title": "Screening log",
                 "rows": log,
-                "counts": {
-                    "registered": len(log),
-                    "in screening": sum(r.participant.status == Status.SCREENING for r in log),
-                    "screen failed": sum(r.participant.status == Status.SCREEN_FAILED for r in log),
-                    "enrolled": sum(r.participant.enrolled_at is not None for r in log),
-                },
+                "page": page,
+                "query": request.GET.copy(),
+                "counts": rows.aggregate(
+                    registered=Count("pk"),
+                    in_screening=Count("pk", filter=Q(status=Status.SCREENING)),
+                    screen_failed=Count("pk", filter=Q(status=Status.SCREEN_FAILED)),
+                    enrolled=Count("pk", filter=Q(enrolled_at__isnull=False)),
+                ),
             },
         )

@@ -112,8 +112,8 @@ def test_the_log_lists_each_participant_from_registration_to_outcome(client, sit
     ]
     assert response.context["counts"] == {
         "registered": 4,
-        "in screening": 2,
-        "screen failed": 1,
+        "in_screening": 2,
+        "screen_failed": 1,
         "enrolled": 1,
     }
     assert "ELSEWHERE" not in response.content.decode()
