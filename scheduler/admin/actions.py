@@ -29,6 +29,7 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from scheduler.calendar import CalendarDiff
 from scheduler.forms import LifecycleForm
@@ -74,8 +75,16 @@ class LifecycleAction(Generic[Record]):
         """Offered on the record's page (the view itself lets the service refuse)."""
         return True
 
-    def form(self, record: Record, data: Any) -> LifecycleForm:
-        return self.form_class(data, initial=self.initial(record), **self.form_kwargs(record))
+    def form(self, record: Record, data: Any, asked: Any = None) -> LifecycleForm:
+        """The form; `asked` (the page's query string) pre-fills any of its fields, so a
+        button elsewhere (a taper week on the timeline) opens it for that week."""
+        initial = self.initial(record)
+        if asked:
+            fields = self.form_class.base_fields
+            initial.update(
+                {name: asked[name] for name in fields if name != "version" and name in asked}
+            )
+        return self.form_class(data, initial=initial, **self.form_kwargs(record))
 
     def initial(self, record: Record) -> dict[str, Any]:
         version = getattr(record, "version", None)
@@ -154,13 +163,21 @@ class LifecycleActions:
         self, request: HttpRequest, object_id: Any, *, action: LifecycleAction[Any]
     ) -> HttpResponse:
         record = self.action_record(request, object_id)
-        form = action.form(record, request.POST if request.method == "POST" else None)
+        form = action.form(record, request.POST if request.method == "POST" else None, request.GET)
         if _submitted(request) and form.is_valid():
             data = form.cleaned_data
             try:
                 if "_confirm" in request.POST:
                     done = action.confirm(record, data, form, request.user)  # type: ignore[arg-type]
-                    return self.action_done(request, done.message, done.record)  # type: ignore[no-any-return]
+                    response = self.action_done(request, done.message, done.record)
+                    back = request.GET.get("next", "")
+                    # Back where the action was started (the timeline, the start page), if
+                    # that is a page of this site; else the record's own page.
+                    if back and url_has_allowed_host_and_scheme(
+                        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+                    ):
+                        response["Location"] = back
+                    return response  # type: ignore[no-any-return]
                 preview = action.preview(record, data, form)
             except CalendarError as refusal:
                 record, form = self._refused(request, object_id, action, refusal)

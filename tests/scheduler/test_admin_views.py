@@ -948,3 +948,31 @@ def test_moving_a_participant_onto_an_amendment_previews_the_calendar_that_moves
     assert ScheduledVisit.objects.filter(
         participant=tsukuba, visit_definition__code="W28"
     ).count() == 1
+
+
+def test_an_action_opened_from_elsewhere_is_prefilled_and_returns_there(
+    february, admin_client, niams, tsukuba
+) -> None:
+    taper = admin_client.get(action_url(tsukuba, "taper") + "?milestone_code=PSL&week=5&version=9")
+    v3 = visit(niams, "V3")
+    timeline = f"/admin/participants/participant/{niams.pk}/timeline/"
+    booking = {
+        "local_date": "2026-03-04",
+        "local_time": "09:30",
+        "reason": "",
+        "version": str(v3.version),
+        "_confirm": "1",
+    }
+
+    back = admin_client.post(action_url(v3, "book") + f"?next={timeline}", booking)
+    v3.refresh_from_db()
+    elsewhere = admin_client.post(
+        action_url(v3, "book") + "?next=https://evil.example/",
+        {**booking, "local_time": "10:00", "reason": "clinic", "version": str(v3.version)},
+    )
+
+    form = taper.context["form"]
+    assert (form["milestone_code"].value(), form["week"].value()) == ("PSL", "5")
+    assert "version" not in form.initial  # never taken from a link
+    assert (back.status_code, back["Location"]) == (302, timeline)
+    assert (elsewhere.status_code, elsewhere["Location"]) == (302, change_url(v3))
