@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from scheduler.views import calendar_feed, healthz
+from scheduler.views import calendar_feed, healthz, language_switch
 
 admin.site.site_header = "Trial visit scheduler"
 admin.site.site_title = "Trial visit scheduler"
@@ -14,6 +14,8 @@ urlpatterns = [
         calendar_feed,
         name="calendar-feed",
     ),
+    # The admin header's language switch (POST, CSRF-protected).
+    path("language", language_switch, name="language-switch"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("scheduler.api.urls")),
 ]

@@ -9,31 +9,41 @@ carrying the visit version the coordinator was shown so a stale page gets a conf
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
+from django.utils.translation import gettext_lazy as _
 
 from scheduler.models import ScheduledProcedure
-from trials.models import Anchor, MilestoneRule, ProcedureDefinition, ProtocolVersion
+from trials.models import (
+    Anchor,
+    MilestoneRule,
+    ProcedureDefinition,
+    ProtocolVersion,
+    localized_name,
+)
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 REASON_WIDGET = forms.Textarea(attrs={"rows": 2, "cols": 60})
 
 
-def _date_field(label: str, **kwargs: Any) -> forms.DateField:
+def _date_field(label: StrOrPromise, **kwargs: Any) -> forms.DateField:
     return forms.DateField(
         label=label, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"), **kwargs
     )
 
 
-def _time_field(label: str, **kwargs: Any) -> forms.TimeField:
+def _time_field(label: StrOrPromise, **kwargs: Any) -> forms.TimeField:
     return forms.TimeField(
         label=label, widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"), **kwargs
     )
 
 
-def _reason_field(*, required: bool, help_text: str = "") -> forms.CharField:
+def _reason_field(*, required: bool, help_text: StrOrPromise = "") -> forms.CharField:
     return forms.CharField(
-        label="Reason", required=required, widget=REASON_WIDGET, help_text=help_text
+        label=_("Reason"), required=required, widget=REASON_WIDGET, help_text=help_text
     )
 
 
@@ -54,38 +64,42 @@ class VisitVersionMixin(forms.Form):
 
 class VisitBookForm(LifecycleForm, VisitVersionMixin):
     local_date = _date_field(
-        "Date (site-local)",
-        help_text="The site's today or later: a visit that already happened is recorded "
-        "with “Record done”.",
+        _("Date (site-local)"),
+        help_text=_(
+            "The site's today or later: a visit that already happened is recorded "
+            "with “Record done”."
+        ),
     )
     local_time = _time_field(
-        "Time (site-local)",
-        help_text="A time the clocks skip or repeat that day is named in the preview, with "
-        "the moment that will be booked.",
+        _("Time (site-local)"),
+        help_text=_(
+            "A time the clocks skip or repeat that day is named in the preview, with "
+            "the moment that will be booked."
+        ),
     )
     reason = _reason_field(
         required=False,
-        help_text="Needed for a reschedule and for a date outside the visit window.",
+        help_text=_("Needed for a reschedule and for a date outside the visit window."),
     )
 
 
 class VisitRecordDoneForm(LifecycleForm, VisitVersionMixin):
-    actual_date = _date_field("Actual date (site-local)")
-    actual_time = _time_field("Actual time (site-local)", required=False)
-    reason = _reason_field(required=False, help_text="Needed when done outside the window.")
+    actual_date = _date_field(_("Actual date (site-local)"))
+    actual_time = _time_field(_("Actual time (site-local)"), required=False)
+    reason = _reason_field(required=False, help_text=_("Needed when done outside the window."))
 
     def __init__(
         self, *args: Any, procedures: Sequence[ScheduledProcedure] = (), **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self.procedure_codes = [p.procedure.code for p in procedures]
-        self.procedure_names = {p.procedure.code: p.procedure.name for p in procedures}
+        self.procedure_names = {p.procedure.code: localized_name(p.procedure) for p in procedures}
         for code in self.procedure_codes:
             self.fields[f"not_done_{code}"] = forms.BooleanField(
-                label=f"{code} not done", required=False
+                label=_("%(code)s not done") % {"code": code}, required=False
             )
             self.fields[f"not_done_reason_{code}"] = forms.CharField(
-                label=f"Why {code} was not done", required=False
+                label=_("Why %(code)s was not done") % {"code": code}, required=False
             )
 
     def procedure_rows(self) -> list[tuple[str, forms.BoundField, forms.BoundField]]:
@@ -113,51 +127,51 @@ class VisitCloseForm(LifecycleForm, VisitVersionMixin):
 
 
 class ParticipantWithdrawForm(LifecycleForm):
-    on = _date_field("Withdrawal date")
+    on = _date_field(_("Withdrawal date"))
     reason = _reason_field(required=True)
 
 
 class AnchorChangeForm(LifecycleForm):
-    code = forms.ChoiceField(label="Anchor")
-    new_date = _date_field("New date")
+    code = forms.ChoiceField(label=_("Anchor"))
+    new_date = _date_field(_("New date"))
     reason = _reason_field(required=True)
 
     def __init__(self, *args: Any, anchors: Iterable[Anchor] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["code"].choices = [(a.code, f"{a.name} ({a.code})") for a in anchors]  # type: ignore[attr-defined]
+        self.fields["code"].choices = [(a.code, f"{localized_name(a)} ({a.code})") for a in anchors]  # type: ignore[attr-defined]
 
 
 class TaperDecisionForm(LifecycleForm):
-    milestone_code = forms.ChoiceField(label="Taper")
-    week = forms.IntegerField(min_value=1)
+    milestone_code = forms.ChoiceField(label=_("Taper"))
+    week = forms.IntegerField(label=_("Week"), min_value=1)
     dose_mg = forms.DecimalField(
-        label="Dose (mg/day)",
+        label=_("Dose (mg/day)"),
         required=False,
         min_value=0,
         max_digits=7,
         decimal_places=2,
-        help_text="Leave empty to hold the taper at last week's dose.",
+        help_text=_("Leave empty to hold the taper at last week's dose."),
     )
     allow_increase = forms.BooleanField(
-        label="The investigator confirms a dose above last week's", required=False
+        label=_("The investigator confirms a dose above last week's"), required=False
     )
     reason = _reason_field(required=True)
 
     def __init__(self, *args: Any, tapers: Iterable[MilestoneRule] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["milestone_code"].choices = [  # type: ignore[attr-defined]
-            (rule.code, f"{rule.name} ({rule.code})") for rule in tapers
+            (rule.code, f"{localized_name(rule)} ({rule.code})") for rule in tapers
         ]
 
 
 class UnscheduledVisitForm(LifecycleForm):
-    local_date = _date_field("Date (site-local)")
+    local_date = _date_field(_("Date (site-local)"))
     local_time = _time_field(
-        "Time (site-local)", required=False, help_text="With a time the visit is booked."
+        _("Time (site-local)"), required=False, help_text=_("With a time the visit is booked.")
     )
-    reason = _reason_field(required=True, help_text="Why the visit is needed (a flare, say).")
+    reason = _reason_field(required=True, help_text=_("Why the visit is needed (a flare, say)."))
     procedure_codes = forms.MultipleChoiceField(
-        label="Procedures", required=False, widget=forms.CheckboxSelectMultiple
+        label=_("Procedures"), required=False, widget=forms.CheckboxSelectMultiple
     )
 
     def __init__(
@@ -165,28 +179,28 @@ class UnscheduledVisitForm(LifecycleForm):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.fields["procedure_codes"].choices = [  # type: ignore[attr-defined]
-            (p.code, f"{p.code} – {p.name}") for p in procedures
+            (p.code, f"{p.code} – {localized_name(p)}") for p in procedures
         ]
 
 
 class ParticipantCompleteForm(LifecycleForm):
-    on = _date_field("Completion date")
-    reason = _reason_field(required=False, help_text="Empty: “completed the study”.")
+    on = _date_field(_("Completion date"))
+    reason = _reason_field(required=False, help_text=_("Empty: “completed the study”."))
 
 
 class ScreenFailForm(LifecycleForm):
-    on = _date_field("Screen-failure date")
+    on = _date_field(_("Screen-failure date"))
     reason = _reason_field(
-        required=True, help_text="The criterion not met, as the screening log should read."
+        required=True, help_text=_("The criterion not met, as the screening log should read.")
     )
 
 
 class MoveToVersionForm(LifecycleForm):
     """Move a participant onto another published protocol version from a date."""
 
-    version_id = forms.TypedChoiceField(label="Protocol version", coerce=int)
-    on = _date_field("From (site-local)")
-    reason = _reason_field(required=True, help_text="The amendment, as the audit trail says it.")
+    version_id = forms.TypedChoiceField(label=_("Protocol version"), coerce=int)
+    on = _date_field(_("From (site-local)"))
+    reason = _reason_field(required=True, help_text=_("The amendment, as the audit trail says it."))
 
     def __init__(self, *args: Any, versions: Iterable[ProtocolVersion] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

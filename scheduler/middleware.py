@@ -1,11 +1,15 @@
-"""Middleware that must run before Django looks at the request's Host."""
+"""Middleware: the health check that must run before Django looks at the request's Host, and
+the reader's language."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
+from django.utils import translation
 
+from scheduler.i18n import SUPPORTED_LANGUAGES
+from scheduler.models import USER_LANGUAGE_SESSION_KEY
 from scheduler.views import healthz
 
 HEALTH_PATH = "/healthz"
@@ -28,4 +32,25 @@ class HealthCheckMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path_info == HEALTH_PATH and request.method in ("GET", "HEAD"):
             return healthz(request)
+        return self.get_response(request)
+
+
+class UserLanguageMiddleware:
+    """Show every page in the language its reader chose (English or Japanese).
+
+    Placed after AuthenticationMiddleware and Django's LocaleMiddleware: LocaleMiddleware
+    activates the browser's Accept-Language; a choice made with the admin's language switch
+    (stored per user, copied into the session at sign-in; see scheduler/i18n.py) wins over it.
+    Reads the session only, never a table, so a page costs the same queries in any language.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        session = getattr(request, "session", None)
+        language = session.get(USER_LANGUAGE_SESSION_KEY) if session is not None else None
+        if language in SUPPORTED_LANGUAGES:
+            translation.activate(language)
+            request.LANGUAGE_CODE = language
         return self.get_response(request)

@@ -1,14 +1,25 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_in
 from django.db import models
 from django.db.models import F, Q
+from django.dispatch import receiver
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
 from participants.models import Participant
-from trials.models import MilestoneRule, ProcedureDefinition, ProtocolVersion, VisitDefinition
+from trials.models import (
+    MilestoneRule,
+    ProcedureDefinition,
+    ProtocolVersion,
+    VisitDefinition,
+    localized_name,
+)
 
 
 def visit_code(definition: VisitDefinition | None, occurrence: int) -> str:
@@ -106,7 +117,11 @@ class ScheduledVisit(models.Model):
 
     @property
     def name(self) -> str:
-        return self.visit_definition.name if self.visit_definition else "Unscheduled visit"
+        """In the active language: the protocol's Japanese name for a Japanese reader when
+        the file gives one (trials.models.localized_name)."""
+        if self.visit_definition is None:
+            return gettext("Unscheduled visit")
+        return localized_name(self.visit_definition)
 
     @property
     def is_open(self) -> bool:
@@ -351,12 +366,12 @@ class Membership(models.Model):
     """
 
     class Role(models.TextChoices):
-        COORDINATOR = "coordinator"
-        INVESTIGATOR = "investigator"
-        UNBLINDED_PHARMACIST = "unblinded_pharmacist", "unblinded pharmacist"
-        SPONSOR_MONITOR = "sponsor_monitor", "sponsor monitor"
-        DATA_MANAGER = "data_manager", "data manager"
-        SITE_SYSTEM = "site_system", "site system"
+        COORDINATOR = "coordinator", _("Coordinator")
+        INVESTIGATOR = "investigator", _("Investigator")
+        UNBLINDED_PHARMACIST = "unblinded_pharmacist", _("unblinded pharmacist")
+        SPONSOR_MONITOR = "sponsor_monitor", _("sponsor monitor")
+        DATA_MANAGER = "data_manager", _("data manager")
+        SITE_SYSTEM = "site_system", _("site system")
 
     # Roles that act across every site of their trial; every other role is bound to one site.
     TRIAL_WIDE = (Role.SPONSOR_MONITOR, Role.DATA_MANAGER)
@@ -467,3 +482,124 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.message_id}"
+
+
+class EmergencyUnblinding(models.Model):
+    """One emergency unblinding: who broke the code of which participant, when and why.
+
+    Append-only: written once by governance.participant_emergency_unblind, never changed or
+    deleted (its participant and user are protected too), so it needs no history of its own.
+    It never holds the arm: the trial's monitors read these entries, blinded.
+    """
+
+    participant = models.ForeignKey(
+        Participant,
+        on_delete=models.PROTECT,
+        related_name="emergency_unblindings",
+        verbose_name=_("participant"),
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        verbose_name=_("unblinded by"),
+    )
+    reason = models.TextField(_("reason"))
+    at = models.DateTimeField(_("at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("emergency unblinding")
+        verbose_name_plural = _("emergency unblindings")
+        ordering = ["-at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(reason=""), name="emergency_unblinding_has_reason")
+        ]
+
+    def __str__(self) -> str:
+        return _("emergency unblinding #%(pk)s") % {"pk": self.pk}
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self._state.adding:
+            raise ValueError("an emergency unblinding is append-only: it is never changed")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise ValueError("an emergency unblinding is append-only: it is never deleted")
+
+
+class UnblindingNotice(models.Model):
+    """The one notice an unblinded contact of the trial gets about an emergency unblinding:
+    who unblinded which study id and why, never the arm. Addressed to one person (a
+    CoordinatorNotification goes to a site's coordinators, who are blinded), shown in the
+    admin to its recipient and emailed to them. Append-only like the unblinding."""
+
+    unblinding = models.ForeignKey(
+        EmergencyUnblinding,
+        on_delete=models.PROTECT,
+        related_name="notices",
+        verbose_name=_("emergency unblinding"),
+    )
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        verbose_name=_("recipient"),
+    )
+    text = models.TextField(_("text"))
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("unblinding notice")
+        verbose_name_plural = _("unblinding notices")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["unblinding", "recipient"], name="one_unblinding_notice_per_recipient"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return _("notice of emergency unblinding #%(pk)s") % {"pk": self.unblinding_id}
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self._state.adding:
+            raise ValueError("an unblinding notice is append-only: it is never changed")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise ValueError("an unblinding notice is append-only: it is never deleted")
+
+
+# The session key under which a signed-in user's language preference travels, so applying it
+# on each request (scheduler.middleware.UserLanguageMiddleware) reads no table.
+USER_LANGUAGE_SESSION_KEY = "_user_language"
+
+
+class UserPreference(models.Model):
+    """A person's own settings for the admin: the language its pages are shown in.
+
+    Not clinical data and not access: it is not audited. Written by
+    `scheduler.i18n.user_language_set` (the language switch in the admin header); copied into
+    the session at sign-in (below), where the middleware reads it.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preference"
+    )
+    language = models.CharField(max_length=10, choices=settings.LANGUAGES)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.language}"
+
+
+@receiver(user_logged_in)
+def _language_into_session(sender: object, request: Any, user: Any, **kwargs: object) -> None:
+    """At sign-in, the user's stored language becomes the session's (one read per sign-in,
+    none per request). Without a stored preference the session keeps what it had (a choice
+    made before signing in), else the browser's Accept-Language applies."""
+    if request is None or not hasattr(request, "session"):
+        return
+    language = UserPreference.objects.filter(user=user).values_list("language", flat=True).first()
+    if language:
+        request.session[USER_LANGUAGE_SESSION_KEY] = language

@@ -6,6 +6,7 @@ import operator
 import zoneinfo
 
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.utils.translation import gettext_noop
 
 from participants.models import Participant
 from scheduler.access import zone_today
@@ -19,15 +20,17 @@ VISIT_STATUS_KEYS = ("due", "booked", "done", "missed", "out_of_window", "overdu
 
 # What a person is shown for one visit, computed from its record and the site's today, never
 # stored (a stored "planned" goes stale the day the window closes).
+# English, marked for translation (gettext_noop: the texts stay plain strings, so calendars
+# and exports that have no reader's language keep them): faces show them through gettext.
 VISIT_GLANCE_LABELS = {
-    "upcoming": "upcoming",
-    "due": "due",
-    "booked": "booked",
-    "overdue": "overdue",
-    "done": "done",
-    "out_of_window": "out of window",
-    "missed": "missed",
-    "cancelled": "cancelled",
+    "upcoming": gettext_noop("upcoming"),
+    "due": gettext_noop("due"),
+    "booked": gettext_noop("booked"),
+    "overdue": gettext_noop("overdue"),
+    "done": gettext_noop("done"),
+    "out_of_window": gettext_noop("out of window"),
+    "missed": gettext_noop("missed"),
+    "cancelled": gettext_noop("cancelled"),
 }
 
 
@@ -162,10 +165,10 @@ def sites_with_visit_status(
 # What a taper week is to a person today: the weeks before the current dose, the current dose
 # (the last week whose day has come), and the weeks still ahead.
 TAPER_STEP_LABELS = {
-    "past": "past",
-    "current": "current",
-    "planned": "planned",
-    "cancelled": "cancelled",
+    "past": gettext_noop("past"),
+    "current": gettext_noop("current"),
+    "planned": gettext_noop("planned"),
+    "cancelled": gettext_noop("cancelled"),
 }
 
 

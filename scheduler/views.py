@@ -1,11 +1,19 @@
 from __future__ import annotations
 
 from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import get_conditional_response
-from django.utils.http import http_date
-from django.views.decorators.http import require_GET
+from django.utils.http import http_date, url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
 
 from scheduler.calendars.feeds import (
     feed_by_token,
@@ -13,6 +21,7 @@ from scheduler.calendars.feeds import (
     participant_feed_ical,
     site_feed_ical,
 )
+from scheduler.i18n import UnknownLanguage, user_language_set
 from scheduler.models import WorkerHeartbeat
 
 
@@ -60,3 +69,27 @@ def calendar_feed(request: HttpRequest, kind: str, token: str) -> HttpResponse:
     response["X-Robots-Tag"] = "noindex, nofollow"
     response["Referrer-Policy"] = "no-referrer"
     return response
+
+
+@require_POST
+def language_switch(request: HttpRequest) -> HttpResponse:
+    """The admin header's language switch: store the reader's language, back to the same page.
+
+    Only the site's languages (en, ja) are taken; anything else is a 400 that says which are.
+    CSRF-protected like every POST. `next` must be a page of this site, else the admin's
+    start page.
+    """
+    try:
+        user_language_set(
+            user=request.user,
+            language=request.POST.get("language", ""),
+            session=request.session,
+        )
+    except UnknownLanguage as refusal:
+        return HttpResponseBadRequest(f"{refusal}\n", content_type="text/plain; charset=utf-8")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        back = reverse("admin:index")
+    return HttpResponseRedirect(back)

@@ -5,6 +5,7 @@ import zoneinfo
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils import translation
 from simple_history.models import HistoricalRecords
 
 from trials.protocol_file import (
@@ -25,6 +26,9 @@ def validate_timezone(value: str) -> None:
 class Trial(models.Model):
     code = models.SlugField(max_length=40, unique=True)
     title = models.CharField(max_length=300)
+    # Japanese texts of protocol-defined names (the file's `*_ja` fields); empty: none given,
+    # and people reading Japanese see the English one. See `localized`.
+    title_ja = models.CharField(max_length=300, blank=True)
     phase = models.CharField(max_length=5)
     sponsor = models.CharField(max_length=200)
     blinding = models.CharField(max_length=10, choices=[(b.value, b.value) for b in Blinding])
@@ -151,6 +155,7 @@ def _unique_code(name: str) -> list[models.BaseConstraint]:
 
 class Anchor(_VersionPart):
     name = models.CharField(max_length=120)
+    name_ja = models.CharField(max_length=120, blank=True)
     relative_to = models.CharField(max_length=40, blank=True)
     min_days = models.IntegerField(null=True, blank=True)
     max_days = models.IntegerField(null=True, blank=True)
@@ -170,6 +175,7 @@ class Arm(_VersionPart):
 
 class Epoch(_VersionPart):
     name = models.CharField(max_length=120)
+    name_ja = models.CharField(max_length=120, blank=True)
 
     class Meta(_VersionPart.Meta):
         constraints = _unique_code("epoch")
@@ -177,8 +183,10 @@ class Epoch(_VersionPart):
 
 class ProcedureDefinition(_VersionPart):
     name = models.CharField(max_length=200)
+    name_ja = models.CharField(max_length=200, blank=True)
     duration_minutes = models.PositiveIntegerField()
     preparation = models.TextField(blank=True)
+    preparation_ja = models.TextField(blank=True)
     resource = models.CharField(max_length=120, blank=True)
 
     class Meta(_VersionPart.Meta):
@@ -212,6 +220,7 @@ class _Anchored(models.Model):
 
 class VisitDefinition(_VersionPart, _Anchored):
     name = models.CharField(max_length=200)
+    name_ja = models.CharField(max_length=200, blank=True)
     epoch = models.ForeignKey(Epoch, on_delete=models.PROTECT, related_name="visits")
     window_before_days = models.PositiveIntegerField()
     window_after_days = models.PositiveIntegerField()
@@ -237,7 +246,9 @@ class VisitDefinition(_VersionPart, _Anchored):
         ]
 
     def __str__(self) -> str:
-        return f"{self.code} {self.name}"
+        # In the reader's language: admin lists and pages show the Japanese name to a
+        # coordinator who reads Japanese, when the protocol file gives one.
+        return f"{self.code} {localized_name(self)}"
 
 
 class ScheduledActivity(models.Model):
@@ -261,6 +272,7 @@ class ScheduledActivity(models.Model):
 
 class MilestoneRule(_VersionPart, _Anchored):
     name = models.CharField(max_length=200)
+    name_ja = models.CharField(max_length=200, blank=True)
     kind = models.CharField(max_length=10, choices=[(k.value, k.value) for k in MilestoneKind])
     participant_facing = models.BooleanField(default=False)
     # The taper's parameters exactly as the protocol file states them (validated on import).
@@ -298,3 +310,28 @@ class ReminderRule(_VersionPart):
 
     class Meta(_VersionPart.Meta):
         constraints = _unique_code("reminder")
+
+
+# ----------------------------------------------------------------------------------------
+# Protocol-defined names in the reader's language
+
+
+def localized(obj: object, field: str, language: str | None = None) -> str:
+    """`obj.<field>` as a person reading `language` sees it (default: the active language).
+
+    Japanese readers get `<field>_ja` when the protocol file gave one, everyone else (and
+    Japanese readers of a file without it) the text as the file wrote it. The one place that
+    chooses between the two: participant texts, calendars and the admin all ask here.
+    """
+    language = (language or translation.get_language() or "en").split("-")[0]
+    if language == "ja":
+        japanese = getattr(obj, f"{field}_ja", "")
+        if japanese:
+            return str(japanese)
+    return str(getattr(obj, field))
+
+
+def localized_name(obj: object, language: str | None = None) -> str:
+    """The name of a protocol part (a visit, procedure, epoch, anchor or milestone; a trial's
+    title) in `language`, default the active one: see `localized`."""
+    return localized(obj, "title" if isinstance(obj, Trial) else "name", language)

@@ -16,11 +16,35 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
 
 FORMAT_VERSION = 1
 CODE_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,39}$"
 Code = Annotated[str, Field(pattern=CODE_PATTERN)]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("expected text, not only spaces; leave the field out when there is none")
+    return value
+
+
+# The Japanese text of a protocol-defined name, beside the English one it translates
+# (`name_ja:` next to `name:`), bounded like it. Optional: without it, people reading Japanese
+# see the `name` the file gives. Shown to participants and coordinators whose language is ja.
+_Japanese = AfterValidator(_not_blank)
+JapaneseShortName = Annotated[str, Field(min_length=1, max_length=120), _Japanese]
+JapaneseName = Annotated[str, Field(min_length=1, max_length=200), _Japanese]
+JapaneseTitle = Annotated[str, Field(min_length=1, max_length=300), _Japanese]
+JapaneseText = Annotated[str, Field(min_length=1), _Japanese]
 
 
 class _Strict(BaseModel):
@@ -94,6 +118,7 @@ class Registration(_Strict):
 class TrialSection(_Strict):
     code: Code
     title: str = Field(min_length=3, max_length=300)
+    title_ja: JapaneseTitle | None = None
     phase: Literal["1", "1/2", "2", "2/3", "3", "4"]
     sponsor: str = Field(min_length=2, max_length=200)
     blinding: Blinding
@@ -104,6 +129,7 @@ class TrialSection(_Strict):
 class AnchorSection(_Strict):
     code: Code
     name: str = Field(min_length=1, max_length=120)
+    name_ja: JapaneseShortName | None = None
     # An anchor may be constrained relative to another one (Tsukuba: anifrolumab Day 1 within
     # 2 weeks after PSL start); until its real date is known it is estimated at default_days.
     relative_to: Code | None = None
@@ -148,21 +174,25 @@ class ArmSection(_Strict):
 class EpochSection(_Strict):
     code: Code
     name: str = Field(min_length=1, max_length=120)
+    name_ja: JapaneseShortName | None = None
 
 
 class ProcedureSection(_Strict):
     code: Code
     name: str = Field(min_length=1, max_length=200)
+    name_ja: JapaneseName | None = None
     duration_minutes: int = Field(ge=1, le=24 * 60)
     # What the participant must do beforehand or during (fasting, lying still); it goes into
     # invites, so it must be written for the participant and carry no diagnosis.
     preparation: str = ""
+    preparation_ja: JapaneseText | None = None
     resource: str = ""
 
 
 class VisitSection(_Strict):
     code: Code
     name: str = Field(min_length=1, max_length=200)
+    name_ja: JapaneseName | None = None
     epoch: Code
     anchor: AnchorRef
     offset_days: int = Field(ge=-3660, le=3660)
@@ -209,6 +239,7 @@ class Taper(_Strict):
 class MilestoneSection(_Strict):
     code: Code
     name: str = Field(min_length=1, max_length=200)
+    name_ja: JapaneseName | None = None
     kind: MilestoneKind
     anchor: AnchorRef
     offset_days: int = Field(default=0, ge=-3660, le=3660)
@@ -346,7 +377,7 @@ def parse_protocol(text: str, *, source: str = "<protocol>") -> ProtocolDocument
             )
             for error in exc.errors()
         ]
-        raise ProtocolFileError(source, _dedupe(problems)) from exc
+        raise ProtocolFileError(source, _dedupe(_without_echoes(problems))) from exc
 
     problems = [
         Problem(path, message, _line_of(root_node, path))
@@ -401,6 +432,22 @@ _EXPECTED = {
     "epoch": "the code of one of the epochs",
     "duration_minutes": "the expected duration in minutes",
 }
+
+
+def _without_echoes(problems: list[Problem]) -> list[Problem]:
+    # A list whose only item is invalid also reports "at least 1 item after validation, not 0"
+    # (pydantic drops the item): the item's own problem is the one to fix.
+    return [
+        problem
+        for problem in problems
+        if not (
+            problem.message.startswith("tuple should have at least")
+            and any(
+                other.path[: len(problem.path)] == problem.path and other.path != problem.path
+                for other in problems
+            )
+        )
+    ]
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
@@ -478,6 +525,16 @@ def check_consistency(doc: ProtocolDocument) -> list[tuple[Path, str]]:
     visits = {v.code: v for v in doc.visits}
 
     problems += _check_anchor_definitions(doc)
+
+    for index, procedure in enumerate(doc.procedures):
+        if procedure.preparation_ja is not None and not procedure.preparation:
+            problems.append(
+                (
+                    ("procedures", index, "preparation_ja"),
+                    "a Japanese preparation translates 'preparation', which this procedure "
+                    "does not have",
+                )
+            )
 
     for index, visit in enumerate(doc.visits):
         path: Path = ("visits", index)

@@ -123,6 +123,7 @@ def _trial_upsert(section: TrialSection) -> Trial:
         code=section.code,
         defaults={
             "title": section.title,
+            "title_ja": section.title_ja or "",
             "phase": section.phase,
             "sponsor": section.sponsor,
             "blinding": section.blinding.value,
@@ -167,6 +168,7 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
             order=i,
             code=a.code,
             name=a.name,
+            name_ja=a.name_ja or "",
             relative_to=a.relative_to or "",
             min_days=a.min_days,
             max_days=a.max_days,
@@ -184,7 +186,7 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
     epochs = {
         epoch.code: epoch
         for epoch in Epoch.objects.bulk_create(
-            Epoch(version=version, order=i, code=e.code, name=e.name)
+            Epoch(version=version, order=i, code=e.code, name=e.name, name_ja=e.name_ja or "")
             for i, e in enumerate(doc.epochs)
         )
     }
@@ -196,8 +198,10 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
                 order=i,
                 code=p.code,
                 name=p.name,
+                name_ja=p.name_ja or "",
                 duration_minutes=p.duration_minutes,
                 preparation=p.preparation,
+                preparation_ja=p.preparation_ja or "",
                 resource=p.resource,
             )
             for i, p in enumerate(doc.procedures)
@@ -220,6 +224,7 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
                 order=i,
                 code=v.code,
                 name=v.name,
+                name_ja=v.name_ja or "",
                 epoch=epochs[v.epoch],
                 offset_days=v.offset_days,
                 window_before_days=v.window.before,
@@ -258,6 +263,7 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
             order=i,
             code=m.code,
             name=m.name,
+            name_ja=m.name_ja or "",
             kind=m.kind.value,
             offset_days=m.offset_days,
             participant_facing=m.participant_facing,
@@ -326,6 +332,7 @@ def protocol_document(*, version: ProtocolVersion) -> ProtocolDocument:
         return VisitSection(
             code=v.code,
             name=v.name,
+            name_ja=v.name_ja or None,
             epoch=v.epoch.code,
             anchor=anchor_ref(v),
             offset_days=v.offset_days,
@@ -371,6 +378,7 @@ def protocol_document(*, version: ProtocolVersion) -> ProtocolDocument:
         trial=TrialSection(
             code=trial.code,
             title=trial.title,
+            title_ja=trial.title_ja or None,
             phase=trial.phase,  # type: ignore[arg-type]  # validated on import
             sponsor=trial.sponsor,
             blinding=Blinding(trial.blinding),
@@ -389,6 +397,7 @@ def protocol_document(*, version: ProtocolVersion) -> ProtocolDocument:
             AnchorSection(
                 code=a.code,
                 name=a.name,
+                name_ja=a.name_ja or None,
                 relative_to=a.relative_to or None,
                 min_days=a.min_days,
                 max_days=a.max_days,
@@ -401,15 +410,17 @@ def protocol_document(*, version: ProtocolVersion) -> ProtocolDocument:
             for a in Arm.objects.filter(version=version).order_by("order")
         ),
         epochs=tuple(
-            EpochSection(code=e.code, name=e.name)
+            EpochSection(code=e.code, name=e.name, name_ja=e.name_ja or None)
             for e in Epoch.objects.filter(version=version).order_by("order")
         ),
         procedures=tuple(
             ProcedureSection(
                 code=p.code,
                 name=p.name,
+                name_ja=p.name_ja or None,
                 duration_minutes=p.duration_minutes,
                 preparation=p.preparation,
+                preparation_ja=p.preparation_ja or None,
                 resource=p.resource,
             )
             for p in ProcedureDefinition.objects.filter(version=version).order_by("order")
@@ -419,6 +430,7 @@ def protocol_document(*, version: ProtocolVersion) -> ProtocolDocument:
             MilestoneSection(
                 code=m.code,
                 name=m.name,
+                name_ja=m.name_ja or None,
                 kind=MilestoneKind(m.kind),
                 anchor=anchor_ref(m),
                 offset_days=m.offset_days,

@@ -12,6 +12,8 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from scheduler.access import site_today
 from scheduler.admin.actions import LifecycleActions, Summary
@@ -41,7 +43,8 @@ ActionForm = TypeVar("ActionForm", bound=LifecycleForm)
 
 
 def _status_column(key: str) -> Any:
-    @admin.display(description=key.replace("_", " "), ordering=f"visits_{key}")
+    # The header is the status's label, in the reader's language.
+    @admin.display(description=gettext_lazy(key.replace("_", " ")), ordering=f"visits_{key}")
     def column(self: Any, row: Any) -> int:
         return int(getattr(row, f"visits_{key}"))
 
@@ -68,7 +71,7 @@ def site_clock_column(field: str, description: str, site_of: Callable[[Any], Sit
     """A read-only column or field showing an instant on the clock of the row's site (Django
     would show it in the server's zone, UTC)."""
 
-    @admin.display(description=description, ordering=field)
+    @admin.display(description=gettext_lazy(description), ordering=field)
     def column(self: Any, row: Any) -> str | None:
         instant = getattr(row, field)
         return None if instant is None else site_time(instant, site_of(row))
@@ -107,7 +110,8 @@ class SiteClockHistory:
 def glance_label(visit: ScheduledVisit) -> str:
     """The visit's status at a glance from its site's today (never the stored status alone:
     a "planned" visit whose window closed is overdue)."""
-    return VISIT_GLANCE_LABELS[visit_glance_status(visit, today=site_today(visit.participant.site))]
+    status = visit_glance_status(visit, today=site_today(visit.participant.site))
+    return _(VISIT_GLANCE_LABELS[status])
 
 
 def step_label(milestone: ScheduledMilestone) -> str:
@@ -115,36 +119,52 @@ def step_label(milestone: ScheduledMilestone) -> str:
     taken now) or planned from its site's today. Needs `milestones_with_next_step`."""
     status = milestone_step_status(milestone, today=site_today(milestone.participant.site))
     if status == "current":
-        return format_html('<strong class="taper-current">{}</strong>', TAPER_STEP_LABELS[status])
-    return TAPER_STEP_LABELS.get(status, status)
+        return format_html(
+            '<strong class="taper-current">{}</strong>', _(TAPER_STEP_LABELS[status])
+        )
+    return _(TAPER_STEP_LABELS.get(status, status))
 
 
 def deviation_text(days: int, window_start: dt.date, window_end: dt.date) -> str:
+    window = {"first": iso(window_start), "last": iso(window_end), "days": abs(days)}
     if not days:
-        return f"none: inside the window ({iso(window_start)} to {iso(window_end)})"
-    side = "before" if days < 0 else "after"
+        return _("none: inside the window (%(first)s to %(last)s)") % window
+    if days < 0:
+        return (
+            _("%(days)d day(s) before the window (%(first)s to %(last)s): a protocol deviation")
+            % window
+        )
     return (
-        f"{abs(days)} day(s) {side} the window ({iso(window_start)} to {iso(window_end)}): "
-        "a protocol deviation"
+        _("%(days)d day(s) after the window (%(first)s to %(last)s): a protocol deviation") % window
     )
 
 
 def calendar_summary(diff: CalendarDiff) -> str:
     """One line for the message shown after a change: what else in the calendar moved."""
     if not diff:
-        return "nothing else in the calendar changed"
+        return _("nothing else in the calendar changed")
     parts = [
-        f"{change.visit_code}"
-        + (f"#{change.occurrence}" if change.occurrence > 1 else "")
-        + f" {change.kind} ({iso(change.old_target)} → {iso(change.new_target)})"
+        _("%(visit)s %(kind)s (%(old)s → %(new)s)")
+        % {
+            "visit": change.visit_code + (f"#{change.occurrence}" if change.occurrence > 1 else ""),
+            "kind": _(change.kind),
+            "old": iso(change.old_target),
+            "new": iso(change.new_target),
+        }
         for change in diff.visits
     ]
     parts += [
-        f"{change.milestone_code} step {change.sequence} {change.kind} "
-        f"({iso(change.old_due)} → {iso(change.new_due)})"
+        _("%(milestone)s step %(step)s %(kind)s (%(old)s → %(new)s)")
+        % {
+            "milestone": change.milestone_code,
+            "step": change.sequence,
+            "kind": _(change.kind),
+            "old": iso(change.old_due),
+            "new": iso(change.new_due),
+        }
         for change in diff.milestones
     ]
-    return "re-planned: " + "; ".join(parts)
+    return _("re-planned: %(changes)s") % {"changes": "; ".join(parts)}
 
 
 def posted(request: HttpRequest) -> Any:

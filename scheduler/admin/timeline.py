@@ -47,7 +47,7 @@ from scheduler.timeline import (
     render_taper,
     render_timeline,
 )
-from trials.models import MilestoneRule
+from trials.models import MilestoneRule, localized_name
 from trials.protocol_file import MilestoneKind, Taper
 
 # The status words the selectors name, for the translation catalogue (they are looked up by
@@ -158,8 +158,8 @@ def participant_timeline(participant: Participant, *, today: dt.date) -> Partici
             key, group = "unscheduled", _("Unscheduled visits")
             label, order = _("Unscheduled visits"), (10**6, visit.target_date)
         else:
-            key, group = f"visit-{definition.pk}", definition.epoch.name
-            label = f"{definition.code} – {definition.name}"
+            key, group = f"visit-{definition.pk}", localized_name(definition.epoch)
+            label = f"{definition.code} – {localized_name(definition)}"
             order = (definition.epoch.order, visit.target_date)
         if key not in rows:
             rows[key] = TimelineRow(key=key, label=label, group=group, title=label)
@@ -198,7 +198,7 @@ def participant_timeline(participant: Participant, *, today: dt.date) -> Partici
         rule = milestone.rule
         key = f"milestone-{rule.pk}"
         if key not in milestone_rows:
-            label = f"{rule.code} – {rule.name}"
+            label = f"{rule.code} – {localized_name(rule)}"
             milestone_rows[key] = TimelineRow(key, label, _("Milestones"), label)
         if milestone.dose_mg is not None:
             status = milestone_step_status(milestone, today=today)
@@ -222,7 +222,9 @@ def participant_timeline(participant: Participant, *, today: dt.date) -> Partici
         milestone_entries.append(step)
         by_rule.setdefault(rule.pk, []).append(step)
         timeline_milestones.append(
-            TimelineMilestone(key, code, rule.name, milestone.due_date, status, text, step.anchor)
+            TimelineMilestone(
+                key, code, localized_name(rule), milestone.due_date, status, text, step.anchor
+            )
         )
 
     timeline = Timeline(
@@ -279,9 +281,10 @@ def _taper_chart(participant: Participant, entries: list[MilestoneEntry]) -> Tap
     return TaperChart(
         code=rule.code,
         title=(
-            _("%(name)s, dose per week") % {"name": rule.name}
+            _("%(name)s, dose per week") % {"name": localized_name(rule)}
             if taper.drug.lower() in rule.name.lower()
-            else _("%(name)s (%(drug)s), dose per week") % {"name": rule.name, "drug": taper.drug}
+            else _("%(name)s (%(drug)s), dose per week")
+            % {"name": localized_name(rule), "drug": taper.drug}
         ),
         weeks=weeks,
         target_mg=taper.target_mg,

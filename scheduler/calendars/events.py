@@ -4,7 +4,8 @@ Privacy rules, enforced here and crawled by the tests: an event names the visit 
 its time, place, expected duration and how to prepare. It never carries the diagnosis, the
 trial's title, the treatment arm or another participant. Site feeds name participants by trial
 code and study id only (the same study id exists in several trials). Text follows the
-participant's language (English or Japanese).
+participant's language (English or Japanese), protocol-defined names too: the Japanese name the
+protocol file gives (`name_ja`), else the file's `name` (`visit_name`, `trials.models.localized`).
 
 What an event shows is the visit's state as it is today: a visit done appears where it
 happened, not where it was planned; missed and cancelled visits stay in feeds as CANCELLED (a
@@ -30,7 +31,7 @@ from scheduler.calendars.ical import CalendarEvent, Person, Status
 from scheduler.models import ScheduledMilestone, ScheduledVisit
 from scheduler.selectors import VISIT_GLANCE_LABELS, visit_glance_status
 from trials.eligibility import age_in_years
-from trials.models import Site
+from trials.models import Site, localized, localized_name
 
 UID_DOMAIN = "trial-visit-scheduler"
 
@@ -58,6 +59,12 @@ def milestone_uid(milestone: ScheduledMilestone) -> str:
 def participant_label(participant: Participant) -> str:
     """How coordinators' texts name a participant: trial code and study id, nothing else."""
     return f"{participant.trial.code} {participant.study_id}"
+
+
+def visit_name(visit: ScheduledVisit) -> str:
+    """The visit's name in the active language: the protocol's Japanese name for a Japanese
+    reader when the file gives one, else the protocol's name."""
+    return visit.name
 
 
 def _duration(minutes: int) -> str:
@@ -168,7 +175,7 @@ def participant_visit_event(
     glance = visit_glance_status(visit, today=today or site_today(site))
     minutes = _visit_duration(visit)
     start, end = visit_span(visit, zone)
-    names = {"name": visit.name}
+    names = {"name": visit_name(visit)}
     lines: list[str] = []
     status: Status
     if visit.status == ScheduledVisit.Status.CANCELLED:
@@ -228,7 +235,7 @@ def participant_visit_event(
     lines.append(_("Expected duration: up to %(duration)s") % {"duration": _duration(minutes)})
     lines.append(_("Where: %(place)s") % {"place": _where(site)})
     preparations = [
-        f"- {procedure.procedure.name}: {procedure.procedure.preparation}"
+        f"- {localized_name(procedure.procedure)}: {localized(procedure.procedure, 'preparation')}"
         for procedure in visit.procedures.all()
         if procedure.procedure.preparation
     ]
@@ -263,7 +270,7 @@ def milestone_event(milestone: ScheduledMilestone, previous_dose: object) -> Cal
             "dose": f"{milestone.dose_mg.normalize():f}",
         }
     else:
-        summary = rule.name
+        summary = localized_name(rule)
     return CalendarEvent(
         uid=milestone_uid(milestone),
         sequence=milestone.ical_sequence,

@@ -23,6 +23,7 @@ from scheduler.calendars.events import (
     day_and_time,
     organizer_of,
     participant_visit_event,
+    visit_name,
     window_range,
 )
 from scheduler.calendars.ical import Method, build_calendar
@@ -104,7 +105,7 @@ def invite_message(visit: ScheduledVisit, *, method: Method) -> EmailMultiAltern
             when = day_and_time(event.start, ZoneInfo(site.timezone), language)
         else:
             when = window_range(visit.window_start, visit.window_end, language)
-        names = {"name": visit.name, "when": when}
+        names = {"name": visit_name(visit), "when": when}
         change = what_changed(visit, previous, method=method) if previous is not None else ""
         if method == "CANCEL":
             subject = _("Cancelled: %(name)s, %(when)s") % names

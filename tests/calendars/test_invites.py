@@ -537,7 +537,7 @@ def test_invites_follow_the_participant_language(
 
     [welcome, first] = mailoutbox
     assert welcome.subject == "ようこそ: 筑波大学附属病院 での治験の来院予定"
-    assert first.subject == "予約待ち: Anifrolumab infusion visit（2026年3月13日(金)～19日(木)）"
+    assert first.subject == "予約待ち: アニフロルマブ点滴の来院（2026年3月13日(金)～19日(木)）"
     assert str(event_of(first)["DESCRIPTION"]).split("\n") == [
         "まだ予約されていません。来院は 2026年3月13日金曜日 から 2026年3月19日木曜日 までの間に"
         "行えます。日時は医療機関からお知らせします。",
