@@ -84,8 +84,8 @@ def build(participants: int, sites: int) -> dict[str, Any]:
     for site in site_rows:
         TrialSite.objects.create(trial=trial, site=site)
     users = get_user_model().objects
-    coordinator = users.create_user("bench-coordinator", password="x", is_staff=True)
-    monitor = users.create_user("bench-monitor", password="x", is_staff=True)
+    coordinator = users.create_user("bench-coordinator", is_staff=True)
+    monitor = users.create_user("bench-monitor", is_staff=True)
     Membership.objects.create(user=coordinator, trial=trial, site=site_rows[0], role="coordinator")
     Membership.objects.create(user=monitor, trial=trial, site=None, role="sponsor_monitor")
 
@@ -99,9 +99,7 @@ def build(participants: int, sites: int) -> dict[str, Any]:
         anchors={"day1": first_day1},
     )
     participant_enroll(participant=template, on=first_day1 - dt.timedelta(days=1))
-    visits = list(
-        ScheduledVisit.objects.filter(participant=template).order_by("target_date", "id")
-    )
+    visits = list(ScheduledVisit.objects.filter(participant=template).order_by("target_date", "id"))
     procedure_of = dict(
         ScheduledProcedure.objects.filter(visit__participant=template).values_list(
             "visit__occurrence", "procedure_id"
@@ -186,13 +184,13 @@ def build(participants: int, sites: int) -> dict[str, Any]:
                 ],
                 visit_rows,
             )
-            cursor.execute(
+            cursor.execute(  # table names from the models, values as parameters
                 f"""
                 INSERT INTO {ScheduledProcedure._meta.db_table} (visit_id, procedure_id, status,
                     not_done_reason)
                 SELECT v.id, %s, CASE WHEN v.status = 'done' THEN 'done' ELSE 'planned' END, ''
                 FROM {ScheduledVisit._meta.db_table} v WHERE v.participant_id <> %s
-                """,
+                """,  # noqa: S608
                 [next(iter(procedure_of.values())), template.pk],
             )
             cursor.execute("ANALYZE")
@@ -278,8 +276,10 @@ def main() -> None:
                     print(f"{label:34} {who:12} HTTP {status}")
                     continue
                 baseline = baseline or ms
-                verdict = "" if label.startswith("baseline") else (
-                    "ok" if ms < TARGET_MS else f"OVER {TARGET_MS:.0f} ms"
+                verdict = (
+                    ""
+                    if label.startswith("baseline")
+                    else ("ok" if ms < TARGET_MS else f"OVER {TARGET_MS:.0f} ms")
                 )
                 print(
                     f"{label:34} {who:12} {ms:10.1f} {queries:8d} {ms / baseline:10.1f}×  {verdict}"

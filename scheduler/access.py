@@ -15,6 +15,8 @@ queryset, so faces answer 404 for it, never 403.
 | site system          | read      | yes    | no          | one site  |
 
 A data manager works on protocols only. A trial-wide role acts at every site of its trial.
+An investigator or the unblinded pharmacist may still break one participant's code in an
+emergency, with their password and a reason, audited (see "Emergency unblinding" below).
 
 Every date a person sees is the site's local date (or, for what a participant receives, the
 participant's), never the server's: the server's date is UTC here, which would show a Tokyo
@@ -24,8 +26,11 @@ site yesterday's list until 09:00 and turn New York visits overdue at 19:00.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from django.contrib.auth import get_user_model
+from django.db import models
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -33,13 +38,15 @@ from participants.models import Participant, TreatmentAssignment
 from scheduler.models import (
     CalendarFeed,
     CoordinatorNotification,
+    EmergencyUnblinding,
     Membership,
     Reminder,
     ScheduledMilestone,
     ScheduledVisit,
+    UnblindingNotice,
     WebhookSubscription,
 )
-from trials.models import Site, Trial, TrialSite
+from trials.models import ScheduledActivity, Site, Trial, TrialSite
 
 Role = Membership.Role
 READ_ROLES = frozenset(
@@ -216,10 +223,30 @@ def can_read_at(user: object, *, trial: Trial, site: Site) -> bool:
     return _holds(user, READ_ROLES, trial_id=trial.pk, site_id=site.pk)
 
 
+def can_confirm_eligibility(user: object, *, trial_id: int, site_id: int) -> bool:
+    """The screening log's sign-off is the site's investigator's: the person responsible
+    for the trial at the site, not the coordinator who prepares it."""
+    return _holds(user, frozenset({Role.INVESTIGATOR}), trial_id=trial_id, site_id=site_id)
+
+
 def can_see_contact_details(user: object, *, trial_id: int, site_id: int) -> bool:
     """Participants' email, phone and guardian: only the site's coordinators and
     investigators, who contact them. Site systems, pharmacists and monitors never need them."""
     return _holds(user, CONTACT_ROLES, trial_id=trial_id, site_id=site_id)
+
+
+def reminders_with_contact_details_for(user: object) -> QuerySet[Reminder]:
+    """Reminders whose delivery error the user may read: a provider's or a mail server's text
+    can name the address or the number (scrubbed before it is stored, but only the roles that
+    see contact details read it at all), so the rule is `can_see_contact_details`'."""
+    return Reminder.objects.filter(_scope(user, CONTACT_ROLES, prefix="participant__"))
+
+
+def sees_contact_details_wherever_it_reads(user: object) -> bool:
+    """Is every (trial, site) pair the user reads one where it also sees contact details?
+    (Then sorting a list by a delivery error tells it nothing it could not read anyway.)"""
+    reading = [m for m in _memberships(user) if m.role in READ_ROLES]
+    return bool(reading) and all(m.role in CONTACT_ROLES for m in reading)
 
 
 # ----------------------------------------------------------------------------------------
@@ -234,6 +261,36 @@ def holds_role(user: object, roles: frozenset[str]) -> bool:
 def trial_sites_for(user: object, *, roles: frozenset[str] = WRITE_ROLES) -> QuerySet[TrialSite]:
     """The (trial, site) pairs the user acts on in one of `roles`, as TrialSite rows."""
     return TrialSite.objects.filter(_scope(user, roles))
+
+
+def scheduled_activities_for(user: object) -> QuerySet[ScheduledActivity]:
+    """The schedule of activities (which procedure at which visit) of the protocols the user
+    reads: those of the trials it is a member of, in any role that reads calendars or
+    protocols. Protocol content names no site and no participant."""
+    return ScheduledActivity.objects.filter(visit__version__trial__in=trials_for(user))
+
+
+# ----------------------------------------------------------------------------------------
+# Users, groups, memberships and machine credentials: governance, not clinical data. Only
+# user managers (Django's `auth.change_user`) see them, every row (a user manager grants the
+# memberships that scope everyone else, so it must see them all); nobody else sees any.
+
+MANAGE_USERS = "auth.change_user"
+M = TypeVar("M", bound=models.Model)
+
+
+def manages_users(user: object) -> bool:
+    """Does the user manage users (and so memberships, machine credentials, groups)?"""
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:  # type: ignore[attr-defined]
+        return False
+    return bool(user.has_perm(MANAGE_USERS))  # type: ignore[attr-defined]
+
+
+def user_management_rows_for(user: object, rows: QuerySet[M]) -> QuerySet[M]:
+    """`rows` of a user-management model (users, groups, memberships, OAuth applications,
+    tokens, grants) as the user may see them: all of them for a user manager, none for
+    anyone else."""
+    return rows if manages_users(user) else rows.none()
 
 
 # ----------------------------------------------------------------------------------------
@@ -255,3 +312,51 @@ def webhook_subscriptions_for(user: object) -> QuerySet[WebhookSubscription]:
     if not any(m.role in WEBHOOK_ROLES for m in _memberships(user)):
         return WebhookSubscription.objects.none()
     return WebhookSubscription.objects.filter(owner=user)  # type: ignore[misc]
+
+
+# ----------------------------------------------------------------------------------------
+# Emergency unblinding: breaking the code of one participant of a blinded trial.
+#
+# The site's investigator is the person who breaks the code in an emergency (the treating
+# physician must know what the participant received); the site's unblinded pharmacist, who
+# holds the codes, may do it for them. Never coordinators, monitors or site systems: they stay
+# blinded. The audit entries (who, whom, why; never the arm) are read by the trial's monitors
+# and its unblinded roles; the notices go to the trial's unblinded pharmacists.
+
+EMERGENCY_UNBLIND_ROLES = frozenset({Role.INVESTIGATOR, Role.UNBLINDED_PHARMACIST})
+UNBLINDING_AUDIT_ROLES = UNBLINDED_ROLES | {Role.SPONSOR_MONITOR}
+
+
+def can_emergency_unblind(user: object, *, trial_id: int, site_id: int) -> bool:
+    """May the user break the code of a participant of this trial at this site?"""
+    return _holds(user, EMERGENCY_UNBLIND_ROLES, trial_id=trial_id, site_id=site_id)
+
+
+def emergency_unblindings_for(user: object) -> QuerySet[EmergencyUnblinding]:
+    """Audit entries of emergency unblindings: a monitor's whole trial, a pharmacist's site."""
+    return EmergencyUnblinding.objects.filter(
+        _scope(user, UNBLINDING_AUDIT_ROLES, prefix="participant__")
+    )
+
+
+def unblinded_contacts(trial: Trial) -> QuerySet[Any]:
+    """The people told of an emergency unblinding in the trial: its active unblinded
+    pharmacists, at every site (each once)."""
+    return (
+        get_user_model()
+        .objects.filter(
+            is_active=True, memberships__trial=trial, memberships__role__in=UNBLINDED_ROLES
+        )
+        .distinct()
+        .order_by("pk")
+    )
+
+
+def unblinding_notices_for(user: object) -> QuerySet[UnblindingNotice]:
+    """The user's own notices, while they still hold an unblinded role in the trial."""
+    if not _memberships(user):
+        return UnblindingNotice.objects.none()
+    return UnblindingNotice.objects.filter(
+        recipient=user,  # type: ignore[misc]
+        unblinding__participant__trial__in=trials_for(user, roles=UNBLINDED_ROLES),
+    )

@@ -105,7 +105,8 @@ class TrialAdmin(AuditTrailAdmin):
 @admin.register(TrialSite)
 class TrialSiteAdmin(AuditTrailAdmin):
     """A site in a trial and the protocol version its ethics approval covers: read-only here
-    (sites are added on the trial's page); its History shows every approval recorded."""
+    (sites are added on the trial's page); its History shows every approval recorded.
+    Registered again, scoped to the user's memberships, by scheduler/admin/sites.py."""
 
     list_display = ["trial", "site", "activated_on", "protocol_version", "approved_on"]
     list_filter = ["trial", "site"]
@@ -212,6 +213,9 @@ class ProtocolVersionAdmin(AuditTrailAdmin):
 
 @admin.register(ScheduledActivity)
 class ScheduledActivityAdmin(admin.ModelAdmin):
+    """Which procedure at which visit: read-only (protocol files are the source). Registered
+    again, scoped to the user's trials, by scheduler/admin/sites.py."""
+
     list_display = ["visit", "procedure", "occurrences"]
     list_filter = ["visit__version__trial"]
     list_select_related = ["visit", "procedure"]

@@ -6,51 +6,67 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('participants', '0002_reminders'),
+        ("participants", "0002_reminders"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='historicalparticipant',
-            name='eligibility_confirmed_at',
+            model_name="historicalparticipant",
+            name="eligibility_confirmed_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='historicalparticipant',
-            name='eligibility_confirmed_by',
-            field=models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="historicalparticipant",
+            name="eligibility_confirmed_by",
+            field=models.ForeignKey(
+                blank=True,
+                db_constraint=False,
+                null=True,
+                on_delete=django.db.models.deletion.DO_NOTHING,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='historicalparticipant',
-            name='ended_reason',
+            model_name="historicalparticipant",
+            name="ended_reason",
             field=models.CharField(blank=True, max_length=2000),
         ),
         migrations.AddField(
-            model_name='participant',
-            name='eligibility_confirmed_at',
+            model_name="participant",
+            name="eligibility_confirmed_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='participant',
-            name='eligibility_confirmed_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="participant",
+            name="eligibility_confirmed_by",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='participant',
-            name='ended_reason',
+            model_name="participant",
+            name="ended_reason",
             field=models.CharField(blank=True, max_length=2000),
         ),
         migrations.AlterField(
-            model_name='historicalparticipant',
-            name='ended_on',
-            field=models.DateField(blank=True, help_text='Date of withdrawal, completion or screen failure.', null=True),
+            model_name="historicalparticipant",
+            name="ended_on",
+            field=models.DateField(
+                blank=True, help_text="Date of withdrawal, completion or screen failure.", null=True
+            ),
         ),
         migrations.AlterField(
-            model_name='participant',
-            name='ended_on',
-            field=models.DateField(blank=True, help_text='Date of withdrawal, completion or screen failure.', null=True),
+            model_name="participant",
+            name="ended_on",
+            field=models.DateField(
+                blank=True, help_text="Date of withdrawal, completion or screen failure.", null=True
+            ),
         ),
     ]

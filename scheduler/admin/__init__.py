@@ -16,6 +16,9 @@ from scheduler.admin import (  # noqa: F401
     outbox,
     participants,
     sites,
+    unblinding,
+    users,
     visits,
     webhooks,
+    workspace,
 )

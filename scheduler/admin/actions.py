@@ -18,28 +18,33 @@ is a 403 whatever the id, and another site's record is a 404, like one that does
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar, Generic, TypeVar
 
+from django.contrib import messages
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import URLPattern
+from django.urls import URLPattern, path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from scheduler.calendar import CalendarDiff
 from scheduler.forms import LifecycleForm
+from scheduler.governance import GovernanceError
 from scheduler.services import CalendarError
+from trials.services import ProtocolImportError
 
 Record = TypeVar("Record", bound=Model)
 # (label, value, highlighted): one line of "what will happen".
 Outcome = list[tuple[str, str, bool]]
 # (label, value): the record the action acts on, above its form.
 Summary = list[tuple[str, str]]
+# What a service says when it refuses: shown on the form, nothing written.
+REFUSALS = (CalendarError, GovernanceError, ProtocolImportError)
 
 
 @dataclass
@@ -117,14 +122,62 @@ class LifecycleActions:
     # What the action pages read of the record, in the query that fetches it.
     action_select_related: ClassVar[Sequence[str]] = ()
 
-    # Provided by CalendarActionsAdmin / ScopedAdmin.
-    action_path: Any
-    action_url: Any
-    action_page: Any
-    action_done: Any
+    # Provided by ScopedAdmin and Django's ModelAdmin.
+    model: Any
+    admin_site: Any
+    message_user: Any
     may_write: Any
     writable: Any
     visible_object: Any
+
+    def action_url(self, name: str, obj: Model) -> str:
+        opts = self.model._meta
+        return reverse(f"admin:{opts.app_label}_{opts.model_name}_{name}", args=[obj.pk])
+
+    def action_path(self, route: str, name: str, view: Callable[..., HttpResponse]) -> URLPattern:
+        opts = self.model._meta
+        return path(
+            f"<int:object_id>/{route}/",
+            self.admin_site.admin_view(view),
+            name=f"{opts.app_label}_{opts.model_name}_{name}",
+        )
+
+    def action_page(
+        self,
+        request: HttpRequest,
+        obj: Model,
+        *,
+        template: str,
+        title: str,
+        form: LifecycleForm,
+        summary: Summary,
+        **context: Any,
+    ) -> TemplateResponse:
+        opts = self.model._meta
+        return TemplateResponse(
+            request,
+            f"admin/lifecycle/{template}.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": opts,
+                "title": title,
+                "original": obj,
+                "original_url": reverse(
+                    f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]
+                ),
+                "form": form,
+                "summary": summary,
+                **context,
+            },
+        )
+
+    def action_done(self, request: HttpRequest, message: str, obj: Model) -> HttpResponseRedirect:
+        """After a confirmed change: say what happened, on the page of the record changed."""
+        self.message_user(request, message, messages.SUCCESS)
+        opts = obj._meta
+        return HttpResponseRedirect(
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        )
 
     def summary(self, record: Any) -> Summary:
         raise NotImplementedError
@@ -148,6 +201,21 @@ class LifecycleActions:
             for action in self.lifecycle
             if action.available(record)
         ]
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        if obj is not None and (buttons := self.lifecycle_buttons(request, obj)):
+            context["lifecycle_actions"] = buttons
+        return super().render_change_form(  # type: ignore[misc]
+            request, context, add, change, form_url, obj
+        )
 
     def action_record(self, request: HttpRequest, object_id: Any) -> Any:
         # No write role anywhere: refused whatever the id. A write role: another site's
@@ -179,7 +247,7 @@ class LifecycleActions:
                         response["Location"] = back
                     return response  # type: ignore[no-any-return]
                 preview = action.preview(record, data, form)
-            except CalendarError as refusal:
+            except REFUSALS as refusal:
                 record, form = self._refused(request, object_id, action, refusal)
             else:
                 return self._action_page(
@@ -209,7 +277,7 @@ class LifecycleActions:
         request: HttpRequest,
         object_id: Any,
         action: LifecycleAction[Any],
-        refusal: CalendarError,
+        refusal: Exception,
     ) -> tuple[Any, LifecycleForm]:
         """The form again, with the refusal, what was typed, and the record as it is now.
 

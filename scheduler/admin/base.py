@@ -5,18 +5,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from django.contrib import admin, messages
-from django.db.models import Model
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from scheduler.access import site_today
-from scheduler.admin.actions import LifecycleActions, Summary
+from scheduler.admin.actions import LifecycleActions
 from scheduler.admin.scoping import ScopedAdmin
 from scheduler.calendar import CalendarDiff
 from scheduler.display import site_time
@@ -186,55 +183,6 @@ class CalendarActionsAdmin(LifecycleActions, ScopedAdmin, SiteClockHistory, Audi
     (scheduler/admin/actions.py)."""
 
     change_form_template = "admin/lifecycle/change_form.html"
-
-    def action_url(self, name: str, obj: Model) -> str:
-        opts = self.model._meta
-        return reverse(f"admin:{opts.app_label}_{opts.model_name}_{name}", args=[obj.pk])
-
-    def action_path(self, route: str, name: str, view: Callable[..., HttpResponse]) -> URLPattern:
-        opts = self.model._meta
-        return path(
-            f"<int:object_id>/{route}/",
-            self.admin_site.admin_view(view),
-            name=f"{opts.app_label}_{opts.model_name}_{name}",
-        )
-
-    def action_page(
-        self,
-        request: HttpRequest,
-        obj: Model,
-        *,
-        template: str,
-        title: str,
-        form: LifecycleForm,
-        summary: Summary,
-        **context: Any,
-    ) -> TemplateResponse:
-        opts = self.model._meta
-        return TemplateResponse(
-            request,
-            f"admin/lifecycle/{template}.html",
-            {
-                **self.admin_site.each_context(request),
-                "opts": opts,
-                "title": title,
-                "original": obj,
-                "original_url": reverse(
-                    f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]
-                ),
-                "form": form,
-                "summary": summary,
-                **context,
-            },
-        )
-
-    def action_done(self, request: HttpRequest, message: str, obj: Model) -> HttpResponseRedirect:
-        """After a confirmed change: say what happened, on the page of the record changed."""
-        self.message_user(request, message, messages.SUCCESS)
-        opts = obj._meta
-        return HttpResponseRedirect(
-            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
-        )
 
 
 # ----------------------------------------------------------------------------------------

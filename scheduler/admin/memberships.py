@@ -16,14 +16,19 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from scheduler import access
+from scheduler.admin.scoping import UserManagersAdmin
 from scheduler.models import Membership
 from trials.admin import AuditTrailAdmin
 
-MANAGE_USERS = "auth.change_user"
+MANAGE_USERS = access.MANAGE_USERS
 
 
 @admin.register(Membership)
-class MembershipAdmin(AuditTrailAdmin):
+class MembershipAdmin(UserManagersAdmin, AuditTrailAdmin):
+    """Memberships: every row for user managers, nothing (not even the door) for anyone
+    else, who would learn from them who works at which site."""
+
     list_display = ["user", "role", "trial", "site", "created_at"]
     list_filter = ["role", "trial", "site"]
     search_fields = ["user__username", "user__email"]
@@ -36,16 +41,16 @@ class MembershipAdmin(AuditTrailAdmin):
         return readonly if obj is None else [*readonly, "user", "trial", "site", "role"]
 
     def has_module_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(MANAGE_USERS)
+        return access.manages_users(request.user)
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm(MANAGE_USERS)
+        return access.manages_users(request.user)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(MANAGE_USERS)
+        return access.manages_users(request.user)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm(MANAGE_USERS)
+        return access.manages_users(request.user)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm(MANAGE_USERS)
+        return access.manages_users(request.user)

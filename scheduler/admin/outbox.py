@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
-from django.utils.text import Truncator
+from django.utils.text import Truncator, smart_split, unescape_string_literal
 
 from scheduler import access
 from scheduler.admin.base import ReadOnlyAdmin, participant_site, site_clock_column
@@ -15,6 +17,32 @@ from scheduler.models import (
     Reminder,
 )
 from scheduler.outbox.sweep import notifications_mark_read, reminders_retry
+
+HIDDEN_ERROR = "details hidden for your role"
+HIDDEN_FAILURE = f"failed ({HIDDEN_ERROR})"
+
+
+def may_read_error(user: Any, reminder: Reminder | None) -> bool:
+    """May the user read this reminder's delivery error: the rule of contact details
+    (access.can_see_contact_details) at the participant's trial and site."""
+    if reminder is None:
+        return False
+    participant = reminder.participant
+    return access.can_see_contact_details(
+        user, trial_id=participant.trial_id, site_id=participant.site_id
+    )
+
+
+def error_hidden(reminder: Reminder) -> str:
+    """What a role without the right to contact details reads instead of the error."""
+    if not reminder.last_error:
+        return ""
+    failed = reminder.status in (Reminder.Status.FAILED, Reminder.Status.DEAD)
+    return HIDDEN_FAILURE if failed else HIDDEN_ERROR
+
+
+def error_for(user: Any, reminder: Reminder) -> str:
+    return reminder.last_error if may_read_error(user, reminder) else error_hidden(reminder)
 
 
 class ReminderAttentionFilter(admin.SimpleListFilter):
@@ -58,7 +86,8 @@ class ReminderAdmin(ReadOnlyAdmin):
         scoped_filter("participant__site"),
         scoped_filter("participant__trial"),
     ]
-    search_fields = ["participant__study_id", "rule_code", "last_error"]
+    # And the error, where the user may read it (get_search_results).
+    search_fields = ["participant__study_id", "rule_code"]
     list_select_related = ["participant__trial", "participant__site"]
     ordering = ["-due_at", "-id"]
     actions = ["retry"]
@@ -84,7 +113,16 @@ class ReminderAdmin(ReadOnlyAdmin):
         "ical_sequence",
         "created",
     ]
-    readonly_fields = ["due", "next_attempt", "enqueued", "claimed", "sent", "created"]
+    readonly_fields = [
+        "due",
+        "next_attempt",
+        "enqueued",
+        "claimed",
+        "sent",
+        "created",
+        "last_error",
+        "last_error_hidden",
+    ]
     due = site_clock_column("due_at", "due at", participant_site)
     next_attempt = site_clock_column("next_attempt_at", "next attempt at", participant_site)
     enqueued = site_clock_column("enqueued_at", "enqueued at", participant_site)
@@ -92,9 +130,59 @@ class ReminderAdmin(ReadOnlyAdmin):
     sent = site_clock_column("sent_at", "sent at", participant_site)
     created = site_clock_column("created_at", "created at", participant_site)
 
-    @admin.display(description="error", ordering="last_error")
+    # Why a delivery failed, only for the roles that see the participant's contact details
+    # (a provider's text may have named the number or the address before it was scrubbed,
+    # and a mail server's reason is about the address); the others read that it failed.
+
+    @admin.display(description="error")
     def error(self, reminder: Reminder) -> str:
-        return Truncator(reminder.last_error).chars(200)
+        return ""  # replaced per request by error_column (it needs the user)
+
+    def error_column(self, request: HttpRequest) -> Callable[[Reminder], str]:
+        """The error column for this request's user (one per request: the changelist asks
+        for the list's columns more than once and compares them)."""
+        column: Callable[[Reminder], str] | None = getattr(request, "_reminder_error_column", None)
+        if column is not None:
+            return column
+        user = request.user
+        # Sorting by a text tells its order: only for users who may read every row's.
+        ordering = "last_error" if access.sees_contact_details_wherever_it_reads(user) else None
+
+        @admin.display(description="error", ordering=ordering)
+        def error(reminder: Reminder) -> str:
+            return Truncator(error_for(user, reminder)).chars(200)
+
+        request._reminder_error_column = error  # type: ignore[attr-defined]
+        return error
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        shown = super().get_list_display(request)
+        return [self.error_column(request) if name == "error" else name for name in shown]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        shown = "last_error" if may_read_error(request.user, obj) else "last_error_hidden"
+        return [shown if name == "last_error" else name for name in self.fields]
+
+    @admin.display(description="last error")
+    def last_error_hidden(self, reminder: Reminder) -> str:
+        return error_hidden(reminder)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Reminder], search_term: str
+    ) -> tuple[QuerySet[Reminder], bool]:
+        """Django's search over study id and rule code, and over the error only among the
+        rows whose error the user may read (else a search would tell what an error says)."""
+        readable = Q(pk__in=access.reminders_with_contact_details_for(request.user).values("pk"))
+        for bit in smart_split(search_term):
+            if bit[:1] in ('"', "'") and bit[-1:] == bit[:1]:
+                with contextlib.suppress(ValueError):
+                    bit = unescape_string_literal(bit)
+            queryset = queryset.filter(
+                Q(participant__study_id__icontains=bit)
+                | Q(rule_code__icontains=bit)
+                | (readable & Q(last_error__icontains=bit))
+            )
+        return queryset, False
 
     def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[Reminder]:
         return access.reminders_for(request.user, write=write)
@@ -107,7 +195,9 @@ class ReminderAdmin(ReadOnlyAdmin):
         # Only what the user may change: a monitor's view of a site is read-only.
         queryset = queryset.filter(pk__in=self.writable(request).values("pk"))
         selected = queryset.count()
-        requeued = reminders_retry(reminders=queryset)
+        requeued = reminders_retry(
+            reminders=queryset, by=request.user, reason="retried from the admin"
+        )
         self.message_user(
             request,
             f"{requeued} reminder(s) re-queued: they go out with the next sweep.",

@@ -19,10 +19,13 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
 from scheduler import access
 from scheduler.access import site_today
+from scheduler.admin import lists
 from scheduler.admin.actions import Done, LifecycleAction, Outcome, Preview, Summary
 from scheduler.admin.base import (
     CalendarActionsAdmin,
@@ -42,7 +45,9 @@ from scheduler.admin.enroll import (
 )
 from scheduler.admin.feeds import feeds_url
 from scheduler.admin.scoping import ScopedAdmin, ScopedInline, scoped_filter
+from scheduler.admin.screening import ScreeningLogMixin
 from scheduler.admin.timeline import TimelineMixin
+from scheduler.admin.unblinding import EmergencyUnblindingActions
 from scheduler.display import site_time
 from scheduler.forms import (
     AnchorChangeForm,
@@ -78,7 +83,14 @@ from scheduler.services import (
     visit_add_unscheduled_preview,
 )
 from trials.admin import AuditTrailAdmin
-from trials.models import Anchor, MilestoneRule, ProcedureDefinition, ProtocolVersion, Site
+from trials.models import (
+    Anchor,
+    MilestoneRule,
+    ProcedureDefinition,
+    ProtocolVersion,
+    Site,
+    localized_name,
+)
 from trials.protocol_file import Channel, MilestoneKind
 
 
@@ -127,7 +139,7 @@ class VisitInline(ScopedInline):
             .select_related("visit_definition", "protocol_version__trial")
         )
 
-    @admin.display(description="status")
+    @admin.display(description=gettext_lazy("status"))
     def glance_status(self, visit: ScheduledVisit) -> str:
         # Computed from the site's today: a planned visit whose window closed is overdue.
         return glance_label(visit)
@@ -148,7 +160,7 @@ class MilestoneInline(ScopedInline):
     def get_queryset(self, request: HttpRequest) -> Any:
         return milestones_with_next_step(super().get_queryset(request).select_related("rule"))
 
-    @admin.display(description="status")
+    @admin.display(description=gettext_lazy("status"))
     def step_status(self, milestone: ScheduledMilestone) -> str:
         # Taper weeks: past, current (the dose taken now, highlighted) or planned.
         return step_label(milestone)
@@ -184,10 +196,26 @@ class ReminderInline(ScopedInline):
         "last_error",
         "sent",
     )
-    readonly_fields = fields
+    readonly_fields = (*fields, "last_error_hidden")
     ordering = ["-due_at", "-id"]
     due = site_clock_column("due_at", "due at", lambda row: row.participant.site)
     sent = site_clock_column("sent_at", "sent at", lambda row: row.participant.site)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # The delivery error only for the roles that see the participant's contact details
+        # (the reminder list's rule, scheduler/admin/outbox.py); the others read that it
+        # failed. `obj` is the participant whose page this is.
+        readable = obj is not None and access.can_see_contact_details(
+            request.user, trial_id=obj.trial_id, site_id=obj.site_id
+        )
+        shown = "last_error" if readable else "last_error_hidden"
+        return [shown if name == "last_error" else name for name in self.fields]
+
+    @admin.display(description="last error")
+    def last_error_hidden(self, reminder: Reminder) -> str:
+        from scheduler.admin.outbox import error_hidden  # the reminder list's own words
+
+        return error_hidden(reminder)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -265,9 +293,16 @@ class Withdraw(ActiveParticipantAction):
             participant=record, on=data["on"], by=by, reason=data["reason"]
         )
         return Done(
-            f"{record} withdrawn on {iso(data['on'])}; "
-            f"{len(closure.cancelled_visits)} visit(s) and "
-            f"{len(closure.cancelled_milestones)} milestone(s) cancelled.",
+            _(
+                "%(participant)s withdrawn on %(day)s; %(visits)d visit(s) and %(milestones)d "
+                "milestone(s) cancelled."
+            )
+            % {
+                "participant": record,
+                "day": iso(data["on"]),
+                "visits": len(closure.cancelled_visits),
+                "milestones": len(closure.cancelled_milestones),
+            },
             record,
         )
 
@@ -306,7 +341,13 @@ class ChangeAnchor(ActiveParticipantAction):
             reason=data["reason"],
         )
         return Done(
-            f"{data['code']} of {record} set to {iso(data['new_date'])}; {calendar_summary(diff)}.",
+            _("%(anchor)s of %(participant)s set to %(day)s; %(calendar)s.")
+            % {
+                "anchor": data["code"],
+                "participant": record,
+                "day": iso(data["new_date"]),
+                "calendar": calendar_summary(diff),
+            },
             record,
         )
 
@@ -346,8 +387,13 @@ class TaperDecision(ActiveParticipantAction):
             reason=data["reason"],
         )
         return Done(
-            f"{data['milestone_code']} week {data['week']} {_decision_text(data)}; "
-            f"{calendar_summary(diff)}.",
+            _("%(taper)s week %(week)s %(decision)s; %(calendar)s.")
+            % {
+                "taper": data["milestone_code"],
+                "week": data["week"],
+                "decision": _decision_text(data),
+                "calendar": calendar_summary(diff),
+            },
             record,
         )
 
@@ -381,7 +427,7 @@ class AddUnscheduledVisit(ActiveParticipantAction):
                 ("When", _unscheduled_when(plan.start, plan.local_date, record), True),
                 (
                     "Procedures",
-                    ", ".join(f"{p.code} – {p.name}" for p in plan.procedures) or "—",
+                    ", ".join(f"{p.code} – {localized_name(p)}" for p in plan.procedures) or "—",
                     False,
                 ),
                 ("Reason", data["reason"], False),
@@ -394,7 +440,11 @@ class AddUnscheduledVisit(ActiveParticipantAction):
     ) -> Done:
         visit = visit_add_unscheduled(**self._wanted(record, data), by=by)
         when = _unscheduled_when(visit.booked_start, visit.target_date, record)
-        return Done(f"Unscheduled visit of {record} added for {when}.", visit)
+        return Done(
+            _("Unscheduled visit of %(participant)s added for %(when)s.")
+            % {"participant": record, "when": when},
+            visit,
+        )
 
 
 class Complete(LifecycleAction[Participant]):
@@ -439,7 +489,11 @@ class Complete(LifecycleAction[Participant]):
             by=by,
             reason=data["reason"] or "completed the study",
         )
-        return Done(f"{record} completed the study on {iso(data['on'])}.", record)
+        return Done(
+            _("%(participant)s completed the study on %(day)s.")
+            % {"participant": record, "day": iso(data["on"])},
+            record,
+        )
 
 
 class ScreenFail(LifecycleAction[Participant]):
@@ -481,7 +535,11 @@ class ScreenFail(LifecycleAction[Participant]):
         self, record: Participant, data: dict[str, Any], form: LifecycleForm, by: User
     ) -> Done:
         participant_screen_fail(participant=record, on=data["on"], by=by, reason=data["reason"])
-        return Done(f"{record} screen failed on {iso(data['on'])}: {data['reason']}.", record)
+        return Done(
+            _("%(participant)s screen failed on %(day)s: %(reason)s.")
+            % {"participant": record, "day": iso(data["on"]), "reason": data["reason"]},
+            record,
+        )
 
 
 class MoveToVersion(ActiveParticipantAction):
@@ -534,7 +592,13 @@ class MoveToVersion(ActiveParticipantAction):
             participant=record, version=version, on=data["on"], by=by, reason=data["reason"]
         )
         return Done(
-            f"{record} moved to {version} from {iso(data['on'])}; {calendar_summary(diff)}.",
+            _("%(participant)s moved to %(version)s from %(day)s; %(calendar)s.")
+            % {
+                "participant": record,
+                "version": version,
+                "day": iso(data["on"]),
+                "calendar": calendar_summary(diff),
+            },
             record,
         )
 
@@ -553,29 +617,35 @@ PARTICIPANT_ACTIONS: list[LifecycleAction[Participant]] = [
 def _unscheduled_when(start: dt.datetime | None, day: dt.date, participant: Participant) -> str:
     if start is not None:
         return site_time(start, participant.site)
-    return f"{iso(day)} (not booked yet)"
+    return _("%(day)s (not booked yet)") % {"day": iso(day)}
 
 
 @admin.register(Participant)
-class ParticipantAdmin(TimelineMixin, VisitStatusColumns, CalendarActionsAdmin):
+class ParticipantAdmin(
+    EmergencyUnblindingActions,
+    ScreeningLogMixin,
+    TimelineMixin,
+    VisitStatusColumns,
+    CalendarActionsAdmin,
+):
     lifecycle = PARTICIPANT_ACTIONS
     action_select_related = ("trial", "site", "protocol_version__trial")
+    # What a coordinator reads at 1366 px: the counts needing action first (visits done are
+    # on the participant's page and in the visit list); columns in admin/lists.py.
     list_display = [
         "study_id",
-        "trial",
-        "site",
+        lists.participant_where_column,
         "status",
-        "protocol_version",
-        "enrolled",
+        lists.enrolled_column,
         "visits_due",
-        "visits_booked",
-        "visits_done",
-        "visits_missed",
-        "visits_out_of_window",
         "visits_overdue",
+        "visits_booked",
+        "visits_out_of_window",
+        "visits_missed",
     ]
-    list_filter = [scoped_filter("trial"), scoped_filter("site"), "status"]
+    list_filter = [scoped_filter("site"), scoped_filter("trial"), "status"]
     search_fields = ["study_id", "trial__code"]
+    list_per_page = 50
     list_select_related = ["trial", "site", "protocol_version__trial"]
     readonly_fields = ["status", "enrolled_at", "enrolled", "protocol_version"]
     inlines = [AnchorInline, VisitInline, MilestoneInline, ReminderInline]
@@ -691,6 +761,13 @@ class ParticipantAdmin(TimelineMixin, VisitStatusColumns, CalendarActionsAdmin):
             *super().get_urls(),
         ]
 
+    def lifecycle_buttons(self, request: HttpRequest, record: Any) -> list[tuple[str, str]]:
+        buttons = super().lifecycle_buttons(request, record)
+        if buttons and record.status == Participant.Status.SCREENING:
+            # Enrolling is its own page (eligibility, the investigator's sign-off, the arm).
+            buttons.insert(0, ("Check eligibility and enroll", enroll_url(record)))
+        return buttons
+
     def render_change_form(
         self,
         request: HttpRequest,
@@ -700,10 +777,6 @@ class ParticipantAdmin(TimelineMixin, VisitStatusColumns, CalendarActionsAdmin):
         form_url: str = "",
         obj: Any = None,
     ) -> Any:
-        if obj is not None and (buttons := self.lifecycle_buttons(request, obj)):
-            if obj.status == Participant.Status.SCREENING:
-                buttons.insert(0, ("Check eligibility and enroll", enroll_url(obj)))
-            context["lifecycle_actions"] = buttons
         if obj is not None:
             context["related_links"] = _related_links(obj)
             context["page_warnings"] = participant_page_warnings(obj)
@@ -732,14 +805,18 @@ def _participant_summary(participant: Participant) -> Summary:
         ("Status", participant.get_status_display()),
         ("Protocol version", str(participant.protocol_version)),
         ("Anchors", anchors or "—"),
-        ("Site", f"{participant.site.name}; times are site-local, {participant.site.timezone}"),
+        (
+            "Site",
+            _("%(site)s; times are site-local, %(zone)s")
+            % {"site": participant.site.name, "zone": participant.site.timezone},
+        ),
     ]
 
 
 def _decision_text(decision: dict[str, Any]) -> str:
     if decision["dose_mg"] is None:
-        return "held at last week's dose"
-    return f"set to {decision['dose_mg'].normalize():f} mg/day"
+        return _("held at last week's dose")
+    return _("set to %(dose)s mg/day") % {"dose": f"{decision['dose_mg'].normalize():f}"}
 
 
 def _taper_outcome(decision: dict[str, Any]) -> Outcome:
@@ -747,7 +824,7 @@ def _taper_outcome(decision: dict[str, Any]) -> Outcome:
         ("Taper", decision["milestone_code"], False),
         ("Week", str(decision["week"]), False),
         ("Decision", _decision_text(decision), False),
-        ("Increase confirmed", "yes" if decision["allow_increase"] else "no", False),
+        ("Increase confirmed", _("yes") if decision["allow_increase"] else _("no"), False),
         ("Reason", decision["reason"], False),
     ]
 

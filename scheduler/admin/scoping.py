@@ -6,7 +6,14 @@ whoever manages users (`auth.change_user`). Every change is in the membership's 
 edited into another role, so the trail reads as "granted … revoked".
 
 `ScopedAdmin` is the base of every admin of clinical data: its rows come from
-scheduler/access.py and nothing else (see its docstring for the rule).
+scheduler/access.py and nothing else (see its docstring for the rule). `UserManagersAdmin`
+is the base of every admin of governance data that is not a trial's (users, groups,
+memberships, machine credentials): only user managers see it.
+
+Deny by default, for every admin: an admin that declares neither rule (Django's own, a
+package's, a new one registered with a plain `ModelAdmin`) is replaced by `deny_undeclared`
+with one that shows nothing to anyone, a superuser included, and `manage.py check` names it
+(scheduler.E100/W100) until it declares its rule.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import ValidationError
+from django.core import checks
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -53,10 +61,13 @@ class ScopedAdmin(admin.ModelAdmin):
     def writable(self, request: HttpRequest) -> QuerySet[Any]:
         return self.scoped(request, write=True)
 
+    # Who may act on rows here (their actions' door): holders of one of these roles.
+    write_roles: frozenset[str] = access.WRITE_ROLES
+
     def may_write(self, request: HttpRequest, obj: Any = None) -> bool:
         """May the user change rows here (or this row): a write role, and the row in scope."""
         if obj is None:
-            return access.holds_role(request.user, access.WRITE_ROLES)
+            return access.holds_role(request.user, self.write_roles)
         return self.writable(request).filter(pk=obj.pk).exists()
 
     def visible_object(self, request: HttpRequest, object_id: Any, queryset: Any = None) -> Any:
@@ -132,3 +143,130 @@ class ScopedInline(admin.TabularInline):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# ----------------------------------------------------------------------------------------
+# Governance admins (users, groups, memberships, machine credentials): user managers only.
+
+
+class UserManagersAdmin(admin.ModelAdmin):
+    """The base (first in the bases) of every admin of users, groups, memberships and machine
+    credentials: user managers (`access.manages_users`) see every row, nobody else sees any
+    or the door. Adding, changing and deleting need a user manager who also passes the
+    admin's own rule (Django's model permission, or whatever the package's admin refuses)."""
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return access.user_management_rows_for(request.user, super().get_queryset(request))
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+        # Every object page (change, delete, history, a password) is refused alike to anyone
+        # else, before any lookup: Django would redirect a missing one to the list.
+        if not access.manages_users(request.user):
+            raise PermissionDenied
+        return super().get_object(request, object_id, from_field)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return access.manages_users(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return access.manages_users(request.user)
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return access.manages_users(request.user) and super().has_add_permission(request, *args)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return access.manages_users(request.user) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return access.manages_users(request.user) and super().has_delete_permission(request, obj)
+
+
+# ----------------------------------------------------------------------------------------
+# Deny by default: an admin that declares no rule shows nothing.
+
+# Admins that check the user managers' permission in their own methods (written before
+# `UserManagersAdmin`), by model label; each should move onto that base.
+RULED_IN_THEIR_OWN_METHODS = frozenset({"scheduler.webhooksubscription"})
+
+
+class DeniedAdmin(admin.ModelAdmin):
+    """Stands in for an admin that declares no rule: no door, no row, no page, for anyone."""
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return super().get_queryset(request).none()
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def declares_rule(model_admin: admin.ModelAdmin) -> bool:
+    """Does the admin say, through scheduler/access.py, who sees which of its rows?"""
+    return (
+        isinstance(model_admin, ScopedAdmin | UserManagersAdmin)
+        or model_admin.opts.label_lower in RULED_IN_THEIR_OWN_METHODS
+    )
+
+
+def deny_undeclared(site: admin.AdminSite) -> list[str]:
+    """Replace every admin of `site` that declares no rule with a `DeniedAdmin` of the same
+    class (so its pages still resolve, as 403s); returns the models' labels."""
+    denied = []
+    for model, model_admin in list(site._registry.items()):
+        if declares_rule(model_admin) or isinstance(model_admin, DeniedAdmin):
+            continue
+        original = type(model_admin)
+        site.unregister(model)
+        site.register(
+            model,
+            type(f"Denied{original.__name__}", (DeniedAdmin, original), {"__module__": __name__}),
+        )
+        denied.append(model._meta.label)
+    return denied
+
+
+def undeclared_admin_messages(site: admin.AdminSite) -> list[checks.CheckMessage]:
+    """An admin that declares no rule is an error (registered after `deny_undeclared` ran, it
+    shows rows by Django's permissions alone: to a superuser, everything); one denied by it,
+    a warning (it shows nothing to anyone)."""
+    found: list[checks.CheckMessage] = []
+    for model, model_admin in site._registry.items():
+        if isinstance(model_admin, DeniedAdmin):
+            found.append(
+                checks.Warning(
+                    f"The admin of {model._meta.label} declares no access rule, so it shows "
+                    "nothing to anyone.",
+                    hint="Base it on ScopedAdmin (rows from scheduler/access.py) or "
+                    "UserManagersAdmin (scheduler/admin/scoping.py).",
+                    obj=type(model_admin),
+                    id="scheduler.W100",
+                )
+            )
+        elif not declares_rule(model_admin):
+            found.append(
+                checks.Error(
+                    f"The admin of {model._meta.label} declares no access rule: it shows rows "
+                    "by Django's model permissions alone (to a superuser, every row).",
+                    hint="Base it on ScopedAdmin (rows from scheduler/access.py) or "
+                    "UserManagersAdmin (scheduler/admin/scoping.py).",
+                    obj=type(model_admin),
+                    id="scheduler.E100",
+                )
+            )
+    return found
+
+
+@checks.register(checks.Tags.admin)
+def check_admins_declare_rules(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    return undeclared_admin_messages(admin.site)

@@ -11,8 +11,10 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from scheduler import access
+from scheduler.admin.actions import LifecycleActions, Summary
+from scheduler.admin.amendments import ApproveAndMove, PublishVersion
 from scheduler.admin.base import VisitStatusColumns, posted
-from scheduler.admin.scoping import ScopedAdmin
+from scheduler.admin.scoping import ScopedAdmin, scoped_filter
 from scheduler.checks import site_mailbox_warning
 from scheduler.forms import (
     LifecycleForm,
@@ -23,8 +25,10 @@ from scheduler.selectors import (
     visit_status_filters_per_site,
 )
 from trials.admin import ProtocolVersionAdmin as ProtocolVersionRecordAdmin
+from trials.admin import ScheduledActivityAdmin as ScheduledActivityRecordAdmin
 from trials.admin import TrialAdmin as TrialRecordAdmin
-from trials.models import ProtocolVersion, Site, Trial
+from trials.admin import TrialSiteAdmin as TrialSiteRecordAdmin
+from trials.models import ProtocolVersion, ScheduledActivity, Site, Trial, TrialSite
 from trials.protocol_file import Blinding
 
 
@@ -235,12 +239,23 @@ admin.site.unregister(ProtocolVersion)
 
 
 @admin.register(ProtocolVersion)
-class ProtocolVersionAdmin(ScopedAdmin, ProtocolVersionRecordAdmin):  # type: ignore[misc]
+class ProtocolVersionAdmin(LifecycleActions, ScopedAdmin, ProtocolVersionRecordAdmin):  # type: ignore[misc]
     """The protocol versions admin of trials/admin.py, scoped like trials: holders of
     Django's protocol permissions see every version; data managers and the other roles of a
-    trial read its versions (imported from files, never edited here)."""
+    trial read its versions (imported from files, never edited here). A trial's data manager
+    publishes a draft (scheduler/admin/amendments.py)."""
 
     read_roles = access.READ_ROLES | access.PROTOCOL_ROLES
+    write_roles = access.PROTOCOL_ROLES
+    lifecycle = [PublishVersion()]
+    change_form_template = "admin/lifecycle/change_form.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        return [*self.lifecycle_urls(), *super().get_urls()]
+
+    def summary(self, record: ProtocolVersion) -> Summary:
+        return [("Protocol version", str(record)), ("Status", record.get_status_display())]
+
     inlines = [  # type: ignore[misc,assignment]
         type(inline.__name__, (ProtocolContentReading, inline), {})
         for inline in ProtocolVersionRecordAdmin.inlines
@@ -250,6 +265,9 @@ class ProtocolVersionAdmin(ScopedAdmin, ProtocolVersionRecordAdmin):  # type: ig
         return _governs(request, self.opts)
 
     def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[ProtocolVersion]:
+        if write:  # publishing: the trial's data managers, whatever Django's permissions
+            trials = access.trials_for(request.user, roles=access.PROTOCOL_ROLES)
+            return ProtocolVersion.objects.filter(trial__in=trials).select_related("trial")
         if self.governs(request):
             return ProtocolVersion.objects.all()
         return ProtocolVersion.objects.filter(trial__in=access.trials_for(request.user))
@@ -262,6 +280,85 @@ class ProtocolVersionAdmin(ScopedAdmin, ProtocolVersionRecordAdmin):  # type: ig
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm("trials.change_protocolversion")
+
+
+# ----------------------------------------------------------------------------------------
+# A site in a trial, and a protocol's schedule of activities: governed like trials and
+# protocols. Holders of Django's permission on the model see every row; members read their
+# own (trial, site) pairs and their trials' schedules; nobody edits either here.
+
+PROTOCOL_READERS = access.READ_ROLES | access.PROTOCOL_ROLES
+
+admin.site.unregister(TrialSite)
+
+
+@admin.register(TrialSite)
+class TrialSiteAdmin(LifecycleActions, GovernedByPermissions, ScopedAdmin, TrialSiteRecordAdmin):  # type: ignore[misc]
+    """The trial-site admin of trials/admin.py, scoped: holders of Django's trial-site
+    permissions see every site of every trial; a member sees the (trial, site) pairs it acts
+    for (a trial-wide role: every site of its trial), so a coordinator never learns which
+    other sites run its trial. Read-only for everyone: a site's approved protocol version
+    changes only through site_move_to_version."""
+
+    read_roles = PROTOCOL_READERS
+    list_filter = [scoped_filter("trial"), scoped_filter("site")]  # type: ignore[misc,assignment]
+    # A site's approval of an amendment, and moving its participants onto it, are its
+    # coordinators' and investigators' (scheduler/admin/amendments.py), with a preview of
+    # each participant's calendar.
+    lifecycle = [ApproveAndMove()]
+    action_select_related = ("trial", "site", "protocol_version__trial")
+    change_form_template = "admin/lifecycle/change_form.html"
+
+    def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[TrialSite]:
+        if write:
+            return access.trial_sites_for(request.user)
+        if self.governs(request):
+            return TrialSite.objects.all()
+        return access.trial_sites_for(request.user, roles=PROTOCOL_READERS)
+
+    def get_urls(self) -> list[URLPattern]:
+        return [*self.lifecycle_urls(), *super().get_urls()]
+
+    def summary(self, record: TrialSite) -> Summary:
+        return [
+            ("Trial", str(record.trial)),
+            ("Site", f"{record.site}; dates are site-local, {record.site.timezone}"),
+            ("Approved version", str(record.protocol_version or "the newest published")),
+            ("Approved on", str(record.approved_on or "—")),
+        ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+admin.site.unregister(ScheduledActivity)
+
+
+@admin.register(ScheduledActivity)
+class ScheduledActivityAdmin(ScopedAdmin, ScheduledActivityRecordAdmin):  # type: ignore[misc]
+    """The schedule of activities of trials/admin.py, scoped like protocol versions: holders
+    of Django's permission on it see every trial's; members (data managers included) read
+    their trials'. Imported from protocol files, never edited here."""
+
+    read_roles = PROTOCOL_READERS
+    list_filter = [scoped_filter("visit__version__trial")]
+
+    def governs(self, request: HttpRequest) -> bool:
+        return _governs(request, self.opts)
+
+    def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[ScheduledActivity]:
+        if self.governs(request):
+            return ScheduledActivity.objects.all()
+        return access.scheduled_activities_for(request.user)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.governs(request) or super().has_module_permission(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.governs(request) or super().has_view_permission(request, obj)
 
 
 # The participant and membership admins are built on the services above; importing them

@@ -6,6 +6,8 @@ and study id (the same study id exists in several trials), never by name.
 
 - A coordinator email for a site without a mailbox falls back to an in-app notice, and the
   row says so: a coordinator reminder never goes dead for want of an address.
+- A mail server's refusal is recorded with its reply code and text, the address scrubbed out
+  (`errors.smtp_reason`), so a coordinator can tell a full mailbox from a wrong address.
 - The welcome message is the participant's first: what their study calendar holds, the
   address of their calendar feed (created for it, and revoked again if the message cannot
   be sent), and whom to call.
@@ -42,6 +44,7 @@ from scheduler.outbox.errors import (
     PermanentDeliveryError,
     Superseded,
     TransientDeliveryError,
+    smtp_reason,
 )
 from scheduler.outbox.plan import WELCOME_EVENT
 from scheduler.outbox.sms import sms_backend
@@ -124,7 +127,7 @@ def _deliver_participant_email(reminder: Reminder, subject: str, text: str) -> s
     try:
         message.send()
     except OSError as exc:  # SMTP down, refused, timed out
-        raise TransientDeliveryError(f"email not accepted: {type(exc).__name__}") from exc
+        raise TransientDeliveryError(f"email not accepted: {smtp_reason(exc)}") from None
     return message_id
 
 
@@ -149,7 +152,7 @@ def _deliver_invite(reminder: Reminder) -> str:
     try:
         message.send()
     except OSError as exc:
-        raise TransientDeliveryError(f"email not accepted: {type(exc).__name__}") from exc
+        raise TransientDeliveryError(f"email not accepted: {smtp_reason(exc)}") from None
     return message_id
 
 
@@ -191,7 +194,7 @@ def _deliver_coordinator_email(reminder: Reminder) -> str:
     try:
         message.send()
     except OSError as exc:
-        raise TransientDeliveryError(f"email not accepted: {type(exc).__name__}") from exc
+        raise TransientDeliveryError(f"email not accepted: {smtp_reason(exc)}") from None
     return message_id
 
 
@@ -315,6 +318,6 @@ def _deliver_welcome(reminder: Reminder) -> str:
         if new_feed is not None:
             feed_revoke(feed=new_feed)
         if isinstance(exc, OSError):
-            raise TransientDeliveryError(f"email not accepted: {type(exc).__name__}") from exc
+            raise TransientDeliveryError(f"email not accepted: {smtp_reason(exc)}") from None
         raise
     return message_id

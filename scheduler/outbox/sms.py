@@ -1,7 +1,9 @@
 """SMS: a small backend interface, a console backend for development, and Twilio.
 
 Backends raise TransientDeliveryError (retry later) or PermanentDeliveryError (give up). They
-never log the number or the text.
+never log the number or the text. A provider's reason often quotes the number ("The 'To'
+number +15551234567 is not a valid phone number"): the errors scrub it when raised
+(scheduler/outbox/errors.py), so the stored and shown reason keeps the words, not the number.
 """
 
 from __future__ import annotations
@@ -49,9 +51,11 @@ class TwilioSmsBackend:
         except TwilioRestException as exc:
             # 429 and 5xx may pass later; other 4xx (a bad number, say) never will. Anything
             # else Twilio's library raises is retried by reminder_send, then given up on.
+            # `from None`: Twilio's own exception quotes the number, and a traceback would
+            # print it.
             if exc.status == 429 or exc.status >= 500:
-                raise TransientDeliveryError(f"Twilio {exc.status}: {exc.msg}") from exc
-            raise PermanentDeliveryError(f"Twilio {exc.status}: {exc.msg}") from exc
+                raise TransientDeliveryError(f"Twilio {exc.status}: {exc.msg}") from None
+            raise PermanentDeliveryError(f"Twilio {exc.status}: {exc.msg}") from None
         except OSError as exc:
             raise TransientDeliveryError(f"Twilio unreachable: {type(exc).__name__}") from exc
         return str(message.sid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html import escape, unescape
@@ -19,11 +20,15 @@ from urllib.parse import parse_qs, quote_plus, urlencode, urlsplit
 import pytest
 from django.apps import apps
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.db import models
 from django.urls import URLPattern, reverse
 from django.urls.resolvers import RegexPattern, RoutePattern
+from oauth2_provider.models import AccessToken, get_application_model
 
 from participants.models import Participant
+from scheduler.api.credentials import site_system_credentials_create
 from scheduler.calendars.feeds import feed_create
 from scheduler.models import CalendarFeed, CoordinatorNotification, Membership, Reminder
 from scheduler.services import participant_enroll
@@ -93,9 +98,29 @@ def world(import_seed, django_capture_on_commit_callbacks, django_user_model, ti
             site=site, reminder=reminder, text=f"{marks['study_id']} could not be reached"
         )
         people[marks["code"]] = (site, participant)
+        # The site's system: a machine user bound to it, its OAuth application and a token
+        # (the user, group and credential admins are crawled too).
+        application, _secret = site_system_credentials_create(
+            name=f"{marks['code']}-system", trial=version.trial, sites=[site]
+        )
+        AccessToken.objects.create(
+            user=application.user,
+            application=application,
+            token=secrets.token_urlsafe(32),
+            expires=NOW + dt.timedelta(hours=1),
+            scope="read",
+        )
     (own_site, own), (other_site, other) = people[OWN["code"]], people[OTHER["code"]]
     coordinator = django_user_model.objects.create_user("anna", password="pw", is_staff=True)
     member(coordinator, trial=version.trial, site=own_site, role=Role.COORDINATOR)
+    # Django's view permission on every model but the trials' (trials, sites and protocols
+    # are governed by them, on purpose) changes nothing: what a coordinator sees comes from
+    # memberships, and users, groups and credentials need `auth.change_user`.
+    coordinator.user_permissions.add(
+        *Permission.objects.filter(codename__startswith="view_").exclude(
+            content_type__app_label="trials"
+        )
+    )
     everywhere = django_user_model.objects.create_user("ref", password="pw", is_staff=True)
     for site in (own_site, other_site):
         member(everywhere, trial=version.trial, site=site, role=Role.COORDINATOR)
@@ -108,9 +133,19 @@ def world(import_seed, django_capture_on_commit_callbacks, django_user_model, ti
 
 
 def site_of(row: models.Model) -> int | None:
-    """The site a row belongs to, or None for rows of no site (trials, protocols, users)."""
+    """The site a row belongs to, or None for rows of no site (trials, protocols, users
+    without a membership): a user's is the one site of its memberships, an OAuth
+    application's its machine user's, a token's or a grant's its application's."""
     if isinstance(row, Site):
         return row.pk
+    if isinstance(row, get_user_model()):
+        sites = set(row.memberships.values_list("site_id", flat=True))
+        return sites.pop() if len(sites) == 1 else None
+    if isinstance(row, get_application_model()):
+        return site_of(row.user) if row.user is not None else None
+    application = getattr(row, "application", None)
+    if isinstance(application, get_application_model()):
+        return site_of(application)
     participant_id = getattr(row, "participant_id", None)
     if participant_id is not None:
         return Participant.objects.get(pk=participant_id).site_id
@@ -211,7 +246,9 @@ class Crawl:
 
     def _check(self, method: str, url: str, response: Any) -> Any:
         self.requests += 1
-        body = response.content.decode(errors="replace")
+        # An export streams its rows (CSV): read them all, they are pages like any other.
+        content = b"".join(response.streaming_content) if response.streaming else response.content
+        body = content.decode(errors="replace")
         # A search box and the filter links echo what was asked for (?q=OSAKA…): that is the
         # user's own words, not the other site's data, so they are taken out first.
         for value in parse_qs(urlsplit(url).query).get("q", []):

@@ -1,0 +1,1 @@
+"""Benchmark scripts (not tests): each prints figures against a same-run baseline."""
