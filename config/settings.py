@@ -29,7 +29,7 @@ ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "scheduler.apps.SchedulerAdminConfig",  # django.contrib.admin, start page as index
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -53,9 +53,13 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The browser's Accept-Language (English or Japanese), for anyone without a choice of
+    # their own; UserLanguageMiddleware then applies a signed-in person's choice.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "scheduler.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
@@ -70,7 +74,10 @@ WSGI_APPLICATION = "config.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # Searched before the apps' directories, where django.contrib.admin (listed first)
+        # would win: scheduler's admin/base_site.html (the language switch) overrides the
+        # admin's own and extends it.
+        "DIRS": [BASE_DIR / "scheduler" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -111,6 +118,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# The admin follows each person's choice (the language switch in its header, stored per user;
+# see scheduler/i18n.py), else the browser's; participants' texts follow Participant.language.
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("ja", "日本語")]
 # Instants are stored in UTC; local dates and times come from the site's or participant's zone.
@@ -232,6 +241,12 @@ WEBHOOK_SECRET_KEYS = env.list("WEBHOOK_SECRET_KEYS", default=[])
 WEBHOOK_ALLOW_HTTP_LOOPBACK = env.bool("WEBHOOK_ALLOW_HTTP_LOOPBACK", default=DEBUG)
 WEBHOOK_CONNECT_TIMEOUT_SECONDS = env.float("WEBHOOK_CONNECT_TIMEOUT_SECONDS", default=5.0)
 WEBHOOK_READ_TIMEOUT_SECONDS = env.float("WEBHOOK_READ_TIMEOUT_SECONDS", default=10.0)
+# After a subscription's signing secret is rotated, deliveries carry a signature under the
+# old secret too for this long (default 24 hours), so a site system can switch at any moment
+# in between without refusing a delivery; then only the new secret signs.
+WEBHOOK_SECRET_ROTATION_GRACE_SECONDS = env.int(
+    "WEBHOOK_SECRET_ROTATION_GRACE_SECONDS", default=24 * 3600
+)
 
 # Email: invites and reminders. The laptop default writes messages as files under
 # var/mail (never to the console, which is a log); deployments set EMAIL_URL, e.g.
@@ -288,10 +303,23 @@ SPECTACULAR_SETTINGS = {
         "VisitStatusEnum": "scheduler.models.ScheduledVisit.Status",
         "ParticipantStatusEnum": "participants.models.Participant.Status",
     },
+    # OpenAPI 3.1: its `webhooks` section describes what we POST to site systems.
+    "OAS_VERSION": "3.1.0",
+    # Every event type we send, its payload and its signature headers (scheduler/api/schema.py).
+    "WEBHOOKS": [
+        "scheduler.api.schema.webhook_visit_booked",
+        "scheduler.api.schema.webhook_visit_moved",
+        "scheduler.api.schema.webhook_visit_done",
+        "scheduler.api.schema.webhook_visit_missed",
+        "scheduler.api.schema.webhook_visit_cancelled",
+        "scheduler.api.schema.webhook_participant_enrolled",
+        "scheduler.api.schema.webhook_participant_withdrawn",
+    ],
     # The problem-details responses each operation can answer (scheduler/api/schema.py).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "scheduler.api.schema.problem_responses",
+        "scheduler.api.schema.webhook_headers",
     ],
 }
 OAUTH2_PROVIDER = {

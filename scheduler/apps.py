@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import AppConfig
+from django.contrib.admin import AdminSite
+from django.contrib.admin import apps as admin_apps
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
 
 class SchedulerConfig(AppConfig):
@@ -13,3 +19,23 @@ class SchedulerConfig(AppConfig):
         # only the worker, where Celery's autodiscovery would import them.
         # checks: the system checks of `manage.py check` (sites in use without a mailbox).
         from scheduler import checks, tasks  # noqa: F401
+
+
+class WorkspaceAdminSite(AdminSite):
+    """Django's admin site whose index is the coordinator's start page for clinical roles
+    (scheduler/admin/workspace.py); everyone else keeps Django's index."""
+
+    def index(self, request: HttpRequest, extra_context: Any = None) -> TemplateResponse:
+        # Imported here: this module is loaded before the models are.
+        from scheduler.admin.workspace import start_page
+
+        page = start_page(self, request, extra_context)
+        return page if page is not None else super().index(request, extra_context)
+
+
+class SchedulerAdminConfig(admin_apps.AdminConfig):
+    """`django.contrib.admin` with `WorkspaceAdminSite` as its site (INSTALLED_APPS)."""
+
+    default = False  # "scheduler" alone still means SchedulerConfig
+
+    default_site = "scheduler.apps.WorkspaceAdminSite"
