@@ -5,7 +5,8 @@ import functools
 import operator
 import zoneinfo
 
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils.translation import gettext_noop
 
 from participants.models import Participant
@@ -140,9 +141,26 @@ def participants_with_visit_status(
 ) -> QuerySet[Participant]:
     """Participants annotated with visits_due, visits_booked, … visits_overdue, each counted
     from the participant's site's today (one query)."""
-    filters = visit_status_filters_per_site(zone_field="site__timezone", prefix="visits__", now=now)
+    # One correlated count per key, not a join grouped by participant: a list page shows 100
+    # participants of thousands, and Postgres evaluates these only for the rows it returns
+    # (a GROUP BY over the join would count every visit of every participant first).
+    filters = visit_status_filters_per_site(zone_field="participant__site__timezone", now=now)
     return queryset.annotate(
-        **{f"visits_{key}": Count("visits", filter=filters[key]) for key in VISIT_STATUS_KEYS}
+        **{
+            f"visits_{key}": Coalesce(
+                Subquery(
+                    ScheduledVisit.objects.filter(participant=OuterRef("pk"))
+                    .filter(filters[key])
+                    .order_by()
+                    .values("participant")
+                    .annotate(count=Count("pk"))
+                    .values("count"),
+                    output_field=IntegerField(),
+                ),
+                0,
+            )
+            for key in VISIT_STATUS_KEYS
+        }
     )
 
 

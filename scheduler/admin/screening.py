@@ -57,7 +57,7 @@ class ScreeningLogMixin:
 
     admin_site: Any
     model: Any
-    get_queryset: Any
+    scoped: Any
     may_write: Any
     action_url: Any
 
@@ -74,7 +74,8 @@ class ScreeningLogMixin:
 
     def screening_rows(self, request: HttpRequest) -> QuerySet[Participant]:
         rows: QuerySet[Participant] = (
-            self.get_queryset(request)
+            # The admin's scope without the list's visit counts (the log does not show them).
+            self.scoped(request, write=False)
             .select_related("trial", "site", "protocol_version__trial", "eligibility_confirmed_by")
             .order_by("trial__code", "site__code", "created_at", "study_id")
         )
