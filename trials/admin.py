@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.options import InlineModelAdmin
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -56,18 +57,50 @@ def _showing_past_version(request: HttpRequest) -> bool:
     return match is not None and (match.url_name or "").endswith("_simple_history")
 
 
-class ReadOnlyInline(admin.TabularInline):
+class OneRule:
+    """Django asks an admin five questions (may this user see the door, view, add, change,
+    delete?); every admin of this project answers them with one method, `permits`, so its rule
+    reads in one place. `django_permits` is Django's own answer (model permissions, or a
+    package admin's), for a rule that adds to it. Read-only is the default: nothing is
+    permitted unless the rule says so."""
+
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        return False
+
+    def django_permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        method = getattr(super(), f"has_{action}_permission")
+        if action == "module" or (action == "add" and not isinstance(self, InlineModelAdmin)):
+            return bool(method(request))
+        return bool(method(request, obj))
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.permits(request, "module")
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.permits(request, "view", obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.permits(request, "add", obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.permits(request, "change", obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.permits(request, "delete", obj)
+
+
+READS = ("module", "view")
+
+
+class ReadOnlyInline(OneRule, admin.TabularInline):
     """Protocol content is imported from files; the admin shows it, never edits it."""
 
     extra = 0
     can_delete = False
     show_change_link = False
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        return action in READS and self.django_permits(request, action, obj)
 
 
 class RegistrationInline(admin.TabularInline):
@@ -103,7 +136,7 @@ class TrialAdmin(AuditTrailAdmin):
 
 
 @admin.register(TrialSite)
-class TrialSiteAdmin(AuditTrailAdmin):
+class TrialSiteAdmin(OneRule, AuditTrailAdmin):
     """A site in a trial and the protocol version its ethics approval covers: read-only here
     (sites are added on the trial's page); its History shows every approval recorded.
     Registered again, scoped to the user's memberships, by scheduler/admin/sites.py."""
@@ -112,14 +145,8 @@ class TrialSiteAdmin(AuditTrailAdmin):
     list_filter = ["trial", "site"]
     list_select_related = ["trial", "site", "protocol_version__trial"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        return action in READS and self.django_permits(request, action, obj)
 
 
 class AnchorInline(ReadOnlyInline):
@@ -180,7 +207,7 @@ class CriterionInline(ReadOnlyInline):
 
 
 @admin.register(ProtocolVersion)
-class ProtocolVersionAdmin(AuditTrailAdmin):
+class ProtocolVersionAdmin(OneRule, AuditTrailAdmin):
     list_display = ["trial", "label", "status", "published_at", "source_name"]
     list_filter = ["status", "trial"]
     inlines = [
@@ -203,16 +230,14 @@ class ProtocolVersionAdmin(AuditTrailAdmin):
         "imported_at",
     ]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        # Versions come from protocol files (manage.py import_protocol), validated as a whole.
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        # Versions come from protocol files (manage.py import_protocol), validated as a whole:
+        # never added or deleted here.
+        return action not in ("add", "delete") and self.django_permits(request, action, obj)
 
 
 @admin.register(ScheduledActivity)
-class ScheduledActivityAdmin(admin.ModelAdmin):
+class ScheduledActivityAdmin(OneRule, admin.ModelAdmin):
     """Which procedure at which visit: read-only (protocol files are the source). Registered
     again, scoped to the user's trials, by scheduler/admin/sites.py."""
 
@@ -220,11 +245,5 @@ class ScheduledActivityAdmin(admin.ModelAdmin):
     list_filter = ["visit__version__trial"]
     list_select_related = ["visit", "procedure"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        return action in READS and self.django_permits(request, action, obj)

@@ -40,17 +40,6 @@ class MembershipAdmin(UserManagersAdmin, AuditTrailAdmin):
         # Granted once; to change anything, revoke it and grant another.
         return readonly if obj is None else [*readonly, "user", "trial", "site", "role"]
 
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return access.manages_users(request.user)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return access.manages_users(request.user)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return access.manages_users(request.user)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return access.manages_users(request.user)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        # Granted and revoked by every user manager (Django's model permissions play no part).
         return access.manages_users(request.user)

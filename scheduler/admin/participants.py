@@ -104,8 +104,11 @@ class AnchorInline(ScopedInline):
     model = ParticipantAnchor
     extra = 0
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return obj is None and access.holds_role(request.user, access.WRITE_ROLES)
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        # Typed once, with a new participant (the add form); read-only afterwards.
+        if action == "add":
+            return obj is None and access.holds_role(request.user, access.WRITE_ROLES)
+        return super().permits(request, action, obj)
 
 
 class VisitInline(ScopedInline):
@@ -129,9 +132,6 @@ class VisitInline(ScopedInline):
     readonly_fields = fields
     ordering = ["target_date", "id"]
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def get_queryset(self, request: HttpRequest) -> Any:
         return (
             super()
@@ -153,9 +153,6 @@ class MilestoneInline(ScopedInline):
     fields = ("rule", "sequence", "due_date", "dose_mg", "step_status", "flag")
     readonly_fields = fields
     ordering = ["due_date", "id"]
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_queryset(self, request: HttpRequest) -> Any:
         return milestones_with_next_step(super().get_queryset(request).select_related("rule"))
@@ -216,15 +213,6 @@ class ReminderInline(ScopedInline):
         from scheduler.admin.outbox import error_hidden  # the reminder list's own words
 
         return error_hidden(reminder)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_queryset(self, request: HttpRequest) -> Any:
         # Upcoming rows are the plan, not what happened; the reminder list shows them.
@@ -714,11 +702,14 @@ class ParticipantAdmin(
     def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[Participant]:
         return access.participants_for(request.user, write=write)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return self.may_write(request)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self.may_write(request, obj)
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        # Registered (the add form) and their details edited by the roles that change
+        # calendars at their site; never deleted.
+        if action == "add":
+            return self.may_write(request)
+        if action == "change":
+            return self.may_write(request, obj)
+        return super().permits(request, action, obj)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if change:

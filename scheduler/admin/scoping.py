@@ -29,12 +29,13 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 
 from scheduler import access
+from trials.admin import READS, OneRule
 
 # ----------------------------------------------------------------------------------------
 # Clinical admins: every row from scheduler/access.py, deny by default.
 
 
-class ScopedAdmin(admin.ModelAdmin):
+class ScopedAdmin(OneRule, admin.ModelAdmin):
     """The base of every admin of clinical data (participants, their calendars, reminders,
     notices, feeds, arms and the audit trail of all of them).
 
@@ -102,20 +103,10 @@ class ScopedAdmin(admin.ModelAdmin):
             request, object_id, version_id, extra_context
         )
 
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return access.holds_role(request.user, self.read_roles)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return access.holds_role(request.user, self.read_roles)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        """The door and the rows' pages for holders of a read role; nothing is added, changed
+        or deleted through Django's forms (changes go through the services' actions)."""
+        return action in READS and access.holds_role(request.user, self.read_roles)
 
 
 def scoped_filter(field_path: str) -> tuple[str, type[admin.RelatedOnlyFieldListFilter]]:
@@ -124,7 +115,7 @@ def scoped_filter(field_path: str) -> tuple[str, type[admin.RelatedOnlyFieldList
     return (field_path, admin.RelatedOnlyFieldListFilter)
 
 
-class ScopedInline(admin.TabularInline):
+class ScopedInline(OneRule, admin.TabularInline):
     """An inline of a scoped admin's record (its rows belong to a record the user already
     may see): shown to holders of a read role, never edited in place. Django's inlines
     would ask the model permissions instead."""
@@ -132,24 +123,15 @@ class ScopedInline(admin.TabularInline):
     extra = 0
     can_delete = False
 
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return access.holds_role(request.user, access.READ_ROLES)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        return action == "view" and access.holds_role(request.user, access.READ_ROLES)
 
 
 # ----------------------------------------------------------------------------------------
 # Governance admins (users, groups, memberships, machine credentials): user managers only.
 
 
-class UserManagersAdmin(admin.ModelAdmin):
+class UserManagersAdmin(OneRule, admin.ModelAdmin):
     """The base (first in the bases) of every admin of users, groups, memberships and machine
     credentials: user managers (`access.manages_users`) see every row, nobody else sees any
     or the door. Adding, changing and deleting need a user manager who also passes the
@@ -165,58 +147,29 @@ class UserManagersAdmin(admin.ModelAdmin):
             raise PermissionDenied
         return super().get_object(request, object_id, from_field)
 
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return access.manages_users(request.user)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return access.manages_users(request.user)
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return access.manages_users(request.user) and super().has_add_permission(request, *args)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return access.manages_users(request.user) and super().has_change_permission(request, obj)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return access.manages_users(request.user) and super().has_delete_permission(request, obj)
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        if not access.manages_users(request.user):
+            return False
+        return action in READS or self.django_permits(request, action, obj)
 
 
 # ----------------------------------------------------------------------------------------
 # Deny by default: an admin that declares no rule shows nothing.
 
-# Admins that check the user managers' permission in their own methods (written before
-# `UserManagersAdmin`), by model label; each should move onto that base.
-RULED_IN_THEIR_OWN_METHODS = frozenset({"scheduler.webhooksubscription"})
 
-
-class DeniedAdmin(admin.ModelAdmin):
+class DeniedAdmin(OneRule, admin.ModelAdmin):
     """Stands in for an admin that declares no rule: no door, no row, no page, for anyone."""
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return super().get_queryset(request).none()
 
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
         return False
 
 
 def declares_rule(model_admin: admin.ModelAdmin) -> bool:
     """Does the admin say, through scheduler/access.py, who sees which of its rows?"""
-    return (
-        isinstance(model_admin, ScopedAdmin | UserManagersAdmin)
-        or model_admin.opts.label_lower in RULED_IN_THEIR_OWN_METHODS
-    )
+    return isinstance(model_admin, ScopedAdmin | UserManagersAdmin)
 
 
 def deny_undeclared(site: admin.AdminSite) -> list[str]:

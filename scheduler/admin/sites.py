@@ -24,6 +24,7 @@ from scheduler.selectors import (
     VISIT_STATUS_KEYS,
     visit_status_filters_per_site,
 )
+from trials.admin import READS
 from trials.admin import ProtocolVersionAdmin as ProtocolVersionRecordAdmin
 from trials.admin import ScheduledActivityAdmin as ScheduledActivityRecordAdmin
 from trials.admin import TrialAdmin as TrialRecordAdmin
@@ -46,19 +47,12 @@ class GovernedByPermissions:
     def governs(self, request: HttpRequest) -> bool:
         return _governs(request, self.opts)
 
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return self.has_view_permission(request)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self.governs(request) or access.holds_role(
-            request.user, access.READ_ROLES | access.PROTOCOL_ROLES
-        )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return _has_model_perm(request, self.opts, "add")
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _has_model_perm(request, self.opts, "change")
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        if action in READS:
+            return self.governs(request) or access.holds_role(
+                request.user, access.READ_ROLES | access.PROTOCOL_ROLES
+            )
+        return action in ("add", "change") and _has_model_perm(request, self.opts, action)
 
 
 def _has_model_perm(request: HttpRequest, opts: Any, action: str) -> bool:
@@ -229,10 +223,11 @@ class ProtocolContentReading:
     """An inline of a protocol's own content (arms, visits, procedures…), read by whoever
     reads the version: Django's inlines would ask each content model's permission."""
 
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return access.holds_role(
-            request.user, access.READ_ROLES | access.PROTOCOL_ROLES
-        ) or request.user.has_perm("trials.view_protocolversion")
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        return action == "view" and (
+            access.holds_role(request.user, access.READ_ROLES | access.PROTOCOL_ROLES)
+            or request.user.has_perm("trials.view_protocolversion")
+        )
 
 
 admin.site.unregister(ProtocolVersion)
@@ -272,14 +267,10 @@ class ProtocolVersionAdmin(LifecycleActions, ScopedAdmin, ProtocolVersionRecordA
             return ProtocolVersion.objects.all()
         return ProtocolVersion.objects.filter(trial__in=access.trials_for(request.user))
 
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return self.governs(request) or super().has_module_permission(request)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self.governs(request) or super().has_view_permission(request, obj)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm("trials.change_protocolversion")
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        if action in READS:
+            return self.governs(request) or super().permits(request, action, obj)
+        return action == "change" and request.user.has_perm("trials.change_protocolversion")
 
 
 # ----------------------------------------------------------------------------------------
@@ -327,11 +318,8 @@ class TrialSiteAdmin(LifecycleActions, GovernedByPermissions, ScopedAdmin, Trial
             ("Approved on", str(record.approved_on or "—")),
         ]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        return action in READS and super().permits(request, action, obj)
 
 
 admin.site.unregister(ScheduledActivity)
@@ -354,11 +342,8 @@ class ScheduledActivityAdmin(ScopedAdmin, ScheduledActivityRecordAdmin):  # type
             return ScheduledActivity.objects.all()
         return access.scheduled_activities_for(request.user)
 
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return self.governs(request) or super().has_module_permission(request)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self.governs(request) or super().has_view_permission(request, obj)
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        return action in READS and (self.governs(request) or super().permits(request, action, obj))
 
 
 # The participant and membership admins are built on the services above; importing them

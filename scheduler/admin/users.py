@@ -109,11 +109,10 @@ class SiteSystemApplicationAdmin(UserManagersAdmin, ApplicationRecordAdmin):  # 
             )
         return ", ".join(f"{m.trial.code} @ {m.site.code}" for m in bindings if m.site) or "-"
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        # Credentials come with their sites from `manage.py api_client_create`: never added
+        # or edited here (editing the user would move them to other sites, unaudited).
+        return action not in ("add", "change") and super().permits(request, action, obj)
 
 
 # Every other module of the package first (each registers its admins), then the guard.

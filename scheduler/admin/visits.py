@@ -472,12 +472,3 @@ class ScheduledMilestoneAdmin(ScopedAdmin, SiteClockHistory, AuditTrailAdmin):
     @admin.display(description=gettext_lazy("status"), ordering="status")
     def step_status(self, milestone: ScheduledMilestone) -> str:
         return step_label(milestone)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

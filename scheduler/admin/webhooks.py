@@ -1,4 +1,5 @@
-"""Webhook subscriptions in the admin: listed, created (the secret shown once), disabled.
+"""Webhook subscriptions in the admin: listed, created (the secret shown once), their secret
+rotated (the new one shown once; the old one keeps signing for a grace period), disabled.
 
 Where a site system's events go is an access decision, like its memberships, so subscriptions
 are managed by whoever manages users. A subscription is never edited: to change it, disable
@@ -13,23 +14,25 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from scheduler import access
+from scheduler.admin.scoping import UserManagersAdmin
 from scheduler.models import Membership, Reminder, WebhookSubscription
 from scheduler.webhooks import (
     EVENT_TYPES,
+    rotation_grace,
     webhook_subscription_create,
     webhook_subscription_problems,
+    webhook_subscription_rotate_secret,
     webhook_subscriptions_disable,
 )
 from trials.admin import AuditTrailAdmin
-
-MANAGE_USERS = "auth.change_user"
 
 
 class WebhookSubscriptionForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -72,8 +75,9 @@ class WebhookSubscriptionForm(forms.ModelForm):  # type: ignore[type-arg]
 
 
 @admin.register(WebhookSubscription)
-class WebhookSubscriptionAdmin(AuditTrailAdmin):
+class WebhookSubscriptionAdmin(UserManagersAdmin, AuditTrailAdmin):
     form = WebhookSubscriptionForm
+    change_form_template = "admin/webhooks/change_form.html"
     list_display = ["id", "owner", "trial", "site_codes", "url", "event_list", "is_active"]
     list_filter = ["is_active", "trial"]
     search_fields = ["owner__username", "url", "description"]
@@ -85,7 +89,7 @@ class WebhookSubscriptionAdmin(AuditTrailAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookSubscription]:
         return super().get_queryset(request).prefetch_related("sites")
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = ["owner", "trial", "sites", "url", "events", "description"]
         if obj is None:
             return fields
@@ -116,23 +120,13 @@ class WebhookSubscriptionAdmin(AuditTrailAdmin):
             url,
         )
 
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(MANAGE_USERS)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm(MANAGE_USERS)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(MANAGE_USERS)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def permits(self, request: HttpRequest, action: str, obj: Any = None) -> bool:
+        # Subscribed and read by user managers; a subscription is never edited or deleted
+        # (disable it, or rotate its secret), so its trail reads as what was delivered where.
+        return action in ("module", "view", "add") and access.manages_users(request.user)
 
     def has_disable_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(MANAGE_USERS)
+        return access.manages_users(request.user)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if change:
@@ -177,4 +171,67 @@ class WebhookSubscriptionAdmin(AuditTrailAdmin):
             request,
             f"{disabled} subscription(s) disabled: nothing more is sent to them.",
             messages.SUCCESS,
+        )
+
+    # ------------------------------------------------------------------------------------
+    # Rotating the signing secret: a button on the subscription's page, a confirm page that
+    # asks why, then the new secret shown once.
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<path:object_id>/rotate-secret/",
+                self.admin_site.admin_view(self.rotate_secret_view),
+                name="scheduler_webhooksubscription_rotate_secret",
+            ),
+            *super().get_urls(),
+        ]
+
+    def rotate_secret_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not self.has_disable_permission(request):
+            raise PermissionDenied
+        subscription = self.get_object(request, object_id)
+        if subscription is None:
+            raise Http404("no such webhook subscription")
+        change_url = reverse("admin:scheduler_webhooksubscription_change", args=[subscription.pk])
+        error = ""
+        if request.method == "POST":
+            reason = request.POST.get("reason", "").strip()
+            try:
+                subscription, secret = webhook_subscription_rotate_secret(
+                    subscription=subscription, by=request.user, reason=reason
+                )
+            except ValidationError as exc:
+                error = "; ".join(exc.messages)
+            else:
+                return TemplateResponse(
+                    request,
+                    "admin/webhooks/secret_once.html",
+                    {
+                        **self.admin_site.each_context(request),
+                        "opts": self.model._meta,
+                        "title": f"New signing secret of {subscription}",
+                        "subscription": subscription,
+                        "secret": secret,
+                        "rotated": True,
+                        "grace_hours": rotation_grace().total_seconds() / 3600,
+                    },
+                )
+        elif not subscription.is_active:
+            self.message_user(
+                request, "A disabled subscription sends nothing: create a new one.", messages.ERROR
+            )
+            return HttpResponseRedirect(change_url)
+        return TemplateResponse(
+            request,
+            "admin/webhooks/rotate_secret.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": f"Rotate the signing secret of {subscription}",
+                "subscription": subscription,
+                "grace_hours": rotation_grace().total_seconds() / 3600,
+                "error": error,
+                "change_url": change_url,
+            },
         )
