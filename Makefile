@@ -21,7 +21,7 @@ messages: $(STAMP)
 setup: $(STAMP) messages
 	mkdir -p var/broker/out var/broker/processed
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py load_demo
+	DEBUG=true $(BIN)/python manage.py load_demo
 
 # Web app on http://127.0.0.1:8000, a Celery worker and Celery beat, on SQLite (WAL) and the
 # filesystem broker under ./var unless DATABASE_URL / REDIS_URL say otherwise.

@@ -307,6 +307,9 @@ class Reminder(models.Model):
     # moved on to a newer SEQUENCE by the time it is claimed is superseded, not sent.
     ical_sequence = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Saved (rather than bulk-updated) only when a person acts on a row, today only
+    # `scheduler.outbox.sweep.reminders_retry`, which gives the user and a reason.
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["due_at", "id"]

@@ -1,13 +1,21 @@
 from __future__ import annotations
 
+import datetime as dt
 import io
+import logging
+from dataclasses import dataclass
 
 import pytest
+import time_machine
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
 
 from participants.models import Participant
-from scheduler.models import ScheduledVisit
+from scheduler.models import ScheduledVisit, WebhookDelivery, WebhookSubscription
+from scheduler.outbox.sweep import reminders_sweep
+from scheduler.outbox.webhooks import secret_decrypt, signed_headers
 from tests.conftest import PROTOCOL_DIR
 from trials.models import ProtocolVersion, Trial
 
@@ -78,3 +86,125 @@ def test_load_demo_creates_a_login_per_role_and_keeps_their_passwords(settings, 
     assert f"user {'pharmacist-nih-cc':<36} password {password}" in first.getvalue()
     assert get_user_model().objects.get(username="pharmacist-nih-cc").check_password(password)
     assert get_user_model().objects.get(username="system-berlin").is_staff is False
+
+
+@dataclass
+class Answer:
+    status_code: int
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def demo_with_webhooks(settings, tmp_path, monkeypatch):
+    """load_demo as `make run` runs it: DEBUG, so plain http to this machine is allowed; the
+    deliveries reach the demo receiver through Django's test client instead of a socket to
+    127.0.0.1:8000 (where no server runs during the tests)."""
+    settings.VAR_DIR = tmp_path
+    settings.DEBUG = True
+    settings.WEBHOOK_ALLOW_HTTP_LOOPBACK = True
+    receiver = Client()
+
+    def post(url: str, *, data: bytes, headers: dict[str, str], **_options: object) -> Answer:
+        path = url.removeprefix("http://127.0.0.1:8000")
+        response = receiver.post(path, data, content_type="application/json", headers=headers)
+        return Answer(response.status_code)
+
+    monkeypatch.setattr("scheduler.outbox.webhooks.requests.post", post)
+    output = io.StringIO()
+    call_command("load_demo", stdout=output)
+    return output.getvalue()
+
+
+@pytest.mark.django_db
+def test_load_demo_subscribes_the_berlin_system_to_its_own_receiver_once(
+    demo_with_webhooks, django_capture_on_commit_callbacks
+) -> None:
+    call_command("load_demo", stdout=io.StringIO())
+    # What beat and the worker do under make run: the sweep re-sends rows whose message was
+    # not taken (here none was: the test's transaction never commits) after two minutes.
+    later = timezone.now() + dt.timedelta(minutes=5)
+    with time_machine.travel(later, tick=False), django_capture_on_commit_callbacks(execute=True):
+        reminders_sweep()
+
+    subscription = WebhookSubscription.objects.get()
+    assert (
+        subscription.owner.username,
+        subscription.trial.code,
+        [site.code for site in subscription.sites.all()],
+        subscription.url,
+        subscription.events,
+        subscription.is_active,
+    ) == (
+        "system-berlin",
+        "jasmine-myositis",
+        ["berlin"],
+        "http://127.0.0.1:8000/api/v1/demo/webhook-receiver/",
+        list(WebhookSubscription.Event.values),
+        True,
+    )
+    assert (
+        f"Demo webhook subscription {subscription.pk}: system-berlin gets every "
+        "jasmine-myositis event at berlin at http://127.0.0.1:8000/api/v1/demo/webhook-receiver/"
+    ) in demo_with_webhooks
+    # The demo participants come after the subscription: their enrollment and visits are its
+    # first deliveries, and only Berlin's (BERLIN-003 of JASMINE).
+    deliveries = WebhookDelivery.objects.select_related("reminder__participant")
+    assert {d.reminder.participant.study_id for d in deliveries} == {"BERLIN-003"}
+    # (Its Day 1 is three weeks ahead: enrolled, its next visit booked, none done yet.)
+    assert {d.event_type for d in deliveries} == {"participant.enrolled", "visit.booked"}
+    # ...delivered, and accepted by the demo receiver (it checked their signatures).
+    assert {d.reminder.status for d in deliveries} == {"sent"}
+
+
+@pytest.mark.django_db
+def test_load_demo_without_loopback_http_makes_no_subscription(settings, tmp_path) -> None:
+    settings.VAR_DIR = tmp_path
+    settings.WEBHOOK_ALLOW_HTTP_LOOPBACK = False
+    output = io.StringIO()
+
+    call_command("load_demo", stdout=output)
+
+    assert not WebhookSubscription.objects.exists()
+    assert "Demo webhook subscription: not created" in output.getvalue()
+
+
+@pytest.mark.django_db
+def test_demo_receiver_verifies_a_delivery_and_logs_only_its_type_and_id(
+    demo_with_webhooks, client, caplog, settings
+) -> None:
+    delivery = WebhookDelivery.objects.filter(event_type="participant.enrolled").get()
+    secret = secret_decrypt(delivery.subscription.secret_encrypted)
+    now = timezone.now()
+    body = delivery.body.encode()
+    headers = signed_headers(
+        secrets=[secret], message_id=delivery.message_id, timestamp=now, body=body
+    )
+    http_headers = {
+        f"HTTP_{k.upper().replace('-', '_')}": v
+        for k, v in headers.items()
+        if k.startswith("webhook-")
+    }
+    url = "/api/v1/demo/webhook-receiver/"
+
+    with caplog.at_level(logging.INFO, logger="scheduler.api.demo"):
+        accepted = client.post(url, body, content_type="application/json", **http_headers)
+    forged = client.post(
+        url,
+        body.replace(b"BERLIN-003", b"BERLIN-009"),
+        content_type="application/json",
+        **http_headers,
+    )
+
+    settings.DEBUG = False
+    without_debug = client.post(url, body, content_type="application/json", **http_headers)
+
+    assert accepted.status_code == 204
+    assert forged.status_code == 400
+    assert without_debug.status_code == 404
+    # The event type and id; never the payload (no study id, no date).
+    assert [r.getMessage() for r in caplog.records if r.name == "scheduler.api.demo"] == [
+        f"demo webhook receiver: participant.enrolled {delivery.message_id} verified",
+        "demo webhook receiver: a delivery whose signature did not verify",
+    ]

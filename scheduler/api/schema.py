@@ -1,4 +1,6 @@
-"""How the OpenAPI schema describes our authentication (drf-spectacular extensions).
+"""How the OpenAPI schema describes our authentication (drf-spectacular extensions), the
+problem details every operation can answer, and the webhooks we send (OpenAPI 3.1's
+`webhooks`: one entry per event type, its payload and its signature headers).
 
 Imported by the API's AppConfig.ready(), so the extension is registered before any schema is
 generated.
@@ -9,6 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiResponse, OpenApiWebhook, extend_schema
+from rest_framework import serializers
+
+from participants.models import Participant
+from scheduler.models import ScheduledVisit
+from scheduler.outbox.webhooks import VISIT_EVENTS
+from scheduler.webhooks import EVENT_TYPES
 
 
 class SiteSystemScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
@@ -57,8 +66,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
                 "required": ["field", "message"],
                 "properties": {
                     "field": {
-                        "type": "string",
-                        "nullable": True,
+                        "type": ["string", "null"],
                         "description": "A body field (a.b.0), a query parameter or a header; "
                         "null when no single field is at fault.",
                     },
@@ -131,3 +139,135 @@ def problem_responses(result: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
             for status_code in operation_problems(operation, method, schemas):
                 operation["responses"].setdefault(str(status_code), _problem_response(status_code))
     return result
+
+
+# ----------------------------------------------------------------------------------------
+# Webhooks: what a site system's receiver gets (SPECTACULAR_SETTINGS["WEBHOOKS"] names each).
+# The payloads mirror scheduler.outbox.webhooks.event_payload: blind-safe by construction.
+
+
+class WebhookParticipantData(serializers.Serializer[Any]):
+    id = serializers.IntegerField(help_text="The participant's API id.")
+    study_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=Participant.Status.choices)
+    enrolled_at = serializers.DateTimeField(allow_null=True, help_text="UTC.")
+    ended_on = serializers.DateField(allow_null=True, help_text="Withdrawn or completed on.")
+
+
+class WebhookVisitData(serializers.Serializer[Any]):
+    id = serializers.IntegerField(help_text="The visit's API id.")
+    code = serializers.CharField()
+    status = serializers.ChoiceField(choices=ScheduledVisit.Status.choices)
+    target_date = serializers.DateField(allow_null=True)
+    window_start = serializers.DateField(allow_null=True)
+    window_end = serializers.DateField(allow_null=True)
+    booked_start = serializers.DateTimeField(allow_null=True, help_text="The booked instant, UTC.")
+    booked_date = serializers.DateField(allow_null=True, help_text="The site-local day booked.")
+    actual_date = serializers.DateField(allow_null=True)
+    version = serializers.IntegerField(
+        help_text="The visit's version: two moves of one visit are two events."
+    )
+
+
+# The signature headers of every delivery. drf-spectacular's webhooks take no parameters, so
+# the `webhook_headers` postprocessing hook adds them to each webhook's operation.
+WEBHOOK_HEADERS: list[dict[str, Any]] = [
+    {
+        "name": "webhook-id",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The message id (msg_…): the same on every retry of one event; "
+        "de-duplicate by it.",
+    },
+    {
+        "name": "webhook-timestamp",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "integer"},
+        "description": "This attempt's time, in seconds since 1970 (UTC); refuse old ones.",
+    },
+    {
+        "name": "webhook-signature",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": '`v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">` '
+        "under the subscription's secret (Standard Webhooks). For a grace period after the "
+        "secret is rotated (24 hours unless the deployment says otherwise), two "
+        "space-separated signatures, under the new secret first and the old one: accept the "
+        "delivery if any one verifies.",
+    },
+]
+
+
+def webhook_headers(result: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: the signature headers on each webhook."""
+    for path_item in result.get("webhooks", {}).values():
+        for operation in path_item.values():
+            operation["parameters"] = [dict(header) for header in WEBHOOK_HEADERS]
+    return result
+
+
+_EVENT_DESCRIPTIONS = {
+    "visit.booked": "A visit was booked at a site-local date and time.",
+    "visit.moved": "A booked visit was moved, or its planned date changed with the calendar.",
+    "visit.done": "A visit was recorded as done.",
+    "visit.missed": "A visit was recorded as missed.",
+    "visit.cancelled": "A visit was cancelled.",
+    "participant.enrolled": "A participant was enrolled; the calendar is planned.",
+    "participant.withdrawn": "A participant withdrew; later visits are cancelled.",
+}
+
+
+def _component_name(event_type: str) -> str:
+    return "".join(part.capitalize() for part in event_type.replace(".", "_").split("_"))
+
+
+def webhook_event_serializer(event_type: str) -> type[serializers.Serializer[Any]]:
+    """The body of one event type as a serializer, for the schema only."""
+    name = _component_name(event_type)
+    data_fields: dict[str, Any] = {
+        "trial": serializers.CharField(help_text="The trial's code."),
+        "site": serializers.CharField(help_text="The site's code."),
+        "participant": WebhookParticipantData(),
+    }
+    if event_type in VISIT_EVENTS:
+        data_fields["visit"] = WebhookVisitData()
+    data = type(f"{name}EventData", (serializers.Serializer,), data_fields)
+    return type(
+        f"{name}Event",
+        (serializers.Serializer,),
+        {
+            "type": serializers.ChoiceField(
+                choices=[(event_type, event_type)], help_text="The event type."
+            ),
+            "timestamp": serializers.DateTimeField(help_text="When it happened, UTC."),
+            "data": data(),
+        },
+    )
+
+
+def webhook_definition(event_type: str) -> OpenApiWebhook:
+    return OpenApiWebhook(
+        name=event_type,
+        decorator=extend_schema(
+            summary=event_type,
+            description=f"{_EVENT_DESCRIPTIONS.get(event_type, event_type)} POSTed to each "
+            "active subscription of the site system to this event at the participant's site, "
+            "through the outbox: retried with backoff on a timeout, a connection error, 408, "
+            "429 or 5xx; any other answer is final. Never an arm, contact details or free "
+            "text.",
+            request=webhook_event_serializer(event_type),
+            responses={
+                200: OpenApiResponse(description="Received (any 2xx)."),
+                500: OpenApiResponse(description="Not received: sent again later."),
+            },
+        ),
+    )
+
+
+# One module attribute per event type, for SPECTACULAR_SETTINGS["WEBHOOKS"] (import strings).
+WEBHOOKS: dict[str, OpenApiWebhook] = {e: webhook_definition(e) for e in EVENT_TYPES}
+for _event_type, _webhook in WEBHOOKS.items():
+    globals()[f"webhook_{_event_type.replace('.', '_')}"] = _webhook

@@ -9,6 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from oauth2_provider import views as oauth2_views
 
 from scheduler.api import views
+from scheduler.api.demo import demo_webhook_receiver
 
 
 class IdConverter:
@@ -46,6 +47,7 @@ urlpatterns = [
     ),
     path("sites/", views.SiteList.as_view(), name="site-list"),
     path("sites/<slug:code>/", views.SiteDetail.as_view(), name="site-detail"),
+    path("sites/<slug:code>/feeds/", views.SiteFeeds.as_view(), name="site-feeds"),
     path("participants/", views.ParticipantList.as_view(), name="participant-list"),
     path("participants/<id:pk>/", views.ParticipantDetail.as_view(), name="participant-detail"),
     path(
@@ -129,10 +131,17 @@ urlpatterns = [
     path("reminders/<id:pk>/retry/", views.ReminderRetry.as_view(), name="reminder-retry"),
     path("feeds/<id:pk>/revoke/", views.FeedRevoke.as_view(), name="feed-revoke"),
     path(
+        "trials/<slug:code>/sites/<slug:site>/approval/preview/",
+        views.SiteApprovalPreview.as_view(),
+        name="site-approval-preview",
+    ),
+    path(
         "trials/<slug:code>/sites/<slug:site>/approval/",
         views.SiteApproval.as_view(),
         name="site-approval",
     ),
     path("webhooks/", include("scheduler.api.webhooks")),
+    # Not part of the API (no schema, 404 without DEBUG): the laptop demo's receiver.
+    path("demo/webhook-receiver/", demo_webhook_receiver, name="demo-webhook-receiver"),
     re_path(r"^[\s\S]*$", views.NotFoundView.as_view(), name="not-found"),
 ]

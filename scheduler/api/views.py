@@ -53,6 +53,7 @@ from scheduler.services import (
     participant_move_to_version_preview,
     participant_withdraw,
     site_move_to_version,
+    site_move_to_version_preview,
     taper_adjust,
     taper_adjust_preview,
     visit_add_unscheduled,
@@ -1242,21 +1243,42 @@ class MovedOut(serializers.Serializer[Any]):
     calendar = out.CalendarDiffOut()
 
 
-class SiteApprovalOut(serializers.Serializer[Any]):
-    approval = ApprovalOut()
-    moved = MovedOut(many=True, help_text="Each active participant moved, by study id.")
+class ApprovalStateOut(serializers.Serializer[Any]):
+    protocol_version = serializers.CharField(
+        allow_null=True, help_text="The approved version's label; null: the newest published."
+    )
+    approved_on = serializers.DateField(allow_null=True)
 
 
-class SiteApproval(APIView):
-    """A site's approval of a protocol version (GET: the current one). POST records a new
-    approval and moves the site's active participants of the trial onto it from `on`
-    (never before the approval date). Roles that change calendars at the site only."""
+class SiteApprovalResult(serializers.Serializer[Any]):
+    before = ApprovalStateOut(help_text="The site's approval as it is now.")
+    after = ApprovalStateOut(help_text="The site's approval once this is confirmed.")
+    moved = MovedOut(
+        many=True,
+        help_text="Each participant moved onto the version (screening or enrolled, on "
+        "another version), by study id, with what changes in their calendar.",
+    )
+
+
+class SiteApproval(PreviewConfirm):
+    """A site's approval of a protocol version (GET: the current one). POST …/preview/ says
+    what approving would change: the approval, and each of the site's active participants of
+    the trial who would be moved onto the version from `on`, with their calendar changes. The
+    confirm (POST …/approval/) records it and moves them, and carries the preview's digest:
+    if anything changed in between (a visit booked, a participant enrolled), 409 and nothing
+    is written. Never before the approval date; roles that change calendars at the site only.
+    """
+
+    target_name = "approval"
+    has_preview = True
+    ResultSerializer = SiteApprovalResult
 
     class InputSerializer(serializers.Serializer[Any]):
         version = serializers.CharField(max_length=40, help_text="The version's label.")
         approved_on = out.BoundedDateField(help_text="The day the site's ethics approval ran.")
         on = out.BoundedDateField(help_text="Move participants from this day on.")
         reason = serializers.CharField(max_length=2000, help_text="The amendment's name.")
+        preview_digest = PreviewDigestField()
 
     def _trial_site(self, request: Request, code: str, site_code: str) -> TrialSite:
         trial = _trial(request, code)
@@ -1279,38 +1301,73 @@ class SiteApproval(APIView):
         trial_site = self._trial_site(request, code, site)
         return Response(_approval_data(trial_site), headers={"ETag": trial_site_etag(trial_site)})
 
-    @extend_schema(
-        request=InputSerializer,
-        responses=SiteApprovalOut,
-        parameters=[IF_MATCH_PARAM, IDEMPOTENCY_PARAM],
-        summary="Record a site's approval of a protocol version and move its participants",
-    )
-    def post(self, request: Request, code: str, site: str) -> Response:
-        return idempotent(request, lambda: self._approve(request, code, site))
-
-    def _approve(self, request: Request, code: str, site_code: str) -> Response:
-        trial_site = self._trial_site(request, code, site_code)
+    def load_target(self, request: Request, kwargs: dict[str, Any]) -> TrialSite:
+        trial_site = self._trial_site(request, kwargs["code"], kwargs["site"])
         if not access.can_write_at(request.user, trial=trial_site.trial, site=trial_site.site):
             raise exceptions.PermissionDenied("your role may not record approvals at this site")
-        data = _validated(self.InputSerializer, request.data)
-        require_if_match(request, trial_site_etag(trial_site))
+        # Locked, as the service locks it: a preview and its confirm see one approval. Only
+        # this row ("self"): Postgres locks no nullable side of an outer join.
+        return (
+            TrialSite.objects.select_for_update(of=("self",))
+            .select_related("trial", "site", "protocol_version")
+            .get(pk=trial_site.pk)
+        )
+
+    def target_etag(self, target: TrialSite) -> str:
+        return trial_site_etag(target)
+
+    def present_target(self, request: Request, kwargs: dict[str, Any]) -> tuple[Any, str]:
+        trial_site = self._trial_site(request, kwargs["code"], kwargs["site"])
+        return _approval_data(trial_site), trial_site_etag(trial_site)
+
+    def _states(self, target: TrialSite, version: ProtocolVersion, data: dict[str, Any]) -> Any:
+        before = target.protocol_version
+        return (
+            {
+                "protocol_version": before.label if before else None,
+                "approved_on": target.approved_on,
+            },
+            {"protocol_version": version.label, "approved_on": data["approved_on"]},
+        )
+
+    def preview(self, target: TrialSite, data: dict[str, Any]) -> Any:
+        version = _published_version(target.trial, data["version"])
+        # The service's own preview: the same rules (not before the approval date) and the
+        # same participants (active ones on another version) as the confirm.
+        diffs = site_move_to_version_preview(
+            site=target.site, version=version, approved_on=data["approved_on"], on=data["on"]
+        )
+        before, after = self._states(target, version, data)
+        moved = [
+            {"study_id": study_id, "calendar": out.calendar_diff_data(diff)}
+            for study_id, diff in diffs.items()
+        ]
+        return {"before": before, "after": after, "moved": moved}
+
+    def confirm(self, target: TrialSite, data: dict[str, Any], *, by: Any) -> Any:
+        version = _published_version(target.trial, data["version"])
+        before, after = self._states(target, version, data)
         moved = site_move_to_version(
-            site=trial_site.site,
-            version=_published_version(trial_site.trial, data["version"]),
+            site=target.site,
+            version=version,
             approved_on=data["approved_on"],
             on=data["on"],
-            by=request.user,
+            by=by,
             reason=data["reason"],
         )
-        trial_site = self._trial_site(request, code, site_code)
-        body = {
-            "approval": _approval_data(trial_site),
+        return {
+            "before": before,
+            "after": after,
             "moved": [
                 {"study_id": study_id, "calendar": out.calendar_diff_data(diff)}
                 for study_id, diff in moved.items()
             ],
         }
-        return Response(body, headers={"ETag": trial_site_etag(trial_site)})
+
+
+class SiteApprovalPreview(SiteApproval):
+    is_preview = True
+    http_method_names = ["post", "options"]
 
 
 # ----------------------------------------------------------------------------------------
@@ -1436,7 +1493,9 @@ class ReminderRetry(APIView):
             _readable_reminder(request, pk)
             raise exceptions.PermissionDenied("your role may read this reminder but not retry it")
         require_if_match(request, reminder_etag(reminder))
-        if not reminders_retry(reminders=[reminder]):
+        if not reminders_retry(
+            reminders=[reminder], by=request.user, reason="retried through the API"
+        ):
             message = f"only failed or dead reminders are retried; this one is {reminder.status}"
             raise Refused(message, errors=[{"field": None, "message": message}])
         reminder = _readable_reminder(request, pk)
@@ -1518,6 +1577,51 @@ class ParticipantFeeds(generics.ListAPIView[CalendarFeed]):
         )
 
 
+def _readable_site(request: Request, code: str) -> Site:
+    site = access.sites_for(request.user).filter(code=code).first()
+    if site is None:
+        raise exceptions.NotFound("no such site")
+    return site
+
+
+class SiteFeeds(generics.ListAPIView[CalendarFeed]):
+    """The site's own calendar feeds (every visit at the site, for its shared calendar):
+    listed (GET); issue a new one (POST: a role that changes calendars at the site)."""
+
+    serializer_class = FeedOut
+    ordering = ("id",)
+
+    def get_queryset(self) -> QuerySet[CalendarFeed]:
+        site = _readable_site(self.request, self.kwargs["code"])
+        return access.site_feeds_for(self.request.user).filter(site=site).select_related("site")
+
+    @extend_schema(
+        request=None,
+        responses={201: FeedIssuedOut},
+        parameters=[IDEMPOTENCY_PARAM],
+        summary="Issue a calendar feed for the site (its URL is shown once)",
+    )
+    def post(self, request: Request, code: str) -> Response:
+        return idempotent(
+            request,
+            lambda: self._issue(request, code),
+            stored=lambda body: {**body, "url": None},
+        )
+
+    def _issue(self, request: Request, code: str) -> Response:
+        site = _readable_site(request, code)
+        # The same rule as site_feeds_for(write=True): a role that changes calendars here.
+        if not access.sites_for(request.user, roles=access.WRITE_ROLES).filter(pk=site.pk).exists():
+            raise exceptions.PermissionDenied("your role may read this site but not issue feeds")
+        feed, token = feed_create(site=site, by=request.user)
+        body = {**FeedOut(feed).data, "url": feed_public_url(feed=feed, token=token)}
+        return Response(
+            body,
+            status=201,
+            headers={"ETag": feed_etag(feed), "Cache-Control": "no-store"},
+        )
+
+
 def _feeds(user: Any, *, write: bool = False) -> QuerySet[CalendarFeed]:
     return access.participant_feeds_for(user, write=write) | access.site_feeds_for(
         user, write=write
@@ -1581,6 +1685,10 @@ def _operation_schemas() -> None:
         (AnchorChange, "Change an anchor date (confirm)"),
         (TaperDecision, "Record a taper decision (confirm)"),
         (VersionMove, "Move a participant onto a protocol version (confirm)"),
+        (
+            SiteApproval,
+            "Record a site's approval of a protocol version and move its participants (confirm)",
+        ),
     ):
         extend_schema_view(
             post=extend_schema(
@@ -1596,6 +1704,7 @@ def _operation_schemas() -> None:
         (AnchorChangePreview, "Preview changing an anchor date"),
         (TaperDecisionPreview, "Preview a taper decision"),
         (VersionMovePreview, "Preview moving a participant onto a protocol version"),
+        (SiteApprovalPreview, "Preview a site's approval of a protocol version"),
     ):
         extend_schema_view(
             post=extend_schema(
@@ -1625,6 +1734,8 @@ def preview_input(view: type[PreviewConfirm]) -> type[serializers.Serializer[Any
 
 
 def _target_out(view: type[PreviewConfirm]) -> serializers.Serializer[Any]:
+    if view.target_name == "approval":
+        return ApprovalOut()
     return out.VisitOut() if view.target_name == "visit" else out.ParticipantOut()
 
 

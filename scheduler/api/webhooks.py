@@ -1,10 +1,12 @@
 """/api/v1/webhooks/: a site system's own webhook subscriptions.
 
 GET lists them (cursor pagination), POST subscribes (Idempotency-Key; the answer carries the
-signing secret, shown this once), GET …/{id}/ reads one (ETag), POST …/{id}/disable/ stops it
-(If-Match and Idempotency-Key). Only the caller's own subscriptions exist here: another
-system's is a 404, like one that never existed. What a subscription may cover is decided by
-`scheduler.access` (the caller must act as a site system at each site it names).
+signing secret, shown this once), GET …/{id}/ reads one (ETag), POST …/{id}/rotate-secret/
+gives it a new secret (If-Match and Idempotency-Key; the old one keeps signing too for a grace
+period), POST …/{id}/disable/ stops it (If-Match and Idempotency-Key). Only the caller's own
+subscriptions exist here: another system's is a 404, like one that never existed. What a
+subscription may cover is decided by `scheduler.access` (the caller must act as a site system
+at each site it names).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from scheduler.webhooks import (
     EVENT_TYPES,
     webhook_subscription_create,
     webhook_subscription_disable,
+    webhook_subscription_previous_secret_until,
+    webhook_subscription_rotate_secret,
     webhook_subscription_secret,
 )
 
@@ -214,8 +218,79 @@ class WebhookDisable(APIView):
             )
 
 
+class WebhookSecretRotatedOut(WebhookSubscriptionCreatedOut):
+    secret = serializers.CharField(
+        help_text="The new signing secret (whsec_…): shown in this answer only. Until "
+        "previous_secret_valid_until every delivery carries a signature under it and one "
+        "under the previous secret (space-separated in webhook-signature); then only under it."
+    )
+    previous_secret_valid_until = serializers.DateTimeField(
+        help_text="When the previous secret stops signing deliveries (UTC)."
+    )
+
+    class Meta(WebhookSubscriptionCreatedOut.Meta):
+        fields = [*WebhookSubscriptionCreatedOut.Meta.fields, "previous_secret_valid_until"]
+
+
+class RotateSecretInput(serializers.Serializer[Any]):
+    reason = serializers.CharField(
+        max_length=200,
+        required=False,
+        default="signing secret rotated",
+        help_text="Why (kept in the audit trail), e.g. 'yearly rotation' or 'secret leaked'.",
+    )
+
+
+@extend_schema_view(
+    post=extend_schema(
+        request=RotateSecretInput,
+        responses=WebhookSecretRotatedOut,
+        parameters=[IF_MATCH_PARAM, IDEMPOTENCY_PARAM],
+        summary="Rotate a webhook subscription's signing secret",
+    )
+)
+class WebhookRotateSecret(APIView):
+    """Give the subscription a new signing secret, shown in this answer only. During the grace
+    period (24 hours unless the deployment says otherwise) deliveries are signed with both the
+    new and the previous secret, so the receiver can switch whenever it likes; then only
+    with the new one. A replay of the same Idempotency-Key shows the current secret."""
+
+    def post(self, request: Request, pk: int) -> Response:
+        response = idempotent(
+            request,
+            lambda: self._rotate(request, pk),
+            stored=lambda body: {**body, "secret": None},
+        )
+        if response.status_code == 200:
+            # Not kept with the idempotency record: decrypted for this answer (or its replay).
+            subscription = _subscription(request, pk)
+            response.data["secret"] = webhook_subscription_secret(subscription=subscription)
+            response["Cache-Control"] = "no-store"
+        return response
+
+    def _rotate(self, request: Request, pk: int) -> Response:
+        with transaction.atomic():
+            subscription = _subscription(request, pk)
+            data = RotateSecretInput(data=request.data or {})
+            data.is_valid(raise_exception=True)
+            require_if_match(request, webhook_etag(subscription))
+            webhook_subscription_rotate_secret(
+                subscription=subscription, by=request.user, reason=data.validated_data["reason"]
+            )
+            subscription = _subscription(request, pk)
+            until = webhook_subscription_previous_secret_until(subscription=subscription)
+            assert until is not None  # just rotated
+            body = {
+                **WebhookSubscriptionOut(subscription).data,
+                "secret": None,
+                "previous_secret_valid_until": serializers.DateTimeField().to_representation(until),
+            }
+            return Response(body, headers={"ETag": webhook_etag(subscription)})
+
+
 urlpatterns = [
     path("", WebhookList.as_view(), name="webhook-list"),
     path("<id:pk>/", WebhookDetail.as_view(), name="webhook-detail"),
+    path("<id:pk>/rotate-secret/", WebhookRotateSecret.as_view(), name="webhook-rotate-secret"),
     path("<id:pk>/disable/", WebhookDisable.as_view(), name="webhook-disable"),
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -145,19 +146,38 @@ def reminder_send(reminder_id: int) -> str:
     return "sent"
 
 
+RETRY_REASON = "retried by hand"
+
+
 @transaction.atomic
-def reminders_retry(*, reminders: Iterable[Reminder]) -> int:
-    """A coordinator's retry of failed or dead reminders: due again now, attempts reset."""
-    return Reminder.objects.filter(
-        pk__in=[r.pk for r in reminders],
-        status__in=[Reminder.Status.FAILED, Reminder.Status.DEAD],
-    ).update(
-        status=Reminder.Status.PENDING,
-        attempts=0,
-        next_attempt_at=timezone.now(),
-        enqueued_at=None,
-        last_error="",
+def reminders_retry(
+    *, reminders: Iterable[Reminder], by: Any = None, reason: str = RETRY_REASON
+) -> int:
+    """A person's retry of failed or dead reminders: due again now, attempts reset; returns
+    how many were re-queued. Each re-queued row is saved on its own, attributed to `by` (the
+    user; None only for the system itself) with `reason`, so the audit trail shows who sent
+    it again and why. Rows in any other state are left as they are."""
+    rows = list(
+        Reminder.objects.select_for_update()
+        .filter(
+            pk__in=[r.pk for r in reminders],
+            status__in=[Reminder.Status.FAILED, Reminder.Status.DEAD],
+        )
+        .order_by("pk")
     )
+    now = timezone.now()
+    for row in rows:
+        row.status = Reminder.Status.PENDING
+        row.attempts = 0
+        row.next_attempt_at = now
+        row.enqueued_at = None
+        row.last_error = ""
+        row._history_user = by  # type: ignore[attr-defined]
+        row._change_reason = reason  # type: ignore[attr-defined]
+        row.save(
+            update_fields=["status", "attempts", "next_attempt_at", "enqueued_at", "last_error"]
+        )
+    return len(rows)
 
 
 @transaction.atomic

@@ -7,7 +7,9 @@ row's `WebhookDelivery` holds the event's body, frozen at that moment, and its m
 - every attempt POSTs the same bytes with the same `webhook-id`, so a receiver de-duplicates
   retries; `webhook-timestamp` is the attempt's time and `webhook-signature` is
   "v1,<base64 HMAC-SHA256 of id.timestamp.body>" under the subscription's secret (the
-  Standard Webhooks spec, signed with its reference library);
+  Standard Webhooks spec, signed with its reference library); for a grace period after the
+  secret is rotated (WEBHOOK_SECRET_ROTATION_GRACE_SECONDS) it carries two, space-separated,
+  under the new secret and the old one;
 - 2xx is delivered; a timeout, a connection error, 408, 429 or 5xx is retried with the
   outbox's backoff; any other answer (a 3xx included: redirects are not followed) is final
   and the row is dead, listed for coordinators with the status, never the body;
@@ -68,12 +70,50 @@ def _fernet() -> MultiFernet:
     return MultiFernet([Fernet(key) for key in keys])
 
 
-def secret_encrypt(secret: str) -> str:
-    return _fernet().encrypt(secret.encode()).decode()
+def secret_encrypt(
+    secret: str, *, previous: str | None = None, until: dt.datetime | None = None
+) -> str:
+    """The subscription's secrets as one encrypted value: the current one alone, or, after a
+    rotation, with the previous one and the end of its grace period. The previous secret is
+    as sensitive as the current one, so it is kept the same way (never in a column of its
+    own, never in the audit trail)."""
+    if previous is None:
+        return _fernet().encrypt(secret.encode()).decode()
+    if until is None:
+        raise ValueError("a previous secret needs the end of its grace period")
+    envelope = {"current": secret, "previous": previous, "previous_until": utc_text(until)}
+    return _fernet().encrypt(json.dumps(envelope).encode()).decode()
+
+
+def _secrets(token: str) -> dict[str, Any]:
+    text = _fernet().decrypt(token.encode()).decode()
+    if text.startswith("whsec_"):
+        return {"current": text, "previous": None, "previous_until": None}
+    envelope: dict[str, Any] = json.loads(text)
+    return envelope
 
 
 def secret_decrypt(token: str) -> str:
-    return _fernet().decrypt(token.encode()).decode()
+    """The current signing secret."""
+    return str(_secrets(token)["current"])
+
+
+def previous_secret_until(token: str) -> dt.datetime | None:
+    """When the previous secret (the one before the last rotation) stops signing, if any."""
+    until = _secrets(token)["previous_until"]
+    return dt.datetime.fromisoformat(until) if until else None
+
+
+def signing_secrets(token: str, *, now: dt.datetime) -> list[str]:
+    """The secrets a delivery is signed with now: the current one, and during the grace
+    period after a rotation the previous one too, so a receiver still verifying with the old
+    secret keeps accepting deliveries until it has switched."""
+    envelope = _secrets(token)
+    found = [str(envelope["current"])]
+    until = envelope["previous_until"]
+    if envelope["previous"] and until and now < dt.datetime.fromisoformat(until):
+        found.append(str(envelope["previous"]))
+    return found
 
 
 # ----------------------------------------------------------------------------------------
@@ -257,14 +297,18 @@ def announce_to_site_systems(
 
 
 def signed_headers(
-    *, secret: str, message_id: str, timestamp: dt.datetime, body: bytes
+    *, secrets: list[str], message_id: str, timestamp: dt.datetime, body: bytes
 ) -> dict[str, str]:
+    """Standard Webhooks headers; one "v1,<signature>" per secret, space-separated, the
+    newest first (a receiver accepts the delivery if any one of them verifies)."""
     return {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "webhook-id": message_id,
         "webhook-timestamp": str(int(timestamp.timestamp())),
-        "webhook-signature": Webhook(secret).sign(message_id, timestamp, body),
+        "webhook-signature": " ".join(
+            Webhook(secret).sign(message_id, timestamp, body) for secret in secrets
+        ),
     }
 
 
@@ -286,10 +330,11 @@ def deliver_webhook(reminder: Reminder) -> str:
     if problem is not None:
         raise PermanentDeliveryError(f"the subscription's URL is refused: {problem}")
     body = delivery.body.encode()
+    now = timezone.now()
     headers = signed_headers(
-        secret=secret_decrypt(subscription.secret_encrypted),
+        secrets=signing_secrets(subscription.secret_encrypted, now=now),
         message_id=delivery.message_id,
-        timestamp=timezone.now(),
+        timestamp=now,
         body=body,
     )
     try:

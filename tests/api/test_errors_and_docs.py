@@ -125,7 +125,7 @@ def test_the_schema_is_openapi_3_and_lists_the_endpoints(world: World) -> None:
 
     assert response.status_code == 200
     schema = response.json()
-    assert schema["openapi"].startswith("3.")
+    assert schema["openapi"] == "3.1.0"
     # The webhook subscriptions' paths are listed by their own tests (tests/api/test_webhooks*).
     paths = [p for p in schema["paths"] if not p.startswith("/api/v1/webhooks/")]
     assert sorted(paths) == [
@@ -150,9 +150,11 @@ def test_the_schema_is_openapi_3_and_lists_the_endpoints(world: World) -> None:
         "/api/v1/reminders/{id}/retry/",
         "/api/v1/sites/",
         "/api/v1/sites/{code}/",
+        "/api/v1/sites/{code}/feeds/",
         "/api/v1/trials/",
         "/api/v1/trials/{code}/",
         "/api/v1/trials/{code}/sites/{site}/approval/",
+        "/api/v1/trials/{code}/sites/{site}/approval/preview/",
         "/api/v1/trials/{code}/versions/",
         "/api/v1/trials/{code}/versions/{label}/",
         "/api/v1/visits/",
@@ -243,3 +245,60 @@ def test_a_preview_with_if_match_star_checks_nothing(world: World) -> None:
 
     assert response.status_code == 200
     assert response["ETag"] == f'"visit-{visit.pk}-v1"'
+
+
+@pytest.mark.django_db
+def test_the_schema_describes_every_webhook_event_the_code_can_send(world: World) -> None:
+    from scheduler.models import WebhookSubscription
+    from scheduler.outbox.webhooks import VISIT_EVENTS
+
+    schema = world.client("coordinator").get("/api/v1/schema/?format=json").json()
+    webhooks = schema["webhooks"]
+    components = schema["components"]["schemas"]
+
+    # Every event announce_to_site_systems accepts (it refuses any other), no more.
+    assert sorted(webhooks) == sorted(WebhookSubscription.Event.values)
+    for event_type, path_item in webhooks.items():
+        operation = path_item["post"]
+        assert [p["name"] for p in operation["parameters"]] == [
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature",
+        ]
+        assert "space-separated" in operation["parameters"][2]["description"]
+        ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        payload = components[ref.rsplit("/", 1)[-1]]
+        assert payload["properties"]["type"]["enum"] == [event_type]
+        data = components[payload["properties"]["data"]["$ref"].rsplit("/", 1)[-1]]
+        expected = ["participant", "site", "trial"]
+        if event_type in VISIT_EVENTS:
+            expected.append("visit")
+        assert sorted(data["required"]) == sorted(expected), event_type
+    participant = components["WebhookParticipantData"]["properties"]
+    assert sorted(participant) == ["ended_on", "enrolled_at", "id", "status", "study_id"]
+
+
+@pytest.mark.django_db
+def test_the_webhook_schema_matches_what_is_sent(world: World) -> None:
+    """A payload built by the code that sends events validates against its schema entry."""
+    import datetime as dt
+
+    import jsonschema
+
+    from scheduler.outbox.webhooks import event_payload
+
+    schema = world.client("coordinator").get("/api/v1/schema/?format=json").json()
+    components = schema["components"]["schemas"]
+    participant = world.people["BERLIN-001"]
+    visit = world.visit("BERLIN-001", "V2")
+    now = dt.datetime(2026, 1, 20, 8, tzinfo=dt.UTC)
+    for event_type in schema["webhooks"]:
+        subject = visit if event_type.startswith("visit.") else None
+        payload = event_payload(event_type, participant, subject, now)
+        operation = schema["webhooks"][event_type]["post"]
+        ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        jsonschema.validate(
+            payload,
+            {"$ref": ref, "components": {"schemas": components}},
+            cls=jsonschema.Draft202012Validator,
+        )

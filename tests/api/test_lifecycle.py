@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
+from simple_history.utils import get_history_model_for_model
 
 from participants.models import ParticipantAnchor
 from scheduler.api.models import IdempotencyRecord
@@ -20,7 +21,10 @@ from scheduler.models import (
     TaperAdjustment,
 )
 from tests.api.conftest import World
-from trials.models import TrialSite
+from tests.conftest import seed_path
+from tests.factories import participant_for
+from trials.models import ProtocolVersion, TrialSite
+from trials.services import protocol_import
 
 
 def _etag(client: APIClient, url: str) -> str:
@@ -223,15 +227,90 @@ def test_a_move_to_an_unknown_version_names_the_field(world: World) -> None:
     ]
 
 
-@pytest.mark.django_db
-def test_a_site_approval_is_recorded_with_if_match(world: World) -> None:
-    client = world.client("coordinator")
-    url = "/api/v1/trials/niams-ani-vascular/sites/berlin/approval/"
-    etag = _etag(client, url)
-    body = {"version": "1.0", "approved_on": "2026-01-15", "on": "2026-01-20", "reason": "v1"}
+NIAMS_V12 = """\
+  - code: V12
+    name: Late safety follow-up
+    epoch: FU
+    anchor: {visit: V10}
+    offset_days: 56
+    window: {before: 7, after: 7}
+    duration_minutes: 60
+    procedures: [EXAM]
+milestones:
+"""
+APPROVAL = "/api/v1/trials/niams-ani-vascular/sites/berlin/approval/"
 
-    stale = _post(client, url, body, etag='"stale"', key="approve-stale")
-    response = _post(client, url, body, etag=etag, key="approve-1")
+
+def niams_amendment() -> Any:
+    """NIAMS 1.1: a late safety follow-up (V12) eight weeks after the last treatment visit."""
+    text = seed_path("000").read_text(encoding="utf-8")
+    amended = text.replace('label: "1.0"', 'label: "1.1"').replace("milestones:\n", NIAMS_V12, 1)
+    return protocol_import(text=amended, source="niams-1.1.yaml")
+
+
+def _preview_approval(client: APIClient, body: dict[str, Any]) -> Any:
+    return client.post(APPROVAL + "preview/", body, format="json")
+
+
+APPROVE_11 = {"version": "1.1", "approved_on": "2026-01-15", "on": "2026-01-20"}
+
+
+@pytest.mark.django_db
+def test_a_site_approval_preview_says_who_moves_and_what_changes(world: World) -> None:
+    niams_amendment()
+    client = world.client("coordinator")
+    etag = _etag(client, APPROVAL)
+
+    preview = _preview_approval(client, APPROVE_11)
+
+    assert preview.status_code == 200, preview.content
+    assert preview["ETag"] == etag
+    body = preview.json()
+    assert body["approval_etag"] == etag
+    assert len(body["preview_digest"]) == 64
+    result = body["result"]
+    assert (result["before"], result["after"]) == (
+        {"protocol_version": None, "approved_on": None},
+        {"protocol_version": "1.1", "approved_on": "2026-01-15"},
+    )
+    # Only BERLIN-001 moves (Tokyo's participant is another site's); its open visits are
+    # re-planned under 1.1 on the same dates, and V12 is added eight weeks after V10.
+    [moved] = result["moved"]
+    assert moved["study_id"] == "BERLIN-001"
+    visits = moved["calendar"]["visits"]
+    assert [(v["visit_code"], v["kind"]) for v in visits] == [
+        *[(f"V{n}", "changed") for n in ("2", "3", "3C", "4", "5", "6", "7", "8", "9", "10")],
+        ("V11", "changed"),
+        ("V12", "added"),
+    ]
+    assert {v["old_target"] == v["new_target"] for v in visits[:-1]} == {True}
+    assert visits[-1] == {
+        "visit_code": "V12",
+        "occurrence": 1,
+        "kind": "added",
+        "old_target": None,
+        "new_target": "2026-11-09",  # V10's target, 2026-09-14, + 56 days
+        "old_window": None,
+        "new_window": {"start": "2026-11-02", "end": "2026-11-16"},
+        "booked_date": None,
+        "out_of_window": False,
+    }
+    # A preview writes nothing.
+    assert TrialSite.objects.get(trial=world.trial, site=world.berlin).approved_on is None
+    assert world.people["BERLIN-001"].visits.filter(visit_definition__code="V12").count() == 0
+
+
+@pytest.mark.django_db
+def test_a_site_approval_confirm_writes_what_was_previewed(world: World) -> None:
+    niams_amendment()
+    client = world.client("coordinator")
+    etag = _etag(client, APPROVAL)
+    preview = _preview_approval(client, APPROVE_11).json()
+    body = {**APPROVE_11, "reason": "amendment 1", "preview_digest": preview["preview_digest"]}
+
+    stale = _post(client, APPROVAL, body, etag='"stale"', key="approve-stale")
+    response = _post(client, APPROVAL, body, etag=etag, key="approve-1")
+    again = _post(client, APPROVAL, body, etag=etag, key="approve-1")
 
     assert stale.status_code == 412
     assert response.status_code == 200, response.content
@@ -239,26 +318,106 @@ def test_a_site_approval_is_recorded_with_if_match(world: World) -> None:
         "approval": {
             "trial": "niams-ani-vascular",
             "site": "berlin",
-            "protocol_version": "1.0",
+            "protocol_version": "1.1",
             "approved_on": "2026-01-15",
             "etag": response["ETag"],
         },
-        "moved": [],
+        "result": preview["result"],
     }
-    trial_site = TrialSite.objects.get(trial=world.trial, site=world.berlin)
-    assert trial_site.approved_on == dt.date(2026, 1, 15)
+    assert again.json() == response.json()
+    trial_site = TrialSite.objects.select_related("protocol_version").get(
+        trial=world.trial, site=world.berlin
+    )
+    assert trial_site.protocol_version is not None
+    assert (trial_site.protocol_version.label, trial_site.approved_on) == (
+        "1.1",
+        dt.date(2026, 1, 15),
+    )
+    berlin, tokyo = world.people["BERLIN-001"], world.people["TOKYO-001"]
+    berlin.refresh_from_db()
+    tokyo.refresh_from_db()
+    assert (berlin.protocol_version.label, tokyo.protocol_version.label) == ("1.1", "1.0")
+    assert berlin.visits.filter(visit_definition__code="V12").count() == 1
+    assert [h.history_change_reason for h in trial_site.history.order_by("history_id")][-1] == (
+        "amendment 1"
+    )
 
 
 @pytest.mark.django_db
-def test_a_site_approval_before_the_approval_date_is_refused(world: World) -> None:
-    client = world.client("site_system")
-    url = "/api/v1/trials/niams-ani-vascular/sites/berlin/approval/"
-    body = {"version": "1.0", "approved_on": "2026-01-15", "on": "2026-01-10", "reason": "v1"}
+def test_a_site_approval_confirm_after_the_site_changed_is_409(world: World) -> None:
+    version = niams_amendment()
+    client = world.client("coordinator")
+    etag = _etag(client, APPROVAL)
+    preview = _preview_approval(client, APPROVE_11).json()
+    # Between the preview and the confirm, another participant is registered at Berlin: the
+    # approval would move two participants, not the one previewed.
+    participant_for(
+        ProtocolVersion.objects.get(trial=version.trial, label="1.0"),
+        anchors={"day1": dt.date(2026, 3, 2)},
+        site=world.berlin,
+        study_id="BERLIN-002",
+    )
+    body = {**APPROVE_11, "reason": "amendment 1", "preview_digest": preview["preview_digest"]}
 
-    response = _post(client, url, body, etag=_etag(client, url), key="approve-early")
+    response = _post(client, APPROVAL, body, etag=etag, key="approve-late")
+
+    assert response.status_code == 409
+    assert response.json()["type"] == "/api/v1/problems/preview-outdated"
+    assert TrialSite.objects.get(trial=world.trial, site=world.berlin).approved_on is None
+    world.people["BERLIN-001"].refresh_from_db()
+    assert world.people["BERLIN-001"].protocol_version.label == "1.0"
+    assert ScheduledVisit.objects.filter(visit_definition__code="V12").count() == 0
+
+
+@pytest.mark.django_db
+def test_a_site_approval_confirm_needs_the_preview_digest(world: World) -> None:
+    client = world.client("site_system")
+    body = {"version": "1.0", "approved_on": "2026-01-15", "on": "2026-01-20", "reason": "v1"}
+
+    response = _post(client, APPROVAL, body, etag=_etag(client, APPROVAL), key="no-digest")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"field": "preview_digest", "message": "This field is required."}
+    ]
+
+
+@pytest.mark.django_db
+def test_a_site_approval_before_the_approval_date_is_refused_at_the_preview(
+    world: World,
+) -> None:
+    client = world.client("site_system")
+    body = {"version": "1.0", "approved_on": "2026-01-15", "on": "2026-01-10"}
+
+    response = _preview_approval(client, body)
 
     assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {
+            "field": None,
+            "message": f"{world.berlin} approved niams-ani-vascular v1.0 on 2026-01-15; "
+            "participants cannot be moved onto it on 2026-01-10, before that date",
+        }
+    ]
     assert TrialSite.objects.get(trial=world.trial, site=world.berlin).approved_on is None
+
+
+@pytest.mark.django_db
+def test_a_site_approval_preview_is_for_roles_that_write_there(world: World) -> None:
+    monitor = _preview_approval(world.client("sponsor_monitor"), APPROVE_11)
+    tokyo = world.client("coordinator").post(
+        "/api/v1/trials/niams-ani-vascular/sites/tokyo/approval/preview/",
+        APPROVE_11,
+        format="json",
+    )
+    get = world.client("coordinator").get(APPROVAL + "preview/")
+
+    assert (monitor.status_code, monitor.json()["detail"]) == (
+        403,
+        "your role may not record approvals at this site",
+    )
+    assert (tokyo.status_code, tokyo.json()["detail"]) == (404, "no such site of this trial")
+    assert get.status_code == 405
 
 
 def _dead_reminder(world: World) -> Reminder:
@@ -367,3 +526,81 @@ def test_reminder_and_feed_lists_query_counts_do_not_grow_with_the_rows(world: W
     assert {k: rows for k, (_, rows) in small.items()} == {"reminders": 2, "feeds": 1}
     assert {k: rows for k, (_, rows) in large.items()} == {"reminders": 40, "feeds": 5}
     assert {k: q for k, (q, _) in large.items()} == {k: q for k, (q, _) in small.items()}
+
+
+@pytest.mark.django_db
+def test_a_site_feed_is_issued_once_per_key_and_revoked(world: World) -> None:
+    client = world.client("coordinator")
+    url = "/api/v1/sites/berlin/feeds/"
+
+    issued = _post(client, url, None, etag=None, key="site-feed-1")
+    replayed = _post(client, url, None, etag=None, key="site-feed-1")
+
+    assert issued.status_code == 201, issued.content
+    feed = issued.json()
+    assert feed["url"].startswith("http://127.0.0.1:8000/feeds/site/")
+    assert {k: v for k, v in feed.items() if k != "url"} == {
+        "id": feed["id"],
+        "participant": None,
+        "site": "berlin",
+        "created_at": "2026-01-20T08:00:00Z",
+        "revoked_at": None,
+        "etag": f'"feed-{feed["id"]}-active"',
+    }
+    assert issued["Cache-Control"] == "no-store"
+    assert replayed.json() == {**feed, "url": None}
+    assert CalendarFeed.objects.filter(site=world.berlin).count() == 1
+    record = IdempotencyRecord.objects.get(key="site-feed-1")
+    assert "feeds/site" not in str(record.response_body)
+    path = feed["url"].removeprefix("http://127.0.0.1:8000")
+    assert APIClient().get(path).status_code == 200
+    assert [f["id"] for f in client.get(url).json()["results"]] == [feed["id"]]
+
+    revoked = _post(client, f"/api/v1/feeds/{feed['id']}/revoke/", None, etag=feed["etag"], key="r")
+
+    assert revoked.status_code == 200, revoked.content
+    assert APIClient().get(path).status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_site_feed_is_issued_only_by_a_role_that_writes_at_the_site(world: World) -> None:
+    def issue(role: str, site: str) -> Any:
+        return _post(world.client(role), f"/api/v1/sites/{site}/feeds/", None, etag=None, key=role)
+
+    monitor = issue("sponsor_monitor", "berlin")
+    other_site = issue("coordinator", "tokyo")
+    other_trial = issue("site_system", "osaka")
+    pharmacist = issue("unblinded_pharmacist", "berlin")
+
+    assert (monitor.status_code, monitor.json()["detail"]) == (
+        403,
+        "your role may read this site but not issue feeds",
+    )
+    assert (pharmacist.status_code, pharmacist.json()["type"]) == (
+        403,
+        "/api/v1/problems/permission-denied",
+    )
+    assert [(r.status_code, r.json()["detail"]) for r in (other_site, other_trial)] == [
+        (404, "no such site"),
+        (404, "no such site"),
+    ]
+    assert not CalendarFeed.objects.filter(site__isnull=False).exists()
+    # The monitor reads every NIAMS site's feeds list; Tokyo's coordinator-less list is empty.
+    assert world.client("sponsor_monitor").get("/api/v1/sites/tokyo/feeds/").json()["results"] == []
+    assert world.client("coordinator").get("/api/v1/sites/tokyo/feeds/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_reminder_retried_through_the_api_is_audited(world: World) -> None:
+    reminder = _dead_reminder(world)
+    client = world.client("site_system")
+    etag = _etag(client, f"/api/v1/reminders/{reminder.pk}/")
+
+    response = _post(client, f"/api/v1/reminders/{reminder.pk}/retry/", None, etag=etag, key="k")
+
+    assert response.status_code == 200, response.content
+    entries = [
+        (h.history_user, h.history_change_reason, h.status, h.attempts)
+        for h in get_history_model_for_model(Reminder).objects.filter(id=reminder.pk)
+    ]
+    assert entries == [(world.users["site_system"], "retried through the API", "pending", 0)]

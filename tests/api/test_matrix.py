@@ -100,6 +100,7 @@ DETAIL_READS = [
     ("GET", "/api/v1/trials/{}/versions/", "trial"),
     ("GET", "/api/v1/trials/{}/versions/1.0/", "trial"),
     ("GET", "/api/v1/sites/{}/", "site"),
+    ("GET", "/api/v1/sites/{}/feeds/", "site"),
     ("GET", "/api/v1/participants/{}/", "participant"),
     ("GET", "/api/v1/participants/{}/calendar/", "participant"),
     ("GET", "/api/v1/participants/{}/eligibility/", "participant"),
@@ -165,7 +166,13 @@ CHANGES: list[tuple[str, str, str, Mapping[str, object]]] = [
         "POST",
         "/api/v1/trials/{}/approval/",
         "approval",
-        {"version": "1.0", "approved_on": "2026-01-15", "on": "2026-01-20", "reason": "v1"},
+        {
+            "version": "1.0",
+            "approved_on": "2026-01-15",
+            "on": "2026-01-20",
+            "reason": "v1",
+            "preview_digest": DIGEST,
+        },
     ),
 ]
 # What a caller who may change the object gets from a preview (NIAMS has no taper: refused).
@@ -196,11 +203,18 @@ PREVIEWS: list[tuple[str, str, str, Mapping[str, object]]] = [
         "participant",
         {"version": "1.0", "on": "2026-02-01"},
     ),
+    (
+        "POST",
+        "/api/v1/trials/{}/approval/preview/",
+        "approval",
+        {"version": "1.0", "approved_on": "2026-01-15", "on": "2026-01-20"},
+    ),
 ]
 PREVIEW_WRITER_ANSWER = {"/api/v1/participants/{}/taper-decisions/preview/": (422, "refused")}
 # Creations without If-Match: a caller who may change the participant creates (201).
 CREATES: list[tuple[str, str, str, Mapping[str, object]]] = [
-    ("POST", "/api/v1/participants/{}/feeds/", "participant", {})
+    ("POST", "/api/v1/participants/{}/feeds/", "participant", {}),
+    ("POST", "/api/v1/sites/{}/feeds/", "site", {}),
 ]
 LISTS = ["/api/v1/trials/", "/api/v1/sites/", "/api/v1/participants/", "/api/v1/visits/"]
 FILTERED_LISTS = [
@@ -285,7 +299,7 @@ def test_authorization_matrix(world: World) -> None:
                 leaks.append(f"{role} {method} {url}: study {value}")
             if key == "site" and isinstance(value, str) and value not in readable_sites[role]:
                 leaks.append(f"{role} {method} {url}: site {value}")
-        if url.startswith("/api/v1/sites/"):
+        if url.startswith("/api/v1/sites/") and "/feeds/" not in url:  # feeds: "site" above
             codes = [s["code"] for s in body.get("results", [body])]
             leaks.extend(f"{role} {url}: site {c}" for c in codes if c not in readable_sites[role])
         for participant in _objects_with(body, "arm"):

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import time_machine
+from simple_history.utils import get_history_model_for_model
 
 from scheduler.models import Membership, Reminder, WebhookSubscription
 from scheduler.outbox.webhooks import secret_decrypt
@@ -110,3 +111,29 @@ def test_webhook_admin_lists_dead_deliveries_with_their_error(
     assert page.status_code == 200
     assert list(page.context["cl"].result_list) == [dead]
     assert "the receiver answered HTTP 404; it will not be retried" in page.content.decode()
+
+
+def test_webhook_admin_retry_of_a_dead_delivery_is_audited(
+    client, world: World, manager, receiver: Receiver, django_capture_on_commit_callbacks
+) -> None:
+    subscribe(world, receiver)
+    receiver.answer = 404
+    with (
+        time_machine.travel(dt.datetime(2026, 1, 12, 9, tzinfo=dt.UTC), tick=False),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        participant_enroll(participant=world.people["BERLIN-001"], on=dt.date(2026, 1, 12))
+    dead = Reminder.objects.get(channel="webhook")
+    client.force_login(manager)
+
+    with time_machine.travel(dt.datetime(2026, 1, 12, 10, tzinfo=dt.UTC), tick=False):
+        client.post(
+            "/admin/scheduler/reminder/", {"action": "retry", "_selected_action": [dead.pk]}
+        )
+
+    dead.refresh_from_db()
+    assert (dead.status, dead.attempts, dead.last_error) == ("pending", 0, "")
+    assert [
+        (h.history_user, h.history_change_reason, h.status)
+        for h in get_history_model_for_model(Reminder).objects.filter(id=dead.pk)
+    ] == [(manager, "retried from the admin", "pending")]

@@ -275,7 +275,7 @@ def test_webhook_revoked_membership_stops_planned_deliveries(
 def test_webhook_signature_matches_the_specs_example() -> None:
     # The example of the Standard Webhooks specification (and of its reference libraries).
     headers = signed_headers(
-        secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        secrets=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
         message_id="msg_p5jXN8AQM9LWM0D4loKWxJek",
         timestamp=dt.datetime.fromtimestamp(1614265330, tz=UTC),
         body=b'{"test": 2432232314}',

@@ -1,5 +1,7 @@
-"""Load the seed protocols, demo sites and enrolled demo participants; create an admin login
-and one login per role at each demo site (trial-wide roles once per trial).
+"""Load the seed protocols, demo sites and enrolled demo participants; create an admin login,
+one login per role at each demo site (trial-wide roles once per trial) and, where plain http
+to this machine is allowed (DEBUG), a demo webhook subscription of the Berlin site system to
+the app's own demo receiver, so the admin shows webhook deliveries going out.
 
 Idempotent: run it on every `make run`. Protocol versions already imported are left alone,
 demo participants are only created once, and each login keeps the password it was given
@@ -22,8 +24,10 @@ from django.db import transaction
 from participants.models import Participant
 from participants.services import participant_register
 from scheduler.access import site_today
-from scheduler.models import Membership, ScheduledVisit
+from scheduler.api.demo import demo_receiver_url
+from scheduler.models import Membership, ScheduledVisit, WebhookSubscription
 from scheduler.services import participant_enroll, visit_book, visit_record_done
+from scheduler.webhooks import EVENT_TYPES, webhook_subscription_create
 from trials.models import Arm, ProtocolVersion, Site, Trial, TrialSite
 from trials.protocol_file import parse_protocol
 from trials.services import protocol_import
@@ -87,6 +91,13 @@ SITE_ROLES = [
 # ...and one per trial-wide role in each trial.
 TRIAL_ROLES = [(Role.SPONSOR_MONITOR, "monitor"), (Role.DATA_MANAGER, "datamanager")]
 
+# The demo webhook subscription: the Berlin site system, for a trial that runs at all three
+# demo sites, so only Berlin's events reach it.
+DEMO_WEBHOOK_OWNER = "system-berlin"
+DEMO_WEBHOOK_TRIAL = "jasmine-myositis"
+DEMO_WEBHOOK_SITE = "berlin"
+DEMO_WEBHOOK_DESCRIPTION = "demo: the app's own receiver (DEBUG only)"
+
 
 class Command(BaseCommand):
     help = "Load seed protocols, demo sites and demo participants, and create the admin login."
@@ -99,13 +110,54 @@ class Command(BaseCommand):
         with transaction.atomic():
             sites = self._sites()
             for trial in Trial.objects.order_by("code"):
-                codes = TRIAL_SITES.get(trial.code, ["berlin"])
-                for code in codes:
+                for code in TRIAL_SITES.get(trial.code, ["berlin"]):
                     TrialSite.objects.get_or_create(trial=trial, site=sites[code])
+        # The logins and the demo subscription come before the demo participants, so their
+        # enrollments and visits are the demo subscription's first deliveries; the logins are
+        # printed last, where a newcomer looks for them.
+        logins = self._role_logins(sites) if not no_admin else []
+        webhook_note = self._demo_webhook(sites) if not no_admin else ""
+        with transaction.atomic():
+            for trial in Trial.objects.order_by("code"):
+                codes = TRIAL_SITES.get(trial.code, ["berlin"])
                 self._participants(trial, [sites[code] for code in codes])
         if not no_admin:
             self._admin_login()
-            self._role_logins(sites)
+            self._print_logins(logins)
+            self.stdout.write(webhook_note)
+
+    def _demo_webhook(self, sites: dict[str, Site]) -> str:
+        """Subscribe the Berlin site system to every event of one trial at Berlin, delivered
+        to this app's demo receiver (scheduler/api/demo.py), once. Only where plain http to
+        this machine is allowed (DEBUG): elsewhere the receiver does not exist."""
+        url = demo_receiver_url()
+        if not settings.WEBHOOK_ALLOW_HTTP_LOOPBACK and not url.startswith("https://"):
+            return (
+                "Demo webhook subscription: not created (plain http to this machine needs "
+                "DEBUG=true or WEBHOOK_ALLOW_HTTP_LOOPBACK=true when load_demo runs).\n"
+            )
+        owner = get_user_model().objects.get(username=DEMO_WEBHOOK_OWNER)
+        trial = Trial.objects.filter(code=DEMO_WEBHOOK_TRIAL).first()
+        if trial is None:
+            return ""
+        subscription = WebhookSubscription.objects.filter(
+            owner=owner, trial=trial, url=url, is_active=True
+        ).first()
+        if subscription is None:
+            subscription, _secret = webhook_subscription_create(
+                owner=owner,
+                trial=trial,
+                sites=[sites[DEMO_WEBHOOK_SITE]],
+                url=url,
+                events=list(EVENT_TYPES),
+                description=DEMO_WEBHOOK_DESCRIPTION,
+                by=None,
+            )
+        return (
+            f"Demo webhook subscription {subscription.pk}: {owner.username} gets every "
+            f"{trial.code} event at {DEMO_WEBHOOK_SITE} at {url}; its deliveries are in the "
+            "admin's reminders list (channel webhook).\n"
+        )
 
     def _import_protocols(self) -> None:
         for path in sorted(PROTOCOL_DIR.glob("*.yaml")):
@@ -190,7 +242,7 @@ class Command(BaseCommand):
             f"password {password}\n(kept in {password_file})\n"
         )
 
-    def _role_logins(self, sites: dict[str, Site]) -> None:
+    def _role_logins(self, sites: dict[str, Site]) -> list[tuple[str, str, str]]:
         """A login per role, so a newcomer sees the product through each role's eyes: what
         a coordinator of one site sees, what the monitor of a trial sees, what stays blinded.
         The site systems' logins are not staff: a machine uses the REST API."""
@@ -221,9 +273,13 @@ class Command(BaseCommand):
             encoding="utf-8",
         )
         passwords_file.chmod(0o600)
+        return [(username, passwords[username], what) for username, what in logins]
+
+    def _print_logins(self, logins: list[tuple[str, str, str]]) -> None:
+        passwords_file = Path(settings.VAR_DIR) / "demo-logins.txt"
         self.stdout.write("Logins per role (same URL; each sees only what its role allows):")
-        for username, what in logins:
-            self.stdout.write(f"  user {username:<36} password {passwords[username]}  {what}")
+        for username, password, what in logins:
+            self.stdout.write(f"  user {username:<36} password {password}  {what}")
         self.stdout.write(f"(kept in {passwords_file})\n")
 
     def _demo_user(self, username: str, passwords: dict[str, str], *, staff: bool) -> Any:
