@@ -8,7 +8,8 @@ Needs Postgres (the scale is the point): it creates its own database `bench_work
 server DATABASE_URL names, and drops it at the end unless --keep. Builds one trial with a
 60-visit weekly protocol at `--sites` sites; one participant is enrolled through the services,
 the rest are written with COPY as the same calendar shifted day by day (Day 1 spread over a
-year), so today has visits done, missed, booked, due and overdue at every site. Then, in
+year), so today has visits done, missed, booked, due and overdue at every site (visits more
+than 3 days past are recorded, done or 1 in 17 missed, except 1 in 20 left overdue). Then, in
 process with Django's test client (templates rendered, no network):
 - as the coordinator of one site (a tenth of the participants) and as the sponsor monitor
   (every site), each page's median of `--runs` requests after one warm-up;
@@ -129,8 +130,15 @@ def build(participants: int, sites: int) -> dict[str, Any]:
                 target = visit.target_date + shift
                 status, booked_start, booked_date, actual_date = "planned", None, None, None
                 days_ahead = (target - today).days
-                if days_ahead < -14:
-                    status, actual_date = ("missed", None) if n % 17 == 0 else ("done", target)
+                if days_ahead < -3:
+                    # Recorded within a few days, as sites do: done, or missed for 1 in 17;
+                    # 1 in 20 left unrecorded (overdue on the start page).
+                    if (n + visit.occurrence) % 20 == 0:
+                        pass
+                    elif n % 17 == 0:
+                        status = "missed"
+                    else:
+                        status, actual_date = "done", target
                 elif 0 <= days_ahead <= 7 and n % 3 == 0:
                     status, booked_date = "booked", target
                     booked_start = dt.datetime.combine(target, dt.time(14, 0), dt.UTC)

@@ -106,7 +106,26 @@ class ScheduledVisit(models.Model):
                 name="booked_has_start",
             ),
         ]
-        indexes = [models.Index(fields=["target_date", "status"])]
+        indexes = [
+            models.Index(fields=["target_date", "status"]),
+            # What the start page and the attention filters read: the few visits near today
+            # of each kind, not a trial's whole history (scheduler/workspace.py).
+            models.Index(
+                fields=["booked_date"], condition=Q(status="booked"), name="visit_booked_day"
+            ),
+            models.Index(
+                fields=["window_start"], condition=Q(status="planned"), name="visit_planned_window"
+            ),
+            models.Index(
+                fields=["window_end"], condition=Q(status="missed"), name="visit_missed_window"
+            ),
+            models.Index(
+                fields=["participant"],
+                condition=Q(status="done", reason="", deviation_days__isnull=False)
+                & ~Q(deviation_days=0),
+                name="visit_deviation_no_reason",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.code} {self.target_date.isoformat()}"

@@ -53,6 +53,9 @@ WEEK_DAYS = 7
 CLOSING_SOON_DAYS = 3
 RECENT_MISSED_DAYS = 14
 ROWS_PER_SECTION = 15
+# Past this many sites on one page, each section shows fewer rows (the counts stay whole).
+FULL_PAGE_SITES = 3
+ROWS_PER_SECTION_MANY_SITES = 5
 
 # Visit sections with rows on the page, in the page's order; they never overlap.
 VISIT_ROW_SECTIONS = ("today", "week", "due", "overdue", "missed", "deviation")
@@ -157,6 +160,10 @@ def workspace_for(
     sites = list(access.sites_for(user).order_by("name", "code"))
     if not sites:
         return []
+    if len(sites) > FULL_PAGE_SITES:
+        # A monitor of many sites reads each site's counts and its first rows; every count
+        # links to the whole list.
+        rows = min(rows, ROWS_PER_SECTION_MANY_SITES)
     groups = zones_by_today(now=now)
     work = {site.pk: SiteWork(site=site, today=access.site_today(site, now=now)) for site in sites}
     _count_visits(user, work, groups)
@@ -166,6 +173,20 @@ def workspace_for(
     _taper_rows(user, work, groups, rows)
     _outbox_rows(user, work, rows)
     return list(work.values())
+
+
+def _candidates(groups: TodayGroups) -> Q:
+    """The visits any section can hold, whatever the site's today, in the shape of the
+    partial indexes on ScheduledVisit: the few near today, not the trial's whole history
+    (600,000 rows for a large trial), are all the start page reads."""
+    todays = [today for today, _ in groups]
+    first, last = min(todays), max(todays)
+    return (
+        Q(status=Status.BOOKED, booked_date__lte=week_end(last))
+        | Q(status=Status.PLANNED, window_start__lte=last)
+        | Q(status=Status.MISSED, window_end__gte=first - dt.timedelta(days=RECENT_MISSED_DAYS))
+        | deviation_awaiting_reason()
+    )
 
 
 def _visit_filter(key: str, groups: TodayGroups) -> Q:
@@ -179,6 +200,7 @@ def _visit_filter(key: str, groups: TodayGroups) -> Q:
 def _count_visits(user: object, work: dict[int, SiteWork], groups: TodayGroups) -> None:
     counts = (
         access.visits_for(user)
+        .filter(_candidates(groups))
         .values("participant__site_id")
         .annotate(
             **{key: Count("id", filter=_visit_filter(key, groups)) for key in VISIT_COUNT_KEYS}
@@ -238,6 +260,7 @@ def _visit_rows(user: object, work: dict[int, SiteWork], groups: TodayGroups, ro
     )
     visits = (
         access.visits_for(user)
+        .filter(_candidates(groups))
         .filter(functools.reduce(operator.or_, filters.values()))
         .annotate(
             section=section,

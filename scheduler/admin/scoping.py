@@ -30,6 +30,7 @@ from django.shortcuts import get_object_or_404
 
 from scheduler import access
 from trials.admin import READS, OneRule
+from trials.models import Site, Trial
 
 # ----------------------------------------------------------------------------------------
 # Clinical admins: every row from scheduler/access.py, deny by default.
@@ -109,10 +110,27 @@ class ScopedAdmin(OneRule, admin.ModelAdmin):
         return action in READS and access.holds_role(request.user, self.read_roles)
 
 
-def scoped_filter(field_path: str) -> tuple[str, type[admin.RelatedOnlyFieldListFilter]]:
-    """A trial or site list filter offering only the trials and sites of the rows the user
-    sees (Django's own would list every trial and site in the database)."""
-    return (field_path, admin.RelatedOnlyFieldListFilter)
+class ScopedRelatedFilter(admin.RelatedFieldListFilter):
+    """A trial or site filter offering the trials or sites the user reads (from
+    scheduler/access.py, a few rows), not every one in the database; and without Django's
+    "related only" query, which reads the whole list to find which ones its rows use."""
+
+    def field_choices(self, field: Any, request: HttpRequest, model_admin: Any) -> Any:
+        related = field.related_model
+        if related is Site:
+            rows: QuerySet[Any] = access.sites_for(request.user)
+        elif related is Trial:
+            rows = access.trials_for(request.user)
+        else:
+            return super().field_choices(field, request, model_admin)
+        ordering = self.field_admin_ordering(field, request, model_admin)
+        return [(row.pk, str(row)) for row in rows.order_by(*(ordering or ["code"]))]
+
+
+def scoped_filter(field_path: str) -> tuple[str, type[admin.RelatedFieldListFilter]]:
+    """A trial or site list filter offering only the trials and sites the user reads
+    (Django's own would list every trial and site in the database)."""
+    return (field_path, ScopedRelatedFilter)
 
 
 class ScopedInline(OneRule, admin.TabularInline):

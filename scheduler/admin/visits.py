@@ -271,7 +271,11 @@ class ScheduledVisitAdmin(CalendarActionsAdmin):
     ]
     search_fields = ["participant__study_id", "visit_definition__code"]
     list_per_page = 50
-    date_hierarchy = "target_date"
+    # By target day: the order a calendar is read in, and one an index serves (the model's
+    # default, by trial and study id, would sort every visit of a trial for each page).
+    # No date hierarchy: its year links scan the whole list; the window and booked-for
+    # filters say what a coordinator asks by date.
+    ordering = ["target_date", "id"]
     list_select_related = ["participant__trial", "participant__site", "visit_definition"]
     inlines = [ProcedureInline]
     # The page shows the status computed from the site's today and the instants on the

@@ -632,7 +632,7 @@ def test_site_changelist_adds_up_the_visit_status_of_its_participants(
 CHANGELIST_QUERIES = {
     "participants_participant": (8, 1),
     "trials_site": (6, 1),
-    "scheduler_scheduledvisit": (12, 12),
+    "scheduler_scheduledvisit": (10, 12),
     "scheduler_scheduledmilestone": (8, 1),
     "scheduler_historicalscheduledvisit": (10, 12),
     "scheduler_historicalscheduledmilestone": (10, 1),
