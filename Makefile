@@ -59,6 +59,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/feeds.py
 	$(BIN)/python bench/reminders.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/slots.py
+	@if echo "$$DATABASE_URL" | grep -q '^postgres'; then \
+		$(BIN)/python bench/workspace.py; \
+	else \
+		echo "bench/workspace.py skipped: it needs DATABASE_URL=postgres://… (10,000 participants)"; \
+	fi
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
