@@ -164,7 +164,9 @@ def workspace_for(
         # A monitor of many sites reads each site's counts and its first rows; every count
         # links to the whole list.
         rows = min(rows, ROWS_PER_SECTION_MANY_SITES)
-    groups = zones_by_today(now=now)
+    # Only these sites' zones, grouped by their today: every row here belongs to one of them,
+    # so the filters name a handful of zones instead of all of IANA's.
+    groups = _site_zone_groups({site.timezone for site in sites}, now=now)
     work = {site.pk: SiteWork(site=site, today=access.site_today(site, now=now)) for site in sites}
     _count_visits(user, work, groups)
     _count_tapers(user, work, groups)
@@ -173,6 +175,14 @@ def workspace_for(
     _taper_rows(user, work, groups, rows)
     _outbox_rows(user, work, rows)
     return list(work.values())
+
+
+def _site_zone_groups(zones: set[str], *, now: dt.datetime | None) -> TodayGroups:
+    """`zones` grouped by their today, the largest group first (as `zones_by_today`)."""
+    by_day: dict[dt.date, list[str]] = {}
+    for zone in sorted(zones):
+        by_day.setdefault(access.zone_today(zone, now=now), []).append(zone)
+    return sorted(by_day.items(), key=lambda group: (-len(group[1]), group[0]))
 
 
 def _candidates(groups: TodayGroups) -> Q:
@@ -258,7 +268,9 @@ def _visit_rows(user: object, work: dict[int, SiteWork], groups: TodayGroups, ro
         default=Value(""),
         output_field=CharField(),
     )
-    visits = (
+    # Ranked on narrow rows (ids and sort keys), then only the chosen few read whole with
+    # their site, trial and visit: sorting thousands of wide joined rows spilled to disk.
+    ranked = (
         access.visits_for(user)
         .filter(_candidates(groups))
         .filter(functools.reduce(operator.or_, filters.values()))
@@ -276,6 +288,13 @@ def _visit_rows(user: object, work: dict[int, SiteWork], groups: TodayGroups, ro
             )
         )
         .filter(rank__lte=rows)
+        .values_list("id", flat=True)
+    )
+    visits = (
+        # Its own query: as a subquery, Postgres misjudges how few ids come back and scans
+        # every visit to join them.
+        ScheduledVisit.objects.filter(id__in=list(ranked))
+        .annotate(section=section, sort_day=Coalesce("actual_date", "booked_date", "window_end"))
         .select_related("participant__site", "participant__trial", "visit_definition")
         .prefetch_related(
             Prefetch(

@@ -386,5 +386,6 @@ def test_the_start_page_costs_the_same_queries_at_two_sizes(
     large = measure()
 
     assert small == large
-    # Memberships, sites, three counts, three row lists and the rows' procedures.
-    assert small[0] == 9
+    # Memberships, sites, three counts, the visits' ranking, three row lists and the rows'
+    # procedures.
+    assert small[0] == 10
