@@ -356,7 +356,10 @@ def _ticks(axis: Axis, top: float, bottom: float) -> list[str]:
         if first >= axis.start:
             months.append(first)
         first = (first + dt.timedelta(days=32)).replace(day=1)
-    label_width = text_width("Sep 2026", 11) + 6
+    # Translators: a Django date format, a month on the time axis ("Mar 2026").
+    month_format = _("M Y")
+    # The widest label a month can have (in English every month is as wide as "Sep 2026").
+    label_width = text_width(date_format(dt.date(2026, 12, 1), month_format), 11) + 6
     month_width = axis.day_width * 28
     every = max(1, math.ceil(label_width / month_width))
     for index, month in enumerate(months):
@@ -375,14 +378,17 @@ def _ticks(axis: Axis, top: float, bottom: float) -> list[str]:
             )  # fmt: skip
         )
         if index % every == 0 and x + label_width <= PLOT_LEFT + PLOT_WIDTH + 10:
-            parts.append(_text(x + 3, top - 8, date_format(month, "M Y"), font_size="11",
+            parts.append(_text(x + 3, top - 8, date_format(month, month_format), font_size="11",
                                fill=MUTED, class_="month-label"))  # fmt: skip
     return parts
 
 
 def _row_summary(statuses: Iterable[tuple[str, str]]) -> list[str]:
     counts = Counter(statuses)
-    return [f"{count} {text}" for (_key, text), count in counts.items()]
+    return [
+        _("%(count)s %(status)s") % {"count": count, "status": text}
+        for (_key, text), count in counts.items()
+    ]
 
 
 def wrap(parts: Sequence[str], width: float, size: float) -> list[str]:
@@ -881,7 +887,8 @@ def render_taper(chart: TaperChart) -> str:
             _text(
                 mid,
                 TAPER_PLOT_BOTTOM + 29,
-                date_format(week.due, "j M"),
+                # Translators: a Django date format, a taper week's day ("16 Mar").
+                date_format(week.due, _("j M")),
                 text_anchor="middle",
                 fill=MUTED,
                 font_size="10",

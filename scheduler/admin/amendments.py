@@ -15,6 +15,8 @@ from typing import Any
 from django import forms
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from scheduler.access import site_today
 from scheduler.admin.actions import Done, LifecycleAction, Preview
@@ -26,10 +28,12 @@ from trials.services import protocol_version_publish
 
 
 class SiteApprovalForm(LifecycleForm):
-    version_id = forms.TypedChoiceField(label="Protocol version", coerce=int)
-    approved_on = _date_field("Approved by the ethics committee on")
-    on = _date_field("Move participants from (site-local)")
-    reason = _reason_field(required=True, help_text="The amendment, as the audit trail says it.")
+    version_id = forms.TypedChoiceField(label=gettext_lazy("Protocol version"), coerce=int)
+    approved_on = _date_field(gettext_lazy("Approved by the ethics committee on"))
+    on = _date_field(gettext_lazy("Move participants from (site-local)"))
+    reason = _reason_field(
+        required=True, help_text=gettext_lazy("The amendment, as the audit trail says it.")
+    )
 
     def __init__(self, *args: Any, versions: QuerySet[ProtocolVersion], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -81,13 +85,18 @@ class ApproveAndMove(LifecycleAction[TrialSite]):
         return Preview(
             [
                 ("Site", str(record.site), False),
-                ("Approved now", f"{current or 'the newest published'}", False),
+                ("Approved now", str(current or _("the newest published")), False),
                 (
                     "Will approve",
-                    f"{wanted['version']}, approved on {iso(data['approved_on'])}",
+                    _("%(version)s, approved on %(day)s")
+                    % {"version": wanted["version"], "day": iso(data["approved_on"])},
                     True,
                 ),
-                ("Participants moved", f"{len(moved)}, from {iso(data['on'])}", True),
+                (
+                    "Participants moved",
+                    _("%(count)s, from %(day)s") % {"count": len(moved), "day": iso(data["on"])},
+                    True,
+                ),
                 ("Reason", data["reason"], False),
             ],
             note=(
@@ -103,14 +112,23 @@ class ApproveAndMove(LifecycleAction[TrialSite]):
         wanted = self._wanted(record, data)
         moved = site_move_to_version(**wanted, by=by, reason=data["reason"])
         return Done(
-            f"{record.site} approved {wanted['version']} on {iso(data['approved_on'])}; "
-            f"{len(moved)} participant(s) moved from {iso(data['on'])}.",
+            _(
+                "%(site)s approved %(version)s on %(approved_on)s; %(count)s participant(s) "
+                "moved from %(day)s."
+            )
+            % {
+                "site": record.site,
+                "version": wanted["version"],
+                "approved_on": iso(data["approved_on"]),
+                "count": len(moved),
+                "day": iso(data["on"]),
+            },
             record,
         )
 
 
 class PublishForm(LifecycleForm):
-    reason = _reason_field(required=False, help_text="Empty: “published”.")
+    reason = _reason_field(required=False, help_text=gettext_lazy("Empty: “published”."))
 
 
 class PublishVersion(LifecycleAction[ProtocolVersion]):
@@ -147,4 +165,4 @@ class PublishVersion(LifecycleAction[ProtocolVersion]):
         self, record: ProtocolVersion, data: dict[str, Any], form: LifecycleForm, by: User
     ) -> Done:
         protocol_version_publish(version=record, by=by)
-        return Done(f"{record} published.", record)
+        return Done(_("%(version)s published.") % {"version": record}, record)

@@ -24,6 +24,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.translation import gettext as _
 
 from participants.contact import participant_contact_gap
 from participants.forms import (
@@ -208,7 +209,8 @@ def enroll_view(model_admin: ScopedAdmin, request: HttpRequest, object_id: int) 
             else:
                 model_admin.message_user(
                     request,
-                    f"Eligibility of {participant} confirmed by {request.user.get_username()}.",
+                    _("Eligibility of %(participant)s confirmed by %(user)s.")
+                    % {"participant": participant, "user": request.user.get_username()},
                     messages.SUCCESS,
                 )
                 return HttpResponseRedirect(enroll_url(participant))

@@ -310,26 +310,28 @@ def visit_csv_rows(visits: QuerySet[ScheduledVisit], *, user: Any) -> Iterator[s
         "participant__site", "participant__trial", "visit_definition"
     ).prefetch_related(_procedures_prefetch())
     writer = csv.writer(_Echo())
+    # The file is read by the sites' own tools (a spreadsheet macro, a CTMS import): its
+    # header and status words are the same English whatever the language of who exports it.
     header = [
-        _("trial"),
-        _("site"),
-        _("study id"),
-        _("visit"),
-        _("visit name"),
-        _("status"),
-        _("target date"),
-        _("window start"),
-        _("window end"),
-        _("booked at (site-local)"),
-        _("booked date"),
-        _("done on"),
-        _("deviation days"),
-        _("procedures"),
-        _("resources"),
-        _("site time zone"),
+        "trial",
+        "site",
+        "study id",
+        "visit",
+        "visit name",
+        "status",
+        "target date",
+        "window start",
+        "window end",
+        "booked at (site-local)",
+        "booked date",
+        "done on",
+        "deviation days",
+        "procedures",
+        "resources",
+        "site time zone",
     ]
     if shows_arm:
-        header.append(_("arm"))
+        header.append("arm")
     yield writer.writerow(header)
     todays: dict[int, dt.date] = {}
     for visit in visits.iterator(chunk_size=500):

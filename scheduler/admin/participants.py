@@ -45,7 +45,7 @@ from scheduler.admin.enroll import (
 )
 from scheduler.admin.feeds import feeds_url
 from scheduler.admin.scoping import ScopedAdmin, ScopedInline, scoped_filter
-from scheduler.admin.screening import ScreeningLogMixin
+from scheduler.admin.screening import ScreeningLogMixin, participant_status_text
 from scheduler.admin.timeline import TimelineMixin
 from scheduler.admin.unblinding import EmergencyUnblindingActions
 from scheduler.display import site_time
@@ -457,13 +457,18 @@ class Complete(LifecycleAction[Participant]):
         if open_visits:
             # The service refuses the same: said at the preview, before anyone confirms.
             raise CalendarError(
-                f"{record} still has open visits: {', '.join(open_visits)}; record, miss or "
-                "cancel them first"
+                _(
+                    "%(participant)s still has open visits: %(visits)s; record, miss or "
+                    "cancel them first"
+                )
+                % {"participant": record, "visits": ", ".join(open_visits)}
             )
         return Preview(
             [
                 ("Completed on", iso(data["on"]), False),
-                ("Reason", data["reason"] or "completed the study", False),
+                # Stored in English when left empty (the audit trail's words); said here in
+                # the reader's language, as the form's help says it.
+                ("Reason", data["reason"] or _("completed the study"), False),
             ],
             note="Every visit is closed; pending reminders are cancelled.",
         )
@@ -500,8 +505,11 @@ class ScreenFail(LifecycleAction[Participant]):
         today = site_today(record.site)
         if data["on"] > today:
             raise CalendarError(
-                f"a screen failure is recorded on or before the site's today ({iso(today)}), "
-                f"not on {iso(data['on'])}"
+                _(
+                    "a screen failure is recorded on or before the site's today (%(today)s), "
+                    "not on %(day)s"
+                )
+                % {"today": iso(today), "day": iso(data["on"])}
             )
         visits, milestones = withdrawal_cancellations(participant=record, on=dt.date.min)
         return Preview(
@@ -793,7 +801,7 @@ def _participant_summary(participant: Participant) -> Summary:
     anchors = ", ".join(f"{a.code} {iso(a.date)}" for a in participant.anchors.all())
     return [
         ("Participant", str(participant)),
-        ("Status", participant.get_status_display()),
+        ("Status", participant_status_text(participant)),
         ("Protocol version", str(participant.protocol_version)),
         ("Anchors", anchors or "—"),
         (

@@ -10,18 +10,23 @@ that end screening: check eligibility and enroll, or screen failed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.paginator import Paginator
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from participants.models import Participant
 from scheduler.access import site_today
 from scheduler.display import site_time
 from scheduler.services import participant_enroll_check
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 Status = Participant.Status
 # Rows a page: the log of a large trial is read a page at a time, like the admin's lists.
@@ -39,17 +44,41 @@ class ScreeningRow:
     actions: list[tuple[str, str]]
 
 
+# A participant's status in the reader's language (the model's labels are English).
+STATUS_LABELS: dict[str, StrOrPromise] = {
+    Status.SCREENING: gettext_lazy("Screening"),
+    Status.SCREEN_FAILED: gettext_lazy("screen failed"),
+    Status.ENROLLED: gettext_lazy("Enrolled"),
+    Status.COMPLETED: gettext_lazy("Completed"),
+    Status.WITHDRAWN: gettext_lazy("Withdrawn"),
+}
+
+
+def participant_status_text(participant: Participant) -> str:
+    return str(STATUS_LABELS.get(participant.status, participant.get_status_display()))
+
+
 def _outcome(participant: Participant) -> str:
     if participant.status == Status.SCREENING:
-        return "in screening"
+        return _("in screening")
     if participant.status == Status.SCREEN_FAILED:
-        return f"screen failed on {participant.ended_on}"
+        return _("screen failed on %(day)s") % {"day": participant.ended_on}
+    status = participant_status_text(participant)
     if participant.enrolled_at is None:
-        return f"{participant.get_status_display()} in screening on {participant.ended_on}"
-    enrolled = f"enrolled {site_time(participant.enrolled_at, participant.site)}"
+        return _("%(status)s in screening on %(day)s") % {
+            "status": status,
+            "day": participant.ended_on,
+        }
+    enrolled = _("enrolled %(when)s") % {
+        "when": site_time(participant.enrolled_at, participant.site)
+    }
     if participant.status == Status.ENROLLED:
         return enrolled
-    return f"{enrolled}; {participant.get_status_display()} on {participant.ended_on}"
+    return _("%(enrolled)s; %(status)s on %(day)s") % {
+        "enrolled": enrolled,
+        "status": status,
+        "day": participant.ended_on,
+    }
 
 
 class ScreeningLogMixin:
@@ -130,7 +159,7 @@ class ScreeningLogMixin:
             {
                 **self.admin_site.each_context(request),
                 "opts": opts,
-                "title": "Screening log",
+                "title": _("Screening log"),
                 "rows": log,
                 "page": page,
                 "query": request.GET.copy(),

@@ -26,6 +26,7 @@ from participants.models import Participant
 from scheduler import access
 from scheduler.access import site_today
 from scheduler.admin.base import CalendarActionsAdmin
+from scheduler.admin.screening import participant_status_text
 from scheduler.engine.taper import dose_ceiling
 from scheduler.engine.types import TaperSpec
 from scheduler.models import ScheduledMilestone, ScheduledVisit, TaperAdjustment
@@ -291,6 +292,7 @@ def _taper_chart(participant: Participant, entries: list[MilestoneEntry]) -> Tap
         target_week=taper.target_week,
         cap_mg=cap,
         cap_text=cap_text,
+        unit=_("mg/day"),
     )
 
 
@@ -419,7 +421,7 @@ class TimelineMixin(CalendarActionsAdmin):
             "arm": arm,
             "summary": [
                 (_("Participant"), str(participant)),
-                (_("Status"), participant.get_status_display()),
+                (_("Status"), participant_status_text(participant)),
                 (_("Protocol version"), str(participant.protocol_version)),
                 (
                     _("Site"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.contrib.admin import AdminSite
@@ -32,7 +32,10 @@ from scheduler.workspace import (
     procedure_resources,
     workspace_for,
 )
-from trials.models import Site
+from trials.models import Site, localized_name
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 SECTION_TITLES = {
     "today": gettext_lazy("Booked today"),
@@ -43,6 +46,16 @@ SECTION_TITLES = {
     "deviation": gettext_lazy("Deviations awaiting a reason"),
     "taper": gettext_lazy("Taper decisions due this week"),
     "outbox": gettext_lazy("Failed and dead reminders and webhook deliveries"),
+}
+# The statuses the start page shows, in the reader's language (the models' labels are English).
+REMINDER_STATUS_LABELS: dict[str, StrOrPromise] = {
+    Reminder.Status.FAILED: gettext_lazy("failed (will retry)"),
+    Reminder.Status.DEAD: gettext_lazy("dead (gave up)"),
+}
+MILESTONE_STATUS_LABELS: dict[str, StrOrPromise] = {
+    ScheduledMilestone.Status.PLANNED: gettext_lazy("Planned"),
+    ScheduledMilestone.Status.DONE: gettext_lazy("Done"),
+    ScheduledMilestone.Status.CANCELLED: gettext_lazy("Cancelled"),
 }
 CHANNEL_LABELS = {
     "email": gettext_lazy("email"),
@@ -214,11 +227,14 @@ def _visit_when(visit: ScheduledVisit, section: str, today: dt.date) -> tuple[st
         }, True
     if section == "deviation":
         days = visit.deviation_days or 0
-        side = _("before") if days < 0 else _("after")
-        return _("done %(date)s, %(days)s %(side)s the window") % {
+        done = (
+            _("done %(date)s, %(days)s before the window")
+            if days < 0
+            else _("done %(date)s, %(days)s after the window")
+        )
+        return done % {
             "date": visit.actual_date.isoformat() if visit.actual_date else "—",
             "days": _days(abs(days)),
-            "side": side,
         }, True
     return _window(visit), False
 
@@ -230,9 +246,9 @@ def _visit_row(visit: ScheduledVisit, section: str, work: SiteWork, writes: bool
         who=Link(visit.participant.study_id, _change_url(visit.participant)),
         what=f"{visit.code} – {visit.name}",
         when=when,
-        procedures=", ".join(procedure.name for procedure in procedures) or "—",
+        procedures=", ".join(localized_name(procedure) for procedure in procedures) or "—",
         resources=", ".join(procedure_resources(visit)) or "—",
-        status=str(VISIT_GLANCE_LABELS[visit_glance_status(visit, today=work.today)]),
+        status=_(VISIT_GLANCE_LABELS[visit_glance_status(visit, today=work.today)]),
         action=_visit_action(visit, section, writes),
         trial=visit.participant.trial.code,
         urgent=urgent,
@@ -261,7 +277,8 @@ def _taper_row(step: ScheduledMilestone, writes: bool) -> Row:
         when=step.due_date.isoformat(),
         procedures="—",
         resources="—",
-        status=step.flag or str(step.get_status_display()),
+        status=step.flag
+        or str(MILESTONE_STATUS_LABELS.get(step.status, step.get_status_display())),
         action=action,
         trial=participant.trial.code,
     )
@@ -286,7 +303,7 @@ def _outbox_row(reminder: Reminder, writes: bool) -> Row:
         resources="—",
         status=_("%(status)s after %(attempts)s")
         % {
-            "status": reminder.get_status_display(),
+            "status": REMINDER_STATUS_LABELS.get(reminder.status, reminder.get_status_display()),
             "attempts": ngettext("%(n)s attempt", "%(n)s attempts", reminder.attempts)
             % {"n": reminder.attempts},
         },

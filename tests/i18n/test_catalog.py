@@ -35,20 +35,39 @@ TRANSLATED_TEMPLATES = [
     "scheduler/templates/admin/base_site.html",
     *sorted(
         str(path.relative_to(ROOT))
-        for folder in ("lifecycle", "enroll", "feeds", "notices")
+        for folder in (
+            "lifecycle",
+            "enroll",
+            "feeds",
+            "notices",
+            "workspace",
+            "timeline",
+            "screening",
+            "unblinding",
+        )
         for path in (ROOT / "scheduler" / "templates" / "admin" / folder).glob("*.html")
     ),
 ]
 TRANSLATED_MODULES = [
+    "scheduler/admin/actions.py",
+    "scheduler/admin/amendments.py",
     "scheduler/admin/base.py",
+    "scheduler/admin/enroll.py",
+    "scheduler/admin/lists.py",
     "scheduler/admin/participants.py",
+    "scheduler/admin/screening.py",
+    "scheduler/admin/timeline.py",
+    "scheduler/admin/unblinding.py",
     "scheduler/admin/visits.py",
+    "scheduler/admin/workspace.py",
     "scheduler/calendars/events.py",
     "scheduler/calendars/feeds.py",
     "scheduler/calendars/imip.py",
     "scheduler/forms.py",
+    "scheduler/governance.py",
     "scheduler/outbox/channels.py",
     "scheduler/selectors.py",
+    "scheduler/timeline.py",
 ]
 
 

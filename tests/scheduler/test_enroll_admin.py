@@ -187,7 +187,9 @@ def test_coordinator_fixes_the_birth_date_rechecks_and_enrolls(
     assert fixed.context["problems"] == []
     assert (fixed.context["may_confirm"], fixed.context["may_enroll"]) == (True, False)
     assert (signed.context["may_confirm"], signed.context["may_enroll"]) == (False, True)
-    assert messages_of(signed) == ["Eligibility of niams-ani-vascular/NIH-CC-004 confirmed by admin."]
+    assert messages_of(signed) == [
+        "Eligibility of niams-ani-vascular/NIH-CC-004 confirmed by admin."
+    ]
     assert messages_of(fixed) == [
         "Details of niams-ani-vascular/NIH-CC-004 saved; eligibility checked again."
     ]

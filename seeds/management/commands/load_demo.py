@@ -26,13 +26,22 @@ from participants.services import participant_register
 from scheduler.access import site_today
 from scheduler.api.demo import demo_receiver_url
 from scheduler.models import Membership, ScheduledVisit, WebhookSubscription
-from scheduler.services import participant_enroll, visit_book, visit_record_done
+from scheduler.services import (
+    participant_enroll,
+    participant_screen_fail,
+    visit_book,
+    visit_record_done,
+)
 from scheduler.webhooks import EVENT_TYPES, webhook_subscription_create
 from trials.models import Arm, ProtocolVersion, Site, Trial, TrialSite
 from trials.protocol_file import parse_protocol
 from trials.services import protocol_import
 
 PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "protocols"
+
+
+# The trial and site whose screening log the demo fills (their participants are in every phase).
+SCREENING_DEMO = ("niams-ani-vascular", "nih-cc")
 
 
 def demo_mailbox(code: str) -> str:
@@ -121,6 +130,7 @@ class Command(BaseCommand):
             for trial in Trial.objects.order_by("code"):
                 codes = TRIAL_SITES.get(trial.code, ["berlin"])
                 self._participants(trial, [sites[code] for code in codes])
+            self._screening(sites)
         if not no_admin:
             self._admin_login()
             self._print_logins(logins)
@@ -221,6 +231,37 @@ class Command(BaseCommand):
             )
             _demo_history(participant, today)
         self.stdout.write(f"enrolled {DEMO_PARTICIPANTS_PER_TRIAL} demo participants in {trial}")
+
+    def _screening(self, sites: dict[str, Site]) -> None:
+        """A screening log worth reading at the NIAMS site: one candidate the machine checks
+        refuse (17 on the consent date), one awaiting the investigator's sign-off, one
+        screen-failed with its reason."""
+        trial = Trial.objects.filter(code=SCREENING_DEMO[0]).first()
+        site = sites.get(SCREENING_DEMO[1])
+        if trial is None or site is None or trial.participants.filter(status="screening").exists():
+            return
+        today = site_today(site)
+        consent = today - dt.timedelta(days=3)
+        candidates = []
+        for number, age in ((1, 17), (2, 44), (3, 52)):
+            candidates.append(
+                participant_register(
+                    trial=trial,
+                    site=site,
+                    study_id=f"{site.code.upper()}-S{number:02d}",
+                    birth_date=consent - dt.timedelta(days=int(age * 365.25) + 40),
+                    anchors={"consent": consent, "day1": today + dt.timedelta(days=14)},
+                    weight_kg=Decimal(70),
+                    email=f"candidate{number}@example.org",
+                )
+            )
+        participant_screen_fail(
+            participant=candidates[2],
+            on=today,
+            by=None,
+            reason="exclusion criterion met at the screening visit",
+        )
+        self.stdout.write(f"registered 3 screening candidates of {trial} at {site.code}")
 
     def _admin_login(self) -> None:
         password_file = Path(settings.VAR_DIR) / "admin-password.txt"
