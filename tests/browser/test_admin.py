@@ -80,7 +80,15 @@ def test_admin_shows_seed_trials_and_demo_participant_calendars(live_server) -> 
         "niams-ani-vascular",
         "tsukuba-early-ani",
     ]
-    assert sorted(study_ids) == ["NIH-CC-001", "NIH-CC-002", "NIH-CC-003"]
+    # The three enrolled, then the screening log's three candidates (load_demo).
+    assert sorted(study_ids) == [
+        "NIH-CC-001",
+        "NIH-CC-002",
+        "NIH-CC-003",
+        "NIH-CC-S01",
+        "NIH-CC-S02",
+        "NIH-CC-S03",
+    ]
     assert [code.split(" ")[0] for code in visit_codes] == [
         "V1",
         "V2",
