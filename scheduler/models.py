@@ -625,3 +625,43 @@ def _language_into_session(sender: object, request: Any, user: Any, **kwargs: ob
     language = UserPreference.objects.filter(user=user).values_list("language", flat=True).first()
     if language:
         request.session[USER_LANGUAGE_SESSION_KEY] = language
+
+
+class BookingHold(models.Model):
+    """What a booked visit holds of its site, and when (instants in UTC): `count` of a
+    resource, or for staff (resource empty) `count` of a staff kind.
+
+    Written only by scheduler.services (visit_book replaces a visit's holds; cancelling,
+    marking missed, withdrawal and screen failure delete them; a done visit keeps them, as
+    what happened). Not audited row by row: the visit's own history says when and why it was
+    booked; the holds follow from its start and its protocol plan.
+    """
+
+    visit = models.ForeignKey(ScheduledVisit, on_delete=models.CASCADE, related_name="holds")
+    resource = models.ForeignKey(
+        "trials.SiteResource", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    staff_kind = models.CharField(max_length=120, blank=True)
+    procedure = models.CharField(max_length=40, blank=True)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    count = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["start", "id"]
+        indexes = [models.Index(fields=["resource", "start"], name="hold_resource_start")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(end__gt=models.F("start")), name="hold_end_after_start"
+            ),
+            models.CheckConstraint(condition=models.Q(count__gte=1), name="hold_count_min_1"),
+            models.CheckConstraint(
+                condition=(models.Q(resource__isnull=False) & models.Q(staff_kind=""))
+                | (models.Q(resource__isnull=True) & ~models.Q(staff_kind="")),
+                name="hold_resource_or_staff",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        what = self.staff_kind if self.resource_id is None else f"resource #{self.resource_id}"
+        return f"{what} x{self.count} {self.start:%Y-%m-%d %H:%M}-{self.end:%H:%M} UTC"

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.db import models, transaction
 from django.db.models import QuerySet
@@ -23,6 +24,7 @@ from participants.contact import contact_cleared_warning, participant_contact_ga
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
 from participants.selectors import participant_anchor_dates, participant_eligibility_failures
 from scheduler.access import can_confirm_eligibility, participant_today, site_now, site_today
+from scheduler.booking import site_calendar, site_holds, visit_plan
 from scheduler.calendar import (
     CalendarDiff,
     PendingCalendar,
@@ -37,9 +39,24 @@ from scheduler.engine.localtime import (
     local_to_utc,
     read_local_time,
 )
+from scheduler.engine.slots import (
+    Hold,
+    Slot,
+    SlotSearch,
+    Step,
+    VisitPlan,
+    find_slots,
+    plan_layout,
+)
 from scheduler.engine.taper import dose_ceiling, floor_to_step
 from scheduler.engine.types import TaperAdjustment as TaperDecision
-from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit, TaperAdjustment
+from scheduler.models import (
+    BookingHold,
+    ScheduledMilestone,
+    ScheduledProcedure,
+    ScheduledVisit,
+    TaperAdjustment,
+)
 from scheduler.outbox.plan import (
     announce_to_site_systems,
     announce_visits,
@@ -47,7 +64,7 @@ from scheduler.outbox.plan import (
     reminders_sync,
 )
 from scheduler.selectors import protocol_snapshot, withdrawal_cancellations
-from trials.models import Arm, ProcedureDefinition, ProtocolVersion, Site, TrialSite
+from trials.models import Arm, ProcedureDefinition, ProtocolVersion, Site, SiteResource, TrialSite
 
 User = Any  # settings.AUTH_USER_MODEL instance
 
@@ -308,7 +325,172 @@ def visit_book_preview(
     )
     _require_open(visit, "booked")
     _require_active(visit.participant)
-    return _booking(visit, local_date, local_time)
+    preview = _booking(visit, local_date, local_time)
+    _fitting_holds(visit, preview.booked_start, lock=False)
+    return preview
+
+
+# ----------------------------------------------------------------------------------------
+# What a booking holds (scheduler/booking.py reads the site calendar; engine/slots.py fits)
+
+# How far around the window a refused booking looks for the nearest feasible starts.
+HOLD_SEARCH_HORIZON_DAYS = 14
+
+
+def _hhmm(instant: dt.datetime, zone: str) -> str:
+    return f"{instant.astimezone(ZoneInfo(zone)):%H:%M}"
+
+
+def _slot_words(slot: Slot) -> str:
+    out = ""
+    if slot.days_out:
+        side = "before the window" if slot.days_out < 0 else "after the window"
+        out = f" ({abs(slot.days_out)} day(s) {side})"
+    return f"{slot.start:%a %Y-%m-%d %H:%M}{out}"
+
+
+def _fitting_holds(visit: ScheduledVisit, start: dt.datetime, *, lock: bool) -> list[Hold] | None:
+    """What the visit would hold starting at `start`, or None when it holds nothing (no plan,
+    or a site without resources: it books as it always did). A start that does not fit is
+    refused with CalendarError saying what is full or closed and the nearest feasible starts.
+
+    lock: lock the site's resource rows (in id order) first, so concurrent bookings at the site
+    check and write their holds one after another.
+    """
+    if visit.visit_definition is None or visit.visit_definition.plan is None:
+        return None
+    site = visit.participant.site
+    resources = SiteResource.objects.filter(site=site).order_by("pk")
+    if lock:
+        resources = resources.select_for_update()
+    if not list(resources.values_list("pk", flat=True)):
+        return None
+    day = local_date_of(start, site.timezone)
+    horizon = dt.timedelta(days=HOLD_SEARCH_HORIZON_DAYS)
+    first = min(visit.window_start, day) - horizon
+    last = max(visit.window_end, day) + horizon
+    calendar = site_calendar(site, first, last)
+    plan = visit_plan(visit, calendar)
+    if plan is None:
+        return None
+    existing = site_holds(site, first, last, excluding=visit)
+
+    def at_start(holds: list[Hold]) -> Slot | None:
+        found = find_slots(
+            plan,
+            calendar,
+            holds,
+            window_start=day,
+            window_end=day,
+            target=day,
+            step_minutes=1,
+            count=1,
+            not_before=start,
+        ).slots
+        return found[0] if found and found[0].start_utc == start else None
+
+    fitted = at_start(existing)
+    if fitted is not None:
+        return list(fitted.holds)
+    why = _why_not(plan, calendar, existing, start, day, at_start)
+    nearest = find_slots(
+        plan,
+        calendar,
+        existing,
+        window_start=visit.window_start,
+        window_end=visit.window_end,
+        target=day,
+        count=3,
+        per_day=1,
+        horizon_days=HOLD_SEARCH_HORIZON_DAYS,
+        not_before=site_now(site),
+    )
+    raise CalendarError(
+        f"{visit.code} cannot start at {_hhmm(start, site.timezone)} on {day.isoformat()}: "
+        f"{why}. {_nearest_words(nearest)}"
+    )
+
+
+def _why_not(
+    plan: VisitPlan,
+    calendar: Any,
+    existing: list[Hold],
+    start: dt.datetime,
+    day: dt.date,
+    at_start: Any,
+) -> str:
+    zone = calendar.timezone
+    if at_start([]) is not None:
+        # It fits an empty site: bookings block it. Each kind whose own bookings alone leave
+        # no room, and when the visit needs it.
+        full: list[str] = []
+        layout = plan_layout(plan)
+        for step, (offset_start, offset_end) in zip(plan.steps, layout, strict=True):
+            for need in (*step.resources, *step.staff):
+                staff = need in step.staff
+                names = (
+                    {need.kind}
+                    if staff
+                    else {r.name for r in calendar.resources if r.kind == need.kind}
+                )
+                alone = [h for h in existing if h.staff == staff and h.resource in names]
+                if at_start(alone) is None:
+                    begins = start + dt.timedelta(minutes=offset_start)
+                    ends = start + dt.timedelta(minutes=offset_end)
+                    words = "no {kind} is free" if staff else "the {kind} is full"
+                    full.append(
+                        words.format(kind=need.kind)
+                        + f" from {_hhmm(begins, zone)} to {_hhmm(ends, zone)}"
+                        + f" (needed for {step.procedure})"
+                    )
+        return "; ".join(full) or "what is already booked leaves no room at that time"
+    day_search = find_slots(
+        plan, calendar, (), window_start=day, window_end=day, target=day, count=1
+    )
+    if not day_search.slots:
+        return day_search.reason.split(": ", 1)[-1]
+    end = start + dt.timedelta(minutes=max(e for _, e in plan_layout(plan)))
+    hours = [f"{h.start:%H:%M}-{h.end:%H:%M}" for h in calendar.hours if h.weekday == day.weekday()]
+    own = [
+        f"{r.kind} {h.start:%H:%M}-{h.end:%H:%M}"
+        for r in calendar.resources
+        for h in r.hours or ()
+        if h.weekday == day.weekday()
+    ]
+    return (
+        f"the visit would run {_hhmm(start, zone)}-{_hhmm(end, zone)}, outside the site's "
+        f"opening hours ({', '.join(hours)}) or its resources' hours "
+        f"({', '.join(dict.fromkeys(own)) or 'the same'}) or out of service"
+    )
+
+
+def _nearest_words(search: SlotSearch) -> str:
+    if search.slots:
+        return "Nearest feasible starts: " + ", ".join(_slot_words(s) for s in search.slots)
+    if search.deviations:
+        return (
+            f"Nothing fits inside the window ({search.reason}); nearest starts outside it: "
+            + ", ".join(_slot_words(s) for s in search.deviations)
+        )
+    return f"Nothing fits near the window either ({search.reason})"
+
+
+def _holds_replace(visit: ScheduledVisit, holds: list[Hold]) -> None:
+    """The visit's holds become exactly `holds` (called under the site's resource lock)."""
+    BookingHold.objects.filter(visit=visit).delete()
+    by_name = {r.name: r for r in SiteResource.objects.filter(site=visit.participant.site)}
+    BookingHold.objects.bulk_create(
+        BookingHold(
+            visit=visit,
+            resource=None if hold.staff else by_name[hold.resource],
+            staff_kind=hold.resource if hold.staff else "",
+            procedure=hold.procedure,
+            start=hold.start,
+            end=hold.end,
+            count=hold.count,
+        )
+        for hold in holds
+    )
 
 
 @transaction.atomic
@@ -344,6 +526,7 @@ def visit_book(
             f"{'before' if preview.deviation_days < 0 else 'after'} the window of {visit.code} "
             f"({visit.window_start.isoformat()} to {visit.window_end.isoformat()})",
         )
+    holds = _fitting_holds(visit, preview.booked_start, lock=True)
     visit.status = ScheduledVisit.Status.BOOKED
     visit.booked_start = preview.booked_start
     visit.booked_date = preview.booked_date
@@ -363,6 +546,8 @@ def visit_book(
             "ical_sequence",
         ]
     )
+    if holds is not None:
+        _holds_replace(visit, holds)
     announce_visits(visit.participant, [visit])
     announce_to_site_systems(
         "visit.moved" if rescheduling else "visit.booked", visit.participant, [visit]
@@ -382,6 +567,96 @@ def visit_book(
 # The issue's words: a reschedule is a booking of an already booked (or planned) visit.
 visit_reschedule = visit_book
 visit_reschedule_preview = visit_book_preview
+
+
+@dataclass(frozen=True)
+class Unplaced:
+    """A visit `visit_book_all_remaining` could not book inside its window, and why."""
+
+    visit: ScheduledVisit
+    reason: str
+
+
+@dataclass(frozen=True)
+class BookAllResult:
+    booked: tuple[BookingPreview, ...]
+    unplaced: tuple[Unplaced, ...]
+
+
+@transaction.atomic
+def visit_book_all_remaining(
+    *, participant: Participant, by: User, reason: str = ""
+) -> BookAllResult:
+    """Book each of the participant's planned visits in turn, earliest target first, at the
+    first slot the finder proposes inside its window (from the site's now on).
+
+    After each booking the calendar is re-planned (as `visit_book` does), so a visit counted
+    from an earlier one is searched in its moved window. A visit with a plan holds its
+    resources; one without is a single step of its duration (inside opening hours, not on a
+    closure, holding nothing). A visit with no slot inside its window is not booked: it is
+    returned with the finder's reason (deviations are a coordinator's decision, with a reason).
+    Booked visits stay as they are.
+    """
+    participant = (
+        Participant.objects.select_for_update().select_related("site").get(pk=participant.pk)
+    )
+    _require_active(participant)
+    site = participant.site
+    booked: list[BookingPreview] = []
+    unplaced: list[Unplaced] = []
+    tried: set[int] = set()
+    horizon = dt.timedelta(days=HOLD_SEARCH_HORIZON_DAYS)
+    while True:
+        visit = (
+            ScheduledVisit.objects.filter(
+                participant=participant,
+                status=ScheduledVisit.Status.PLANNED,
+                visit_definition__isnull=False,
+            )
+            .exclude(pk__in=tried)
+            .select_related("participant__site", "visit_definition")
+            .order_by("target_date", "visit_definition__order", "occurrence")
+            .first()
+        )
+        if visit is None:
+            break
+        tried.add(visit.pk)
+        assert visit.visit_definition is not None
+        first, last = visit.window_start - horizon, visit.window_end + horizon
+        calendar = site_calendar(site, first, last)
+        definition = visit.visit_definition
+        plan = visit_plan(visit, calendar) or VisitPlan(
+            visit=f"{visit.code} ({definition.name})",
+            steps=(Step(visit.code, definition.duration_minutes),),
+            max_minutes=definition.duration_minutes,
+        )
+        search = find_slots(
+            plan,
+            calendar,
+            site_holds(site, first, last, excluding=visit),
+            window_start=visit.window_start,
+            window_end=visit.window_end,
+            target=visit.target_date,
+            count=1,
+            not_before=site_now(site),
+        )
+        if not search.slots:
+            unplaced.append(Unplaced(visit, search.reason))
+            continue
+        slot = search.slots[0]
+        try:
+            booked.append(
+                visit_book(
+                    visit=visit,
+                    local_date=slot.day,
+                    local_time=slot.start.time(),
+                    by=by,
+                    reason=reason,
+                )
+            )
+        except CalendarError as refused:
+            unplaced.append(Unplaced(visit, str(refused)))
+    return BookAllResult(tuple(booked), tuple(unplaced))
 
 
 def visit_record_done_preview(*, visit: ScheduledVisit, actual_date: dt.date) -> CalendarDiff:
@@ -501,6 +776,9 @@ def _close_visit(
     visit = _lock_visit(visit, expected_version)
     _require_open(visit, f"marked {status}")
     _require_reason(reason, f"{visit.code} is being marked {status}")
+    # A visit that will not happen frees what it held (a done visit keeps its holds: they
+    # happened, and the site's past days stay true).
+    BookingHold.objects.filter(visit=visit).delete()
     visit.status = status
     visit.reason = reason
     visit.version += 1
@@ -515,7 +793,6 @@ def _close_visit(
     return calendar_apply(calendar_diff(visit.participant), by=by, reason=f"{visit.code} {status}")
 
 
-@transaction.atomic
 @dataclass(frozen=True)
 class UnscheduledPlan:
     """An unscheduled visit as it would be added: booked at `start` (UTC), or planned for the
@@ -576,6 +853,7 @@ def visit_add_unscheduled_preview(
     return _unscheduled_plan(participant, local_date, local_time, reason, procedure_codes)
 
 
+@transaction.atomic
 def visit_add_unscheduled(
     *,
     participant: Participant,
@@ -844,6 +1122,7 @@ def participant_withdraw(
         default_user=by,
         default_change_reason=f"withdrawn: {reason}",
     )
+    BookingHold.objects.filter(visit__in=visits).delete()
     announce_visits(participant, visits)
     for milestone in milestones:
         milestone.status = ScheduledMilestone.Status.CANCELLED
@@ -926,6 +1205,7 @@ def participant_screen_fail(
         default_user=by,
         default_change_reason=f"screen failed: {reason}",
     )
+    BookingHold.objects.filter(visit__in=visits).delete()
     announce_visits(participant, visits)
     for milestone in milestones:
         milestone.status = ScheduledMilestone.Status.CANCELLED
@@ -1127,3 +1407,28 @@ def participant_details_save(
     if was_reachable and participant_contact_gap(participant, today=today) is not None:
         warnings = (contact_cleared_warning(participant, today=today),)
     return DetailsSaved(participant, warnings)
+
+
+# ----------------------------------------------------------------------------------------
+# A deviation's reason, after the fact
+
+
+@transaction.atomic
+def visit_deviation_reason_record(
+    *, visit: ScheduledVisit, reason: str, by: User, expected_version: int | None = None
+) -> ScheduledVisit:
+    """Give the reason of a visit done outside its window that was recorded without one (the
+    start page's "deviations awaiting a reason"). Only the reason changes: dates, the
+    calendar and what was sent stay as they are; the audit trail says who gave it and when."""
+    visit = _lock_visit(visit, expected_version)
+    if visit.status != ScheduledVisit.Status.DONE or not visit.deviation_days:
+        raise CalendarError(
+            f"{visit.code} of {visit.participant} is not a visit done outside its window"
+        )
+    if visit.reason:
+        raise CalendarError(f"{visit.code} of {visit.participant} already has a reason")
+    _require_reason(reason, f"{visit.code} was done outside its window")
+    visit.reason = reason.strip()
+    visit.version += 1
+    _audited(visit, by, "deviation reason given").save(update_fields=["reason", "version"])
+    return visit

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import zoneinfo
 
+import holidays
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
@@ -73,6 +74,9 @@ class Site(models.Model):
     phone = models.CharField(max_length=40, blank=True)
     # The mailbox the site controls: ORGANIZER of its invites and where replies go.
     email = models.EmailField(blank=True)
+    # The `holidays` package's subdivision for the public holidays the site closes on (a US
+    # state "MD", a Japanese prefecture "08"); empty: the country's national holidays only.
+    subdivision = models.CharField(max_length=10, blank=True)
     history = HistoricalRecords()
 
     class Meta:
@@ -80,6 +84,21 @@ class Site(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if not self.subdivision:
+            return
+        known = holidays.list_supported_countries().get((self.country or "").upper())
+        if known is None:
+            raise ValidationError({"country": f"no public holidays are known for {self.country!r}"})
+        if self.subdivision not in known:
+            listing = ", ".join(known) if known else "none: leave it empty"
+            raise ValidationError(
+                {
+                    "subdivision": f"{self.subdivision!r} is not a subdivision of "
+                    f"{self.country.upper()} for public holidays; known: {listing}"
+                }
+            )
 
 
 class TrialSite(models.Model):
@@ -188,6 +207,9 @@ class ProcedureDefinition(_VersionPart):
     preparation = models.TextField(blank=True)
     preparation_ja = models.TextField(blank=True)
     resource = models.CharField(max_length=120, blank=True)
+    resource_count = models.PositiveIntegerField(default=1)
+    staff_kind = models.CharField(max_length=120, blank=True)
+    staff_count = models.PositiveIntegerField(default=1)
 
     class Meta(_VersionPart.Meta):
         constraints = _unique_code("procedure")
@@ -229,6 +251,9 @@ class VisitDefinition(_VersionPart, _Anchored):
     duration_minutes = models.PositiveIntegerField()
     mode = models.CharField(max_length=10, choices=[(m.value, m.value) for m in VisitMode])
     unscheduled_allowed = models.BooleanField(default=False)
+    # The plan inside the day, as the file gives it: [{procedure, relation, overlap_minutes}]
+    # in order; null: none (the visit holds nothing when booked).
+    plan = models.JSONField(null=True, blank=True)
     arms = models.ManyToManyField(Arm, blank=True, help_text="Empty: every arm.")
     procedures: models.ManyToManyField[ProcedureDefinition, ScheduledActivity] = (
         models.ManyToManyField(ProcedureDefinition, through="ScheduledActivity")
@@ -310,6 +335,160 @@ class ReminderRule(_VersionPart):
 
     class Meta(_VersionPart.Meta):
         constraints = _unique_code("reminder")
+
+
+# ----------------------------------------------------------------------------------------
+# Site calendars: when a site is open and what it can hold at once (scheduler/booking.py turns
+# them into the slot finder's SiteCalendar, adding the public holidays of its country).
+
+WEEKDAYS = [(0, "Monday"), (1, "Tuesday"), (2, "Wednesday"), (3, "Thursday"), (4, "Friday")]
+WEEKDAYS += [(5, "Saturday"), (6, "Sunday")]
+
+
+def _ends_after_start(instance: models.Model, start: str = "start", end: str = "end") -> None:
+    first, last = getattr(instance, start), getattr(instance, end)
+    if first is not None and last is not None and last <= first:
+        raise ValidationError({end: f"must end after it starts ({first} to {last})"})
+
+
+def _end_after_start(name: str) -> models.CheckConstraint:
+    return models.CheckConstraint(condition=Q(end__gt=models.F("start")), name=name)
+
+
+class _WeeklyHours(models.Model):
+    weekday = models.PositiveSmallIntegerField(choices=WEEKDAYS)
+    start = models.TimeField(help_text="Site wall clock.")
+    end = models.TimeField(help_text="Site wall clock; after the start.")
+
+    class Meta:
+        abstract = True
+        ordering = ["weekday", "start"]
+
+    def __str__(self) -> str:
+        return f"{dict(WEEKDAYS)[self.weekday]} {self.start:%H:%M}-{self.end:%H:%M}"
+
+    def clean(self) -> None:
+        _ends_after_start(self)
+
+
+class SiteHours(_WeeklyHours):
+    """The clinic is open from start to end on a weekday (several intervals: a lunch break)."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="opening_hours")
+    history = HistoricalRecords()
+
+    class Meta(_WeeklyHours.Meta):
+        verbose_name = "opening hours"
+        verbose_name_plural = "opening hours"
+        constraints = [_end_after_start("site_hours_end_after_start")]
+
+
+class SiteClosure(models.Model):
+    """A day the site is closed besides its public holidays (a staff day, a move)."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="closures")
+    date = models.DateField()
+    reason = models.CharField(max_length=200)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["site", "date"]
+        constraints = [
+            models.UniqueConstraint(fields=["site", "date"], name="one_closure_per_site_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.date.isoformat()} ({self.reason})"
+
+    def clean(self) -> None:
+        if not (self.reason or "").strip():
+            raise ValidationError({"reason": "say why the site is closed that day"})
+
+
+class SiteResource(models.Model):
+    """A unit of a kind ("Chair 3" of "infusion chair") holding up to `capacity` at once. Its
+    kind is what protocol procedures name in `resource:`."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="resources")
+    kind = models.CharField(max_length=120)
+    name = models.CharField(max_length=120)
+    capacity = models.PositiveIntegerField(default=1)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["site", "kind", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["site", "name"], name="unique_resource_name"),
+            models.CheckConstraint(condition=Q(capacity__gte=1), name="resource_capacity_min_1"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+    def clean(self) -> None:
+        if self.capacity is not None and self.capacity < 1:
+            raise ValidationError({"capacity": "a resource holds at least 1 at once"})
+
+
+class ResourceHours(_WeeklyHours):
+    """A resource's own hours, which only narrow the clinic's; none: the clinic's hours."""
+
+    resource = models.ForeignKey(SiteResource, on_delete=models.CASCADE, related_name="hours")
+    history = HistoricalRecords()
+
+    class Meta(_WeeklyHours.Meta):
+        verbose_name = "resource hours"
+        verbose_name_plural = "resource hours"
+        constraints = [_end_after_start("resource_hours_end_after_start")]
+
+
+class ResourceOutOfService(models.Model):
+    """A period (instants, UTC) the resource cannot be used, and why."""
+
+    resource = models.ForeignKey(
+        SiteResource, on_delete=models.CASCADE, related_name="out_of_service"
+    )
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    reason = models.CharField(max_length=200)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["resource", "start"]
+        verbose_name = "out-of-service period"
+        constraints = [_end_after_start("out_of_service_end_after_start")]
+
+    def __str__(self) -> str:
+        return f"{self.start:%Y-%m-%d %H:%M}-{self.end:%Y-%m-%d %H:%M} UTC ({self.reason})"
+
+    def clean(self) -> None:
+        _ends_after_start(self)
+        if not (self.reason or "").strip():
+            raise ValidationError({"reason": "say why the resource is out of service"})
+
+
+class StaffShift(_WeeklyHours):
+    """`count` of a staff kind on duty (one nurse who watches two chairs counts 2)."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="staff_shifts")
+    kind = models.CharField(max_length=120)
+    count = models.PositiveIntegerField(default=1)
+    history = HistoricalRecords()
+
+    class Meta(_WeeklyHours.Meta):
+        ordering = ["site", "kind", "weekday", "start"]
+        constraints = [
+            _end_after_start("staff_shift_end_after_start"),
+            models.CheckConstraint(condition=Q(count__gte=1), name="staff_shift_count_min_1"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.count} {self.kind}, {super().__str__()}"
+
+    def clean(self) -> None:
+        super().clean()
+        if self.count is not None and self.count < 1:
+            raise ValidationError({"count": "at least 1 on duty"})
 
 
 # ----------------------------------------------------------------------------------------

@@ -177,6 +177,14 @@ class EpochSection(_Strict):
     name_ja: JapaneseShortName | None = None
 
 
+class StaffNeed(_Strict):
+    """`count` of a staff kind ("infusion nurse"), counted the way the site counts its shifts
+    (one nurse who can watch two chairs is 2 on shift; an infusion then needs 1)."""
+
+    kind: str = Field(min_length=1, max_length=120)
+    count: int = Field(default=1, ge=1, le=50)
+
+
 class ProcedureSection(_Strict):
     code: Code
     name: str = Field(min_length=1, max_length=200)
@@ -186,7 +194,21 @@ class ProcedureSection(_Strict):
     # invites, so it must be written for the participant and carry no diagnosis.
     preparation: str = ""
     preparation_ja: JapaneseText | None = None
+    # The kind of site resource the procedure holds for its whole duration ("PET/CT scanner"),
+    # matched to the kinds of a site's resources; `resource_count` units of it.
     resource: str = ""
+    resource_count: int = Field(default=1, ge=1, le=50)
+    # The kind of staff it needs while it runs, and how much of them (see StaffNeed).
+    staff: StaffNeed | None = None
+
+
+class PlanStep(_Strict):
+    """One procedure of a visit's plan inside the day, placed relative to the step before it:
+    `after` it ends, `with` it (same start), or `overlap` its last `overlap_minutes`."""
+
+    procedure: Code
+    relation: Literal["after", "with", "overlap"] = "after"
+    overlap_minutes: int = Field(default=0, ge=0, le=24 * 60)
 
 
 class VisitSection(_Strict):
@@ -204,6 +226,9 @@ class VisitSection(_Strict):
     arms: tuple[Code, ...] = ()
     unscheduled_allowed: bool = False
     procedures: tuple[Code | Activity, ...] = ()
+    # The order of the visit's procedures inside the day (see PlanStep): when given, every
+    # procedure of the visit appears once, and the plan must fit `duration_minutes`.
+    plan: tuple[Code | PlanStep, ...] | None = None
 
     @property
     def count(self) -> int:
@@ -212,6 +237,13 @@ class VisitSection(_Strict):
     def activities(self) -> tuple[Activity, ...]:
         return tuple(
             Activity(procedure=item) if isinstance(item, str) else item for item in self.procedures
+        )
+
+    def plan_steps(self) -> tuple[PlanStep, ...] | None:
+        if self.plan is None:
+            return None
+        return tuple(
+            PlanStep(procedure=item) if isinstance(item, str) else item for item in self.plan
         )
 
 
@@ -394,7 +426,7 @@ def _clean_loc(loc: Iterable[Any]) -> Path:
     cleaned: list[str | int] = []
     for part in loc:
         if isinstance(part, str) and (
-            part in {"str", "VisitAnchor", "Activity", "constrained-str"}
+            part in {"str", "VisitAnchor", "Activity", "PlanStep", "constrained-str"}
             or "[" in part
             or part.startswith("function-")
         ):
@@ -584,6 +616,7 @@ def check_consistency(doc: ProtocolDocument) -> list[tuple[Path, str]]:
                             f"happens {visit.count} time(s)",
                         )
                     )
+        problems += _check_plan(visit, path, {p.code: p for p in doc.procedures})
         if visit.repeat and visit.window.before + visit.window.after >= visit.repeat.every_days:
             problems.append(
                 (
@@ -659,6 +692,108 @@ def check_consistency(doc: ProtocolDocument) -> list[tuple[Path, str]]:
     problems += _check_visit_cycles(doc)
     if not problems:
         problems += _check_window_overlaps(doc)
+    return problems
+
+
+def plan_layout(steps: Sequence[PlanStep], minutes: dict[str, int]) -> tuple[tuple[int, int], ...]:
+    """Each step's (start, end) in minutes from the visit's start.
+
+    The same arithmetic as the slot finder's `scheduler.engine.slots.plan_layout` (this app
+    imports nothing of the scheduler; tests/booking checks the two agree on every seed plan).
+    """
+    layout: list[tuple[int, int]] = []
+    for index, step in enumerate(steps):
+        if index == 0:
+            start = 0
+        else:
+            before_start, before_end = layout[-1]
+            if step.relation == "with":
+                start = before_start
+            elif step.relation == "overlap":
+                start = max(before_start, before_end - step.overlap_minutes)
+            else:
+                start = before_end
+        layout.append((start, start + minutes[step.procedure]))
+    return tuple(layout)
+
+
+def _check_plan(
+    visit: VisitSection, path: Path, procedures: dict[str, ProcedureSection]
+) -> list[tuple[Path, str]]:
+    steps = visit.plan_steps()
+    if steps is None:
+        return []
+    problems: list[tuple[Path, str]] = []
+    where = f"visit {visit.code}"
+    carried = [a.procedure for a in visit.activities()]
+    if not steps:
+        return [(path + ("plan",), f"{where}: a plan lists the visit's procedures in order")]
+    seen: set[str] = set()
+    for index, step in enumerate(steps):
+        step_path = path + ("plan", index)
+        at = f"{where}, step {index + 1} ({step.procedure})"
+        if step.procedure not in carried:
+            problems.append(
+                (
+                    step_path,
+                    f"{at}: the visit does not carry procedure {step.procedure!r}; its "
+                    f"procedures are {', '.join(carried) or 'none'}",
+                )
+            )
+        elif step.procedure in seen:
+            problems.append((step_path, f"{at}: the procedure is already in the plan"))
+        seen.add(step.procedure)
+        if index == 0 and step.relation != "after":
+            problems.append(
+                (step_path, f"{at}: the first step starts the visit; it cannot be {step.relation}")
+            )
+        if step.relation != "overlap" and step.overlap_minutes:
+            problems.append(
+                (step_path + ("overlap_minutes",), f"{at}: overlap_minutes needs relation overlap")
+            )
+        if step.relation == "overlap" and index > 0:
+            previous = steps[index - 1]
+            limit = (
+                procedures[previous.procedure].duration_minutes
+                if previous.procedure in (procedures)
+                else 0
+            )
+            if limit and not 0 < step.overlap_minutes <= limit:
+                problems.append(
+                    (
+                        step_path + ("overlap_minutes",),
+                        f"{at}: overlaps {previous.procedure} by {step.overlap_minutes} minutes; "
+                        f"it can overlap by 1 to {limit}",
+                    )
+                )
+    missing = [code for code in carried if code not in seen]
+    if missing:
+        problems.append(
+            (
+                path + ("plan",),
+                f"{where}: the plan leaves out {', '.join(missing)}; every procedure of the "
+                "visit has its place in the day",
+            )
+        )
+    if problems or any(step.procedure not in procedures for step in steps):
+        return problems
+    minutes = {code: p.duration_minutes for code, p in procedures.items()}
+    layout = plan_layout(steps, minutes)
+    total = max(end for _, end in layout)
+    if total > visit.duration_minutes:
+        parts = ", ".join(
+            f"{step.procedure} {start}-{end}"
+            for step, (start, end) in zip(steps, layout, strict=True)
+        )
+        problems.append(
+            (
+                path + ("plan",),
+                f"{where}: the plan lasts {total} minutes ({parts}), "
+                f"{total - visit.duration_minutes} more than the visit's "
+                f"{visit.duration_minutes}; let procedures overlap (with, overlap) or lengthen "
+                "duration_minutes",
+            )
+        )
     return problems
 
 

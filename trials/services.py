@@ -36,6 +36,7 @@ from trials.protocol_file import (
     EpochSection,
     MilestoneKind,
     MilestoneSection,
+    PlanStep,
     ProcedureSection,
     ProtocolDocument,
     Registration,
@@ -43,6 +44,7 @@ from trials.protocol_file import (
     ReminderEvent,
     ReminderSection,
     Repeat,
+    StaffNeed,
     Taper,
     TrialSection,
     VersionSection,
@@ -161,6 +163,25 @@ def _anchor_fields(ref: AnchorRef, visits: dict[str, VisitDefinition]) -> dict[s
     }
 
 
+def _plan_rows(visit: VisitSection) -> list[dict[str, Any]] | None:
+    # Checked by parse_protocol (every procedure of the visit once, and the layout fits the
+    # visit's duration_minutes); stored as the file said it.
+    steps = visit.plan_steps()
+    if steps is None:
+        return None
+    return [step.model_dump(mode="json") for step in steps]
+
+
+def _plan_section(rows: list[dict[str, Any]] | None) -> tuple[str | PlanStep, ...] | None:
+    if rows is None:
+        return None
+    steps = [PlanStep.model_validate(row) for row in rows]
+    return tuple(
+        step.procedure if step.relation == "after" and not step.overlap_minutes else step
+        for step in steps
+    )
+
+
 def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> None:
     Anchor.objects.bulk_create(
         Anchor(
@@ -203,6 +224,9 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
                 preparation=p.preparation,
                 preparation_ja=p.preparation_ja or "",
                 resource=p.resource,
+                resource_count=p.resource_count,
+                staff_kind=p.staff.kind if p.staff else "",
+                staff_count=p.staff.count if p.staff else 1,
             )
             for i, p in enumerate(doc.procedures)
         )
@@ -234,6 +258,7 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
                 duration_minutes=v.duration_minutes,
                 mode=v.mode.value,
                 unscheduled_allowed=v.unscheduled_allowed,
+                plan=_plan_rows(v),
                 **_anchor_fields(v.anchor, visits),
             )
             for i, v in layer
@@ -347,6 +372,7 @@ def protocol_document(*, version: ProtocolVersion) -> ProtocolDocument:
             arms=tuple(arm.code for arm in sorted(v.arms.all(), key=lambda a: a.order)),
             unscheduled_allowed=v.unscheduled_allowed,
             procedures=tuple(activities),
+            plan=_plan_section(v.plan),
         )
 
     def criterion_section(c: EligibilityCriterion) -> CriterionSection:
@@ -422,6 +448,8 @@ def protocol_document(*, version: ProtocolVersion) -> ProtocolDocument:
                 preparation=p.preparation,
                 preparation_ja=p.preparation_ja or None,
                 resource=p.resource,
+                resource_count=p.resource_count,
+                staff=StaffNeed(kind=p.staff_kind, count=p.staff_count) if p.staff_kind else None,
             )
             for p in ProcedureDefinition.objects.filter(version=version).order_by("order")
         ),

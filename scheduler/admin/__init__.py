@@ -10,6 +10,7 @@ Django's autodiscovery imports this package; importing each module registers its
 
 from scheduler.admin import (  # noqa: F401
     audit,
+    calendars,
     enroll,
     feeds,
     memberships,

@@ -50,6 +50,7 @@ from scheduler.services import (
     visit_book,
     visit_book_preview,
     visit_cancel,
+    visit_deviation_reason_record,
     visit_mark_missed,
     visit_record_done,
     visit_record_done_preview,
@@ -233,11 +234,52 @@ class CancelVisit(CloseVisit):
     close = staticmethod(visit_cancel)
 
 
+class GiveDeviationReason(LifecycleAction[ScheduledVisit]):
+    """A visit done outside its window, recorded without a reason: the reason, and nothing
+    else, is added."""
+
+    name = "deviation_reason"
+    title = "Give the deviation's reason"
+    form_class = VisitCloseForm
+    confirm_label = "Confirm the reason"
+
+    def available(self, record: ScheduledVisit) -> bool:
+        return (
+            record.status == ScheduledVisit.Status.DONE
+            and bool(record.deviation_days)
+            and (not record.reason)
+        )
+
+    def preview(self, record: ScheduledVisit, data: dict[str, Any], form: LifecycleForm) -> Preview:
+        assert record.actual_date is not None and record.deviation_days is not None
+        return Preview(
+            [
+                ("Done on (site-local)", iso(record.actual_date), False),
+                (
+                    "Deviation",
+                    deviation_text(record.deviation_days, record.window_start, record.window_end),
+                    True,
+                ),
+                ("Reason", data["reason"], False),
+            ],
+            note="Only the reason is recorded: no date moves and nothing is sent.",
+        )
+
+    def confirm(
+        self, record: ScheduledVisit, data: dict[str, Any], form: LifecycleForm, by: User
+    ) -> Done:
+        visit_deviation_reason_record(
+            visit=record, reason=data["reason"], by=by, expected_version=data["version"]
+        )
+        return Done(f"Reason recorded for the deviation of {record.code}.", record)
+
+
 VISIT_ACTIONS: list[LifecycleAction[ScheduledVisit]] = [
     BookVisit(),
     RecordVisitDone(),
     MarkVisitMissed(),
     CancelVisit(),
+    GiveDeviationReason(),
 ]
 
 

@@ -188,8 +188,7 @@ def _visit_action(visit: ScheduledVisit, section: str, writes: bool) -> Link:
     elif section == "missed":
         return Link(_("Open calendar"), _change_url(visit.participant))
     else:
-        # No service records a reason after the fact yet: the visit's page and its history.
-        return Link(_("Open visit"), _change_url(visit))
+        name, label = "deviation_reason", _("Give the reason")
     return Link(label, reverse(f"admin:scheduler_scheduledvisit_{name}", args=[visit.pk]))
 
 

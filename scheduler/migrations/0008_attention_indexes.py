@@ -4,28 +4,48 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('participants', '0003_screening_log'),
-        ('scheduler', '0007_reminder_history'),
-        ('trials', '0004_japanese_names'),
+        ("participants", "0003_screening_log"),
+        ("scheduler", "0007_reminder_history"),
+        ("trials", "0004_japanese_names"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='scheduledvisit',
-            index=models.Index(condition=models.Q(('status', 'booked')), fields=['booked_date'], name='visit_booked_day'),
+            model_name="scheduledvisit",
+            index=models.Index(
+                condition=models.Q(("status", "booked")),
+                fields=["booked_date"],
+                name="visit_booked_day",
+            ),
         ),
         migrations.AddIndex(
-            model_name='scheduledvisit',
-            index=models.Index(condition=models.Q(('status', 'planned')), fields=['window_start'], name='visit_planned_window'),
+            model_name="scheduledvisit",
+            index=models.Index(
+                condition=models.Q(("status", "planned")),
+                fields=["window_start"],
+                name="visit_planned_window",
+            ),
         ),
         migrations.AddIndex(
-            model_name='scheduledvisit',
-            index=models.Index(condition=models.Q(('status', 'missed')), fields=['window_end'], name='visit_missed_window'),
+            model_name="scheduledvisit",
+            index=models.Index(
+                condition=models.Q(("status", "missed")),
+                fields=["window_end"],
+                name="visit_missed_window",
+            ),
         ),
         migrations.AddIndex(
-            model_name='scheduledvisit',
-            index=models.Index(condition=models.Q(('deviation_days__isnull', False), ('reason', ''), ('status', 'done'), models.Q(('deviation_days', 0), _negated=True)), fields=['participant'], name='visit_deviation_no_reason'),
+            model_name="scheduledvisit",
+            index=models.Index(
+                condition=models.Q(
+                    ("deviation_days__isnull", False),
+                    ("reason", ""),
+                    ("status", "done"),
+                    models.Q(("deviation_days", 0), _negated=True),
+                ),
+                fields=["participant"],
+                name="visit_deviation_no_reason",
+            ),
         ),
     ]

@@ -138,7 +138,8 @@ def test_who_may_approve_and_who_may_publish(client, django_user_model, tsukuba)
     v10, here, there, _ = tsukuba
     text = seed_path("001").read_text(encoding="utf-8")
     draft = protocol_import(
-        text=text.replace('label: "1.0"\n  status: published', 'label: "1.2"\n  status: draft'), source="draft.yaml"
+        text=text.replace('label: "1.0"\n  status: published', 'label: "1.2"\n  status: draft'),
+        source="draft.yaml",
     )
     coordinator = user(django_user_model, "c", trial=v10.trial, site=here.site, role="coordinator")
     manager = user(django_user_model, "dm", trial=v10.trial, role="data_manager")

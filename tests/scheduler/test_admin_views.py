@@ -975,3 +975,38 @@ def test_an_action_opened_from_elsewhere_is_prefilled_and_returns_there(
     assert "version" not in form.initial  # never taken from a link
     assert (back.status_code, back["Location"]) == (302, timeline)
     assert (elsewhere.status_code, elsewhere["Location"]) == (302, change_url(v3))
+
+
+def test_a_deviation_done_without_a_reason_gets_one_and_nothing_else_moves(
+    admin_client, admin_user, niams
+) -> None:
+    v2 = visit(niams, "V2")
+    visit_record_done(visit=v2, actual_date=D(2026, 2, 3), by=admin_user, reason="late")
+    # The services always ask for it; a deviation without one comes from data brought in
+    # from another system (or written before the rule), and the start page lists it.
+    ScheduledVisit.objects.filter(pk=v2.pk).update(reason="")
+    v2.refresh_from_db()
+    before = visit_rows(niams)
+    url = action_url(v2, "deviation_reason")
+
+    page = admin_client.get(change_url(v2))
+    preview = admin_client.post(url, {"reason": " ", "version": str(v2.version)})
+    done = admin_client.post(
+        url, {"reason": "infusion chair broken", "version": str(v2.version), "_confirm": "1"}
+    )
+    again = admin_client.post(
+        url, {"reason": "twice", "version": str(v2.version + 1), "_confirm": "1"}
+    )
+
+    v2.refresh_from_db()
+    assert ("Give the deviation's reason", url) in page.context["lifecycle_actions"]
+    assert preview.context["form"].errors == {"reason": ["This field is required."]}
+    assert (done.status_code, v2.reason) == (302, "infusion chair broken")
+    # One row changed, and only its reason and version.
+    assert [
+        (old[:-2], old[-2:], new[-2:])
+        for old, new in zip(before, visit_rows(niams), strict=True)
+        if old != new
+    ] == [(before[1][:-2], ("", 2), ("infusion chair broken", 3))]
+    assert errors(again) == [f"V2 of {niams} already has a reason"]
+    assert v2.history.latest().history_change_reason == "deviation reason given"

@@ -152,8 +152,8 @@ def test_a_coordinator_sees_their_sites_work_with_one_action_per_row(
                 NY_EXAMS,
                 "X-ray room",
                 "out of window",
-                "Open visit",
-                url("scheduler_scheduledvisit_change", v(world.p1, "V1").pk),
+                "Give the reason",
+                url("scheduler_scheduledvisit_deviation_reason", v(world.p1, "V1").pk),
             )
         ],
         "outbox": [
