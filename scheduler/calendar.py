@@ -27,6 +27,7 @@ from scheduler.engine import (
 )
 from scheduler.engine.types import History, TaperAdjustment
 from scheduler.models import (
+    BookingHold,
     ScheduledMilestone,
     ScheduledProcedure,
     ScheduledVisit,
@@ -385,6 +386,8 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
         # Site systems hear of visits this change moved (or re-planned) and cancelled.
         gone = [r for r in updated_visits if r.status == ScheduledVisit.Status.CANCELLED]
         moved = [r for r in updated_visits if r.status != ScheduledVisit.Status.CANCELLED]
+        # A visit an amendment drops frees what its booking held.
+        BookingHold.objects.filter(visit__in=gone).delete()
         announce_to_site_systems("visit.moved", pending.participant, moved)
         announce_to_site_systems("visit.cancelled", pending.participant, gone)
     if repointed:
