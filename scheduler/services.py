@@ -1100,6 +1100,48 @@ class Closure:
     cancelled_milestones: tuple[ScheduledMilestone, ...]
 
 
+def _end_participation(
+    participant: Participant,
+    *,
+    status: str,
+    on: dt.date,
+    cancel_from: dt.date,
+    why: str,
+    reason: str,
+    by: User | None,
+) -> tuple[list[ScheduledVisit], list[ScheduledMilestone]]:
+    """End a participant's part in the trial (withdrawn, screen failed): open visits and
+    planned milestones from `cancel_from` on are cancelled (their invites withdrawn, their
+    resources freed, site systems told), the participant's status, end date and reason set.
+    What was done stays as it was."""
+    visits, milestones = withdrawal_cancellations(participant=participant, on=cancel_from)
+    for visit in visits:
+        visit.status = ScheduledVisit.Status.CANCELLED
+        visit.reason = why
+        visit.version += 1
+        visit.ical_sequence += 1
+    bulk_update_with_history(
+        visits,
+        ScheduledVisit,
+        ["status", "reason", "version", "ical_sequence"],
+        default_user=by,
+        default_change_reason=why,
+    )
+    BookingHold.objects.filter(visit__in=visits).delete()
+    announce_visits(participant, visits)
+    for milestone in milestones:
+        milestone.status = ScheduledMilestone.Status.CANCELLED
+    bulk_update_with_history(
+        milestones, ScheduledMilestone, ["status"], default_user=by, default_change_reason=why
+    )
+    participant.status = status
+    participant.ended_on = on
+    participant.ended_reason = reason
+    _audited(participant, by, reason).save(update_fields=["status", "ended_on", "ended_reason"])
+    announce_to_site_systems("visit.cancelled", participant, visits)
+    return visits, milestones
+
+
 @transaction.atomic
 def participant_withdraw(
     *, participant: Participant, on: dt.date, by: User, reason: str
@@ -1109,35 +1151,15 @@ def participant_withdraw(
     participant = Participant.objects.select_for_update().get(pk=participant.pk)
     _require_active(participant)
     _require_reason(reason, "a withdrawal must say why")
-    visits, milestones = withdrawal_cancellations(participant=participant, on=on)
-    for visit in visits:
-        visit.status = ScheduledVisit.Status.CANCELLED
-        visit.reason = f"withdrawn: {reason}"
-        visit.version += 1
-        visit.ical_sequence += 1
-    bulk_update_with_history(
-        visits,
-        ScheduledVisit,
-        ["status", "reason", "version", "ical_sequence"],
-        default_user=by,
-        default_change_reason=f"withdrawn: {reason}",
+    visits, milestones = _end_participation(
+        participant,
+        status=Participant.Status.WITHDRAWN,
+        on=on,
+        cancel_from=on,
+        why=f"withdrawn: {reason}",
+        reason=reason,
+        by=by,
     )
-    BookingHold.objects.filter(visit__in=visits).delete()
-    announce_visits(participant, visits)
-    for milestone in milestones:
-        milestone.status = ScheduledMilestone.Status.CANCELLED
-    bulk_update_with_history(
-        milestones,
-        ScheduledMilestone,
-        ["status"],
-        default_user=by,
-        default_change_reason=f"withdrawn: {reason}",
-    )
-    participant.status = Participant.Status.WITHDRAWN
-    participant.ended_on = on
-    participant.ended_reason = reason
-    _audited(participant, by, reason).save(update_fields=["status", "ended_on", "ended_reason"])
-    announce_to_site_systems("visit.cancelled", participant, visits)
     announce_to_site_systems("participant.withdrawn", participant)
     reminders_sync(participant)  # withdrawn: every pending reminder is cancelled
     return Closure(tuple(visits), tuple(milestones))
@@ -1192,35 +1214,15 @@ def participant_screen_fail(
             f"not on {on.isoformat()}"
         )
     # Everything still open is cancelled, whatever its date: screening ended.
-    visits, milestones = withdrawal_cancellations(participant=participant, on=dt.date.min)
-    for visit in visits:
-        visit.status = ScheduledVisit.Status.CANCELLED
-        visit.reason = f"screen failed: {reason}"
-        visit.version += 1
-        visit.ical_sequence += 1
-    bulk_update_with_history(
-        visits,
-        ScheduledVisit,
-        ["status", "reason", "version", "ical_sequence"],
-        default_user=by,
-        default_change_reason=f"screen failed: {reason}",
+    _end_participation(
+        participant,
+        status=Participant.Status.SCREEN_FAILED,
+        on=on,
+        cancel_from=dt.date.min,
+        why=f"screen failed: {reason}",
+        reason=reason,
+        by=by,
     )
-    BookingHold.objects.filter(visit__in=visits).delete()
-    announce_visits(participant, visits)
-    for milestone in milestones:
-        milestone.status = ScheduledMilestone.Status.CANCELLED
-    bulk_update_with_history(
-        milestones,
-        ScheduledMilestone,
-        ["status"],
-        default_user=by,
-        default_change_reason=f"screen failed: {reason}",
-    )
-    participant.status = Participant.Status.SCREEN_FAILED
-    participant.ended_on = on
-    participant.ended_reason = reason
-    _audited(participant, by, reason).save(update_fields=["status", "ended_on", "ended_reason"])
-    announce_to_site_systems("visit.cancelled", participant, visits)
     reminders_sync(participant)
     return participant
 
