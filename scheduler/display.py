@@ -3,8 +3,8 @@
 Instants (a booking, a reminder's moment, an audit entry) are stored in UTC; the server's zone
 is UTC too, so anything Django renders by itself reads "12:30 a.m." for a Tokyo booking at
 09:30. Every face shows an instant through `site_time` (or `zone_time` when only the zone is at
-hand), one format everywhere: "Tue 8 Dec 2026 09:30 JST". Dates (visit days, windows) are
-already the site's and are shown as they are.
+hand), one format everywhere: "Tue 8 Dec 2026 09:30 JST" ("2026年12月8日(火) 09:30 JST" for a
+Japanese reader). Dates (visit days, windows) are already the site's and are shown as they are.
 """
 
 from __future__ import annotations
@@ -12,13 +12,24 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+from django.utils import translation
+
 from scheduler.engine.localtime import LocalTimeReading
 from trials.models import Site
 
 EMPTY = "—"
 
 
+# Monday first, as `datetime.weekday()` counts.
+JAPANESE_WEEKDAYS = "月火水木金土日"
+
+
 def _clock(instant: dt.datetime) -> str:
+    # A Japanese reader (the admin follows each user's language) reads the date the Japanese
+    # way; the time and the zone's abbreviation are the same for everyone.
+    if (translation.get_language() or "").startswith("ja"):
+        weekday = JAPANESE_WEEKDAYS[instant.weekday()]
+        return f"{instant.year}年{instant.month}月{instant.day}日({weekday}) {instant:%H:%M %Z}"
     return f"{instant:%a} {instant.day} {instant:%b %Y %H:%M %Z}"
 
 

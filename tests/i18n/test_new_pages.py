@@ -92,7 +92,7 @@ def test_the_start_page_reads_in_japanese(
     assert rows == {
         "due": [("許容期間 2026-03-07 から 2026-03-11: あと1日で終了", "予約受付中", "予約")],
         "missed": [("許容期間 2026-02-27 から 2026-03-05", "未実施", "カレンダーを開く")],
-        "deviation": [("2026-01-25 に実施、許容期間の6日後", "許容期間外", "来院を開く")],
+        "deviation": [("2026-01-25 に実施、許容期間の6日後", "許容期間外", "理由を記録")],
     }
     due = next(section for section in block["sections"] if section.key == "due")
     assert [(count.label, count.number) for count in due.counts] == [
