@@ -21,8 +21,10 @@ from trials.models import ProtocolVersion, Trial
 
 
 @pytest.mark.django_db
-def test_load_demo_loads_every_seed_protocol_and_enrolls_demo_participants() -> None:
+def test_load_demo_loads_every_protocol_gives_calendars_a_past_and_a_next_and_runs_once() -> None:
+    # One load for all of it: each load imports every seed protocol and writes every calendar.
     call_command("load_demo", "--no-admin", stdout=io.StringIO())
+    counts = (Participant.objects.count(), ScheduledVisit.objects.count())
 
     assert ProtocolVersion.objects.count() == len(list(PROTOCOL_DIR.glob("*.yaml")))
     assert sorted(Trial.objects.values_list("code", flat=True)) == [
@@ -38,22 +40,7 @@ def test_load_demo_loads_every_seed_protocol_and_enrolls_demo_participants() -> 
         trial.code: trial.participants.filter(status="enrolled").count()
         for trial in Trial.objects.all()
     } == dict.fromkeys(Trial.objects.values_list("code", flat=True), 3)
-
-
-@pytest.mark.django_db
-def test_load_demo_twice_changes_nothing() -> None:
-    call_command("load_demo", "--no-admin", stdout=io.StringIO())
-    counts = (Participant.objects.count(), ScheduledVisit.objects.count())
-
-    call_command("load_demo", "--no-admin", stdout=io.StringIO())
-
-    assert (Participant.objects.count(), ScheduledVisit.objects.count()) == counts
-
-
-@pytest.mark.django_db
-def test_load_demo_gives_calendars_a_past_and_a_next_booking() -> None:
-    call_command("load_demo", "--no-admin", stdout=io.StringIO())
-
+    # Calendars have a past and a next booking.
     statuses = set(ScheduledVisit.objects.values_list("status", flat=True))
     assert statuses == {"planned", "booked", "done"}
     enrolled = Participant.objects.filter(status="enrolled")
@@ -62,6 +49,11 @@ def test_load_demo_gives_calendars_a_past_and_a_next_booking() -> None:
     assert dict(
         Participant.objects.exclude(status="enrolled").values_list("study_id", "status")
     ) == {"NIH-CC-S01": "screening", "NIH-CC-S02": "screening", "NIH-CC-S03": "screen_failed"}
+
+    # A second load changes nothing.
+    call_command("load_demo", "--no-admin", stdout=io.StringIO())
+
+    assert (Participant.objects.count(), ScheduledVisit.objects.count()) == counts
 
 
 @pytest.mark.django_db
