@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from scheduler.engine.slots import (
     Closure,
@@ -31,6 +33,8 @@ from scheduler.engine.slots import (
     StaffShift,
     Step,
     VisitPlan,
+    find_slots,
+    index_holds,
 )
 from scheduler.models import BookingHold, ScheduledVisit
 from scheduler.sitecalendar import closures_between
@@ -190,3 +194,84 @@ def site_holds(
         )
         for row in rows.order_by("start", "id")
     ]
+
+
+# ----------------------------------------------------------------------------------------
+# The site's calendar beside a booking form
+
+# A window longer than this is shown around its target (a 52-week visit has ±7 days at most).
+CALENDAR_DAYS_MAX = 21
+
+
+@dataclass(frozen=True)
+class CalendarDay:
+    """One site-local day of a visit's window, as the booking form shows it."""
+
+    day: dt.date
+    is_target: bool
+    hours: str  # "08:00–16:00", several intervals joined; empty when closed
+    closed: str  # why the site is closed that day ("Thanksgiving Day", "no opening hours")
+    booked: tuple[str, ...]  # "09:00–10:50 PET/CT scanner", on the site's clock
+
+
+@dataclass(frozen=True)
+class BookingCalendar:
+    days: tuple[CalendarDay, ...]
+    # The first feasible starts inside the window (one a day), or why there is none.
+    suggestions: tuple[dt.datetime, ...]
+    reason: str
+
+
+def booking_calendar(visit: ScheduledVisit, *, now: dt.datetime) -> BookingCalendar | None:
+    """The site's days across the visit's window, its bookings by resource and the first
+    feasible starts, for the booking form; None when the site keeps no calendar here."""
+    site = visit.participant.site
+    first, last = visit.window_start, visit.window_end
+    if (last - first).days >= CALENDAR_DAYS_MAX:
+        half = dt.timedelta(days=CALENDAR_DAYS_MAX // 2)
+        first, last = max(first, visit.target_date - half), min(last, visit.target_date + half)
+    calendar = site_calendar(site, first, last)
+    if not calendar.hours and not calendar.resources:
+        return None
+    zone = ZoneInfo(site.timezone)
+    holds = site_holds(site, first, last, excluding=visit)
+    booked: dict[dt.date, list[str]] = {}
+    for hold in sorted(holds, key=lambda h: (h.start, h.resource)):
+        start, end = hold.start.astimezone(zone), hold.end.astimezone(zone)
+        booked.setdefault(start.date(), []).append(
+            f"{start:%H:%M}–{end:%H:%M} {hold.resource}"
+            + (f" ×{hold.count}" if hold.count > 1 else "")
+        )
+    closures: dict[dt.date, list[str]] = {}
+    for closure in calendar.closures:
+        closures.setdefault(closure.day, []).append(closure.reason)
+    days = []
+    day = first
+    while day <= last:
+        hours = [h for h in calendar.hours if h.weekday == day.weekday()]
+        closed = "; ".join(closures.get(day, [])) or ("" if hours else "no opening hours")
+        days.append(
+            CalendarDay(
+                day=day,
+                is_target=day == visit.target_date,
+                hours="" if closed else ", ".join(f"{h.start:%H:%M}–{h.end:%H:%M}" for h in hours),
+                closed=closed,
+                booked=tuple(booked.get(day, ())),
+            )
+        )
+        day += dt.timedelta(days=1)
+    plan = visit_plan(visit, calendar)
+    if plan is None:
+        return BookingCalendar(tuple(days), (), "")
+    search = find_slots(
+        plan,
+        calendar,
+        index_holds(holds),
+        window_start=first,
+        window_end=last,
+        target=visit.target_date,
+        count=3,
+        per_day=1,
+        not_before=now,
+    )
+    return BookingCalendar(tuple(days), tuple(slot.start for slot in search.slots), search.reason)

@@ -102,6 +102,10 @@ class LifecycleAction(Generic[Record]):
         """Said above the form (why no date is suggested, say)."""
         return None
 
+    def page_context(self, record: Record) -> dict[str, Any]:
+        """More for the form's page (the site's calendar beside a booking form)."""
+        return {}
+
     def preview(self, record: Record, data: dict[str, Any], form: LifecycleForm) -> Preview:
         raise NotImplementedError
 
@@ -270,6 +274,7 @@ class LifecycleActions:
             form,
             note=action.note(record),
             submit_label=action.submit_label,
+            **action.page_context(record),
         )
 
     def _refused(

@@ -2,12 +2,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from django.contrib import admin
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import URLPattern
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -27,6 +30,7 @@ from scheduler.admin.base import (
     step_label,
 )
 from scheduler.admin.scoping import ScopedAdmin, ScopedInline, scoped_filter
+from scheduler.booking import booking_calendar
 from scheduler.calendar import CalendarDiff, deviation_days
 from scheduler.calendars.events import visit_name
 from scheduler.display import clock_change_text, site_time, utc_time
@@ -103,6 +107,30 @@ class BookVisit(OpenVisitAction):
 
     def note(self, record: ScheduledVisit) -> str | None:
         return _booking_note(record)
+
+    def page_context(self, record: ScheduledVisit) -> dict[str, Any]:
+        # The site's days across the window, what is booked on its resources, and the first
+        # feasible starts, each a link that fills the form in.
+        calendar = booking_calendar(record, now=timezone.now())
+        if calendar is None:
+            return {}
+        site = record.participant.site
+        zone = ZoneInfo(site.timezone)
+        return {
+            "site_calendar": calendar,
+            "site_suggestions": [
+                (
+                    site_time(start, site),
+                    urlencode(
+                        {
+                            "local_date": start.astimezone(zone).date().isoformat(),
+                            "local_time": start.astimezone(zone).strftime("%H:%M"),
+                        }
+                    ),
+                )
+                for start in calendar.suggestions
+            ],
+        }
 
     def preview(self, record: ScheduledVisit, data: dict[str, Any], form: LifecycleForm) -> Preview:
         booking = visit_book_preview(
