@@ -56,35 +56,6 @@ def test_load_demo_loads_every_protocol_gives_calendars_a_past_and_a_next_and_ru
     assert (Participant.objects.count(), ScheduledVisit.objects.count()) == counts
 
 
-@pytest.mark.django_db
-def test_load_demo_creates_a_login_per_role_and_keeps_their_passwords(settings, tmp_path) -> None:
-    settings.VAR_DIR = tmp_path
-    first = io.StringIO()
-    call_command("load_demo", stdout=first)
-    passwords = (tmp_path / "demo-logins.txt").read_text()
-
-    call_command("load_demo", stdout=io.StringIO())
-
-    roles = {
-        user.username: sorted(
-            (m.trial.code, m.site.code if m.site else None, m.role) for m in user.memberships.all()
-        )
-        for user in get_user_model().objects.exclude(username="admin")
-    }
-    assert len(roles) == 3 * 4 + Trial.objects.count() * 2
-    assert roles["coordinator-tsukuba"] == [
-        ("jasmine-myositis", "tsukuba", "coordinator"),
-        ("tsukuba-early-ani", "tsukuba", "coordinator"),
-    ]
-    assert roles["monitor-niams-ani-vascular"] == [("niams-ani-vascular", None, "sponsor_monitor")]
-    assert (tmp_path / "demo-logins.txt").read_text() == passwords
-    assert oct((tmp_path / "demo-logins.txt").stat().st_mode & 0o777) == "0o600"
-    password = dict(line.split(" ") for line in passwords.splitlines())["pharmacist-nih-cc"]
-    assert f"user {'pharmacist-nih-cc':<36} password {password}" in first.getvalue()
-    assert get_user_model().objects.get(username="pharmacist-nih-cc").check_password(password)
-    assert get_user_model().objects.get(username="system-berlin").is_staff is False
-
-
 @dataclass
 class Answer:
     status_code: int
@@ -115,10 +86,33 @@ def demo_with_webhooks(settings, tmp_path, monkeypatch):
 
 
 @pytest.mark.django_db
-def test_load_demo_subscribes_the_berlin_system_to_its_own_receiver_once(
-    demo_with_webhooks, django_capture_on_commit_callbacks
+def test_load_demo_makes_logins_per_role_and_one_subscription_and_keeps_both_when_run_again(
+    demo_with_webhooks, django_capture_on_commit_callbacks, settings
 ) -> None:
+    # One test for both, as `make run` loads: each load imports every protocol.
+    passwords = (settings.VAR_DIR / "demo-logins.txt").read_text()
     call_command("load_demo", stdout=io.StringIO())
+
+    # A login per role, and their passwords kept by the second load.
+    roles = {
+        user.username: sorted(
+            (m.trial.code, m.site.code if m.site else None, m.role) for m in user.memberships.all()
+        )
+        for user in get_user_model().objects.exclude(username="admin")
+    }
+    assert len(roles) == 3 * 4 + Trial.objects.count() * 2
+    assert roles["coordinator-tsukuba"] == [
+        ("jasmine-myositis", "tsukuba", "coordinator"),
+        ("tsukuba-early-ani", "tsukuba", "coordinator"),
+    ]
+    assert roles["monitor-niams-ani-vascular"] == [("niams-ani-vascular", None, "sponsor_monitor")]
+    assert (settings.VAR_DIR / "demo-logins.txt").read_text() == passwords
+    assert oct((settings.VAR_DIR / "demo-logins.txt").stat().st_mode & 0o777) == "0o600"
+    password = dict(line.split(" ") for line in passwords.splitlines())["pharmacist-nih-cc"]
+    assert f"user {'pharmacist-nih-cc':<36} password {password}" in demo_with_webhooks
+    assert get_user_model().objects.get(username="pharmacist-nih-cc").check_password(password)
+    assert get_user_model().objects.get(username="system-berlin").is_staff is False
+
     # What beat and the worker do under make run: the sweep re-sends rows whose message was
     # not taken (here none was: the test's transaction never commits) after two minutes.
     later = timezone.now() + dt.timedelta(minutes=5)
