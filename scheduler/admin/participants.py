@@ -61,7 +61,9 @@ from scheduler.forms import (
 )
 from scheduler.models import Reminder, ScheduledMilestone, ScheduledVisit
 from scheduler.selectors import (
+    TAPER_STEP_LABELS,
     VISIT_GLANCE_LABELS,
+    milestone_step_status,
     milestones_with_next_step,
     participants_with_visit_status,
     visit_glance_status,
@@ -351,6 +353,30 @@ class TaperDecision(ActiveParticipantAction):
 
     def form_kwargs(self, record: Participant) -> dict[str, Any]:
         return {"tapers": _tapers(record)}
+
+    def page_context(self, record: Participant) -> dict[str, Any]:
+        # The schedule the decision changes, beside the form: each week's day and dose, and
+        # which week is the one taken now.
+        today = site_today(record.site)
+        steps = milestones_with_next_step(
+            ScheduledMilestone.objects.filter(
+                participant=record, rule__kind=MilestoneKind.TAPER
+            ).select_related("rule", "participant__site")
+        ).order_by("rule__order", "sequence")
+        return {
+            "taper_schedule": [
+                (
+                    step.rule.code,
+                    step.sequence,
+                    step.due_date,
+                    step.dose_mg,
+                    _(TAPER_STEP_LABELS.get(status, status)),
+                    status == "current",
+                )
+                for step in steps
+                for status in [milestone_step_status(step, today=today)]
+            ]
+        }
 
     def preview(self, record: Participant, data: dict[str, Any], form: LifecycleForm) -> Preview:
         diff = taper_adjust_preview(

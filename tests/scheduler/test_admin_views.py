@@ -1010,3 +1010,23 @@ def test_a_deviation_done_without_a_reason_gets_one_and_nothing_else_moves(
     ] == [(before[1][:-2], ("", 2), ("infusion chair broken", 3))]
     assert errors(again) == [f"V2 of {niams} already has a reason"]
     assert v2.history.latest().history_change_reason == "deviation reason given"
+
+
+def test_the_taper_decision_form_shows_the_schedule_it_changes(admin_client, tsukuba) -> None:
+    page = admin_client.get(action_url(tsukuba, "taper"))
+
+    rows = tables(page)["taper-schedule-table"]
+
+    # Tsukuba at 60 kg, prednisolone from 2 March 2026, seen on 31 December: every week has
+    # come, the last (7 mg from 25 May) is the dose taken now.
+    doses = ["36", "36", "31", "27", "23", "20", "17", "15", "13", "11", "9", "8", "7"]
+    assert rows == [
+        [
+            "PSL_TAPER",
+            str(week),
+            (D(2026, 3, 2) + dt.timedelta(weeks=week)).isoformat(),
+            dose,
+            "current" if week == 12 else "past",
+        ]
+        for week, dose in enumerate(doses)
+    ]
