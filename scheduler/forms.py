@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 REASON_WIDGET = forms.Textarea(attrs={"rows": 2, "cols": 60})
 
 
-def _date_field(label: StrOrPromise, **kwargs: Any) -> forms.DateField:
+def date_field(label: StrOrPromise, **kwargs: Any) -> forms.DateField:
     return forms.DateField(
         label=label, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"), **kwargs
     )
@@ -41,7 +41,7 @@ def _time_field(label: StrOrPromise, **kwargs: Any) -> forms.TimeField:
     )
 
 
-def _reason_field(*, required: bool, help_text: StrOrPromise = "") -> forms.CharField:
+def reason_field(*, required: bool, help_text: StrOrPromise = "") -> forms.CharField:
     return forms.CharField(
         label=_("Reason"), required=required, widget=REASON_WIDGET, help_text=help_text
     )
@@ -63,7 +63,7 @@ class VisitVersionMixin(forms.Form):
 
 
 class VisitBookForm(LifecycleForm, VisitVersionMixin):
-    local_date = _date_field(
+    local_date = date_field(
         _("Date (site-local)"),
         help_text=_(
             "The site's today or later: a visit that already happened is recorded "
@@ -77,16 +77,16 @@ class VisitBookForm(LifecycleForm, VisitVersionMixin):
             "the moment that will be booked."
         ),
     )
-    reason = _reason_field(
+    reason = reason_field(
         required=False,
         help_text=_("Needed for a reschedule and for a date outside the visit window."),
     )
 
 
 class VisitRecordDoneForm(LifecycleForm, VisitVersionMixin):
-    actual_date = _date_field(_("Actual date (site-local)"))
+    actual_date = date_field(_("Actual date (site-local)"))
     actual_time = _time_field(_("Actual time (site-local)"), required=False)
-    reason = _reason_field(required=False, help_text=_("Needed when done outside the window."))
+    reason = reason_field(required=False, help_text=_("Needed when done outside the window."))
 
     def __init__(
         self, *args: Any, procedures: Sequence[ScheduledProcedure] = (), **kwargs: Any
@@ -123,18 +123,18 @@ class VisitRecordDoneForm(LifecycleForm, VisitVersionMixin):
 class VisitCloseForm(LifecycleForm, VisitVersionMixin):
     """Mark missed or cancel: only a reason."""
 
-    reason = _reason_field(required=True)
+    reason = reason_field(required=True)
 
 
 class ParticipantWithdrawForm(LifecycleForm):
-    on = _date_field(_("Withdrawal date"))
-    reason = _reason_field(required=True)
+    on = date_field(_("Withdrawal date"))
+    reason = reason_field(required=True)
 
 
 class AnchorChangeForm(LifecycleForm):
     code = forms.ChoiceField(label=_("Anchor"))
-    new_date = _date_field(_("New date"))
-    reason = _reason_field(required=True)
+    new_date = date_field(_("New date"))
+    reason = reason_field(required=True)
 
     def __init__(self, *args: Any, anchors: Iterable[Anchor] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -155,7 +155,7 @@ class TaperDecisionForm(LifecycleForm):
     allow_increase = forms.BooleanField(
         label=_("The investigator confirms a dose above last week's"), required=False
     )
-    reason = _reason_field(required=True)
+    reason = reason_field(required=True)
 
     def __init__(self, *args: Any, tapers: Iterable[MilestoneRule] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -165,11 +165,11 @@ class TaperDecisionForm(LifecycleForm):
 
 
 class UnscheduledVisitForm(LifecycleForm):
-    local_date = _date_field(_("Date (site-local)"))
+    local_date = date_field(_("Date (site-local)"))
     local_time = _time_field(
         _("Time (site-local)"), required=False, help_text=_("With a time the visit is booked.")
     )
-    reason = _reason_field(required=True, help_text=_("Why the visit is needed (a flare, say)."))
+    reason = reason_field(required=True, help_text=_("Why the visit is needed (a flare, say)."))
     procedure_codes = forms.MultipleChoiceField(
         label=_("Procedures"), required=False, widget=forms.CheckboxSelectMultiple
     )
@@ -184,13 +184,13 @@ class UnscheduledVisitForm(LifecycleForm):
 
 
 class ParticipantCompleteForm(LifecycleForm):
-    on = _date_field(_("Completion date"))
-    reason = _reason_field(required=False, help_text=_("Empty: “completed the study”."))
+    on = date_field(_("Completion date"))
+    reason = reason_field(required=False, help_text=_("Empty: “completed the study”."))
 
 
 class ScreenFailForm(LifecycleForm):
-    on = _date_field(_("Screen-failure date"))
-    reason = _reason_field(
+    on = date_field(_("Screen-failure date"))
+    reason = reason_field(
         required=True, help_text=_("The criterion not met, as the screening log should read.")
     )
 
@@ -199,8 +199,8 @@ class MoveToVersionForm(LifecycleForm):
     """Move a participant onto another published protocol version from a date."""
 
     version_id = forms.TypedChoiceField(label=_("Protocol version"), coerce=int)
-    on = _date_field(_("From (site-local)"))
-    reason = _reason_field(required=True, help_text=_("The amendment, as the audit trail says it."))
+    on = date_field(_("From (site-local)"))
+    reason = reason_field(required=True, help_text=_("The amendment, as the audit trail says it."))
 
     def __init__(self, *args: Any, versions: Iterable[ProtocolVersion] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -21,7 +21,7 @@ from django.utils.translation import gettext_lazy
 from scheduler.access import site_today
 from scheduler.admin.actions import Done, LifecycleAction, Preview
 from scheduler.admin.base import iso
-from scheduler.forms import LifecycleForm, _date_field, _reason_field
+from scheduler.forms import LifecycleForm, date_field, reason_field
 from scheduler.services import site_move_to_version, site_move_to_version_preview
 from trials.models import ProtocolVersion, TrialSite
 from trials.services import protocol_version_publish
@@ -29,9 +29,9 @@ from trials.services import protocol_version_publish
 
 class SiteApprovalForm(LifecycleForm):
     version_id = forms.TypedChoiceField(label=gettext_lazy("Protocol version"), coerce=int)
-    approved_on = _date_field(gettext_lazy("Approved by the ethics committee on"))
-    on = _date_field(gettext_lazy("Move participants from (site-local)"))
-    reason = _reason_field(
+    approved_on = date_field(gettext_lazy("Approved by the ethics committee on"))
+    on = date_field(gettext_lazy("Move participants from (site-local)"))
+    reason = reason_field(
         required=True, help_text=gettext_lazy("The amendment, as the audit trail says it.")
     )
 
@@ -128,7 +128,7 @@ class ApproveAndMove(LifecycleAction[TrialSite]):
 
 
 class PublishForm(LifecycleForm):
-    reason = _reason_field(required=False, help_text=gettext_lazy("Empty: “published”."))
+    reason = reason_field(required=False, help_text=gettext_lazy("Empty: “published”."))
 
 
 class PublishVersion(LifecycleAction[ProtocolVersion]):
