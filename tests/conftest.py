@@ -11,6 +11,8 @@ from trials.models import ProtocolVersion
 from trials.protocol_file import ProtocolDocument, parse_protocol
 from trials.services import protocol_import
 
+pytest_plugins = ["tests.review_summary"]
+
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "seeds" / "protocols"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # Property-based tests ask for as many examples as their claim deserves; `make test` (and CI)
