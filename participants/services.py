@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.translation import gettext as _
 from simple_history.utils import bulk_create_with_history
 
 from participants.models import Participant, ParticipantAnchor
@@ -56,22 +57,32 @@ def participant_register(
     starts on the version the site has approved, else the newest published one.
     """
     if not TrialSite.objects.filter(trial=trial, site=site).exists():
-        raise ValidationError({"site": f"site {site.code!r} does not run trial {trial.code!r}"})
+        raise ValidationError(
+            {
+                "site": _("site '%(site)s' does not run trial '%(trial)s'")
+                % {"site": site.code, "trial": trial.code}
+            }
+        )
     if protocol_version is None:
         protocol_version = registration_version(trial=trial, site=site)
         if protocol_version is None:
-            raise ValidationError({"trial": f"trial {trial.code!r} has no published protocol"})
+            raise ValidationError(
+                {"trial": _("trial '%(trial)s' has no published protocol") % {"trial": trial.code}}
+            )
     elif protocol_version.trial_id != trial.id or not protocol_version.is_published:
         raise ValidationError(
-            {"protocol_version": f"{protocol_version} is not a published version of {trial.code}"}
+            {
+                "protocol_version": _("%(version)s is not a published version of %(trial)s")
+                % {"version": protocol_version, "trial": trial.code}
+            }
         )
     known = set(Anchor.objects.filter(version=protocol_version).values_list("code", flat=True))
     unknown = sorted(set(anchors) - known)
     if unknown:
         raise ValidationError(
             {
-                "anchors": f"unknown anchor(s) {', '.join(unknown)}; the protocol defines "
-                f"{', '.join(sorted(known))}"
+                "anchors": _("unknown anchor(s) %(unknown)s; the protocol defines %(known)s")
+                % {"unknown": ", ".join(unknown), "known": ", ".join(sorted(known))}
             }
         )
     participant = Participant(
@@ -96,8 +107,10 @@ def participant_register(
     if unknown_channels:
         raise ValidationError(
             {
-                "reminder_channels": f"unknown channel(s) {', '.join(unknown_channels)}; "
-                "participants are reminded by email or sms"
+                "reminder_channels": _(
+                    "unknown channel(s) %(channels)s; participants are reminded by email or sms"
+                )
+                % {"channels": ", ".join(unknown_channels)}
             }
         )
     participant.full_clean()

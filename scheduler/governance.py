@@ -40,18 +40,21 @@ def trial_blinding_change(*, trial: Trial, blinding: str, reason: str, by: Any) 
     """
     if blinding not in {b.value for b in Blinding}:
         raise GovernanceError(
-            f"{blinding!r} is not a blinding; expected one of: "
-            + ", ".join(b.value for b in Blinding)
+            _("'%(blinding)s' is not a blinding; expected one of: %(choices)s")
+            % {"blinding": blinding, "choices": ", ".join(b.value for b in Blinding)}
         )
     if not access.can_change_blinding(by, trial=trial):
         raise GovernanceError(
-            f"changing the blinding of {trial.code} needs the unblinded pharmacist role in it"
+            _("changing the blinding of %(trial)s needs the unblinded pharmacist role in it")
+            % {"trial": trial.code}
         )
     if not reason.strip():
-        raise GovernanceError("a reason is required to change a trial's blinding")
+        raise GovernanceError(_("a reason is required to change a trial's blinding"))
     trial = Trial.objects.select_for_update().get(pk=trial.pk)
     if trial.blinding == blinding:
-        raise GovernanceError(f"{trial.code} is already {blinding}")
+        raise GovernanceError(
+            _("%(trial)s is already %(blinding)s") % {"trial": trial.code, "blinding": blinding}
+        )
     trial.blinding = blinding
     trial._history_user = by  # type: ignore[attr-defined]
     trial._change_reason = reason.strip()  # type: ignore[attr-defined]

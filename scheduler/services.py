@@ -9,6 +9,8 @@ changed row. Services that move dates have a `*_preview` twin that returns the s
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,13 +20,19 @@ from zoneinfo import ZoneInfo
 from django.db import models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
 from participants.contact import contact_cleared_warning, participant_contact_gap
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
-from participants.selectors import participant_anchor_dates, participant_eligibility_failures
+from participants.selectors import (
+    eligibility_failure_words,
+    participant_anchor_dates,
+    participant_eligibility_failures,
+)
 from scheduler.access import can_confirm_eligibility, participant_today, site_now, site_today
-from scheduler.booking import site_calendar, site_holds, visit_plan
+from scheduler.booking import site_calendar, site_holds, visit_plan, visit_slot_plan
 from scheduler.calendar import (
     CalendarDiff,
     PendingCalendar,
@@ -32,6 +40,7 @@ from scheduler.calendar import (
     calendar_diff,
     deviation_days,
 )
+from scheduler.display import zone_time
 from scheduler.engine import ParticipantFacts, PlanningError, ProtocolSnapshot, plan
 from scheduler.engine.localtime import (
     LocalTimeReading,
@@ -42,10 +51,10 @@ from scheduler.engine.localtime import (
 from scheduler.engine.slots import (
     Hold,
     Slot,
-    SlotSearch,
     Step,
     VisitPlan,
     find_slots,
+    index_holds,
     plan_layout,
 )
 from scheduler.engine.taper import dose_ceiling, floor_to_step
@@ -64,7 +73,17 @@ from scheduler.outbox.plan import (
     reminders_sync,
 )
 from scheduler.selectors import protocol_snapshot, withdrawal_cancellations
-from trials.models import Arm, ProcedureDefinition, ProtocolVersion, Site, SiteResource, TrialSite
+from scheduler.slotwords import nearest_words, obstacles_words, search_words
+from trials.models import (
+    Arm,
+    ProcedureDefinition,
+    ProtocolVersion,
+    ResourceOutOfService,
+    Site,
+    SiteClosure,
+    SiteResource,
+    TrialSite,
+)
 
 User = Any  # settings.AUTH_USER_MODEL instance
 
@@ -107,15 +126,13 @@ def participant_eligibility_confirm(
     admin needs it; a later change to a detail the checks read clears it."""
     participant = Participant.objects.select_for_update().get(pk=participant.pk)
     if not can_confirm_eligibility(by, trial_id=participant.trial_id, site_id=participant.site_id):
-        raise CalendarError("only the site's investigator confirms eligibility")
-    problems = [
-        problem
-        for problem in _enrollment_problems(participant, on, None)[0]
-        # The arm is chosen at enrollment, after the sign-off.
-        if "arm" not in problem
-    ]
+        raise CalendarError(_("only the site's investigator confirms eligibility"))
+    # The arm is chosen at enrollment, after the sign-off.
+    problems = _enrollment_problems(participant, on, None, need_arm=False)[0]
     if problems:
-        raise CalendarError("the machine checks fail: " + "; ".join(problems))
+        raise CalendarError(
+            _("the machine checks fail: %(problems)s") % {"problems": "; ".join(problems)}
+        )
     participant.eligibility_confirmed_by = by
     participant.eligibility_confirmed_at = timezone.now()
     _audited(participant, by, "eligibility confirmed by the investigator").save(
@@ -125,25 +142,34 @@ def participant_eligibility_confirm(
 
 
 def _enrollment_problems(
-    participant: Participant, on: dt.date, arm: Arm | None
+    participant: Participant, on: dt.date, arm: Arm | None, *, need_arm: bool = True
 ) -> tuple[list[str], ProtocolSnapshot]:
+    """Every reason `participant` cannot be enrolled on `on` with `arm`, in the reader's
+    language. need_arm=False leaves out the arm (the investigator's sign-off comes before it)."""
     problems: list[str] = []
     if participant.status != Participant.Status.SCREENING:
-        problems.append(f"status is {participant.status}, expected screening")
+        problems.append(
+            _("status is %(status)s, expected screening") % {"status": _status(participant)}
+        )
     anchors = participant_anchor_dates(participant=participant)
     problems += [
-        str(failure)
+        eligibility_failure_words(failure)
         for failure in participant_eligibility_failures(
             participant=participant, on=anchors.get("consent", on)
         )
     ]
     version = participant.protocol_version
+    arm_problem = False
     if arm is not None and arm.version_id != version.id:
-        problems.append(f"arm {arm.code} is not an arm of {version}")
+        problems.append(
+            _("arm %(arm)s is not an arm of %(version)s") % {"arm": arm.code, "version": version}
+        )
+        arm_problem = True
     snapshot = protocol_snapshot(version=version)
-    if arm is None and any(visit.arms for visit in snapshot.visits):
-        problems.append("this protocol has arm-specific visits: a treatment arm is needed")
-    if not any(problem.startswith("arm ") for problem in problems):
+    if need_arm and arm is None and any(visit.arms for visit in snapshot.visits):
+        problems.append(_("this protocol has arm-specific visits: a treatment arm is needed"))
+        arm_problem = True
+    if need_arm and not arm_problem:
         try:
             plan(
                 snapshot,
@@ -179,7 +205,7 @@ def participant_enroll(
     version = participant.protocol_version
     problems, snapshot = _enrollment_problems(participant, on, arm)
     if require_confirmation and participant.eligibility_confirmed_by_id is None:
-        problems.append("the site's investigator has not confirmed eligibility yet")
+        problems.append(_("the site's investigator has not confirmed eligibility yet"))
     if problems:
         raise EnrollmentError(participant, problems)
 
@@ -231,21 +257,36 @@ def _require_not_past(
     local_time: dt.time,
     start: dt.datetime,
     *,
-    record_hint: str = "use “Record done”",
+    record_hint: str | None = None,
 ) -> None:
     """Refuse a booking before the site's today, or today at a time already past."""
     now = site_now(site)
+    words = {
+        "what": what,
+        "date": local_date.isoformat(),
+        "time": f"{local_time:%H:%M}",
+        "today": now.date().isoformat(),
+        "zone": site.timezone,
+        "now": f"{now:%H:%M %Z}",
+        "hint": record_hint if record_hint is not None else _("use “Record done”"),
+    }
     if local_date < now.date():
         raise CalendarError(
-            f"{what} cannot be booked for {local_date.isoformat()}: that day is in the past "
-            f"at the site (today is {now.date().isoformat()} in {site.timezone}). To record a "
-            f"visit that already happened, {record_hint}."
+            _(
+                "%(what)s cannot be booked for %(date)s: that day is in the past at the site "
+                "(today is %(today)s in %(zone)s). To record a visit that already happened, "
+                "%(hint)s."
+            )
+            % words
         )
     if start < now - BOOKING_GRACE:
         raise CalendarError(
-            f"{what} cannot be booked for {local_time:%H:%M} on {local_date.isoformat()}: "
-            f"that time has already passed at the site (it is {now:%H:%M %Z} there now). "
-            f"Book a later time; to record a visit that already happened, {record_hint}."
+            _(
+                "%(what)s cannot be booked for %(time)s on %(date)s: that time has already "
+                "passed at the site (it is %(now)s there now). Book a later time; to record a "
+                "visit that already happened, %(hint)s."
+            )
+            % words
         )
 
 
@@ -265,29 +306,62 @@ def _lock_visit(visit: ScheduledVisit, expected_version: int | None) -> Schedule
     )
     if expected_version is not None and locked.version != expected_version:
         raise VisitConflict(
-            f"{locked.code} of {locked.participant} was changed by someone else since you "
-            f"opened it (it is at version {locked.version}, yours is {expected_version}); "
-            "reload it and try again"
+            _(
+                "%(visit)s of %(participant)s was changed by someone else since you opened it "
+                "(it is at version %(version)s, yours is %(yours)s); reload it and try again"
+            )
+            % {
+                "visit": locked.code,
+                "participant": locked.participant,
+                "version": locked.version,
+                "yours": expected_version,
+            }
         )
     return locked
+
+
+def _status(row: Participant | ScheduledVisit) -> str:
+    """A participant's or a visit's status as a word of the reader's language ("withdrawn")."""
+    return _(row.status.replace("_", " "))
+
+
+# What a closed visit cannot have done to it, as the end of the sentence in _require_open.
+def _open_actions() -> dict[str, str]:
+    return {
+        "booked": _("only planned or booked visits can be booked"),
+        "recorded as done": _("only planned or booked visits can be recorded as done"),
+        "marked missed": _("only planned or booked visits can be marked missed"),
+        "marked cancelled": _("only planned or booked visits can be marked cancelled"),
+    }
 
 
 def _require_open(visit: ScheduledVisit, action: str) -> None:
     if not visit.is_open:
         raise CalendarError(
-            f"{visit.code} of {visit.participant} is {visit.status}; only planned or booked "
-            f"visits can be {action} (completed, missed and cancelled visits are history)"
+            _(
+                "%(visit)s of %(participant)s is %(status)s; %(rule)s (completed, missed and "
+                "cancelled visits are history)"
+            )
+            % {
+                "visit": visit.code,
+                "participant": visit.participant,
+                "status": _status(visit),
+                "rule": _open_actions()[action],
+            }
         )
 
 
 def _require_active(participant: Participant) -> None:
     if participant.status not in (Participant.Status.SCREENING, Participant.Status.ENROLLED):
-        raise CalendarError(f"{participant} is {participant.status}: the calendar is closed")
+        raise CalendarError(
+            _("%(participant)s is %(status)s: the calendar is closed")
+            % {"participant": participant, "status": _status(participant)}
+        )
 
 
 def _require_reason(reason: str, why: str) -> None:
     if not reason.strip():
-        raise CalendarError(f"a reason is required: {why}")
+        raise CalendarError(_("a reason is required: %(why)s") % {"why": why})
 
 
 def _visit_key(visit: ScheduledVisit) -> tuple[str, int]:
@@ -295,7 +369,18 @@ def _visit_key(visit: ScheduledVisit) -> tuple[str, int]:
     return (visit.visit_definition.code, visit.occurrence)
 
 
+def _require_whole_minute(local_time: dt.time) -> None:
+    # Bookings, slots and holds are on whole minutes; a time with seconds is a typing slip or
+    # a machine's, never a clinic's.
+    if local_time.second or local_time.microsecond:
+        raise CalendarError(
+            _("%(time)s has seconds: bookings are made to the minute (%(minute)s)")
+            % {"time": local_time.isoformat(), "minute": f"{local_time:%H:%M}"}
+        )
+
+
 def _booking(visit: ScheduledVisit, local_date: dt.date, local_time: dt.time) -> BookingPreview:
+    _require_whole_minute(local_time)
     site = visit.participant.site
     reading = read_local_time(local_date, local_time, site.timezone)
     start = reading.used
@@ -339,14 +424,6 @@ HOLD_SEARCH_HORIZON_DAYS = 14
 
 def _hhmm(instant: dt.datetime, zone: str) -> str:
     return f"{instant.astimezone(ZoneInfo(zone)):%H:%M}"
-
-
-def _slot_words(slot: Slot) -> str:
-    out = ""
-    if slot.days_out:
-        side = "before the window" if slot.days_out < 0 else "after the window"
-        out = f" ({abs(slot.days_out)} day(s) {side})"
-    return f"{slot.start:%a %Y-%m-%d %H:%M}{out}"
 
 
 def _fitting_holds(visit: ScheduledVisit, start: dt.datetime, *, lock: bool) -> list[Hold] | None:
@@ -406,8 +483,14 @@ def _fitting_holds(visit: ScheduledVisit, start: dt.datetime, *, lock: bool) -> 
         not_before=site_now(site),
     )
     raise CalendarError(
-        f"{visit.code} cannot start at {_hhmm(start, site.timezone)} on {day.isoformat()}: "
-        f"{why}. {_nearest_words(nearest)}"
+        _("%(visit)s cannot start at %(time)s on %(date)s: %(why)s. %(nearest)s")
+        % {
+            "visit": visit.code,
+            "time": _hhmm(start, site.timezone),
+            "date": day.isoformat(),
+            "why": why,
+            "nearest": nearest_words(nearest, site.timezone, visit.window_start, visit.window_end),
+        }
     )
 
 
@@ -437,19 +520,29 @@ def _why_not(
                 if at_start(alone) is None:
                     begins = start + dt.timedelta(minutes=offset_start)
                     ends = start + dt.timedelta(minutes=offset_end)
-                    words = "no {kind} is free" if staff else "the {kind} is full"
-                    full.append(
-                        words.format(kind=need.kind)
-                        + f" from {_hhmm(begins, zone)} to {_hhmm(ends, zone)}"
-                        + f" (needed for {step.procedure})"
+                    words = (
+                        _("no %(kind)s is free from %(start)s to %(end)s (needed for %(step)s)")
+                        if staff
+                        else _(
+                            "the %(kind)s is full from %(start)s to %(end)s (needed for %(step)s)"
+                        )
                     )
-        return "; ".join(full) or "what is already booked leaves no room at that time"
+                    full.append(
+                        words
+                        % {
+                            "kind": need.kind,
+                            "start": _hhmm(begins, zone),
+                            "end": _hhmm(ends, zone),
+                            "step": step.procedure,
+                        }
+                    )
+        return "; ".join(full) or _("what is already booked leaves no room at that time")
     day_search = find_slots(
         plan, calendar, (), window_start=day, window_end=day, target=day, count=1
     )
     if not day_search.slots:
-        return day_search.reason.split(": ", 1)[-1]
-    end = start + dt.timedelta(minutes=max(e for _, e in plan_layout(plan)))
+        return obstacles_words(day_search.obstacles)
+    end = start + dt.timedelta(minutes=max(e for _start, e in plan_layout(plan)))
     hours = [f"{h.start:%H:%M}-{h.end:%H:%M}" for h in calendar.hours if h.weekday == day.weekday()]
     own = [
         f"{r.kind} {h.start:%H:%M}-{h.end:%H:%M}"
@@ -457,22 +550,15 @@ def _why_not(
         for h in r.hours or ()
         if h.weekday == day.weekday()
     ]
-    return (
-        f"the visit would run {_hhmm(start, zone)}-{_hhmm(end, zone)}, outside the site's "
-        f"opening hours ({', '.join(hours)}) or its resources' hours "
-        f"({', '.join(dict.fromkeys(own)) or 'the same'}) or out of service"
-    )
-
-
-def _nearest_words(search: SlotSearch) -> str:
-    if search.slots:
-        return "Nearest feasible starts: " + ", ".join(_slot_words(s) for s in search.slots)
-    if search.deviations:
-        return (
-            f"Nothing fits inside the window ({search.reason}); nearest starts outside it: "
-            + ", ".join(_slot_words(s) for s in search.deviations)
-        )
-    return f"Nothing fits near the window either ({search.reason})"
+    return _(
+        "the visit would run %(start)s-%(end)s, outside the site's opening hours (%(hours)s) "
+        "or its resources' hours (%(own)s) or out of service"
+    ) % {
+        "start": _hhmm(start, zone),
+        "end": _hhmm(end, zone),
+        "hours": ", ".join(hours),
+        "own": ", ".join(dict.fromkeys(own)) or _("the same"),
+    }
 
 
 def _holds_replace(visit: ScheduledVisit, holds: list[Hold]) -> None:
@@ -518,13 +604,38 @@ def visit_book(
     preview = _booking(visit, local_date, local_time)
     rescheduling = visit.status == ScheduledVisit.Status.BOOKED
     if rescheduling:
-        _require_reason(reason, f"{visit.code} is already booked, so this is a reschedule")
-    if preview.deviation_days:
         _require_reason(
             reason,
-            f"{preview.booked_date.isoformat()} is {abs(preview.deviation_days)} day(s) "
-            f"{'before' if preview.deviation_days < 0 else 'after'} the window of {visit.code} "
-            f"({visit.window_start.isoformat()} to {visit.window_end.isoformat()})",
+            _("%(visit)s is already booked, so this is a reschedule") % {"visit": visit.code},
+        )
+    if preview.deviation_days:
+        days = abs(preview.deviation_days)
+        words = {
+            "date": preview.booked_date.isoformat(),
+            "days": days,
+            "visit": visit.code,
+            "start": visit.window_start.isoformat(),
+            "end": visit.window_end.isoformat(),
+        }
+        _require_reason(
+            reason,
+            (
+                ngettext(
+                    "%(date)s is %(days)d day before the window of %(visit)s "
+                    "(%(start)s to %(end)s)",
+                    "%(date)s is %(days)d days before the window of %(visit)s "
+                    "(%(start)s to %(end)s)",
+                    days,
+                )
+                if preview.deviation_days < 0
+                else ngettext(
+                    "%(date)s is %(days)d day after the window of %(visit)s (%(start)s to %(end)s)",
+                    "%(date)s is %(days)d days after the window of %(visit)s "
+                    "(%(start)s to %(end)s)",
+                    days,
+                )
+            )
+            % words,
         )
     holds = _fitting_holds(visit, preview.booked_start, lock=True)
     visit.status = ScheduledVisit.Status.BOOKED
@@ -641,7 +752,9 @@ def visit_book_all_remaining(
             not_before=site_now(site),
         )
         if not search.slots:
-            unplaced.append(Unplaced(visit, search.reason))
+            unplaced.append(
+                Unplaced(visit, search_words(search, visit.window_start, visit.window_end))
+            )
             continue
         slot = search.slots[0]
         try:
@@ -659,6 +772,295 @@ def visit_book_all_remaining(
     return BookAllResult(tuple(booked), tuple(unplaced))
 
 
+# ----------------------------------------------------------------------------------------
+# A site-level re-plan: the bookings an out-of-service period or a closure breaks, moved
+
+# What breaks bookings: a resource out of service for a period, or a day the site closes.
+ReplanCause = ResourceOutOfService | SiteClosure
+
+
+@dataclass(frozen=True)
+class ReplanMove:
+    """One booking the cause breaks and where the re-plan would move it.
+
+    window: the window searched (target, first and last day), as earlier moves of the same
+    participant leave it. slot: the proposed start: inside the window, or when nothing fits
+    there the nearest start outside it (`slot.days_out` days out, a deviation); None when
+    nothing fits within `HOLD_SEARCH_HORIZON_DAYS` of the window either. reason: why nothing
+    fits inside the window ('' when something does), in the reader's words.
+    """
+
+    visit: ScheduledVisit
+    old_start: dt.datetime
+    window: tuple[dt.date, dt.date, dt.date]
+    slot: Slot | None
+    reason: str = ""
+
+    @property
+    def deviation(self) -> bool:
+        return self.slot is not None and self.slot.deviation
+
+
+@dataclass(frozen=True)
+class SiteReplan:
+    """What a re-plan would do: the broken bookings in the order they would be moved (their
+    old starts), each participant's calendar change that follows (visits counted from a
+    moved one), how many broken bookings the caller may not move, and the digest that a
+    confirm must carry (it changes when anything the proposals depend on changes)."""
+
+    site: Site
+    cause: str
+    moves: tuple[ReplanMove, ...]
+    knock_on: tuple[tuple[Participant, CalendarDiff], ...]
+    not_yours: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class SiteReplanResult:
+    booked: tuple[BookingPreview, ...]
+    unplaced: tuple[ReplanMove, ...]
+
+
+def _cause_site(cause: ReplanCause) -> Site:
+    if isinstance(cause, ResourceOutOfService):
+        return Site.objects.get(resources=cause.resource_id)
+    return Site.objects.get(pk=cause.site_id)
+
+
+def _cause_words(cause: ReplanCause, site: Site) -> str:
+    if isinstance(cause, ResourceOutOfService):
+        return _("%(resource)s out of service from %(start)s to %(end)s (%(reason)s)") % {
+            "resource": cause.resource.name,
+            "start": zone_time(cause.start, site.timezone),
+            "end": zone_time(cause.end, site.timezone),
+            "reason": cause.reason,
+        }
+    return _("%(site)s closed on %(date)s (%(reason)s)") % {
+        "site": site.name,
+        "date": cause.date.isoformat(),
+        "reason": cause.reason,
+    }
+
+
+def _broken_bookings(cause: ReplanCause, now: dt.datetime) -> QuerySet[ScheduledVisit]:
+    """Booked visits that have not started yet and that the cause breaks: a hold on the
+    resource overlapping the period, or a booking on the closed day (site-local)."""
+    booked = ScheduledVisit.objects.filter(
+        status=ScheduledVisit.Status.BOOKED, booked_start__gte=now
+    )
+    if isinstance(cause, ResourceOutOfService):
+        holding = BookingHold.objects.filter(
+            resource=cause.resource_id, start__lt=cause.end, end__gt=cause.start
+        )
+        return booked.filter(pk__in=holding.values("visit_id"))
+    return booked.filter(participant__site=cause.site_id, booked_date=cause.date)
+
+
+def _hold_of(row: BookingHold) -> Hold:
+    # The same Hold `site_holds` reads for the row, so the two can be subtracted.
+    return Hold(
+        resource=row.resource.name if row.resource is not None else row.staff_kind,
+        start=row.start,
+        end=row.end,
+        count=row.count,
+        kind=row.resource.kind if row.resource is not None else row.staff_kind,
+        procedure=row.procedure,
+        staff=row.resource is None,
+    )
+
+
+def _replan_window(
+    visit: ScheduledVisit, moved: Mapping[tuple[str, int], dt.date]
+) -> tuple[dt.date, dt.date, dt.date]:
+    """The visit's (target, window start, window end) once the participant's earlier moves
+    (`moved`) are booked: a visit counted from a moved one moves with it."""
+    stored = (visit.target_date, visit.window_start, visit.window_end)
+    if not moved or visit.visit_definition is None:
+        return stored
+    key = _visit_key(visit)
+    for change in calendar_diff(visit.participant, visit_dates=moved).diff.visits:
+        if (change.visit_code, change.occurrence) == key and change.new_window is not None:
+            assert change.new_target is not None
+            return (change.new_target, *change.new_window)
+    return stored
+
+
+def _replan(
+    cause: ReplanCause, visits: QuerySet[ScheduledVisit] | None, *, lock: bool
+) -> SiteReplan:
+    site = _cause_site(cause)
+    now = site_now(site)
+    broken = _broken_bookings(cause, now).select_related("participant__site", "visit_definition")
+    if lock:
+        broken = broken.select_for_update(of=("self",))
+    every = list(broken.order_by("booked_start", "id"))
+    allowed = (
+        {v.pk for v in every}
+        if visits is None
+        else set(visits.filter(pk__in=[v.pk for v in every]).values_list("pk", flat=True))
+    )
+    mine = [v for v in every if v.pk in allowed]
+    own: dict[int, list[Hold]] = {}
+    for row in BookingHold.objects.filter(visit__in=mine).select_related("resource"):
+        own.setdefault(row.visit_id, []).append(_hold_of(row))
+    horizon = dt.timedelta(days=HOLD_SEARCH_HORIZON_DAYS)
+    # Each booking is searched as the confirm will book it: the bookings moved before it
+    # hold their new slots and no longer their old ones; those after it still hold theirs.
+    proposed: list[Hold] = []
+    freed: Counter[Hold] = Counter()
+    moved: dict[int, dict[tuple[str, int], dt.date]] = {}
+    moves: list[ReplanMove] = []
+    for visit in mine:
+        assert visit.booked_start is not None
+        participant_moves = moved.setdefault(visit.participant_id, {})
+        target, first, last = _replan_window(visit, participant_moves)
+        calendar = site_calendar(site, first - horizon, last + horizon)
+        plan = visit_slot_plan(visit, calendar) if calendar.hours or calendar.resources else None
+        if plan is None:
+            moves.append(
+                ReplanMove(
+                    visit,
+                    visit.booked_start,
+                    (target, first, last),
+                    None,
+                    _(
+                        "%(visit)s has no stated length or its site keeps no calendar: "
+                        "rebook it by its local date and time"
+                    )
+                    % {"visit": visit.code},
+                )
+            )
+            continue
+        existing = Counter(site_holds(site, first - horizon, last + horizon, excluding=visit))
+        existing -= freed
+        search = find_slots(
+            plan,
+            calendar,
+            index_holds([*existing.elements(), *proposed]),
+            window_start=first,
+            window_end=last,
+            target=min(max(target, first), last),
+            count=1,
+            horizon_days=HOLD_SEARCH_HORIZON_DAYS,
+            not_before=now,
+        )
+        slot = (search.slots or search.deviations or (None,))[0]
+        reason = search_words(search, first, last, horizon_days=HOLD_SEARCH_HORIZON_DAYS)
+        moves.append(ReplanMove(visit, visit.booked_start, (target, first, last), slot, reason))
+        if slot is not None:
+            freed.update(own.get(visit.pk, []))
+            proposed.extend(slot.holds)
+            if visit.visit_definition is not None:
+                participant_moves[_visit_key(visit)] = slot.day
+    knock_on = []
+    participants = {v.participant_id: v.participant for v in mine}
+    for participant_id, dates in moved.items():
+        if dates:
+            diff = calendar_diff(participants[participant_id], visit_dates=dates).diff
+            if diff:
+                knock_on.append((participants[participant_id], diff))
+    fingerprint = repr(
+        (
+            type(cause).__name__,
+            cause.pk,
+            _cause_words(cause, site),
+            [
+                (
+                    m.visit.pk,
+                    m.visit.version,
+                    m.old_start.isoformat(),
+                    m.slot.start_utc.isoformat() if m.slot else "",
+                    m.slot.days_out if m.slot else None,
+                    m.window,
+                )
+                for m in moves
+            ],
+            [(p.pk, diff) for p, diff in knock_on],
+            len(every) - len(mine),
+        )
+    )
+    return SiteReplan(
+        site=site,
+        cause=_cause_words(cause, site),
+        moves=tuple(moves),
+        knock_on=tuple(knock_on),
+        not_yours=len(every) - len(mine),
+        digest=hashlib.sha256(fingerprint.encode()).hexdigest()[:32],
+    )
+
+
+def site_replan_preview(
+    *, cause: ReplanCause, visits: QuerySet[ScheduledVisit] | None = None
+) -> SiteReplan:
+    """The bookings a resource's out-of-service period or a site closure breaks, and a new
+    slot for each, without writing anything.
+
+    Broken: booked visits that have not started, holding the resource during the period, or
+    booked on the closed day. Each is proposed the first slot the finder gives inside its
+    window (days nearest its target first, then the earliest start; from the site's now on),
+    in the order of the old starts, none colliding with another proposal or an existing hold;
+    a visit counted from a moved one is searched in its moved window. When nothing fits
+    inside, the nearest start outside it is proposed as a deviation with the reason. `visits`
+    (the caller's writable visits) limits which broken bookings are moved; the others are
+    only counted.
+    """
+    return _replan(cause, visits, lock=False)
+
+
+@transaction.atomic
+def site_replan(
+    *,
+    cause: ReplanCause,
+    digest: str,
+    reason: str,
+    by: User,
+    visits: QuerySet[ScheduledVisit] | None = None,
+) -> SiteReplanResult:
+    """Move the bookings `site_replan_preview` proposed, each through `visit_book` (holds
+    move, the audit trail says who and why, participants get updated invites), if nothing
+    they depend on changed since the preview: `digest` is the preview's. A booking with no
+    slot near its window stays as it is and is returned as unplaced."""
+    _require_reason(reason, _("moving bookings is a reschedule"))
+    site = _cause_site(cause)
+    # The lock visit_book takes, taken first for the whole re-plan: no booking at the site
+    # lands between the proposals and their booking.
+    list(
+        SiteResource.objects.filter(site=site)
+        .order_by("pk")
+        .select_for_update()
+        .values_list("pk", flat=True)
+    )
+    replan = _replan(cause, visits, lock=True)
+    if replan.digest != digest:
+        raise CalendarError(
+            _(
+                "Bookings, visits or the site's calendar changed since this re-plan was "
+                "previewed: nothing was rebooked. Preview it again and confirm what it then "
+                "shows."
+            )
+        )
+    if not replan.moves:
+        raise CalendarError(
+            _("%(cause)s breaks no booking you may move: nothing to rebook.")
+            % {"cause": replan.cause}
+        )
+    booked: list[BookingPreview] = []
+    for move in replan.moves:
+        if move.slot is None:
+            continue
+        booked.append(
+            visit_book(
+                visit=move.visit,
+                local_date=move.slot.day,
+                local_time=move.slot.start.time(),
+                by=by,
+                reason=reason,
+            )
+        )
+    return SiteReplanResult(tuple(booked), tuple(m for m in replan.moves if m.slot is None))
+
+
 def visit_record_done_preview(*, visit: ScheduledVisit, actual_date: dt.date) -> CalendarDiff:
     """What recording a visit as done on `actual_date` would move."""
     visit = ScheduledVisit.objects.select_related("participant__site", "visit_definition").get(
@@ -673,8 +1075,11 @@ def _require_not_future(visit: ScheduledVisit, actual_date: dt.date) -> None:
     today = site_today(visit.participant.site)
     if actual_date > today:
         raise CalendarError(
-            f"{visit.code} cannot be recorded as done on {actual_date.isoformat()}: that is "
-            f"after today ({today.isoformat()}) at the site"
+            _(
+                "%(visit)s cannot be recorded as done on %(date)s: that is after today "
+                "(%(today)s) at the site"
+            )
+            % {"visit": visit.code, "date": actual_date.isoformat(), "today": today.isoformat()}
         )
 
 
@@ -704,18 +1109,44 @@ def visit_record_done(
     unknown = sorted(set(not_done) - {p.procedure.code for p in procedures})
     if unknown:
         raise CalendarError(
-            f"{', '.join(unknown)} is not planned at {visit.code}; its procedures are "
-            f"{', '.join(p.procedure.code for p in procedures) or 'none'}"
+            _("%(unknown)s is not planned at %(visit)s; its procedures are %(procedures)s")
+            % {
+                "unknown": ", ".join(unknown),
+                "visit": visit.code,
+                "procedures": ", ".join(p.procedure.code for p in procedures) or _("none"),
+            }
         )
     for code, why in not_done.items():
-        _require_reason(why, f"procedure {code} was not done at {visit.code}")
+        _require_reason(
+            why,
+            _("procedure %(procedure)s was not done at %(visit)s")
+            % {"procedure": code, "visit": visit.code},
+        )
     deviation = deviation_days(actual_date, visit.window_start, visit.window_end)
     if deviation:
+        days = abs(deviation)
+        words = {
+            "visit": visit.code,
+            "days": days,
+            "start": visit.window_start.isoformat(),
+            "end": visit.window_end.isoformat(),
+        }
         _require_reason(
             reason,
-            f"{visit.code} was done {abs(deviation)} day(s) "
-            f"{'before' if deviation < 0 else 'after'} its window "
-            f"({visit.window_start.isoformat()} to {visit.window_end.isoformat()})",
+            (
+                ngettext(
+                    "%(visit)s was done %(days)d day before its window (%(start)s to %(end)s)",
+                    "%(visit)s was done %(days)d days before its window (%(start)s to %(end)s)",
+                    days,
+                )
+                if deviation < 0
+                else ngettext(
+                    "%(visit)s was done %(days)d day after its window (%(start)s to %(end)s)",
+                    "%(visit)s was done %(days)d days after its window (%(start)s to %(end)s)",
+                    days,
+                )
+            )
+            % words,
         )
     visit.status = ScheduledVisit.Status.DONE
     visit.actual_date = actual_date
@@ -775,7 +1206,15 @@ def _close_visit(
 ) -> CalendarDiff:
     visit = _lock_visit(visit, expected_version)
     _require_open(visit, f"marked {status}")
-    _require_reason(reason, f"{visit.code} is being marked {status}")
+    _require_reason(
+        reason,
+        (
+            _("%(visit)s is being marked missed")
+            if status == ScheduledVisit.Status.MISSED
+            else _("%(visit)s is being marked cancelled")
+        )
+        % {"visit": visit.code},
+    )
     # A visit that will not happen frees what it held (a done visit keeps its holds: they
     # happened, and the site's past days stay true).
     BookingHold.objects.filter(visit=visit).delete()
@@ -815,20 +1254,24 @@ def _unscheduled_plan(
         pk=participant.pk
     )
     _require_active(participant)
-    _require_reason(reason, "an unscheduled visit must say why it is needed")
+    _require_reason(reason, _("an unscheduled visit must say why it is needed"))
     procedures = {
         p.code: p for p in ProcedureDefinition.objects.filter(version=participant.protocol_version)
     }
     unknown = [code for code in procedure_codes if code not in procedures]
     if unknown:
         raise CalendarError(
-            f"unknown procedure(s) {', '.join(unknown)}; {participant.protocol_version} has "
-            f"{', '.join(sorted(procedures))}"
+            _("unknown procedure(s) %(unknown)s; %(version)s has %(procedures)s")
+            % {
+                "unknown": ", ".join(unknown),
+                "version": participant.protocol_version,
+                "procedures": ", ".join(sorted(procedures)),
+            }
         )
     start = local_to_utc(local_date, local_time, participant.site.timezone) if local_time else None
     if local_time is not None and start is not None:
         _require_not_past(
-            "an unscheduled visit",
+            _("an unscheduled visit"),
             participant.site,
             local_date,
             local_time,
@@ -927,7 +1370,7 @@ def participant_anchor_change(
     participant = Participant.objects.select_for_update().get(pk=participant.pk)
     _require_active(participant)
     _check_anchor_code(participant, code)
-    _require_reason(reason, f"the {code} date is being changed")
+    _require_reason(reason, _("the %(anchor)s date is being changed") % {"anchor": code})
     try:
         pending = calendar_diff(participant, anchors={code: new_date})
     except PlanningError as exc:
@@ -944,8 +1387,12 @@ def _check_anchor_code(participant: Participant, code: str) -> None:
     codes = set(participant.protocol_version.anchor_set.values_list("code", flat=True))
     if code not in codes:
         raise CalendarError(
-            f"{code!r} is not an anchor of {participant.protocol_version}; it has "
-            f"{', '.join(sorted(codes))}"
+            _("'%(code)s' is not an anchor of %(version)s; it has %(anchors)s")
+            % {
+                "code": code,
+                "version": participant.protocol_version,
+                "anchors": ", ".join(sorted(codes)),
+            }
         )
 
 
@@ -964,20 +1411,32 @@ def _check_taper_decision(
         ).exclude(status=ScheduledMilestone.Status.CANCELLED)
     }
     if not steps:
-        raise CalendarError(f"{participant} has no taper {milestone_code!r}")
+        raise CalendarError(
+            _("%(participant)s has no taper '%(taper)s'")
+            % {"participant": participant, "taper": milestone_code}
+        )
     if week not in steps or week == 0:
         raise CalendarError(
-            f"week {week} is not a step of {milestone_code} that can be adjusted; the taper "
-            f"runs from week 1 to week {max(steps)}"
+            _(
+                "week %(week)s is not a step of %(taper)s that can be adjusted; the taper runs "
+                "from week 1 to week %(last)s"
+            )
+            % {"week": week, "taper": milestone_code, "last": max(steps)}
         )
     if dose_mg is not None:
         _check_prescribed_dose(participant, milestone_code, dose_mg)
     previous = steps[week - 1].dose_mg
     if dose_mg is not None and previous is not None and dose_mg > previous and not allow_increase:
         raise CalendarError(
-            f"{dose_mg.normalize():f} mg/day is more than week {week - 1}'s "
-            f"{previous.normalize():f} mg/day; a taper never increases unless the investigator "
-            "confirms the increase"
+            _(
+                "%(dose)s mg/day is more than week %(week)s's %(previous)s mg/day; a taper never "
+                "increases unless the investigator confirms the increase"
+            )
+            % {
+                "dose": _plain_mg(dose_mg),
+                "week": week - 1,
+                "previous": _plain_mg(previous),
+            }
         )
     return TaperDecision("hold") if dose_mg is None else TaperDecision("set", dose_mg)
 
@@ -997,12 +1456,17 @@ def _check_prescribed_dose(participant: Participant, milestone_code: str, dose_m
     tablets, in which case the two nearest doses are offered."""
     mg = f"{dose_mg.normalize():f}"
     if dose_mg < 0:
-        raise CalendarError(f"{mg} mg/day is not a dose: a prescribed dose is 0 mg/day or more")
+        raise CalendarError(
+            _("%(dose)s mg/day is not a dose: a prescribed dose is 0 mg/day or more") % {"dose": mg}
+        )
     column_max, resolution = _dose_column()
     if dose_mg > column_max or dose_mg % resolution:
         raise CalendarError(
-            f"{mg} mg/day cannot be recorded: doses are recorded to {resolution} mg, up to "
-            f"{column_max} mg/day"
+            _(
+                "%(dose)s mg/day cannot be recorded: doses are recorded to %(resolution)s mg, up "
+                "to %(max)s mg/day"
+            )
+            % {"dose": mg, "resolution": resolution, "max": column_max}
         )
     spec = next(
         (
@@ -1021,21 +1485,26 @@ def _check_prescribed_dose(participant: Participant, milestone_code: str, dose_m
         if dose_mg > ceiling:
             by_weight = weight * spec.initial_mg_per_kg
             why = (
-                f"its ceiling of {_plain_mg(ceiling)} mg/day"
+                _("its ceiling of %(ceiling)s mg/day") % {"ceiling": _plain_mg(ceiling)}
                 if ceiling < by_weight
                 else f"{_plain_mg(spec.initial_mg_per_kg)} mg/kg/day × {_plain_mg(weight)} kg = "
                 f"{_plain_mg(by_weight)} mg/day"
             )
             raise CalendarError(
-                f"{mg} mg/day is above what the protocol allows {participant}: {why}"
+                _("%(dose)s mg/day is above what the protocol allows %(participant)s: %(why)s")
+                % {"dose": mg, "participant": participant, "why": why}
             )
     if not spec.exact_doses and dose_mg % spec.step_mg:
         lower = floor_to_step(dose_mg, spec.step_mg)
         nearest = [lower, lower + spec.step_mg]
         allowed = [d for d in nearest if ceiling is None or d <= ceiling]
         raise CalendarError(
-            f"{mg} mg is not a multiple of the {_plain_mg(spec.step_mg)} mg tablet; prescribe "
-            + " or ".join(f"{_plain_mg(d)} mg" for d in allowed)
+            _("%(dose)s mg is not a multiple of the %(step)s mg tablet; prescribe %(doses)s")
+            % {
+                "dose": mg,
+                "step": _plain_mg(spec.step_mg),
+                "doses": _(" or ").join(f"{_plain_mg(d)} mg" for d in allowed),
+            }
         )
 
 
@@ -1075,7 +1544,7 @@ def taper_adjust(
     above target past the protocol's target week are flagged for the investigator.
     """
     participant = Participant.objects.select_for_update().get(pk=participant.pk)
-    _require_reason(reason, "a taper decision must say why")
+    _require_reason(reason, _("a taper decision must say why"))
     decision = _check_taper_decision(participant, milestone_code, week, dose_mg, allow_increase)
     pending = calendar_diff(participant, taper_adjustments={(milestone_code, week): decision})
     row = TaperAdjustment.objects.filter(
@@ -1150,7 +1619,7 @@ def participant_withdraw(
     is cancelled; everything before it, and all history, stays exactly as it was."""
     participant = Participant.objects.select_for_update().get(pk=participant.pk)
     _require_active(participant)
-    _require_reason(reason, "a withdrawal must say why")
+    _require_reason(reason, _("a withdrawal must say why"))
     visits, milestones = _end_participation(
         participant,
         status=Participant.Status.WITHDRAWN,
@@ -1173,7 +1642,10 @@ def participant_complete(
     still planned or booked: record or cancel them first, so nothing is closed silently."""
     participant = Participant.objects.select_for_update().get(pk=participant.pk)
     if participant.status != Participant.Status.ENROLLED:
-        raise CalendarError(f"{participant} is {participant.status}, not enrolled")
+        raise CalendarError(
+            _("%(participant)s is %(status)s, not enrolled")
+            % {"participant": participant, "status": _status(participant)}
+        )
     open_visits = list(
         ScheduledVisit.objects.filter(
             participant=participant, status__in=ScheduledVisit.OPEN
@@ -1181,8 +1653,11 @@ def participant_complete(
     )
     if open_visits:
         raise CalendarError(
-            f"{participant} still has open visits: "
-            + ", ".join(f"{v.code} ({v.status})" for v in open_visits)
+            _("%(participant)s still has open visits: %(visits)s")
+            % {
+                "participant": participant,
+                "visits": ", ".join(f"{v.code} ({_status(v)})" for v in open_visits),
+            }
         )
     participant.status = Participant.Status.COMPLETED
     participant.ended_on = on
@@ -1204,14 +1679,18 @@ def participant_screen_fail(
     )
     if participant.status != Participant.Status.SCREENING:
         raise CalendarError(
-            f"{participant} is {participant.get_status_display()}, not in screening"
+            _("%(participant)s is %(status)s, not in screening")
+            % {"participant": participant, "status": _status(participant)}
         )
-    _require_reason(reason, "a screen failure must say why (the criterion not met)")
+    _require_reason(reason, _("a screen failure must say why (the criterion not met)"))
     today = site_today(participant.site)
     if on > today:
         raise CalendarError(
-            f"a screen failure is recorded on or before the site's today ({today.isoformat()}), "
-            f"not on {on.isoformat()}"
+            _(
+                "a screen failure is recorded on or before the site's today (%(today)s), not on "
+                "%(date)s"
+            )
+            % {"today": today.isoformat(), "date": on.isoformat()}
         )
     # Everything still open is cancelled, whatever its date: screening ended.
     _end_participation(
@@ -1229,9 +1708,15 @@ def participant_screen_fail(
 
 def _check_move(participant: Participant, version: ProtocolVersion) -> None:
     if version.trial_id != participant.trial_id:
-        raise CalendarError(f"{version} is not a version of {participant.trial}")
+        raise CalendarError(
+            _("%(version)s is not a version of %(trial)s")
+            % {"version": version, "trial": participant.trial}
+        )
     if not version.is_published:
-        raise CalendarError(f"{version} is a draft; publish it before moving anyone onto it")
+        raise CalendarError(
+            _("%(version)s is a draft; publish it before moving anyone onto it")
+            % {"version": version}
+        )
     _require_active(participant)
 
 
@@ -1256,7 +1741,7 @@ def participant_move_to_version(
     """
     participant = Participant.objects.select_for_update().get(pk=participant.pk)
     _check_move(participant, version)
-    _require_reason(reason, "an amendment must be named")
+    _require_reason(reason, _("an amendment must be named"))
     pending: PendingCalendar = calendar_diff(participant, version=version, not_before=on)
     participant.protocol_version = version
     _audited(participant, by, reason).save(update_fields=["protocol_version"])
@@ -1267,13 +1752,25 @@ def _check_site_move(
     site: Site, version: ProtocolVersion, approved_on: dt.date, on: dt.date
 ) -> None:
     if not version.is_published:
-        raise CalendarError(f"{version} is a draft; publish it before a site approves it")
+        raise CalendarError(
+            _("%(version)s is a draft; publish it before a site approves it") % {"version": version}
+        )
     if not TrialSite.objects.filter(trial=version.trial_id, site=site).exists():
-        raise CalendarError(f"{site} does not take part in {version.trial}")
+        raise CalendarError(
+            _("%(site)s does not take part in %(trial)s") % {"site": site, "trial": version.trial}
+        )
     if on < approved_on:
         raise CalendarError(
-            f"{site} approved {version} on {approved_on.isoformat()}; participants cannot be "
-            f"moved onto it on {on.isoformat()}, before that date"
+            _(
+                "%(site)s approved %(version)s on %(approved)s; participants cannot be moved onto "
+                "it on %(date)s, before that date"
+            )
+            % {
+                "site": site,
+                "version": version,
+                "approved": approved_on.isoformat(),
+                "date": on.isoformat(),
+            }
         )
 
 
@@ -1321,7 +1818,7 @@ def site_move_to_version(
     stay where they are. Returns each moved participant's calendar change, by study id.
     """
     _check_site_move(site, version, approved_on, on)
-    _require_reason(reason, "an amendment must be named")
+    _require_reason(reason, _("an amendment must be named"))
     trial_site = TrialSite.objects.select_for_update().get(trial=version.trial, site=site)
     trial_site.protocol_version = version
     trial_site.approved_on = approved_on
@@ -1386,10 +1883,11 @@ def participant_details_save(
     refused = sorted(set(fields) - EDITABLE_PARTICIPANT_FIELDS)
     if refused:
         raise CalendarError(
-            f"{', '.join(refused)} cannot be edited directly; use the participant's actions"
+            _("%(fields)s cannot be edited directly; use the participant's actions")
+            % {"fields": ", ".join(refused)}
         )
     if (participant.quiet_hours_start is None) != (participant.quiet_hours_end is None):
-        raise CalendarError("quiet hours need both a start and an end, or neither")
+        raise CalendarError(_("quiet hours need both a start and an end, or neither"))
     today = participant_today(participant)
     stored = Participant.objects.select_related("trial").get(pk=participant.pk)
     was_reachable = participant_contact_gap(stored, today=today) is None
@@ -1425,11 +1923,15 @@ def visit_deviation_reason_record(
     visit = _lock_visit(visit, expected_version)
     if visit.status != ScheduledVisit.Status.DONE or not visit.deviation_days:
         raise CalendarError(
-            f"{visit.code} of {visit.participant} is not a visit done outside its window"
+            _("%(visit)s of %(participant)s is not a visit done outside its window")
+            % {"visit": visit.code, "participant": visit.participant}
         )
     if visit.reason:
-        raise CalendarError(f"{visit.code} of {visit.participant} already has a reason")
-    _require_reason(reason, f"{visit.code} was done outside its window")
+        raise CalendarError(
+            _("%(visit)s of %(participant)s already has a reason")
+            % {"visit": visit.code, "participant": visit.participant}
+        )
+    _require_reason(reason, _("%(visit)s was done outside its window") % {"visit": visit.code})
     visit.reason = reason.strip()
     visit.version += 1
     _audited(visit, by, "deviation reason given").save(update_fields=["reason", "version"])

@@ -32,14 +32,33 @@ def public_holidays(
     the package's default (English for the United States and Japan). Two holidays on one day
     share a closure, their names joined by "; ".
     """
-    calendar = holidays.country_holidays(
-        country.upper(),
-        subdiv=subdivision,
-        years=sorted(set(years)),
-        language=language,
-        categories=("public",),
-    )
+    try:
+        calendar = holidays.country_holidays(
+            country.upper(),
+            subdiv=subdivision,
+            years=sorted(set(years)),
+            language=language,
+            categories=("public",),
+        )
+    except NotImplementedError:
+        # A country (or subdivision) the package does not know has no public holidays here:
+        # the site's own closures still apply. Site.clean refuses such a site when it is saved
+        # through a form, so this is a site stored before that check, or written in code.
+        return ()
     return tuple(Closure(day, str(name)) for day, name in sorted(calendar.items()))
+
+
+def holiday_language(country: str, reader: str | None) -> str | None:
+    """The language to name a country's holidays in for a reader of `reader` (a Django
+    language code): Japanese for a Japanese reader where the package has Japanese names (Japan
+    does), else None, the package's default."""
+    if not (reader or "").startswith("ja"):
+        return None
+    try:
+        entity = holidays.country_holidays(country.upper())
+    except NotImplementedError:
+        return None
+    return "ja" if "ja" in getattr(entity, "supported_languages", ()) else None
 
 
 def closures_between(

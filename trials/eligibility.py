@@ -45,9 +45,16 @@ def _plain(value: Decimal) -> str:
 
 @dataclass(frozen=True)
 class EligibilityFailure:
+    """A criterion failed: `message` in English; the fields after it let a face word it in
+    its reader's language (problem: "missing", "outside" or "excluded")."""
+
     code: str
     text: str
     message: str
+    problem: str = ""
+    attribute: str = ""
+    value: Decimal | None = None
+    range: str = ""
 
     def __str__(self) -> str:
         return f"{self.code} ({self.text}): {self.message}"
@@ -76,7 +83,15 @@ def check_eligibility(
         value = attributes.get(check.attribute)
         label, unit = LABELS[check.attribute], UNITS[check.attribute]
         if value is None:
-            failures.append(EligibilityFailure(check.code, check.text, f"{label} is not recorded"))
+            failures.append(
+                EligibilityFailure(
+                    check.code,
+                    check.text,
+                    f"{label} is not recorded",
+                    "missing",
+                    check.attribute,
+                )
+            )
             continue
         inside = check.holds(value)
         if check.kind == "inclusion" and not inside:
@@ -85,6 +100,10 @@ def check_eligibility(
                     check.code,
                     check.text,
                     f"{label} {value} {unit} is outside the required range ({check.describe()})",
+                    "outside",
+                    check.attribute,
+                    value,
+                    check.describe(),
                 )
             )
         elif check.kind == "exclusion" and inside:
@@ -93,6 +112,10 @@ def check_eligibility(
                     check.code,
                     check.text,
                     f"{label} {value} {unit} is in the excluded range ({check.describe()})",
+                    "excluded",
+                    check.attribute,
+                    value,
+                    check.describe(),
                 )
             )
     return failures

@@ -317,6 +317,10 @@ class Obstacle:
     subject: str
     days: tuple[dt.date, ...]
     text: str
+    # "unavailable": the reasons of the out-of-service periods on those days ("" for none
+    # given); "short": the visit's length in minutes. For faces that word it themselves.
+    out_of_service: tuple[str, ...] = ()
+    minutes: int = 0
 
 
 @dataclass(frozen=True)
@@ -757,11 +761,16 @@ def _obstacles(search: _Search, outcomes: list[_DayOutcome]) -> tuple[Obstacle, 
         result.append(Obstacle("past", "", tuple(past), f"too late to book on {_days(past)}"))
     if short:
         text = f"opening hours too short for the {search.span}-minute visit on {_days(short)}"
-        result.append(Obstacle("short", "", tuple(short), text))
+        result.append(Obstacle("short", "", tuple(short), text, minutes=search.span))
     for (staff, kind), days in unavailable.items():
-        note = "" if staff else _out_of_service(search, kind, days)
+        reasons = () if staff else _out_of_service(search, kind, days)
+        note = (
+            f" (out of service: {'; '.join(r or 'no reason given' for r in reasons)})"
+            if reasons
+            else ""
+        )
         text = f"{kind} unavailable at the needed times on {_days(days)}{note}"
-        result.append(Obstacle("unavailable", kind, tuple(days), text))
+        result.append(Obstacle("unavailable", kind, tuple(days), text, out_of_service=reasons))
     for (staff, kind), days in full.items():
         days = sorted(days)
         text = f"no {kind} free on {_days(days)}" if staff else f"{kind} full on {_days(days)}"
@@ -769,7 +778,8 @@ def _obstacles(search: _Search, outcomes: list[_DayOutcome]) -> tuple[Obstacle, 
     return tuple(result)
 
 
-def _out_of_service(search: _Search, kind: str, days: list[dt.date]) -> str:
+def _out_of_service(search: _Search, kind: str, days: list[dt.date]) -> tuple[str, ...]:
+    """The reasons ("" when none was given) of the periods `kind` is out of service on `days`."""
     reasons: list[str] = []
     for unit in search.units.get(kind, ()):
         for period in unit.out_of_service:
@@ -777,8 +787,8 @@ def _out_of_service(search: _Search, kind: str, days: list[dt.date]) -> str:
             for date in days:
                 day = search.day(date)
                 if start < day.end and end > day.start and period.reason not in reasons:
-                    reasons.append(period.reason or "no reason given")
-    return f" (out of service: {'; '.join(reasons)})" if reasons else ""
+                    reasons.append(period.reason)
+    return tuple(reasons)
 
 
 def _days(days: Sequence[dt.date]) -> str:

@@ -145,7 +145,7 @@ def test_a_start_that_overbooks_the_scanner_is_refused(niams, niams_site, coordi
     assert str(refused.value) == (
         "V2 cannot start at 08:00 on 2026-02-03: the PET/CT scanner is full from 08:15 to "
         "10:05 (needed for FDGPET); the CAVI device is full from 10:05 to 10:25 (needed for "
-        "CAVI). Nearest feasible starts: Tue 2026-02-03 09:45"
+        "CAVI). Nearest feasible starts: Tue 2026-02-03 09:45 EST"
     )
     # The preview says the same before anything is confirmed; nothing was written.
     with pytest.raises(CalendarError, match="the PET/CT scanner is full from 08:15"):
@@ -168,7 +168,7 @@ def test_a_start_outside_the_scanner_hours_is_refused(niams, niams_site, coordin
     assert str(refused.value) == (
         "V2 cannot start at 14:00 on 2026-02-03: the visit would run 14:00-17:55, outside the "
         "site's opening hours (07:30-17:30) or its resources' hours (PET/CT scanner "
-        "08:00-16:00) or out of service. Nearest feasible starts: Tue 2026-02-03 07:45"
+        "08:00-16:00) or out of service. Nearest feasible starts: Tue 2026-02-03 07:45 EST"
     )
 
 
@@ -182,9 +182,9 @@ def test_a_closed_day_is_refused_with_its_reason_and_deviations(
     assert str(refused.value) == (
         "V2 cannot start at 08:00 on 2026-02-03: closed on 3 Feb (building move). Nothing fits "
         "inside the window (window 2026-02-03: closed on 3 Feb (building move)); nearest "
-        "starts outside it: Mon 2026-02-02 07:45 (1 day(s) before the window), "
-        "Wed 2026-02-04 07:45 (1 day(s) after the window), "
-        "Thu 2026-02-05 07:45 (2 day(s) after the window)"
+        "starts outside it: Mon 2026-02-02 07:45 EST (1 day before the window), "
+        "Wed 2026-02-04 07:45 EST (1 day after the window), "
+        "Thu 2026-02-05 07:45 EST (2 days after the window)"
     )
 
 
@@ -241,5 +241,5 @@ def test_staff_are_held_and_counted(import_seed, niams_site, coordinator) -> Non
         visit_book(visit=second, local_date=DAY1, local_time=T(7, 45), by=coordinator)
     assert str(refused.value) == (
         "V2 cannot start at 07:45 on 2026-02-03: no infusion nurse is free from 10:10 to 11:40 "
-        "(needed for INFUSION). Nearest feasible starts: Tue 2026-02-03 09:15"
+        "(needed for INFUSION). Nearest feasible starts: Tue 2026-02-03 09:15 EST"
     )

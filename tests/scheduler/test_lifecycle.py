@@ -144,7 +144,7 @@ def test_visit_done_outside_its_window_needs_a_reason(niams, coordinator) -> Non
         visit_record_done(visit=visit(niams, "V3"), actual_date=D(2026, 3, 7), by=coordinator)
 
     assert str(caught.value) == (
-        "a reason is required: V3 was done 2 day(s) after its window (2026-02-27 to 2026-03-05)"
+        "a reason is required: V3 was done 2 days after its window (2026-02-27 to 2026-03-05)"
     )
     assert visit(niams, "V3").status == "planned"
 
@@ -197,7 +197,7 @@ def test_booking_out_of_window_is_a_deviation_with_days_out_and_a_reason(
     )
 
     assert str(caught.value) == (
-        "a reason is required: 2026-04-06 is 4 day(s) after the window of V4 "
+        "a reason is required: 2026-04-06 is 4 days after the window of V4 "
         "(2026-03-27 to 2026-04-02)"
     )
     assert preview == booked
