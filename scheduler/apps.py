@@ -18,7 +18,11 @@ class SchedulerConfig(AppConfig):
         # here means every process that can enqueue, the web app included, knows them, not
         # only the worker, where Celery's autodiscovery would import them.
         # checks: the system checks of `manage.py check` (sites in use without a mailbox).
-        from scheduler import checks, tasks  # noqa: F401
+        # The security audit's receivers: sign-ins, sign-outs, lockouts, permission and
+        # membership changes (scheduler/audittrail.py).
+        from scheduler import audittrail, checks, tasks  # noqa: F401
+
+        audittrail.connect()
 
 
 class WorkspaceAdminSite(AdminSite):
@@ -31,6 +35,13 @@ class WorkspaceAdminSite(AdminSite):
 
         page = start_page(self, request, extra_context)
         return page if page is not None else super().index(request, extra_context)
+
+    def get_urls(self) -> list[Any]:
+        # A site's bookings by resource (scheduler/admin/sitebookings.py): a page of a site's
+        # calendar rather than of one model, so the site wires it.
+        from scheduler.admin.sitebookings import site_bookings_urls
+
+        return [*site_bookings_urls(self), *super().get_urls()]
 
 
 class SchedulerAdminConfig(admin_apps.AdminConfig):

@@ -86,11 +86,11 @@ class Site(models.Model):
         return self.name
 
     def clean(self) -> None:
-        if not self.subdivision:
-            return
         known = holidays.list_supported_countries().get((self.country or "").upper())
         if known is None:
             raise ValidationError({"country": f"no public holidays are known for {self.country!r}"})
+        if not self.subdivision:
+            return
         if self.subdivision not in known:
             listing = ", ".join(known) if known else "none: leave it empty"
             raise ValidationError(

@@ -9,6 +9,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.translation import gettext as _
 
 from scheduler import access
 from scheduler.admin.actions import LifecycleActions, Summary
@@ -124,7 +125,12 @@ class SiteAdmin(VisitStatusColumns, GovernedByPermissions, ScopedAdmin):
     ) -> Any:
         if obj is not None and access.sites_for(request.user).filter(pk=obj.pk).exists():
             context["related_links"] = [
-                ("Calendar feed", reverse("admin:scheduler_calendarfeed_site", args=[obj.pk]))
+                ("Calendar feed", reverse("admin:scheduler_calendarfeed_site", args=[obj.pk])),
+                # The site's bookings by resource (scheduler/admin/sitebookings.py).
+                (
+                    _("Bookings by resource"),
+                    reverse("admin:scheduler_site_bookings", args=[obj.pk]),
+                ),
             ]
         if obj is not None:
             context["page_warnings"] = [w for w in [site_mailbox_warning(obj)] if w]

@@ -14,19 +14,22 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
 from participants.models import Participant
-from scheduler import access
+from scheduler import access, audittrail
 from scheduler.access import site_today
 from scheduler.admin.base import CalendarActionsAdmin
 from scheduler.admin.screening import participant_status_text
+from scheduler.admin.sitebookings import picker_week, slot_picker
 from scheduler.engine.taper import dose_ceiling
 from scheduler.engine.types import TaperSpec
 from scheduler.models import ScheduledMilestone, ScheduledVisit, TaperAdjustment
@@ -349,6 +352,9 @@ class TimelineMixin(CalendarActionsAdmin):
             object_id,
             self.get_queryset(request).select_related("trial", "site", "protocol_version"),
         )
+        audittrail.record_view(
+            request, participant_id=participant.pk, surface="admin", page="timeline"
+        )
         today = site_today(participant.site)
         read = participant_timeline(participant, today=today)
         may_act = participant.status in ACTIVE and self.may_write(request, participant)
@@ -362,6 +368,7 @@ class TimelineMixin(CalendarActionsAdmin):
             )
             arm = assignment.arm.name if assignment is not None else None
 
+        pickable = [e.visit for e in read.visits if may_act and _pickable(e.visit, today)]
         visit_rows = [
             {
                 "entry": entry,
@@ -382,7 +389,8 @@ class TimelineMixin(CalendarActionsAdmin):
         tapers = [
             {
                 "section": section,
-                "svg": mark_safe(render_taper(section.chart)),  # noqa: S308 (escaped within)
+                # render_taper escapes every outside text (scheduler/timeline.py).
+                "svg": mark_safe(render_taper(section.chart)),  # nosec B308 B703  # noqa: S308
                 "rows": [
                     {
                         "entry": entry,
@@ -433,13 +441,15 @@ class TimelineMixin(CalendarActionsAdmin):
                     },
                 ),
             ],
-            "timeline_svg": mark_safe(render_timeline(read.timeline)),  # noqa: S308
+            # render_timeline escapes every outside text (scheduler/timeline.py).
+            "timeline_svg": mark_safe(render_timeline(read.timeline)),  # nosec B308 B703  # noqa: S308
             "visit_rows": visit_rows,
             "tapers": tapers,
             "milestones": other_milestones,
             "participant_actions": self._participant_buttons(request, participant)
             if may_act
             else [],
+            **_picker_context(request, participant, pickable),
         }
         return TemplateResponse(request, "admin/timeline/timeline.html", context)
 
@@ -458,3 +468,66 @@ class TimelineMixin(CalendarActionsAdmin):
         return [
             (_(label), self.action_url(name, participant)) for name, label in PARTICIPANT_BUTTONS
         ]
+
+
+# ----------------------------------------------------------------------------------------
+# The slot picker under the timeline (scheduler/admin/sitebookings.py)
+
+
+# The picker offers the visits due now and those whose window opens within this many days
+# (a one-day window, NIAMS week 0, is booked ahead), not the whole calendar.
+PICK_AHEAD_DAYS = 7
+
+
+def _pickable(visit: ScheduledVisit, today: dt.date) -> bool:
+    """Planned, nothing booked, its window open at the site or opening within a week."""
+    return (
+        visit.status == ScheduledVisit.Status.PLANNED
+        and visit.window_end >= today
+        and visit.window_start <= today + dt.timedelta(days=PICK_AHEAD_DAYS)
+    )
+
+
+def _picker_context(
+    request: HttpRequest, participant: Participant, pickable: list[ScheduledVisit]
+) -> dict[str, Any]:
+    """A link per unbooked visit whose window is open, and the week picker of the one asked
+    for (`?pick=<visit id>&week=<a day>`): the picker reads the site's calendar, so the
+    timeline reads it only when asked. Each free start posts to the booking with it filled
+    in, so its preview is the next page and "Confirm" books it."""
+    here = reverse("admin:participants_participant_timeline", args=[participant.pk])
+    asked = request.GET.get("pick", "")
+    visit = next((v for v in pickable if str(v.pk) == asked), None)
+    choices = {
+        "picker_choices": [
+            (v.code, f"{here}?{urlencode({'pick': v.pk})}#slot-picker", v == visit)
+            for v in pickable
+        ]
+    }
+    if visit is None:
+        return choices
+    visit.participant = participant  # read already, with its site
+    try:
+        week = dt.date.fromisoformat(request.GET["week"]) if request.GET.get("week") else None
+    except ValueError:
+        week = None
+    today = site_today(participant.site)
+    picker = slot_picker(
+        visit, user=request.user, week=picker_week(visit, today, week), now=timezone.now()
+    )
+
+    def week_url(day: dt.date | None) -> str | None:
+        if day is None:
+            return None
+        return f"{here}?{urlencode({'pick': visit.pk, 'week': day.isoformat()})}#slot-picker"
+
+    book = reverse("admin:scheduler_scheduledvisit_book", args=[visit.pk])
+    return {
+        **choices,
+        "picker": picker,
+        "board": picker.board,
+        "picker_previous_url": week_url(picker.previous_week),
+        "picker_next_url": week_url(picker.next_week),
+        "slot_post": f"{book}?{urlencode({'next': here})}",
+        "slot_version": visit.version,
+    }

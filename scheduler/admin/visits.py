@@ -30,6 +30,7 @@ from scheduler.admin.base import (
     step_label,
 )
 from scheduler.admin.scoping import ScopedAdmin, ScopedInline, scoped_filter
+from scheduler.admin.sitebookings import picker_week, slot_picker
 from scheduler.booking import booking_calendar
 from scheduler.calendar import CalendarDiff, deviation_days
 from scheduler.calendars.events import visit_name
@@ -130,6 +131,7 @@ class BookVisit(OpenVisitAction):
                 )
                 for start in calendar.suggestions
             ],
+            **_picker(record),
         }
 
     def preview(self, record: ScheduledVisit, data: dict[str, Any], form: LifecycleForm) -> Preview:
@@ -390,6 +392,16 @@ class ScheduledVisitAdmin(CalendarActionsAdmin):
 
     def summary(self, record: ScheduledVisit) -> Summary:
         return _visit_summary(record)
+
+
+def _picker(visit: ScheduledVisit) -> dict[str, Any]:
+    """The week picker beside the booking form while the window is open: each free start a
+    link that fills the form in (scheduler/admin/sitebookings.py)."""
+    today = site_today(visit.participant.site)
+    if visit.window_end < today:
+        return {}
+    picker = slot_picker(visit, user=None, week=picker_week(visit, today, None), now=timezone.now())
+    return {"picker": picker, "board": picker.board, "slot_get": "?"}
 
 
 def _zone(visit: ScheduledVisit) -> str:

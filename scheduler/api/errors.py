@@ -56,6 +56,11 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "this Idempotency-Key was used for a different request",
     ),
     "refused": ("Refused", "the request is well formed but a clinical rule refuses it"),
+    "slot-taken": (
+        "Slot taken",
+        "the slot you chose was booked by someone else since you read it: nothing was "
+        "written; read the visit's slots again and choose another",
+    ),
     "throttled": ("Too many requests", "this credential's request budget is spent for now"),
     "server-error": ("Server error", "an unexpected error; nothing is promised to be written"),
 }
@@ -75,6 +80,7 @@ PROBLEM_STATUS: dict[str, int] = {
     "preview-outdated": 409,
     "idempotency-key-reused": 422,
     "refused": 422,
+    "slot-taken": 409,
     "throttled": 429,
     "server-error": 500,
 }

@@ -105,8 +105,9 @@ def operation_problems(
     only reads), 406 (an Accept we do not serve) and 429 (throttled). Parameters or a body
     can be malformed (400); a path id or a cursor can name nothing the caller sees (404). A
     body can be of another media type (415) or refused by a clinical rule (422, which is also
-    an Idempotency-Key reused with another body). If-Match brings 428 and 412, and a confirm
-    that carries a preview's digest 409 when the result would differ from the preview.
+    an Idempotency-Key reused with another body). If-Match brings 428 and 412, a confirm
+    that carries a preview's digest 409 when the result would differ from the preview, and a
+    booking by `slot` 409 when someone else booked the slot first.
     """
     parameters = operation.get("parameters", [])
     names = {p["name"] for p in parameters}
@@ -123,7 +124,7 @@ def operation_problems(
     body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
     ref = body.get("schema", {}).get("$ref", "")
     body_schema = schemas.get(ref.rsplit("/", 1)[-1], {}) if ref else body.get("schema", {})
-    if "preview_digest" in body_schema.get("properties", {}):
+    if {"preview_digest", "slot"} & set(body_schema.get("properties", {})):
         statuses.add(409)
     return sorted(statuses)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from django.urls import include, path, re_path, register_converter
 
-# Swagger UI only: drf-spectacular's Redoc page loads web fonts from a CDN.
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+# Swagger UI only: drf-spectacular's Redoc page loads web fonts from a CDN. The split view
+# serves Swagger UI's start-up script as a file of its own (?script), so the page runs under
+# the Content-Security-Policy's script-src 'self' with no inline script.
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from oauth2_provider import views as oauth2_views
 
-from scheduler.api import views
+from scheduler.api import booking, views
 from scheduler.api.demo import demo_webhook_receiver
 
 
@@ -32,7 +34,7 @@ urlpatterns = [
     path("oauth/token/", oauth2_views.TokenView.as_view(), name="token"),
     path("oauth/revoke/", oauth2_views.RevokeTokenView.as_view(), name="revoke-token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
     path("trials/", views.TrialList.as_view(), name="trial-list"),
     path("trials/<slug:code>/", views.TrialDetail.as_view(), name="trial-detail"),
     path(
@@ -48,6 +50,7 @@ urlpatterns = [
     path("sites/", views.SiteList.as_view(), name="site-list"),
     path("sites/<slug:code>/", views.SiteDetail.as_view(), name="site-detail"),
     path("sites/<slug:code>/feeds/", views.SiteFeeds.as_view(), name="site-feeds"),
+    path("sites/<slug:code>/calendar/", booking.SiteCalendarView.as_view(), name="site-calendar"),
     path("participants/", views.ParticipantList.as_view(), name="participant-list"),
     path("participants/<id:pk>/", views.ParticipantDetail.as_view(), name="participant-detail"),
     path(
@@ -77,6 +80,8 @@ urlpatterns = [
         "visits/<id:pk>/book/preview/", views.VisitBookPreview.as_view(), name="visit-book-preview"
     ),
     path("visits/<id:pk>/book/", views.VisitBook.as_view(), name="visit-book"),
+    path("visits/<id:pk>/slots/", booking.VisitSlotsView.as_view(), name="visit-slots"),
+    path("visits/<id:pk>/book-slot/", booking.VisitBookSlot.as_view(), name="visit-book-slot"),
     path(
         "visits/<id:pk>/record-done/preview/",
         views.VisitRecordDonePreview.as_view(),

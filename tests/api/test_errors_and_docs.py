@@ -150,6 +150,7 @@ def test_the_schema_is_openapi_3_and_lists_the_endpoints(world: World) -> None:
         "/api/v1/reminders/{id}/retry/",
         "/api/v1/sites/",
         "/api/v1/sites/{code}/",
+        "/api/v1/sites/{code}/calendar/",
         "/api/v1/sites/{code}/feeds/",
         "/api/v1/trials/",
         "/api/v1/trials/{code}/",
@@ -159,6 +160,7 @@ def test_the_schema_is_openapi_3_and_lists_the_endpoints(world: World) -> None:
         "/api/v1/trials/{code}/versions/{label}/",
         "/api/v1/visits/",
         "/api/v1/visits/{id}/",
+        "/api/v1/visits/{id}/book-slot/",
         "/api/v1/visits/{id}/book/",
         "/api/v1/visits/{id}/book/preview/",
         "/api/v1/visits/{id}/cancel/",
@@ -166,6 +168,7 @@ def test_the_schema_is_openapi_3_and_lists_the_endpoints(world: World) -> None:
         "/api/v1/visits/{id}/record-done/",
         "/api/v1/visits/{id}/record-done/preview/",
         "/api/v1/visits/{id}/reminders/",
+        "/api/v1/visits/{id}/slots/",
     ]
     flows = schema["components"]["securitySchemes"]["siteSystem"]["flows"]
     assert flows["clientCredentials"]["tokenUrl"] == "/api/v1/oauth/token/"

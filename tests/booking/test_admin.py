@@ -10,6 +10,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from tests.booking.conftest import niams_calendar
+from tests.conftest import sign_in
 from tests.factories import SiteFactory, member
 from trials.models import SiteClosure, SiteResource, TrialSite
 
@@ -34,7 +35,7 @@ def staff(django_user_model, name: str):
 def test_a_member_reads_only_their_sites_calendar(client, django_user_model, sites) -> None:
     trial, site, other = sites
     coordinator = member(staff(django_user_model, "coord"), trial=trial, site=site)
-    client.force_login(coordinator)
+    sign_in(client, coordinator)
     page = client.get(RESOURCES)
     assert page.status_code == 200
     assert "PET/CT nih-cc" in page.text and "PET/CT elsewhere" not in page.text
@@ -55,7 +56,7 @@ def test_a_holder_of_change_site_edits_any_calendar(client, django_user_model, s
     governor.user_permissions.add(
         Permission.objects.get(codename="change_site", content_type__app_label="trials")
     )
-    client.force_login(governor)
+    sign_in(client, governor)
     added = client.post(
         reverse("admin:trials_siteclosure_add"),
         {"site": site.pk, "date": "2026-03-02", "reason": "building move"},

@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from scheduler.services import visit_book
 from tests.booking.test_holds import DAY1, enrolled, visit
+from tests.conftest import sign_in
 from tests.factories import member
 
 T = dt.time
@@ -33,7 +34,7 @@ def test_the_booking_form_shows_the_sites_days_bookings_and_first_free_starts(
     second = visit(enrolled(niams, niams_site), "V2")
     coordinator = django_user_model.objects.create_user("c", is_staff=True)
     member(coordinator, trial=niams.trial, site=niams_site)
-    client.force_login(coordinator)
+    sign_in(client, coordinator)
     url = reverse("admin:scheduler_scheduledvisit_book", args=[second.pk])
 
     page = client.get(url)

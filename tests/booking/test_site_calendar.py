@@ -116,3 +116,15 @@ def test_calendar_rows_are_validated_in_plain_words(niams_site) -> None:
     assert closure.value.message_dict == {"reason": ["say why the site is closed that day"]}
     with pytest.raises(IntegrityError), transaction.atomic():
         SiteHours.objects.create(site=niams_site, weekday=0, start=T(17), end=T(8))
+
+
+def test_a_country_without_known_holidays_is_refused_and_an_old_one_has_none(db) -> None:
+    site = SiteFactory.build(code="nowhere", country="XQ")
+    with pytest.raises(ValidationError) as unknown:
+        site.full_clean()
+    assert unknown.value.message_dict == {"country": ["no public holidays are known for 'XQ'"]}
+    # A site stored before that check reads its own closures only: never an error page.
+    site.save()
+    SiteClosure.objects.create(site=site, date=D(2026, 12, 24), reason="staff day")
+    calendar = site_calendar(site, D(2026, 12, 1), D(2026, 12, 31))
+    assert [(c.day, c.reason) for c in calendar.closures] == [(D(2026, 12, 24), "staff day")]
