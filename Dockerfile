@@ -16,10 +16,15 @@ RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml
     && pip install --requirement /tmp/requirements.txt --constraint constraints.txt
 
 COPY . .
+# docker-compose's secrets live in ./secrets/ beside this file; they must never be baked into
+# a layer, so a build context that carries them (no .dockerignore entry) fails here.
+RUN if [ -e secrets ] || [ -e .env ]; then \
+        echo "secrets/ or .env reached the image: list them in .dockerignore" >&2; exit 1; \
+    fi
 RUN pybabel compile -d scheduler/locale -D django \
     && STATIC_MANIFEST=true python manage.py collectstatic --noinput \
     && useradd --system --uid 10001 --home-dir /app scheduler \
-    && mkdir -p "$VAR_DIR" && chown scheduler "$VAR_DIR"
+    && mkdir -p "$VAR_DIR/outbox-journal" && chown -R scheduler "$VAR_DIR"
 
 USER scheduler
 EXPOSE 8000

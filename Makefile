@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format setup bench clean messages
+.PHONY: run test lint format setup bench clean messages gates
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is needed, found " + sys.version'
@@ -41,14 +41,27 @@ $(ICALJS): tests/calendars/readers/package.json tests/calendars/readers/package-
 		echo "npm not found: the ical.js reader test will skip (CI=true: fail)"; \
 	fi
 
+# The suite on every core (pytest-xdist); the tests that share Redis, Celery workers, a live
+# server or the gates' caches run on one worker, in turn (tests/conftest.py groups them).
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= auto
 test: $(STAMP) messages $(ICALJS)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 	$(BIN)/lint-imports
+
+# The release gates on their own (`make test` runs them too, as tests/test_gates.py and
+# tests/test_deploy.py): lint, types and import rules; bandit over our code; pip-audit against
+# the offline advisory database in deploy/advisories/; the compose file against the Compose
+# schema and the Caddyfile through `caddy adapt`.
+gates: lint
+	$(BIN)/bandit -c pyproject.toml -r config trials participants scheduler seeds deploy -q
+	$(BIN)/python deploy/audit_dependencies.py
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_gates.py tests/test_deploy.py
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -2,29 +2,57 @@
 
 With no environment at all it runs the laptop default: SQLite (WAL) under ./var/ and Celery's
 filesystem broker under ./var/broker. DATABASE_URL and REDIS_URL switch to Postgres and Redis.
+
+Every variable can come from a file instead (Docker or Kubernetes secrets): NAME_FILE=/run/secrets/x
+is read in place of NAME (SECRET_KEY_FILE, DATABASE_URL_FILE, DATABASE_PASSWORD_FILE,
+REDIS_URL_FILE, EMAIL_URL_FILE, TWILIO_AUTH_TOKEN_FILE, ...), one trailing newline stripped.
+
+A deployment is a process given a SECRET_KEY: it gets HTTPS-only settings (redirect, HSTS, Secure
+cookies, proxy headers), each overridable. Without one (the laptop, the test suite, the linters)
+a development key is used, and the web app (config/wsgi.py) refuses to start with it unless
+DEBUG=true (config/startup.py).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import environ
 from celery.schedules import crontab
+from environ.fileaware_mapping import FileAwareMapping
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
 
-env = environ.Env(
+
+class _SecretFiles(FileAwareMapping):
+    """os.environ, where NAME_FILE (a mounted secret) is read in place of NAME; the file's
+    trailing newline (`echo … > file` writes one) is not part of the secret."""
+
+    def __getitem__(self, key: str) -> str:
+        value = super().__getitem__(key)
+        return value.removesuffix("\n").removesuffix("\r") if self.env.get(f"{key}_FILE") else value
+
+
+class _Env(environ.Env):
+    ENVIRON = _SecretFiles()
+
+
+env = _Env(
     DEBUG=(bool, False),
     ALLOWED_HOSTS=(list, ["127.0.0.1", "localhost"]),
     CSRF_TRUSTED_ORIGINS=(list, []),
 )
 
 DEBUG = env("DEBUG")
-# The laptop default gets a fixed key so that `make run` needs nothing; any real deployment
-# sets SECRET_KEY (docker-compose refuses to start without it).
-SECRET_KEY = env.str("SECRET_KEY", default="insecure-local-development-key-change-me")
+# The laptop, the tests and the linters get a fixed development key so that they need nothing;
+# a deployment sets SECRET_KEY (or SECRET_KEY_FILE). The web app refuses to start with the
+# development key unless DEBUG=true (config/startup.py), and `check --deploy` names it.
+DEVELOPMENT_SECRET_KEY = "insecure-local-development-key-change-me"  # noqa: S105  # nosec B105  # by design: refused by the web app outside DEBUG
+SECRET_KEY = env.str("SECRET_KEY", default="") or DEVELOPMENT_SECRET_KEY
+DEPLOYED = SECRET_KEY != DEVELOPMENT_SECRET_KEY and not DEBUG
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS")
 
@@ -39,7 +67,14 @@ INSTALLED_APPS = [
     "oauth2_provider",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # Before simple_history: its clean-up commands are replaced by ones that refuse, and the
+    # history tables refuse UPDATE and DELETE on Postgres (scheduler/appendonly).
+    "scheduler.appendonly",
     "simple_history",
+    # Logins: lockout after repeated failures, and second factors (TOTP) for staff.
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "trials",
     "participants",
     "scheduler",
@@ -51,6 +86,8 @@ MIDDLEWARE = [
     # First: probes call /healthz by IP, which ALLOWED_HOSTS rightly does not list.
     "scheduler.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # The Content-Security-Policy header on every response (CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # The browser's Accept-Language (English or Japanese), for anyone without a choice of
@@ -59,14 +96,25 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): signed in with a second factor in this session.
+    "django_otp.middleware.OTPMiddleware",
     "scheduler.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Idle sessions end; unblinded roles and user managers verify a second factor first.
+    "scheduler.security.SessionIdleMiddleware",
+    "scheduler.security.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 # The audit trail is read-only for everyone: nobody reverts clinical records from history.
 SIMPLE_HISTORY_REVERT_DISABLED = True
+# The reason of a change is the coordinator's own words (up to 2,000 characters in the forms
+# and the API): a text column, not simple-history's default varchar(100), which Postgres would
+# refuse with a DataError.
+SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -108,15 +156,127 @@ else:
     # closes each request's connection, which the test suite's live server needs.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The password can stay out of DATABASE_URL (and so out of `docker inspect` and the process
+# environment): DATABASE_PASSWORD_FILE names a mounted secret holding it alone.
+if env.str("DATABASE_PASSWORD", default=""):
+    DATABASES["default"]["PASSWORD"] = env.str("DATABASE_PASSWORD")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# ----------------------------------------------------------------------------------------
+# Logins and sessions (scheduler/security.py; README "Logins").
+#
+# Passwords: at least 12 characters, not like the user's name or email, not a common or an
+# all-digit password.
+PASSWORD_MIN_LENGTH = 12
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": PASSWORD_MIN_LENGTH},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes counts failed sign-ins per username, wherever they come from (an attacker who
+# rotates addresses is still locked out), and locks the account after AXES_FAILURE_LIMIT of
+# them for AXES_COOLOFF_MINUTES after the last one; a successful sign-in resets the count.
+# Each failure and lockout is in the admin (Access attempts, Access failures: user managers).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_MINUTES = env.int("AXES_COOLOFF_MINUTES", default=30)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=AXES_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username"]
+# axes warns that a lock without the address can be dodged by rotating user agents; counting
+# by username alone is what makes rotating addresses and user agents useless (the price: anyone
+# can lock a known username for the cool-off, and a user manager can lift it).
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+# The lockout page says until when, on the sign-in page's frame (scheduler/security.py).
+AXES_LOCKOUT_CALLABLE = "scheduler.security.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429  # Too Many Requests
+# Attempts refused while locked do not move the end of the lockout: it ends at the time the
+# page says.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Never log the username axes saw (it can be a mistyped password); record_security_event
+# writes the lockout without personal data.
+AXES_VERBOSE = False
+AXES_CLIENT_STR_CALLABLE = "scheduler.security.client_description"
+# The client's address as axes (and the security audit) records it: the connection's, or behind
+# the TLS proxy the one it puts in X-Forwarded-For (TRUST_PROXY_HEADERS below).
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+
+# Sessions end after SESSION_IDLE_MINUTES without a request (each request moves the end, at
+# most once a minute: scheduler.security.SessionIdleMiddleware) and when the browser closes.
+SESSION_IDLE_MINUTES = env.int("SESSION_IDLE_MINUTES", default=30)
+SESSION_COOKIE_AGE = SESSION_IDLE_MINUTES * 60
+# How often a request moves the session's end (a database write): at most once a minute.
+SESSION_REFRESH_SECONDS = 60
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+
+# Second factors (django-otp, TOTP): every staff user may enrol an authenticator app (the
+# "Two-factor" link in the admin's header); these must, before any admin or API page:
+# "unblinded" (a role that sees treatment arms of a blinded trial) and "user_managers"
+# (whoever manages users and so grants every other role; superusers included).
+OTP_REQUIRED_FOR = env.list("OTP_REQUIRED_FOR", default=["unblinded", "user_managers"])
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Trial visit scheduler")
+# A user manager sees who enrolled and may delete a lost device, never its key.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+
+# ----------------------------------------------------------------------------------------
+# HTTPS behind a TLS-terminating proxy (Caddy in docker-compose). A deployment (SECRET_KEY
+# set, DEBUG off) gets all of it by default; each can be turned off for a setup without the
+# proxy. /healthz answers plain HTTP by IP for probes (scheduler.middleware.HealthCheckMiddleware,
+# and exempt from the redirect should that middleware move).
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=DEPLOYED)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if DEPLOYED else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+# The preload directive only allows the domain's owner to submit it to browsers' preload list;
+# SECURE_HSTS_PRELOAD=false where the domain's policy says otherwise.
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=DEPLOYED)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=DEPLOYED)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=DEPLOYED)
+# The proxy sets X-Forwarded-Proto and the Host the browser asked for; trusted only where a
+# proxy that overwrites them is the only way in (TRUST_PROXY_HEADERS=false otherwise).
+if env.bool("TRUST_PROXY_HEADERS", default=DEPLOYED):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = True
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp 4): scripts only from this origin (the admin's, Swagger
+# UI's from drf-spectacular-sidecar, served here), no plugins, no framing, forms post here only.
+# Styles allow inline: the admin and our pages carry <style> blocks and style attributes, and
+# Swagger UI sets styles from script; style injection is the lesser risk and scripts stay
+# strict. The one inline handler (the timeline's Print link) is allowed by its hash alone.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": [
+            "'self'",
+            "'unsafe-hashes'",
+            # The timeline's Print link: onclick="window.print(); return false;"
+            "'sha256-aSx1rCOUfYYqn4Vxng+jS5F6gK1RQbKxVjGd2feTgnM='",
+        ],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # The admin follows each person's choice (the language switch in its header, stored per user;
 # see scheduler/i18n.py), else the browser's; participants' texts follow Participant.language.
@@ -222,6 +382,13 @@ REMINDER_BACKOFF_BASE_SECONDS = env.int("REMINDER_BACKOFF_BASE_SECONDS", default
 # may have been lost with Redis); a row "sending" this long is re-claimed (its worker died).
 REMINDER_REQUEUE_AFTER_SECONDS = env.int("REMINDER_REQUEUE_AFTER_SECONDS", default=120)
 REMINDER_SENDING_TIMEOUT_SECONDS = env.int("REMINDER_SENDING_TIMEOUT_SECONDS", default=300)
+# An outcome (sent, failed) the database could not take is kept in this folder (one fsynced
+# file each) and retried with backoff for this long, then replayed by the next task or worker
+# start (scheduler/outbox/outcomes.py). Workers keep it on a volume that outlives them.
+REMINDER_OUTCOME_JOURNAL_DIR = env.path(
+    "REMINDER_OUTCOME_JOURNAL_DIR", default=str(VAR_DIR / "outbox-journal")
+)
+REMINDER_OUTCOME_RETRY_SECONDS = env.int("REMINDER_OUTCOME_RETRY_SECONDS", default=900)
 # A visit's calendar invite goes out this many days before its window opens (at enrollment,
 # at once for every window opening sooner); at least 1, so it arrives before the window.
 INVITE_LEAD_DAYS = max(env.int("INVITE_LEAD_DAYS", default=28), 1)
@@ -331,10 +498,16 @@ OAUTH2_PROVIDER = {
     "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("API_TOKEN_EXPIRE_SECONDS", default=3600),
     # RFC 9700: tokens stored only as their SHA-256, bearer tokens only in the header, no
     # password or implicit grants.
-    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
-    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
-    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,  # nosec B105  # a setting name, no password
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,  # nosec B105  # a setting name
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,  # nosec B105  # a setting name
     "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    # Site systems use client credentials only; should another grant ever be enabled, it starts
+    # compliant too (no "plain" PKCE, `iss` in the response, refresh replay revokes, https).
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,  # nosec B105  # a setting name
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
 }
 
 # No log line carries a feed token, contact details or health data: every handler lists both
@@ -368,6 +541,9 @@ LOGGING = {
         "django.db.backends": {"level": "INFO"},
         # Celery gives its task logger an unfiltered handler unless it already has one.
         "celery.task": {"handlers": ["console"], "propagate": False},
+        # django-axes narrates every sign-in at INFO; failures and lockouts are our own
+        # security events (scheduler.security), without the username.
+        "axes": {"level": "WARNING"},
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

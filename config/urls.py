@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
+from scheduler.security import two_factor_setup, two_factor_verify
 from scheduler.views import calendar_feed, healthz, language_switch
 
 admin.site.site_header = "Trial visit scheduler"
@@ -16,6 +17,9 @@ urlpatterns = [
     ),
     # The admin header's language switch (POST, CSRF-protected).
     path("language", language_switch, name="language-switch"),
+    # Second factors for staff (scheduler/security.py), before the admin's own URLs.
+    path("admin/two-factor/", two_factor_setup, name="two-factor-setup"),
+    path("admin/two-factor/verify/", two_factor_verify, name="two-factor-verify"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("scheduler.api.urls")),
 ]

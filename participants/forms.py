@@ -7,28 +7,76 @@ shows on the same form.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from participants.models import Participant
 from trials.models import Anchor, Arm, TrialSite, validate_timezone
-from trials.protocol_file import Channel
+from trials.protocol_file import EARLIEST_DATE, LATEST_DATE, Channel
 
 DATE_WIDGET = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
 ANCHOR_PREFIX = "anchor_"
 
 
+# The model's own limits (max_digits=5, decimal_places=1, at least 1 kg), and a plausible
+# ceiling: a weight above it is a typing slip (grams, pounds) that would set a weight-based dose.
+WEIGHT_MIN_KG = Decimal(1)
+WEIGHT_MAX_KG = Decimal(400)
+# The oldest birth date taken: a participant at most 130 years old today.
+OLDEST_AGE_YEARS = 130
+
+
 def _date_field(label: str, **kwargs: Any) -> forms.DateField:
-    return forms.DateField(label=label, widget=DATE_WIDGET, **kwargs)
+    # 1900 to 2200, as every form and the API (see trials.protocol_file.EARLIEST_DATE).
+    validators = [
+        *kwargs.pop("validators", []),
+        MinValueValidator(EARLIEST_DATE, message="Enter a date on or after %(limit_value)s."),
+        MaxValueValidator(LATEST_DATE, message="Enter a date on or before %(limit_value)s."),
+    ]
+    return forms.DateField(label=label, widget=DATE_WIDGET, validators=validators, **kwargs)
+
+
+def latest_today() -> dt.date:
+    """Today where it is already latest (UTC+14): no one anywhere is born after it."""
+    return (timezone.now() + dt.timedelta(hours=14)).date()
+
+
+def validate_birth_date(value: dt.date) -> None:
+    if not EARLIEST_DATE <= value <= LATEST_DATE:
+        return  # the date field's own range says so; one message per mistake
+    today = latest_today()
+    if value > today:
+        raise ValidationError(
+            f"A birth date cannot be in the future (today is {today.isoformat()} at the latest)."
+        )
+    oldest = today.replace(year=today.year - OLDEST_AGE_YEARS, day=1)
+    if value < oldest:
+        raise ValidationError(
+            f"A birth date before {oldest.isoformat()} ({OLDEST_AGE_YEARS} years ago) is not "
+            "plausible; check the year."
+        )
+
+
+def _birth_date_field() -> forms.DateField:
+    return _date_field("Birth date", validators=[validate_birth_date])
 
 
 def _weight_field() -> forms.DecimalField:
-    # The model's own limits (max_digits=5, decimal_places=1, at least 1 kg).
     return forms.DecimalField(
-        label="Weight (kg)", required=False, max_digits=5, decimal_places=1, min_value=1
+        label="Weight (kg)",
+        required=False,
+        max_digits=5,
+        decimal_places=1,
+        min_value=WEIGHT_MIN_KG,
+        max_value=WEIGHT_MAX_KG,
     )
 
 
@@ -58,12 +106,12 @@ class ParticipantRegisterForm(forms.Form):
 
     trial_site = forms.IntegerField(widget=forms.HiddenInput)
     study_id = forms.CharField(label="Study id", max_length=40)
-    birth_date = _date_field("Birth date")
+    birth_date = _birth_date_field()
     weight_kg = _weight_field()
-    email = forms.EmailField(required=False)
+    email = forms.EmailField(required=False, max_length=254)
     phone = forms.CharField(max_length=40, required=False)
     guardian_name = forms.CharField(max_length=200, required=False)
-    guardian_email = forms.EmailField(required=False)
+    guardian_email = forms.EmailField(required=False, max_length=254)
     language = forms.ChoiceField(choices=Participant.Language.choices)
     timezone = forms.CharField(
         max_length=64, required=False, validators=[validate_timezone], label="Time zone"
@@ -114,7 +162,7 @@ class EnrollmentCheckForm(forms.Form):
     """On the enrollment page: the details eligibility is checked against (fixed here when they
     were typed wrong), and the treatment arm when the coordinator may see arms."""
 
-    birth_date = _date_field("Birth date")
+    birth_date = _birth_date_field()
     weight_kg = _weight_field()
     arm = forms.ModelChoiceField(label="Treatment arm", queryset=Arm.objects.none(), required=False)
 

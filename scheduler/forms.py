@@ -8,10 +8,13 @@ carrying the visit version the coordinator was shown so a stale page gets a conf
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.utils.translation import gettext_lazy as _
 
 from scheduler.models import ScheduledProcedure
@@ -22,28 +25,59 @@ from trials.models import (
     ProtocolVersion,
     localized_name,
 )
+from trials.protocol_file import EARLIEST_DATE, LATEST_DATE
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
 
 REASON_WIDGET = forms.Textarea(attrs={"rows": 2, "cols": 60})
+# As the API's reasons (scheduler/api/views.py).
+REASON_MAX_LENGTH = 2000
+
+
+def date_bounds() -> list[MinValueValidator | MaxValueValidator]:
+    """The dates any form accepts, as the API does (1900 to 2200): wide for any trial, and
+    nothing computed from them (windows, time zones, taper weeks) leaves Python's calendar."""
+    return [
+        MinValueValidator(EARLIEST_DATE, message=_("Enter a date on or after %(limit_value)s.")),
+        MaxValueValidator(LATEST_DATE, message=_("Enter a date on or before %(limit_value)s.")),
+    ]
 
 
 def date_field(label: StrOrPromise, **kwargs: Any) -> forms.DateField:
+    validators = [*kwargs.pop("validators", []), *date_bounds()]
     return forms.DateField(
-        label=label, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"), **kwargs
+        label=label,
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        validators=validators,
+        **kwargs,
     )
+
+
+def _whole_minute(value: dt.time) -> None:
+    if value.second or value.microsecond:
+        raise ValidationError(
+            _("Times are to the minute: %(time)s has seconds (enter %(minute)s).")
+            % {"time": value.isoformat(), "minute": f"{value:%H:%M}"}
+        )
 
 
 def _time_field(label: StrOrPromise, **kwargs: Any) -> forms.TimeField:
     return forms.TimeField(
-        label=label, widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"), **kwargs
+        label=label,
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+        validators=[_whole_minute],
+        **kwargs,
     )
 
 
 def reason_field(*, required: bool, help_text: StrOrPromise = "") -> forms.CharField:
     return forms.CharField(
-        label=_("Reason"), required=required, widget=REASON_WIDGET, help_text=help_text
+        label=_("Reason"),
+        required=required,
+        widget=REASON_WIDGET,
+        help_text=help_text,
+        max_length=REASON_MAX_LENGTH,
     )
 
 
@@ -143,7 +177,8 @@ class AnchorChangeForm(LifecycleForm):
 
 class TaperDecisionForm(LifecycleForm):
     milestone_code = forms.ChoiceField(label=_("Taper"))
-    week = forms.IntegerField(label=_("Week"), min_value=1)
+    # A taper reaches its target by week 104 at the latest (the protocol format's bound).
+    week = forms.IntegerField(label=_("Week"), min_value=1, max_value=104)
     dose_mg = forms.DecimalField(
         label=_("Dose (mg/day)"),
         required=False,

@@ -295,6 +295,10 @@ class Reminder(models.Model):
         FAILED = "failed", "failed (will retry)"
         DEAD = "dead", "dead (gave up)"
         CANCELLED = "cancelled"
+        # Its worker stopped between claiming and recording, on a channel whose receiver does
+        # not de-duplicate (SMS): it may or may not have gone, so a person decides
+        # (`scheduler.outbox.sweep.reminders_decide_unknown`) instead of a blind re-send.
+        UNKNOWN = "unknown", "unknown (a person decides)"
 
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="reminders")
     visit = models.ForeignKey(
@@ -327,7 +331,8 @@ class Reminder(models.Model):
     ical_sequence = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Saved (rather than bulk-updated) only when a person acts on a row, today only
-    # `scheduler.outbox.sweep.reminders_retry`, which gives the user and a reason.
+    # `scheduler.outbox.sweep.reminders_retry` and `reminders_decide_unknown`, which give the
+    # user and a reason.
     history = HistoricalRecords()
 
     class Meta:
@@ -665,3 +670,64 @@ class BookingHold(models.Model):
     def __str__(self) -> str:
         what = self.staff_kind if self.resource_id is None else f"resource #{self.resource_id}"
         return f"{what} x{self.count} {self.start:%Y-%m-%d %H:%M}-{self.end:%H:%M} UTC"
+
+
+# ----------------------------------------------------------------------------------------
+# The security audit (scheduler/audittrail.py writes it; scheduler/admin/securityaudit.py
+# shows it to auditors).
+
+
+class SecurityEvent(models.Model):
+    """One entry of the security audit: a sign-in, a failed one, a sign-out, a lockout, a
+    change of someone's permissions or memberships, a person reading a participant's record,
+    or an export of a list.
+
+    Written once by `scheduler.audittrail` and never changed: on Postgres a trigger refuses
+    UPDATE, DELETE and TRUNCATE (scheduler/appendonly). It names people by username only and
+    places by IP address only; a participant by id (never a name), and never a password, a
+    contact detail or a treatment arm. `at` is UTC.
+    """
+
+    class Kind(models.TextChoices):
+        LOGIN = "login", _("sign-in")
+        LOGIN_FAILED = "login_failed", _("failed sign-in")
+        LOGOUT = "logout", _("sign-out")
+        LOCKOUT = "lockout", _("account locked")
+        LOCKED_OUT_ATTEMPT = "locked_out_attempt", _("sign-in refused while locked")
+        SECOND_FACTOR_ENROLLED = "second_factor_enrolled", _("second factor enrolled")
+        SECOND_FACTOR_FAILED = "second_factor_failed", _("wrong second-factor code")
+        PERMISSION_CHANGE = "permission_change", _("permission change")
+        MEMBERSHIP_CHANGE = "membership_change", _("membership change")
+        VIEW = "view", _("record viewed")
+        EXPORT = "export", _("list exported")
+
+    class Surface(models.TextChoices):
+        ADMIN = "admin", _("admin")
+        API = "api", _("API")
+        EXPORT = "export", _("export")
+
+    at = models.DateTimeField(_("when (UTC)"), db_index=True)
+    kind = models.CharField(_("event"), max_length=32, choices=Kind.choices)
+    # Who acted: the person signing in (or the username tried, when an account has it), the
+    # user manager who changed a permission, the reader of a record.
+    username = models.CharField(_("username"), max_length=150, blank=True)
+    ip_address = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    # A plain id, not a foreign key: deleting a participant must not touch the trail.
+    participant_id = models.BigIntegerField(_("participant id"), null=True, blank=True)
+    surface = models.CharField(_("surface"), max_length=8, choices=Surface.choices, blank=True)
+    # What, in a few plain words: the page, the filter and the row count of an export, the
+    # account whose groups changed and how.
+    detail = models.JSONField(_("detail"), default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name = _("security event")
+        verbose_name_plural = _("security events")
+        indexes = [
+            models.Index(fields=["participant_id", "at"], name="securityevent_participant"),
+            models.Index(fields=["username", "at"], name="securityevent_username"),
+        ]
+        permissions = [("review_security_audit", "Can review the security audit")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.username or '-'} {self.at:%Y-%m-%d %H:%M:%S} UTC"

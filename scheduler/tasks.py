@@ -1,14 +1,26 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_ready
 from django.utils import timezone
 
 from scheduler.models import WorkerHeartbeat
+from scheduler.outbox.outcomes import outcomes_replay
 from scheduler.outbox.sweep import reminder_send, reminders_sweep
 
 logger = logging.getLogger(__name__)
+
+
+@worker_ready.connect
+def replay_held_outcomes(**kwargs: Any) -> None:
+    """A worker starting on the journal's volume first records the outcomes a worker before
+    it held but could not record (see scheduler.outbox.outcomes)."""
+    settled = outcomes_replay()
+    if settled:
+        logger.info("recorded %d held outcome(s) from the journal", settled)
 
 
 @shared_task(name="scheduler.heartbeat", ignore_result=True)
@@ -19,7 +31,8 @@ def heartbeat() -> None:
 
 @shared_task(name="scheduler.reminders_sweep", ignore_result=True)
 def sweep_reminders() -> None:
-    """Beat, every minute: hand due reminders to workers."""
+    """Beat, every minute: record held outcomes, then hand due reminders to workers."""
+    outcomes_replay()
     enqueued = reminders_sweep()
     if enqueued:
         logger.info("sweep enqueued %d reminder(s)", len(enqueued))
@@ -29,7 +42,9 @@ def sweep_reminders() -> None:
     name="scheduler.send_reminder", ignore_result=True, acks_late=True, reject_on_worker_lost=True
 )
 def send_reminder(reminder_id: int) -> None:
-    """Claim one reminder row and deliver it (see scheduler.outbox.sweep.reminder_send)."""
+    """Claim one reminder row and deliver it (see scheduler.outbox.sweep.reminder_send), after
+    recording any outcome this worker's journal still holds."""
+    outcomes_replay()
     reminder_send(reminder_id)
 
 
@@ -38,4 +53,5 @@ def send_reminder(reminder_id: int) -> None:
 )
 def send_webhook(reminder_id: int) -> None:
     """The same claim and delivery for a webhook row, on the `webhooks` queue."""
+    outcomes_replay()
     reminder_send(reminder_id)

@@ -16,7 +16,9 @@ The sections and what each one means (`visit_section_filters`; a site's `today`)
 - missed: marked missed, its window closed within the last `RECENT_MISSED_DAYS` days;
 - deviation: done outside its window with no reason recorded (awaiting one);
 - taper: a planned taper week due this week (today to 6 days ahead);
-- failed and dead reminders and webhook deliveries (the outbox rows that need a person).
+- failed and dead reminders and webhook deliveries, and those whose outcome is unknown (their
+  worker stopped mid-send on a channel without de-duplication): the outbox rows that need a
+  person.
 The admin's lists have filters with exactly these meanings (scheduler/admin/lists.py), so
 every count on the page is a link to the list of exactly its rows.
 """
@@ -61,7 +63,7 @@ ROWS_PER_SECTION_MANY_SITES = 5
 VISIT_ROW_SECTIONS = ("today", "week", "due", "overdue", "missed", "deviation")
 # Counted too: a part of "due".
 VISIT_COUNT_KEYS = (*VISIT_ROW_SECTIONS, "closing")
-ATTENTION_STATUSES = (Reminder.Status.FAILED, Reminder.Status.DEAD)
+ATTENTION_STATUSES = (Reminder.Status.FAILED, Reminder.Status.DEAD, Reminder.Status.UNKNOWN)
 
 Status = ScheduledVisit.Status
 TodayGroups = list[tuple[dt.date, list[str]]]
@@ -139,6 +141,8 @@ class SiteWork:
     counts: dict[str, int] = field(default_factory=dict)
     # Failed and dead outbox rows by channel ("webhook" for webhook deliveries).
     outbox_counts: dict[str, int] = field(default_factory=dict)
+    # Outbox rows whose outcome is unknown, by channel: each waits for a person's decision.
+    unknown_counts: dict[str, int] = field(default_factory=dict)
     visits: dict[str, list[ScheduledVisit]] = field(default_factory=dict)
     tapers: list[ScheduledMilestone] = field(default_factory=list)
     outbox: list[Reminder] = field(default_factory=list)
@@ -247,14 +251,20 @@ def _count_outbox(user: object, work: dict[int, SiteWork]) -> None:
     counts = (
         access.reminders_for(user)
         .filter(status__in=ATTENTION_STATUSES)
-        .values("participant__site_id", "channel")
+        .values("participant__site_id", "channel", "status")
         .annotate(n=Count("id"))
-        .order_by("participant__site_id", "channel")
+        .order_by("participant__site_id", "channel", "status")
     )
     for row in counts:
         site_work = work.get(row["participant__site_id"])
-        if site_work is not None:
-            site_work.outbox_counts[row["channel"]] = row["n"]
+        if site_work is None:
+            continue
+        found = (
+            site_work.unknown_counts
+            if row["status"] == Reminder.Status.UNKNOWN
+            else site_work.outbox_counts
+        )
+        found[row["channel"]] = found.get(row["channel"], 0) + row["n"]
 
 
 def _ranked(order_by: list[Any]) -> Window:

@@ -4,8 +4,10 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.test import Client
 
 from trials.models import ProtocolVersion
 from trials.protocol_file import ProtocolDocument, parse_protocol
@@ -43,6 +45,32 @@ def _missing_requirements(item: pytest.Item) -> str | None:
     return None
 
 
+# The tests that share one thing outside the test process run on one pytest-xdist worker, one
+# after another (`make test` runs two workers, `--dist loadgroup`): the real Redis broker and
+# Celery workers, live servers and Chromium, the release gates' caches (mypy, import-linter,
+# the advisory database under var/). Each worker has its own test database already.
+SHARED_OUTSIDE = ("integration", "browser", "gates")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(name) for name in SHARED_OUTSIDE):
+            item.add_marker(pytest.mark.xdist_group("outside"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # With REDIS_URL the cache is a Redis database, and clearing a cache (the API tests do)
+    # flushes its whole database: each xdist worker gets its own, the next ones after it.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    from django.conf import settings
+
+    cache = settings.CACHES["default"]
+    if worker.startswith("gw") and cache["BACKEND"].endswith("RedisCache"):
+        base, _, db = str(cache["LOCATION"]).rpartition("/")
+        cache["LOCATION"] = f"{base}/{int(db or 0) + int(worker[2:])}"
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     # Locally a missing service skips with a reason; in CI it is a failure, so integration and
     # browser tests can never silently stop running.
@@ -52,6 +80,56 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if IN_CI:
         pytest.fail(f"{missing} (CI=true: these tests must run, not skip)")
     pytest.skip(missing)
+
+
+def otp_login(client: Client, user: Any) -> Client:
+    """Sign `user` in on a test client as having given a second factor in this session (what
+    scheduler/security.py requires of unblinded roles and user managers): a confirmed TOTP
+    device, and the session keys django-otp's login and our sign-in leave."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from scheduler.security import HAS_DEVICE_SESSION_KEY
+
+    client.force_login(user)
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name="test app", confirmed=True)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session[HAS_DEVICE_SESSION_KEY] = True
+    session.save()
+    return client
+
+
+def sign_in(client: Client, user: Any) -> Client:
+    """Sign `user` in on a test client as a person would: with a second factor where their
+    roles require one (scheduler.security.second_factor_required), else with the password."""
+    from scheduler.security import second_factor_required
+
+    # A fresh copy: `user` may carry memberships cached before the test granted another.
+    if second_factor_required(type(user)._default_manager.get(pk=user.pk)):
+        return otp_login(client, user)
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def sessions_outlive_time_travel(settings: Any) -> None:
+    """Signed-in test clients last two weeks of travelled time (Django's default session age):
+    many tests sign in, then move the clock by days. tests/test_logins.py checks the idle limit
+    of SESSION_IDLE_MINUTES, and tests/test_deploy.py the deployment's setting."""
+    settings.SESSION_COOKIE_AGE = 14 * 24 * 3600
+    # ...without a session write in the first request after each jump, which the query-count
+    # tests would otherwise count.
+    settings.SESSION_REFRESH_SECONDS = 14 * 24 * 3600
+
+
+@pytest.fixture
+def admin_client(db: None, admin_user: Any) -> Client:
+    """pytest-django's admin_client, signed in with a second factor: a superuser manages users,
+    and user managers must give one (scheduler/security.py)."""
+    return otp_login(Client(), admin_user)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+from base64 import b32encode
 from dataclasses import dataclass
 
 import pytest
@@ -11,13 +12,14 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from participants.models import Participant
 from scheduler.models import ScheduledVisit, WebhookDelivery, WebhookSubscription
 from scheduler.outbox.sweep import reminders_sweep
 from scheduler.outbox.webhooks import secret_decrypt, signed_headers
 from tests.conftest import PROTOCOL_DIR
-from trials.models import ProtocolVersion, Trial
+from trials.models import ProtocolVersion, Site, SiteResource, Trial
 
 
 @pytest.mark.django_db
@@ -50,10 +52,30 @@ def test_load_demo_loads_every_protocol_gives_calendars_a_past_and_a_next_and_ru
         Participant.objects.exclude(status="enrolled").values_list("study_id", "status")
     ) == {"NIH-CC-S01": "screening", "NIH-CC-S02": "screening", "NIH-CC-S03": "screen_failed"}
 
+    # The demo sites keep their calendars (public holidays come from their countries, not
+    # rows), and every demo booking above went through the capacity check against them.
+    assert {
+        site.code: (
+            site.opening_hours.count(),
+            sorted(site.resources.values_list("name", flat=True)),
+            sorted(site.staff_shifts.values_list("kind", "weekday", "count")),
+        )
+        for site in Site.objects.all()
+    } == {
+        "berlin": (0, [], []),
+        "nih-cc": (
+            5,
+            ["CAVI 1", "Chair 1", "Chair 2", "Chair 3", "Chair 4", "PET/CT 1"],
+            [("infusion nurse", day, 4) for day in range(5)],
+        ),
+        "tsukuba": (5, [], []),
+    }
+
     # A second load changes nothing.
     call_command("load_demo", "--no-admin", stdout=io.StringIO())
 
     assert (Participant.objects.count(), ScheduledVisit.objects.count()) == counts
+    assert SiteResource.objects.count() == 6
 
 
 @dataclass
@@ -112,6 +134,18 @@ def test_load_demo_makes_logins_per_role_and_one_subscription_and_keeps_both_whe
     assert f"user {'pharmacist-nih-cc':<36} password {password}" in demo_with_webhooks
     assert get_user_model().objects.get(username="pharmacist-nih-cc").check_password(password)
     assert get_user_model().objects.get(username="system-berlin").is_staff is False
+    # The unblinded pharmacists (and the admin) sign in with a second factor: the key is printed.
+    device = TOTPDevice.objects.get(user__username="pharmacist-nih-cc", confirmed=True)
+    assert (
+        f"user {'pharmacist-nih-cc':<36} two-factor key {b32encode(device.bin_key).decode()}"
+        in demo_with_webhooks
+    )
+    assert sorted(TOTPDevice.objects.values_list("user__username", flat=True)) == [
+        "admin",
+        "pharmacist-berlin",
+        "pharmacist-nih-cc",
+        "pharmacist-tsukuba",
+    ]
 
     # What beat and the worker do under make run: the sweep re-sends rows whose message was
     # not taken (here none was: the test's transaction never commits) after two minutes.

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +34,11 @@ def test_compose_runs_postgres_redis_web_one_worker_and_exactly_one_beat() -> No
     services = compose()["services"]
 
     assert sorted(services) == [
+        "backup",
         "beat",
         "migrate",
         "postgres",
+        "proxy",
         "redis",
         "web",
         "webhook-worker",
@@ -64,8 +69,10 @@ def test_compose_gives_every_long_running_service_a_health_check() -> None:
     services = compose()["services"]
 
     assert sorted(name for name, s in services.items() if "healthcheck" in s) == [
+        "backup",
         "beat",
         "postgres",
+        "proxy",
         "redis",
         "web",
         "webhook-worker",
@@ -82,12 +89,11 @@ def test_compose_gives_every_long_running_service_a_health_check() -> None:
 def test_compose_points_the_app_at_postgres_and_redis() -> None:
     environment = compose()["services"]["web"]["environment"]
 
-    assert environment["DATABASE_URL"] == (
-        "postgres://scheduler:${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}"
-        "@postgres:5432/scheduler"
-    )
+    # No password in the URL: it comes from the secret file.
+    assert environment["DATABASE_URL"] == "postgres://scheduler@postgres:5432/scheduler"
+    assert environment["DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_password"
     assert environment["REDIS_URL"] == "redis://redis:6379/0"
-    assert environment["SECRET_KEY"] == "${SECRET_KEY:?set SECRET_KEY in .env}"
+    assert environment["SECRET_KEY_FILE"] == "/run/secrets/secret_key"
 
 
 @pytest.mark.django_db
@@ -133,6 +139,26 @@ def _readme_env() -> dict[str, str]:
     return dict(line.split("=", 1) for line in block.splitlines())
 
 
+def interpolate(environment: dict[str, str], env: dict[str, str]) -> dict[str, str]:
+    """Compose's `${NAME}`, `${NAME:-default}` and `${NAME:?error}` filled from `env`, as
+    `docker compose config` would (a missing required name raises KeyError)."""
+
+    def one(match: re.Match[str]) -> str:
+        name, operator, word = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        if operator is None:
+            return ""
+        if operator == ":-":
+            return word
+        raise KeyError(f"{name}: {word}")
+
+    return {
+        key: re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, value)
+        for key, value in environment.items()
+    }
+
+
 def _compose_default(value: str) -> str:
     """The default of a compose `${NAME:-default}` value."""
     return value.split(":-", 1)[1].rstrip("}")
@@ -143,7 +169,8 @@ def test_compose_web_health_check_passes_with_the_readme_env(client) -> None:
     probe = compose()["services"]["web"]["healthcheck"]["test"][-1]
     url = probe.split("urlopen('", 1)[1].split("'", 1)[0]
     host, path = url.removeprefix("http://").split("/", 1)
-    allowed = _readme_env()["ALLOWED_HOSTS"].split(",")
+    environment = interpolate(compose()["services"]["web"]["environment"], _readme_env())
+    allowed = environment["ALLOWED_HOSTS"].split(",")
 
     with override_settings(ALLOWED_HOSTS=allowed):
         probed = client.get(f"/{path}", HTTP_HOST=host)
@@ -217,8 +244,6 @@ def test_every_routed_queue_has_a_worker_in_compose_and_on_the_laptop() -> None:
 def test_compose_file_validates_against_the_compose_spec_schema() -> None:
     # No Docker engine runs here: the file is checked against the Compose specification's JSON
     # schema (compose_spec.json, Apache-2.0, from docker-compose 1.29.2) instead.
-    import json
-
     import jsonschema
 
     schema = json.loads((ROOT / "tests" / "compose_spec.json").read_text(encoding="utf-8"))
@@ -229,3 +254,396 @@ def test_compose_file_validates_against_the_compose_spec_schema() -> None:
     )
 
     assert errors == []
+
+
+# --- the deployment a hospital's IT reviews: one published proxy, secrets as files, backups ---
+
+DEPLOY = ROOT / "deploy"
+
+
+def test_compose_publishes_nothing_but_the_tls_proxy() -> None:
+    services = compose()["services"]
+
+    published = {name: s["ports"] for name, s in services.items() if "ports" in s}
+
+    assert published == {"proxy": ["80:80", "443:443", "443:443/udp"]}
+    assert [name for name, s in services.items() if "network_mode" in s or "expose" in s] == []
+    assert services["proxy"]["image"].split(":")[0] == "caddy"  # the official image
+    assert services["proxy"]["volumes"][0] == "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro"
+
+
+def test_compose_keeps_postgres_and_redis_on_a_network_with_no_way_in_or_out() -> None:
+    spec = compose()
+    networks = {name: s["networks"] for name, s in spec["services"].items()}
+
+    assert spec["networks"] == {"edge": {}, "backend": {"internal": True}, "egress": {}}
+    assert networks == {
+        "proxy": ["edge"],
+        "postgres": ["backend"],
+        "redis": ["backend"],
+        "backup": ["backend"],
+        "migrate": ["backend"],
+        "web": ["backend", "edge"],
+        "worker": ["backend", "egress"],
+        "webhook-worker": ["backend", "egress"],
+        "beat": ["backend"],
+    }
+
+
+SECRET_WORDS = re.compile(r"SECRET|PASSWORD|TOKEN|KEY|EMAIL_URL")
+
+
+def test_compose_passes_every_secret_as_a_file_never_in_the_environment() -> None:
+    spec = compose()
+    declared = spec["secrets"]
+    findings = []
+    for name, service in spec["services"].items():
+        environment = service.get("environment", {})
+        mounted = set(service.get("secrets", []))
+        for key, value in environment.items():
+            if key.endswith("_FILE"):
+                secret = value.removeprefix("/run/secrets/")
+                if value != f"/run/secrets/{secret}" or secret not in mounted:
+                    findings.append(f"{name}: {key}={value} is not a secret it mounts")
+            elif SECRET_WORDS.search(key):
+                findings.append(f"{name}: {key} holds a secret in the environment")
+            elif re.search(r"://[^/@]*:[^/@]*@", str(value)):
+                findings.append(f"{name}: {key} has a password in its URL")
+
+    assert findings == []
+    assert declared == {
+        name: {"file": f"./secrets/{name}"}
+        for name in ("secret_key", "postgres_password", "email_url", "twilio_auth_token")
+    }
+    assert spec["services"]["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == (
+        "/run/secrets/postgres_password"
+    )
+    assert spec["services"]["backup"]["environment"]["PGPASSWORD_FILE"] == (
+        "/run/secrets/postgres_password"
+    )
+
+
+def test_the_readme_creates_exactly_the_secret_files_compose_mounts(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("# --- secrets ---\n", 1)[1].split("\n# --- end secrets ---", 1)[0]
+
+    subprocess.run(["sh", "-eu", "-c", block], cwd=tmp_path, check=True, timeout=60)
+    secrets = tmp_path / "secrets"
+    created = {path.name: path for path in secrets.iterdir()}
+
+    assert {f"./secrets/{name}" for name in created} == {
+        declared["file"] for declared in compose()["secrets"].values()
+    }
+    # The directory keeps other host users out; the files stay readable by the containers'
+    # users (the app's uid 10001, Postgres's 999), which compose cannot chown them to.
+    assert oct(secrets.stat().st_mode & 0o777) == "0o700"
+    assert {
+        name: oct(path.stat().st_mode & 0o777) for name, path in created.items()
+    } == dict.fromkeys(created, "0o444")
+    assert len(created["secret_key"].read_text().strip()) >= 50
+    assert len(created["postgres_password"].read_text().strip()) >= 32
+
+
+def test_compose_backup_service_runs_the_backup_script_on_a_schedule() -> None:
+    backup = compose()["services"]["backup"]
+
+    assert backup["image"] == compose()["services"]["postgres"]["image"]
+    assert backup["volumes"] == ["./deploy:/deploy:ro", "backups:/backups"]
+    assert backup["command"][-1] == (
+        'while :; do sh /deploy/backup.sh || echo "backup failed" >&2; '
+        'sleep "$$BACKUP_INTERVAL_SECONDS"; done'
+    )
+    assert (backup["environment"]["PGDATABASE"], backup["environment"]["BACKUP_DIR"]) == (
+        "scheduler",
+        "/backups",
+    )
+    for script in ("backup.sh", "restore.sh"):
+        assert os.access(DEPLOY / script, os.X_OK), script
+
+
+def _caddy_adapt(**env: str) -> dict:
+    """deploy/Caddyfile adapted to Caddy's JSON config by the caddy binary (no server runs)."""
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        message = "caddy is not installed (Debian: apt-get install caddy)"
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"{message}; CI=true: the Caddyfile must be checked")
+        pytest.skip(message)
+    result = subprocess.run(
+        [caddy, "adapt", "--config", str(DEPLOY / "Caddyfile"), "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **env},
+    )
+    return json.loads(result.stdout)
+
+
+def _site(config: dict) -> tuple[list[str], list[dict]]:
+    (server,) = config["apps"]["http"]["servers"].values()
+    (route,) = server["routes"]
+    return route["match"][0]["host"], route["handle"][0]["routes"][0]["handle"]
+
+
+def test_caddyfile_proxies_the_site_to_gunicorn_with_automatic_https() -> None:
+    config = _caddy_adapt(SITE_ADDRESS="scheduler.example.org")
+    hosts, handlers = _site(config)
+    gunicorn_bind = compose()["services"]["web"]["command"][2]
+
+    assert hosts == ["scheduler.example.org"]
+    assert config["apps"]["http"]["servers"]["srv0"]["listen"] == [":443"]
+    assert [handler["handler"] for handler in handlers] == ["request_body", "reverse_proxy"]
+    assert handlers[1]["upstreams"] == [{"dial": "web:8000"}]
+    assert gunicorn_bind == "--bind=0.0.0.0:8000"
+    assert handlers[1]["health_checks"]["active"]["uri"] == "/healthz"
+    # Automatic HTTPS from a public CA: no issuer is pinned; no access log, no header set here.
+    assert "tls" not in config["apps"]
+    assert "logging" not in config
+    assert config["admin"] == {"listen": "127.0.0.1:2019"}
+
+
+def test_caddyfile_uses_its_local_ca_for_an_intranet_name_or_localhost() -> None:
+    intranet = _caddy_adapt(SITE_ADDRESS="scheduler.hospital.internal", TLS_MODE="internal")
+    local = _caddy_adapt()
+
+    assert intranet["apps"]["tls"]["automation"]["policies"] == [
+        {"subjects": ["scheduler.hospital.internal"], "issuers": [{"module": "internal"}]}
+    ]
+    # localhost needs no setting: Caddy issues it from the local CA by itself.
+    assert _site(local)[0] == ["localhost"]
+    assert "tls" not in local["apps"]
+
+
+def test_caddy_health_check_reads_the_admin_api_the_caddyfile_opens() -> None:
+    probe = compose()["services"]["proxy"]["healthcheck"]["test"]
+    admin = _caddy_adapt(SITE_ADDRESS="scheduler.example.org")["admin"]["listen"]
+
+    # A GET (busybox wget in the alpine image): the admin API answers /config/ to GET only.
+    assert probe == ["CMD", "wget", "-q", "-O", "/dev/null", f"http://{admin}/config/"]
+
+
+def test_the_app_reads_every_secret_compose_mounts_from_its_file(tmp_path: Path) -> None:
+    environment = interpolate(compose()["x-app"]["environment"], _readme_env())
+    values = {
+        "secret_key": "k" * 60,
+        "postgres_password": "pg-pass word",
+        "email_url": "smtp+tls://visits%40example.org:mail-pass@smtp.example.org:587",
+        "twilio_auth_token": "twilio-token",
+    }
+    for name, value in values.items():
+        # As `echo … > file` writes it: the trailing newline is not part of the secret.
+        (tmp_path / name).write_text(value + "\n", encoding="utf-8")
+    files = {
+        key: str(tmp_path / value.removeprefix("/run/secrets/"))
+        for key, value in environment.items()
+        if key.endswith("_FILE")
+    }
+    code = (
+        "import json; from django.conf import settings as s; print(json.dumps(["
+        "s.SECRET_KEY, s.DATABASES['default']['PASSWORD'], s.DATABASES['default']['USER'], "
+        "s.DATABASES['default']['HOST'], s.EMAIL_HOST_PASSWORD, s.EMAIL_HOST, "
+        "s.TWILIO_AUTH_TOKEN, s.ALLOWED_HOSTS, s.SECURE_PROXY_SSL_HEADER]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={
+            "PATH": os.environ["PATH"],
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "VAR_DIR": str(tmp_path / "var"),
+            **{key: value for key, value in environment.items() if not key.endswith("_FILE")},
+            **files,
+        },
+    )
+
+    assert sorted(files) == [
+        "DATABASE_PASSWORD_FILE",
+        "EMAIL_URL_FILE",
+        "SECRET_KEY_FILE",
+        "TWILIO_AUTH_TOKEN_FILE",
+    ]
+    assert json.loads(result.stdout) == [
+        "k" * 60,
+        "pg-pass word",
+        "scheduler",
+        "postgres",
+        "mail-pass",
+        "smtp.example.org",
+        "twilio-token",
+        ["scheduler.example.org"],
+        ["HTTP_X_FORWARDED_PROTO", "https"],
+    ]
+
+
+def test_backup_health_check_fails_without_a_recent_dump(tmp_path: Path) -> None:
+    probe = compose()["services"]["backup"]["healthcheck"]["test"]
+    # Compose turns `$$` into `$`; the dumps are in tmp_path instead of the volume.
+    command = probe[1].replace("$$", "$").replace("/backups", str(tmp_path))
+    env = {"PATH": os.environ["PATH"], "BACKUP_INTERVAL_SECONDS": "86400"}
+
+    def healthy() -> bool:
+        return subprocess.run(["sh", "-c", command], env=env, check=False).returncode == 0
+
+    dump = tmp_path / "scheduler-20260301T020000Z.dump"
+    states = [healthy()]
+    dump.write_bytes(b"dump")
+    states.append(healthy())
+    os.utime(dump, (dump.stat().st_atime, dump.stat().st_mtime - 2 * 86400 - 60))
+    states.append(healthy())
+
+    assert probe[0] == "CMD-SHELL"
+    assert states == [False, True, False]
+
+
+# ----------------------------------------------------------------------------------------
+# Production settings (config/settings.py): what a deployment's environment gives, read in a
+# fresh interpreter as gunicorn would, since settings are read once at start-up.
+
+PRODUCTION_PROBE = """
+import json, django
+from django.conf import settings
+django.setup()
+from django.core import checks
+from django.test import Client
+found = [
+    m.id for m in checks.run_checks(include_deployment_checks=True)
+    if m.level >= checks.WARNING and not m.is_silenced()
+]
+client = Client()
+plain = client.get("/admin/login/", HTTP_HOST="scheduler.example.org")
+probe = client.get("/healthz", HTTP_HOST="10.0.0.7:8000")
+proxied = client.get(
+    "/admin/login/", HTTP_HOST="scheduler.example.org", HTTP_X_FORWARDED_PROTO="https"
+)
+print(json.dumps({
+    "warnings": found,
+    "plain": [plain.status_code, plain.get("Location")],
+    "probe_redirected": probe.status_code in (301, 302),
+    "proxied": proxied.status_code,
+    "hsts": proxied.get("Strict-Transport-Security"),
+    "csp": proxied.get("Content-Security-Policy"),
+    "cookies": [settings.SESSION_COOKIE_SECURE, settings.CSRF_COOKIE_SECURE,
+                settings.SESSION_COOKIE_SAMESITE, settings.CSRF_COOKIE_SAMESITE],
+    "session": [settings.SESSION_COOKIE_AGE, settings.SESSION_EXPIRE_AT_BROWSER_CLOSE],
+    "proxy": [list(settings.SECURE_PROXY_SSL_HEADER), settings.USE_X_FORWARDED_HOST],
+    "secret_key": settings.SECRET_KEY,
+}))
+"""
+
+
+def _run_with(environment: dict[str, str], code: str) -> subprocess.CompletedProcess[str]:
+    # Only what a deployment sets, not the test run's own DATABASE_URL, DEBUG or CI.
+    keep = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**keep, "DJANGO_SETTINGS_MODULE": "config.settings", **environment},
+    )
+
+
+def _secret_file(tmp_path: Path, name: str, value: str) -> str:
+    path = tmp_path / name
+    path.write_text(value + "\n", encoding="utf-8")  # as `echo … > file` writes it
+    return str(path)
+
+
+def test_check_deploy_finds_nothing_in_the_production_configuration(tmp_path) -> None:
+    from tests.review_summary import record
+
+    key = "k" * 20 + "-production-secret-0123456789-abcdefghij"
+    result = _run_with(
+        {
+            "SECRET_KEY_FILE": _secret_file(tmp_path, "secret_key", key),
+            "ALLOWED_HOSTS": "scheduler.example.org",
+            "VAR_DIR": str(tmp_path),
+        },
+        PRODUCTION_PROBE,
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    record("deploy-check warnings", len(seen["warnings"]))
+
+    assert seen["warnings"] == []
+    # Plain HTTP goes to HTTPS, but for the health probe (by IP, over plain HTTP).
+    assert seen["plain"] == [301, "https://scheduler.example.org/admin/login/"]
+    assert seen["probe_redirected"] is False
+    assert seen["proxied"] == 200
+    assert seen["hsts"] == "max-age=31536000; includeSubDomains; preload"
+    # (django-csp writes the directives in no fixed order.)
+    assert sorted(seen["csp"].split("; ")) == [
+        "base-uri 'none'",
+        "connect-src 'self'",
+        "default-src 'self'",
+        "font-src 'self' data:",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "img-src 'self' data:",
+        "object-src 'none'",
+        "script-src 'self' 'unsafe-hashes' 'sha256-aSx1rCOUfYYqn4Vxng+jS5F6gK1RQbKxVjGd2feTgnM='",
+        "style-src 'self' 'unsafe-inline'",
+    ]
+    assert seen["cookies"] == [True, True, "Lax", "Lax"]
+    assert seen["session"] == [1800, True]
+    assert seen["proxy"] == [["HTTP_X_FORWARDED_PROTO", "https"], True]
+    assert seen["secret_key"] == key
+
+
+def test_secrets_come_from_files_without_their_trailing_newline(tmp_path) -> None:
+    result = _run_with(
+        {
+            "SECRET_KEY_FILE": _secret_file(tmp_path, "secret_key", "s" * 60),
+            "DATABASE_URL_FILE": _secret_file(
+                tmp_path, "database_url", "postgres://scheduler@postgres:5432/scheduler"
+            ),
+            "DATABASE_PASSWORD_FILE": _secret_file(tmp_path, "postgres_password", "pg-pw-42"),
+            "REDIS_URL_FILE": _secret_file(tmp_path, "redis_url", "redis://redis:6379/0"),
+            "TWILIO_AUTH_TOKEN_FILE": _secret_file(tmp_path, "twilio", "tw-token"),
+            "ALLOWED_HOSTS": "scheduler.example.org",
+            "VAR_DIR": str(tmp_path),
+        },
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps([s.SECRET_KEY, {k: s.DATABASES['default'][k] for k in "
+        "('ENGINE', 'NAME', 'USER', 'PASSWORD', 'HOST')}, s.CELERY_BROKER_URL, "
+        "s.TWILIO_AUTH_TOKEN]))",
+    )
+    assert result.returncode == 0, result.stderr
+
+    assert json.loads(result.stdout) == [
+        "s" * 60,
+        {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "scheduler",
+            "USER": "scheduler",
+            "PASSWORD": "pg-pw-42",
+            "HOST": "postgres",
+        },
+        "redis://redis:6379/0",
+        "tw-token",
+    ]
+
+
+def test_the_web_app_refuses_to_start_without_a_secret_key_outside_debug(tmp_path) -> None:
+    start = "import config.wsgi; print('started')"
+
+    refused = _run_with({"VAR_DIR": str(tmp_path)}, start)
+    empty = _run_with({"VAR_DIR": str(tmp_path), "SECRET_KEY": ""}, start)
+    debug = _run_with({"VAR_DIR": str(tmp_path), "DEBUG": "true"}, start)
+
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "django.core.exceptions.ImproperlyConfigured: SECRET_KEY is not set: set SECRET_KEY "
+        "(or SECRET_KEY_FILE, a file holding it) to a long random value, e.g. the output of "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`; only DEBUG=true runs "
+        "with the development key."
+    )
+    assert empty.returncode == 1
+    assert (debug.returncode, debug.stdout) == (0, "started\n")

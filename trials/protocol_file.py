@@ -9,11 +9,11 @@ can load protocol files without a database.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import yaml
 from pydantic import (
@@ -27,6 +27,38 @@ from pydantic import (
 )
 
 FORMAT_VERSION = 1
+
+# What one protocol file may hold. A file is read whole into memory and checked before anything
+# is stored, so each of these bounds the time and memory one upload can cost (every check below
+# is linear, or n log n, in the number of visits). They are generous for any real protocol:
+# the largest seed has 60 visits and a few kilobytes.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+# Nesting of YAML collections: a protocol needs 5 (visits[0].procedures[0].occurrences[0]).
+MAX_NESTING = 16
+# Keys of one mapping (the format's largest, a visit, has 14).
+MAX_KEYS = 100
+# YAML nodes (scalars, lists, mappings) in the whole file.
+MAX_NODES = 500_000
+MAX_VISITS = 10_000
+# Items in any other list of the file (anchors, procedures, a visit's procedures, …).
+MAX_ITEMS = 1_000
+# Visit occurrences (each visit's repeat count, summed): what one participant's calendar holds.
+MAX_OCCURRENCES = 20_000
+# Visits anchored to visits anchored to visits…: the planner follows such a chain for every
+# participant, so it is bounded; a weekly visit anchored to the previous one for two years is 104.
+MAX_ANCHOR_CHAIN = 250
+# Days between a visit and the participant anchor it is counted from, through any chain.
+MAX_SPAN_DAYS = 36_600
+# Characters of free text (an arm's description, a preparation, a criterion's text).
+MAX_TEXT = 10_000
+# Dates a file may give (its version date): the range every form and the API accept too.
+EARLIEST_DATE = dt.date(1900, 1, 1)
+LATEST_DATE = dt.date(2200, 12, 31)
+# Doses are stored to 0.01 mg in 7 digits (scheduler.ScheduledMilestone.dose_mg).
+MAX_DOSE_MG = Decimal("99999.99")
+# A problem list longer than this is cut in the message (the exception keeps them all).
+MAX_SHOWN_PROBLEMS = 100
+
 CODE_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,39}$"
 Code = Annotated[str, Field(pattern=CODE_PATTERN)]
 
@@ -44,7 +76,8 @@ _Japanese = AfterValidator(_not_blank)
 JapaneseShortName = Annotated[str, Field(min_length=1, max_length=120), _Japanese]
 JapaneseName = Annotated[str, Field(min_length=1, max_length=200), _Japanese]
 JapaneseTitle = Annotated[str, Field(min_length=1, max_length=300), _Japanese]
-JapaneseText = Annotated[str, Field(min_length=1), _Japanese]
+JapaneseText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), _Japanese]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
 
 
 class _Strict(BaseModel):
@@ -122,8 +155,10 @@ class TrialSection(_Strict):
     phase: Literal["1", "1/2", "2", "2/3", "3", "4"]
     sponsor: str = Field(min_length=2, max_length=200)
     blinding: Blinding
-    registrations: tuple[Registration, ...] = ()
-    conditions: tuple[str, ...] = ()
+    registrations: tuple[Registration, ...] = Field(default=(), max_length=20)
+    conditions: tuple[Annotated[str, Field(min_length=1, max_length=300)], ...] = Field(
+        default=(), max_length=100
+    )
 
 
 class AnchorSection(_Strict):
@@ -133,9 +168,9 @@ class AnchorSection(_Strict):
     # An anchor may be constrained relative to another one (Tsukuba: anifrolumab Day 1 within
     # 2 weeks after PSL start); until its real date is known it is estimated at default_days.
     relative_to: Code | None = None
-    min_days: int | None = None
-    max_days: int | None = None
-    default_days: int | None = None
+    min_days: int | None = Field(default=None, ge=-3660, le=3660)
+    max_days: int | None = Field(default=None, ge=-3660, le=3660)
+    default_days: int | None = Field(default=None, ge=-3660, le=3660)
 
 
 class VisitAnchor(_Strict):
@@ -143,7 +178,7 @@ class VisitAnchor(_Strict):
 
     visit: Code
     # Which occurrence of a repeating visit; omitted means its last one.
-    occurrence: int | None = Field(default=None, ge=1)
+    occurrence: int | None = Field(default=None, ge=1, le=1000)
 
 
 AnchorRef = Code | VisitAnchor
@@ -162,13 +197,15 @@ class Repeat(_Strict):
 class Activity(_Strict):
     procedure: Code
     # Occurrences of a repeating visit at which it is done (1-based); omitted means all.
-    occurrences: tuple[Annotated[int, Field(ge=1)], ...] | None = None
+    occurrences: tuple[Annotated[int, Field(ge=1, le=1000)], ...] | None = Field(
+        default=None, max_length=1000
+    )
 
 
 class ArmSection(_Strict):
     code: Code
     name: str = Field(min_length=1, max_length=120)
-    description: str = ""
+    description: Text = ""
 
 
 class EpochSection(_Strict):
@@ -192,11 +229,11 @@ class ProcedureSection(_Strict):
     duration_minutes: int = Field(ge=1, le=24 * 60)
     # What the participant must do beforehand or during (fasting, lying still); it goes into
     # invites, so it must be written for the participant and carry no diagnosis.
-    preparation: str = ""
+    preparation: Text = ""
     preparation_ja: JapaneseText | None = None
     # The kind of site resource the procedure holds for its whole duration ("PET/CT scanner"),
     # matched to the kinds of a site's resources; `resource_count` units of it.
-    resource: str = ""
+    resource: str = Field(default="", max_length=120)
     resource_count: int = Field(default=1, ge=1, le=50)
     # The kind of staff it needs while it runs, and how much of them (see StaffNeed).
     staff: StaffNeed | None = None
@@ -223,12 +260,12 @@ class VisitSection(_Strict):
     duration_minutes: int = Field(ge=1, le=24 * 60)
     mode: VisitMode = VisitMode.IN_PERSON
     # Arms the visit applies to; empty means every arm.
-    arms: tuple[Code, ...] = ()
+    arms: tuple[Code, ...] = Field(default=(), max_length=MAX_ITEMS)
     unscheduled_allowed: bool = False
-    procedures: tuple[Code | Activity, ...] = ()
+    procedures: tuple[Code | Activity, ...] = Field(default=(), max_length=MAX_ITEMS)
     # The order of the visit's procedures inside the day (see PlanStep): when given, every
     # procedure of the visit appears once, and the plan must fit `duration_minutes`.
-    plan: tuple[Code | PlanStep, ...] | None = None
+    plan: tuple[Code | PlanStep, ...] | None = Field(default=None, max_length=MAX_ITEMS)
 
     @property
     def count(self) -> int:
@@ -253,14 +290,14 @@ class Taper(_Strict):
     drug: str = Field(min_length=1, max_length=80)
     initial_mg_per_kg: Decimal = Field(gt=0, le=10)
     # A hard ceiling on the first dose when the protocol states one; None means none.
-    initial_max_mg: Decimal | None = Field(default=None, gt=0)
+    initial_max_mg: Decimal | None = Field(default=None, gt=0, le=MAX_DOSE_MG)
     # Weeks at the initial dose before the first reduction (at least the first week).
     initial_weeks: int = Field(ge=1, le=52)
-    target_mg: Decimal = Field(ge=0)
+    target_mg: Decimal = Field(ge=0, le=MAX_DOSE_MG)
     target_week: int = Field(ge=1, le=104)
     # Doses are rounded down to a multiple of this (the tablet strength), so rounding can
     # never take a dose above its cap. Doses are recorded to 0.01 mg, so the step is too.
-    step_mg: Decimal = Field(gt=0, max_digits=7, decimal_places=2)
+    step_mg: Decimal = Field(gt=0, le=MAX_DOSE_MG, max_digits=7, decimal_places=2)
     shape: Literal["geometric", "linear"] = "geometric"
     # true when the drug can be given in any dose (an oral solution, say): a dose the
     # investigator prescribes is stored exactly. false (the default): a prescription must be a
@@ -290,7 +327,7 @@ class CriterionCheck(_Strict):
 class CriterionSection(_Strict):
     code: Code
     kind: CriterionKind
-    text: str = Field(min_length=3)
+    text: str = Field(min_length=3, max_length=MAX_TEXT)
     check: CriterionCheck | None = None
 
 
@@ -301,11 +338,11 @@ class ReminderSection(_Strict):
     # Local wall time: the participant's zone for participant reminders, the site's for
     # coordinators'.
     at: dt.time
-    channels: tuple[Channel, ...] = Field(min_length=1)
+    channels: tuple[Channel, ...] = Field(min_length=1, max_length=3)
     # Visits it applies to (codes); empty means every visit.
-    visits: tuple[Code, ...] = ()
+    visits: tuple[Code, ...] = Field(default=(), max_length=MAX_VISITS)
     # For evening_before_procedure: the procedures that need preparing (e.g. fasting).
-    procedures: tuple[Code, ...] = ()
+    procedures: tuple[Code, ...] = Field(default=(), max_length=MAX_ITEMS)
 
     @field_validator("at", mode="before")
     @classmethod
@@ -319,22 +356,22 @@ class ReminderSection(_Strict):
 class VersionSection(_Strict):
     label: str = Field(min_length=1, max_length=40)
     status: Literal["draft", "published"] = "published"
-    date: dt.date | None = None
+    date: dt.date | None = Field(default=None, ge=EARLIEST_DATE, le=LATEST_DATE)
 
 
 class ProtocolDocument(_Strict):
     format: Literal[1]
     trial: TrialSection
     version: VersionSection
-    anchors: tuple[AnchorSection, ...] = Field(min_length=1)
-    arms: tuple[ArmSection, ...] = ()
-    epochs: tuple[EpochSection, ...] = Field(min_length=1)
-    procedures: tuple[ProcedureSection, ...] = ()
-    visits: tuple[VisitSection, ...] = Field(min_length=1)
-    milestones: tuple[MilestoneSection, ...] = ()
-    eligibility: tuple[CriterionSection, ...] = ()
+    anchors: tuple[AnchorSection, ...] = Field(min_length=1, max_length=MAX_ITEMS)
+    arms: tuple[ArmSection, ...] = Field(default=(), max_length=MAX_ITEMS)
+    epochs: tuple[EpochSection, ...] = Field(min_length=1, max_length=MAX_ITEMS)
+    procedures: tuple[ProcedureSection, ...] = Field(default=(), max_length=MAX_ITEMS)
+    visits: tuple[VisitSection, ...] = Field(min_length=1, max_length=MAX_VISITS)
+    milestones: tuple[MilestoneSection, ...] = Field(default=(), max_length=MAX_ITEMS)
+    eligibility: tuple[CriterionSection, ...] = Field(default=(), max_length=MAX_ITEMS)
     # None: the application's default reminder rules apply (see DEFAULT_REMINDERS).
-    reminders: tuple[ReminderSection, ...] | None = None
+    reminders: tuple[ReminderSection, ...] | None = Field(default=None, max_length=MAX_ITEMS)
 
     @field_validator("format", mode="before")
     @classmethod
@@ -349,6 +386,9 @@ class ProtocolDocument(_Strict):
 
 
 Path = tuple[str | int, ...]
+# A check the caller adds to the file's own (what the database can hold, say): the problems it
+# finds in a valid document, located like the file's own.
+DocumentCheck = Callable[["ProtocolDocument"], list[tuple[Path, str]]]
 
 
 @dataclass(frozen=True)
@@ -369,34 +409,460 @@ class ProtocolFileError(ValueError):
     def __init__(self, source: str, problems: Sequence[Problem]):
         self.source = source
         self.problems = tuple(problems)
-        super().__init__("\n".join(problem.render(source) for problem in self.problems))
+        shown = [problem.render(source) for problem in self.problems[:MAX_SHOWN_PROBLEMS]]
+        if len(self.problems) > MAX_SHOWN_PROBLEMS:
+            shown.append(
+                f"{source}: … and {len(self.problems) - MAX_SHOWN_PROBLEMS} more problem(s)"
+            )
+        super().__init__("\n".join(shown))
 
 
 def format_path(path: Path) -> str:
     text = ""
     for part in path:
+        if isinstance(part, str):
+            part = _shortened(part)
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text
+
+
+def _shortened(text: str, limit: int = 60) -> str:
+    # A message echoes what the file said, never megabytes of it.
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+ECHO_LIMIT = 320
+
+
+def _echo(value: Any) -> str:
+    # Up to the longest text a name may be (a title, 300), echoed whole; longer, its start.
+    if isinstance(value, str | bytes) and len(value) > ECHO_LIMIT:
+        return f"{value[:60]!r}… ({len(value):,} characters)"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dict | list | tuple):
+        return f"a {'mapping' if isinstance(value, dict) else 'list'} of {len(value):,} item(s)"
+    return _shortened(repr(value), ECHO_LIMIT)
+
+
+# ----------------------------------------------------------------------------------------
+# Reading: bytes to text, text to YAML nodes (no aliases, no duplicate keys, bounded), nodes to
+# Python values. Each step refuses what it cannot read with the place in the file.
+
+_UNICODE_BOMS = (
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\xfe\xff", "UTF-16"),
+    (b"\xff\xfe", "UTF-16"),
+)
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def decode_protocol(data: bytes, *, source: str = "<protocol>") -> str:
+    """The text of a protocol file's bytes: UTF-8 only (a UTF-8 byte-order mark is dropped)."""
+    if len(data) > MAX_FILE_BYTES:
+        raise ProtocolFileError(source, [_too_big(len(data))])
+    for bom, encoding in _UNICODE_BOMS:
+        if data.startswith(bom):
+            raise ProtocolFileError(
+                source,
+                [
+                    Problem(
+                        (),
+                        f"the file is {encoding} (it starts with a {encoding} byte-order mark); "
+                        "protocol files are UTF-8: save it as UTF-8",
+                        1,
+                    )
+                ],
+            )
+    data = data.removeprefix(_UTF8_BOM)
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise ProtocolFileError(
+            source,
+            [
+                Problem(
+                    (),
+                    "the file contains NUL bytes: it is UTF-16 or UTF-32 without a byte-order "
+                    "mark, or not a text file; protocol files are UTF-8: save it as UTF-8",
+                    line,
+                )
+            ],
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ProtocolFileError(
+            source,
+            [
+                Problem(
+                    (),
+                    f"not UTF-8: byte 0x{data[exc.start]:02X} at column {column} is not UTF-8 "
+                    "text (a Latin-1 or Windows-1252 file?); protocol files are UTF-8: save it "
+                    "as UTF-8",
+                    line,
+                )
+            ],
+        ) from None
+
+
+def _too_big(size: int) -> Problem:
+    return Problem(
+        (),
+        f"the file is {size:,} bytes; a protocol file is at most {MAX_FILE_BYTES:,} bytes",
+    )
+
+
+class _NodeError(Exception):
+    def __init__(self, node: yaml.Node, message: str):
+        super().__init__(message)
+        self.node = node
+        self.message = message
+
+
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[assignment]
+
+
+class _Loader(_SafeLoader):  # type: ignore[valid-type, misc]
+    """The safe loader, with dates that exist and numbers of sane length, or a located error."""
+
+
+def _construct_timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except (ValueError, OverflowError):
+        raise _NodeError(
+            node, f"{_shortened(node.value)!r} is not a date that exists (expected YYYY-MM-DD)"
+        ) from None
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    if len(node.value) > 30:
+        raise _NodeError(node, f"a number of {len(node.value):,} characters is out of range")
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    if len(node.value) > 40:
+        raise _NodeError(node, f"a number of {len(node.value):,} characters is out of range")
+    return yaml.SafeLoader.construct_yaml_float(loader, node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
+@dataclass
+class Lines:
+    """Where each part of the file starts, for the line of a problem: a mapping's keys (each
+    with the line of the key and what is under it), a list's items; a scalar is its line."""
+
+    line: int
+    keys: dict[Any, tuple[int, Lines | int]] | None = None
+    items: list[Lines | int] | None = None
+
+
+_STR = "tag:yaml.org,2002:str"
+# The tags a protocol needs (the plain YAML types); any other (!!binary, !!set, a custom !tag)
+# is refused rather than turned into an object the format does not know.
+_SCALAR_TAGS = {
+    _STR,
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:timestamp",
+}
+_KNOWN_TAGS = _SCALAR_TAGS | {"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"}
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _Open:
+    """A collection being read: its value, its lines, where it is, and its pending key."""
+
+    __slots__ = ("index", "key", "key_line", "lines", "path", "value")
+
+    def __init__(self, value: list[Any] | dict[Any, Any], lines: Lines, path: Path):
+        self.value = value
+        self.lines = lines
+        self.path = path
+        self.index = 0
+        # A mapping's key read, whose value comes next (_NO_KEY: none pending).
+        self.key: Any = _NO_KEY
+        self.key_line = 0
+
+
+_NO_KEY = object()
+
+
+def _compose(loader: Any, source: str) -> tuple[Any, Lines | int | None]:
+    """The file's Python value and where its parts are, built in one streaming pass over the
+    parser's events that refuses, before anything is built from it, what could cost more than
+    the file's size: aliases and anchors (an alias bomb grows exponentially however small the
+    file), nesting deeper than MAX_NESTING, more than MAX_NODES values, lists longer than
+    MAX_VISITS, several documents, tags the format does not use; and duplicate keys (YAML keeps
+    the last one silently, so `window:` twice would plan with the second). Iterative, so no
+    nesting can exhaust the stack; linear in the file's size."""
+    stack: list[_Open] = []
+    problems: list[Problem] = []
+    nodes = 0
+    documents = 0
+    root: Any = None
+    root_lines: Lines | int | None = None
+    # Plain scalars repeat (keys, codes, small numbers): their tag is resolved once.
+    plain_tags: dict[str, str] = {}
+    constructors = loader.yaml_constructors
+    scalar_event, start_events = yaml.ScalarEvent, yaml.CollectionStartEvent
+    end_events, node_events = yaml.CollectionEndEvent, yaml.NodeEvent
+
+    def here() -> Path:
+        if not stack:
+            return ()
+        top = stack[-1]
+        if isinstance(top.value, dict):
+            return top.path if top.key is _NO_KEY else (*top.path, _key_name(top.key))
+        return (*top.path, top.index)
+
+    def refuse(message: str, line: int | None) -> NoReturn:
+        problems.append(Problem(here(), message, line))
+        raise ProtocolFileError(source, problems)
+
+    while loader.check_event():
+        event: Any = loader.get_event()
+        if isinstance(event, end_events):
+            done = stack.pop()
+            value: Any = done.value
+            lines: Lines | int = done.lines
+        elif isinstance(event, node_events):
+            line = getattr(event.start_mark, "line", 0) + 1
+            nodes += 1
+            if nodes > MAX_NODES:
+                refuse(
+                    f"the file has more than {MAX_NODES:,} values; a protocol has far fewer", line
+                )
+            if isinstance(event, yaml.AliasEvent):
+                refuse(
+                    f"YAML aliases (*{_shortened(event.anchor or '', 30)}) are not allowed in a "
+                    "protocol file; write the value out where it is needed",
+                    line,
+                )
+            if event.anchor is not None:
+                refuse(
+                    f"YAML anchors (&{_shortened(event.anchor, 30)}) are not allowed in a "
+                    "protocol file; write the value out where it is needed",
+                    line,
+                )
+            tag = getattr(event, "tag", None)
+            if tag is not None and tag != "!" and tag not in _KNOWN_TAGS:
+                refuse(
+                    f"YAML tags ({_shortened(tag, 40)}) are not used in protocol files; write "
+                    "the plain value",
+                    line,
+                )
+            if isinstance(event, scalar_event):
+                text = event.value
+                if "\x00" in text:
+                    # A "\0" escape in a quoted string: no database column stores it.
+                    refuse(
+                        "a NUL character (\\0) is not allowed in a protocol file; remove it",
+                        line,
+                    )
+                if tag is None or tag == "!":
+                    if event.implicit[0]:
+                        tag = plain_tags.get(text)
+                        if tag is None:
+                            tag = loader.resolve(yaml.ScalarNode, text, event.implicit)
+                            if len(text) <= 40:
+                                plain_tags[text] = tag
+                    else:
+                        tag = _STR
+                if tag == _STR:
+                    value = text
+                elif tag == _MERGE:
+                    if stack and isinstance(stack[-1].value, dict):
+                        stack[-1].key = text
+                    refuse(
+                        "YAML merge keys (<<) are not allowed in a protocol file; write the "
+                        "keys out",
+                        line,
+                    )
+                else:
+                    try:
+                        value = constructors[tag](loader, yaml.ScalarNode(tag, text))
+                    except _NodeError as exc:
+                        if stack and isinstance(stack[-1].value, dict):
+                            top = stack[-1]
+                            if top.key is _NO_KEY:
+                                top.key = text
+                        refuse(exc.message, line)
+                lines = line
+            elif isinstance(event, start_events):
+                if len(stack) >= MAX_NESTING:
+                    refuse(
+                        f"nested more than {MAX_NESTING} levels deep; a protocol needs at most 6",
+                        line,
+                    )
+                if isinstance(event, yaml.SequenceStartEvent):
+                    stack.append(_Open([], Lines(line, items=[]), here()))
+                else:
+                    stack.append(_Open({}, Lines(line, keys={}), here()))
+                continue
+            else:
+                continue
+        elif isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                refuse(
+                    "a protocol file is one YAML document; found a second one",
+                    getattr(event.start_mark, "line", 0) + 1,
+                )
+            continue
+        else:
+            continue
+
+        # A complete value: the root, a list's next item, a mapping's key or its value.
+        if not stack:
+            root, root_lines = value, lines
+            continue
+        top = stack[-1]
+        container = top.value
+        if isinstance(container, list):
+            if top.index >= MAX_VISITS:
+                refuse(f"a list here has more than {MAX_VISITS:,} items", _first_line(lines))
+            container.append(value)
+            assert top.lines.items is not None
+            top.lines.items.append(lines)
+            top.index += 1
+        elif top.key is _NO_KEY:
+            if not isinstance(lines, int):
+                refuse("a key is a single value (a name), not a list or mapping", lines.line)
+            assert top.lines.keys is not None
+            if len(top.lines.keys) >= MAX_KEYS:
+                top.key = value
+                refuse(
+                    f"a mapping here has more than {MAX_KEYS} keys; the format's largest "
+                    "(a visit) has 14",
+                    lines,
+                )
+            top.key, top.key_line = value, lines
+        else:
+            key = top.key
+            assert top.lines.keys is not None
+            try:
+                first = top.lines.keys.get(key)
+            except TypeError:  # an unhashable key cannot be built from scalars; be sure
+                first = None
+            if first is not None:
+                problems.append(
+                    Problem(
+                        here(),
+                        f"duplicate key {_shortened(str(key))!r} (first at line {first[0]}); "
+                        "a key appears once in a mapping",
+                        top.key_line,
+                    )
+                )
+            else:
+                container[key] = value
+                top.lines.keys[key] = (top.key_line, lines)
+            top.key = _NO_KEY
+    if problems:
+        raise ProtocolFileError(source, problems)
+    return root, root_lines
+
+
+def _key_name(key: Any) -> str | int:
+    return key if isinstance(key, str) else str(key)
+
+
+def _first_line(lines: Lines | int) -> int:
+    return lines if isinstance(lines, int) else lines.line
+
+
+def _read_yaml(text: str, source: str) -> tuple[Any, Lines | int | None]:
+    """The file's Python value and where its parts are (for the line of a problem)."""
+    try:
+        loader = _Loader(text)
+        try:
+            data, lines = _compose(loader, source)
+        finally:
+            loader.dispose()
+    except ProtocolFileError:
+        raise
+    except (ValueError, OverflowError):
+        # Without libyaml: PyYAML's scanner fails outside its error types on an escape that
+        # names no character ("\U99999999").
+        line = getattr(loader, "line", None)
+        raise ProtocolFileError(
+            source,
+            [
+                Problem(
+                    (),
+                    "not valid YAML: an escape sequence in a quoted string names no character",
+                    line + 1 if isinstance(line, int) else None,
+                )
+            ],
+        ) from None
+    except yaml.YAMLError as error:
+        # libyaml words its errors tersely ("did not find expected ','"); PyYAML's own parser
+        # says what it expected and what it found. Read again with it, only to say so.
+        exc = _python_parser_error(text) or error
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        what = getattr(exc, "problem", None) or str(exc)
+        if isinstance(exc, yaml.reader.ReaderError):
+            # A character YAML does not allow in its text (a control character).
+            line = text.count("\n", 0, exc.position) + 1
+            code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+            what = f"the character U+{code:04X} is not allowed in YAML text (a control character)"
+        context = getattr(exc, "context", None)
+        detail = f"{what} ({context})" if context else what
+        raise ProtocolFileError(
+            source, [Problem((), f"not valid YAML: {_shortened(detail, 300)}", line)]
+        ) from None
+    return data, lines
+
+
+def _python_parser_error(text: str) -> yaml.YAMLError | None:
+    try:
+        for _event in yaml.parse(text, Loader=yaml.SafeLoader):
+            pass
+    except yaml.YAMLError as exc:
+        return exc
+    except (ValueError, OverflowError):
+        # PyYAML's own scanner turns "\U99999999" into chr() of no character and fails
+        # outside its error types; libyaml's message for the same place is kept instead.
+        return None
+    return None
 
 
 # ----------------------------------------------------------------------------------------
 # Parsing
 
 
-def parse_protocol(text: str, *, source: str = "<protocol>") -> ProtocolDocument:
-    """Parse and validate protocol YAML, or raise ProtocolFileError naming every problem."""
-    try:
-        data = yaml.safe_load(text)
-        root_node = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        what = getattr(exc, "problem", None) or str(exc)
-        context = getattr(exc, "context", None)
-        detail = f"{what} ({context})" if context else what
-        raise ProtocolFileError(source, [Problem((), f"not valid YAML: {detail}", line)]) from exc
+def parse_protocol(
+    text: str | bytes,
+    *,
+    source: str = "<protocol>",
+    checks: Sequence[DocumentCheck] = (),
+) -> ProtocolDocument:
+    """Parse and validate a protocol file, or raise ProtocolFileError naming every problem.
+
+    `text` is the file's text, or its bytes (UTF-8 only). `checks` are further checks of the
+    valid document (what the database can hold: trials.protocol_limits), whose problems are
+    reported with their lines like the file's own. Everything is bounded (see MAX_* above) and
+    linear or n log n in the size of the file, whatever the file says.
+    """
+    if isinstance(text, bytes):
+        text = decode_protocol(text, source=source)
+    elif len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise ProtocolFileError(source, [_too_big(len(text.encode("utf-8", "surrogatepass")))])
+    data, root_lines = _read_yaml(text, source)
     if not isinstance(data, dict):
-        raise ProtocolFileError(source, [Problem((), "expected a mapping at the top level")])
+        raise ProtocolFileError(source, [Problem((), "expected a mapping at the top level", 1)])
 
     try:
         document = ProtocolDocument.model_validate(data)
@@ -405,16 +871,17 @@ def parse_protocol(text: str, *, source: str = "<protocol>") -> ProtocolDocument
             Problem(
                 path=_clean_loc(error["loc"]),
                 message=_describe(error),
-                line=_line_of(root_node, _clean_loc(error["loc"])),
+                line=_line_of(root_lines, _clean_loc(error["loc"])),
             )
             for error in exc.errors()
         ]
-        raise ProtocolFileError(source, _dedupe(_without_echoes(problems))) from exc
+        raise ProtocolFileError(source, _dedupe(_without_echoes(problems))) from None
 
-    problems = [
-        Problem(path, message, _line_of(root_node, path))
-        for path, message in check_consistency(document)
-    ]
+    found = check_consistency(document)
+    if not found:
+        for check in checks:
+            found += check(document)
+    problems = [Problem(path, message, _line_of(root_lines, path)) for path, message in found]
     if problems:
         raise ProtocolFileError(source, problems)
     return document
@@ -447,14 +914,14 @@ def _describe(error: Any) -> str:
     if kind == "string_pattern_mismatch":
         return (
             f"expected a code (a letter, then letters, digits, '_' or '-', at most 40), "
-            f"got {error['input']!r}"
+            f"got {_echo(error['input'])}"
         )
     if kind == "literal_error" or kind == "enum":
-        return f"{error['msg'].lower()}, got {error['input']!r}"
+        return f"{error['msg'].lower()}, got {_echo(error['input'])}"
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
-    return f"{message[0].lower()}{message[1:]} (got {error['input']!r})"
+    return f"{message[0].lower()}{message[1:]} (got {_echo(error['input'])})"
 
 
 _EXPECTED = {
@@ -495,28 +962,22 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return unique
 
 
-def _line_of(node: yaml.Node | None, path: Path) -> int | None:
-    """1-based line of the YAML node at `path`, or of its nearest existing parent."""
-    line = node.start_mark.line + 1 if node is not None else None
+def _line_of(lines: Lines | int | None, path: Path) -> int | None:
+    """1-based line of the part of the file at `path`, or of its nearest existing parent."""
+    if lines is None:
+        return None
+    line = _first_line(lines)
     for part in path:
-        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-            child = next(
-                (value for key, value in node.value if getattr(key, "value", None) == part),
-                None,
-            )
-            if child is None:
+        if isinstance(lines, int):
+            return line
+        if lines.keys is not None:
+            found = lines.keys.get(part)
+            if found is None:
                 return line
-            line = next(
-                key.start_mark.line + 1
-                for key, value in node.value
-                if getattr(key, "value", None) == part
-            )
-            node = child
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                return line
-            node = node.value[part]
-            line = node.start_mark.line + 1
+            line, lines = found
+        elif lines.items is not None and isinstance(part, int) and 0 <= part < len(lines.items):
+            lines = lines.items[part]
+            line = _first_line(lines)
         else:
             return line
     return line
@@ -549,6 +1010,29 @@ def check_consistency(doc: ProtocolDocument) -> list[tuple[Path, str]]:
                     )
                 )
             seen.setdefault(item.code, index)
+
+    registered: dict[tuple[str, str], int] = {}
+    for index, registration in enumerate(doc.trial.registrations):
+        key = (registration.registry.value, registration.identifier)
+        if key in registered:
+            problems.append(
+                (
+                    ("trial", "registrations", index),
+                    f"{registration.registry.value} {registration.identifier} is already "
+                    f"listed (at trial.registrations[{registered[key]}])",
+                )
+            )
+        registered.setdefault(key, index)
+
+    occurrences = sum(visit.count for visit in doc.visits)
+    if occurrences > MAX_OCCURRENCES:
+        problems.append(
+            (
+                ("visits",),
+                f"the visits happen {occurrences:,} times in all (repeats counted); a protocol "
+                f"has at most {MAX_OCCURRENCES:,} visit occurrences",
+            )
+        )
 
     anchors = {a.code: a for a in doc.anchors}
     arms = {a.code for a in doc.arms}
@@ -597,8 +1081,21 @@ def check_consistency(doc: ProtocolDocument) -> list[tuple[Path, str]]:
                     "calendar; give it to every arm or make the trial open",
                 )
             )
+        carried: dict[str, int] = {}
         for activity_index, activity in enumerate(visit.activities()):
             activity_path = path + ("procedures", activity_index)
+            if activity.procedure in carried:
+                # One row per (visit, procedure) in the schedule of activities: a procedure
+                # done at some occurrences lists them in its `occurrences`.
+                problems.append(
+                    (
+                        activity_path,
+                        f"procedure {activity.procedure!r} is already listed for visit "
+                        f"{visit.code} (at procedures[{carried[activity.procedure]}]); list it "
+                        "once, with the occurrences it is done at",
+                    )
+                )
+            carried.setdefault(activity.procedure, activity_index)
             if activity.procedure not in procedures:
                 problems.append(
                     (
@@ -830,25 +1327,45 @@ def _check_anchor_definitions(doc: ProtocolDocument) -> list[tuple[Path, str]]:
             problems.append(
                 (path + ("default_days",), f"default_days {default} is outside [{low}, {high}]")
             )
-    by_code = {a.code: a for a in doc.anchors}
-    reported: set[frozenset[str]] = set()
-    for index, anchor in enumerate(doc.anchors):
-        seen = [anchor.code]
-        current = anchor
-        while current.relative_to is not None and current.relative_to in by_code:
-            if current.relative_to in seen:
-                if current.relative_to == anchor.code and frozenset(seen) not in reported:
-                    reported.add(frozenset(seen))
-                    problems.append(
-                        (
-                            ("anchors", index, "relative_to"),
-                            "anchors form a cycle: " + " -> ".join([*seen, anchor.code]),
-                        )
-                    )
-                break
-            seen.append(current.relative_to)
-            current = by_code[current.relative_to]
+    index_of = {a.code: i for i, a in enumerate(doc.anchors)}
+    relative_to = {
+        a.code: a.relative_to
+        for a in doc.anchors
+        if a.relative_to is not None and a.relative_to in index_of
+    }
+    for cycle in _cycles(relative_to):
+        # Said from the anchor the file lists first, as a person reading it down would.
+        first = min(range(len(cycle)), key=lambda at: index_of[cycle[at]])
+        cycle = cycle[first:] + cycle[:first]
+        problems.append(
+            (
+                ("anchors", index_of[cycle[0]], "relative_to"),
+                "anchors form a cycle: " + " -> ".join([*cycle, cycle[0]]),
+            )
+        )
     return problems
+
+
+def _cycles(points_to: dict[str, str]) -> list[list[str]]:
+    """The cycles of a graph where each code points to at most one other (a visit to the visit
+    it is anchored to), each found once, in linear time and without recursion. A cycle is
+    listed from where the walk from the earliest code (in `points_to`'s order) entered it."""
+    done: set[str] = set()
+    cycles: list[list[str]] = []
+    for start in points_to:
+        if start in done:
+            continue
+        position: dict[str, int] = {}
+        walk: list[str] = []
+        current: str | None = start
+        while current is not None and current not in done and current not in position:
+            position[current] = len(walk)
+            walk.append(current)
+            current = points_to.get(current)
+        if current is not None and current in position:
+            cycles.append(walk[position[current] :])
+        done.update(walk)
+    return cycles
 
 
 def _check_anchor_ref(
@@ -884,29 +1401,58 @@ def _check_anchor_ref(
 
 
 def _check_visit_cycles(doc: ProtocolDocument) -> list[tuple[Path, str]]:
-    depends_on = {v.code: v.anchor.visit for v in doc.visits if isinstance(v.anchor, VisitAnchor)}
     index_of = {v.code: i for i, v in enumerate(doc.visits)}
-    problems: list[tuple[Path, str]] = []
-    reported: set[frozenset[str]] = set()
-    for start in depends_on:
-        chain = [start]
-        current = depends_on.get(start)
-        while current is not None and current in index_of:
-            if current in chain:
-                cycle = chain[chain.index(current) :]
-                key = frozenset(cycle)
-                if key not in reported:
-                    reported.add(key)
-                    problems.append(
-                        (
-                            ("visits", index_of[cycle[0]], "anchor"),
-                            "visit anchors form a cycle: " + " -> ".join([*cycle, current]),
-                        )
-                    )
-                break
-            chain.append(current)
-            current = depends_on.get(current)
+    depends_on = {
+        v.code: v.anchor.visit
+        for v in doc.visits
+        if isinstance(v.anchor, VisitAnchor) and v.anchor.visit in index_of
+    }
+    problems: list[tuple[Path, str]] = [
+        (
+            ("visits", index_of[cycle[0]], "anchor"),
+            "visit anchors form a cycle: " + " -> ".join([*cycle, cycle[0]]),
+        )
+        for cycle in _cycles(depends_on)
+    ]
+    if problems:
+        return problems
+    depth = anchor_chain_depths(doc)
+    deepest = max(depth.values(), default=0)
+    if deepest > MAX_ANCHOR_CHAIN:
+        first = next(v for v in doc.visits if depth[v.code] > MAX_ANCHOR_CHAIN)
+        problems.append(
+            (
+                ("visits", index_of[first.code], "anchor"),
+                f"visit {first.code} is anchored through a chain of {depth[first.code]} "
+                f"visits (the longest chain has {deepest}); a chain of visits anchored to "
+                f"earlier visits is at most {MAX_ANCHOR_CHAIN} long: anchor later visits to a "
+                "participant anchor, or use repeat",
+            )
+        )
     return problems
+
+
+def anchor_chain_depths(doc: ProtocolDocument) -> dict[str, int]:
+    """For each visit, how many visits its date is chained through: 0 when anchored to a
+    participant anchor, 1 + its anchor visit's otherwise. Iterative, each visit visited once;
+    the document has no cycle (check_consistency refuses one first)."""
+    visits = {v.code: v for v in doc.visits}
+    depth: dict[str, int] = {}
+    for visit in doc.visits:
+        walk: list[str] = []
+        walked: set[str] = set()
+        current: VisitSection | None = visit
+        while current is not None and current.code not in depth:
+            walk.append(current.code)
+            walked.add(current.code)
+            anchor = current.anchor
+            current = visits.get(anchor.visit) if isinstance(anchor, VisitAnchor) else None
+            if current is not None and current.code in walked:
+                break  # a cycle: reported by _check_visit_cycles, never planned
+        base = depth[current.code] + 1 if current is not None and current.code in depth else 0
+        for offset, code in enumerate(reversed(walk)):
+            depth[code] = base + offset
+    return depth
 
 
 @dataclass(frozen=True)
@@ -931,23 +1477,48 @@ def _check_window_overlaps(doc: ProtocolDocument) -> list[tuple[Path, str]]:
     nominal: dict[tuple[str, int], tuple[str, int]] = {}
 
     def resolve(code: str, occurrence: int) -> tuple[str, int]:
-        key = (code, occurrence)
-        if key not in nominal:
-            visit = visits[code]
-            repeat_shift = (occurrence - 1) * (visit.repeat.every_days if visit.repeat else 0)
+        # (root anchor, nominal day) of an occurrence, following its chain of visit anchors
+        # with a stack rather than recursion (chains are long; check_visit_cycles ran first).
+        pending = [(code, occurrence)]
+        while pending:
+            key = pending[-1]
+            if key in nominal:
+                pending.pop()
+                continue
+            visit = visits[key[0]]
+            shift = visit.offset_days + (key[1] - 1) * (
+                visit.repeat.every_days if visit.repeat else 0
+            )
             if isinstance(visit.anchor, str):
-                root, base = visit.anchor, 0
+                nominal[key] = (visit.anchor, shift)
+                pending.pop()
+                continue
+            ref = visits[visit.anchor.visit]
+            source = (ref.code, visit.anchor.occurrence or ref.count)
+            if source in nominal:
+                root, base = nominal[source]
+                nominal[key] = (root, base + shift)
+                pending.pop()
             else:
-                ref = visits[visit.anchor.visit]
-                root, base = resolve(ref.code, visit.anchor.occurrence or ref.count)
-            nominal[key] = (root, base + visit.offset_days + repeat_shift)
-        return nominal[key]
+                pending.append(source)
+        return nominal[(code, occurrence)]
 
     all_arms = frozenset(a.code for a in doc.arms)
     by_root: dict[str, list[_Occurrence]] = {}
+    too_far: list[tuple[Path, str]] = []
     for index, visit in enumerate(doc.visits):
         for occurrence in range(1, visit.count + 1):
             root, day = resolve(visit.code, occurrence)
+            if abs(day) > MAX_SPAN_DAYS:
+                too_far.append(
+                    (
+                        ("visits", index, "offset_days"),
+                        f"{visit.code} occurrence {occurrence} falls {day:,} days from "
+                        f"{root}; a protocol's visits lie within {MAX_SPAN_DAYS:,} days "
+                        "(100 years) of their anchor",
+                    )
+                )
+                break
             by_root.setdefault(root, []).append(
                 _Occurrence(
                     index,
@@ -961,23 +1532,21 @@ def _check_window_overlaps(doc: ProtocolDocument) -> list[tuple[Path, str]]:
                 )
             )
 
+    if too_far:
+        return too_far
     problems: list[tuple[Path, str]] = []
     reported: set[tuple[int, int]] = set()
     for occurrences in by_root.values():
         occurrences.sort(key=lambda o: (o.day, o.visit_index, o.occurrence))
-        for position, later in enumerate(occurrences):
+        # The nearest earlier occurrence a participant of each arm has (None: of any arm, for
+        # a trial without arms): one pass, n log n with the sort.
+        latest: dict[str | None, _Occurrence] = {}
+        for later in occurrences:
             # For each arm the later visit applies to, the nearest earlier occurrence that a
             # participant of that arm also has: an overlap in any one arm is an error.
             arms_to_check: list[str | None] = [*sorted(later.arms)] or [None]
             for arm in arms_to_check:
-                earlier = next(
-                    (
-                        candidate
-                        for candidate in reversed(occurrences[:position])
-                        if arm is None or arm in candidate.arms
-                    ),
-                    None,
-                )
+                earlier = latest.get(arm)
                 if earlier is None or earlier.end < later.start:
                     continue
                 pair = (earlier.visit_index, later.visit_index)
@@ -992,6 +1561,9 @@ def _check_window_overlaps(doc: ProtocolDocument) -> list[tuple[Path, str]]:
                             "a window must be shorter than the gap between visits",
                         )
                     )
+            latest[None] = later
+            for arm in later.arms:
+                latest[arm] = later
     return problems
 
 

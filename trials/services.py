@@ -52,9 +52,11 @@ from trials.protocol_file import (
     VisitMode,
     VisitSection,
     Window,
+    anchor_chain_depths,
     dump_protocol,
     parse_protocol,
 )
+from trials.protocol_limits import DATABASE_CHECKS
 
 BLINDING_WORDS = {"open": "open-label", "single": "single-blind", "double": "double-blind"}
 
@@ -63,15 +65,29 @@ class ProtocolImportError(ValueError):
     """The file is valid but cannot be imported (e.g. that version is already published)."""
 
 
+# ProtocolVersion.source_name: a longer path keeps its end, the part that names the file.
+SOURCE_NAME_LENGTH = ProtocolVersion._meta.get_field("source_name").max_length or 200
+
+
+def source_name(source: str) -> str:
+    """The file's name as stored: its last SOURCE_NAME_LENGTH characters, marked when cut."""
+    if len(source) <= SOURCE_NAME_LENGTH:
+        return source
+    return "…" + source[-(SOURCE_NAME_LENGTH - 1) :]
+
+
 @transaction.atomic
-def protocol_import(*, text: str, source: str) -> ProtocolVersion:
+def protocol_import(*, text: str | bytes, source: str) -> ProtocolVersion:
     """Validate a protocol file and store it as a new version of its trial.
 
-    Every problem in the file is reported at once (ProtocolFileError) and nothing is written.
+    `text` is the file's text or its bytes (UTF-8 only). Every problem in the file is reported
+    at once (ProtocolFileError: the file, the path in it and the line), including a value the
+    database could not hold and a registry number another trial has, and nothing is written.
     A published version is immutable: importing a label that exists is refused, except a draft,
     which is replaced as a whole. The trial's own description follows the newest file.
     """
-    document = parse_protocol(text, source=source)
+    document = parse_protocol(text, source=source, checks=DATABASE_CHECKS)
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
     current = Trial.objects.filter(code=document.trial.code).first()
     if current is not None and current.blinding != document.trial.blinding.value:
         # Unblinding is an unblinded role's decision with a reason, audited; a file must not
@@ -97,8 +113,8 @@ def protocol_import(*, text: str, source: str) -> ProtocolVersion:
         status=document.version.status,
         version_date=document.version.date,
         published_at=timezone.now() if is_published else None,
-        source_name=source,
-        source_sha256=hashlib.sha256(text.encode()).hexdigest(),
+        source_name=source_name(source),
+        source_sha256=hashlib.sha256(raw).hexdigest(),
         default_reminders=document.reminders is None,
     )
     _version_parts_create(version, document)
@@ -234,14 +250,13 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
 
     # A visit anchored to another visit needs that visit's id, so visits are inserted in
     # layers: first those anchored to participant anchors, then those anchored to them, ...
+    # (one query per layer; parse_protocol bounds the chain at MAX_ANCHOR_CHAIN).
     visits: dict[str, VisitDefinition] = {}
-    pending = list(enumerate(doc.visits))
-    while pending:
-        layer = [
-            (i, v)
-            for i, v in pending
-            if not isinstance(v.anchor, VisitAnchor) or v.anchor.visit in visits
-        ]
+    depths = anchor_chain_depths(doc)
+    layers: dict[int, list[tuple[int, VisitSection]]] = {}
+    for i, v in enumerate(doc.visits):
+        layers.setdefault(depths[v.code], []).append((i, v))
+    for _depth, layer in sorted(layers.items()):
         created = VisitDefinition.objects.bulk_create(
             VisitDefinition(
                 version=version,
@@ -264,8 +279,6 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
             for i, v in layer
         )
         visits.update((visit.code, visit) for visit in created)
-        done = {i for i, _ in layer}
-        pending = [(i, v) for i, v in pending if i not in done]
 
     VisitDefinition.arms.through.objects.bulk_create(
         VisitDefinition.arms.through(visitdefinition=visits[v.code], arm=arms[arm])

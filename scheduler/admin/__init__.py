@@ -5,7 +5,8 @@ Django's autodiscovery imports this package; importing each module registers its
 - base: what the calendar pages share (site clocks, status columns, preview → confirm pages);
 - visits, participants, enroll: calendars and their lifecycle;
 - outbox, feeds, webhooks: what the product sends;
-- sites, memberships, audit: trials, sites, who may do what, and the audit trail.
+- sites, memberships, audit: trials, sites, who may do what, and the audit trail;
+- securityaudit: sign-ins, permission changes and who read which record, for auditors.
 """
 
 from scheduler.admin import (  # noqa: F401
@@ -16,6 +17,7 @@ from scheduler.admin import (  # noqa: F401
     memberships,
     outbox,
     participants,
+    securityaudit,
     sites,
     unblinding,
     users,

@@ -35,7 +35,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from scheduler import access
+from scheduler import access, audittrail
 from scheduler.display import site_time
 from scheduler.models import ScheduledProcedure, ScheduledVisit
 from scheduler.selectors import VISIT_GLANCE_LABELS, visit_glance_status
@@ -393,6 +393,7 @@ def visit_export_view(model_admin: Any, request: HttpRequest) -> HttpResponseBas
             messages.ERROR,
         )
         return HttpResponseRedirect(reverse("admin:scheduler_scheduledvisit_changelist"))
+    audittrail.record_export(request, export="visits", rows=changelist.result_count)
     response = StreamingHttpResponse(
         visit_csv_rows(changelist.queryset, user=request.user),
         content_type="text/csv; charset=utf-8",

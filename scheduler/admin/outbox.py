@@ -4,19 +4,34 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import URLPattern
 from django.utils.text import Truncator, smart_split, unescape_string_literal
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from scheduler import access
+from scheduler.admin.actions import Done, LifecycleAction, LifecycleActions, Preview, Summary
 from scheduler.admin.base import ReadOnlyAdmin, participant_site, site_clock_column
 from scheduler.admin.scoping import scoped_filter
+from scheduler.display import site_time
+from scheduler.forms import REASON_WIDGET, LifecycleForm
 from scheduler.models import (
     CoordinatorNotification,
     Reminder,
 )
-from scheduler.outbox.sweep import notifications_mark_read, reminders_retry
+from scheduler.outbox.sweep import (
+    DECISION_REASON_MAX,
+    MARK_SENT,
+    SEND_AGAIN,
+    notifications_mark_read,
+    reminders_decide_unknown,
+    reminders_retry,
+)
 
 HIDDEN_ERROR = "details hidden for your role"
 HIDDEN_FAILURE = f"failed ({HIDDEN_ERROR})"
@@ -46,25 +61,111 @@ def error_for(user: Any, reminder: Reminder) -> str:
 
 
 class ReminderAttentionFilter(admin.SimpleListFilter):
-    """The rows a person has to look at: the ones `reminders_retry` can send again."""
+    """The rows a person has to look at: the ones `reminders_retry` can send again, and the
+    ones whose outcome is unknown (a person decides: mark as sent, or send again)."""
 
     title = "needs attention"
     parameter_name = "attention"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("failed_or_dead", "failed or dead")]
+        return [("failed_or_dead", "failed or dead"), ("unknown", "outcome unknown")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() == "failed_or_dead":
             return queryset.filter(status__in=[Reminder.Status.FAILED, Reminder.Status.DEAD])
+        if self.value() == "unknown":
+            return queryset.filter(status=Reminder.Status.UNKNOWN)
         return queryset
 
 
+# ----------------------------------------------------------------------------------------
+# A reminder whose outcome is unknown: a person decides, with a reason (audited)
+
+
+class UnknownDecisionForm(LifecycleForm):
+    reason = forms.CharField(
+        label=gettext_lazy("Reason"),
+        max_length=DECISION_REASON_MAX,
+        widget=REASON_WIDGET,
+        help_text=gettext_lazy(
+            "Required, kept in the reminder's history with your name: how you know "
+            "(e.g. the participant confirmed by phone that the message arrived)."
+        ),
+    )
+
+    def clean_reason(self) -> str:
+        reason = " ".join(self.cleaned_data["reason"].split())
+        if not reason:
+            raise forms.ValidationError(_("Give a reason for the decision."))
+        return reason
+
+
+class UnknownDecision(LifecycleAction[Reminder]):
+    """One of the two decisions on a reminder whose worker stopped mid-send on a channel
+    that does not de-duplicate: the provider may or may not have taken it."""
+
+    decision: str
+    form_class = UnknownDecisionForm
+    what_happens: str
+
+    def available(self, record: Reminder) -> bool:
+        return record.status == Reminder.Status.UNKNOWN
+
+    def preview(self, record: Reminder, data: dict[str, Any], form: LifecycleForm) -> Preview:
+        site = record.participant.site
+        return Preview(
+            [
+                ("Reminder", f"{record.event} · {record.channel}", False),
+                (
+                    "Attempted at",
+                    site_time(record.claimed_at, site) if record.claimed_at else "—",
+                    False,
+                ),
+                ("What happens", _(self.what_happens), True),
+                ("Reason", data["reason"], False),
+            ],
+        )
+
+    def confirm(
+        self, record: Reminder, data: dict[str, Any], form: LifecycleForm, by: User
+    ) -> Done:
+        decided = reminders_decide_unknown(
+            reminders=[record], decision=self.decision, by=by, reason=data["reason"]
+        )
+        if not decided:
+            return Done(_("This reminder's outcome is no longer unknown: left as it is."), record)
+        if self.decision == MARK_SENT:
+            return Done(_("Marked as sent; nothing more goes out."), record)
+        return Done(_("Queued again: it goes out with the next sweep."), record)
+
+
+class MarkSent(UnknownDecision):
+    name = "mark_sent"
+    title = "Mark as sent"
+    confirm_label = "Confirm: mark as sent"
+    decision = MARK_SENT
+    what_happens = "recorded as sent; nothing goes out"
+
+
+class SendAgain(UnknownDecision):
+    name = "send_again"
+    title = "Send again"
+    confirm_label = "Confirm: send again"
+    decision = SEND_AGAIN
+    what_happens = "sent again with the next sweep: the participant may get it twice"
+
+
 @admin.register(Reminder)
-class ReminderAdmin(ReadOnlyAdmin):
+class ReminderAdmin(LifecycleActions, ReadOnlyAdmin):
     """The reminder outbox. Rows are planned by `reminders_sync` and sent by the workers, so
     here they are only read; a coordinator sees what failed and why, and sends failed or dead
-    rows again with the "Retry" action once the cause is fixed (an address, a phone number)."""
+    rows again with the "Retry" action once the cause is fixed (an address, a phone number).
+    A row whose outcome is unknown gets a person's decision, "Mark as sent" or "Send again",
+    each with a reason, on its page (or from the list's actions, one row at a time)."""
+
+    lifecycle = [MarkSent(), SendAgain()]
+    action_select_related = ("participant__site",)
+    change_form_template = "admin/lifecycle/change_form.html"
 
     list_display = [
         "due",
@@ -90,7 +191,7 @@ class ReminderAdmin(ReadOnlyAdmin):
     search_fields = ["participant__study_id", "rule_code"]
     list_select_related = ["participant__trial", "participant__site"]
     ordering = ["-due_at", "-id"]
-    actions = ["retry"]
+    actions = ["retry", "mark_sent", "send_again"]
     # Every instant on the clock of the participant's site.
     fields = [
         "participant",
@@ -187,8 +288,53 @@ class ReminderAdmin(ReadOnlyAdmin):
     def scoped(self, request: HttpRequest, *, write: bool) -> QuerySet[Reminder]:
         return access.reminders_for(request.user, write=write)
 
+    def get_urls(self) -> list[URLPattern]:
+        return [*self.lifecycle_urls(), *super().get_urls()]
+
+    def summary(self, record: Reminder) -> Summary:
+        participant = record.participant
+        return [
+            ("Participant", participant.study_id),
+            ("Reminder", f"{record.event} · {record.channel}"),
+            ("Due", site_time(record.due_at, participant.site)),
+            ("Status", record.get_status_display()),
+        ]
+
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return self.may_write(request)
+
+    has_mark_sent_permission = has_retry_permission
+    has_send_again_permission = has_retry_permission
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet[Reminder], name: str) -> Any:
+        """A decision needs a reason, so the list action opens the decision's page for one
+        selected unknown row (the page asks the reason, previews and confirms)."""
+        unknown = queryset.filter(
+            pk__in=self.writable(request).values("pk"), status=Reminder.Status.UNKNOWN
+        ).order_by("pk")
+        if unknown.count() != 1:
+            self.message_user(
+                request,
+                _(
+                    "Select exactly one reminder whose outcome is unknown: each decision "
+                    "has its own reason."
+                ),
+                messages.WARNING,
+            )
+            return None
+        return HttpResponseRedirect(self.action_url(name, unknown.get()))
+
+    @admin.action(
+        description=gettext_lazy("Mark as sent (outcome unknown)"), permissions=["mark_sent"]
+    )
+    def mark_sent(self, request: HttpRequest, queryset: QuerySet[Reminder]) -> Any:
+        return self._decide(request, queryset, "mark_sent")
+
+    @admin.action(
+        description=gettext_lazy("Send again (outcome unknown)"), permissions=["send_again"]
+    )
+    def send_again(self, request: HttpRequest, queryset: QuerySet[Reminder]) -> Any:
+        return self._decide(request, queryset, "send_again")
 
     @admin.action(description="Retry the selected failed or dead reminders", permissions=["retry"])
     def retry(self, request: HttpRequest, queryset: QuerySet[Reminder]) -> None:

@@ -26,7 +26,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from participants.models import Participant
-from scheduler import access
+from scheduler import access, audittrail
 from scheduler.admin.scoping import ScopedAdmin, scoped_filter
 from scheduler.display import site_time
 from scheduler.governance import GovernanceError, participant_emergency_unblind
@@ -106,6 +106,9 @@ class EmergencyUnblindingActions(_Base):
             request.user, trial_id=participant.trial_id, site_id=participant.site_id
         ):
             raise PermissionDenied
+        audittrail.record_view(
+            request, participant_id=participant.pk, surface="admin", page="emergency_unblinding"
+        )
         form = EmergencyUnblindingForm(request.POST if request.method == "POST" else None)
         context: dict[str, Any] = {
             **self.admin_site.each_context(request),

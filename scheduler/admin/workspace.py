@@ -45,12 +45,13 @@ SECTION_TITLES = {
     "missed": gettext_lazy("Missed (window closed in the last %(days)s days)"),
     "deviation": gettext_lazy("Deviations awaiting a reason"),
     "taper": gettext_lazy("Taper decisions due this week"),
-    "outbox": gettext_lazy("Failed and dead reminders and webhook deliveries"),
+    "outbox": gettext_lazy("Failed, dead and unknown reminders and webhook deliveries"),
 }
 # The statuses the start page shows, in the reader's language (the models' labels are English).
 REMINDER_STATUS_LABELS: dict[str, StrOrPromise] = {
     Reminder.Status.FAILED: gettext_lazy("failed (will retry)"),
     Reminder.Status.DEAD: gettext_lazy("dead (gave up)"),
+    Reminder.Status.UNKNOWN: gettext_lazy("outcome unknown"),
 }
 MILESTONE_STATUS_LABELS: dict[str, StrOrPromise] = {
     ScheduledMilestone.Status.PLANNED: gettext_lazy("Planned"),
@@ -171,6 +172,10 @@ def outbox_count_url(work: SiteWork, channel: str) -> str:
     return _list_url("reminder", work.site, attention="failed_or_dead", channel__exact=channel)
 
 
+def unknown_count_url(work: SiteWork, channel: str) -> str:
+    return _list_url("reminder", work.site, attention="unknown", channel__exact=channel)
+
+
 def _change_url(obj: Any) -> str:
     opts = obj._meta
     return reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
@@ -285,7 +290,11 @@ def _taper_row(step: ScheduledMilestone, writes: bool) -> Row:
 
 def _outbox_row(reminder: Reminder, writes: bool) -> Row:
     participant = reminder.participant
-    if writes:
+    if reminder.status == Reminder.Status.UNKNOWN:
+        # Its worker stopped mid-send: a person decides, on the reminder's page, whether it
+        # went (mark as sent) or goes again (send again), with a reason.
+        action = Link(_("Decide") if writes else _("View"), _change_url(reminder))
+    elif writes:
         action = Link(
             _("Retry"),
             reverse("admin:scheduler_reminder_changelist"),
@@ -357,6 +366,15 @@ def _site_block(user: object, work: SiteWork) -> dict[str, Any]:
             counts=[
                 Count(str(CHANNEL_LABELS.get(channel, channel)), n, outbox_count_url(work, channel))
                 for channel, n in sorted(work.outbox_counts.items())
+            ]
+            + [
+                Count(
+                    _("%(channel)s, outcome unknown")
+                    % {"channel": CHANNEL_LABELS.get(channel, channel)},
+                    n,
+                    unknown_count_url(work, channel),
+                )
+                for channel, n in sorted(work.unknown_counts.items())
             ],
             rows=[_outbox_row(reminder, writes(reminder)) for reminder in work.outbox],
             empty=_("Nothing failed."),

@@ -16,23 +16,25 @@ from rest_framework import serializers
 from participants.models import Participant
 from scheduler.api.preconditions import participant_etag, visit_etag
 from scheduler.models import ScheduledMilestone, ScheduledVisit
+from trials import protocol_file
 from trials.models import Site, Trial
 
-# Every date the API accepts lies in this range, so no arithmetic on it (windows, time zones,
-# taper weeks) can overflow Python's date range into a server error.
-EARLIEST_DATE = dt.date(1900, 1, 1)
-LATEST_DATE = dt.date(2200, 12, 31)
+# Every date the API accepts lies in this range (the one the admin's forms and protocol files
+# accept too), so no arithmetic on it (windows, time zones, taper weeks) can overflow Python's
+# date range into a server error.
+EARLIEST_DATE = protocol_file.EARLIEST_DATE
+LATEST_DATE = protocol_file.LATEST_DATE
 
 
 class BoundedDateField(serializers.DateField):
+    """A date from 1900-01-01 to 2200-12-31, and whatever `validators` add to that range."""
+
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault(
-            "validators",
-            [
-                MinValueValidator(EARLIEST_DATE, message=f"must be on or after {EARLIEST_DATE}"),
-                MaxValueValidator(LATEST_DATE, message=f"must be on or before {LATEST_DATE}"),
-            ],
-        )
+        kwargs["validators"] = [
+            MinValueValidator(EARLIEST_DATE, message=f"must be on or after {EARLIEST_DATE}"),
+            MaxValueValidator(LATEST_DATE, message=f"must be on or before {LATEST_DATE}"),
+            *kwargs.get("validators", ()),
+        ]
         super().__init__(**kwargs)
 
 

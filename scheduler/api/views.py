@@ -32,10 +32,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from participants.forms import WEIGHT_MAX_KG, WEIGHT_MIN_KG, validate_birth_date
 from participants.models import Participant
 from participants.selectors import participant_eligibility_failures
 from participants.services import participant_register
-from scheduler import access
+from scheduler import access, audittrail
 from scheduler.api import serializers as out
 from scheduler.api.errors import PreviewOutdated, Refused
 from scheduler.api.idempotency import idempotent
@@ -341,12 +342,17 @@ class ParticipantRegisterInput(serializers.Serializer[Any]):
     trial = serializers.CharField(max_length=40)
     site = serializers.CharField(max_length=40)
     study_id = serializers.CharField(max_length=40)
-    birth_date = out.BoundedDateField()
+    birth_date = out.BoundedDateField(validators=[validate_birth_date])
     anchors = serializers.DictField(
         child=out.BoundedDateField(), required=False, help_text="Anchor code -> date."
     )
     weight_kg = serializers.DecimalField(
-        max_digits=5, decimal_places=1, min_value=1, required=False, allow_null=True
+        max_digits=5,
+        decimal_places=1,
+        min_value=WEIGHT_MIN_KG,
+        max_value=WEIGHT_MAX_KG,
+        required=False,
+        allow_null=True,
     )
     email = serializers.EmailField(required=False, allow_blank=True, max_length=254)
     phone = serializers.CharField(required=False, allow_blank=True, max_length=40)
@@ -460,7 +466,11 @@ class ParticipantDetail(generics.GenericAPIView[Participant]):
     serializer_class = out.ParticipantOut
 
     def get(self, request: Request, pk: int) -> Response:
-        return _participant_response(request, _readable_participant(request, pk))
+        participant = _readable_participant(request, pk)
+        audittrail.record_view(
+            request, participant_id=participant.pk, surface="api", page="participant"
+        )
+        return _participant_response(request, participant)
 
 
 class EligibilityQuery(serializers.Serializer[Any]):
@@ -626,6 +636,9 @@ class CalendarView(generics.GenericAPIView[Participant]):
 
     def get(self, request: Request, pk: int) -> Response:
         participant = _readable_participant(request, pk)
+        audittrail.record_view(
+            request, participant_id=participant.pk, surface="api", page="calendar"
+        )
         today = _SiteToday()
         visits = _visits(access.visits_for(request.user).filter(participant=participant)).order_by(
             "target_date", "id"

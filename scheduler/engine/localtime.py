@@ -6,7 +6,10 @@ import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from scheduler.engine.types import within_calendar
 
+
+@within_calendar
 def local_to_utc(day: dt.date, at: dt.time, zone: str) -> dt.datetime:
     """The UTC instant of a local date and time in an IANA zone.
 
@@ -21,6 +24,7 @@ def local_to_utc(day: dt.date, at: dt.time, zone: str) -> dt.datetime:
     )
 
 
+@within_calendar
 def local_date_of(instant: dt.datetime, zone: str) -> dt.date:
     """The calendar date at the site when `instant` happens."""
     return instant.astimezone(ZoneInfo(zone)).date()
@@ -41,6 +45,7 @@ class LocalTimeReading:
     candidates: tuple[dt.datetime, ...]
 
 
+@within_calendar
 def read_local_time(day: dt.date, at: dt.time, zone: str) -> LocalTimeReading:
     """Classify a local date and time in an IANA zone (see `local_to_utc` for the rule)."""
     wall = dt.datetime.combine(day, at.replace(tzinfo=None))

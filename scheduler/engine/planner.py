@@ -29,11 +29,13 @@ from scheduler.engine.types import (
     PlanningError,
     ProtocolSnapshot,
     VisitSpec,
+    within_calendar,
 )
 
 DAY = dt.timedelta(days=1)
 
 
+@within_calendar
 def resolve_anchors(
     protocol: ProtocolSnapshot, given: dict[str, dt.date]
 ) -> tuple[dict[str, dt.date], frozenset[str]]:
@@ -84,6 +86,7 @@ def resolve_anchors(
     return dates, frozenset(estimated)
 
 
+@within_calendar
 def plan(
     protocol: ProtocolSnapshot,
     facts: ParticipantFacts,

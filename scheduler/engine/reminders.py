@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from scheduler.engine.localtime import local_date_of, local_to_utc
+from scheduler.engine.types import within_calendar
 
 PARTICIPANT_EVENTS = frozenset({"before_visit", "evening_before_procedure", "taper_step"})
 PARTICIPANT_CHANNELS = frozenset({"email", "sms"})
@@ -84,6 +85,7 @@ def in_quiet_hours(at: dt.time, start: dt.time, end: dt.time) -> bool:
     return at >= start or at < end  # quiet hours across midnight, e.g. 21:00-08:00
 
 
+@within_calendar
 def participant_send_time(day: dt.date, at: dt.time, recipients: Recipients) -> dt.datetime:
     start, end = recipients.quiet_start, recipients.quiet_end
     if start is not None and end is not None and in_quiet_hours(at, start, end):
@@ -95,6 +97,7 @@ def participant_send_time(day: dt.date, at: dt.time, recipients: Recipients) -> 
     return local_to_utc(day, at, recipients.participant_zone)
 
 
+@within_calendar
 def plan_reminders(
     rules: Iterable[ReminderRuleSpec],
     visits: Iterable[VisitFacts],

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, ParamSpec, TypeVar
 
 
 @dataclass(frozen=True)
@@ -149,3 +151,31 @@ class PlanningError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("; ".join(problems))
+
+
+class DateOutOfRange(PlanningError):
+    """Date arithmetic left the calendar Python holds (years 1 to 9999): a date given far
+    outside any trial's (forms and the API accept 1900 to 2200; this guards every other
+    caller), refused like any other fact that allows no plan rather than crashing."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            ["a date falls outside the calendar (years 1 to 9999): check the dates given"]
+        )
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def within_calendar(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn an OverflowError of date arithmetic inside `function` into DateOutOfRange."""
+
+    @functools.wraps(function)
+    def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return function(*args, **kwargs)
+        except OverflowError:
+            raise DateOutOfRange() from None
+
+    return guarded

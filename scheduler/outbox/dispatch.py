@@ -7,10 +7,21 @@ that a rollback took away (pretix's `TransactionAwareTask`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from celery import current_app
-from django.db import transaction
+from django.db import DatabaseError, transaction
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
+
+from scheduler.models import Reminder
+
+logger = logging.getLogger(__name__)
+# What a publish raises when the broker is away: kombu wraps connection errors in its
+# OperationalError after its publish retries; a raw socket or Redis error can escape the
+# wrapping (a connection dropped mid-publish).
+BROKER_ERRORS = (KombuOperationalError, RedisError, OSError)
 
 SEND_TASK = "scheduler.send_reminder"
 # Webhooks go to a queue of their own: a slow receiver (seconds per attempt) must never hold up
@@ -24,7 +35,13 @@ def send_task_for(channel: str) -> str:
 
 
 def send_after_commit(task_name: str, ids: Sequence[int]) -> None:
-    """Enqueue `task_name(id)` for each id once the current transaction commits."""
+    """Enqueue `task_name(id)` for each id once the current transaction commits.
+
+    Every after-commit publish goes through here. The change is committed by then and its
+    rows are in the outbox, so a broker that is down must not turn it into an error page:
+    the publish logs (ids and the error's kind, nothing personal) and leaves the rows to the
+    sweep, which enqueues them again once the broker is back.
+    """
     ids = list(ids)
     if not ids:
         return
@@ -32,7 +49,27 @@ def send_after_commit(task_name: str, ids: Sequence[int]) -> None:
     def publish() -> None:
         # Looked up in the app's registry (not `send_task`), so eager mode in tests runs it.
         task = current_app.tasks[task_name]
-        for pk in ids:
-            task.delay(pk)
+        published = 0
+        try:
+            for pk in ids:
+                task.delay(pk)
+                published += 1
+        except BROKER_ERRORS as exc:
+            _left_for_the_sweep(ids[published:], exc)
 
     transaction.on_commit(publish)
+
+
+def _left_for_the_sweep(ids: list[int], exc: BaseException) -> None:
+    logger.warning(
+        "broker unavailable (%s): %d outbox row(s) left for the sweep, first id %s",
+        type(exc).__name__,
+        len(ids),
+        ids[0],
+    )
+    try:
+        # Due for the very next sweep rather than after the re-queue delay.
+        Reminder.objects.filter(pk__in=ids).update(enqueued_at=None)
+    except DatabaseError as db_exc:
+        # The rows still carry their enqueue time: the sweep takes them a little later.
+        logger.warning("could not mark them for the sweep: %s", type(db_exc).__name__)

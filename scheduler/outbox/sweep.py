@@ -1,8 +1,14 @@
 """The outbox's moving parts: the periodic sweep, and claiming and sending one row.
 
 - `reminders_sweep` (Celery beat, every minute) hands due rows to workers: it re-queues rows
-  whose message may have been lost (Redis flushed or restarted) and re-claims rows stuck in
-  "sending" (a worker killed mid-send), then enqueues one task per row after commit.
+  whose message may have been lost (Redis flushed or restarted) and takes back rows stuck in
+  "sending" (a worker killed mid-send): sent again as the same message where the receiver
+  de-duplicates (email, webhooks, in-app), parked as "unknown" for a person otherwise (SMS),
+  then enqueues one task per row after commit.
+- `reminder_send`'s outcome is held through a database outage (`outcomes`), so an accepted
+  message is recorded late rather than sent twice.
+- `reminders_decide_unknown` is a person's decision on an unknown row (mark as sent, or send
+  again), audited with who and why.
 - `reminder_send` claims its row with a conditional UPDATE and sends only if it won, so a
   redelivered or duplicated message sends nothing twice. Transient failures are retried with
   exponential backoff by the sweep (no long ETAs on Redis); after the last attempt the row is
@@ -30,8 +36,23 @@ from scheduler.outbox.errors import (
     Superseded,
     TransientDeliveryError,
 )
+from scheduler.outbox.outcomes import Outcome, outcome_record
 
 logger = logging.getLogger(__name__)
+Status = Reminder.Status
+
+
+# Channels whose receiver drops a second copy of the same message, so a row whose worker
+# died mid-send may be sent again: email (the same Message-ID, `<reminder-<id>@…>`, on every
+# attempt; mail systems and clients that de-duplicate show it once), webhooks (the same
+# webhook-id on every attempt, which Standard Webhooks receivers must use as the idempotency
+# key; a receiver that times out is retried the same way anyway) and in-app notices (one per
+# row, get_or_create). Everything else, SMS above all, has no such key.
+DEDUPLICATING_CHANNELS = frozenset({"email", "webhook", "in_app"})
+UNKNOWN_ERROR = (
+    "the worker stopped while sending: the provider may or may not have accepted it; "
+    "mark it as sent or send it again"
+)
 
 
 def _seconds(name: str, default: int) -> dt.timedelta:
@@ -42,12 +63,22 @@ def reminders_sweep(*, now: dt.datetime | None = None, batch: int = 1000) -> lis
     """Hand due reminders to workers; returns the ids enqueued. Safe to run concurrently."""
     now = now or timezone.now()
     with transaction.atomic():
-        # A worker killed mid-send leaves its row in "sending"; after the timeout it goes
-        # back to the queue (the provider call may have happened: at-least-once there).
+        # A worker killed mid-send leaves its row in "sending", and nobody knows whether the
+        # provider took the message. After the timeout (the claim's lease), a row whose
+        # receiver de-duplicates goes back to the queue (sent again as the very same message:
+        # same Message-ID, same webhook-id); any other (SMS) waits as "unknown" for a
+        # person's decision, never re-sent blindly.
         stuck = Reminder.objects.filter(
             status=Reminder.Status.SENDING,
             claimed_at__lt=now - _seconds("REMINDER_SENDING_TIMEOUT_SECONDS", 300),
         )
+        parked = stuck.exclude(channel__in=DEDUPLICATING_CHANNELS).update(
+            status=Reminder.Status.UNKNOWN, last_error=UNKNOWN_ERROR
+        )
+        if parked:
+            logger.warning(
+                "%d reminder(s) parked as unknown: their worker stopped mid-send", parked
+            )
         # A row whose every attempt died with its worker stops being retried.
         stuck.filter(attempts__gte=getattr(settings, "REMINDER_MAX_ATTEMPTS", 5)).update(
             status=Reminder.Status.DEAD,
@@ -107,41 +138,40 @@ def reminder_send(reminder_id: int) -> str:
         .prefetch_related("visit__procedures__procedure")
         .get(pk=reminder_id)
     )
-    # Outcomes are written only while this claim still holds: a worker slower than the
-    # sending timeout must not overwrite what the worker that re-claimed the row recorded.
-    ours = Reminder.objects.filter(pk=reminder_id, status=Reminder.Status.SENDING, claimed_at=now)
+    # The outcome is held until the row has it (outcomes.outcome_record): a database away
+    # at this moment delays the record, never causes a second send. Outcomes other than
+    # "sent" are written only while this claim still holds: a worker slower than the sending
+    # timeout must not overwrite what the worker that re-claimed the row recorded.
+
+    def held(status: str, **fields: Any) -> None:
+        outcome_record(Outcome(reminder_id=reminder_id, claimed_at=now, status=status, **fields))
+
     try:
         provider_id = deliver(reminder)
     except Superseded:
-        ours.update(status=Reminder.Status.CANCELLED, last_error="superseded by a newer change")
+        held(Status.CANCELLED, last_error="superseded by a newer change")
         return "superseded"
     except NotNeeded as exc:
-        ours.update(status=Reminder.Status.CANCELLED, last_error=str(exc)[:2000])
+        held(Status.CANCELLED, last_error=str(exc)[:2000])
         return "not needed"
     except PermanentDeliveryError as exc:
-        ours.update(status=Reminder.Status.DEAD, last_error=str(exc)[:2000])
+        held(Status.DEAD, last_error=str(exc)[:2000])
         return "dead"
     except Exception as exc:  # noqa: BLE001 - anything unexpected is retried, then dead
         # TransientDeliveryError, and anything a provider library raises that we did not
         # foresee: retrying with backoff and then giving up beats a row stuck in "sending".
         final = reminder.attempts >= getattr(settings, "REMINDER_MAX_ATTEMPTS", 5)
         error = str(exc) if isinstance(exc, TransientDeliveryError) else type(exc).__name__
-        ours.update(
-            status=Reminder.Status.DEAD if final else Reminder.Status.FAILED,
+        held(
+            Status.DEAD if final else Status.FAILED,
             last_error=error[:2000],
             next_attempt_at=now + backoff(reminder.attempts),
-            enqueued_at=None,
         )
         logger.warning(
             "reminder %s attempt %s failed: %s", reminder_id, reminder.attempts, type(exc).__name__
         )
         return "dead" if final else "failed"
-    ours.update(
-        status=Reminder.Status.SENT,
-        sent_at=timezone.now(),
-        provider_message_id=provider_id,
-        last_error="",
-    )
+    held(Status.SENT, sent_at=timezone.now(), provider_message_id=provider_id)
     logger.info("reminder %s sent by %s", reminder_id, reminder.channel)
     return "sent"
 
@@ -177,6 +207,56 @@ def reminders_retry(
         row.save(
             update_fields=["status", "attempts", "next_attempt_at", "enqueued_at", "last_error"]
         )
+    return len(rows)
+
+
+MARK_SENT = "mark_sent"
+SEND_AGAIN = "send_again"
+# The audit trail keeps the decision and its reason in one 100-character field.
+DECISION_REASON_MAX = 80
+DECISION_PREFIX = {MARK_SENT: "marked as sent: ", SEND_AGAIN: "sent again: "}
+
+
+@transaction.atomic
+def reminders_decide_unknown(
+    *, reminders: Iterable[Reminder], decision: str, by: Any, reason: str
+) -> int:
+    """A person's decision on reminders whose outcome is unknown (their worker stopped
+    mid-send on a channel without de-duplication): MARK_SENT records them as sent (the
+    participant got the message; nothing goes out), SEND_AGAIN queues them again now, attempts
+    reset. Each row is saved on its own, attributed to `by` with the decision and `reason`
+    (required, at most DECISION_REASON_MAX characters), so the audit trail shows who decided
+    what and why. Rows no longer unknown are left as they are; returns how many were decided.
+    """
+    if decision not in DECISION_PREFIX:
+        raise ValueError(f"unknown decision {decision!r}")
+    reason = " ".join(reason.split())
+    if not reason:
+        raise ValueError("give a reason for the decision")
+    if len(reason) > DECISION_REASON_MAX:
+        raise ValueError(f"the reason is longer than {DECISION_REASON_MAX} characters")
+    rows = list(
+        Reminder.objects.select_for_update()
+        .filter(pk__in=[r.pk for r in reminders], status=Reminder.Status.UNKNOWN)
+        .order_by("pk")
+    )
+    now = timezone.now()
+    for row in rows:
+        if decision == MARK_SENT:
+            row.status = Reminder.Status.SENT
+            # When it went, as far as anyone knows: the attempt its worker stopped in.
+            row.sent_at = row.claimed_at or now
+            fields = ["status", "sent_at", "last_error"]
+        else:
+            row.status = Reminder.Status.PENDING
+            row.attempts = 0
+            row.next_attempt_at = now
+            row.enqueued_at = None
+            fields = ["status", "attempts", "next_attempt_at", "enqueued_at", "last_error"]
+        row.last_error = ""
+        row._history_user = by  # type: ignore[attr-defined]
+        row._change_reason = DECISION_PREFIX[decision] + reason  # type: ignore[attr-defined]
+        row.save(update_fields=fields)
     return len(rows)
 
 

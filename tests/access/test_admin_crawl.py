@@ -32,6 +32,7 @@ from scheduler.api.credentials import site_system_credentials_create
 from scheduler.calendars.feeds import feed_create
 from scheduler.models import CalendarFeed, CoordinatorNotification, Membership, Reminder
 from scheduler.services import participant_enroll
+from tests.conftest import sign_in
 from tests.factories import SiteFactory, member, participant_for
 from trials.models import Arm, Site
 
@@ -282,8 +283,8 @@ def other_site_state(world: World) -> tuple[Any, ...]:
 @pytest.mark.django_db
 def test_admin_crawl_shows_a_coordinator_nothing_of_another_site(world, client) -> None:
     reference = type(client)()
-    reference.force_login(world.everywhere)
-    client.force_login(world.coordinator)
+    sign_in(reference, world.everywhere)
+    sign_in(client, world.coordinator)
     crawl = Crawl(client)
     wrong_status: list[str] = []
     before = other_site_state(world)

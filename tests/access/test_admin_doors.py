@@ -14,6 +14,7 @@ from django.urls import reverse
 from participants.models import TreatmentAssignment
 from scheduler.models import Membership, ScheduledVisit
 from scheduler.services import participant_enroll
+from tests.conftest import sign_in
 from tests.factories import SiteFactory, member, participant_for
 from trials.models import Arm, Trial
 
@@ -57,7 +58,7 @@ def login(client, django_user_model, role: str, participant=None, *, trial=None,
     if participant is not None:
         site = None if role in Membership.TRIAL_WIDE else participant.site
         member(user, trial=participant.trial, site=site, role=role)
-    client.force_login(user)
+    sign_in(client, user)
     return user
 
 
@@ -133,6 +134,8 @@ def test_it_requires_unblinded_role(client, django_user_model, niams) -> None:
         site=niams["berlin"].site,
         role=Role.UNBLINDED_PHARMACIST,
     )
+    # An unblinded role needs a second factor: signed in again with one.
+    sign_in(client, coordinator)
     unblinded = listed(client.get(url))
 
     assert (blinded, blinded_page) == ([], 404)
@@ -269,7 +272,7 @@ def test_scoped_changelists_cost_the_same_queries_at_any_size(
             participant_enroll(participant=participant, on=dt.date(2026, 2, 16))
     user = django_user_model.objects.create_user("anna", is_staff=True)
     member(user, trial=version.trial, site=berlin, role=Role.COORDINATOR)
-    client.force_login(user)
+    sign_in(client, user)
 
     with django_assert_num_queries(queries):
         response = client.get(reverse(f"admin:{changelist}_changelist"))

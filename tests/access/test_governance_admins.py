@@ -25,6 +25,7 @@ from scheduler.admin.scoping import (
 from scheduler.api.credentials import site_system_credentials_create
 from scheduler.models import Membership, Reminder
 from scheduler.services import participant_enroll
+from tests.conftest import sign_in
 from tests.factories import SiteFactory, member, participant_for
 from trials.models import ScheduledActivity, TrialSite
 
@@ -97,7 +98,7 @@ def test_a_coordinator_sees_its_own_trial_site_only_and_changes_nothing(
 ) -> None:
     coordinator = staff(django_user_model, "anna")
     member(coordinator, trial=niams["trial"], site=niams["berlin"].site, role=Role.COORDINATOR)
-    client.force_login(coordinator)
+    sign_in(client, coordinator)
     berlin = TrialSite.objects.get(trial=niams["trial"], site=niams["berlin"].site)
     tokyo = TrialSite.objects.get(trial=niams["trial"], site=niams["tokyo"].site)
 
@@ -120,7 +121,7 @@ def test_a_monitor_sees_every_site_of_its_trial_and_no_other_trial(
 ) -> None:
     monitor = staff(django_user_model, "mo")
     member(monitor, trial=niams["trial"], role=Role.SPONSOR_MONITOR)
-    client.force_login(monitor)
+    sign_in(client, monitor)
 
     rows = listed(client.get(reverse("admin:trials_trialsite_changelist")))
 
@@ -138,12 +139,12 @@ def test_the_schedule_of_activities_is_read_by_its_trials_members_only(
     theirs = ScheduledActivity.objects.filter(visit__version__trial=niams["trial"])
     other_trials = ScheduledActivity.objects.exclude(visit__version__trial=niams["trial"])
 
-    client.force_login(manager)
+    sign_in(client, manager)
     read = client.get(url, {"all": ""})
     other_page = client.get(
         reverse("admin:trials_scheduledactivity_change", args=[other_trials.earliest("pk").pk])
     )
-    client.force_login(nobody)
+    sign_in(client, nobody)
     refused = client.get(url)
 
     assert sorted(row.pk for row in read.context["cl"].result_list) == sorted(
@@ -157,7 +158,7 @@ def test_holders_of_the_django_permission_govern_every_trial_site(
     client, django_user_model, niams
 ) -> None:
     governor = staff(django_user_model, "gov", "trials.view_trialsite")
-    client.force_login(governor)
+    sign_in(client, governor)
 
     rows = listed(client.get(reverse("admin:trials_trialsite_changelist")))
     participants = client.get(reverse("admin:participants_participant_changelist"))
@@ -193,7 +194,7 @@ def test_users_groups_and_credentials_are_closed_to_a_coordinator_with_every_vie
     )
     member(coordinator, trial=niams["trial"], site=niams["berlin"].site, role=Role.COORDINATOR)
     Group.objects.create(name="tokyo-coordinators")
-    client.force_login(coordinator)
+    sign_in(client, coordinator)
     machine = niams["application"].user
 
     statuses = {
@@ -225,7 +226,7 @@ def test_a_user_manager_sees_users_and_each_applications_sites(
     client, django_user_model, niams
 ) -> None:
     manager = staff(django_user_model, "um", "auth.change_user")
-    client.force_login(manager)
+    sign_in(client, manager)
 
     users = client.get(reverse("admin:auth_user_changelist"))
     applications = client.get(reverse("admin:oauth2_provider_application_changelist"))
@@ -251,7 +252,7 @@ def test_a_superuser_without_membership_manages_users_and_sees_no_clinical_data(
     client, django_user_model, niams
 ) -> None:
     root = staff(django_user_model, "root", is_superuser=True)
-    client.force_login(root)
+    sign_in(client, root)
 
     models = index_models(client)
 

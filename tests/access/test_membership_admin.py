@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scheduler.models import Membership
+from tests.conftest import sign_in
 from tests.factories import SiteFactory
 
 
@@ -64,7 +65,7 @@ def test_membership_admin_is_closed_to_staff_who_do_not_manage_users(
     niams_at_berlin, client, django_user_model
 ) -> None:
     staff = django_user_model.objects.create_user("kim", is_staff=True)
-    client.force_login(staff)
+    sign_in(client, staff)
 
     assert client.get("/admin/scheduler/membership/").status_code == 403
     assert client.get("/admin/scheduler/membership/add/").status_code == 403

@@ -16,6 +16,7 @@ from django.urls import reverse
 
 from scheduler.models import Membership, Reminder
 from scheduler.services import participant_enroll
+from tests.conftest import sign_in
 from tests.factories import SiteFactory, member, participant_for
 from trials.models import Arm
 
@@ -62,7 +63,7 @@ def login_as(client: Any, django_user_model: Any, role: str, reminder: Reminder)
     participant = reminder.participant
     site = None if role in Membership.TRIAL_WIDE else participant.site
     member(user, trial=participant.trial, site=site, role=role)
-    client.force_login(user)
+    sign_in(client, user)
     return user
 
 

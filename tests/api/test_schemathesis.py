@@ -66,7 +66,11 @@ def _coordinator_token(world: World) -> str:
 
 @pytest.fixture
 def api_schema(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from config.wsgi import application
+    from django.core.wsgi import get_wsgi_application
+
+    # Django's WSGI app as config/wsgi.py builds it, without its start-up refusal of the
+    # development key (which the test suite runs with).
+    application = get_wsgi_application()
 
     # Thousands of requests in a minute: the credential's budget is not under test here.
     monkeypatch.setattr(CredentialRateThrottle, "THROTTLE_RATES", {"credential": "1000000/min"})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import time
+from base64 import b32decode
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -44,11 +46,39 @@ def chromium_page() -> Iterator[Any]:
             browser.close()
 
 
+# Authenticator keys the browser enrolled (by username), and the 30-second step of the last
+# code each gave: django-otp accepts a code once.
+TOTP_KEYS: dict[str, bytes] = {}
+TOTP_LAST_STEP: dict[str, int] = {}
+
+
 def log_in(page: Any, base_url: str, username: str, password: str) -> None:
+    """Sign in as a person does: the password, then, where the account needs a second factor
+    (a superuser manages users), enrol an authenticator app or give its code."""
     page.goto(f"{base_url}/admin/")
     page.fill("#id_username", username)
     page.fill("#id_password", password)
     page.click("input[type=submit]")
+    page.wait_for_load_state("load")
+    if "/admin/two-factor/" in page.url:
+        give_second_factor(page, username)
+
+
+def give_second_factor(page: Any, username: str, key: bytes | None = None) -> None:
+    """On the enrol page, read the key it shows; on the verify page, use `key` or the one
+    enrolled earlier; then type the code of now (waiting for a fresh one if this user's last
+    code was of the same 30-second step)."""
+    from django_otp.oath import totp
+
+    secret = page.locator("#two-factor-secret")
+    if secret.count():
+        TOTP_KEYS[username] = b32decode(secret.inner_text().replace(" ", ""))
+    key = key or TOTP_KEYS[username]
+    if TOTP_LAST_STEP.get(username) == int(time.time()) // 30:
+        time.sleep(30.5 - time.time() % 30)
+    TOTP_LAST_STEP[username] = int(time.time()) // 30
+    page.fill("#id_code", f"{totp(key):06d}")
+    page.click("#two-factor-form input[type=submit]")
     page.wait_for_load_state("load")
 
 

@@ -11,6 +11,7 @@ from django.urls import reverse
 from participants.models import Participant
 from scheduler.models import Membership, ScheduledVisit, UserPreference
 from scheduler.services import participant_enroll
+from tests.conftest import sign_in
 from tests.factories import SiteFactory, member, participant_for
 
 
@@ -23,7 +24,7 @@ def japanese_coordinator(client, django_user_model, import_seed):
     user = django_user_model.objects.create_user("kana", is_staff=True)
     member(user, trial=version.trial, site=site)
     UserPreference.objects.create(user=user, language="ja")
-    client.force_login(user)
+    sign_in(client, user)
     return participant
 
 

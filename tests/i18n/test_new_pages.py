@@ -15,6 +15,7 @@ from django.urls import reverse
 from participants.models import Participant
 from scheduler.models import UserPreference
 from scheduler.services import participant_screen_fail
+from tests.conftest import sign_in
 from tests.factories import SiteFactory, member, participant_for
 from tests.scheduler.test_amendments_and_audit import enrolled, tsukuba_amendment
 from tests.workspace.conftest import NOW as WORKSPACE_NOW
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.django_db
 
 def japanese(user: Any, client: Any) -> Any:
     UserPreference.objects.create(user=user, language="ja")
-    client.force_login(user)
+    sign_in(client, user)
     return user
 
 
@@ -73,7 +74,7 @@ def test_the_start_page_reads_in_japanese(
         "未実施（過去 14 日以内に許容期間が終了）",
         "理由が未記入の逸脱",
         "今週の漸減の判断",
-        "送信に失敗したリマインダーと Webhook 配信",
+        "送信に失敗した・結果が不明なリマインダーと Webhook 配信",
     ]
     for heading in (
         "参加者",

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from participants.models import Participant
 from scheduler.models import ScheduledVisit
-from tests.conftest import seed_path
+from tests.conftest import seed_path, sign_in
 from tests.factories import SiteFactory, member
 from tests.scheduler.test_amendments_and_audit import enrolled, tsukuba_amendment
 from trials.models import ProtocolVersion, TrialSite
@@ -65,8 +65,8 @@ def test_a_site_approval_previews_each_participant_then_moves_them(
 ) -> None:
     v10, here, there, (first, second, elsewhere) = tsukuba
     v11 = tsukuba_amendment()
-    client.force_login(
-        user(django_user_model, "c", trial=v10.trial, site=here.site, role="coordinator")
+    sign_in(
+        client, user(django_user_model, "c", trial=v10.trial, site=here.site, role="coordinator")
     )
     wanted = {
         "version_id": str(v11.pk),
@@ -112,8 +112,8 @@ def test_a_move_before_the_approval_is_refused_at_the_preview(
 ) -> None:
     v10, here, _, _ = tsukuba
     v11 = tsukuba_amendment()
-    client.force_login(
-        user(django_user_model, "c", trial=v10.trial, site=here.site, role="coordinator")
+    sign_in(
+        client, user(django_user_model, "c", trial=v10.trial, site=here.site, role="coordinator")
     )
 
     response = client.post(
@@ -144,10 +144,10 @@ def test_who_may_approve_and_who_may_publish(client, django_user_model, tsukuba)
     coordinator = user(django_user_model, "c", trial=v10.trial, site=here.site, role="coordinator")
     manager = user(django_user_model, "dm", trial=v10.trial, role="data_manager")
 
-    client.force_login(coordinator)
+    sign_in(client, coordinator)
     other_site = client.get(url(there, "approve")).status_code
     coordinator_publishes = client.get(url(draft, "publish")).status_code
-    client.force_login(manager)
+    sign_in(client, manager)
     manager_approves = client.get(url(here, "approve")).status_code
     preview = client.post(url(draft, "publish"), {"reason": ""})
     still_draft = ProtocolVersion.objects.get(pk=draft.pk).is_published

@@ -14,7 +14,7 @@ from django.urls import reverse
 from participants.models import Participant
 from scheduler.models import ScheduledVisit
 from scheduler.services import participant_enroll
-from tests.conftest import seed_path
+from tests.conftest import seed_path, sign_in
 from tests.factories import SiteFactory, member, member_of_every_trial_site, participant_for
 from trials.models import ProtocolVersion, TrialSite
 from trials.services import protocol_import
@@ -279,7 +279,7 @@ def test_add_needs_the_add_permission_and_enroll_the_calendar_permissions(
     viewer.is_staff = True
     viewer.save()
     viewer.user_permissions.add(Permission.objects.get(codename="view_participant"))
-    client.force_login(viewer)
+    sign_in(client, viewer)
     participant = participant_for(
         nih_niams.trial.versions.get(), anchors={"day1": D(2026, 3, 16)}, site=nih_niams.site
     )

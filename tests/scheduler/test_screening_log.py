@@ -15,6 +15,7 @@ from scheduler.services import (
     participant_enroll,
     participant_screen_fail,
 )
+from tests.conftest import sign_in
 from tests.factories import SiteFactory, member, participant_for
 
 D = dt.date
@@ -61,7 +62,7 @@ def cells(response) -> list[list[str]]:
 
 def test_the_log_lists_each_participant_from_registration_to_outcome(client, sites) -> None:
     version, nih, investigator, (minor, signed, failed, enrolled) = sites
-    client.force_login(investigator)
+    sign_in(client, investigator)
 
     response = client.get(LOG_URL)
 
@@ -123,7 +124,7 @@ def test_a_read_only_role_reads_the_log_without_actions(client, sites, django_us
     version, nih, _, _ = sites
     monitor = django_user_model.objects.create_user("monitor", is_staff=True)
     member(monitor, trial=version.trial, role="sponsor_monitor")
-    client.force_login(monitor)
+    sign_in(client, monitor)
 
     response = client.get(LOG_URL)
 
@@ -136,7 +137,7 @@ def test_the_log_is_filtered_by_site_code(client, sites, django_user_model) -> N
     version, nih, _, _ = sites
     monitor = django_user_model.objects.create_user("monitor", is_staff=True)
     member(monitor, trial=version.trial, role="sponsor_monitor")
-    client.force_login(monitor)
+    sign_in(client, monitor)
 
     response = client.get(LOG_URL, {"site": "other"})
 

@@ -18,6 +18,7 @@ from django.urls import reverse
 from participants.models import Participant
 from scheduler.models import ScheduledVisit
 from scheduler.services import participant_enroll, visit_record_done
+from tests.conftest import sign_in
 from tests.factories import SiteFactory, member, participant_for
 from trials.models import Arm
 
@@ -80,7 +81,7 @@ def test_the_timeline_draws_every_visit_and_offers_the_actions_of_open_ones(
     v1 = ScheduledVisit.objects.get(participant=niams, visit_definition__code="V1")
     visit_record_done(visit=v1, actual_date=D(2026, 1, 12), by=None)
     coordinator = member(staff("coordinator"), trial=niams.trial, site=nih)
-    client.force_login(coordinator)
+    sign_in(client, coordinator)
 
     response = client.get(timeline_url(niams))
 
@@ -109,7 +110,7 @@ def test_the_timeline_draws_every_visit_and_offers_the_actions_of_open_ones(
 
 
 def test_the_participant_page_links_to_the_timeline(client, niams, nih) -> None:
-    client.force_login(member(staff("coordinator"), trial=niams.trial, site=nih))
+    sign_in(client, member(staff("coordinator"), trial=niams.trial, site=nih))
 
     page = client.get(reverse("admin:participants_participant_change", args=[niams.pk]))
 
@@ -120,7 +121,7 @@ def test_the_participant_page_links_to_the_timeline(client, niams, nih) -> None:
 def test_another_sites_participant_is_a_404(client, import_seed, niams) -> None:
     berlin = SiteFactory.create(code="berlin", timezone="Europe/Berlin")
     elsewhere = member(staff("berlin-coordinator"), trial=niams.trial, site=berlin)
-    client.force_login(elsewhere)
+    sign_in(client, elsewhere)
 
     assert client.get(timeline_url(niams)).status_code == 404
     missing = reverse("admin:participants_participant_timeline", args=[999999])
@@ -134,9 +135,9 @@ def test_a_blinded_role_sees_no_arm_and_an_unblinded_one_does(client, niams, nih
         staff("pharmacist"), trial=niams.trial, site=nih, role="unblinded_pharmacist"
     )
 
-    client.force_login(coordinator)
+    sign_in(client, coordinator)
     blinded = client.get(timeline_url(niams)).content.decode()
-    client.force_login(pharmacist)
+    sign_in(client, pharmacist)
     unblinded = client.get(timeline_url(niams)).content.decode()
 
     arm = Arm.objects.get(version=niams.protocol_version, code="ANI").name
@@ -153,7 +154,7 @@ def test_the_page_costs_the_same_queries_for_12_and_for_60_visits(client, import
     coordinator = staff("coordinator")
     member(coordinator, trial=small.trial, site=nih)
     member(coordinator, trial=large.trial, site=nih)
-    client.force_login(coordinator)
+    sign_in(client, coordinator)
     sizes = [ScheduledVisit.objects.filter(participant=p).count() for p in (small, large)]
 
     counts = []
@@ -164,12 +165,13 @@ def test_the_page_costs_the_same_queries_for_12_and_for_60_visits(client, import
 
     assert sizes == [12, 54]
     # Session, user, memberships, the participant, its visits, its milestones, may-write, the
-    # admin's own (content types, trial), and the participant's actions offered.
-    assert counts == [13, 13]
+    # admin's own (content types, trial), the participant's actions offered, and the audit
+    # entry that records who viewed the record.
+    assert counts == [14, 14]
 
 
 def test_booking_from_the_timeline_takes_three_clicks(client, niams, nih) -> None:
-    client.force_login(member(staff("coordinator"), trial=niams.trial, site=nih))
+    sign_in(client, member(staff("coordinator"), trial=niams.trial, site=nih))
     v3 = ScheduledVisit.objects.get(participant=niams, visit_definition__code="V3")
     html = client.get(timeline_url(niams)).content.decode()
     row = re.search(rf'<tr id="visit-{v3.pk}".*?</tr>', html, re.S)

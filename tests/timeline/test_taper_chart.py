@@ -24,6 +24,7 @@ from scheduler.timeline import (
     render_taper,
     taper_y_max,
 )
+from tests.conftest import sign_in
 from tests.factories import SiteFactory, member, participant_for
 
 D = dt.date
@@ -150,7 +151,7 @@ def test_a_held_week_is_shaded_and_labelled_and_keeps_the_dose(tsukuba) -> None:
 def test_the_page_offers_a_taper_decision_on_each_week_still_to_come(client, tsukuba) -> None:
     coordinator = get_user_model().objects.create_user("coordinator", is_staff=True)
     member(coordinator, trial=tsukuba.trial, site=tsukuba.site)
-    client.force_login(coordinator)
+    sign_in(client, coordinator)
 
     html = client.get(
         reverse("admin:participants_participant_timeline", args=[tsukuba.pk])

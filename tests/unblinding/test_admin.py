@@ -10,6 +10,7 @@ from django.core import mail
 from django.urls import reverse
 
 from scheduler.models import EmergencyUnblinding, Membership, UnblindingNotice
+from tests.conftest import sign_in
 from tests.factories import member
 from tests.unblinding.conftest import PASSWORD, user
 
@@ -61,7 +62,7 @@ def error_of(response) -> str:
 def test_a_refused_unblinding_shows_why_and_nothing_else(
     client, world, django_capture_on_commit_callbacks, password, reason, message
 ) -> None:
-    client.force_login(world.investigator)
+    sign_in(client, world.investigator)
 
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
@@ -79,7 +80,7 @@ def test_a_refused_unblinding_shows_why_and_nothing_else(
 
 
 def test_the_form_asks_for_password_and_reason_and_shows_no_arm(client, world) -> None:
-    client.force_login(world.investigator)
+    sign_in(client, world.investigator)
 
     response = client.get(unblind_url(world.unblinded))
 
@@ -93,7 +94,7 @@ def test_the_form_asks_for_password_and_reason_and_shows_no_arm(client, world) -
 def test_a_valid_unblinding_shows_one_arm_and_leaves_one_entry_and_one_notice_per_contact(
     client, world, django_capture_on_commit_callbacks
 ) -> None:
-    client.force_login(world.investigator)
+    sign_in(client, world.investigator)
 
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
@@ -148,7 +149,7 @@ def test_a_valid_unblinding_shows_one_arm_and_leaves_one_entry_and_one_notice_pe
 def test_the_pharmacist_may_unblind_at_their_own_site(
     client, world, django_capture_on_commit_callbacks
 ) -> None:
-    client.force_login(world.pharmacist_berlin)
+    sign_in(client, world.pharmacist_berlin)
 
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
@@ -183,7 +184,7 @@ def test_blinded_roles_and_other_sites_are_refused(
         site=getattr(world, at) if at else None,
         role=role,
     )
-    client.force_login(someone)
+    sign_in(client, someone)
 
     with django_capture_on_commit_callbacks(execute=True):
         page = client.get(unblind_url(world.unblinded))
@@ -205,11 +206,11 @@ def test_the_link_is_on_the_participant_page_for_permitted_roles_only(
     )
     link = f'<a href="{unblind_url(world.unblinded)}">Emergency unblinding</a>'
 
-    client.force_login(world.investigator)
+    sign_in(client, world.investigator)
     investigator_page = client.get(change_url(world.unblinded)).content.decode()
-    client.force_login(world.pharmacist_berlin)
+    sign_in(client, world.pharmacist_berlin)
     pharmacist_page = client.get(change_url(world.unblinded)).content.decode()
-    client.force_login(coordinator)
+    sign_in(client, coordinator)
     coordinator_page = client.get(change_url(world.unblinded)).content.decode()
 
     assert (link in investigator_page, link in pharmacist_page, link in coordinator_page) == (
@@ -224,7 +225,7 @@ def test_the_link_is_on_the_participant_page_for_permitted_roles_only(
 def test_the_audit_entries_are_read_by_monitors_and_pharmacists_never_edited(
     client, world, django_user_model, django_capture_on_commit_callbacks
 ) -> None:
-    client.force_login(world.investigator)
+    sign_in(client, world.investigator)
     with django_capture_on_commit_callbacks(execute=True):
         client.post(unblind_url(world.unblinded), {"password": PASSWORD, "reason": REASON})
     entry = EmergencyUnblinding.objects.get()
@@ -239,7 +240,7 @@ def test_the_audit_entries_are_read_by_monitors_and_pharmacists_never_edited(
 
     seen = {}
     for who in (monitor, world.pharmacist_berlin, world.pharmacist_tokyo, coordinator):
-        client.force_login(who)
+        sign_in(client, who)
         listing = client.get(changelist)
         seen[who.username] = (
             listing.status_code,
@@ -247,7 +248,7 @@ def test_the_audit_entries_are_read_by_monitors_and_pharmacists_never_edited(
             if listing.status_code == 200
             else None,
         )
-    client.force_login(monitor)
+    sign_in(client, monitor)
     page = client.get(entry_url)
     edit = client.post(entry_url, {"reason": "edited"})
     delete = client.post(delete_url, {"post": "yes"})
@@ -274,14 +275,14 @@ def test_the_audit_entries_are_read_by_monitors_and_pharmacists_never_edited(
 def test_each_pharmacist_reads_their_own_notice_only(
     client, world, django_capture_on_commit_callbacks
 ) -> None:
-    client.force_login(world.investigator)
+    sign_in(client, world.investigator)
     with django_capture_on_commit_callbacks(execute=True):
         client.post(unblind_url(world.unblinded), {"password": PASSWORD, "reason": REASON})
     changelist = reverse("admin:scheduler_unblindingnotice_changelist")
 
-    client.force_login(world.pharmacist_tokyo)
+    sign_in(client, world.pharmacist_tokyo)
     tokyo = client.get(changelist)
-    client.force_login(world.investigator)
+    sign_in(client, world.investigator)
     investigator = client.get(changelist)
 
     assert [n.recipient for n in tokyo.context["cl"].result_list] == [world.pharmacist_tokyo]

@@ -13,6 +13,7 @@ from simple_history.utils import get_history_model_for_model
 from scheduler.models import Membership, Reminder, WebhookSubscription
 from scheduler.outbox.webhooks import secret_decrypt
 from scheduler.services import participant_enroll
+from tests.conftest import sign_in
 from tests.webhooks.conftest import SETUP_AT, Receiver, World, subscribe
 
 pytestmark = pytest.mark.django_db
@@ -30,7 +31,7 @@ def manager(django_user_model, world: World):
 
 
 def test_webhook_admin_shows_the_secret_once(client, world: World, manager) -> None:
-    client.force_login(manager)
+    sign_in(client, manager)
     with time_machine.travel(SETUP_AT, tick=False):
         response = client.post(
             f"{ADD_URL}add/",
@@ -67,7 +68,7 @@ def test_webhook_admin_shows_the_secret_once(client, world: World, manager) -> N
 def test_webhook_admin_refuses_a_site_the_owner_does_not_serve(
     client, world: World, manager
 ) -> None:
-    client.force_login(manager)
+    sign_in(client, manager)
     response = client.post(
         f"{ADD_URL}add/",
         {
@@ -87,7 +88,7 @@ def test_webhook_admin_refuses_a_site_the_owner_does_not_serve(
 
 def test_webhook_admin_disables(client, world: World, manager, receiver: Receiver) -> None:
     subscription = subscribe(world, receiver)
-    client.force_login(manager)
+    sign_in(client, manager)
     client.post(ADD_URL, {"action": "disable", "_selected_action": [subscription.pk]})
     subscription.refresh_from_db()
     assert subscription.is_active is False
@@ -106,7 +107,7 @@ def test_webhook_admin_lists_dead_deliveries_with_their_error(
         participant_enroll(participant=participant, on=dt.date(2026, 1, 12))
     dead = Reminder.objects.get(channel="webhook")
     assert dead.status == "dead"
-    client.force_login(manager)
+    sign_in(client, manager)
     page = client.get("/admin/scheduler/reminder/", {"attention": "failed_or_dead"})
     assert page.status_code == 200
     assert list(page.context["cl"].result_list) == [dead]
@@ -124,7 +125,7 @@ def test_webhook_admin_retry_of_a_dead_delivery_is_audited(
     ):
         participant_enroll(participant=world.people["BERLIN-001"], on=dt.date(2026, 1, 12))
     dead = Reminder.objects.get(channel="webhook")
-    client.force_login(manager)
+    sign_in(client, manager)
 
     with time_machine.travel(dt.datetime(2026, 1, 12, 10, tzinfo=dt.UTC), tick=False):
         client.post(

@@ -19,6 +19,7 @@ from scheduler.webhooks import (
     webhook_subscription_disable,
     webhook_subscription_rotate_secret,
 )
+from tests.conftest import sign_in
 from tests.webhooks.conftest import UTC, Receiver, World, subscribe
 from tests.webhooks.test_api import client_of
 
@@ -302,7 +303,7 @@ def test_rotation_admin_button_asks_why_and_shows_the_secret_once(
 ) -> None:
     manager = django_user_model.objects.create_superuser("manager", "m@example.org", "pw")
     subscription = subscribe(world, receiver)
-    client.force_login(manager)
+    sign_in(client, manager)
     change_url = f"/admin/scheduler/webhooksubscription/{subscription.pk}/change/"
     url = f"/admin/scheduler/webhooksubscription/{subscription.pk}/rotate-secret/"
 
@@ -338,9 +339,9 @@ def test_rotation_admin_needs_a_reason_and_a_user_manager(
     )
     manager = django_user_model.objects.create_superuser("manager", "m@example.org", "pw")
 
-    client.force_login(coordinator)
+    sign_in(client, coordinator)
     forbidden = client.post(url, {"reason": "mine now"})
-    client.force_login(manager)
+    sign_in(client, manager)
     blank = client.post(url, {"reason": "  "})
 
     assert forbidden.status_code == 403

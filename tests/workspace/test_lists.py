@@ -17,6 +17,7 @@ from django.urls import reverse
 from participants.models import TreatmentAssignment
 from scheduler.admin.lists import visit_csv_rows
 from scheduler.models import ScheduledVisit
+from tests.conftest import sign_in
 from tests.factories import member
 from tests.workspace.conftest import NOW, World, staff
 from tests.workspace.test_start_page import more_work
@@ -43,7 +44,7 @@ def exported(client: Any, query: str = "") -> list[list[str]]:
 
 @pytest.fixture
 def logged_in(client: Any, coordinator: Any, now: None) -> Any:
-    client.force_login(coordinator)
+    sign_in(client, coordinator)
     return client
 
 
@@ -81,7 +82,7 @@ def test_the_window_filter_counts_each_visit_from_its_own_sites_today(
 ) -> None:
     user = staff("both", trial=world.niams.trial, site=world.ny)
     member(user, trial=world.tsukuba_version.trial, site=world.tokyo)
-    client.force_login(user)
+    sign_in(client, user)
     # 16:00 UTC: 10 March in New York, already 11 March in Tokyo: each visit booked for its
     # own site's today.
     assert listed(client, "booked=today") == ["P-003 V1", "T-001 INF#1"]
@@ -208,11 +209,11 @@ def test_the_arm_is_exported_only_to_who_may_see_it(
     open_label = staff("tsukuba-coordinator", trial=world.tsukuba_version.trial, site=world.tokyo)
     arms = dict(TreatmentAssignment.objects.values_list("participant__study_id", "arm__code"))
 
-    client.force_login(coordinator)
+    sign_in(client, coordinator)
     blinded = exported(client, "booked=week")
-    client.force_login(pharmacist)
+    sign_in(client, pharmacist)
     unblinded = exported(client, "booked=week")
-    client.force_login(open_label)
+    sign_in(client, open_label)
     open_trial = exported(client)
 
     assert blinded[0] == HEADER
@@ -231,7 +232,7 @@ def test_the_arm_is_exported_only_to_who_may_see_it(
 def test_the_visit_list_and_its_export_cost_the_same_queries_at_two_sizes(
     world: World, coordinator: Any, builder: Any, client: Any
 ) -> None:
-    client.force_login(coordinator)
+    sign_in(client, coordinator)
 
     def measure() -> tuple[int, int, int]:
         with time_machine.travel(NOW, tick=False):

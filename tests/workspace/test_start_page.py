@@ -17,6 +17,7 @@ from scheduler.display import site_time
 from scheduler.models import Reminder
 from scheduler.services import visit_book
 from scheduler.workspace import workspace_for
+from tests.conftest import sign_in
 from tests.factories import member
 from tests.workspace.conftest import NOW, World, at, niams_participant, staff, visit
 
@@ -58,7 +59,7 @@ def url(name: str, *args: Any) -> str:
 
 
 def start_page(client: Any, user: Any) -> Any:
-    client.force_login(user)
+    sign_in(client, user)
     response = client.get(reverse("admin:index"))
     assert response.status_code == 200
     return response
@@ -370,7 +371,7 @@ def more_work(world: World, builder: Any) -> None:
 def test_the_start_page_costs_the_same_queries_at_two_sizes(
     world: World, coordinator: Any, builder: Any, client: Any
 ) -> None:
-    client.force_login(coordinator)
+    sign_in(client, coordinator)
 
     def measure() -> tuple[int, int]:
         with time_machine.travel(NOW, tick=False):

@@ -3,6 +3,9 @@ one login per role at each demo site (trial-wide roles once per trial) and, wher
 to this machine is allowed (DEBUG), a demo webhook subscription of the Berlin site system to
 the app's own demo receiver, so the admin shows webhook deliveries going out.
 
+The logins that need a second factor (the admin, the unblinded pharmacists) get an
+authenticator key each, printed with the logins.
+
 Idempotent: run it on every `make run`. Protocol versions already imported are left alone,
 demo participants are only created once, and each login keeps the password it was given
 first (kept, like the admin's, in a file under var/ readable by its owner only).
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from base64 import b32encode
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,12 +24,15 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from participants.models import Participant
 from participants.services import participant_register
-from scheduler.access import site_today
+from scheduler.access import site_now, site_today
 from scheduler.api.demo import demo_receiver_url
+from scheduler.booking import visit_slots
 from scheduler.models import Membership, ScheduledVisit, WebhookSubscription
+from scheduler.security import second_factor_required
 from scheduler.services import (
     participant_enroll,
     participant_screen_fail,
@@ -33,7 +40,17 @@ from scheduler.services import (
     visit_record_done,
 )
 from scheduler.webhooks import EVENT_TYPES, webhook_subscription_create
-from trials.models import Arm, ProtocolVersion, Site, Trial, TrialSite
+from trials.models import (
+    Arm,
+    ProtocolVersion,
+    ResourceHours,
+    Site,
+    SiteHours,
+    SiteResource,
+    StaffShift,
+    Trial,
+    TrialSite,
+)
 from trials.protocol_file import parse_protocol
 from trials.services import protocol_import
 
@@ -80,6 +97,28 @@ SITES = [
     },
 ]
 
+# The demo sites' calendars, which bookings are checked against (scheduler/booking.py). Public
+# holidays need no rows: they follow each site's country (US federal holidays for the NIH
+# Clinical Center, Japanese public holidays for Tsukuba). Berlin keeps no calendar, so its
+# bookings are checked against nothing, as before sites had calendars.
+WEEKDAYS = range(5)
+T = dt.time
+SITE_CALENDARS: dict[str, dict[str, Any]] = {
+    "nih-cc": {
+        "hours": (T(7, 30), T(17, 30)),
+        # (kind, name, own hours or None for the clinic's)
+        "resources": [
+            *(("infusion chair", f"Chair {n}", None) for n in range(1, 5)),
+            ("PET/CT scanner", "PET/CT 1", (T(8), T(16))),
+            ("CAVI device", "CAVI 1", None),
+        ],
+        # Two infusion nurses, each watching two chairs at once: one per two chairs.
+        "staff": [("infusion nurse", (T(7, 30), T(17, 30)), 4)],
+    },
+    # University of Tsukuba Hospital's outpatient hours, weekdays 08:30-17:15.
+    "tsukuba": {"hours": (T(8, 30), T(17, 15)), "resources": [], "staff": []},
+}
+
 # Which demo sites run which seed trial (by trial code); unlisted trials run at Berlin.
 TRIAL_SITES = {
     "niams-ani-vascular": ["nih-cc"],
@@ -118,6 +157,7 @@ class Command(BaseCommand):
         self._import_protocols()
         with transaction.atomic():
             sites = self._sites()
+            self._site_calendars(sites)
             for trial in Trial.objects.order_by("code"):
                 for code in TRIAL_SITES.get(trial.code, ["berlin"]):
                     TrialSite.objects.get_or_create(trial=trial, site=sites[code])
@@ -134,6 +174,7 @@ class Command(BaseCommand):
         if not no_admin:
             self._admin_login()
             self._print_logins(logins)
+            self._print_second_factors()
             self.stdout.write(webhook_note)
 
     def _demo_webhook(self, sites: dict[str, Site]) -> str:
@@ -191,6 +232,33 @@ class Command(BaseCommand):
                 site.save(update_fields=["email"])
             sites[site.code] = site
         return sites
+
+    def _site_calendars(self, sites: dict[str, Site]) -> None:
+        """Each demo site's hours, resources and staff, once: a site that already has hours
+        or resources (an earlier load, or a coordinator's own) is left as it is."""
+        for code, calendar in SITE_CALENDARS.items():
+            site = sites[code]
+            if SiteHours.objects.filter(site=site).exists() or site.resources.exists():
+                continue
+            opens, closes = calendar["hours"]
+            SiteHours.objects.bulk_create(
+                SiteHours(site=site, weekday=day, start=opens, end=closes) for day in WEEKDAYS
+            )
+            for kind, name, own_hours in calendar["resources"]:
+                resource = SiteResource.objects.create(site=site, kind=kind, name=name)
+                if own_hours is not None:
+                    ResourceHours.objects.bulk_create(
+                        ResourceHours(
+                            resource=resource, weekday=day, start=own_hours[0], end=own_hours[1]
+                        )
+                        for day in WEEKDAYS
+                    )
+            for kind, (start, end), count in calendar["staff"]:
+                StaffShift.objects.bulk_create(
+                    StaffShift(site=site, kind=kind, weekday=day, start=start, end=end, count=count)
+                    for day in WEEKDAYS
+                )
+            self.stdout.write(f"gave {site.code} its calendar")
 
     def _participants(self, trial: Trial, sites: list[Site]) -> None:
         if Participant.objects.filter(trial=trial).exists():
@@ -323,6 +391,30 @@ class Command(BaseCommand):
             self.stdout.write(f"  user {username:<36} password {password}  {what}")
         self.stdout.write(f"(kept in {passwords_file})\n")
 
+    def _print_second_factors(self) -> None:
+        """The demo logins that need a second factor (the admin manages users; pharmacists are
+        unblinded) get an authenticator key, made once and kept in the database, so the demo
+        shows the same sign-in a deployment has rather than a switch that turns it off."""
+        lines = []
+        for user in get_user_model().objects.filter(is_staff=True).order_by("username"):
+            if not second_factor_required(user):
+                continue
+            device = TOTPDevice.objects.filter(user=user, confirmed=True).order_by("pk").first()
+            if device is None:
+                device = TOTPDevice.objects.create(user=user, name="demo", confirmed=True)
+            key = b32encode(device.bin_key).decode()
+            lines.append(f"  user {user.username:<36} two-factor key {key}")
+        if not lines:
+            return
+        self.stdout.write(
+            "Two-factor sign-in (these logins are asked for a code after the password): add the "
+            "key to an authenticator app, or print a code with "
+            "`oathtool --totp -b KEY`:"
+        )
+        for line in lines:
+            self.stdout.write(line)
+        self.stdout.write("")
+
     def _demo_user(self, username: str, passwords: dict[str, str], *, staff: bool) -> Any:
         user_model = get_user_model()
         user = user_model.objects.filter(username=username).first()
@@ -349,7 +441,9 @@ def _read_passwords(path: Path) -> dict[str, str]:
 def _demo_history(participant: Participant, today: dt.date) -> None:
     """Give a demo calendar a past: visits whose window has closed are done on their target
     day (but the last one, left overdue to show what that looks like), and the next visit
-    is booked at 09:30 site time."""
+    is booked at the first slot the site's calendar offers inside its window (the nearest
+    outside it, as a deviation, when the window is all weekend or holiday), or at 09:30 site
+    time on its target day where the site keeps no calendar."""
     visits = list(
         ScheduledVisit.objects.filter(participant=participant)
         .select_related("visit_definition")
@@ -365,14 +459,15 @@ def _demo_history(participant: Participant, today: dt.date) -> None:
             reason="demo data",
         )
     upcoming = next((v for v in visits if v.target_date > today and v.status == "planned"), None)
-    if upcoming is not None:
-        visit_book(
-            visit=upcoming,
-            local_date=upcoming.target_date,
-            local_time=dt.time(9, 30),
-            by=None,
-            reason="demo data",
-        )
+    if upcoming is None:
+        return
+    found = visit_slots(upcoming, now=site_now(participant.site), count=1)
+    slot = (found.slots or found.deviations or (None,))[0]
+    if slot is None:
+        day, at = upcoming.target_date, dt.time(9, 30)
+    else:
+        day, at = slot.day, slot.start.time()
+    visit_book(visit=upcoming, local_date=day, local_time=at, by=None, reason="demo data")
 
 
 def _is_pediatric(version: ProtocolVersion) -> bool:

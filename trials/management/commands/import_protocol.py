@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from trials.protocol_file import ProtocolFileError
+from trials.protocol_file import MAX_FILE_BYTES, ProtocolFileError
 from trials.services import ProtocolImportError, protocol_import
 
 
@@ -19,7 +19,10 @@ class Command(BaseCommand):
         failed = False
         for path in files:
             try:
-                version = protocol_import(text=path.read_text(encoding="utf-8"), source=str(path))
+                with path.open("rb") as file:
+                    # One byte more than a protocol file may have: enough to refuse it.
+                    data = file.read(MAX_FILE_BYTES + 1)
+                version = protocol_import(text=data, source=str(path))
             except OSError as exc:
                 self.stderr.write(f"{path}: cannot read: {exc.strerror}")
                 failed = True
