@@ -67,17 +67,13 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Every script in bench/ against the machine's Postgres and Redis (unless DATABASE_URL / REDIS_URL
+# say otherwise): one table, bench/results.json, plots in bench/out/. FULL=1 adds the long sizes
+# (enrollment at 10,000 and 100,000 participants: hours); SMALLEST=1 checks the harness quickly.
 bench: $(STAMP)
-	$(BIN)/python bench/enroll.py
-	$(BIN)/python bench/feeds.py
-	$(BIN)/python bench/reminders.py
-	$(BIN)/python bench/api.py
-	$(BIN)/python bench/slots.py
-	@if echo "$$DATABASE_URL" | grep -q '^postgres'; then \
-		$(BIN)/python bench/workspace.py; \
-	else \
-		echo "bench/workspace.py skipped: it needs DATABASE_URL=postgres://… (10,000 participants)"; \
-	fi
+	DATABASE_URL="$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/scheduler_bench}" \
+	REDIS_URL="$${REDIS_URL:-redis://127.0.0.1:6379/0}" \
+	$(BIN)/python bench/run.py $(if $(FULL),--full) $(if $(SMALLEST),--smallest)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

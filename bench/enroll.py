@@ -1,13 +1,15 @@
 """Enrollment and planning speed, with a baseline measured in the same run.
 
-    .venv/bin/python bench/enroll.py [--participants 200]
+    .venv/bin/python bench/enroll.py [--participants 200] [--sizes 100,1000] [--full]
 
-Runs against a throw-away SQLite database under a temporary VAR_DIR (or DATABASE_URL if set:
-then it creates and drops its own trial codes). Prints:
-- engine: microseconds to plan one calendar (pure Python, no database);
+Runs against a throw-away SQLite database under a temporary VAR_DIR (or, when DATABASE_URL is on
+Postgres, a throw-away database created beside it and dropped at the end). Enrolls participants
+one by one until the database holds each of --sizes (--full adds 10,000 and 100,000) and
+prints, for each size, the median over the last --participants enrollments before it:
 - enroll: milliseconds to enroll one participant (eligibility, plan, bulk insert);
 - baseline: milliseconds to bulk-insert the same rows with no planning at all;
-and the ratio enroll / baseline, i.e. what the service adds over writing the rows.
+and the ratio enroll / baseline, i.e. what the service adds over writing the rows; and once:
+- engine: microseconds to plan one calendar (pure Python, no database).
 """
 
 from __future__ import annotations
@@ -25,13 +27,40 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import on_postgres, progress, report, throwaway_postgres  # noqa: E402
+
+FULL_SIZE = 100_000
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--participants", type=int, default=200)
+    parser.add_argument("--participants", type=int, default=200, help="enrollments per median")
+    parser.add_argument("--sizes", default="100,1000", help="participants, comma-separated")
+    parser.add_argument("--full", action="store_true", help="also 10,000 and 100,000 (long)")
     args = parser.parse_args()
+    sizes = sorted(
+        {int(size) for size in args.sizes.split(",")}
+        | ({10_000, FULL_SIZE} if args.full else set())
+    )
+    assert sizes and sizes[0] > 0, "--sizes must be positive"
 
     os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="bench-"))
+    drop_database = None
+    if on_postgres():
+        os.environ["DATABASE_URL"], drop_database = throwaway_postgres(
+            os.environ["DATABASE_URL"], "enroll"
+        )
+    try:
+        run(args, sizes)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if drop_database is not None:
+            drop_database()
+
+
+def run(args: argparse.Namespace, sizes: list[int]) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 
@@ -70,9 +99,12 @@ def main() -> None:
         plan(snapshot, facts)
     engine_us = (time.perf_counter() - started) / runs * 1e6
 
-    enroll_ms, baseline_ms = [], []
+    enroll_ms: dict[int, list[float]] = {size: [] for size in sizes}
+    baseline_ms: dict[int, list[float]] = {size: [] for size in sizes}
     prefix = f"B{int(time.time())}"
-    for number in range(args.participants):
+    for number in progress(range(sizes[-1]), f"enroll.py: {sizes[-1]:,} participants"):
+        # The size whose median this enrollment counts towards, if it is one of its last ones.
+        size = next((s for s in sizes if s - args.participants <= number < s), None)
         participant = participant_register(
             trial=version.trial,
             site=site,
@@ -83,7 +115,9 @@ def main() -> None:
         )
         started = time.perf_counter()
         visits = participant_enroll(participant=participant, on=dt.date(2026, 2, 1))
-        enroll_ms.append((time.perf_counter() - started) * 1000)
+        if size is None:
+            continue
+        enroll_ms[size].append((time.perf_counter() - started) * 1000)
 
         # Baseline: the same rows written again, without any checks or planning.
         rows = [
@@ -107,16 +141,29 @@ def main() -> None:
                 ScheduledProcedure(visit=by_id[p.visit_id], procedure_id=p.procedure_id)
                 for p in procedures
             )
-        baseline_ms.append((time.perf_counter() - started) * 1000)
+        baseline_ms[size].append((time.perf_counter() - started) * 1000)
 
-    enroll = statistics.median(enroll_ms)
-    baseline = statistics.median(baseline_ms)
     database = django.db.connection.vendor
     print(f"database: {database}; protocol: jasmine-myositis ({len(visits)} visits/participant)")
-    print(f"engine:   {engine_us:8.1f} µs per calendar (median of {runs} runs)")
-    print(f"enroll:   {enroll:8.2f} ms per participant (median of {args.participants})")
-    print(f"baseline: {baseline:8.2f} ms per participant, bulk insert of the same rows")
-    print(f"ratio:    {enroll / baseline:8.2f} x baseline")
+    print(f"engine:   {engine_us:8.1f} µs per calendar (mean of {runs} runs)")
+    report(script="enroll", scenario="plan one calendar (engine)", value=engine_us, unit="µs")
+    for size in sizes:
+        enroll = statistics.median(enroll_ms[size])
+        baseline = statistics.median(baseline_ms[size])
+        samples = len(enroll_ms[size])
+        print(f"at {size:,} participants in the database:")
+        print(f"  enroll:   {enroll:8.2f} ms per participant (median of the last {samples})")
+        print(f"  baseline: {baseline:8.2f} ms per participant, bulk insert of the same rows")
+        print(f"  ratio:    {enroll / baseline:8.2f} x baseline")
+        report(
+            script="enroll",
+            scenario="enroll one participant",
+            size=size,
+            value=enroll,
+            unit="ms",
+            baseline=baseline,
+            runs=samples,
+        )
 
 
 if __name__ == "__main__":

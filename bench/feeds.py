@@ -30,6 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import progress, report  # noqa: E402
+
 WEEKLY_60 = """\
 format: 1
 trial: {code: bench-weekly, title: Weekly benchmark trial, phase: "3", sponsor: Bench,
@@ -121,7 +123,8 @@ def main() -> None:
 
     started = time.perf_counter()
     sixty = enroll(weekly, "W-1")
-    for number in range(args.site_participants - 1):
+    others = range(args.site_participants - 1)
+    for number in progress(others, f"feeds.py: {args.site_participants:,} participants"):
         enroll(niams, f"N-{number:04d}")
     setup_s = time.perf_counter() - started
 
@@ -176,6 +179,32 @@ def main() -> None:
     print(
         f"  baseline JSON of the rows:   {sb_ms:7.1f} ms  {len(sb) / 1024:7.1f} KiB  "
         f"ratio {s_ms / sb_ms:5.1f}x"
+    )
+    runs, site_runs = args.runs, max(3, args.runs // 4)
+    report(
+        script="feeds",
+        scenario="participant feed (60 visits)",
+        value=p_ms,
+        unit="ms",
+        baseline=pb_ms,
+        runs=runs,
+    )
+    report(
+        script="feeds",
+        scenario="participant feed, answered 304",
+        value=p304_ms,
+        unit="ms",
+        baseline=pb_ms,
+        runs=runs,
+    )
+    report(
+        script="feeds",
+        scenario="site feed",
+        size=args.site_participants,
+        value=s_ms,
+        unit="ms",
+        baseline=sb_ms,
+        runs=site_runs,
     )
 
 

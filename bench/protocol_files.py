@@ -2,17 +2,21 @@
 
     .venv/bin/python bench/protocol_files.py [--repeat 3]
 
-No database: `parse_protocol` only (what an import does before it writes anything). Prints,
-for each file, the best of --repeat runs in seconds, the peak of Python memory allocated while
-checking it (tracemalloc) and the outcome (accepted, or the first line of the refusal):
+No database: `parse_protocol` (what an import does before it writes anything) and, for the
+deep chain, the pure engine's `plan` of one participant on the parsed document. Prints, for
+each row, the best of --repeat runs in seconds, the peak of Python memory allocated meanwhile
+(tracemalloc) and the outcome (accepted, planned, or the first line of the refusal):
 - 10,000 visits in 40 chains of 250 (each visit anchored to the one before, each chain to an
   anchor of its own): accepted, and every check (anchors, cycles, chain depths, window
   overlaps) runs over all of them;
-- one chain 10,000 deep: refused at the first visit past MAX_ANCHOR_CHAIN;
-- 1,200 deep listed backwards: refused the same way (it used to recurse until RecursionError);
+- one chain of 10,000 visits (9,999 deep, 3 days apart so the last is 30,000 days out, within
+  MAX_SPAN_DAYS), listed in order and backwards: accepted;
+- the backwards chain checked AND planned (one participant's 10,000 visits), and planned alone
+  (the snapshot built once): the planner orders visits topologically, without recursion;
 - the "billion laughs" alias bomb (10^9 strings once expanded): refused at its first anchor;
 - a file of MAX_FILE_BYTES of one 4 MB description: refused at the text limit.
-The acceptance: the 10,000-visit files under 5 s, the alias bomb under 1 s and 100 MB.
+The acceptance: the 10,000-visit files checked (and planned) under 5 s, the alias bomb under
+1 s and 100 MB.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -61,9 +66,10 @@ def chains(count: int, length: int) -> str:
     return head + "".join(lines)
 
 
-def chain(length: int, *, backwards: bool = False) -> str:
+def chain(length: int, *, backwards: bool = False, every: int = 3) -> str:
     lines = [
-        visit_line(f"V{i}", "day1" if i == 0 else f"{{visit: V{i - 1}}}", 7) for i in range(length)
+        visit_line(f"V{i}", "day1" if i == 0 else f"{{visit: V{i - 1}}}", every)
+        for i in range(length)
     ]
     if backwards:
         lines.reverse()
@@ -81,17 +87,16 @@ def huge_text(limit: int) -> str:
     return body + "x" * (limit - len(body) - 4) + "'}\n"
 
 
-def measure(text: str, parse: Callable[[str], object], repeat: int) -> tuple[float, float, str]:
+def measure(text: str, parse: Callable[[str], str], repeat: int) -> tuple[float, float, str]:
     """Best time of `repeat` runs, then one more run under tracemalloc for the peak of Python
     memory (tracemalloc slows Python down many times, so it is never timed)."""
     from trials.protocol_file import ProtocolFileError
 
     def outcome_of() -> str:
         try:
-            parse(text)
+            return parse(text)
         except ProtocolFileError as exc:
             return "refused: " + str(exc).splitlines()[0][:150]
-        return "accepted"
 
     best = float("inf")
     outcome = ""
@@ -112,21 +117,44 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-    from trials.protocol_file import MAX_ANCHOR_CHAIN, MAX_FILE_BYTES, parse_protocol
+    import datetime as dt
 
-    def parse(text: str) -> object:
-        return parse_protocol(text, source="bench.yaml")
+    from scheduler.engine import ParticipantFacts, plan
+    from scheduler.snapshot import snapshot_from_document
+    from trials.protocol_file import MAX_FILE_BYTES, parse_protocol
 
-    files = {
-        f"10,000 visits, 40 chains of {MAX_ANCHOR_CHAIN}": chains(40, MAX_ANCHOR_CHAIN),
-        "10,000 visits, one chain": chain(10_000),
-        "1,200 visits, one chain listed backwards": chain(1_200, backwards=True),
-        "alias bomb (billion laughs)": alias_bomb(),
-        "4 MB description": huge_text(MAX_FILE_BYTES),
+    facts = ParticipantFacts(anchors={"day1": dt.date(2026, 1, 5)})
+
+    def check(text: str) -> str:
+        parse_protocol(text, source="bench.yaml")
+        return "accepted"
+
+    def planned(calendar: Any) -> str:
+        last = calendar.visits[-1]
+        return (
+            f"planned {len(calendar.visits):,} visits, the last {last.visit_code} on {last.target}"
+        )
+
+    def check_and_plan(text: str) -> str:
+        return planned(
+            plan(snapshot_from_document(parse_protocol(text, source="bench.yaml")), facts)
+        )
+
+    backwards = chain(10_000, backwards=True)
+    snapshot = snapshot_from_document(parse_protocol(backwards, source="bench.yaml"))
+
+    rows: dict[str, tuple[str, Callable[[str], str]]] = {
+        "10,000 visits, 40 chains of 250": (chains(40, 250), check),
+        "10,000 visits, one chain": (chain(10_000), check),
+        "10,000 visits, one chain listed backwards": (backwards, check),
+        "  the same, checked and planned": (backwards, check_and_plan),
+        "  the same, planned only": (backwards, lambda _text: planned(plan(snapshot, facts))),
+        "alias bomb (billion laughs)": (alias_bomb(), check),
+        "4 MB description": (huge_text(MAX_FILE_BYTES), check),
     }
     print(f"{'file':<44} {'bytes':>10} {'seconds':>8} {'peak MB':>8}  outcome")
-    for name, text in files.items():
-        seconds, megabytes, outcome = measure(text, parse, args.repeat)
+    for name, (text, run) in rows.items():
+        seconds, megabytes, outcome = measure(text, run, args.repeat)
         print(f"{name:<44} {len(text):>10,} {seconds:>8.3f} {megabytes:>8.1f}  {outcome}")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process peak resident memory: {rss:.0f} MB")

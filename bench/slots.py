@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import report  # noqa: E402
 from scheduler.engine.localtime import local_to_utc  # noqa: E402
 from scheduler.engine.slots import (  # noqa: E402
     Hold,
@@ -234,6 +235,34 @@ def main() -> None:
     )
     print(f"baseline:   {calendar_base_ms:8.2f} ms to enumerate their {calendar_candidates} starts")
     print(f"ratio:      {calendar_ms / calendar_base_ms:8.2f} x baseline")
+    report(
+        script="slots",
+        scenario="slots for one visit",
+        size=args.bookings,
+        value=visit_ms,
+        unit="ms",
+        baseline=baseline_ms,
+        target=50,
+        runs=args.runs,
+    )
+    report(
+        script="slots",
+        scenario="slots for one visit, no room",
+        size=args.bookings,
+        value=no_room_ms,
+        unit="ms",
+        baseline=baseline_ms,
+        runs=args.runs,
+    )
+    report(
+        script="slots",
+        scenario="52-visit calendar booked",
+        value=calendar_ms,
+        unit="ms",
+        baseline=calendar_base_ms,
+        target=1000,
+        runs=max(3, args.runs // 3),
+    )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import report  # noqa: E402
+
 DB_NAME = "bench_workspace"
 TARGET_MS = 300.0
 
@@ -292,6 +294,17 @@ def main() -> None:
                 print(
                     f"{label:34} {who:12} {ms:10.1f} {queries:8d} {ms / baseline:10.1f}×  {verdict}"
                 )
+                if not label.startswith("baseline"):
+                    report(
+                        script="workspace",
+                        scenario=f"{label}, {who}",
+                        size=args.participants,
+                        value=ms,
+                        unit="ms",
+                        baseline=baseline,
+                        target=TARGET_MS,
+                        runs=args.runs,
+                    )
     finally:
         from django.db import connections
 

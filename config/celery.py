@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, beat_init, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -24,6 +24,25 @@ def filter_worker_log_handlers(logger: object, **kwargs: object) -> None:
         if not any(isinstance(f, ScrubDatabaseErrors) for f in handler.filters):
             handler.addFilter(ScrubDatabaseErrors())
             handler.addFilter(RedactFeedTokens())
+
+
+@worker_init.connect
+@beat_init.connect
+def refuse_the_development_secret_key(**kwargs: object) -> None:
+    """A worker or beat stops, as the web app does (config/startup.py), when it would run
+    outside DEBUG with the development key: unless WEBHOOK_SECRET_KEYS is set, the key
+    derives the one that encrypts webhook signing secrets (scheduler/outbox/webhooks.py), and
+    a deployment that forgot its key must not half-run."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from config.startup import require_secret_key
+
+    try:
+        require_secret_key()
+    except ImproperlyConfigured as refused:
+        # Celery logs an Exception a signal receiver raises and carries on; SystemExit is not
+        # an Exception, so the process stops with the message on stderr.
+        raise SystemExit(f"refusing to start: {refused}") from refused
 
 
 if app.conf.broker_url == "filesystem://":

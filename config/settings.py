@@ -48,9 +48,10 @@ env = _Env(
 
 DEBUG = env("DEBUG")
 # The laptop, the tests and the linters get a fixed development key so that they need nothing;
-# a deployment sets SECRET_KEY (or SECRET_KEY_FILE). The web app refuses to start with the
-# development key unless DEBUG=true (config/startup.py), and `check --deploy` names it.
-DEVELOPMENT_SECRET_KEY = "insecure-local-development-key-change-me"  # noqa: S105  # nosec B105  # by design: refused by the web app outside DEBUG
+# a deployment sets SECRET_KEY (or SECRET_KEY_FILE). The web app, the Celery workers and beat
+# refuse to start with the development key unless DEBUG=true (config/startup.py), and
+# `check --deploy` names it.
+DEVELOPMENT_SECRET_KEY = "insecure-local-development-key-change-me"  # noqa: S105  # nosec B105  # by design: refused outside DEBUG
 SECRET_KEY = env.str("SECRET_KEY", default="") or DEVELOPMENT_SECRET_KEY
 DEPLOYED = SECRET_KEY != DEVELOPMENT_SECRET_KEY and not DEBUG
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
@@ -354,14 +355,18 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Periodic schedules are declared here, in one place, in UTC.
 # Periodic control tasks get their own queue, so a backlog of invites never delays the sweep
-# or the heartbeat; webhooks have theirs so a slow receiver never delays a reminder. The laptop's
-# one worker consumes all three (Procfile.dev); docker-compose runs a webhook worker apart.
+# or the heartbeat. The outbox publishes each row to its kind's queue (scheduler/outbox/
+# dispatch.py): participants' invites, reminders (and the welcome) and webhooks, so a backlog
+# of one kind never delays another and a slow receiver never delays a reminder. The laptop's
+# one worker consumes every queue (Procfile.dev); docker-compose runs a worker per group.
+# Deployments name these queues in their worker commands: keep the names stable.
+OUTBOX_QUEUES = {"invite": "invites", "reminder": "reminders", "webhook": "webhooks"}
 CELERY_TASK_ROUTES = {
     "scheduler.heartbeat": {"queue": "control"},
     "scheduler.reminders_sweep": {"queue": "control"},
     "scheduler.api.idempotency_prune": {"queue": "control"},
     # Site systems' receivers can be slow; they get workers of their own in deployments.
-    "scheduler.send_webhook": {"queue": "webhooks"},
+    "scheduler.send_webhook": {"queue": OUTBOX_QUEUES["webhook"]},
 }
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "scheduler-heartbeat": {"task": "scheduler.heartbeat", "schedule": 60.0},

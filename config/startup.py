@@ -1,8 +1,6 @@
-"""What the web app checks before it serves anyone (gunicorn, runserver: config/wsgi.py).
-
-Celery workers are not stopped here: they sign nothing a person holds (sessions, CSRF tokens
-and password-reset links are the web app's), and docker-compose gives every service the same
-SECRET_KEY_FILE."""
+"""What the app checks before it serves anyone: the web app (gunicorn, runserver:
+config/wsgi.py), Celery workers and beat (their worker_init and beat_init signals in
+config/celery.py)."""
 
 from __future__ import annotations
 

@@ -158,19 +158,23 @@ def import_seed(db: None) -> Callable[[str], ProtocolVersion]:
 def celery_runs_tasks_inline(request: pytest.FixtureRequest) -> Iterator[None]:
     """Tasks enqueued after commit run inline in the test process, sending into Django's
     test mailbox, except in integration tests, which run a real worker over Redis."""
+    from django.conf import settings
+
     from config.celery import app
 
     integration = request.node.get_closest_marker("integration") is not None
-    previous = (app.conf.task_always_eager, app.conf.task_default_queue)
+    previous = (app.conf.task_always_eager, app.conf.task_default_queue, settings.OUTBOX_QUEUES)
     app.conf.task_always_eager = not integration
     if integration:
-        # Anything an integration test enqueues without naming a queue (invites after an
-        # enrollment, say) goes to a queue of its own, deleted afterwards, so no developer's
-        # worker ever acts on ids from the test database.
-        app.conf.task_default_queue = f"test-throwaway-{uuid.uuid4().hex[:12]}"
+        # Anything an integration test enqueues (invites after an enrollment, say) goes to a
+        # queue of its own, deleted afterwards, so no developer's worker ever acts on ids from
+        # the test database: the default queue and the outbox's invite and reminder queues.
+        throwaway = f"test-throwaway-{uuid.uuid4().hex[:12]}"
+        app.conf.task_default_queue = throwaway
+        settings.OUTBOX_QUEUES = {**previous[2], "invite": throwaway, "reminder": throwaway}
     yield
     if integration:
         import redis
 
         redis.Redis.from_url(os.environ["REDIS_URL"]).delete(app.conf.task_default_queue)
-    app.conf.task_always_eager, app.conf.task_default_queue = previous
+    app.conf.task_always_eager, app.conf.task_default_queue, settings.OUTBOX_QUEUES = previous

@@ -36,6 +36,7 @@ def test_compose_runs_postgres_redis_web_one_worker_and_exactly_one_beat() -> No
     assert sorted(services) == [
         "backup",
         "beat",
+        "invite-worker",
         "migrate",
         "postgres",
         "proxy",
@@ -60,7 +61,7 @@ def test_compose_runs_postgres_redis_web_one_worker_and_exactly_one_beat() -> No
         "config",
         "worker",
         "--queues",
-        "control,celery",
+        "control,celery,reminders",
     ]
     assert services["beat"]["command"][:4] == ["celery", "--app", "config", "beat"]
 
@@ -71,6 +72,7 @@ def test_compose_gives_every_long_running_service_a_health_check() -> None:
     assert sorted(name for name, s in services.items() if "healthcheck" in s) == [
         "backup",
         "beat",
+        "invite-worker",
         "postgres",
         "proxy",
         "redis",
@@ -78,7 +80,7 @@ def test_compose_gives_every_long_running_service_a_health_check() -> None:
         "webhook-worker",
         "worker",
     ]
-    for name in ("web", "worker", "webhook-worker", "beat"):
+    for name in ("web", "worker", "invite-worker", "webhook-worker", "beat"):
         assert services[name]["depends_on"] == {
             "postgres": {"condition": "service_healthy"},
             "redis": {"condition": "service_healthy"},
@@ -89,11 +91,106 @@ def test_compose_gives_every_long_running_service_a_health_check() -> None:
 def test_compose_points_the_app_at_postgres_and_redis() -> None:
     environment = compose()["services"]["web"]["environment"]
 
-    # No password in the URL: it comes from the secret file.
-    assert environment["DATABASE_URL"] == "postgres://scheduler@postgres:5432/scheduler"
-    assert environment["DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    # No password in the URL: it comes from the secret file. The app's own role, not the owner.
+    assert environment["DATABASE_URL"] == "postgres://scheduler_app@postgres:5432/scheduler"
+    assert environment["DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_app_password"
     assert environment["REDIS_URL"] == "redis://redis:6379/0"
     assert environment["SECRET_KEY_FILE"] == "/run/secrets/secret_key"
+
+
+def test_compose_migrates_as_the_owner_and_runs_the_app_as_its_own_role() -> None:
+    from scheduler.appendonly.grants import APP_ROLE
+
+    services = compose()["services"]
+    postgres = services["postgres"]
+    init_script = (DEPLOY / "postgres-init" / "10-app-role.sh").read_text(encoding="utf-8")
+    owner = postgres["environment"]["POSTGRES_USER"]
+    app_services = sorted(
+        name for name, s in services.items() if s.get("image") == "trial-visit-scheduler:latest"
+    )
+    connects_as = {
+        name: (
+            services[name]["environment"]["DATABASE_URL"].split("//", 1)[1].split("@", 1)[0],
+            services[name]["environment"]["DATABASE_PASSWORD_FILE"],
+            "postgres_password" in services[name]["secrets"],
+        )
+        for name in app_services
+    }
+
+    # Only `migrate` holds the owner's password; every other process is the app's role, which
+    # the init script creates with the password compose mounts, and post_migrate grants.
+    assert (owner, APP_ROLE) == ("scheduler", "scheduler_app")
+    assert connects_as == {
+        name: (APP_ROLE, "/run/secrets/postgres_app_password", False)
+        for name in app_services
+        if name != "migrate"
+    } | {"migrate": (owner, "/run/secrets/postgres_password", True)}
+    assert "migrate" in app_services and "web" in app_services and "beat" in app_services
+    assert services["migrate"]["command"] == ["python", "manage.py", "migrate", "--noinput"]
+    assert postgres["volumes"][1] == "./deploy/postgres-init:/docker-entrypoint-initdb.d:ro"
+    assert postgres["secrets"] == ["postgres_password", "postgres_app_password"]
+    assert f'APP_DB_ROLE="${{APP_DB_ROLE:-{APP_ROLE}}}"' in init_script
+    assert (
+        'APP_DB_PASSWORD_FILE="${APP_DB_PASSWORD_FILE:-/run/secrets/postgres_app_password}"'
+        in init_script
+    )
+    assert os.access(DEPLOY / "postgres-init" / "10-app-role.sh", os.X_OK)
+
+
+def _development_key_refusal() -> str:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from config.startup import require_secret_key
+
+    with pytest.raises(ImproperlyConfigured) as caught:
+        require_secret_key()
+    return f"refusing to start: {caught.value}"
+
+
+@pytest.mark.parametrize("signal_name", ["worker_init", "beat_init"])
+def test_celery_startup_refuses_the_development_key_outside_debug(signal_name: str) -> None:
+    from celery import signals
+
+    signal = getattr(signals, signal_name)
+
+    with pytest.raises(SystemExit) as refused:
+        signal.send(sender=None)
+    with override_settings(SECRET_KEY="k" * 50, DEBUG=False):
+        with_a_key = signal.send(sender=None)
+    with override_settings(DEBUG=True):
+        on_a_laptop = signal.send(sender=None)
+
+    assert str(refused.value) == _development_key_refusal()
+    assert [response for _, response in with_a_key + on_a_laptop if response is not None] == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["worker", "--pool", "solo", "--without-mingle", "--without-gossip"], ["beat"]],
+    ids=["worker", "beat"],
+)
+def test_a_celery_process_without_its_secret_key_exits(command: list[str], tmp_path: Path) -> None:
+    # The development key and DEBUG off, as a deployment that forgot SECRET_KEY_FILE; the
+    # laptop's folder broker under tmp_path, so nothing needs Redis.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"SECRET_KEY", "SECRET_KEY_FILE", "DEBUG", "REDIS_URL", "DATABASE_URL"}
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "--app", "config", *command, "--loglevel", "WARNING"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**env, "VAR_DIR": str(tmp_path)},
+    )
+
+    # beat hands its stderr to its logger, which puts "[time: WARNING/MainProcess] " first.
+    last_line = re.sub(r"^\[[^]]*\] ", "", result.stderr.splitlines()[-1])
+
+    assert (result.returncode, last_line) == (1, _development_key_refusal())
 
 
 @pytest.mark.django_db
@@ -226,7 +323,11 @@ def test_a_web_process_knows_the_tasks_the_outbox_enqueues_by_name() -> None:
 def test_every_routed_queue_has_a_worker_in_compose_and_on_the_laptop() -> None:
     from django.conf import settings
 
-    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()} | {"celery"}
+    routed = (
+        {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+        | set(settings.OUTBOX_QUEUES.values())
+        | {"celery"}
+    )
     services = compose()["services"]
     in_compose = set()
     for service in services.values():
@@ -236,7 +337,7 @@ def test_every_routed_queue_has_a_worker_in_compose_and_on_the_laptop() -> None:
     procfile = (ROOT / "Procfile.dev").read_text(encoding="utf-8")
     laptop = set(procfile.split("--queues ", 1)[1].split(" ", 1)[0].split(","))
 
-    assert sorted(routed) == ["celery", "control", "webhooks"]
+    assert sorted(routed) == ["celery", "control", "invites", "reminders", "webhooks"]
     assert in_compose == routed
     assert laptop == routed
 
@@ -285,6 +386,7 @@ def test_compose_keeps_postgres_and_redis_on_a_network_with_no_way_in_or_out() -
         "migrate": ["backend"],
         "web": ["backend", "edge"],
         "worker": ["backend", "egress"],
+        "invite-worker": ["backend", "egress"],
         "webhook-worker": ["backend", "egress"],
         "beat": ["backend"],
     }
@@ -313,7 +415,13 @@ def test_compose_passes_every_secret_as_a_file_never_in_the_environment() -> Non
     assert findings == []
     assert declared == {
         name: {"file": f"./secrets/{name}"}
-        for name in ("secret_key", "postgres_password", "email_url", "twilio_auth_token")
+        for name in (
+            "secret_key",
+            "postgres_password",
+            "postgres_app_password",
+            "email_url",
+            "twilio_auth_token",
+        )
     }
     assert spec["services"]["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == (
         "/run/secrets/postgres_password"
@@ -342,6 +450,8 @@ def test_the_readme_creates_exactly_the_secret_files_compose_mounts(tmp_path: Pa
     } == dict.fromkeys(created, "0o444")
     assert len(created["secret_key"].read_text().strip()) >= 50
     assert len(created["postgres_password"].read_text().strip()) >= 32
+    assert len(created["postgres_app_password"].read_text().strip()) >= 32
+    assert created["postgres_app_password"].read_text() != created["postgres_password"].read_text()
 
 
 def test_compose_backup_service_runs_the_backup_script_on_a_schedule() -> None:
@@ -427,7 +537,7 @@ def test_the_app_reads_every_secret_compose_mounts_from_its_file(tmp_path: Path)
     environment = interpolate(compose()["x-app"]["environment"], _readme_env())
     values = {
         "secret_key": "k" * 60,
-        "postgres_password": "pg-pass word",
+        "postgres_app_password": "pg-pass word",
         "email_url": "smtp+tls://visits%40example.org:mail-pass@smtp.example.org:587",
         "twilio_auth_token": "twilio-token",
     }
@@ -470,7 +580,7 @@ def test_the_app_reads_every_secret_compose_mounts_from_its_file(tmp_path: Path)
     assert json.loads(result.stdout) == [
         "k" * 60,
         "pg-pass word",
-        "scheduler",
+        "scheduler_app",
         "postgres",
         "mail-pass",
         "smtp.example.org",

@@ -44,9 +44,11 @@ MAX_VISITS = 10_000
 MAX_ITEMS = 1_000
 # Visit occurrences (each visit's repeat count, summed): what one participant's calendar holds.
 MAX_OCCURRENCES = 20_000
-# Visits anchored to visits anchored to visits…: the planner follows such a chain for every
-# participant, so it is bounded; a weekly visit anchored to the previous one for two years is 104.
-MAX_ANCHOR_CHAIN = 250
+# Visits anchored to visits anchored to visits…: the planner orders visits topologically once
+# per plan (no recursion, linear in the visits), so a chain may be as long as the file's visits
+# (a 10,000-visit chain is 9,999 deep). Kept as its own bound, so that raising MAX_VISITS does
+# not silently raise it; a weekly visit anchored to the previous one for two years is 104 deep.
+MAX_ANCHOR_CHAIN = MAX_VISITS
 # Days between a visit and the participant anchor it is counted from, through any chain.
 MAX_SPAN_DAYS = 36_600
 # Characters of free text (an arm's description, a preparation, a criterion's text).
@@ -1423,9 +1425,9 @@ def _check_visit_cycles(doc: ProtocolDocument) -> list[tuple[Path, str]]:
         problems.append(
             (
                 ("visits", index_of[first.code], "anchor"),
-                f"visit {first.code} is anchored through a chain of {depth[first.code]} "
-                f"visits (the longest chain has {deepest}); a chain of visits anchored to "
-                f"earlier visits is at most {MAX_ANCHOR_CHAIN} long: anchor later visits to a "
+                f"visit {first.code} is anchored through a chain of {depth[first.code]:,} "
+                f"visits (the longest chain has {deepest:,}); a chain of visits anchored to "
+                f"earlier visits is at most {MAX_ANCHOR_CHAIN:,} long: anchor later visits to a "
                 "participant anchor, or use repeat",
             )
         )

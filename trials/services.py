@@ -52,7 +52,6 @@ from trials.protocol_file import (
     VisitMode,
     VisitSection,
     Window,
-    anchor_chain_depths,
     dump_protocol,
     parse_protocol,
 )
@@ -248,37 +247,43 @@ def _version_parts_create(version: ProtocolVersion, doc: ProtocolDocument) -> No
         )
     }
 
-    # A visit anchored to another visit needs that visit's id, so visits are inserted in
-    # layers: first those anchored to participant anchors, then those anchored to them, ...
-    # (one query per layer; parse_protocol bounds the chain at MAX_ANCHOR_CHAIN).
-    visits: dict[str, VisitDefinition] = {}
-    depths = anchor_chain_depths(doc)
-    layers: dict[int, list[tuple[int, VisitSection]]] = {}
-    for i, v in enumerate(doc.visits):
-        layers.setdefault(depths[v.code], []).append((i, v))
-    for _depth, layer in sorted(layers.items()):
-        created = VisitDefinition.objects.bulk_create(
-            VisitDefinition(
-                version=version,
-                order=i,
-                code=v.code,
-                name=v.name,
-                name_ja=v.name_ja or "",
-                epoch=epochs[v.epoch],
-                offset_days=v.offset_days,
-                window_before_days=v.window.before,
-                window_after_days=v.window.after,
-                repeat_every_days=v.repeat.every_days if v.repeat else None,
-                repeat_count=v.count,
-                duration_minutes=v.duration_minutes,
-                mode=v.mode.value,
-                unscheduled_allowed=v.unscheduled_allowed,
-                plan=_plan_rows(v),
-                **_anchor_fields(v.anchor, visits),
-            )
-            for i, v in layer
+    # A visit anchored to another visit needs that visit's id: every visit is inserted at once,
+    # those anchored to a visit with a placeholder anchor code (the one-anchor check holds),
+    # then given their anchor visit in one batched update. A few queries whatever the depth of
+    # the chains (a 10,000-deep one included).
+    pending = "(anchor visit set below)"
+    created = VisitDefinition.objects.bulk_create(
+        VisitDefinition(
+            version=version,
+            order=i,
+            code=v.code,
+            name=v.name,
+            name_ja=v.name_ja or "",
+            epoch=epochs[v.epoch],
+            offset_days=v.offset_days,
+            window_before_days=v.window.before,
+            window_after_days=v.window.after,
+            repeat_every_days=v.repeat.every_days if v.repeat else None,
+            repeat_count=v.count,
+            duration_minutes=v.duration_minutes,
+            mode=v.mode.value,
+            unscheduled_allowed=v.unscheduled_allowed,
+            plan=_plan_rows(v),
+            anchor_code=v.anchor if isinstance(v.anchor, str) else pending,
         )
-        visits.update((visit.code, visit) for visit in created)
+        for i, v in enumerate(doc.visits)
+    )
+    visits: dict[str, VisitDefinition] = {visit.code: visit for visit in created}
+    chained = []
+    for v in doc.visits:
+        if not isinstance(v.anchor, str):
+            visit = visits[v.code]
+            for name, value in _anchor_fields(v.anchor, visits).items():
+                setattr(visit, name, value)
+            chained.append(visit)
+    VisitDefinition.objects.bulk_update(
+        chained, ["anchor_code", "anchor_visit", "anchor_occurrence"], batch_size=500
+    )
 
     VisitDefinition.arms.through.objects.bulk_create(
         VisitDefinition.arms.through(visitdefinition=visits[v.code], arm=arms[arm])

@@ -13,6 +13,7 @@ class AppendOnlyConfig(AppConfig):
     verbose_name = "Append-only audit trail"
 
     def ready(self) -> None:
-        from scheduler.appendonly import checks, triggers  # noqa: F401 - registers the check
+        from scheduler.appendonly import checks, grants, triggers  # noqa: F401 - registers the check
 
         post_migrate.connect(triggers.install_after_migrate, dispatch_uid="appendonly-triggers")
+        post_migrate.connect(grants.grant_after_migrate, dispatch_uid="appendonly-app-role-grants")

@@ -21,6 +21,8 @@ from decimal import Decimal
 from scheduler.engine.taper import taper_steps
 from scheduler.engine.types import (
     AnchorRef,
+    AnchorSpec,
+    DateOutOfRange,
     History,
     ParticipantFacts,
     Plan,
@@ -35,6 +37,29 @@ from scheduler.engine.types import (
 DAY = dt.timedelta(days=1)
 
 
+def _anchor_order(protocol: ProtocolSnapshot) -> list[AnchorSpec]:
+    """Anchors ordered so that each comes after the anchor it is relative to: every chain is
+    walked once, without recursion (linear in the number of anchors)."""
+    specs = {spec.code: spec for spec in protocol.anchors}
+    order: list[AnchorSpec] = []
+    placed: set[str] = set()
+    for spec in protocol.anchors:
+        walk: list[AnchorSpec] = []
+        walked: set[str] = set()
+        current: AnchorSpec | None = spec
+        while current is not None and current.code not in placed:
+            if current.code in walked:
+                raise PlanningError(
+                    ["the protocol's anchors form a cycle: " + " -> ".join(s.code for s in walk)]
+                )
+            walk.append(current)
+            walked.add(current.code)
+            current = specs.get(current.relative_to) if current.relative_to else None
+        order.extend(reversed(walk))
+        placed.update(walked)
+    return order
+
+
 @within_calendar
 def resolve_anchors(
     protocol: ProtocolSnapshot, given: dict[str, dt.date]
@@ -45,11 +70,10 @@ def resolve_anchors(
     estimated: set[str] = set()
     problems: list[str] = []
 
-    def resolve(code: str) -> dt.date | None:
-        if code in dates:
-            return dates[code]
-        spec = specs[code]
-        base = resolve(spec.relative_to) if spec.relative_to else None
+    # Each anchor after the one it is relative to, so its base is known when it is reached.
+    for spec in _anchor_order(protocol):
+        code = spec.code
+        base = dates.get(spec.relative_to) if spec.relative_to else None
         if code in given:
             value = given[code]
             if base is not None:
@@ -67,23 +91,49 @@ def resolve_anchors(
                         f"{spec.max_days}"
                     )
             dates[code] = value
-            return value
-        if base is not None and spec.default_days is not None:
+        elif base is not None and spec.default_days is not None:
             dates[code] = base + spec.default_days * DAY
             estimated.add(code)
-            if spec.relative_to in estimated:
-                estimated.add(code)
-            return dates[code]
-        return None
-
-    for spec in protocol.anchors:
-        resolve(spec.code)
     unknown = sorted(set(given) - set(specs))
     if unknown:
         problems.append(f"unknown anchor(s) for this protocol: {', '.join(unknown)}")
     if problems:
         raise PlanningError(problems)
     return dates, frozenset(estimated)
+
+
+def visit_order(protocol: ProtocolSnapshot) -> list[VisitSpec]:
+    """The protocol's visits ordered so that each comes after the visit it is counted from
+    (a topological order). Each visit has at most one such visit, so the chains form a forest:
+    one breadth-first pass from the visits counted from participant anchors orders it, linear
+    in the number of visits and without recursion, however long a chain is."""
+    codes = {visit.code for visit in protocol.visits}
+    roots: list[VisitSpec] = []
+    children: dict[str, list[VisitSpec]] = {}
+    unknown: list[str] = []
+    for visit in protocol.visits:
+        source = visit.anchor.visit
+        if source is None:
+            roots.append(visit)
+        elif source in codes:
+            children.setdefault(source, []).append(visit)
+        else:
+            unknown.append(f"visit {visit.code} is counted from an unknown visit {source}")
+    if unknown:
+        raise PlanningError(unknown)
+    order = roots
+    for visit in order:  # the list grows while it is walked: breadth first
+        order.extend(children.get(visit.code, ()))
+    if len(order) < len(protocol.visits):
+        placed = {visit.code for visit in order}
+        cycle = sorted(visit.code for visit in protocol.visits if visit.code not in placed)
+        raise PlanningError([f"visit anchors form a cycle through: {', '.join(cycle)}"])
+    return order
+
+
+# What a date resolves to: (date, estimated); or, when it cannot be planned, the code of the
+# participant anchor whose date is missing, or None when its arithmetic left the calendar.
+_Resolved = tuple[dt.date, bool] | str | None
 
 
 @within_calendar
@@ -97,16 +147,15 @@ def plan(
     anchors, estimated_anchors = resolve_anchors(protocol, facts.anchors)
     visits = {visit.code: visit for visit in protocol.visits}
 
-    # (date, estimated) of each visit occurrence's anchor-relevant date: actual if done,
-    # otherwise its target.
-    targets: dict[tuple[str, int], tuple[dt.date, bool]] = {}
-    missing: set[str] = set()
+    # The date each visit counts from (with whether it is an estimate), computed once per
+    # visit in topological order: a chain of visits anchored to earlier visits, however deep,
+    # costs one step per visit and no recursion. Every occurrence of a visit shares it.
+    bases: dict[str, _Resolved] = {}
 
-    def base_date(ref: AnchorRef, path: str) -> tuple[dt.date, bool] | None:
+    def base_date(ref: AnchorRef) -> _Resolved:
         if ref.anchor is not None:
             if ref.anchor not in anchors:
-                missing.add(ref.anchor)
-                return None
+                return ref.anchor
             return anchors[ref.anchor], ref.anchor in estimated_anchors
         assert ref.visit is not None
         source = visits[ref.visit]
@@ -116,25 +165,41 @@ def plan(
             return known, False
         return target_of(source, occurrence)
 
-    def target_of(visit: VisitSpec, occurrence: int) -> tuple[dt.date, bool] | None:
-        key = (visit.code, occurrence)
-        if key not in targets:
-            base = base_date(visit.anchor, visit.code)
-            if base is None:
-                return None
-            shift = visit.offset_days + (occurrence - 1) * (visit.repeat_every_days or 0)
-            targets[key] = (base[0] + shift * DAY, base[1])
-        return targets[key]
+    def target_of(visit: VisitSpec, occurrence: int) -> _Resolved:
+        # Occurrence k is base + offset + (k - 1) * every: nothing drifts.
+        base = bases[visit.code]
+        if base is None or isinstance(base, str):
+            return base
+        shift = visit.offset_days + (occurrence - 1) * (visit.repeat_every_days or 0)
+        return base[0] + shift * DAY, base[1]
+
+    for visit in visit_order(protocol):
+        try:
+            bases[visit.code] = base_date(visit.anchor)
+        except OverflowError:
+            # Only an error if a visit the participant has needs it (below).
+            bases[visit.code] = None
+
+    # Participant anchors a planned visit or milestone needs and the participant lacks.
+    missing: set[str] = set()
+
+    def resolved(value: _Resolved) -> tuple[dt.date, bool] | None:
+        if value is None:
+            raise DateOutOfRange()
+        if isinstance(value, str):
+            missing.add(value)
+            return None
+        return value
 
     planned_visits: list[PlannedVisit] = []
     for visit in protocol.visits:
         if visit.arms and facts.arm not in visit.arms:
             continue
         for occurrence in range(1, visit.repeat_count + 1):
-            resolved = target_of(visit, occurrence)
-            if resolved is None:
+            known = resolved(target_of(visit, occurrence))
+            if known is None:
                 continue
-            target, estimated = resolved
+            target, estimated = known
             planned_visits.append(
                 PlannedVisit(
                     visit_code=visit.code,
@@ -153,7 +218,7 @@ def plan(
 
     planned_milestones: list[PlannedMilestone] = []
     for milestone in protocol.milestones:
-        base = base_date(milestone.anchor, milestone.code)
+        base = resolved(base_date(milestone.anchor))
         if base is None:
             continue
         start = base[0] + milestone.offset_days * DAY

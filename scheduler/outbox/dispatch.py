@@ -11,10 +11,13 @@ import logging
 from collections.abc import Sequence
 
 from celery import current_app
+from django.conf import settings
 from django.db import DatabaseError, transaction
+from django.db.models import Q
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
+from scheduler.calendars.imip import INVITE_EVENT
 from scheduler.models import Reminder
 
 logger = logging.getLogger(__name__)
@@ -34,13 +37,43 @@ def send_task_for(channel: str) -> str:
     return WEBHOOK_TASK if channel == "webhook" else SEND_TASK
 
 
-def send_after_commit(task_name: str, ids: Sequence[int]) -> None:
+# Each kind of outbox row has a queue of its own (settings.OUTBOX_QUEUES), so a backlog of one
+# kind never delays another: ten thousand invites after a protocol amendment wait behind each
+# other, not in front of a reminder due now. Webhooks are a kind whatever their event.
+INVITE = "invite"
+REMINDER = "reminder"
+WEBHOOK = "webhook"
+KIND_ROWS: dict[str, Q] = {
+    WEBHOOK: Q(channel="webhook"),
+    INVITE: Q(event=INVITE_EVENT) & ~Q(channel="webhook"),
+    # Everything else a person is sent: reminders, the welcome, coordinators' fallbacks.
+    REMINDER: ~Q(channel="webhook") & ~Q(event=INVITE_EVENT),
+}
+
+
+def outbox_kind(*, channel: str, event: str) -> str:
+    """Which kind of outbox row this is (the key of its queue in settings.OUTBOX_QUEUES)."""
+    if channel == "webhook":
+        return WEBHOOK
+    return INVITE if event == INVITE_EVENT else REMINDER
+
+
+def queue_for(*, channel: str, event: str) -> str:
+    """The Celery queue an outbox row of this channel and event is published to."""
+    queues: dict[str, str] = settings.OUTBOX_QUEUES
+    return queues[outbox_kind(channel=channel, event=event)]
+
+
+def send_after_commit(task_name: str, ids: Sequence[int], *, queue: str | None = None) -> None:
     """Enqueue `task_name(id)` for each id once the current transaction commits.
 
     Every after-commit publish goes through here. The change is committed by then and its
     rows are in the outbox, so a broker that is down must not turn it into an error page:
     the publish logs (ids and the error's kind, nothing personal) and leaves the rows to the
     sweep, which enqueues them again once the broker is back.
+
+    Each row goes to its kind's queue (`queue_for`): `queue` when the caller knows it (the
+    sweep read the rows' kind with them), else read from the rows as they are published.
     """
     ids = list(ids)
     if not ids:
@@ -49,15 +82,26 @@ def send_after_commit(task_name: str, ids: Sequence[int]) -> None:
     def publish() -> None:
         # Looked up in the app's registry (not `send_task`), so eager mode in tests runs it.
         task = current_app.tasks[task_name]
+        queues = dict.fromkeys(ids, queue) if queue else _queues_of(ids)
         published = 0
         try:
             for pk in ids:
-                task.delay(pk)
+                # None (a row gone, the database away): the task's route, else `celery`.
+                task.apply_async((pk,), queue=queues.get(pk))
                 published += 1
         except BROKER_ERRORS as exc:
             _left_for_the_sweep(ids[published:], exc)
 
     transaction.on_commit(publish)
+
+
+def _queues_of(ids: list[int]) -> dict[int, str]:
+    try:
+        rows = Reminder.objects.filter(pk__in=ids).values_list("pk", "channel", "event")
+        return {pk: queue_for(channel=channel, event=event) for pk, channel, event in rows}
+    except DatabaseError as exc:
+        logger.warning("could not read the rows' kinds, routed by task: %s", type(exc).__name__)
+        return {}
 
 
 def _left_for_the_sweep(ids: list[int], exc: BaseException) -> None:

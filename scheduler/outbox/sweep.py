@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from scheduler.models import CoordinatorNotification, Reminder
 from scheduler.outbox.channels import deliver
-from scheduler.outbox.dispatch import send_after_commit, send_task_for
+from scheduler.outbox.dispatch import KIND_ROWS, queue_for, send_after_commit, send_task_for
 from scheduler.outbox.errors import (
     NotNeeded,
     PermanentDeliveryError,
@@ -60,7 +60,9 @@ def _seconds(name: str, default: int) -> dt.timedelta:
 
 
 def reminders_sweep(*, now: dt.datetime | None = None, batch: int = 1000) -> list[int]:
-    """Hand due reminders to workers; returns the ids enqueued. Safe to run concurrently."""
+    """Hand due reminders to workers, at most `batch` of each kind (invites, reminders,
+    webhooks), each to its kind's queue; returns the ids enqueued, in the order they fell due.
+    Safe to run concurrently."""
     now = now or timezone.now()
     with transaction.atomic():
         # A worker killed mid-send leaves its row in "sending", and nobody knows whether the
@@ -86,7 +88,7 @@ def reminders_sweep(*, now: dt.datetime | None = None, batch: int = 1000) -> lis
         )
         stuck.update(status=Reminder.Status.PENDING, enqueued_at=None)
         requeue_before = now - _seconds("REMINDER_REQUEUE_AFTER_SECONDS", 120)
-        due = list(
+        waiting = (
             Reminder.objects.select_for_update(skip_locked=True)
             .filter(
                 status__in=[Reminder.Status.PENDING, Reminder.Status.FAILED],
@@ -94,16 +96,28 @@ def reminders_sweep(*, now: dt.datetime | None = None, batch: int = 1000) -> lis
             )
             .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=requeue_before))
             .order_by("next_attempt_at")
-            .values_list("pk", "channel")[:batch]
+        )
+        # A batch per kind (per queue), so ten thousand due invites never fill the batch and
+        # leave a due reminder for a later sweep.
+        due = sorted(
+            (
+                row
+                for rows_of_kind in KIND_ROWS.values()
+                for row in waiting.filter(rows_of_kind).values_list(
+                    "next_attempt_at", "pk", "channel", "event"
+                )[:batch]
+            ),
         )
         if due:
-            Reminder.objects.filter(pk__in=[pk for pk, _channel in due]).update(enqueued_at=now)
-            by_task: dict[str, list[int]] = {}
-            for pk, channel in due:
-                by_task.setdefault(send_task_for(channel), []).append(pk)
-            for task_name, ids in by_task.items():
-                send_after_commit(task_name, ids)
-    return [pk for pk, _channel in due]
+            Reminder.objects.filter(pk__in=[row[1] for row in due]).update(enqueued_at=now)
+            # Published kind by kind, each to its queue, in the order the rows fell due.
+            by_queue: dict[tuple[str, str], list[int]] = {}
+            for _due_at, pk, channel, event in due:
+                route = (send_task_for(channel), queue_for(channel=channel, event=event))
+                by_queue.setdefault(route, []).append(pk)
+            for (task_name, queue), ids in by_queue.items():
+                send_after_commit(task_name, ids, queue=queue)
+    return [row[1] for row in due]
 
 
 def _claim(reminder_id: int, now: dt.datetime) -> bool:

@@ -233,14 +233,16 @@ def workers(tmp_path: Path, broker: redis.Redis) -> Iterator[Workers]:
     from config.celery import app
 
     queue = f"test-faults-{uuid.uuid4().hex[:12]}"
-    previous = app.conf.task_default_queue
+    previous = app.conf.task_default_queue, settings.OUTBOX_QUEUES
     app.conf.task_default_queue = queue
+    # Invites and reminders are published to their kind's queue: this one, in these tests.
+    settings.OUTBOX_QUEUES = {**settings.OUTBOX_QUEUES, "invite": queue, "reminder": queue}
     started = Workers(queue, tmp_path, broker)
     try:
         yield started
     finally:
         started.stop_all()
-        app.conf.task_default_queue = previous
+        app.conf.task_default_queue, settings.OUTBOX_QUEUES = previous
         broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
         for tag, unacked in broker.hgetall("unacked").items():
             if queue.encode() in unacked:

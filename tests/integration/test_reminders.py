@@ -77,6 +77,9 @@ class Workers:
                 f"{database['PORT']}/{database['NAME']}"
             ),
             "CONN_MAX_AGE": "60",  # as deployed (docker-compose)
+            # The test process's development key (it decrypts the webhook secrets the test
+            # stored): a worker refuses it outside DEBUG.
+            "DEBUG": "true",
             # Every message as a file under <VAR_DIR>/mail, readable from this process.
             "VAR_DIR": str(self.var_dir),
             "EMAIL_URL": "filemail://",
@@ -178,14 +181,16 @@ def workers(tmp_path: Path, broker: redis.Redis) -> Iterator[Workers]:
     from config.celery import app
 
     queue = f"test-reminders-{uuid.uuid4().hex[:12]}"
-    previous = app.conf.task_default_queue
+    previous = app.conf.task_default_queue, settings.OUTBOX_QUEUES
     app.conf.task_default_queue = queue
+    # Invites and reminders are published to their kind's queue: this one, in these tests.
+    settings.OUTBOX_QUEUES = {**settings.OUTBOX_QUEUES, "invite": queue, "reminder": queue}
     started = Workers(queue, tmp_path, broker)
     try:
         yield started
     finally:
         started.stop_all()
-        app.conf.task_default_queue = previous
+        app.conf.task_default_queue, settings.OUTBOX_QUEUES = previous
         # Leave a shared Redis clean: duplicate messages the claim turned away may remain, and
         # a killed worker's unacknowledged message would come back to this queue in an hour.
         broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")

@@ -25,6 +25,8 @@ def test_heartbeat_task_runs_on_a_real_worker_through_redis() -> None:
     database = connection.settings_dict
     env = {
         **os.environ,
+        # The test process's development key: a worker refuses it outside DEBUG.
+        "DEBUG": "true",
         "DATABASE_URL": (
             f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
         ),

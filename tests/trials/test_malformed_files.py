@@ -35,6 +35,7 @@ from trials.models import (
 from trials.protocol_file import (
     MAX_ANCHOR_CHAIN,
     MAX_FILE_BYTES,
+    MAX_VISITS,
     ProtocolFileError,
     parse_protocol,
 )
@@ -57,11 +58,12 @@ IMPORTED_MODELS = (
 HEAD = BASE.split("visits:\n")[0] + "visits:\n"
 
 
-def chained(count: int, *, backwards: bool = False) -> str:
-    """`count` visits, each anchored to the one before it (the first to day1)."""
+def chained(count: int, *, backwards: bool = False, every: int = 7) -> str:
+    """`count` visits, each anchored to the one before it (the first to day1), `every` days
+    after it."""
     items = [
         f"  - {{code: V{i}, name: Visit {i}, epoch: TRT, "
-        f"anchor: {'day1' if i == 0 else f'{{visit: V{i - 1}}}'}, offset_days: 7, "
+        f"anchor: {'day1' if i == 0 else f'{{visit: V{i - 1}}}'}, offset_days: {every}, "
         "window: {before: 1, after: 1}, duration_minutes: 30}\n"
         for i in range(count)
     ]
@@ -220,24 +222,6 @@ CASES: dict[str, tuple[str | bytes, list[str]]] = {
             "4,194,304 bytes"
         ],
     ),
-    "a 10,000-deep chain of visits": (
-        chained(10_000),
-        [
-            "demo.yaml: visits[251].anchor (line 262): visit V251 is anchored through a chain "
-            "of 251 visits (the longest chain has 9999); a chain of visits anchored to earlier "
-            f"visits is at most {MAX_ANCHOR_CHAIN} long: anchor later visits to a participant "
-            "anchor, or use repeat"
-        ],
-    ),
-    "a 1,200-deep chain listed backwards": (
-        chained(1_200, backwards=True),
-        [
-            "demo.yaml: visits[0].anchor (line 11): visit V1199 is anchored through a chain "
-            "of 1199 visits (the longest chain has 1199); a chain of visits anchored to "
-            f"earlier visits is at most {MAX_ANCHOR_CHAIN} long: anchor later visits to a "
-            "participant anchor, or use repeat"
-        ],
-    ),
     "nesting 2,000 deep": (
         BASE + "extra: " + "[" * 2000 + "]" * 2000 + "\n",
         [
@@ -376,15 +360,21 @@ def test_a_utf8_byte_order_mark_is_read_as_utf8() -> None:
 
 
 @pytest.mark.django_db
-def test_a_chain_of_visits_at_the_limit_is_imported_in_order() -> None:
-    version = protocol_import(text=chained(MAX_ANCHOR_CHAIN + 1), source="chain.yaml")
-
-    last = VisitDefinition.objects.select_related("anchor_visit").get(
-        version=version, code=f"V{MAX_ANCHOR_CHAIN}"
+def test_a_10000_deep_chain_listed_backwards_is_imported_with_each_visit_after_its_anchor() -> None:
+    # Every visit a file may have in one chain (9,999 deep), each listed before the visit it
+    # is counted from; 3 days apart, so the last lies 30,000 days out, within MAX_SPAN_DAYS.
+    assert MAX_ANCHOR_CHAIN >= MAX_VISITS - 1
+    version = protocol_import(
+        text=chained(MAX_VISITS, backwards=True, every=3), source="chain.yaml"
     )
+
+    stored = VisitDefinition.objects.filter(version=version)
+    last = stored.select_related("anchor_visit").get(code="V9999")
     assert last.anchor_visit is not None
-    assert last.anchor_visit.code == f"V{MAX_ANCHOR_CHAIN - 1}"
-    assert VisitDefinition.objects.filter(version=version).count() == MAX_ANCHOR_CHAIN + 1
+    assert last.anchor_visit.code == "V9998"
+    assert last.order == 0
+    assert stored.count() == 10_000
+    assert stored.filter(anchor_visit__isnull=True).values_list("code", flat=True).get() == "V0"
 
 
 @pytest.mark.django_db
@@ -534,16 +524,16 @@ def test_a_name_longer_than_its_column_is_refused_at_its_place() -> None:
     ]
 
 
-def test_the_longest_chain_a_file_may_have_is_planned_without_recursion_errors() -> None:
-    # The planner follows a chain of visit anchors for each participant: the limit is one it
-    # can plan under Python's default recursion limit, called from deep inside a request.
+def test_a_10000_deep_chain_listed_backwards_is_planned_with_exact_dates() -> None:
+    # The planner orders the visits topologically once per plan: no recursion, however deep
+    # the chain, even called from deep inside a request. No database: the parsed document.
     import datetime as dt
     import sys
 
     from scheduler.engine import ParticipantFacts, plan
     from scheduler.snapshot import snapshot_from_document
 
-    document = parse_protocol(chained(MAX_ANCHOR_CHAIN + 1), source="chain.yaml")
+    document = parse_protocol(chained(MAX_VISITS, backwards=True, every=3), source="chain.yaml")
     facts = ParticipantFacts(anchors={"day1": dt.date(2026, 1, 5)})
 
     snapshot = snapshot_from_document(document)
@@ -555,4 +545,27 @@ def test_the_longest_chain_a_file_may_have_is_planned_without_recursion_errors()
     calendar = at_depth(250)
 
     assert sys.getrecursionlimit() == 1000
-    assert calendar.visits[-1].target == dt.date(2026, 1, 5) + dt.timedelta(days=7 * 251)
+    assert len(calendar.visits) == 10_000
+    first, fifth_thousandth, last = (calendar.visits[i] for i in (0, 4_999, 9_999))
+    assert (first.visit_code, first.target) == ("V0", dt.date(2026, 1, 8))
+    assert (fifth_thousandth.visit_code, fifth_thousandth.target) == ("V4999", dt.date(2067, 1, 30))
+    assert (last.visit_code, last.target) == ("V9999", dt.date(2108, 2, 25))
+    assert (last.window_start, last.window_end) == (dt.date(2108, 2, 24), dt.date(2108, 2, 26))
+    assert not last.estimated
+
+
+def test_a_chain_past_the_limit_is_refused_at_its_deepest_visit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No file of at most MAX_VISITS visits reaches MAX_ANCHOR_CHAIN; the check still guards a
+    # lower limit (or a higher MAX_VISITS), with its place and line.
+    monkeypatch.setattr("trials.protocol_file.MAX_ANCHOR_CHAIN", 250)
+
+    with pytest.raises(ProtocolFileError) as caught:
+        parse_protocol(chained(1_200, backwards=True), source="demo.yaml")
+
+    assert str(caught.value).splitlines() == [
+        "demo.yaml: visits[0].anchor (line 11): visit V1199 is anchored through a chain of "
+        "1,199 visits (the longest chain has 1,199); a chain of visits anchored to earlier "
+        "visits is at most 250 long: anchor later visits to a participant anchor, or use repeat"
+    ]
