@@ -108,7 +108,9 @@ def test_queues_ten_thousand_invites_do_not_delay_a_due_reminder_beyond_one_swee
     # One sweep hands out every row, in the order they fell due: the reminder last, behind
     # all ten thousand invites it would have waited for on a shared queue.
     assert handed_out == [*invite_ids, reminder_id]
-    deadline = time.monotonic() + 30
+    # A limit for a hung test, not a speed target: what matters is what still waits when the
+    # reminder has gone (under `make test` the other xdist worker shares the cores).
+    deadline = time.monotonic() + 120
     while not Reminder.objects.filter(pk=reminder_id, status=Status.SENT).exists():
         invites.assert_alive()
         reminders.assert_alive()
@@ -119,7 +121,7 @@ def test_queues_ten_thousand_invites_do_not_delay_a_due_reminder_beyond_one_swee
 
     # The reminder went while the backlog was still waiting, in the database and in Redis:
     # the invites worker had taken a few hundred of it (about 260 on a 2-core laptop) while
-    # the sweep published. On one shared queue the reminder is not sent within 30 s at all.
+    # the sweep published. On one shared queue the reminder waits behind all of them.
     assert still_pending > 9_000, still_pending
     assert queued > 9_000, queued
     assert reminders.sent_by("reminder") == [reminder_id]

@@ -264,6 +264,12 @@ def message_id(reminder_id: int) -> str:
     return f"<reminder-{reminder_id}@{UID_DOMAIN}>"
 
 
+# How long a test waits for the workers to send everything: a limit for a hung test, not a
+# speed target (bench/reminders.py measures speed). A thousand sends take about 13 s on a quiet
+# 2-core machine; under `make test` the other xdist worker shares the cores.
+SWEEP_PATIENCE = 300
+
+
 def sweep_until_done(
     reminder_ids: list[int], workers: Workers, *, within: float, every: float = 0.5
 ) -> list[list[int]]:
@@ -303,7 +309,7 @@ def test_reminders_thousand_due_at_once_two_workers_send_each_exactly_once(
     workers.start("w2")
     workers.wait_ready("w1", "w2")
 
-    batches = sweep_until_done(reminder_ids, workers, within=90)
+    batches = sweep_until_done(reminder_ids, workers, within=SWEEP_PATIENCE)
 
     assert sorted(batches[0]) == sorted(reminder_ids)  # one sweep handed all of them out
     assert statuses(reminder_ids) == Counter({(Status.SENT, 1): 1000})
@@ -399,7 +405,7 @@ def test_reminders_redis_flushed_with_messages_queued_all_sent_once_after_recove
     workers.start("w1")
     workers.start("w2")
     with override_settings(REMINDER_REQUEUE_AFTER_SECONDS=2, REMINDER_SENDING_TIMEOUT_SECONDS=30):
-        batches = sweep_until_done(all_ids, workers, within=90)
+        batches = sweep_until_done(all_ids, workers, within=SWEEP_PATIENCE)
 
     assert {pk for batch in batches for pk in batch} == set(all_ids)  # the sweep re-sent them
     assert statuses(all_ids) == Counter({(Status.SENT, 1): 600})
