@@ -12,6 +12,7 @@ subdivision into the engine's `Closure`s, which `engine.slots.SiteCalendar.closu
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
 
 import holidays
@@ -54,11 +55,17 @@ def holiday_language(country: str, reader: str | None) -> str | None:
     does), else None, the package's default."""
     if not (reader or "").startswith("ja"):
         return None
+    return "ja" if "ja" in _languages_of(country.upper()) else None
+
+
+@functools.cache
+def _languages_of(country: str) -> tuple[str, ...]:
+    # Read once a process: every booking page asks.
     try:
-        entity = holidays.country_holidays(country.upper())
+        entity = holidays.country_holidays(country)
     except NotImplementedError:
-        return None
-    return "ja" if "ja" in getattr(entity, "supported_languages", ()) else None
+        return ()
+    return tuple(getattr(entity, "supported_languages", ()))
 
 
 def closures_between(

@@ -50,7 +50,11 @@ from scheduler.models import Reminder, ScheduledVisit
 from scheduler.outbox.sweep import reminders_sweep
 from scheduler.services import participant_enroll
 from tests.factories import member, participant_for
-from tests.integration.test_reminders import Workers, captured_message_ids
+from tests.integration.test_reminders import (
+    Workers,
+    captured_message_ids,
+    workers_on_a_queue_of_their_own,
+)
 
 Status = Reminder.Status
 
@@ -221,33 +225,9 @@ class KillingTwilio:
 
 
 @pytest.fixture
-def broker() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def workers(tmp_path: Path, broker: redis.Redis) -> Iterator[Workers]:
-    """Workers on a queue of their own, which this process's publishes also go to."""
-    from config.celery import app
-
-    queue = f"test-faults-{uuid.uuid4().hex[:12]}"
-    previous = app.conf.task_default_queue, settings.OUTBOX_QUEUES
-    app.conf.task_default_queue = queue
-    # Invites and reminders are published to their kind's queue: this one, in these tests.
-    settings.OUTBOX_QUEUES = {**settings.OUTBOX_QUEUES, "invite": queue, "reminder": queue}
-    started = Workers(queue, tmp_path, broker)
-    try:
+    with workers_on_a_queue_of_their_own("faults", tmp_path, broker) as started:
         yield started
-    finally:
-        started.stop_all()
-        app.conf.task_default_queue, settings.OUTBOX_QUEUES = previous
-        broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
-        for tag, unacked in broker.hgetall("unacked").items():
-            if queue.encode() in unacked:
-                broker.hdel("unacked", tag)
-                broker.zrem("unacked_index", tag)
 
 
 def database_url(*, port: int | None = None) -> str:

@@ -10,7 +10,6 @@ invite; on its own it is sent while the invite backlog is still there.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,20 +28,12 @@ from tests.integration.test_reminders import (
     Workers,
     _enrolled_visit,
     captured_message_ids,
+    forget_queues,
     message_id,
 )
 
 Status = Reminder.Status
 INVITES = 10_000
-
-
-@pytest.fixture
-def broker() -> Iterator[redis.Redis]:
-    from django.conf import settings
-
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -58,12 +49,7 @@ def queues(tmp_path: Path, broker: redis.Redis) -> Iterator[dict[str, Workers]]:
     finally:
         for workers in started.values():
             workers.stop_all()
-        for queue in names.values():
-            broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
-        for tag, unacked in broker.hgetall("unacked").items():
-            if json.loads(unacked)[2] in names.values():  # [message, exchange, routing key]
-                broker.hdel("unacked", tag)
-                broker.zrem("unacked_index", tag)
+        forget_queues(broker, list(names.values()))
 
 
 def _rows(visit: ScheduledVisit, count: int, *, event: str, due_at: dt.datetime) -> list[int]:

@@ -23,7 +23,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -168,22 +169,28 @@ def _read(path: Path) -> str:
     return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
 
-@pytest.fixture
-def broker() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    yield client
-    client.close()
+def forget_queues(broker: redis.Redis, queues: Collection[str]) -> None:
+    """Leave a shared Redis clean: duplicate messages the claim turned away may remain, and a
+    killed worker's unacknowledged message would come back to its queue in an hour."""
+    for queue in queues:
+        broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+    for tag, unacked in broker.hgetall("unacked").items():
+        if json.loads(unacked)[2] in queues:  # kombu's [message, exchange, routing key]
+            broker.hdel("unacked", tag)
+            broker.zrem("unacked_index", tag)
 
 
-@pytest.fixture
-def workers(tmp_path: Path, broker: redis.Redis) -> Iterator[Workers]:
-    """Workers on a queue of their own, which the test process's sends also go to."""
+@contextmanager
+def workers_on_a_queue_of_their_own(
+    prefix: str, tmp_path: Path, broker: redis.Redis
+) -> Iterator[Workers]:
+    """Workers on a queue of their own, which this process's publishes (invites and
+    reminders included, whose kinds have queues of their own) also go to; deleted after."""
     from config.celery import app
 
-    queue = f"test-reminders-{uuid.uuid4().hex[:12]}"
+    queue = f"test-{prefix}-{uuid.uuid4().hex[:12]}"
     previous = app.conf.task_default_queue, settings.OUTBOX_QUEUES
     app.conf.task_default_queue = queue
-    # Invites and reminders are published to their kind's queue: this one, in these tests.
     settings.OUTBOX_QUEUES = {**settings.OUTBOX_QUEUES, "invite": queue, "reminder": queue}
     started = Workers(queue, tmp_path, broker)
     try:
@@ -191,13 +198,13 @@ def workers(tmp_path: Path, broker: redis.Redis) -> Iterator[Workers]:
     finally:
         started.stop_all()
         app.conf.task_default_queue, settings.OUTBOX_QUEUES = previous
-        # Leave a shared Redis clean: duplicate messages the claim turned away may remain, and
-        # a killed worker's unacknowledged message would come back to this queue in an hour.
-        broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
-        for tag, unacked in broker.hgetall("unacked").items():
-            if json.loads(unacked)[2] == queue:  # kombu's [message, exchange, routing key]
-                broker.hdel("unacked", tag)
-                broker.zrem("unacked_index", tag)
+        forget_queues(broker, [queue])
+
+
+@pytest.fixture
+def workers(tmp_path: Path, broker: redis.Redis) -> Iterator[Workers]:
+    with workers_on_a_queue_of_their_own("reminders", tmp_path, broker) as started:
+        yield started
 
 
 @pytest.fixture
