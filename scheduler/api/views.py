@@ -615,17 +615,45 @@ for _view, _output in (
 # Visits and calendars
 
 
-def _visits(queryset: QuerySet[ScheduledVisit]) -> QuerySet[ScheduledVisit]:
-    return queryset.select_related(
-        "participant__trial", "participant__site", "visit_definition", "protocol_version"
-    ).prefetch_related(
-        Prefetch(
-            "procedures",
-            queryset=ScheduledProcedure.objects.select_related("procedure").order_by(
-                "procedure__order", "id"
-            ),
-        )
+_PARTICIPANT_OF_VISIT = ("participant__trial", "participant__site")
+
+
+def _visits_procedures() -> Any:
+    # Into a list (to_attr), not the related manager: Django clones the prefetch's queryset
+    # for every visit to fill a manager, which for a page of 200 visits cost more than
+    # everything else in the response (bench/api.py).
+    # The procedures themselves are few (a protocol's dozen): fetched once each, not joined
+    # into each of a page's thousand scheduled procedures.
+    return Prefetch(
+        "procedures",
+        queryset=ScheduledProcedure.objects.order_by("procedure__order", "id").prefetch_related(
+            "procedure"
+        ),
+        to_attr=ScheduledVisit.PROCEDURES_IN_ORDER,
     )
+
+
+_DEFINITION_OF_VISIT = ("visit_definition", "protocol_version")
+
+
+def _visits(queryset: QuerySet[ScheduledVisit], *, many: bool = True) -> QuerySet[ScheduledVisit]:
+    """Visits with what VisitOut reads of them, in a fixed number of queries.
+
+    For many visits, the participant (with trial and site), the visit definition and the
+    protocol version are fetched once each (prefetch), not joined into every row: a join
+    builds a participant, trial, site, definition and version for each visit, which for a
+    60-visit calendar was 300 model instances and most of the response's time (bench/api.py).
+    For one visit a join is the cheaper read.
+    """
+    procedures = _visits_procedures()
+    if not many:
+        return queryset.select_related(
+            *_PARTICIPANT_OF_VISIT, *_DEFINITION_OF_VISIT
+        ).prefetch_related(procedures)
+    participants = Prefetch(
+        "participant", queryset=Participant.objects.select_related("trial", "site")
+    )
+    return queryset.prefetch_related(participants, *_DEFINITION_OF_VISIT, procedures)
 
 
 class CalendarView(generics.GenericAPIView[Participant]):
@@ -640,9 +668,15 @@ class CalendarView(generics.GenericAPIView[Participant]):
             request, participant_id=participant.pk, surface="api", page="calendar"
         )
         today = _SiteToday()
-        visits = _visits(access.visits_for(request.user).filter(participant=participant)).order_by(
-            "target_date", "id"
+        # The participant is read already: its visits share it instead of fetching it again.
+        visits = list(
+            access.visits_for(request.user)
+            .filter(participant=participant)
+            .prefetch_related(*_DEFINITION_OF_VISIT, _visits_procedures())
+            .order_by("target_date", "id")
         )
+        for visit in visits:
+            visit.participant = participant
         milestones = list(
             access.milestones_for(request.user)
             .filter(participant=participant)
@@ -740,14 +774,14 @@ class VisitList(generics.ListAPIView[ScheduledVisit]):
 
 
 def _readable_visit(request: Request, pk: int) -> ScheduledVisit:
-    visit = _visits(access.visits_for(request.user)).filter(pk=pk).first()
+    visit = _visits(access.visits_for(request.user), many=False).filter(pk=pk).first()
     if visit is None:
         raise exceptions.NotFound("no such visit")
     return visit
 
 
 def _writable_visit(request: Request, pk: int) -> ScheduledVisit:
-    visit = _visits(access.visits_for(request.user, write=True)).filter(pk=pk).first()
+    visit = _visits(access.visits_for(request.user, write=True), many=False).filter(pk=pk).first()
     if visit is None:
         _readable_visit(request, pk)
         raise exceptions.PermissionDenied("your role may read this visit but not change it")
