@@ -12,6 +12,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from participants.models import Participant
+from scheduler import audittrail
 from scheduler.access import site_today
 from scheduler.admin.actions import LifecycleActions
 from scheduler.admin.scoping import ScopedAdmin
@@ -99,9 +101,25 @@ class SiteClockHistory:
         # simple-history renders at once, so the past version's fields (Django's own
         # rendering of its datetimes) are read in the site's zone, not the server's.
         with timezone.override(ZoneInfo(zone)):
-            return super().render_history_view(  # type: ignore[misc]
+            response: HttpResponse = super().render_history_view(  # type: ignore[misc]
                 request, template, context, **kwargs
             )
+        # A record's history is its record read: who read it is in the audit.
+        record = context.get("object") or context["original"]
+        participant_id = (
+            record.pk
+            if isinstance(record, Participant)
+            else getattr(record, "participant_id", None)
+        )
+        if participant_id is not None:
+            audittrail.record_view(
+                request,
+                participant_id=participant_id,
+                surface="admin",
+                page="history" if "object" in context else "past version",
+                response=response,
+            )
+        return response
 
 
 def glance_label(visit: ScheduledVisit) -> str:

@@ -33,7 +33,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext as _
 
-from scheduler import access
+from scheduler import access, audittrail
 from scheduler.access import site_today
 from scheduler.booking import (
     CalendarBooking,
@@ -408,8 +408,18 @@ def site_bookings_view(admin_site: AdminSite, request: HttpRequest, site_id: int
     first, last = (day, day) if span == "day" else week_of(day)
     data = site_calendar_data(site, first, last)
     site_calendar_people(data)
-    board = site_board(
-        data, span=span, readable=readable_participants(request.user, data), today=today
+    readable = readable_participants(request.user, data)
+    board = site_board(data, span=span, readable=readable, today=today)
+    # The board names these participants with their visits and times: each is a read of
+    # their record (another trial's bookings show only as busy and are not).
+    audittrail.record_views(
+        request,
+        participant_ids=readable,
+        surface="admin",
+        page="site bookings",
+        site=site.code,
+        first=first.isoformat(),
+        last=last.isoformat(),
     )
     step = dt.timedelta(days=1 if span == "day" else 7)
     title = (

@@ -114,6 +114,34 @@ def test_a_csv_export_is_one_row_with_its_filter_and_row_count(world: World) -> 
     ]
 
 
+def test_the_history_of_a_participant_and_of_a_visit_and_a_past_version_record_views(
+    world: World,
+) -> None:
+    client = signed_in(world.coordinator)
+    participant = world.participant
+    visit = ScheduledVisit.objects.filter(participant=participant).order_by("id").first()
+    assert visit is not None
+    version = visit.history.order_by("history_id").first()
+    assert version is not None
+    pages = [
+        reverse("admin:participants_participant_history", args=[participant.pk]),
+        reverse("admin:scheduler_scheduledvisit_history", args=[visit.pk]),
+        reverse(
+            "admin:scheduler_scheduledvisit_simple_history",
+            args=[visit.pk, version.history_id],
+        ),
+    ]
+
+    for url in pages:
+        assert client.get(url).status_code == 200
+
+    assert reads() == [
+        view("coordinator", participant, "admin", "history"),
+        view("coordinator", participant, "admin", "history"),
+        view("coordinator", participant, "admin", "past version"),
+    ]
+
+
 def test_lists_and_refused_pages_record_nothing(world: World) -> None:
     client = signed_in(world.coordinator)
     elsewhere = reverse("admin:participants_participant_change", args=[world.elsewhere.pk])
@@ -123,6 +151,8 @@ def test_lists_and_refused_pages_record_nothing(world: World) -> None:
     assert client.get(reverse("admin:participants_participant_changelist")).status_code == 200
     assert client.get(reverse("admin:scheduler_scheduledvisit_changelist")).status_code == 200
     assert client.get(elsewhere).status_code == 404
+    history = reverse("admin:participants_participant_history", args=[world.elsewhere.pk])
+    assert client.get(history).status_code == 404
     assert (
         api.get(reverse("api:participant-calendar", args=[world.elsewhere.pk])).status_code == 404
     )

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import translation
 
 from participants.models import TreatmentAssignment
-from scheduler.models import ScheduledVisit, UserPreference
+from scheduler.models import ScheduledVisit, SecurityEvent, UserPreference
 from scheduler.services import visit_book
 from tests.booking.conftest import niams_calendar
 from tests.booking.test_holds import DAY1, enrolled, visit
@@ -195,7 +195,38 @@ def test_the_week_view_reads_in_the_same_number_of_queries_whatever_the_bookings
     assert page.status_code == 200
 
 
-QUERIES = 16
+QUERIES = 17  # with the audit's one INSERT for the participants the board names
+
+
+def test_the_board_records_a_view_of_each_participant_it_names_and_no_other(
+    client, django_user_model, import_seed, niams, niams_site, coordinator
+) -> None:
+    first = booked(niams, niams_site, T(7, 45))
+    second = booked(niams, niams_site, T(9, 45))
+    tsukuba = import_seed("001")
+    outsider = django_user_model.objects.create_user("t", is_staff=True)
+    member(outsider, trial=tsukuba.trial, site=niams_site)
+
+    sign_in(client, outsider)
+    assert client.get(page_url(niams_site, span="week", day="2026-02-03")).status_code == 200
+    assert not SecurityEvent.objects.filter(kind="view").exists()  # busy time names no one
+
+    sign_in(client, coordinator)
+    assert client.get(page_url(niams_site, span="week", day="2026-02-03")).status_code == 200
+    detail = {
+        "page": "site bookings",
+        "site": niams_site.code,
+        "first": "2026-02-02",
+        "last": "2026-02-08",
+    }
+    assert list(
+        SecurityEvent.objects.filter(kind="view")
+        .order_by("participant_id")
+        .values_list("username", "participant_id", "surface", "detail")
+    ) == [
+        ("c", first.participant_id, "admin", detail),
+        ("c", second.participant_id, "admin", detail),
+    ]
 
 
 # ----------------------------------------------------------------------------------------
