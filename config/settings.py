@@ -16,6 +16,7 @@ DEBUG=true (config/startup.py).
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -76,6 +77,7 @@ INSTALLED_APPS = [
     "axes",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    "django_otp_webauthn",
     "trials",
     "participants",
     "scheduler",
@@ -229,6 +231,35 @@ OTP_REQUIRED_FOR = env.list("OTP_REQUIRED_FOR", default=["unblinded", "user_mana
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Trial visit scheduler")
 # A user manager sees who enrolled and may delete a lost device, never its key.
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+# Passkeys and security keys (WebAuthn, django-otp-webauthn) as the second factor, beside
+# authenticator apps; never instead of the password (which django-axes counts). A passkey is
+# bound to the relying party ID, the site's domain: changing it later makes everyone enrol
+# again. The browser's origin must be one of WEBAUTHN_ORIGINS (https://, or http://localhost
+# on a laptop). Both default to the first of ALLOWED_HOSTS that is a name, not an address.
+
+
+def _is_name(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host not in ("", "*")
+    return False
+
+
+_WEBAUTHN_HOST = next(
+    (host.lstrip(".") for host in ALLOWED_HOSTS if _is_name(host.lstrip("."))), "localhost"
+)
+OTP_WEBAUTHN_RP_ID = env.str("WEBAUTHN_RP_ID", default=_WEBAUTHN_HOST)
+OTP_WEBAUTHN_RP_NAME = env.str("WEBAUTHN_RP_NAME", default="Trial visit scheduler")
+OTP_WEBAUTHN_ALLOWED_ORIGINS = env.list(
+    "WEBAUTHN_ORIGINS",
+    default=(
+        [f"https://{OTP_WEBAUTHN_RP_ID}"]
+        if DEPLOYED
+        else [f"http://{OTP_WEBAUTHN_RP_ID}:8000", f"https://{OTP_WEBAUTHN_RP_ID}"]
+    ),
+)
+OTP_WEBAUTHN_ALLOW_PASSWORDLESS_LOGIN = False
 
 # ----------------------------------------------------------------------------------------
 # HTTPS behind a TLS-terminating proxy (Caddy in docker-compose). A deployment (SECRET_KEY

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from scheduler.security import two_factor_setup, two_factor_verify
+from scheduler.security import PASSKEY_PATH, passkey_urls, two_factor_setup, two_factor_verify
 from scheduler.views import calendar_feed, healthz, language_switch
 
 admin.site.site_header = "Trial visit scheduler"
@@ -20,6 +20,7 @@ urlpatterns = [
     # Second factors for staff (scheduler/security.py), before the admin's own URLs.
     path("admin/two-factor/", two_factor_setup, name="two-factor-setup"),
     path("admin/two-factor/verify/", two_factor_verify, name="two-factor-verify"),
+    path(PASSKEY_PATH.lstrip("/"), include(passkey_urls, namespace="otp_webauthn")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("scheduler.api.urls")),
 ]

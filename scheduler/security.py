@@ -7,11 +7,12 @@
   (scheduler/audittrail.py, which records failed sign-ins itself).
 - A session ends after SESSION_IDLE_MINUTES without a request (`SessionIdleMiddleware`) or
   when the browser closes (SESSION_EXPIRE_AT_BROWSER_CLOSE).
-- Every staff user may enrol an authenticator app (TOTP, django-otp) on the "Two-factor"
-  page; whoever holds a role named in OTP_REQUIRED_FOR (an unblinded role, a user manager)
-  must, and `SecondFactorMiddleware` sends such a person, and anyone with a device who has
-  not yet given its code in this session, to enrol or verify before any admin or API page.
-  Machines with OAuth2 tokens have no session and are never asked.
+- Every staff user may enrol an authenticator app (TOTP, django-otp) or a passkey or security
+  key (WebAuthn, django-otp-webauthn's ceremonies and scripts, `passkey_urls`) on the
+  "Two-factor" page; whoever holds a role named in OTP_REQUIRED_FOR (an unblinded role, a
+  user manager) must, and `SecondFactorMiddleware` sends such a person, and anyone with a
+  device who has not yet given it in this session, to enrol or verify before any admin or
+  API page. Machines with OAuth2 tokens have no session and are never asked.
 """
 
 from __future__ import annotations
@@ -39,13 +40,20 @@ from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext, gettext_lazy
+from django.views import View
 from django_otp import login as otp_login
 from django_otp import match_token, user_has_device
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp_webauthn import urls as webauthn_urls
+from django_otp_webauthn.models import WebAuthnCredential
+from django_otp_webauthn.views import (
+    CompleteCredentialAuthenticationView,
+    CompleteCredentialRegistrationView,
+)
 
 from scheduler import access, audittrail
 
@@ -195,6 +203,7 @@ def _exempt_paths() -> tuple[str, ...]:
     return (
         reverse("two-factor-setup"),
         reverse("two-factor-verify"),
+        PASSKEY_PATH,
         reverse("admin:login"),
         reverse("admin:logout"),
         reverse("admin:jsi18n"),
@@ -334,6 +343,8 @@ def two_factor_verify(request: HttpRequest) -> HttpResponse:
         "admin/two_factor/verify.html",
         title=gettext_lazy("Two-factor sign-in"),
         form=form,
+        has_app=TOTPDevice.objects.filter(user=user, confirmed=True).exists(),
+        has_passkey=WebAuthnCredential.objects.filter(user=user, confirmed=True).exists(),
     )
 
 
@@ -343,3 +354,51 @@ def _base32(device: TOTPDevice) -> str:
 
 def _groups(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+# ----------------------------------------------------------------------------------------
+# Passkeys and security keys (WebAuthn): django-otp-webauthn's ceremonies, under the
+# two-factor pages and exempt from SecondFactorMiddleware like them (the ceremony is how a
+# person gets past it). Its registration and verification views are wrapped only to audit
+# their outcome like the authenticator app's; the cryptography, the challenges kept in the
+# session and the origin and relying-party checks are the package's (py_webauthn's).
+
+PASSKEY_PATH = "/admin/two-factor/passkey/"
+
+
+class PasskeyRegistrationComplete(CompleteCredentialRegistrationView):
+    def post(self, *args: Any, **kwargs: Any) -> HttpResponse:
+        response: HttpResponse = super().post(*args, **kwargs)
+        user = self.request.user
+        if response.status_code == 200:
+            self.request.session[HAS_DEVICE_SESSION_KEY] = True
+            record_security_event("second_factor_enrolled", user.get_username(), self.request)
+        return response
+
+
+class PasskeyVerificationComplete(CompleteCredentialAuthenticationView):
+    def handle_exception(self, exc: Exception) -> HttpResponse:
+        # A refused assertion (another key, a replayed or forged one, a wrong origin).
+        if self.request.user.is_authenticated:
+            record_security_event(
+                "second_factor_failed", self.request.user.get_username(), self.request
+            )
+        response: HttpResponse = super().handle_exception(exc)
+        return response
+
+
+def _passkey_view(pattern: URLPattern) -> URLPattern:
+    """The package's URL, our audited view for the two completions."""
+    audited: dict[str, type[View]] = {
+        "credential-registration-complete": PasskeyRegistrationComplete,
+        "credential-authentication-complete": PasskeyVerificationComplete,
+    }
+    if pattern.name in audited:
+        return path(str(pattern.pattern), audited[pattern.name].as_view(), name=pattern.name)
+    return pattern
+
+
+passkey_urls = (
+    [_passkey_view(pattern) for pattern in webauthn_urls.urlpatterns],
+    webauthn_urls.app_name,
+)
