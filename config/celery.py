@@ -4,13 +4,40 @@ import os
 from pathlib import Path
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, beat_init, worker_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    beat_init,
+    task_postrun,
+    task_prerun,
+    worker_init,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("scheduler")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Celery's Django fixup closes every database connection before and after every task unless
+# this is set, whatever CONN_MAX_AGE says: a new Postgres connection (a backend forked and
+# authenticated) for each task, which cost more than sending a reminder. Connections are kept
+# instead the way Django keeps them across requests (`keep_database_connections` below); the
+# fixup still closes them every this many tasks.
+app.conf.update(CELERY_DB_REUSE_MAX=10_000)
+
+
+@task_prerun.connect
+@task_postrun.connect
+def keep_database_connections(task: object = None, **kwargs: object) -> None:
+    """Around each task, as around each request: close a connection older than CONN_MAX_AGE
+    (0, the development default: every task's), in error, or unusable, and check the
+    others' health before their next use (CONN_HEALTH_CHECKS). Not for a task run eagerly,
+    inside its caller's transaction (tests)."""
+    if getattr(getattr(task, "request", None), "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 
 @after_setup_logger.connect

@@ -418,6 +418,9 @@ REMINDER_BACKOFF_BASE_SECONDS = env.int("REMINDER_BACKOFF_BASE_SECONDS", default
 # may have been lost with Redis); a row "sending" this long is re-claimed (its worker died).
 REMINDER_REQUEUE_AFTER_SECONDS = env.int("REMINDER_REQUEUE_AFTER_SECONDS", default=120)
 REMINDER_SENDING_TIMEOUT_SECONDS = env.int("REMINDER_SENDING_TIMEOUT_SECONDS", default=300)
+# The outbox publishes one message per batch of this many rows of a queue; a worker claims,
+# sends and records a batch at once (scheduler/outbox/sweep.py). Webhooks go one a message.
+REMINDER_BATCH_SIZE = max(env.int("REMINDER_BATCH_SIZE", default=100), 1)
 # An outcome (sent, failed) the database could not take is kept in this folder (one fsynced
 # file each) and retried with backoff for this long, then replayed by the next task or worker
 # start (scheduler/outbox/outcomes.py). Workers keep it on a volume that outlives them.

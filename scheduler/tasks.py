@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from scheduler.models import WorkerHeartbeat
 from scheduler.outbox.outcomes import outcomes_replay
-from scheduler.outbox.sweep import reminder_send, reminders_sweep
+from scheduler.outbox.sweep import reminder_send, reminders_send_batch, reminders_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +43,22 @@ def sweep_reminders() -> None:
 )
 def send_reminder(reminder_id: int) -> None:
     """Claim one reminder row and deliver it (see scheduler.outbox.sweep.reminder_send), after
-    recording any outcome this worker's journal still holds."""
+    recording any outcome this worker's journal still holds. Kept for messages published one
+    row each (before batching, or by hand); the outbox now publishes `send_reminders`."""
     outcomes_replay()
     reminder_send(reminder_id)
+
+
+@shared_task(
+    name="scheduler.send_reminders", ignore_result=True, acks_late=True, reject_on_worker_lost=True
+)
+def send_reminders(reminder_ids: list[int]) -> None:
+    """Claim a batch of reminder rows and deliver them (see
+    scheduler.outbox.sweep.reminders_send_batch), after recording any outcome this worker's
+    journal still holds. What the sweep and the planner publish, up to REMINDER_BATCH_SIZE
+    rows a message."""
+    outcomes_replay()
+    reminders_send_batch(reminder_ids)
 
 
 @shared_task(

@@ -316,7 +316,7 @@ def test_a_web_process_knows_the_tasks_the_outbox_enqueues_by_name() -> None:
 
     assert result.stdout.strip() == (
         "['scheduler.heartbeat', 'scheduler.reminders_sweep', 'scheduler.send_reminder', "
-        "'scheduler.send_webhook']"
+        "'scheduler.send_reminders', 'scheduler.send_webhook']"
     )
 
 

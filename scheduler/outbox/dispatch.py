@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from celery import current_app
 from django.conf import settings
@@ -27,6 +28,10 @@ logger = logging.getLogger(__name__)
 BROKER_ERRORS = (KombuOperationalError, RedisError, OSError)
 
 SEND_TASK = "scheduler.send_reminder"
+# What the outbox publishes for every row but webhooks: one message for up to
+# REMINDER_BATCH_SIZE rows of one queue (scheduler.outbox.sweep.reminders_send_batch), so a
+# thousand due reminders are ten messages, ten claims and ten outcome writes, not a thousand.
+SEND_BATCH_TASK = "scheduler.send_reminders"
 # Webhooks go to a queue of their own: a slow receiver (seconds per attempt) must never hold up
 # participants' reminders and invites behind it.
 WEBHOOK_TASK = "scheduler.send_webhook"
@@ -64,8 +69,12 @@ def queue_for(*, channel: str, event: str) -> str:
     return queues[outbox_kind(channel=channel, event=event)]
 
 
+def batch_size() -> int:
+    return max(1, int(settings.REMINDER_BATCH_SIZE))
+
+
 def send_after_commit(task_name: str, ids: Sequence[int], *, queue: str | None = None) -> None:
-    """Enqueue `task_name(id)` for each id once the current transaction commits.
+    """Enqueue `task_name` for these ids once the current transaction commits.
 
     Every after-commit publish goes through here. The change is committed by then and its
     rows are in the outbox, so a broker that is down must not turn it into an error page:
@@ -74,23 +83,39 @@ def send_after_commit(task_name: str, ids: Sequence[int], *, queue: str | None =
 
     Each row goes to its kind's queue (`queue_for`): `queue` when the caller knows it (the
     sweep read the rows' kind with them), else read from the rows as they are published.
+    SEND_TASK rows are published in batches, `SEND_BATCH_TASK([id, …])` with up to
+    `REMINDER_BATCH_SIZE` ids of one queue a message, in the order given; any other task
+    (webhooks: a slow receiver holds up one row, not a batch) one message per id.
     """
     ids = list(ids)
     if not ids:
         return
 
     def publish() -> None:
-        # Looked up in the app's registry (not `send_task`), so eager mode in tests runs it.
-        task = current_app.tasks[task_name]
         queues = dict.fromkeys(ids, queue) if queue else _queues_of(ids)
+        messages: list[tuple[str, tuple[Any, ...], list[int], str | None]] = []
+        if task_name == SEND_TASK:
+            by_queue: dict[str | None, list[int]] = {}
+            for pk in ids:
+                by_queue.setdefault(queues.get(pk), []).append(pk)
+            size = batch_size()
+            for route, of_queue in by_queue.items():
+                for start in range(0, len(of_queue), size):
+                    chunk = of_queue[start : start + size]
+                    messages.append((SEND_BATCH_TASK, (chunk,), chunk, route))
+        else:
+            messages = [(task_name, (pk,), [pk], queues.get(pk)) for pk in ids]
         published = 0
         try:
-            for pk in ids:
-                # None (a row gone, the database away): the task's route, else `celery`.
-                task.apply_async((pk,), queue=queues.get(pk))
+            for name, args, _rows, route in messages:
+                # Looked up in the app's registry (not `send_task`), so eager mode in tests
+                # runs it. A None queue (a row gone, the database away): the task's route,
+                # else `celery`.
+                current_app.tasks[name].apply_async(args, queue=route)
                 published += 1
         except BROKER_ERRORS as exc:
-            _left_for_the_sweep(ids[published:], exc)
+            unpublished = messages[published:]
+            _left_for_the_sweep([pk for *_, rows, _ in unpublished for pk in rows], exc)
 
     transaction.on_commit(publish)
 

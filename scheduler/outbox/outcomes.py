@@ -11,6 +11,15 @@ second send must never follow from the database being down when the outcome was 
   an outcome, or one that gave up waiting, leaves the file, and the next task or worker start
   on the same volume records it (tasks.py calls it).
 
+A batch (`reminders_send_batch`) writes its outcomes in one statement at its end
+(`outcomes_record`); until then each one is appended, the moment it is known, to the batch's
+own journal file (`BatchJournal`, locked while the batch runs). A worker killed mid-batch
+leaves that file, and the next task or worker start on the volume records what it holds, so a
+message the provider accepted is recorded rather than sent again. The append is not fsynced
+(a killed process's writes survive it; a lost machine may lose the last lines, and those rows
+are then handled like any row whose worker died). When the database refuses the batch's
+statement, each outcome is held exactly as a single one is: one fsynced file each, retried.
+
 Why a local file rather than Redis: Redis is only the transport here and may be down, flushed
 or restarted at the same moment (a host failure takes both); a file needs nothing but the
 worker's own disk, and writing it cannot fail for the reason the database write did. The
@@ -25,19 +34,22 @@ still this attempt's claim, or parked as unknown by that same claim.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from contextlib import suppress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connections
+from django.db import InterfaceError, OperationalError, connection, connections
 
 from scheduler.models import Reminder
 
@@ -60,7 +72,8 @@ class Outcome:
     next_attempt_at: dt.datetime | None = None
 
     def to_json(self) -> str:
-        data: dict[str, Any] = asdict(self)
+        # Not dataclasses.asdict, which deep-copies every field: this runs once per send.
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for key in ("claimed_at", "sent_at", "next_attempt_at"):
             if data[key] is not None:
                 data[key] = data[key].isoformat()
@@ -91,6 +104,54 @@ def outcome_apply(outcome: Outcome) -> int:
     return rows.filter(
         status__in=[Status.SENDING, Status.UNKNOWN], claimed_at=outcome.claimed_at
     ).update(**fields)
+
+
+def outcomes_apply(outcomes: Sequence[Outcome]) -> int:
+    """Write a batch's outcomes: every "sent" one in one statement (each row its own sent_at
+    and provider id), and the others alike together, under the same rules as
+    `outcome_apply`. Returns how many rows took one."""
+    sent = [outcome for outcome in outcomes if outcome.status == Status.SENT]
+    applied = _sent_apply(sent) if sent else 0
+    # The others alike (the same status, error and retry time for the same claim: a batch of
+    # invites superseded by an amendment, say) in one statement each.
+    alike: dict[tuple[Any, ...], list[int]] = {}
+    for outcome in outcomes:
+        if outcome.status != Status.SENT:
+            key = (outcome.status, outcome.last_error, outcome.next_attempt_at, outcome.claimed_at)
+            alike.setdefault(key, []).append(outcome.reminder_id)
+    for (status, last_error, next_attempt_at, claimed_at), ids in alike.items():
+        fields: dict[str, Any] = {"status": status, "last_error": last_error}
+        if next_attempt_at is not None:
+            fields.update(next_attempt_at=next_attempt_at, enqueued_at=None)
+        applied += Reminder.objects.filter(
+            pk__in=ids, status__in=[Status.SENDING, Status.UNKNOWN], claimed_at=claimed_at
+        ).update(**fields)
+    return applied
+
+
+def _sent_apply(sent: list[Outcome]) -> int:
+    # UPDATE … FROM VALUES, written out: the ORM's equivalent (two CASE expressions with a
+    # WHEN per row) costs more to compile than the statement costs to run. Postgres and
+    # SQLite (3.33 and later) both take this form.
+    table = connection.ops.quote_name(Reminder._meta.db_table)
+    stamp = "CAST(%s AS timestamp with time zone)" if connection.vendor == "postgresql" else "%s"
+    values = ", ".join([f"(%s, {stamp}, %s)"] * len(sent))
+    params: list[Any] = []
+    for outcome in sent:
+        params += [
+            outcome.reminder_id,
+            connection.ops.adapt_datetimefield_value(outcome.sent_at),
+            outcome.provider_message_id,
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH accepted (id, sent_at, provider_message_id) AS (VALUES {values}) "  # noqa: S608  # nosec B608  # names and placeholders only
+            f"UPDATE {table} SET status = %s, last_error = '', sent_at = accepted.sent_at, "
+            "provider_message_id = accepted.provider_message_id "
+            f"FROM accepted WHERE {table}.id = accepted.id AND {table}.status <> %s",
+            [*params, Status.SENT, Status.SENT],
+        )
+        return int(cursor.rowcount)
 
 
 # ----------------------------------------------------------------------------------------
@@ -133,10 +194,101 @@ def journal_pending() -> list[Path]:
     return sorted(folder.glob("reminder-*.json"))
 
 
+class BatchJournal:
+    """One batch's outcomes, appended one line each as they become known, in a file of the
+    batch's own (`batch-*.jsonl`), locked (flock) for as long as the batch runs so that a
+    replay never takes a running batch's outcomes; the kernel drops the lock when the process
+    dies, and the file is then the next replay's. Removed once the batch's outcomes are
+    recorded. Opened on the first outcome, so a batch that claimed nothing writes nothing."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self._file: Any = None
+
+    def add(self, outcome: Outcome) -> None:
+        if self._file is None:
+            folder = journal_dir()
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"batch-{os.getpid()}-{uuid.uuid4().hex}"
+            # Locked under a name no replay looks at, then renamed: never seen unlocked.
+            partial = folder / f"{name}.tmp"
+            self._file = partial.open("a", encoding="utf-8")
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+            self.path = folder / f"{name}.jsonl"
+            partial.replace(self.path)
+        self._file.write(outcome.to_json() + "\n")
+        self._file.flush()  # in the kernel: survives this process being killed
+
+    def close(self, *, keep: bool = False) -> None:
+        """Remove the file: the batch's outcomes are recorded (or held in files of their
+        own); or, with `keep`, leave it, unlocked, for the next replay (the batch could not
+        record them)."""
+        if self._file is None:
+            return
+        assert self.path is not None
+        if not keep:
+            with suppress(FileNotFoundError):
+                self.path.unlink()
+        self._file.close()  # and with it the lock
+        self._file = None
+
+
+def _batch_outcomes(path: Path) -> tuple[Any, list[Outcome]] | None:
+    """(the open, locked file, its outcomes), or None while its batch still runs."""
+    try:
+        file = path.open("r", encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.close()
+        return None
+    outcomes = []
+    for line in file.read().splitlines():
+        try:
+            outcomes.append(Outcome.from_json(line))
+        except (ValueError, TypeError, KeyError):
+            # A line cut short: its row is handled as one whose worker died (the lease).
+            logger.warning("outbox journal file %s has an unreadable line; skipped", path.name)
+    return file, outcomes
+
+
+def _batches_replay() -> int:
+    folder = journal_dir()
+    if not folder.is_dir():
+        return 0
+    settled = 0
+    for path in sorted(folder.glob("batch-*.jsonl")):
+        found = _batch_outcomes(path)
+        if found is None:
+            continue
+        file, outcomes = found
+        try:
+            outcomes_apply(outcomes)
+        except DATABASE_AWAY as exc:
+            file.close()
+            _close_connections()
+            logger.warning("outbox journal replay waits for the database: %s", type(exc).__name__)
+            break
+        with suppress(FileNotFoundError):
+            path.unlink()
+        file.close()
+        settled += len(outcomes)
+        for outcome in outcomes:
+            logger.info(
+                "reminder %s outcome %s recorded from the journal",
+                outcome.reminder_id,
+                outcome.status,
+            )
+    return settled
+
+
 def outcomes_replay() -> int:
     """Record every outcome the journal holds; returns how many files were settled. A file
-    that cannot be applied now (the database still away) stays for the next replay."""
-    settled = 0
+    that cannot be applied now (the database still away) stays for the next replay. A batch's
+    file counts one for each outcome it held."""
+    settled = _batches_replay()
     for path in journal_pending():
         try:
             outcome = Outcome.from_json(path.read_text(encoding="utf-8"))
@@ -167,10 +319,10 @@ def outcomes_replay() -> int:
 def _close_connections() -> None:
     # A connection the server dropped is unusable; Django opens a new one on the next query.
     # (Never inside a transaction: that one is lost anyway, and its owner rolls it back.)
-    for connection in connections.all(initialized_only=True):
-        if not connection.in_atomic_block:
+    for each in connections.all(initialized_only=True):
+        if not each.in_atomic_block:
             with suppress(Exception):
-                connection.close()
+                each.close()
 
 
 def retry_delay(attempt: int) -> float:
@@ -225,4 +377,53 @@ def outcome_record(
             outcome.status,
             attempt,
         )
+        return True
+
+
+def outcomes_record(
+    outcomes: Sequence[Outcome],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> bool:
+    """Record a batch's outcomes in one statement (`outcomes_apply`), holding them through a
+    database outage exactly as `outcome_record` holds one: each in a fsynced file of its own,
+    retried with backoff for REMINDER_OUTCOME_RETRY_SECONDS; True once the rows have them,
+    False if the journal keeps them for `outcomes_replay`."""
+    if not outcomes:
+        return True
+    try:
+        outcomes_apply(outcomes)
+        return True
+    except DATABASE_AWAY as exc:
+        first_error = type(exc).__name__
+    journals = [journal_write(outcome) for outcome in outcomes]
+    for outcome in outcomes:
+        logger.warning(
+            "reminder %s outcome %s held: the database is away (%s)",
+            outcome.reminder_id,
+            outcome.status,
+            first_error,
+        )
+    deadline = clock() + settings.REMINDER_OUTCOME_RETRY_SECONDS
+    attempt = 0
+    while True:
+        attempt += 1
+        _close_connections()
+        if clock() >= deadline:
+            logger.error(
+                "%d outcome(s) of a batch still held after %s s; the journal keeps them",
+                len(outcomes),
+                settings.REMINDER_OUTCOME_RETRY_SECONDS,
+            )
+            return False
+        sleep(retry_delay(attempt))
+        try:
+            outcomes_apply(outcomes)
+        except DATABASE_AWAY:
+            continue
+        for journal in journals:
+            with suppress(FileNotFoundError):
+                journal.unlink()
+        logger.info("%d held outcome(s) recorded after %d retries", len(outcomes), attempt)
         return True

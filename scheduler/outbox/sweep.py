@@ -13,17 +13,24 @@
   redelivered or duplicated message sends nothing twice. Transient failures are retried with
   exponential backoff by the sweep (no long ETAs on Redis); after the last attempt the row is
   dead and listed for coordinators.
+- `reminders_send_batch` does the same for a batch of rows (one message per batch, see
+  `dispatch.send_after_commit`): the rows whose receiver de-duplicates (email, in-app) are
+  claimed in one conditional UPDATE … RETURNING, loaded in one query, sent one by one, and
+  their outcomes written in one statement (each held in the batch's journal the moment it is
+  known). Rows on any other channel (SMS) take the single-row path, claim, send and record
+  one at a time, so a worker that dies mid-batch leaves at most the one row it was sending
+  in doubt, and only that one becomes "unknown".
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -36,7 +43,7 @@ from scheduler.outbox.errors import (
     Superseded,
     TransientDeliveryError,
 )
-from scheduler.outbox.outcomes import Outcome, outcome_record
+from scheduler.outbox.outcomes import BatchJournal, Outcome, outcome_record, outcomes_record
 
 logger = logging.getLogger(__name__)
 Status = Reminder.Status
@@ -49,6 +56,11 @@ Status = Reminder.Status
 # key; a receiver that times out is retried the same way anyway) and in-app notices (one per
 # row, get_or_create). Everything else, SMS above all, has no such key.
 DEDUPLICATING_CHANNELS = frozenset({"email", "webhook", "in_app"})
+# Channels whose rows a batch claims all at once: a worker that dies mid-batch leaves them
+# "sending", and after the lease each is sent (again) as the very same message. Webhooks have
+# a task and a queue of their own (one row a message: a slow receiver holds one row, not a
+# hundred); every other channel, SMS above all, is claimed row by row.
+BATCH_CLAIMED_CHANNELS = frozenset({"email", "in_app"})
 UNKNOWN_ERROR = (
     "the worker stopped while sending: the provider may or may not have accepted it; "
     "mark it as sent or send it again"
@@ -74,19 +86,9 @@ def reminders_sweep(*, now: dt.datetime | None = None, batch: int = 1000) -> lis
             status=Reminder.Status.SENDING,
             claimed_at__lt=now - _seconds("REMINDER_SENDING_TIMEOUT_SECONDS", 300),
         )
-        parked = stuck.exclude(channel__in=DEDUPLICATING_CHANNELS).update(
-            status=Reminder.Status.UNKNOWN, last_error=UNKNOWN_ERROR
-        )
-        if parked:
-            logger.warning(
-                "%d reminder(s) parked as unknown: their worker stopped mid-send", parked
-            )
-        # A row whose every attempt died with its worker stops being retried.
-        stuck.filter(attempts__gte=getattr(settings, "REMINDER_MAX_ATTEMPTS", 5)).update(
-            status=Reminder.Status.DEAD,
-            last_error="the worker stopped while sending, on every attempt",
-        )
-        stuck.update(status=Reminder.Status.PENDING, enqueued_at=None)
+        # Usually none: one look (through reminder_sending_idx) instead of three updates.
+        if stuck.exists():
+            _take_back(stuck)
         requeue_before = now - _seconds("REMINDER_REQUEUE_AFTER_SECONDS", 120)
         waiting = (
             Reminder.objects.select_for_update(skip_locked=True)
@@ -120,6 +122,22 @@ def reminders_sweep(*, now: dt.datetime | None = None, batch: int = 1000) -> lis
     return [row[1] for row in due]
 
 
+def _take_back(stuck: Any) -> None:
+    """Rows left "sending" past the lease: parked as unknown (SMS), dead after the last
+    attempt, or pending again (sent again as the very same message)."""
+    parked = stuck.exclude(channel__in=DEDUPLICATING_CHANNELS).update(
+        status=Reminder.Status.UNKNOWN, last_error=UNKNOWN_ERROR
+    )
+    if parked:
+        logger.warning("%d reminder(s) parked as unknown: their worker stopped mid-send", parked)
+    # A row whose every attempt died with its worker stops being retried.
+    stuck.filter(attempts__gte=getattr(settings, "REMINDER_MAX_ATTEMPTS", 5)).update(
+        status=Reminder.Status.DEAD,
+        last_error="the worker stopped while sending, on every attempt",
+    )
+    stuck.update(status=Reminder.Status.PENDING, enqueued_at=None)
+
+
 def _claim(reminder_id: int, now: dt.datetime) -> bool:
     # healthchecks' pattern: the UPDATE is the lock; only one process can win it.
     won = Reminder.objects.filter(
@@ -136,58 +154,156 @@ def backoff(attempt: int) -> dt.timedelta:
     return dt.timedelta(seconds=min(base * 2 ** (attempt - 1), 3600))
 
 
+# What a send reads besides the row: everything the texts and the invite name, in one query.
+SEND_RELATED = (
+    "participant__site",
+    "participant__trial",
+    "visit__visit_definition",
+    "visit__participant__site",
+    "milestone__rule",
+)
+SEND_PREFETCH = ("visit__procedures__procedure",)
+
+
 def reminder_send(reminder_id: int) -> str:
     """Claim a reminder and deliver it; returns what happened (for logs and tests)."""
     now = timezone.now()
     if not _claim(reminder_id, now):
         return "not claimed"
     reminder = (
-        Reminder.objects.select_related(
-            "participant__site",
-            "participant__trial",
-            "visit__visit_definition",
-            "visit__participant__site",
-            "milestone__rule",
-        )
-        .prefetch_related("visit__procedures__procedure")
+        Reminder.objects.select_related(*SEND_RELATED)
+        .prefetch_related(*SEND_PREFETCH)
         .get(pk=reminder_id)
     )
     # The outcome is held until the row has it (outcomes.outcome_record): a database away
     # at this moment delays the record, never causes a second send. Outcomes other than
     # "sent" are written only while this claim still holds: a worker slower than the sending
     # timeout must not overwrite what the worker that re-claimed the row recorded.
+    result, outcome = _attempt(reminder, now)
+    outcome_record(outcome)
+    return result
 
-    def held(status: str, **fields: Any) -> None:
-        outcome_record(Outcome(reminder_id=reminder_id, claimed_at=now, status=status, **fields))
+
+def _attempt(reminder: Reminder, claimed_at: dt.datetime) -> tuple[str, Outcome]:
+    """Deliver one claimed row: what happened, and the outcome to record on it."""
+
+    def outcome(status: str, **fields: Any) -> Outcome:
+        return Outcome(reminder_id=reminder.pk, claimed_at=claimed_at, status=status, **fields)
 
     try:
         provider_id = deliver(reminder)
     except Superseded:
-        held(Status.CANCELLED, last_error="superseded by a newer change")
-        return "superseded"
+        return "superseded", outcome(Status.CANCELLED, last_error="superseded by a newer change")
     except NotNeeded as exc:
-        held(Status.CANCELLED, last_error=str(exc)[:2000])
-        return "not needed"
+        return "not needed", outcome(Status.CANCELLED, last_error=str(exc)[:2000])
     except PermanentDeliveryError as exc:
-        held(Status.DEAD, last_error=str(exc)[:2000])
-        return "dead"
+        return "dead", outcome(Status.DEAD, last_error=str(exc)[:2000])
     except Exception as exc:  # noqa: BLE001 - anything unexpected is retried, then dead
         # TransientDeliveryError, and anything a provider library raises that we did not
         # foresee: retrying with backoff and then giving up beats a row stuck in "sending".
         final = reminder.attempts >= getattr(settings, "REMINDER_MAX_ATTEMPTS", 5)
         error = str(exc) if isinstance(exc, TransientDeliveryError) else type(exc).__name__
-        held(
+        logger.warning(
+            "reminder %s attempt %s failed: %s", reminder.pk, reminder.attempts, type(exc).__name__
+        )
+        return ("dead" if final else "failed"), outcome(
             Status.DEAD if final else Status.FAILED,
             last_error=error[:2000],
-            next_attempt_at=now + backoff(reminder.attempts),
+            next_attempt_at=claimed_at + backoff(reminder.attempts),
         )
-        logger.warning(
-            "reminder %s attempt %s failed: %s", reminder_id, reminder.attempts, type(exc).__name__
+    logger.info("reminder %s sent by %s", reminder.pk, reminder.channel)
+    return "sent", outcome(Status.SENT, sent_at=timezone.now(), provider_message_id=provider_id)
+
+
+def _claim_batch(reminder_ids: list[int], now: dt.datetime) -> list[int]:
+    # One conditional UPDATE for the whole batch; RETURNING says which rows this worker won.
+    # Two workers claiming the same ids at once (a redelivered batch) get disjoint rows: on
+    # Postgres the second waits for the first's row locks, then re-reads each row and finds
+    # it "sending"; SQLite writes one statement at a time.
+    table = connection.ops.quote_name(Reminder._meta.db_table)
+    ids = ", ".join(["%s"] * len(reminder_ids))
+    channels = ", ".join(["%s"] * len(BATCH_CLAIMED_CHANNELS))
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET status = %s, claimed_at = %s, attempts = attempts + 1 "  # noqa: S608  # nosec B608  # names and placeholders, not values
+            f"WHERE id IN ({ids}) AND status IN (%s, %s) AND next_attempt_at <= %s "
+            f"AND channel IN ({channels}) RETURNING id",
+            [
+                Status.SENDING,
+                stamp,
+                *reminder_ids,
+                Status.PENDING,
+                Status.FAILED,
+                stamp,
+                *sorted(BATCH_CLAIMED_CHANNELS),
+            ],
         )
-        return "dead" if final else "failed"
-    held(Status.SENT, sent_at=timezone.now(), provider_message_id=provider_id)
-    logger.info("reminder %s sent by %s", reminder_id, reminder.channel)
-    return "sent"
+        won = {row[0] for row in cursor.fetchall()}
+    # In the batch's order (the order its rows fell due), whatever order RETURNING gave.
+    return [pk for pk in reminder_ids if pk in won]
+
+
+def reminders_send_batch(reminder_ids: Sequence[int]) -> dict[int, str]:
+    """Claim and deliver a batch of reminders; returns what happened to each id (for logs and
+    tests), "not claimed" for rows another attempt has (or had) and for rows not due.
+
+    Email and in-app rows: one claim for all, one query to read them, one statement for their
+    outcomes, each outcome journalled as soon as it is known (outcomes.BatchJournal) and held
+    through a database outage like a single one. Other rows (SMS): `reminder_send`, one by
+    one. The same rules as `reminder_send` hold for every row."""
+    ids = list(dict.fromkeys(reminder_ids))
+    if not ids:
+        return {}
+    now = timezone.now()
+    results = dict.fromkeys(ids, "not claimed")
+    claimed = _claim_batch(ids, now)
+    one_by_one: list[int] = []
+    if len(claimed) < len(ids):
+        one_by_one = sorted(
+            Reminder.objects.filter(
+                pk__in=set(ids) - set(claimed),
+                status__in=[Status.PENDING, Status.FAILED],
+                next_attempt_at__lte=now,
+            )
+            .exclude(channel__in=BATCH_CLAIMED_CHANNELS)
+            .values_list("pk", flat=True),
+            key=ids.index,
+        )
+    if claimed:
+        _send_claimed(claimed, now, results)
+    # After the claimed rows are recorded, so a slow SMS provider never holds them "sending"
+    # towards the end of their lease.
+    for pk in one_by_one:
+        results[pk] = reminder_send(pk)
+    return results
+
+
+def _send_claimed(claimed: list[int], now: dt.datetime, results: dict[int, str]) -> None:
+    rows = (
+        Reminder.objects.select_related(*SEND_RELATED)
+        .prefetch_related(*SEND_PREFETCH)
+        .filter(pk__in=claimed)
+        .order_by()
+    )
+    by_id = {row.pk: row for row in rows}
+    journal = BatchJournal()
+    outcomes = []
+    try:
+        for pk in claimed:
+            if pk not in by_id:
+                continue  # deleted since the claim (its participant, say): nothing to send
+            results[pk], outcome = _attempt(by_id[pk], now)
+            journal.add(outcome)
+            outcomes.append(outcome)
+        # Recorded, or each held in a file of its own through a database outage.
+        outcomes_record(outcomes)
+    except BaseException:
+        # Something no one foresaw, or the worker stopping: what was sent stays journalled
+        # for the next replay.
+        journal.close(keep=True)
+        raise
+    journal.close()
 
 
 RETRY_REASON = "retried by hand"

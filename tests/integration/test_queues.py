@@ -105,11 +105,11 @@ def test_queues_ten_thousand_invites_do_not_delay_a_due_reminder_beyond_one_swee
     still_pending = Reminder.objects.filter(pk__in=invite_ids, status=Status.PENDING).count()
     queued = invites.broker.llen(invites.queue)
 
-    # The reminder went while the backlog was still waiting, in the database and in Redis:
-    # the invites worker had taken a few hundred of it (about 260 on a 2-core laptop) while
+    # The reminder went while the backlog was still waiting, in the database and in Redis
+    # (in messages of 100 rows each): the invites worker had taken a few batches of it while
     # the sweep published. On one shared queue the reminder waits behind all of them.
     assert still_pending > 9_000, still_pending
-    assert queued > 9_000, queued
+    assert queued > 90, queued
     assert reminders.sent_by("reminder") == [reminder_id]
     assert captured_message_ids(reminders.var_dir / "mail").count(message_id(reminder_id)) == 1
     # The reminders worker took no invite; the invites worker took no reminder.

@@ -78,14 +78,18 @@ def test_every_outbox_queue_has_a_worker_in_compose_and_on_the_laptop() -> None:
     assert laptop == ["control", "celery", "reminders", "invites", "webhooks"]
 
 
+Published = tuple[str, Any, "str | None"]
+
+
 @pytest.fixture
-def published(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, int, str | None]]]:
-    """(task, reminder id, queue) of every publish, in order."""
-    sent: list[tuple[str, int, str | None]] = []
-    for name in ("scheduler.send_reminder", "scheduler.send_webhook"):
+def published(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Published]]:
+    """(task, its argument: a row id, or the list of a batch's ids, queue) of every publish,
+    in order."""
+    sent: list[Published] = []
+    for name in ("scheduler.send_reminder", "scheduler.send_reminders", "scheduler.send_webhook"):
         task = current_app.tasks[name]
 
-        def record(args: tuple[int], queue: str | None = None, *, _name: str = name) -> None:
+        def record(args: tuple[Any], queue: str | None = None, *, _name: str = name) -> None:
             sent.append((_name, args[0], queue))
 
         monkeypatch.setattr(task, "apply_async", record)
@@ -120,7 +124,7 @@ def _row(visit: ScheduledVisit, code: str, *, event: str, channel: str, due_at: 
 
 def test_sweep_publishes_each_kind_to_its_queue_in_the_order_due(
     visit: ScheduledVisit,
-    published: list[tuple[str, int, str | None]],
+    published: list[Published],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     now = timezone.now()
@@ -135,17 +139,18 @@ def test_sweep_publishes_each_kind_to_its_queue_in_the_order_due(
         handed_out = reminders_sweep(now=now)
 
     assert handed_out == [invite_1, reminder, invite_2, hook]
+    # One message per batch of a queue, the batch in the order its rows fell due; webhooks
+    # one row a message (a slow receiver holds up one row, not a batch).
     assert published == [
-        ("scheduler.send_reminder", invite_1, "invites"),
-        ("scheduler.send_reminder", invite_2, "invites"),
-        ("scheduler.send_reminder", reminder, "reminders"),
+        ("scheduler.send_reminders", [invite_1, invite_2], "invites"),
+        ("scheduler.send_reminders", [reminder], "reminders"),
         ("scheduler.send_webhook", hook, "webhooks"),
     ]
 
 
 def test_sweep_batch_is_per_kind_so_invites_never_crowd_out_a_due_reminder(
     visit: ScheduledVisit,
-    published: list[tuple[str, int, str | None]],
+    published: list[Published],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     now = timezone.now()
@@ -159,10 +164,9 @@ def test_sweep_batch_is_per_kind_so_invites_never_crowd_out_a_due_reminder(
         handed_out = reminders_sweep(now=now, batch=2)
 
     assert handed_out == [invites[0], invites[1], reminder]
-    assert [(pk, queue) for _task, pk, queue in published] == [
-        (invites[0], "invites"),
-        (invites[1], "invites"),
-        (reminder, "reminders"),
+    assert [(ids, queue) for _task, ids, queue in published] == [
+        ([invites[0], invites[1]], "invites"),
+        ([reminder], "reminders"),
     ]
     assert list(Reminder.objects.filter(enqueued_at__isnull=True).values_list("pk", flat=True)) == [
         invites[2]
@@ -171,7 +175,7 @@ def test_sweep_batch_is_per_kind_so_invites_never_crowd_out_a_due_reminder(
 
 def test_send_after_commit_without_a_queue_reads_each_rows_kind(
     visit: ScheduledVisit,
-    published: list[tuple[str, int, str | None]],
+    published: list[Published],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     # How the planner publishes invites due at once (scheduler/outbox/plan.py): by task only.
@@ -183,6 +187,32 @@ def test_send_after_commit_without_a_queue_reads_each_rows_kind(
         send_after_commit(SEND_TASK, [invite, welcome])
 
     assert published == [
-        ("scheduler.send_reminder", invite, "invites"),
-        ("scheduler.send_reminder", welcome, "reminders"),
+        ("scheduler.send_reminders", [invite], "invites"),
+        ("scheduler.send_reminders", [welcome], "reminders"),
+    ]
+
+
+def test_a_sweep_publishes_batches_of_at_most_reminder_batch_size_ids_per_queue(
+    visit: ScheduledVisit,
+    published: list[Published],
+    django_capture_on_commit_callbacks: Any,
+    settings: Any,
+) -> None:
+    settings.REMINDER_BATCH_SIZE = 2
+    now = timezone.now()
+    second = dt.timedelta(seconds=1)
+    reminders = [
+        _row(visit, f"R{n}", event="before_visit", channel="email", due_at=now - (10 - n) * second)
+        for n in range(5)
+    ]
+    invite = _row(visit, "I1", event=INVITE_EVENT, channel="email", due_at=now)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        reminders_sweep(now=now)
+
+    assert published == [
+        ("scheduler.send_reminders", reminders[0:2], "reminders"),
+        ("scheduler.send_reminders", reminders[2:4], "reminders"),
+        ("scheduler.send_reminders", reminders[4:5], "reminders"),
+        ("scheduler.send_reminders", [invite], "invites"),
     ]

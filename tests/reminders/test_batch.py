@@ -1,0 +1,323 @@
+"""Batched dispatch (issue 13): one message, one claim, one outcome write for many rows.
+
+The exactly-once rules of a single row hold for every row of a batch: a batch claimed twice
+sends nothing twice; one row that cannot go does not hold up the others; outcomes are
+journalled and held through a database outage like single ones. The concurrent claim on a
+real Postgres is in tests/integration/test_batch_claim.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+import time_machine
+from django.db import OperationalError, connection
+from django.db.models import F
+from django.test import override_settings
+
+from scheduler.calendars.events import UID_DOMAIN
+from scheduler.models import Reminder, ScheduledVisit
+from scheduler.outbox.outcomes import (
+    BatchJournal,
+    Outcome,
+    journal_pending,
+    outcomes_record,
+    outcomes_replay,
+)
+from scheduler.outbox.sweep import _claim_batch, reminders_send_batch
+from scheduler.services import participant_enroll
+from tests.factories import SiteFactory, participant_for
+from tests.reminders.fakes import FakeTwilioHttp
+
+UTC = dt.UTC
+pytestmark = pytest.mark.django_db
+NOW = dt.datetime(2026, 3, 20, 13, 0, tzinfo=UTC)
+DUE = NOW - dt.timedelta(minutes=1)
+
+
+@pytest.fixture(autouse=True)
+def journal(tmp_path: Path) -> Any:
+    with override_settings(REMINDER_OUTCOME_JOURNAL_DIR=str(tmp_path / "journal")):
+        yield tmp_path / "journal"
+
+
+@pytest.fixture
+def twilio() -> Any:
+    FakeTwilioHttp.script = []
+    FakeTwilioHttp.requests = []
+    with override_settings(SMS_BACKEND="tests.reminders.fakes.FakeTwilioBackend"):
+        yield FakeTwilioHttp
+
+
+@pytest.fixture
+def enrolled(import_seed: Any) -> Any:
+    """enrolled(n, **fields): n participants of the NIAMS trial at one site, enrolled, with an
+    empty outbox."""
+    version = import_seed("000")
+    site = SiteFactory.create(code="nih", name="NIH Clinical Center", timezone="America/New_York")
+
+    def make(count: int, **fields: Any) -> list[Any]:
+        made = []
+        with time_machine.travel(dt.datetime(2026, 1, 10, 12, tzinfo=UTC), tick=False):
+            for _ in range(count):
+                participant = participant_for(
+                    version,
+                    anchors={"day1": dt.date(2026, 2, 2)},
+                    site=site,
+                    **{"email": "p@example.org", **fields},
+                )
+                participant_enroll(participant=participant, on=dt.date(2026, 1, 10))
+                made.append(participant)
+        Reminder.objects.filter(participant__in=made).delete()
+        return made
+
+    return make
+
+
+def rows(participants: list[Any], count: int, channel: str = "email") -> list[int]:
+    """`count` due reminders, spread over every visit of `participants` in turn."""
+    visits = [v for p in participants for v in p.visits.order_by("target_date")]
+    created = Reminder.objects.bulk_create(
+        Reminder(
+            participant=visits[n % len(visits)].participant,
+            visit=visits[n % len(visits)],
+            target_key=f"visit:{visits[n % len(visits)].pk}",
+            rule_code=f"R{n}",
+            event="before_visit",
+            channel=channel,
+            audience="participant",
+            due_at=DUE,
+            next_attempt_at=DUE,
+        )
+        for n in range(count)
+    )
+    return [row.pk for row in created]
+
+
+def message_id(pk: int) -> str:
+    return f"<reminder-{pk}@{UID_DOMAIN}>"
+
+
+def states(ids: list[int]) -> dict[int, tuple[str, int, str, str]]:
+    return {
+        pk: (status, attempts, error, provider_id)
+        for pk, status, attempts, error, provider_id in Reminder.objects.filter(
+            pk__in=ids
+        ).values_list("pk", "status", "attempts", "last_error", "provider_message_id")
+    }
+
+
+def test_a_batch_is_sent_once_even_when_its_message_arrives_twice(
+    enrolled: Any, mailoutbox: Any
+) -> None:
+    ids = rows(enrolled(1), 5)
+
+    with time_machine.travel(NOW, tick=False):
+        first = reminders_send_batch(ids)
+        again = reminders_send_batch(ids)
+
+    assert first == dict.fromkeys(ids, "sent")
+    assert again == dict.fromkeys(ids, "not claimed")
+    assert [m.extra_headers["Message-ID"] for m in mailoutbox] == [message_id(pk) for pk in ids]
+    assert states(ids) == {pk: ("sent", 1, "", message_id(pk)) for pk in ids}
+    sent_at = set(Reminder.objects.filter(pk__in=ids).values_list("sent_at", flat=True))
+    assert sent_at == {NOW}
+
+
+def test_two_overlapping_batch_claims_win_disjoint_rows(enrolled: Any) -> None:
+    ids = rows(enrolled(1), 8)
+
+    first = _claim_batch(ids[:5], NOW)
+    second = _claim_batch(ids[3:], NOW)
+
+    assert (first, second) == (ids[:5], ids[5:])
+    assert states(ids) == dict.fromkeys(ids, ("sending", 1, "", ""))
+
+
+def test_a_batch_claims_only_due_pending_or_failed_rows(enrolled: Any) -> None:
+    ids = rows(enrolled(1), 5)
+    Reminder.objects.filter(pk=ids[0]).update(status="sent")
+    Reminder.objects.filter(pk=ids[1]).update(status="unknown")
+    Reminder.objects.filter(pk=ids[2]).update(next_attempt_at=NOW + dt.timedelta(seconds=1))
+    Reminder.objects.filter(pk=ids[3]).update(status="failed")
+
+    assert _claim_batch(ids, NOW) == ids[3:]
+
+
+def test_a_batch_with_one_permanently_failing_row_sends_the_others_and_that_one_is_dead(
+    enrolled: Any, mailoutbox: Any
+) -> None:
+    reachable = rows(enrolled(1), 3)
+    unreachable = rows(enrolled(1, email=""), 1)
+    ids = [reachable[0], unreachable[0], *reachable[1:]]
+
+    with time_machine.travel(NOW, tick=False):
+        results = reminders_send_batch(ids)
+
+    assert results == {
+        reachable[0]: "sent",
+        unreachable[0]: "dead",
+        reachable[1]: "sent",
+        reachable[2]: "sent",
+    }
+    assert states(ids) == {
+        **{pk: ("sent", 1, "", message_id(pk)) for pk in reachable},
+        unreachable[0]: (
+            "dead",
+            1,
+            "nobody to email: no address (or no guardian's, for a minor)",
+            "",
+        ),
+    }
+    assert [m.extra_headers["Message-ID"] for m in mailoutbox] == [
+        message_id(pk) for pk in reachable
+    ]
+
+
+def test_a_batch_sends_sms_rows_one_by_one_and_the_rest_together(
+    enrolled: Any, mailoutbox: Any, twilio: Any
+) -> None:
+    [participant] = enrolled(1, phone="+15551234567")
+    emails = rows([participant], 2)
+    Reminder.objects.filter(pk__in=emails).update(rule_code="E")  # distinct from the SMS rows'
+    [sms] = rows([participant], 1, channel="sms")
+
+    with time_machine.travel(NOW, tick=False):
+        results = reminders_send_batch([emails[0], sms, emails[1]])
+
+    assert results == {emails[0]: "sent", sms: "sent", emails[1]: "sent"}
+    assert len(twilio.requests) == 1
+    assert states([sms]) == {sms: ("sent", 1, "", "SM" + "1".zfill(32))}
+    assert len(mailoutbox) == 2
+
+
+@pytest.mark.parametrize("size", [10, 100])
+def test_a_batch_costs_the_same_queries_whatever_its_size(
+    enrolled: Any, mailoutbox: Any, django_assert_num_queries: Any, size: int
+) -> None:
+    # Rows over as many visits and participants as the size allows (10 rows: 10 visits of
+    # one participant; 100 rows: every visit of four), so a query per visit would show.
+    ids = rows(enrolled(1 if size == 10 else 4), size)
+
+    with time_machine.travel(NOW, tick=False), django_assert_num_queries(5):
+        # The claim; the rows with participant, site, trial, visit and milestone; the visits'
+        # procedures; their definitions; the outcomes.
+        results = reminders_send_batch(ids)
+
+    assert results == dict.fromkeys(ids, "sent")
+    assert len(mailoutbox) == size
+
+
+# Outside a transaction, as in a worker: a refused statement does not doom the next one.
+@pytest.mark.django_db(transaction=True)
+def test_a_batchs_outcomes_are_held_through_a_database_outage_then_recorded(
+    enrolled: Any, journal: Path
+) -> None:
+    ids = rows(enrolled(1), 3)
+    Reminder.objects.filter(pk__in=ids).update(status="sending", claimed_at=NOW, attempts=1)
+    outcomes = [
+        Outcome(
+            reminder_id=pk,
+            claimed_at=NOW,
+            status="sent",
+            sent_at=NOW,
+            provider_message_id=message_id(pk),
+        )
+        for pk in ids
+    ]
+    refused: list[str] = []
+    held_on_disk: list[int] = []
+
+    def database_away_for_two_statements(execute: Any, sql: str, *args: Any) -> Any:
+        if sql.startswith("WITH accepted") and len(refused) < 2:
+            refused.append(sql)
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, *args)
+
+    with connection.execute_wrapper(database_away_for_two_statements):
+        assert outcomes_record(
+            outcomes, sleep=lambda _s: held_on_disk.append(len(journal_pending()))
+        )
+
+    assert len(refused) == 2
+    assert held_on_disk == [3, 3]  # each outcome in a file of its own while it waited
+    assert journal_pending() == []
+    assert states(ids) == {pk: ("sent", 1, "", message_id(pk)) for pk in ids}
+
+
+def test_a_killed_batchs_journal_is_replayed_but_never_a_running_ones(
+    enrolled: Any, journal: Path
+) -> None:
+    ids = rows(enrolled(1), 3)
+    Reminder.objects.filter(pk__in=ids).update(status="sending", claimed_at=NOW, attempts=1)
+    running = BatchJournal()
+    for pk in ids[:2]:
+        running.add(
+            Outcome(
+                reminder_id=pk,
+                claimed_at=NOW,
+                status="sent",
+                sent_at=NOW,
+                provider_message_id=message_id(pk),
+            )
+        )
+
+    assert outcomes_replay() == 0  # its batch still runs (holds the lock)
+    assert states(ids) == dict.fromkeys(ids, ("sending", 1, "", ""))
+    running.close(keep=True)  # as when its worker is killed: the kernel drops the lock
+
+    assert outcomes_replay() == 2
+
+    assert states(ids) == {
+        ids[0]: ("sent", 1, "", message_id(ids[0])),
+        ids[1]: ("sent", 1, "", message_id(ids[1])),
+        ids[2]: ("sending", 1, "", ""),
+    }
+    assert list(journal.iterdir()) == []
+    assert outcomes_replay() == 0
+
+
+def test_a_batch_leaves_no_journal_behind(enrolled: Any, journal: Path, mailoutbox: Any) -> None:
+    ids = rows(enrolled(1), 3)
+
+    with time_machine.travel(NOW, tick=False):
+        reminders_send_batch(ids)
+
+    assert list(journal.iterdir()) == []
+
+
+def test_a_batch_of_superseded_invites_is_cancelled_in_one_statement(
+    enrolled: Any, mailoutbox: Any, django_assert_num_queries: Any
+) -> None:
+    [participant] = enrolled(1)
+    visits = list(participant.visits.order_by("target_date")[:3])
+    ids = [
+        Reminder.objects.create(
+            participant=participant,
+            visit=visit,
+            target_key=f"visit:{visit.pk}",
+            rule_code="INVITE",
+            event="invite",
+            channel="email",
+            audience="participant",
+            due_at=DUE,
+            next_attempt_at=DUE,
+            ical_sequence=visit.ical_sequence,
+        ).pk
+        for visit in visits
+    ]
+    # The visits have moved on since (rescheduled: a newer invite announces them).
+    ScheduledVisit.objects.filter(pk__in=[v.pk for v in visits]).update(
+        ical_sequence=F("ical_sequence") + 1
+    )
+
+    # The claim; the rows; the procedures; their definitions; the three cancellations.
+    with time_machine.travel(NOW, tick=False), django_assert_num_queries(5):
+        results = reminders_send_batch(ids)
+
+    assert results == dict.fromkeys(ids, "superseded")
+    assert states(ids) == dict.fromkeys(ids, ("cancelled", 1, "superseded by a newer change", ""))
+    assert mailoutbox == []
