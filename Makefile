@@ -41,8 +41,9 @@ $(ICALJS): tests/calendars/readers/package.json tests/calendars/readers/package-
 		echo "npm not found: the ical.js reader test will skip (CI=true: fail)"; \
 	fi
 
-# The suite on every core (pytest-xdist); the tests that share Redis, Celery workers, a live
-# server or the gates' caches run on one worker, in turn (tests/conftest.py groups them).
+# The suite on every core (pytest-xdist); the tests that share Redis and Celery workers, live
+# servers and Chromium, or the gates' caches run in a group per kind, each on one worker in
+# turn (tests/conftest.py groups them).
 # TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= auto
 test: $(STAMP) messages $(ICALJS)

@@ -46,17 +46,22 @@ def _missing_requirements(item: pytest.Item) -> str | None:
 
 
 # The tests that share one thing outside the test process run on one pytest-xdist worker, one
-# after another (`make test` runs two workers, `--dist loadgroup`): the real Redis broker and
-# Celery workers, live servers and Chromium, the release gates' caches (mypy, import-linter,
-# the advisory database under var/). Each worker has its own test database already.
+# after another (`make test` runs two workers, `--dist loadgroup`), each kind in a group of its
+# own so that the kinds run beside each other: the real Redis broker and Celery workers
+# ("integration"), live servers and Chromium ("browser"), the release gates' caches (mypy,
+# import-linter, the advisory database under var/: "gates"). Each worker has its own test
+# database and its own Redis cache database already; the Celery workers of integration tests
+# consume queues of their own.
 SHARED_OUTSIDE = ("integration", "browser", "gates")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if any(item.get_closest_marker(name) for name in SHARED_OUTSIDE):
-            item.add_marker(pytest.mark.xdist_group("outside"))
+        for name in SHARED_OUTSIDE:
+            if item.get_closest_marker(name):
+                item.add_marker(pytest.mark.xdist_group(name))
+                break
 
 
 def pytest_configure(config: pytest.Config) -> None:
