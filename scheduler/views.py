@@ -8,6 +8,7 @@ from django.http import (
     HttpResponseBadRequest,
     HttpResponseRedirect,
     JsonResponse,
+    StreamingHttpResponse,
 )
 from django.urls import reverse
 from django.utils import timezone
@@ -19,7 +20,7 @@ from scheduler.calendars.feeds import (
     feed_by_token,
     feed_version,
     participant_feed_ical,
-    site_feed_ical,
+    site_feed_chunks,
 )
 from scheduler.i18n import UnknownLanguage, user_language_set
 from scheduler.models import WorkerHeartbeat
@@ -44,7 +45,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 @require_GET
-def calendar_feed(request: HttpRequest, kind: str, token: str) -> HttpResponse:
+def calendar_feed(
+    request: HttpRequest, kind: str, token: str
+) -> HttpResponse | StreamingHttpResponse:
     """A subscribable feed. Unknown and revoked tokens get the same bare 404."""
     feed = feed_by_token(token=token, kind=kind)
     if feed is None:
@@ -53,14 +56,23 @@ def calendar_feed(request: HttpRequest, kind: str, token: str) -> HttpResponse:
     last_modified = int(version.last_modified.timestamp()) if version.last_modified else None
     unchanged = get_conditional_response(request, etag=version.etag, last_modified=last_modified)
     if unchanged is not None:
+        # RFC 9110 15.4.5: a 304 carries the ETag and Cache-Control a 200 would have.
+        unchanged["ETag"] = version.etag
+        unchanged["Cache-Control"] = "private, max-age=300"
         return unchanged
     now = timezone.now()
-    content = (
-        participant_feed_ical(feed.participant, stamp=now)
-        if feed.participant is not None
-        else site_feed_ical(feed.site, stamp=now)  # type: ignore[arg-type]
-    )
-    response = HttpResponse(content, content_type="text/calendar; charset=utf-8")
+    content_type = "text/calendar; charset=utf-8"
+    response: HttpResponse | StreamingHttpResponse
+    if feed.participant is not None:
+        response = HttpResponse(
+            participant_feed_ical(feed.participant, stamp=now), content_type=content_type
+        )
+    else:
+        # A site feed can hold tens of thousands of events: streamed, a chunk of rows at a time.
+        response = StreamingHttpResponse(
+            site_feed_chunks(feed.site, stamp=now),  # type: ignore[arg-type]
+            content_type=content_type,
+        )
     response["ETag"] = version.etag
     if last_modified is not None:
         response["Last-Modified"] = http_date(last_modified)

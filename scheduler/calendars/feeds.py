@@ -11,19 +11,21 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, Q, QuerySet
+from django.db.models import Max, Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from participants.models import Participant
 from scheduler.access import site_now, site_today
-from scheduler.calendars.events import milestone_event, participant_visit_event, site_visit_event
-from scheduler.calendars.ical import build_calendar
+from scheduler.calendars.events import milestone_event
+from scheduler.calendars.ical import CALENDAR_TAIL, calendar_head, event_text, stamp_text
+from scheduler.calendars.rendered import visit_texts
 from scheduler.models import CalendarFeed, ScheduledMilestone, ScheduledVisit
 from trials.models import Site
 
@@ -92,44 +94,57 @@ def feed_public_url(*, feed: CalendarFeed, token: str) -> str:
     return settings.PUBLIC_URL.rstrip("/") + feed_path(feed=feed, token=token)
 
 
-def _visits() -> QuerySet[ScheduledVisit]:
-    return ScheduledVisit.objects.select_related(
-        "participant__site", "participant__trial", "visit_definition"
-    ).prefetch_related("procedures__procedure")
-
-
 def participant_feed_ical(participant: Participant, *, stamp: dt.datetime) -> bytes:
-    visits = list(_visits().filter(participant=participant).order_by("target_date", "id"))
+    return b"".join(participant_feed_chunks(participant, stamp=stamp))
+
+
+def participant_feed_chunks(participant: Participant, *, stamp: dt.datetime) -> Iterator[bytes]:
+    """The participant's feed, in the participant's language, a few hundred events at a time:
+    visits' texts from the cache (scheduler.calendars.rendered), milestones written now."""
+    language = participant.language
     today = site_today(participant.site)
-    milestones = list(
+    with translation.override(language):
+        name = _("Study visits")
+    yield calendar_head(method="PUBLISH", name=name).encode()
+    visits = ScheduledVisit.objects.filter(participant=participant).order_by("target_date", "id")
+    for text in visit_texts(visits, kind="participant", today=today, language=language):
+        yield stamp_text(text, stamp).encode()
+    milestones = (
         ScheduledMilestone.objects.filter(participant=participant, rule__participant_facing=True)
         .exclude(status="cancelled")
         .select_related("rule")
         .order_by("rule__code", "sequence")
     )
-    with translation.override(participant.language):
-        events = [participant_visit_event(visit, today=today) for visit in visits]
+    texts = []
+    with translation.override(language):
         previous: dict[int, object] = {}
         for milestone in milestones:
             event = milestone_event(milestone, previous.get(milestone.rule_id))
             previous[milestone.rule_id] = milestone.dose_mg
             if event is not None:
-                events.append(event)
-        name = _("Study visits")
-    return build_calendar(events, method="PUBLISH", stamp=stamp, name=name).to_ical()
+                texts.append(event_text(event, rsvp=False))
+    yield (stamp_text("".join(texts), stamp) + CALENDAR_TAIL).encode()
 
 
 def site_feed_ical(site: Site, *, stamp: dt.datetime) -> bytes:
-    visits = (
-        ScheduledVisit.objects.filter(participant__site=site)
-        .select_related("participant__site", "participant__trial", "visit_definition")
-        .order_by("target_date", "id")
-    )
-    today = site_today(site)
-    events = [site_visit_event(visit, today=today) for visit in visits]
-    return build_calendar(
-        events, method="PUBLISH", stamp=stamp, name=f"{site.name}: study visits"
-    ).to_ical()
+    return b"".join(site_feed_chunks(site, stamp=stamp))
+
+
+def site_feed_chunks(site: Site, *, stamp: dt.datetime) -> Iterator[bytes]:
+    """The site's feed a few hundred events at a time, for streaming: rows are read in chunks
+    (scheduler.calendars.rendered.CHUNK_SIZE), so serving a site of any size holds one chunk
+    in memory. Visit names follow the active language (the request's), taken when this is
+    called."""
+    language = translation.get_language() or "en"
+    return _site_feed_chunks(site, stamp=stamp, language=language)
+
+
+def _site_feed_chunks(site: Site, *, stamp: dt.datetime, language: str) -> Iterator[bytes]:
+    yield calendar_head(method="PUBLISH", name=f"{site.name}: study visits").encode()
+    visits = ScheduledVisit.objects.filter(participant__site=site).order_by("target_date", "id")
+    for text in visit_texts(visits, kind="site", today=site_today(site), language=language):
+        yield stamp_text(text, stamp).encode()
+    yield CALENDAR_TAIL.encode()
 
 
 @dataclass(frozen=True)
@@ -174,6 +189,9 @@ def feed_version(feed: CalendarFeed) -> FeedVersion:
             site.timezone,
             site.email,
             midnight.date().isoformat(),
+            # A site feed names visits in the request's language (a participant feed in the
+            # participant's, which their history marks).
+            translation.get_language() if feed.participant_id is None else "",
         )
     )
     moments = [m["at"] for m in (visit_mark, milestone_mark, owner_mark) if m["at"]]

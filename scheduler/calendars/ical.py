@@ -128,3 +128,148 @@ def _on_the_time_line(value: dt.datetime | dt.date) -> dt.datetime | dt.date:
         # converting it would silently take the server's zone instead.
         raise ValueError(f"{value.isoformat()} has no time zone: event times must be aware")
     return value.astimezone(dt.UTC)
+
+
+# Plain-text writing, byte for byte what `build_calendar(...).to_ical()` writes for the same
+# events (tests/calendars/test_ical.py compares the two on every kind of value), at a fraction
+# of the cost: feeds hold thousands of events. A VEVENT is written with a stamp mark in place
+# of its DTSTAMP line, so its text can be kept (scheduler/calendars/rendered.py) and stamped
+# when a calendar is assembled: the mark is not a content line (no colon), and a folded line's
+# continuation starts with a space, so it cannot occur anywhere else in a calendar.
+STAMP_MARK = "\r\nDTSTAMP\r\n"
+FOLD_LIMIT = 75  # icalendar's: a line holds at most 74 octets, and a continuation a space more
+# An escape is never split from what it escapes (icalendar #1501): a backslash or caret.
+_FOLD_KEEP_WITH_NEXT = b"\\^"
+_PARAM_QUOTABLE = ",;:’"  # noqa: RUF001 - icalendar quotes a parameter value holding these
+_CN_QUOTABLE = " '"  # and a CN holding these
+
+
+def escape_text(text: str) -> str:
+    """A TEXT value (RFC 5545 3.3.11), escaped as icalendar escapes it."""
+    return (
+        text.replace(r"\N", "\n")
+        .replace("\\", "\\\\")
+        .replace(";", r"\;")
+        .replace(",", r"\,")
+        .replace("\r\n", r"\n")
+        .replace("\n", r"\n")
+        .replace("\r", r"\n")
+    )
+
+
+def fold(line: str) -> str:
+    """One content line folded as icalendar folds it: at most 74 octets a line (UTF-8 never
+    split inside a character), each continuation after CRLF and a space."""
+    if len(line) < FOLD_LIMIT // 4 or (len(line) < FOLD_LIMIT and line.isascii()):
+        return line
+    data = line.encode()
+    size = len(data)
+    if size < FOLD_LIMIT:
+        return line
+    parts = []
+    start = 0
+    while size - start >= FOLD_LIMIT:
+        end = start + FOLD_LIMIT - 1
+        while 0x80 <= data[end] < 0xC0:  # inside a character: fold before it
+            end -= 1
+        if data[end - 1] in _FOLD_KEEP_WITH_NEXT and end - 1 > start:
+            end -= 1
+        parts.append(data[start:end])
+        start = end
+    parts.append(data[start:])
+    return b"\r\n ".join(parts).decode()
+
+
+def _param(value: str, *, quote_also: str = "") -> str:
+    """A parameter value as icalendar writes it: RFC 6868 escapes, then quoted when it holds
+    ',', ';', ':' or '’', or (before escaping) one of `quote_also`."""
+    quoted = any(char in value for char in quote_also)
+    value = (
+        value.replace("^", "^^")
+        .replace("\r\n", "^n")
+        .replace("\r", "^n")
+        .replace("\n", "^n")
+        .replace('"', "^'")
+    )
+    quoted = quoted or any(char in _PARAM_QUOTABLE for char in value)
+    return f'"{value}"' if quoted else value
+
+
+def _moment(value: dt.datetime | dt.date) -> str:
+    """';VALUE=DATE:20270315' for a day, ':20270315T130000Z' for an instant (in UTC)."""
+    value = _on_the_time_line(value)
+    if isinstance(value, dt.datetime):
+        return f":{value:%Y%m%dT%H%M%S}Z"
+    return f";VALUE=DATE:{value:%Y%m%d}"
+
+
+def _address(name: str, person: Person, extra: str = "") -> str:
+    cn = f";CN={_param(person.name, quote_also=_CN_QUOTABLE)}" if person.name else ""
+    return fold(f"{name}{cn}{extra}:mailto:{person.email}")
+
+
+def event_text(event: CalendarEvent, *, rsvp: bool) -> str:
+    """One VEVENT, CRLF-terminated, with STAMP_MARK for its DTSTAMP line (see `stamp_text`).
+
+    Properties in icalendar's order: SUMMARY, DTSTART, DTEND, DTSTAMP, UID, SEQUENCE, then the
+    rest alphabetically.
+    """
+    lines = [
+        "BEGIN:VEVENT",
+        fold(f"SUMMARY:{escape_text(event.summary)}"),
+        fold(f"DTSTART{_moment(event.start)}"),
+        fold(f"DTEND{_moment(event.end)}") + STAMP_MARK[:-2],
+        fold(f"UID:{escape_text(event.uid)}"),
+        f"SEQUENCE:{int(event.sequence)}",
+    ]
+    attendee_params = ";PARTSTAT=NEEDS-ACTION;ROLE=REQ-PARTICIPANT" + (";RSVP=TRUE" if rsvp else "")
+    lines += [_address("ATTENDEE", person, attendee_params) for person in event.attendees]
+    if event.description:
+        lines.append(fold(f"DESCRIPTION:{escape_text(event.description)}"))
+    if event.last_modified is not None:
+        lines.append(f"LAST-MODIFIED{_moment(event.last_modified)}")
+    if event.location:
+        lines.append(fold(f"LOCATION:{escape_text(event.location)}"))
+    if event.organizer is not None:
+        lines.append(_address("ORGANIZER", event.organizer))
+    lines.append(f"STATUS:{event.status}")
+    if not isinstance(event.start, dt.datetime):
+        lines.append("TRANSP:TRANSPARENT")
+    lines.append("END:VEVENT\r\n")
+    return "\r\n".join(lines)
+
+
+def stamp_text(text: str, stamp: dt.datetime) -> str:
+    """Event texts with their DTSTAMP: the moment the calendar holding them is written (RFC 5545
+    3.8.7.2, for a calendar with a METHOD), in UTC."""
+    return text.replace(STAMP_MARK, f"\r\nDTSTAMP{_moment(stamp)}\r\n")
+
+
+def calendar_head(*, method: Method | None, name: str | None = None) -> str:
+    """What comes before the events: BEGIN:VCALENDAR and the calendar's own properties."""
+    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", fold(f"PRODID:{escape_text(PRODID)}")]
+    if method is not None:
+        lines.append(f"METHOD:{method}")
+    if name is not None:
+        # As icalendar writes them: unescaped (and readers, icalendar's too, read them so); a
+        # line break, which icalendar refuses, is a space.
+        name = name.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+        lines += [fold(f"NAME:{name}"), fold(f"X-WR-CALNAME:{name}")]
+    return "\r\n".join(lines) + "\r\n"
+
+
+CALENDAR_TAIL = "END:VCALENDAR\r\n"
+
+
+def calendar_text(
+    events: list[CalendarEvent],
+    *,
+    method: Method | None,
+    stamp: dt.datetime,
+    name: str | None = None,
+) -> bytes:
+    """`build_calendar(...).to_ical()`'s bytes, written as plain text."""
+    body = "".join(event_text(event, rsvp=method == "REQUEST") for event in events)
+    return (
+        calendar_head(method=method, name=name) + stamp_text(body, stamp) + CALENDAR_TAIL
+    ).encode()

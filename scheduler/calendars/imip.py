@@ -26,7 +26,7 @@ from scheduler.calendars.events import (
     visit_name,
     window_range,
 )
-from scheduler.calendars.ical import Method, build_calendar
+from scheduler.calendars.ical import Method, calendar_text
 from scheduler.models import Reminder, ScheduledVisit
 
 # The outbox's event name for invite rows (the outbox imports it from here: calendars never
@@ -100,7 +100,9 @@ def invite_message(visit: ScheduledVisit, *, method: Method) -> EmailMultiAltern
     language = participant.language
     with translation.override(language):
         event = participant_visit_event(visit, attendee=attendee, today=site_today(site))
-        ics = build_calendar([event], method=method, stamp=timezone.now()).to_ical()
+        # Written as plain text: icalendar's bytes (tests/calendars/test_ical.py), not cached (an
+        # invite is written once per SEQUENCE, and names its attendee).
+        ics = calendar_text([event], method=method, stamp=timezone.now())
         if isinstance(event.start, dt.datetime):
             when = day_and_time(event.start, ZoneInfo(site.timezone), language)
         else:

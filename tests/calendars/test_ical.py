@@ -7,9 +7,19 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from icalendar import Calendar
 
-from scheduler.calendars.ical import CalendarEvent, Person, build_calendar
+from scheduler.calendars.ical import (
+    STAMP_MARK,
+    CalendarEvent,
+    Person,
+    build_calendar,
+    calendar_text,
+    event_text,
+    fold,
+)
 from tests.calendars.reading import PYTHON_READERS
 
 STAMP = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
@@ -173,3 +183,90 @@ def test_build_calendar_without_method_for_caldav_storage() -> None:
     ).to_ical()
 
     assert "METHOD" not in Calendar.from_ical(data)
+
+
+# Texts that exercise every escape and fold: the characters TEXT and parameter values escape,
+# CR and LF, the RFC 6868 caret, quotes, 2-, 3- and 4-byte UTF-8 (a fold never splits one), and
+# long runs of them, so folds land next to escapes.
+TRICKY = st.lists(
+    st.sampled_from(list("aZ 9:;,\\^\"'’\n\r\tN·é日本語🙂-") + ["\\N", "\\,", "^n", "x" * 70]),
+    max_size=40,
+).map("".join)
+ZONES = ("UTC", "America/New_York", "Asia/Kathmandu", "Pacific/Chatham", "Asia/Tokyo")
+
+
+@st.composite
+def events(draw: st.DrawFn) -> CalendarEvent:
+    day = draw(st.dates(min_value=dt.date(1990, 1, 1), max_value=dt.date(2060, 12, 31)))
+    start: dt.datetime | dt.date
+    end: dt.datetime | dt.date
+    if draw(st.booleans()):
+        moment = dt.datetime.combine(
+            day,
+            dt.time(draw(st.integers(0, 23)), draw(st.integers(0, 59)), draw(st.integers(0, 59))),
+            tzinfo=ZoneInfo(draw(st.sampled_from(ZONES))),
+        )
+        start, end = moment, moment + dt.timedelta(minutes=draw(st.integers(1, 600)))
+    else:
+        start, end = day, day + dt.timedelta(days=draw(st.integers(1, 30)))
+    people = st.builds(Person, st.emails(), TRICKY)
+    return CalendarEvent(
+        uid=draw(st.sampled_from(["visit-1@x", "milestone-2@trial-visit-scheduler", "a,b;c"])),
+        sequence=draw(st.integers(0, 1000)),
+        summary=draw(TRICKY.filter(bool)),
+        description=draw(TRICKY),
+        location=draw(TRICKY),
+        status=draw(st.sampled_from(["CONFIRMED", "TENTATIVE", "CANCELLED"])),
+        start=start,
+        end=end,
+        organizer=draw(st.none() | people),
+        attendees=tuple(draw(st.lists(people, max_size=2))),
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(events(), max_size=3),
+    st.sampled_from(["REQUEST", "CANCEL", "PUBLISH", None]),
+    # icalendar fails on a line break in a name (see the test below).
+    st.none() | TRICKY.filter(lambda name: not any(c in name for c in "\r\n")),
+    st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2050, 1, 1)),
+)
+def test_plain_text_writing_gives_icalendars_bytes(calendar, method, name, stamp) -> None:
+    stamp = stamp.replace(tzinfo=dt.UTC)
+
+    written = calendar_text(calendar, method=method, stamp=stamp, name=name)
+
+    assert written == build_calendar(calendar, method=method, stamp=stamp, name=name).to_ical()
+
+
+@pytest.mark.parametrize(
+    ("line", "folded"),
+    [
+        ("x" * 74, "x" * 74),
+        ("x" * 75, "x" * 74 + "\r\n x"),
+        ("x" * 73 + "\\," + "y", "x" * 73 + "\r\n \\,y"),  # an escape stays whole
+        ("x" * 73 + "日", "x" * 73 + "\r\n 日"),  # 3 octets do not fit in the 74th
+        ("x" * 148 + "z", "x" * 74 + "\r\n " + "x" * 74 + "\r\n z"),
+    ],
+)
+def test_fold_keeps_lines_within_75_octets(line, folded) -> None:
+    assert fold(line) == folded
+
+
+def test_an_event_text_holds_a_stamp_mark_and_no_stamp() -> None:
+    text = event_text(booked(at("Asia/Tokyo", dt.date(2026, 3, 9))), rsvp=True)
+
+    assert text.count(STAMP_MARK) == 1
+    assert "DTSTAMP:" not in text
+    assert text.startswith("BEGIN:VEVENT\r\nSUMMARY:") and text.endswith("END:VEVENT\r\n")
+
+
+def test_a_calendar_name_is_written_as_icalendar_writes_it_and_a_line_break_is_a_space() -> None:
+    head = calendar_text([], method="PUBLISH", stamp=STAMP, name="Clinic; Berlin,\nMitte\\2")
+
+    assert head.decode().splitlines()[4:6] == [
+        "NAME:Clinic; Berlin, Mitte\\2",
+        "X-WR-CALNAME:Clinic; Berlin, Mitte\\2",
+    ]
+    assert str(Calendar.from_ical(head)["X-WR-CALNAME"]) == "Clinic; Berlin, Mitte\\2"
