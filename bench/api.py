@@ -3,7 +3,8 @@
     .venv/bin/python bench/api.py [--site-participants 500] [--requests 300] [--seconds 20]
                                   [--clients 4] [--workers 2] [--threads 4]
 
-Builds, in a throw-away SQLite database under a temporary VAR_DIR (or DATABASE_URL if set):
+Builds, in a throw-away SQLite database under a temporary VAR_DIR (or, when DATABASE_URL is on
+Postgres, a throw-away database created beside it and dropped at the end):
 - a participant with 60 visits (a 60-occurrence weekly visit) and
 - a site with N participants of the NIAMS protocol (12 visits each),
 issues a site system OAuth2 token over HTTP, starts gunicorn on 127.0.0.1 (gthread workers,
@@ -11,9 +12,11 @@ so connections persist), and drives it from `--clients` threads, each with its o
 `requests.Session`, for at most `--requests` requests or `--seconds` per target:
 - GET /api/v1/participants/{id}/calendar/     (the 60-visit calendar)
 - GET /api/v1/visits/?site=…&page_size=200     (a page of the 500-participant site's visits)
-- baselines: the same rows as JSON from a minimal Django view (`.values()`, no auth, no
+- baselines: the same rows as JSON (orjson) from a minimal Django view (`.values()`, no auth, no
   scoping, no serializer), served by the same gunicorn in the same run.
-Prints requests/s and p50/p99 per target and the API/baseline ratios. Loopback only.
+Prints requests/s and p50/p99 per target and the API/baseline ratios, and reports each target's
+requests/s to `make bench` with its baseline's (the target: at least half the baseline's rate,
+i.e. a ratio of at most 2). Loopback only.
 
 Run as a gunicorn app this module is also the urlconf: the API's URLs plus the two baselines.
 """
@@ -37,6 +40,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.harness import on_postgres, report, throwaway_postgres  # noqa: E402
+
+# The API must serve at least half the minimal view's requests per second.
+RATE_SHARE = 0.5
 
 WEEKLY_60 = """\
 format: 1
@@ -80,29 +88,33 @@ BASELINE_FIELDS = (
 
 
 def _baseline_urls() -> list[Any]:
+    import orjson
     from django.db.models import F
     from django.db.models.functions import Coalesce
-    from django.http import HttpRequest, JsonResponse
+    from django.http import HttpRequest, HttpResponse
     from django.urls import include, path
 
     from scheduler.models import ScheduledVisit
 
-    def calendar(request: HttpRequest, pk: int) -> JsonResponse:
+    def as_json(data: object) -> HttpResponse:
+        return HttpResponse(orjson.dumps(data), content_type="application/json")
+
+    def calendar(request: HttpRequest, pk: int) -> HttpResponse:
         rows = (
             ScheduledVisit.objects.filter(participant_id=pk)
             .order_by("target_date", "id")
             .values(*BASELINE_FIELDS)
         )
-        return JsonResponse({"visits": list(rows)})
+        return as_json({"visits": list(rows)})
 
-    def visits(request: HttpRequest) -> JsonResponse:
+    def visits(request: HttpRequest) -> HttpResponse:
         rows = (
             ScheduledVisit.objects.filter(participant__site__code=request.GET["site"])
             .annotate(day=Coalesce(F("actual_date"), F("booked_date"), F("target_date")))
             .order_by("day", "id")
             .values(*BASELINE_FIELDS)[: int(request.GET.get("page_size", 50))]
         )
-        return JsonResponse({"results": list(rows)})
+        return as_json({"results": list(rows)})
 
     return [
         path("bench/calendar/<int:pk>/", calendar),
@@ -189,7 +201,24 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
+    # On Postgres, a throw-away database beside DATABASE_URL's (gunicorn inherits it): runs
+    # never meet each other's rows or names.
+    drop_database = None
+    if on_postgres():
+        os.environ["DATABASE_URL"], drop_database = throwaway_postgres(
+            os.environ["DATABASE_URL"], "api"
+        )
+    try:
+        measure(args)
+    finally:
+        if drop_database is not None:
+            from django.db import connections
 
+            connections.close_all()
+            drop_database()
+
+
+def measure(args: argparse.Namespace) -> None:
     warnings.filterwarnings("ignore", message="No directory at")  # no collected static files
     os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="bench-api-"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -262,6 +291,8 @@ def main() -> None:
         "BENCH_API_URLCONF": "1",
         "API_RATE_PER_CREDENTIAL": "100000000/minute",  # the budget is not what is measured
         "DEBUG": "false",
+        # Persistent connections, as deployed (docker-compose and Kubernetes set 60 s).
+        "CONN_MAX_AGE": os.environ.get("CONN_MAX_AGE", "60"),
         "PYTHONWARNINGS": "ignore::UserWarning",  # no collected static files here
     }
     server = subprocess.Popen(  # noqa: S603 - our own gunicorn, fixed arguments
@@ -309,12 +340,14 @@ def main() -> None:
         targets = [
             (
                 "calendar, 60 visits",
+                None,
                 f"{base}/api/v1/participants/{sixty.pk}/calendar/",
                 weekly_auth,
                 f"{base}/bench/calendar/{sixty.pk}/",
             ),
             (
                 f"site visit list, {page} of {visits_at_site}",
+                args.site_participants,
                 f"{base}/api/v1/visits/?site={site.code}&trial={niams.trial.code}&page_size={page}",
                 niams_auth,
                 f"{base}/bench/visits/?site={site.code}&page_size={page}",
@@ -322,11 +355,21 @@ def main() -> None:
         ]
         load = {"requests_total": args.requests, "seconds": args.seconds, "clients": args.clients}
         rows = []
-        for name, api_url, auth, baseline_url in targets:
+        for name, participants, api_url, auth, baseline_url in targets:
             api = _load(api_url, auth, **load)  # type: ignore[arg-type]
             baseline = _load(baseline_url, {}, **load)  # type: ignore[arg-type]
             size = len(requests.get(api_url, headers=auth, timeout=30).content)
             rows.append((name, api, baseline, size))
+            report(
+                script="api",
+                scenario=f"GET {name.split(',')[0]} (vs minimal view)",
+                size=participants,
+                value=api["rps"],
+                unit="req/s",
+                baseline=baseline["rps"],
+                target=round(baseline["rps"] * RATE_SHARE, 1),
+                runs=int(api["requests"]),
+            )
     finally:
         server.terminate()
         server.wait(timeout=30)

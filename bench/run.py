@@ -5,8 +5,10 @@
 `make bench` runs this with DATABASE_URL and REDIS_URL set (to the machine's Postgres and Redis
 unless they are already set). Each script runs in its own process; its own printout goes to
 bench/out/<script>.txt and its rows (bench/harness.py) into bench/results.json. A scenario
-measured at several sizes gets a plot, bench/out/<script>.png: its cost and its baseline
-against the size. --full adds the long sizes (enroll.py at 10,000 and 100,000 participants).
+measured at several sizes gets a plot, bench/out/<script>.png (<script>-<unit>.png when the
+script's scenarios differ in units): its cost and its baseline against the size. --full adds
+the long sizes (enroll.py at 10,000 and 100,000 participants, feeds.py at 2,000, replan.py at
+10,000 and 100,000).
 --smallest runs each script at a small size, to check the harness itself in a minute or two.
 Exits non-zero if a script failed or a figure missed its target.
 """
@@ -41,12 +43,30 @@ RESULTS = BENCH / "results.json"
 # script -> (default arguments, --smallest arguments, needs Postgres)
 SCRIPTS: dict[str, tuple[list[str], list[str], bool]] = {
     "enroll": ([], ["--sizes", "20,60", "--participants", "20"], False),
-    "feeds": ([], ["--site-participants", "20", "--runs", "5"], False),
+    "engine": ([], ["--runs", "200", "--samples", "3", "--peer-runs", "20"], False),
+    "feeds": (
+        ["--site-participants", "500", "--runs", "10"],
+        ["--site-participants", "20", "--runs", "5"],
+        False,
+    ),
     "reminders": ([], ["--rows", "20000", "--due", "200", "--sends", "200", "--runs", "3"], False),
     "slots": ([], ["--runs", "3", "--bookings", "200"], False),
     "api": ([], ["--site-participants", "20", "--requests", "20", "--seconds", "3"], False),
     "protocol_files": ([], ["--repeat", "1"], False),
     "workspace": ([], ["--participants", "200", "--sites", "2", "--runs", "3"], True),
+    # An amendment re-plans every participant one by one (about 0.25 s each here): 100 and
+    # 1,000 by default, 1,000 and 10,000 (and 100,000) with --full.
+    "replan": (
+        ["--sizes", "100,1000", "--runs", "1", "--cascades", "3"],
+        ["--sizes", "30,60", "--sites", "4", "--runs", "1", "--cascades", "2"],
+        True,
+    ),
+}
+# With --full: these scripts' arguments instead of the defaults (their long sizes).
+FULL_ARGUMENTS = {
+    "enroll": ["--full"],
+    "feeds": ["--site-participants", "2000"],
+    "replan": ["--sizes", "1000,10000", "--full"],
 }
 
 
@@ -117,18 +137,24 @@ def table(rows: list[dict[str, Any]]) -> Table:
 
 
 def plots(rows: list[dict[str, Any]]) -> list[Path]:
-    """One PNG per script with a scenario measured at two sizes or more."""
+    """One PNG per script (and unit, if its scenarios differ in units) with a scenario measured
+    at two sizes or more: bench/out/<script>.png, or <script>-<unit>.png."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    series: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    series: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
     for row in rows:
         if row["size"] is not None:
-            series[row["script"]][row["scenario"]].append(row)
+            series[row["script"], row["unit"]][row["scenario"]].append(row)
+    units: dict[str, int] = defaultdict(int)
+    for script, _unit in series:
+        units[script] += 1
     written = []
-    for script, scenarios in series.items():
+    for (script, unit), scenarios in series.items():
         scenarios = {name: points for name, points in scenarios.items() if len(points) > 1}
         if not scenarios:
             continue
@@ -165,7 +191,8 @@ def plots(rows: list[dict[str, Any]]) -> list[Path]:
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize="small")
         figure.tight_layout()
-        path = OUT / f"{script}.png"
+        slug = unit.replace("/", "-").replace("µ", "u")
+        path = OUT / (f"{script}.png" if units[script] == 1 else f"{script}-{slug}.png")
         figure.savefig(path, dpi=110)
         pyplot.close(figure)
         written.append(path)
@@ -189,7 +216,7 @@ def main() -> None:
     database = os.environ.get("DATABASE_URL", "")
     postgres = database.startswith(("postgres://", "postgresql://"))
     if postgres:
-        ensure_postgres_database(database)  # feeds.py and api.py migrate and use it as it is
+        ensure_postgres_database(database)  # feeds.py migrates and uses it as it is
     started = dt.datetime.now(dt.UTC)
     scripts = []
     for position, name in enumerate(names, start=1):
@@ -198,8 +225,8 @@ def main() -> None:
             console.print(f"{name}.py: skipped, it needs DATABASE_URL=postgres://…")
             continue
         arguments = smallest if args.smallest else default
-        if args.full and name == "enroll":
-            arguments = [*arguments, "--full"]
+        if args.full and name in FULL_ARGUMENTS:
+            arguments = [*default, *FULL_ARGUMENTS[name]]
         console.print(f"[bold]({position}/{len(names)}) {name}.py {' '.join(arguments)}")
         scripts.append(run_script(name, arguments, console))
 

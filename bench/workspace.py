@@ -1,16 +1,17 @@
 """The coordinator's workspace at scale: the start page, a timeline and the lists with 10,000
 participants and 600,000 visits, against the admin's cheapest page measured in the same run.
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \\
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench \\
         .venv/bin/python bench/workspace.py [--participants 10000] [--sites 10] [--runs 7]
 
-Needs Postgres (the scale is the point): it creates its own database `bench_workspace` on the
-server DATABASE_URL names, and drops it at the end unless --keep. Builds one trial with a
-60-visit weekly protocol at `--sites` sites; one participant is enrolled through the services,
-the rest are written with COPY as the same calendar shifted day by day (Day 1 spread over a
-year), so today has visits done, missed, booked, due and overdue at every site (visits more
-than 3 days past are recorded, done or 1 in 17 missed, except 1 in 20 left overdue). Then, in
-process with Django's test client (templates rendered, no network):
+Needs Postgres (the scale is the point): it creates a throw-away database beside DATABASE_URL's
+(its name starts with that database's, see bench/harness.py), and drops it at the end unless
+--keep. Builds one trial with a 60-visit weekly protocol at `--sites` sites; one participant
+is enrolled through the services, the rest are written with COPY as the same calendar shifted
+day by day (Day 1 spread over a year), so today has visits done, missed, booked, due and
+overdue at every site (visits more than 3 days past are recorded, done or 1 in 17 missed,
+except 1 in 20 left overdue). Then, in process with Django's test client (templates
+rendered, no network):
 - as the coordinator of one site (a tenth of the participants) and as the sponsor monitor
   (every site), each page's median of `--runs` requests after one warm-up;
 - the baseline: the admin's password-change form, the cheapest page with the admin's chrome.
@@ -29,30 +30,13 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import report  # noqa: E402
+from bench.harness import report, throwaway_postgres  # noqa: E402
 
-DB_NAME = "bench_workspace"
 TARGET_MS = 300.0
-
-
-def _database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def _recreate(url: str, *, drop_only: bool = False) -> None:
-    import psycopg
-
-    admin = _database(url, "postgres")
-    with psycopg.connect(admin.replace("postgres://", "postgresql://"), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        if not drop_only:
-            conn.execute(f"CREATE DATABASE {DB_NAME}")
 
 
 def _copy(cursor: Any, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
@@ -242,8 +226,20 @@ def main() -> None:
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
         sys.exit("bench/workspace.py needs DATABASE_URL=postgres://… (the scale is the point)")
-    _recreate(url)
-    os.environ["DATABASE_URL"] = _database(url, DB_NAME)
+    os.environ["DATABASE_URL"], drop_database = throwaway_postgres(url, "workspace")
+    try:
+        run(args)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if args.keep:
+            print(f"kept: {os.environ['DATABASE_URL']}")
+        else:
+            drop_database()
+
+
+def run(args: argparse.Namespace) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("ALLOWED_HOSTS", "testserver")
     import django
@@ -274,43 +270,34 @@ def main() -> None:
         ("screening log", "/admin/participants/participant/screening-log/"),
         ("timeline (60 visits)", f"/admin/participants/participant/{participant.pk}/timeline/"),
     ]
-    try:
-        print(f"{'page':34} {'who':12} {'median ms':>10} {'queries':>8} {'× baseline':>11}  target")
-        for who in ("coordinator", "monitor"):
-            client = Client()
-            client.force_login(data[who])
-            baseline = None
-            for label, page in pages:
-                ms, queries, status = measure(client, page, args.runs)
-                if status != 200:
-                    print(f"{label:34} {who:12} HTTP {status}")
-                    continue
-                baseline = baseline or ms
-                verdict = (
-                    ""
-                    if label.startswith("baseline")
-                    else ("ok" if ms < TARGET_MS else f"OVER {TARGET_MS:.0f} ms")
+    print(f"{'page':34} {'who':12} {'median ms':>10} {'queries':>8} {'× baseline':>11}  target")
+    for who in ("coordinator", "monitor"):
+        client = Client()
+        client.force_login(data[who])
+        baseline = None
+        for label, page in pages:
+            ms, queries, status = measure(client, page, args.runs)
+            if status != 200:
+                print(f"{label:34} {who:12} HTTP {status}")
+                continue
+            baseline = baseline or ms
+            verdict = (
+                ""
+                if label.startswith("baseline")
+                else ("ok" if ms < TARGET_MS else f"OVER {TARGET_MS:.0f} ms")
+            )
+            print(f"{label:34} {who:12} {ms:10.1f} {queries:8d} {ms / baseline:10.1f}×  {verdict}")
+            if not label.startswith("baseline"):
+                report(
+                    script="workspace",
+                    scenario=f"{label}, {who}",
+                    size=args.participants,
+                    value=ms,
+                    unit="ms",
+                    baseline=baseline,
+                    target=TARGET_MS,
+                    runs=args.runs,
                 )
-                print(
-                    f"{label:34} {who:12} {ms:10.1f} {queries:8d} {ms / baseline:10.1f}×  {verdict}"
-                )
-                if not label.startswith("baseline"):
-                    report(
-                        script="workspace",
-                        scenario=f"{label}, {who}",
-                        size=args.participants,
-                        value=ms,
-                        unit="ms",
-                        baseline=baseline,
-                        target=TARGET_MS,
-                        runs=args.runs,
-                    )
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if not args.keep:
-            _recreate(url, drop_only=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,715 @@
+"""Re-planning at scale on Postgres: a protocol amendment and a reschedule cascade, each against
+the same row changes written with plain SQL in the same run.
+
+    DATABASE_URL=postgres://… .venv/bin/python bench/replan.py [--sizes 1000,10000] [--full]
+        [--sites 20] [--runs 3] [--cascades 5] [--profile]
+
+Needs Postgres: a throw-away database beside DATABASE_URL's, migrated, dropped at the end. One
+JASMINE trial (seeds/protocols/002_jasmine_myositis.yaml, version 1.0) at --sites sites; 52
+participants enrolled through the services, Day 1 a week apart over the past year, what lies
+behind today recorded done and their reminders synced; the others cloned from them round robin
+in SQL batches (participants, anchors, visits, procedures, milestones, pending reminders), so
+every one is enrolled with visits behind (done) and ahead (planned). The trial grows to each of
+--sizes participants (--full adds 100,000) and, at each size:
+
+- amendment: version 1.1 (the follow-up 35 days after the last weekly visit instead of 28)
+  approved at every site today, through `site_move_to_version` (what the admin's and the API's
+  amendment pages call), site by site: every active participant's open visits from today on
+  move to 1.1, with their procedures, milestones, audit history and outbox rows. Seconds for the
+  whole trial, median of at most --runs runs: no further run once --budget seconds are spent
+  (so one run at 10,000 participants);
+- reschedule cascade: a booked last weekly visit (the anchor of the follow-up visit) moved a day
+  later through `visit_reschedule` (the booking service), which moves the follow-up visit and
+  its window; milliseconds, median over --cascades participants.
+
+Each run happens in a transaction that is rolled back, so every run starts from the same
+database. The baseline of each run is what that run changed, row for row: before the service
+runs, every table's rows are fingerprinted; afterwards the rows it inserted, updated and
+deleted (calendar, audit history, outbox, everything) are dumped; the baseline, in a fresh
+transaction from the same state, writes exactly those rows with plain SQL (COPY for inserts,
+COPY into a temporary table then one UPDATE … FROM and one DELETE … USING per table), and the
+script checks that it produced the very same changes. --profile prints the amendment's
+profile (cProfile, top functions) at the first size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import hashlib
+import io
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import on_postgres, progress, report, throwaway_postgres  # noqa: E402
+
+FULL_SIZE = 100_000
+BATCH = 1000  # participants cloned per transaction while filling
+TEMPLATES = 52  # participants enrolled through the services, Day 1 a week apart
+PROTOCOL = ROOT / "seeds/protocols/002_jasmine_myositis.yaml"
+# The amendment: the follow-up visit counted 35 days after the last weekly visit, not 28.
+AMENDED_FROM = ('  label: "1.0"', "    offset_days: 28\n")
+AMENDED_TO = ('  label: "1.1"', "    offset_days: 35\n")
+
+
+# ----------------------------------------------------------------------------------------
+# Row changes: what a run wrote, and the same written again with plain SQL
+
+
+@dataclass
+class Table:
+    name: str
+    pk: str
+    columns: list[str]
+
+
+@dataclass
+class Changes:
+    """The rows one run inserted, updated and deleted, per table, dumped to COPY text files."""
+
+    folder: Path
+    tables: dict[str, Table]
+    counts: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # ins, upd, del
+    digest: str = ""
+
+    def path(self, table: str, kind: str) -> Path:
+        return self.folder / f"{table}.{kind}.copy"
+
+    def summary(self) -> str:
+        parts = []
+        for name, (ins, upd, dele) in sorted(self.counts.items()):
+            words = [
+                f"+{ins:,}" if ins else "",
+                f"~{upd:,}" if upd else "",
+                f"-{dele:,}" if dele else "",
+            ]
+            parts.append(f"{name} {' '.join(w for w in words if w)}")
+        return "; ".join(parts)
+
+    @property
+    def rows(self) -> int:
+        return sum(sum(c) for c in self.counts.values())
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def public_tables(cursor: Any) -> dict[str, Table]:
+    """Every table of the public schema with a one-column primary key."""
+    tables: dict[str, Table] = {}
+    names = cursor.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+    ).fetchall()
+    for (name,) in names:
+        keys = cursor.execute(
+            """SELECT a.attname FROM pg_index i JOIN pg_attribute a
+               ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+               WHERE i.indrelid = %s::regclass AND i.indisprimary""",
+            [_q(name)],
+        ).fetchall()
+        columns = cursor.execute(
+            """SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0
+               AND NOT attisdropped AND attgenerated = '' ORDER BY attnum""",
+            [_q(name)],
+        ).fetchall()
+        if len(keys) == 1:
+            tables[name] = Table(name, keys[0][0], [c for (c,) in columns])
+    return tables
+
+
+def write_counts(cursor: Any) -> dict[str, int]:
+    """Rows inserted, updated and deleted per table by this connection, not yet flushed to the
+    server's statistics: this transaction's, and (since Postgres 15) maybe earlier ones', so
+    only a difference of two readings says what a piece of work wrote."""
+    rows = cursor.execute(
+        """SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_xact_user_tables
+           WHERE schemaname = 'public'"""
+    ).fetchall()
+    return dict(rows)
+
+
+def fingerprint(cursor: Any, tables: dict[str, Table]) -> None:
+    """Each table's rows as (primary key, md5 of the row), in temporary tables b_<n>."""
+    for number, table in enumerate(tables.values()):
+        cursor.execute(f"DROP TABLE IF EXISTS b_{number}")
+        cursor.execute(
+            f"CREATE TEMP TABLE b_{number} AS SELECT t.{_q(table.pk)} AS pk, "  # noqa: S608
+            f"md5(t::text) AS h FROM {_q(table.name)} t"
+        )
+        cursor.execute(f"ANALYZE b_{number}")
+
+
+def _dump(cursor: Any, sql: str, path: Path) -> int:
+    lines = 0
+    with path.open("wb") as out, cursor.copy(sql) as copy:
+        for data in copy:
+            out.write(data)
+            lines += bytes(data).count(b"\n")
+    return lines
+
+
+def dump_changes(cursor: Any, tables: dict[str, Table], folder: Path) -> Changes:
+    """The rows inserted, updated and deleted since `fingerprint`, ordered by primary key."""
+    changes = Changes(folder, {})
+    digest = hashlib.sha256()
+    for number, table in enumerate(tables.values()):
+        pk, name = _q(table.pk), _q(table.name)
+        columns = ", ".join(f"t.{_q(c)}" for c in table.columns)
+        counts = (
+            _dump(
+                cursor,
+                f"COPY (SELECT {columns} FROM {name} t LEFT JOIN b_{number} b ON b.pk = t.{pk} "  # noqa: S608
+                f"WHERE b.pk IS NULL ORDER BY t.{pk}) TO STDOUT",
+                changes.path(table.name, "ins"),
+            ),
+            _dump(
+                cursor,
+                f"COPY (SELECT {columns} FROM {name} t JOIN b_{number} b ON b.pk = t.{pk} "  # noqa: S608
+                f"WHERE md5(t::text) <> b.h ORDER BY t.{pk}) TO STDOUT",
+                changes.path(table.name, "upd"),
+            ),
+            _dump(
+                cursor,
+                f"COPY (SELECT b.pk FROM b_{number} b LEFT JOIN {name} t ON t.{pk} = b.pk "  # noqa: S608
+                f"WHERE t.{pk} IS NULL ORDER BY b.pk) TO STDOUT",
+                changes.path(table.name, "del"),
+            ),
+        )
+        if any(counts):
+            changes.tables[table.name] = table
+            changes.counts[table.name] = counts
+            for kind in ("ins", "upd", "del"):
+                digest.update(changes.path(table.name, kind).read_bytes())
+        else:
+            for kind in ("ins", "upd", "del"):
+                changes.path(table.name, kind).unlink()
+    changes.digest = digest.hexdigest()
+    return changes
+
+
+def _load(cursor: Any, sql: str, path: Path) -> None:
+    with path.open("rb") as source, cursor.copy(sql) as copy:
+        while chunk := source.read(1 << 20):
+            copy.write(chunk)
+
+
+def write_plainly(cursor: Any, changes: Changes) -> None:
+    """The baseline: the same row changes, with COPY, one UPDATE … FROM and one DELETE … USING
+    per table."""
+    for number, (name, table) in enumerate(changes.tables.items()):
+        inserted, updated, deleted = changes.counts[name]
+        pk = _q(table.pk)
+        column_list = ", ".join(_q(c) for c in table.columns)
+        if deleted:
+            cursor.execute(
+                f"CREATE TEMP TABLE d_{number} AS SELECT {pk} FROM {_q(name)} WITH NO DATA"  # noqa: S608
+            )
+            _load(cursor, f"COPY d_{number} FROM STDIN", changes.path(name, "del"))
+            cursor.execute(
+                f"DELETE FROM {_q(name)} t USING d_{number} d WHERE t.{pk} = d.{pk}"  # noqa: S608
+            )
+        if updated:
+            cursor.execute(
+                f"CREATE TEMP TABLE u_{number} AS SELECT {column_list} FROM {_q(name)} "  # noqa: S608
+                "WITH NO DATA"
+            )
+            _load(cursor, f"COPY u_{number} ({column_list}) FROM STDIN", changes.path(name, "upd"))
+            assignments = ", ".join(f"{_q(c)} = u.{_q(c)}" for c in table.columns if c != table.pk)
+            cursor.execute(
+                f"UPDATE {_q(name)} t SET {assignments} FROM u_{number} u "  # noqa: S608
+                f"WHERE t.{pk} = u.{pk}"
+            )
+        if inserted:
+            _load(cursor, f"COPY {_q(name)} ({column_list}) FROM STDIN", changes.path(name, "ins"))
+
+
+# ----------------------------------------------------------------------------------------
+# The trial
+
+
+@dataclass
+class Trial:
+    v1: Any
+    v2: Any
+    sites: list[Any]
+    user: Any
+    templates: list[Any]
+    today: dt.date
+    participants: int = 0
+    tables: dict[str, Table] = field(default_factory=dict)
+    touched: dict[str, set[str]] = field(default_factory=dict)  # scenario -> tables
+
+
+def setup(sites: int, templates: int) -> Trial:
+    """The trial, its sites and `templates` participants enrolled through the services, Day 1
+    a week apart (and a weekday later) over the past year; what lies behind today recorded
+    done on its day (in SQL: the services refuse past dates), their reminders synced."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection, transaction
+    from django.db.models import F
+    from django.utils import timezone
+
+    from participants.services import participant_register
+    from scheduler.models import ScheduledProcedure, ScheduledVisit
+    from scheduler.outbox.plan import reminders_sync
+    from scheduler.services import participant_enroll
+    from trials.models import Site, TrialSite
+    from trials.services import protocol_import
+
+    text = PROTOCOL.read_text(encoding="utf-8")
+    amended = text
+    for old, new in zip(AMENDED_FROM, AMENDED_TO, strict=True):
+        assert amended.count(old) == 1, f"{PROTOCOL.name} no longer has {old!r} once"
+        amended = amended.replace(old, new)
+    with transaction.atomic():
+        v1 = protocol_import(text=text, source=PROTOCOL.name)
+        v2 = protocol_import(text=amended, source="jasmine-1.1.yaml")
+        zones = ["Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney"]
+        site_rows = [
+            Site.objects.create(
+                code=f"site-{n:03d}",
+                name=f"Site {n}",
+                timezone=zones[n % len(zones)],
+                country="DE",
+            )
+            for n in range(sites)
+        ]
+        for site in site_rows:
+            TrialSite.objects.create(trial=v1.trial, site=site, protocol_version=v1)
+        user = get_user_model().objects.create_user("bench-amender", is_staff=True)
+    today = timezone.now().date()
+    people = []
+    for k in progress(range(templates), "replan.py: enrolling the template participants"):
+        day1 = today - dt.timedelta(days=364 - 7 * (k % 52) - k % 7)
+        person = participant_register(
+            trial=v1.trial,
+            site=site_rows[k % sites],
+            study_id=f"R{k:06d}",
+            birth_date=dt.date(1980, 1, 1),
+            anchors={"day1": day1},
+            weight_kg=Decimal(70),
+        )
+        participant_enroll(participant=person, on=day1 - dt.timedelta(days=30), by=user)
+        people.append(person)
+    with transaction.atomic():
+        past = ScheduledVisit.objects.filter(
+            participant__in=people, target_date__lt=today, status="planned"
+        )
+        ScheduledProcedure.objects.filter(visit__in=past).update(status="done")
+        past.update(status="done", actual_date=F("target_date"), deviation_days=0)
+        for person in people:
+            reminders_sync(person)
+    with connection.cursor() as cursor:
+        tables = public_tables(cursor.cursor)
+    return Trial(v1, v2, site_rows, user, people, today, len(people), tables)
+
+
+def _clone_sql(model: Any, source: str, overrides: dict[str, str]) -> str:
+    """INSERT … SELECT of `model`'s rows from the templates' (alias t) into their clones'."""
+    columns, expressions = [], []
+    for f in model._meta.concrete_fields:
+        if f.primary_key:
+            continue
+        columns.append(_q(f.column))
+        if f.column in overrides:
+            expressions.append(overrides[f.column])
+        elif f.get_internal_type() == "UUIDField":
+            expressions.append("gen_random_uuid()")
+        else:
+            expressions.append(f"t.{_q(f.column)}")
+    return (
+        f"INSERT INTO {_q(model._meta.db_table)} ({', '.join(columns)}) "  # noqa: S608
+        f"SELECT {', '.join(expressions)} {source}"
+    )
+
+
+def fill(trial: Trial, upto: int) -> None:
+    """Clone the templates, round robin, until the trial has `upto` participants: each clone
+    has its template's anchors, visits, procedures, milestones and pending reminders (the
+    same dates and states), at a site of its own."""
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from participants.models import Participant, ParticipantAnchor
+    from scheduler.models import (
+        Reminder,
+        ScheduledMilestone,
+        ScheduledProcedure,
+        ScheduledVisit,
+    )
+
+    visits, milestones = ScheduledVisit._meta.db_table, ScheduledMilestone._meta.db_table
+    own = "FROM {table} t JOIN bench_batch b ON t.participant_id = b.tid"
+    statements = [
+        _clone_sql(model, own.format(table=model._meta.db_table), {"participant_id": "b.pid"})
+        for model in (ParticipantAnchor, ScheduledVisit, ScheduledMilestone)
+    ]
+    statements.append(
+        _clone_sql(
+            ScheduledProcedure,
+            f"""FROM {ScheduledProcedure._meta.db_table} t
+            JOIN {visits} tv ON tv.id = t.visit_id
+            JOIN bench_batch b ON b.tid = tv.participant_id
+            JOIN {visits} nv ON nv.participant_id = b.pid
+                AND nv.visit_definition_id = tv.visit_definition_id
+                AND nv.occurrence = tv.occurrence""",
+            {"visit_id": "nv.id"},
+        )
+    )
+    statements.append(
+        _clone_sql(
+            Reminder,
+            f"""{own.format(table=Reminder._meta.db_table)}
+            LEFT JOIN {visits} tv ON tv.id = t.visit_id
+            LEFT JOIN {visits} nv ON nv.participant_id = b.pid
+                AND nv.visit_definition_id = tv.visit_definition_id
+                AND nv.occurrence = tv.occurrence
+            LEFT JOIN {milestones} tm ON tm.id = t.milestone_id
+            LEFT JOIN {milestones} nm ON nm.participant_id = b.pid AND nm.rule_id = tm.rule_id
+                AND nm.sequence = tm.sequence""",
+            {
+                "participant_id": "b.pid",
+                "visit_id": "nv.id",
+                "milestone_id": "nm.id",
+                "target_key": """CASE WHEN t.visit_id IS NOT NULL THEN 'visit:' || nv.id
+                    WHEN t.milestone_id IS NOT NULL THEN 'milestone:' || nm.id
+                    WHEN t.target_key LIKE 'participant:%%' THEN 'participant:' || b.pid
+                    ELSE t.target_key END""",
+            },
+        )
+    )
+    starts = range(trial.participants, upto, BATCH)
+    templates, sites = trial.templates, trial.sites
+    for start in progress(starts, f"replan.py: cloning participants up to {upto:,}"):
+        numbers = range(start, min(start + BATCH, upto))
+        now = timezone.now()
+        with transaction.atomic(), connection.cursor() as wrapper:
+            cursor = wrapper.cursor
+            people = Participant.objects.bulk_create(
+                Participant(
+                    trial=trial.v1.trial,
+                    site=sites[n % len(sites)],
+                    study_id=f"R{n:06d}",
+                    status=Participant.Status.ENROLLED,
+                    protocol_version=trial.v1,
+                    birth_date=templates[0].birth_date,
+                    weight_kg=templates[0].weight_kg,
+                    timezone=sites[n % len(sites)].timezone,
+                    enrolled_at=now,
+                )
+                for n in numbers
+            )
+            cursor.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS bench_batch (pid bigint, tid bigint) "
+                "ON COMMIT DELETE ROWS"
+            )
+            with cursor.copy("COPY bench_batch (pid, tid) FROM STDIN") as copy:
+                for n, person in zip(numbers, people, strict=True):
+                    copy.write_row((person.pk, templates[n % len(templates)].pk))
+            for sql in statements:
+                cursor.execute(sql)
+    trial.participants = max(trial.participants, upto)
+    with connection.cursor() as wrapper:
+        wrapper.cursor.execute("ANALYZE")
+
+
+# ----------------------------------------------------------------------------------------
+# Runs
+
+
+@dataclass
+class Run:
+    seconds: float
+    queries: int
+    changes: Changes
+
+
+@contextmanager
+def counting() -> Iterator[list[int]]:
+    from django.db import connection
+
+    count = [0]
+
+    def counter(
+        execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        count[0] += 1
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(counter):
+        yield count
+
+
+def service_run(
+    trial: Trial,
+    scenario: str,
+    work: Callable[[], Any],
+    folder: Path,
+    profile: bool = False,
+) -> Run:
+    """`work` in a transaction rolled back afterwards; its row changes dumped to `folder`."""
+    from django.db import connection, transaction
+
+    tables = {n: trial.tables[n] for n in sorted(trial.touched.get(scenario, trial.tables))}
+    with transaction.atomic(), connection.cursor() as wrapper:
+        cursor = wrapper.cursor
+        fingerprint(cursor, tables)
+        before = write_counts(cursor)
+        profiler = cProfile.Profile() if profile else None
+        with counting() as queries:
+            started = time.perf_counter()
+            if profiler:
+                profiler.enable()
+            work()
+            if profiler:
+                profiler.disable()
+            seconds = time.perf_counter() - started
+        after = write_counts(cursor)
+        touched = {name for name, count in after.items() if count > before.get(name, 0)}
+        unseen = touched - set(tables)
+        assert not unseen, f"{scenario} wrote tables not fingerprinted: {sorted(unseen)}"
+        changes = dump_changes(cursor, tables, folder)
+        trial.touched.setdefault(scenario, set(changes.tables))
+        transaction.set_rollback(True)
+    if profiler:
+        text = io.StringIO()
+        stats = pstats.Stats(profiler, stream=text)
+        stats.sort_stats("tottime").print_stats(15)
+        stats.sort_stats("cumulative").print_stats(
+            r"/(scheduler|participants|trials|simple_history)/|bulk_update|bulk_create", 30
+        )
+        print(f"profile of {scenario} (cProfile: by own time, then ours by cumulative time):")
+        print("\n".join(line for line in text.getvalue().splitlines() if line.strip()))
+    return Run(seconds, queries[0], changes)
+
+
+def baseline_run(trial: Trial, scenario: str, changes: Changes, folder: Path) -> float:
+    """The same row changes with plain SQL, in a transaction rolled back afterwards; checked
+    to be the very same changes."""
+    from django.db import connection, transaction
+
+    tables = {n: trial.tables[n] for n in sorted(trial.touched[scenario])}
+    with transaction.atomic(), connection.cursor() as wrapper:
+        cursor = wrapper.cursor
+        fingerprint(cursor, tables)
+        started = time.perf_counter()
+        write_plainly(cursor, changes)
+        seconds = time.perf_counter() - started
+        again = dump_changes(cursor, tables, folder)
+        transaction.set_rollback(True)
+    assert again.counts == changes.counts and again.digest == changes.digest, (
+        f"{scenario}: the plain SQL did not write the same rows "
+        f"({again.summary()} against {changes.summary()})"
+    )
+    return seconds
+
+
+def amendment(trial: Trial) -> Callable[[], Any]:
+    from scheduler.services import site_move_to_version
+
+    def work() -> None:
+        for site in trial.sites:
+            site_move_to_version(
+                site=site,
+                version=trial.v2,
+                approved_on=trial.today,
+                on=trial.today,
+                by=trial.user,
+                reason="Amendment 1.1: follow-up at 5 weeks",
+            )
+
+    return work
+
+
+def cascade_visits(trial: Trial, count: int) -> list[Any]:
+    """`count` participants' last weekly visits, booked (committed) on their target day, each
+    at least a week ahead so that a day later stays bookable and within its window."""
+    from django.db import transaction
+
+    from scheduler.models import ScheduledVisit
+    from scheduler.services import visit_book
+
+    visits = list(
+        ScheduledVisit.objects.filter(
+            participant__trial=trial.v1.trial,
+            visit_definition__code="TRT",
+            occurrence=52,
+            target_date__gte=trial.today + dt.timedelta(days=7),
+        )
+        .select_related("participant__site")
+        .order_by("participant__study_id")[:count]
+    )
+    assert len(visits) == count, f"only {len(visits)} participants to reschedule"
+    with transaction.atomic():
+        booked = []
+        for visit in visits:
+            if visit.status != "booked":
+                visit_book(
+                    visit=visit,
+                    local_date=visit.target_date,
+                    local_time=dt.time(10, 0),
+                    by=trial.user,
+                )
+            booked.append(ScheduledVisit.objects.get(pk=visit.pk))
+    return booked
+
+
+def reschedule(trial: Trial, visit: Any) -> Callable[[], Any]:
+    from scheduler.services import visit_reschedule
+
+    def work() -> None:
+        moved = visit_reschedule(
+            visit=visit,
+            local_date=visit.booked_date + dt.timedelta(days=1),
+            local_time=dt.time(10, 0),
+            by=trial.user,
+            reason="the participant asked for the next day",
+        )
+        assert [(c.visit_code, c.kind) for c in moved.calendar.visits] == [("FU", "moved")], (
+            moved.calendar
+        )
+
+    return work
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000", help="participants, comma-separated")
+    parser.add_argument("--full", action="store_true", help="also 100,000 (long)")
+    parser.add_argument("--sites", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=3, help="amendment runs per size, at most")
+    parser.add_argument(
+        "--budget", type=float, default=300, help="no further amendment run past these seconds"
+    )
+    parser.add_argument("--cascades", type=int, default=5, help="reschedules per size")
+    parser.add_argument("--profile", action="store_true", help="profile at the first size")
+    args = parser.parse_args()
+    sizes = sorted({int(s) for s in args.sizes.split(",")} | ({FULL_SIZE} if args.full else set()))
+    assert sizes and sizes[0] > 1, "--sizes must be above 1"
+    if not on_postgres():
+        sys.exit("bench/replan.py needs DATABASE_URL=postgres://… (the scale is the point)")
+
+    os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="bench-replan-"))
+    os.environ["DATABASE_URL"], drop_database = throwaway_postgres(
+        os.environ["DATABASE_URL"], "replan"
+    )
+    try:
+        run(args, sizes)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        drop_database()
+
+
+def run(args: argparse.Namespace, sizes: list[int]) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from config.celery import app
+
+    app.conf.broker_url = "memory://"  # what the services queue stays in the outbox tables
+    call_command("migrate", verbosity=0)
+    trial = setup(args.sites, min(TEMPLATES, sizes[0]))
+    folder = Path(tempfile.mkdtemp(prefix="bench-replan-rows-"))
+    service_folder, baseline_folder = folder / "service", folder / "baseline"
+    service_folder.mkdir()
+    baseline_folder.mkdir()
+    print(
+        f"JASMINE at {args.sites} sites; amendment 1.0 -> 1.1 (follow-up at 5 weeks) on "
+        f"{trial.today}; medians; each run rolled back"
+    )
+    for number, size in enumerate(sizes):
+        started = time.perf_counter()
+        fill(trial, size)
+        from scheduler.models import ScheduledVisit
+
+        visits = ScheduledVisit.objects.count()
+        filled = time.perf_counter() - started
+        print(f"\n{size:,} participants, {visits:,} visits (filled in {filled:.0f} s)")
+
+        # The amendment: --runs runs, fewer when one run already takes --budget seconds.
+        service: list[float] = []
+        plain: list[float] = []
+        queries = 0
+        for attempt in range(args.runs):
+            if attempt and sum(service) + sum(plain) > args.budget:
+                break
+            print(f"  amendment run {attempt + 1} …", file=sys.stderr)
+            done = service_run(
+                trial,
+                "amendment",
+                amendment(trial),
+                service_folder,
+                profile=args.profile and number == 0 and attempt == 0,
+            )
+            service.append(done.seconds)
+            queries = done.queries
+            plain.append(baseline_run(trial, "amendment", done.changes, baseline_folder))
+        runs = len(service)
+        value, baseline = statistics.median(service), statistics.median(plain)
+        print(
+            f"  amendment: {value:8.2f} s ({value / size * 1000:.1f} ms and "
+            f"{queries / size:.0f} queries per participant); plain SQL {baseline:.2f} s; "
+            f"{value / baseline:.1f}x; median of {runs}"
+        )
+        print(f"    rows changed: {done.changes.summary()}")
+        report(
+            script="replan",
+            scenario="amendment: the whole trial moved to 1.1",
+            size=size,
+            value=value,
+            unit="s",
+            baseline=baseline,
+            runs=runs,
+        )
+
+        # The reschedule cascade.
+        cascade_ms, cascade_plain, cascade_queries = [], [], 0
+        for visit in progress(
+            cascade_visits(trial, args.cascades), f"replan.py: reschedules at {size:,}"
+        ):
+            done = service_run(trial, "cascade", reschedule(trial, visit), service_folder)
+            cascade_ms.append(done.seconds * 1000)
+            cascade_queries = done.queries
+            cascade_plain.append(
+                baseline_run(trial, "cascade", done.changes, baseline_folder) * 1000
+            )
+        value, baseline = statistics.median(cascade_ms), statistics.median(cascade_plain)
+        print(
+            f"  reschedule cascade: {value:8.2f} ms ({cascade_queries} queries); plain SQL "
+            f"{baseline:.2f} ms; {value / baseline:.1f}x; median of {len(cascade_ms)}"
+        )
+        print(f"    rows changed: {done.changes.summary()}")
+        report(
+            script="replan",
+            scenario="reschedule cascade: last weekly visit, follow-up moves",
+            size=size,
+            value=value,
+            unit="ms",
+            baseline=baseline,
+            runs=len(cascade_ms),
+        )
+
+
+if __name__ == "__main__":
+    sys.stdout = io.TextIOWrapper(sys.stdout.buffer, line_buffering=True)
+    main()
