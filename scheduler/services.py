@@ -1721,28 +1721,41 @@ def _check_move(participant: Participant, version: ProtocolVersion) -> None:
 
 
 def participant_move_to_version_preview(
-    *, participant: Participant, version: ProtocolVersion, on: dt.date
+    *,
+    participant: Participant,
+    version: ProtocolVersion,
+    on: dt.date,
+    snapshot: ProtocolSnapshot | None = None,
 ) -> CalendarDiff:
     """What moving a participant onto another protocol version from `on` would change."""
     _check_move(participant, version)
-    return calendar_diff(participant, version=version, not_before=on).diff
+    return calendar_diff(participant, version=version, not_before=on, snapshot=snapshot).diff
 
 
 @transaction.atomic
 def participant_move_to_version(
-    *, participant: Participant, version: ProtocolVersion, on: dt.date, by: User, reason: str
+    *,
+    participant: Participant,
+    version: ProtocolVersion,
+    on: dt.date,
+    by: User,
+    reason: str,
+    snapshot: ProtocolSnapshot | None = None,
 ) -> CalendarDiff:
     """Move a participant onto an amended protocol version from `on`.
 
     Only open visits and planned milestones dated on or after `on` are re-planned under the new
     version (added, moved, or cancelled when the amendment drops them); history, and what
     lies before `on`, keeps the version it was planned under. Completed and withdrawn
-    participants are never moved.
+    participants are never moved. `snapshot`: the version's, when the caller moves many
+    participants (read once, not once each).
     """
     participant = Participant.objects.select_for_update().get(pk=participant.pk)
     _check_move(participant, version)
     _require_reason(reason, _("an amendment must be named"))
-    pending: PendingCalendar = calendar_diff(participant, version=version, not_before=on)
+    pending: PendingCalendar = calendar_diff(
+        participant, version=version, not_before=on, snapshot=snapshot
+    )
     participant.protocol_version = version
     _audited(participant, by, reason).save(update_fields=["protocol_version"])
     return calendar_apply(pending, by=by, reason=f"moved to {version}: {reason}")
@@ -1794,9 +1807,10 @@ def site_move_to_version_preview(
     """What `site_move_to_version` would change, participant by participant (by study id),
     refused for the same reasons; nothing written."""
     _check_site_move(site, version, approved_on, on)
+    snapshot = protocol_snapshot(version=version)
     return {
         participant.study_id: participant_move_to_version_preview(
-            participant=participant, version=version, on=on
+            participant=participant, version=version, on=on, snapshot=snapshot
         )
         for participant in _site_movers(site, version)
     }
@@ -1823,9 +1837,16 @@ def site_move_to_version(
     trial_site.protocol_version = version
     trial_site.approved_on = approved_on
     _audited(trial_site, by, reason).save(update_fields=["protocol_version", "approved_on"])
+    # The version's plan is read once for the site, not once for each participant.
+    snapshot = protocol_snapshot(version=version)
     return {
         participant.study_id: participant_move_to_version(
-            participant=participant, version=version, on=on, by=by, reason=reason
+            participant=participant,
+            version=version,
+            on=on,
+            by=by,
+            reason=reason,
+            snapshot=snapshot,
         )
         for participant in _site_movers(site, version)
     }
