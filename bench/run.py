@@ -1,6 +1,7 @@
 """Run every bench script, print one table, write bench/results.json and PNG plots.
 
     .venv/bin/python bench/run.py [--full] [--only enroll,slots] [--smallest]
+    .venv/bin/python bench/run.py --markdown    # the last results as a Markdown table
 
 `make bench` runs this with DATABASE_URL and REDIS_URL set (to the machine's Postgres and Redis
 unless they are already set). Each script runs in its own process; its own printout goes to
@@ -199,12 +200,49 @@ def plots(rows: list[dict[str, Any]]) -> list[Path]:
     return written
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """The rows as a Markdown table (for the README), with when and where they were measured."""
+    lines = [
+        f"Measured {results['started_at']} on {results['cpus']} cores, {results['database']}"
+        f"{', FULL' if results['full'] else ''}{', SMALLEST' if results['smallest'] else ''}.",
+        "",
+        "| script | scenario | size | median | baseline (same run) | ratio | target | |",
+        "|---|---|--:|--:|--:|--:|--:|---|",
+    ]
+    for row in results["rows"]:
+        rate = row["unit"].endswith("/s")
+        target = "" if row["target"] is None else f"{'≥' if rate else '≤'} {number(row['target'])}"
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    row["script"],
+                    row["scenario"],
+                    "" if row["size"] is None else f"{row['size']:,}",
+                    number(row["value"], row["unit"]),
+                    number(row["baseline"], row["unit"]),
+                    "" if row["ratio"] is None else f"{row['ratio']:.2f}×",
+                    target,
+                    {True: "pass", False: "**missed**", None: ""}[row["passed"]],
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="the long sizes too (hours)")
     parser.add_argument("--only", default="", help="comma-separated script names")
     parser.add_argument("--smallest", action="store_true", help="each script at a small size")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print bench/results.json as Markdown, run nothing"
+    )
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(RESULTS.read_text(encoding="utf-8"))), end="")
+        return
     names = [name for name in args.only.split(",") if name] or list(SCRIPTS)
     unknown = sorted(set(names) - set(SCRIPTS))
     if unknown:
