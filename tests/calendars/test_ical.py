@@ -21,6 +21,7 @@ from scheduler.calendars.ical import (
     fold,
 )
 from tests.calendars.reading import PYTHON_READERS
+from tests.conftest import bounded
 
 STAMP = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
 
@@ -224,7 +225,7 @@ def events(draw: st.DrawFn) -> CalendarEvent:
     )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=bounded(1_000), deadline=None)
 @given(
     st.lists(events(), max_size=3),
     st.sampled_from(["REQUEST", "CANCEL", "PUBLISH", None]),
