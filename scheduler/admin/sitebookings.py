@@ -472,6 +472,8 @@ class Picker:
     previous_week: dt.date | None
     next_week: dt.date | None
     zone: str
+    # The participants whose holds the board names (the user reads them): each is a read.
+    named: frozenset[int] = frozenset()
 
 
 def picker_week(visit: ScheduledVisit, today: dt.date, asked: dt.date | None) -> dt.date:
@@ -495,10 +497,11 @@ def slot_picker(
     if user is not None:
         site_calendar_people(data)
     free = visit_free_starts(visit, first=first, last=last, now=now)
+    named = None if user is None else readable_participants(user, data)
     board = site_board(
         data,
         span="week",
-        readable=None if user is None else readable_participants(user, data),
+        readable=named,
         today=site_today(site),
         window=(visit.window_start, visit.window_end),
         free=free,
@@ -510,4 +513,5 @@ def slot_picker(
         previous_week=first - dt.timedelta(days=7) if first > visit.window_start else None,
         next_week=last + dt.timedelta(days=1) if last < visit.window_end else None,
         zone=site.timezone,
+        named=frozenset(named or ()),
     )

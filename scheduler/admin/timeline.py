@@ -29,7 +29,7 @@ from scheduler import access, audittrail
 from scheduler.access import site_today
 from scheduler.admin.base import CalendarActionsAdmin
 from scheduler.admin.screening import participant_status_text
-from scheduler.admin.sitebookings import picker_week, slot_picker
+from scheduler.admin.sitebookings import picker_week, slot_picker, week_of
 from scheduler.engine.taper import dose_ceiling
 from scheduler.engine.types import TaperSpec
 from scheduler.models import ScheduledMilestone, ScheduledVisit, TaperAdjustment
@@ -512,8 +512,19 @@ def _picker_context(
     except ValueError:
         week = None
     today = site_today(participant.site)
-    picker = slot_picker(
-        visit, user=request.user, week=picker_week(visit, today, week), now=timezone.now()
+    monday = picker_week(visit, today, week)
+    picker = slot_picker(visit, user=request.user, week=monday, now=timezone.now())
+    # The week's lanes name other participants with their visit times: reads of their records
+    # (this participant's own read is the timeline's).
+    first, last = week_of(monday)
+    audittrail.record_views(
+        request,
+        participant_ids=picker.named - {participant.pk},
+        surface="admin",
+        page="slot picker",
+        site=participant.site.code,
+        first=first.isoformat(),
+        last=last.isoformat(),
     )
 
     def week_url(day: dt.date | None) -> str | None:

@@ -233,6 +233,35 @@ def test_the_board_records_a_view_of_each_participant_it_names_and_no_other(
 # The slot picker
 
 
+def test_the_timelines_picker_records_a_view_of_each_other_participant_it_names(
+    client, niams, niams_site, coordinator
+) -> None:
+    other = booked(niams, niams_site, T(7, 45))
+    due = visit(enrolled(niams, niams_site), "V2")
+    timeline = reverse("admin:participants_participant_timeline", args=[due.participant.pk])
+
+    with time_machine.travel(dt.datetime(2026, 2, 2, 15, tzinfo=dt.UTC), tick=False):
+        sign_in(client, coordinator)
+        assert client.get(f"{timeline}?pick={due.pk}").status_code == 200
+
+    assert list(
+        SecurityEvent.objects.filter(kind="view")
+        .order_by("id")
+        .values_list("participant_id", "detail")
+    ) == [
+        (due.participant_id, {"page": "timeline"}),
+        (
+            other.participant_id,
+            {
+                "page": "slot picker",
+                "site": niams_site.code,
+                "first": "2026-02-02",
+                "last": "2026-02-08",
+            },
+        ),
+    ]
+
+
 def test_the_timeline_offers_the_free_starts_of_a_due_visit_in_a_week_with_its_window_shaded(
     client, niams, niams_site, coordinator
 ) -> None:
