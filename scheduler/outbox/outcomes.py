@@ -339,45 +339,13 @@ def outcome_record(
     """Record `outcome`, holding it through a database outage; True once the row has it
     (or no longer needs it), False if the database stayed away for the whole retry period,
     in which case the journal keeps it for `outcomes_replay`."""
-    try:
-        outcome_apply(outcome)
-        return True
-    except DATABASE_AWAY as exc:
-        first_error = type(exc).__name__
-    journal = journal_write(outcome)
-    logger.warning(
-        "reminder %s outcome %s held: the database is away (%s)",
-        outcome.reminder_id,
-        outcome.status,
-        first_error,
+    return _recorded(
+        [outcome],
+        lambda: outcome_apply(outcome),
+        what=f"reminder {outcome.reminder_id} outcome {outcome.status}",
+        sleep=sleep,
+        clock=clock,
     )
-    deadline = clock() + settings.REMINDER_OUTCOME_RETRY_SECONDS
-    attempt = 0
-    while True:
-        attempt += 1
-        _close_connections()
-        if clock() >= deadline:
-            logger.error(
-                "reminder %s outcome %s still held after %s s; the journal keeps it",
-                outcome.reminder_id,
-                outcome.status,
-                settings.REMINDER_OUTCOME_RETRY_SECONDS,
-            )
-            return False
-        sleep(retry_delay(attempt))
-        try:
-            outcome_apply(outcome)
-        except DATABASE_AWAY:
-            continue
-        with suppress(FileNotFoundError):
-            journal.unlink()
-        logger.info(
-            "reminder %s outcome %s recorded after %d retries",
-            outcome.reminder_id,
-            outcome.status,
-            attempt,
-        )
-        return True
 
 
 def outcomes_record(
@@ -392,8 +360,28 @@ def outcomes_record(
     False if the journal keeps them for `outcomes_replay`."""
     if not outcomes:
         return True
+    return _recorded(
+        outcomes,
+        lambda: outcomes_apply(outcomes),
+        what=f"{len(outcomes)} outcome(s) of a batch",
+        sleep=sleep,
+        clock=clock,
+    )
+
+
+def _recorded(
+    outcomes: Sequence[Outcome],
+    apply: Callable[[], object],
+    *,
+    what: str,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> bool:
+    """`apply` the outcomes; if the database refuses, keep each in a fsynced file of its own
+    and try again with backoff for REMINDER_OUTCOME_RETRY_SECONDS. True once `apply` went
+    through (any files removed), False if the journal keeps them for `outcomes_replay`."""
     try:
-        outcomes_apply(outcomes)
+        apply()
         return True
     except DATABASE_AWAY as exc:
         first_error = type(exc).__name__
@@ -412,18 +400,18 @@ def outcomes_record(
         _close_connections()
         if clock() >= deadline:
             logger.error(
-                "%d outcome(s) of a batch still held after %s s; the journal keeps them",
-                len(outcomes),
+                "%s still held after %s s; the journal keeps it",
+                what,
                 settings.REMINDER_OUTCOME_RETRY_SECONDS,
             )
             return False
         sleep(retry_delay(attempt))
         try:
-            outcomes_apply(outcomes)
+            apply()
         except DATABASE_AWAY:
             continue
         for journal in journals:
             with suppress(FileNotFoundError):
                 journal.unlink()
-        logger.info("%d held outcome(s) recorded after %d retries", len(outcomes), attempt)
+        logger.info("%s recorded after %d retries", what, attempt)
         return True
