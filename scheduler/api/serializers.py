@@ -17,7 +17,7 @@ from django.db.models.manager import BaseManager
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import SkipField
-from rest_framework.settings import api_settings
+from rest_framework.settings import ISO_8601, api_settings
 
 from participants.models import Participant
 from scheduler.api.preconditions import participant_etag, visit_etag
@@ -116,9 +116,8 @@ def _converter(
         return str
     if kind is serializers.IntegerField:
         return int
-    if kind is serializers.DateField and getattr(field, "format", api_settings.DATE_FORMAT) in (
-        "iso-8601",
-    ):
+    date_format = getattr(field, "format", api_settings.DATE_FORMAT)
+    if kind is serializers.DateField and str(date_format).lower() == ISO_8601:
         return _iso_date
     if isinstance(field, serializers.ListSerializer) and isinstance(field.child, PlannedOut):
         child = field.child

@@ -16,7 +16,6 @@ import pytest
 import time_machine
 from django.db import OperationalError, connection
 from django.db.models import F
-from django.test import override_settings
 
 from scheduler.calendars.events import UID_DOMAIN
 from scheduler.models import Reminder, ScheduledVisit
@@ -30,26 +29,11 @@ from scheduler.outbox.outcomes import (
 from scheduler.outbox.sweep import _claim_batch, reminders_send_batch
 from scheduler.services import participant_enroll
 from tests.factories import SiteFactory, participant_for
-from tests.reminders.fakes import FakeTwilioHttp
 
 UTC = dt.UTC
 pytestmark = pytest.mark.django_db
 NOW = dt.datetime(2026, 3, 20, 13, 0, tzinfo=UTC)
 DUE = NOW - dt.timedelta(minutes=1)
-
-
-@pytest.fixture(autouse=True)
-def journal(tmp_path: Path) -> Any:
-    with override_settings(REMINDER_OUTCOME_JOURNAL_DIR=str(tmp_path / "journal")):
-        yield tmp_path / "journal"
-
-
-@pytest.fixture
-def twilio() -> Any:
-    FakeTwilioHttp.script = []
-    FakeTwilioHttp.requests = []
-    with override_settings(SMS_BACKEND="tests.reminders.fakes.FakeTwilioBackend"):
-        yield FakeTwilioHttp
 
 
 @pytest.fixture

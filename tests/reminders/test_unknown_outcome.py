@@ -36,26 +36,11 @@ from scheduler.outbox.sweep import (
 )
 from scheduler.services import participant_enroll
 from tests.factories import SiteFactory, member_of_every_trial_site, participant_for
-from tests.reminders.fakes import FakeTwilioHttp
 
 UTC = dt.UTC
 pytestmark = pytest.mark.django_db
 CLAIMED = dt.datetime(2026, 3, 20, 13, 0, tzinfo=UTC)
 AFTER_LEASE = CLAIMED + dt.timedelta(seconds=301)
-
-
-@pytest.fixture(autouse=True)
-def journal(tmp_path: Path) -> Any:
-    with override_settings(REMINDER_OUTCOME_JOURNAL_DIR=str(tmp_path / "journal")):
-        yield tmp_path / "journal"
-
-
-@pytest.fixture
-def twilio() -> Any:
-    FakeTwilioHttp.script = []
-    FakeTwilioHttp.requests = []
-    with override_settings(SMS_BACKEND="tests.reminders.fakes.FakeTwilioBackend"):
-        yield FakeTwilioHttp
 
 
 @pytest.fixture
