@@ -15,9 +15,9 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models.manager import BaseManager
 from drf_spectacular.utils import extend_schema_field
-from rest_framework import serializers
+from rest_framework import ISO_8601, serializers
 from rest_framework.fields import SkipField
-from rest_framework.settings import ISO_8601, api_settings
+from rest_framework.settings import api_settings
 
 from participants.models import Participant
 from scheduler.api.preconditions import participant_etag, visit_etag
