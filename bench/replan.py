@@ -489,6 +489,8 @@ def service_run(
     if profiler:
         text = io.StringIO()
         stats = pstats.Stats(profiler, stream=text)
+        if os.environ.get("BENCH_PSTATS"):  # the whole profile, for pstats or snakeviz
+            stats.dump_stats(os.environ["BENCH_PSTATS"])
         stats.sort_stats("tottime").print_stats(15)
         stats.sort_stats("cumulative").print_stats(
             r"/(scheduler|participants|trials|simple_history)/|bulk_update|bulk_create", 30

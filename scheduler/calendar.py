@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from simple_history.utils import bulk_create_with_history, bulk_update_with_history
+from simple_history.utils import bulk_create_with_history
 
 from participants.models import Participant, TreatmentAssignment
+from scheduler.bulkwrite import update_with_history
 from scheduler.engine import (
     ParticipantFacts,
     PlannedMilestone,
@@ -363,7 +364,7 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
         row.ical_sequence += 1
         updated_visits.append(row)
     if updated_visits:
-        bulk_update_with_history(
+        update_with_history(
             updated_visits,
             ScheduledVisit,
             [
@@ -379,8 +380,8 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
                 "version",
                 "ical_sequence",
             ],
-            default_user=by,
-            default_change_reason=reason,
+            by=by,
+            reason=reason,
         )
         announce_visits(pending.participant, updated_visits)
         # Site systems hear of visits this change moved (or re-planned) and cancelled.
@@ -437,7 +438,7 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
         milestone.ical_sequence += 1
         updated_milestones.append(milestone)
     if updated_milestones:
-        bulk_update_with_history(
+        update_with_history(
             updated_milestones,
             ScheduledMilestone,
             [
@@ -450,8 +451,8 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
                 "estimated",
                 "ical_sequence",
             ],
-            default_user=by,
-            default_change_reason=reason,
+            by=by,
+            reason=reason,
         )
     bulk_create_with_history(
         [
@@ -504,9 +505,7 @@ def _procedures_follow_version(
             dropped._history_user = by  # type: ignore[attr-defined]
             dropped.delete()
     if kept:
-        bulk_update_with_history(
-            kept, ScheduledProcedure, ["procedure"], default_user=by, default_change_reason=reason
-        )
+        update_with_history(kept, ScheduledProcedure, ["procedure"], by=by, reason=reason)
     bulk_create_with_history(
         added, ScheduledProcedure, default_user=by, default_change_reason=reason
     )

@@ -22,7 +22,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
-from simple_history.utils import bulk_create_with_history, bulk_update_with_history
+from simple_history.utils import bulk_create_with_history
 
 from participants.contact import contact_cleared_warning, participant_contact_gap
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
@@ -33,6 +33,7 @@ from participants.selectors import (
 )
 from scheduler.access import can_confirm_eligibility, participant_today, site_now, site_today
 from scheduler.booking import site_calendar, site_holds, visit_plan, visit_slot_plan
+from scheduler.bulkwrite import update_with_history
 from scheduler.calendar import (
     CalendarDiff,
     PendingCalendar,
@@ -1170,12 +1171,12 @@ def visit_record_done(
             procedure.not_done_reason = not_done[procedure.procedure.code]
         else:
             procedure.status = ScheduledProcedure.Status.DONE
-    bulk_update_with_history(
+    update_with_history(
         procedures,
         ScheduledProcedure,
         ["status", "not_done_reason"],
-        default_user=by,
-        default_change_reason=f"{visit.code} done",
+        by=by,
+        reason=f"{visit.code} done",
     )
     announce_to_site_systems("visit.done", visit.participant, [visit])
     return calendar_apply(
@@ -1589,20 +1590,14 @@ def _end_participation(
         visit.reason = why
         visit.version += 1
         visit.ical_sequence += 1
-    bulk_update_with_history(
-        visits,
-        ScheduledVisit,
-        ["status", "reason", "version", "ical_sequence"],
-        default_user=by,
-        default_change_reason=why,
+    update_with_history(
+        visits, ScheduledVisit, ["status", "reason", "version", "ical_sequence"], by=by, reason=why
     )
     BookingHold.objects.filter(visit__in=visits).delete()
     announce_visits(participant, visits)
     for milestone in milestones:
         milestone.status = ScheduledMilestone.Status.CANCELLED
-    bulk_update_with_history(
-        milestones, ScheduledMilestone, ["status"], default_user=by, default_change_reason=why
-    )
+    update_with_history(milestones, ScheduledMilestone, ["status"], by=by, reason=why)
     participant.status = status
     participant.ended_on = on
     participant.ended_reason = reason

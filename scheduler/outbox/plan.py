@@ -17,6 +17,7 @@ import datetime as dt
 from collections.abc import Iterable
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from participants.models import Participant
@@ -31,7 +32,7 @@ from scheduler.engine.reminders import (
     participant_send_time,
     plan_reminders,
 )
-from scheduler.models import Reminder, ScheduledMilestone, ScheduledVisit
+from scheduler.models import Reminder, ScheduledMilestone, ScheduledProcedure, ScheduledVisit
 from scheduler.outbox.dispatch import SEND_TASK, send_after_commit
 from scheduler.outbox.webhooks import WEBHOOK_CHANNEL
 from scheduler.outbox.webhooks import announce_to_site_systems as announce_to_site_systems
@@ -43,6 +44,7 @@ WELCOME_EVENT = "welcome"
 NOT_REMINDERS = (INVITE_EVENT, WELCOME_EVENT)
 # A visit's first invite goes out at this local time (the participant's), on its invite day.
 INVITE_AT = dt.time(9)
+OPEN_STATUSES = (Reminder.Status.PENDING, Reminder.Status.FAILED)
 
 
 def _rules(participant: Participant) -> list[ReminderRuleSpec]:
@@ -94,19 +96,32 @@ def reminders_sync(participant: Participant, *, now: dt.datetime | None = None) 
     participant = Participant.objects.select_related("site", "protocol_version").get(
         pk=participant.pk
     )
+    # Plain values, not model instances: this runs on every change of every calendar.
+    procedures: dict[int, set[str]] = {}
+    for visit_id, code in ScheduledProcedure.objects.filter(
+        visit__participant=participant
+    ).values_list("visit_id", "procedure__code"):
+        procedures.setdefault(visit_id, set()).add(code)
     visits = [
         VisitFacts(
-            target_key=f"visit:{v.pk}",
-            visit_code=v.visit_definition.code if v.visit_definition else "UNSCHEDULED",
-            status=v.status,
-            window_start=v.window_start,
-            window_end=v.window_end,
-            booked_start=v.booked_start,
-            procedures=frozenset(p.procedure.code for p in v.procedures.all()),
+            target_key=f"visit:{pk}",
+            visit_code=code or "UNSCHEDULED",
+            status=status,
+            window_start=window_start,
+            window_end=window_end,
+            booked_start=booked_start,
+            procedures=frozenset(procedures.get(pk, ())),
         )
-        for v in ScheduledVisit.objects.filter(participant=participant)
-        .select_related("visit_definition")
-        .prefetch_related("procedures__procedure")
+        for pk, code, status, window_start, window_end, booked_start in (
+            ScheduledVisit.objects.filter(participant=participant).values_list(
+                "pk",
+                "visit_definition__code",
+                "status",
+                "window_start",
+                "window_end",
+                "booked_start",
+            )
+        )
     ]
     milestones = []
     previous: dict[int, object] = {}
@@ -148,18 +163,24 @@ def reminders_sync(participant: Participant, *, now: dt.datetime | None = None) 
     wanted = [w for w in still_apply if w.due_at > now]
 
     wanted_keys = {(w.target_key, w.rule_code, w.channel, w.due_at) for w in still_apply}
-    open_rows = (
-        Reminder.objects.filter(
-            participant=participant, status__in=[Reminder.Status.PENDING, Reminder.Status.FAILED]
-        )
+    # Every row of this participant's reminder plan still to come, whatever its status: the
+    # open ones that no longer apply are cancelled; a moment that has a row already (planned,
+    # sent or cancelled) keeps it, and only the others are added.
+    planned: set[tuple[str, str, str, dt.datetime]] = set()
+    stale = []
+    for pk, status, target_key, rule_code, channel, due_at in (
+        Reminder.objects.filter(participant=participant)
+        .filter(Q(due_at__gt=now) | Q(status__in=OPEN_STATUSES))
         .exclude(event__in=NOT_REMINDERS)
         .exclude(channel=WEBHOOK_CHANNEL)  # webhooks are events, not reminders of the calendar
-    )
-    stale = [
-        row.pk
-        for row in open_rows
-        if (row.target_key, row.rule_code, row.channel, row.due_at) not in wanted_keys
-    ]
+        .values_list("pk", "status", "target_key", "rule_code", "channel", "due_at")
+    ):
+        key = (target_key, rule_code, channel, due_at)
+        if due_at > now:
+            planned.add(key)
+        # Open rows already due (not swept yet, or failing and retried) included.
+        if status in OPEN_STATUSES and key not in wanted_keys:
+            stale.append(pk)
     if stale:
         Reminder.objects.filter(pk__in=stale).update(status=Reminder.Status.CANCELLED)
     if participant.status not in ("screening", "enrolled"):
@@ -188,8 +209,10 @@ def reminders_sync(participant: Participant, *, now: dt.datetime | None = None) 
                 next_attempt_at=w.due_at,
             )
             for w in wanted
+            if (w.target_key, w.rule_code, w.channel, w.due_at) not in planned
         ],
-        # Rows already planned, sent or cancelled for the same moment stay as they are.
+        # Rows already planned, sent or cancelled for the same moment stay as they are (a
+        # row another transaction added since is one of them).
         ignore_conflicts=True,
     )
 

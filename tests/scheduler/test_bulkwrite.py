@@ -1,0 +1,206 @@
+"""Updating many rows in one statement (`scheduler.bulkwrite`), on whichever database the suite
+runs on: SQLite in `make test` on a laptop, Postgres in CI."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import DataError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from participants.models import Participant
+from scheduler import bulkwrite
+from scheduler.bulkwrite import rows_update, update_with_history
+from scheduler.models import ScheduledMilestone, ScheduledVisit
+from scheduler.services import participant_enroll
+from tests.factories import participant_for
+from trials.models import ProtocolVersion
+
+D = dt.date
+VISIT_FIELDS = [
+    "status",
+    "reason",
+    "visit_definition",
+    "occurrence",
+    "target_date",
+    "window_start",
+    "window_end",
+    "estimated",
+    "booked_date",
+    "booked_start",
+    "deviation_days",
+    "version",
+    "ical_sequence",
+]
+
+
+def _enrolled(version: ProtocolVersion, study_id: str, **anchors: dt.date) -> Participant:
+    participant = participant_for(
+        version,
+        anchors=anchors,
+        birth_date=D(1980, 6, 15),
+        weight_kg=Decimal("60"),
+        study_id=study_id,
+    )
+    participant_enroll(participant=participant, on=D(2026, 3, 1))
+    return participant
+
+
+@pytest.fixture
+def jasmine(import_seed: Any) -> Participant:
+    return _enrolled(import_seed("002"), "J-001", day1=D(2026, 3, 2))
+
+
+def _visits(participant: Participant) -> list[ScheduledVisit]:
+    return list(participant.visits.order_by("id"))
+
+
+def _stored(participant: Participant) -> list[dict[str, Any]]:
+    return list(participant.visits.order_by("id").values("id", *VISIT_FIELDS))
+
+
+def _change(visits: list[ScheduledVisit]) -> None:
+    """A change of every kind of value, NULLs to values and values to NULLs among them."""
+    definitions = [v.visit_definition for v in visits]
+    for i, visit in enumerate(visits):
+        visit.status = ScheduledVisit.Status.BOOKED if i % 2 else ScheduledVisit.Status.CANCELLED
+        visit.reason = f"réplanifié n° {i} — 'quoted' \"too\"; DROP TABLE x; --"
+        visit.visit_definition = definitions[(i + 1) % len(definitions)]
+        visit.occurrence = 1000 + i
+        visit.target_date = visit.target_date + dt.timedelta(days=i)
+        visit.window_start = visit.window_start + dt.timedelta(days=i - 1)
+        visit.window_end = visit.window_end + dt.timedelta(days=i + i % 3)
+        visit.estimated = not visit.estimated
+        visit.booked_date = visit.target_date if i % 2 else None
+        visit.booked_start = (
+            dt.datetime(2026, 4, 1, 9, 30, tzinfo=dt.UTC) + dt.timedelta(hours=i) if i % 2 else None
+        )
+        visit.deviation_days = -i if i % 3 else None
+        visit.version += 1
+        visit.ical_sequence += 2
+
+
+def test_rows_update_writes_what_bulk_update_writes(import_seed: Any) -> None:
+    version = import_seed("002")
+    mine = _enrolled(version, "J-001", day1=D(2026, 3, 2))
+    django = _enrolled(version, "J-002", day1=D(2026, 3, 2))
+    ours, theirs = _visits(mine), _visits(django)
+    _change(ours)
+    _change(theirs)
+
+    assert rows_update(ours, ScheduledVisit, VISIT_FIELDS) == 54
+    ScheduledVisit.objects.bulk_update(theirs, VISIT_FIELDS)
+
+    written, expected = _stored(mine), _stored(django)
+    assert [{k: v for k, v in row.items() if k != "id"} for row in written] == [
+        {k: v for k, v in row.items() if k != "id"} for row in expected
+    ]
+    # Exactly the values set, read back.
+    assert written[1]["reason"] == "réplanifié n° 1 — 'quoted' \"too\"; DROP TABLE x; --"
+    assert written[1]["booked_start"] == dt.datetime(2026, 4, 1, 10, 30, tzinfo=dt.UTC)
+    assert written[0]["booked_start"] is None and written[0]["deviation_days"] is None
+    assert written[2]["deviation_days"] == -2
+    # Nothing else in the table moved.
+    assert (
+        ScheduledVisit.objects.exclude(participant=mine).filter(reason__contains="DROP").count()
+        == 54
+    )
+
+
+def test_rows_update_writes_decimals_and_nulls(import_seed: Any) -> None:
+    participant = _enrolled(
+        import_seed("001"), "T-001", psl_start=D(2026, 3, 2), day1=D(2026, 3, 16)
+    )
+    milestones = list(ScheduledMilestone.objects.filter(participant=participant).order_by("id"))
+    assert len(milestones) > 3
+    doses = [Decimal("12.50"), None, Decimal("0.25"), Decimal("17.5")]
+    for i, milestone in enumerate(milestones):
+        milestone.dose_mg = doses[i % 4]
+        milestone.flag = "" if i % 2 else "check the dose"
+    assert rows_update(milestones, ScheduledMilestone, ["dose_mg", "flag"]) == len(milestones)
+    stored = list(
+        ScheduledMilestone.objects.filter(participant=participant)
+        .order_by("id")
+        .values_list("dose_mg", "flag")
+    )
+    assert stored == [(doses[i % 4], "" if i % 2 else "check the dose") for i in range(len(stored))]
+
+
+def test_rows_update_splits_batches_under_the_parameter_limit(
+    jasmine: Participant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    visits = _visits(jasmine)
+    # 3 parameters a row (id and two fields): at most 4 rows a statement.
+    monkeypatch.setattr(bulkwrite, "MAX_PARAMETERS", 12)
+    for i, visit in enumerate(visits):
+        visit.reason = f"batch {i}"
+        visit.version = 100 + i
+    with CaptureQueriesContext(connection) as queries:
+        assert rows_update(visits, ScheduledVisit, ["reason", "version"]) == 54
+    updates = [q for q in queries.captured_queries if "UPDATE" in q["sql"]]
+    assert len(updates) == 14  # 54 rows, 4 a statement
+    assert list(jasmine.visits.order_by("id").values_list("reason", "version")) == [
+        (f"batch {i}", 100 + i) for i in range(54)
+    ]
+
+
+def test_rows_update_is_one_statement_for_a_calendar(jasmine: Participant) -> None:
+    visits = _visits(jasmine)
+    for visit in visits:
+        visit.version += 1
+    with CaptureQueriesContext(connection) as queries:
+        rows_update(visits, ScheduledVisit, VISIT_FIELDS)
+    assert [
+        q["sql"].split()[0] for q in queries.captured_queries if "changes()" not in q["sql"]
+    ] == ["WITH"]
+
+
+def test_text_too_long_for_its_column_is_never_cut(jasmine: Participant) -> None:
+    [visit, other] = _visits(jasmine)[:2]
+    visit.status = "x" * 11  # the column holds 10
+    other.status = ScheduledVisit.Status.CANCELLED
+    if connection.vendor == "postgresql":
+        with pytest.raises(DataError), transaction.atomic():
+            rows_update([other, visit], ScheduledVisit, ["status"])
+        # The whole statement was refused: neither row changed.
+        assert set(jasmine.visits.values_list("status", flat=True)) == {"planned"}
+    else:
+        # SQLite keeps text whole whatever the declared length.
+        rows_update([other, visit], ScheduledVisit, ["status"])
+        assert ScheduledVisit.objects.get(pk=visit.pk).status == "x" * 11
+
+
+def test_fields_that_cannot_be_updated_in_bulk_are_refused(jasmine: Participant) -> None:
+    visits = _visits(jasmine)
+    with pytest.raises(ValueError, match="scheduler.ScheduledVisit.id cannot be updated in bulk"):
+        rows_update(visits, ScheduledVisit, ["id"])
+    with pytest.raises(ValueError, match="ScheduledVisit.procedures cannot be updated in bulk"):
+        rows_update(visits, ScheduledVisit, ["procedures"])
+    assert rows_update([], ScheduledVisit, ["status"]) == 0
+
+
+def test_update_with_history_records_who_and_why(
+    jasmine: Participant, django_user_model: Any
+) -> None:
+    coordinator = django_user_model.objects.create_user("coordinator")
+    visits = _visits(jasmine)[:3]
+    for visit in visits:
+        visit.reason = "moved"
+    visits[2]._change_reason = "its own reason"  # type: ignore[attr-defined]
+    assert (
+        update_with_history(visits, ScheduledVisit, ["reason"], by=coordinator, reason="why") == 3
+    )
+    history = [
+        visit.history.order_by("-history_id").values_list(
+            "history_type", "history_user__username", "history_change_reason", "reason"
+        )[0]
+        for visit in visits
+    ]
+    assert history == [
+        ("~", "coordinator", "why", "moved"),
+        ("~", "coordinator", "why", "moved"),
+        ("~", "coordinator", "its own reason", "moved"),
+    ]
