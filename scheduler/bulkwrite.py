@@ -5,8 +5,9 @@ expressions costs far more than running the statement (an amendment re-planning 
 most of its time there). `rows_update` writes the same change as one
 `WITH v (…) AS (VALUES …) UPDATE … FROM v`, which Postgres and SQLite (3.33 and later) both
 take, in batches that stay under either database's limit on parameters. `update_with_history`
-is `simple_history`'s `bulk_update_with_history` on top of it: the same history rows, with the
-same user, reason and type.
+is `simple_history`'s `bulk_update_with_history` on top of it, and `create_with_history` its
+`bulk_create_with_history`: the same history rows, with the same user, reason and type, copied
+from the rows just written by one `INSERT … SELECT` rather than built as a model instance each.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, models, transaction
-from simple_history.utils import get_history_manager_for_model
+from django.utils import timezone
+from simple_history.utils import get_change_reason_from_object, get_history_manager_for_model
 
 # SQLite takes 32,766 parameters a statement, Postgres 65,535.
 MAX_PARAMETERS = 30_000
@@ -76,6 +79,49 @@ def rows_update(
     return updated
 
 
+def history_record(
+    model: type[models.Model],
+    objs: Sequence[models.Model],
+    *,
+    by: Any,
+    reason: str,
+    history_type: str = "~",
+) -> None:
+    """One history row per object, copied from the row as stored now by
+    `INSERT INTO … SELECT`, with `by` and `reason` (an object's own `_change_reason` or
+    `_history_user` wins, as with simple_history). The rows simple_history's
+    `bulk_history_create` makes, without building a model instance for each."""
+    if not getattr(settings, "SIMPLE_HISTORY_ENABLED", True):
+        return
+    history = get_history_manager_for_model(model).model
+    pk = model._meta.pk
+    assert pk is not None  # noqa: S101  # every concrete model has one
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in history.tracked_fields)  # type: ignore[attr-defined]
+    user_column = history._meta.get_field("history_user").column  # type: ignore[union-attr]
+    statement = (
+        f"INSERT INTO {quote(history._meta.db_table)} ({columns}, history_date, "  # noqa: S608  # nosec B608  # quoted names and placeholders only
+        f"history_change_reason, history_type, {quote(user_column)}) "
+        f"SELECT {columns}, %s, %s, %s, %s FROM {quote(model._meta.db_table)} "
+        f"WHERE {quote(pk.column)} IN "
+    )
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    # Objects alike in who and why are written together.
+    groups: dict[tuple[Any, str], list[Any]] = {}
+    for obj in objs:
+        user = getattr(obj, "_history_user", None) or by
+        why = get_change_reason_from_object(obj) or reason
+        groups.setdefault((getattr(user, "pk", user), why), []).append(obj.pk)
+    with connection.cursor() as cursor:
+        for (user_id, why), pks in groups.items():
+            for start in range(0, len(pks), MAX_PARAMETERS):
+                chunk = pks[start : start + MAX_PARAMETERS]
+                cursor.execute(
+                    statement + "(" + ", ".join(["%s"] * len(chunk)) + ")",
+                    [now, why, history_type, user_id, *chunk],
+                )
+
+
 def update_with_history(
     objs: Sequence[models.Model],
     model: type[models.Model],
@@ -84,11 +130,25 @@ def update_with_history(
     by: Any,
     reason: str,
 ) -> int:
-    """`rows_update`, and one history row ("~", changed) per object with `by` and `reason`
-    (an object's own `_change_reason` or `_history_user` wins, as with simple_history)."""
+    """`rows_update`, and one history row ("~", changed) per object with `by` and `reason`."""
     with transaction.atomic(savepoint=False):
         updated = rows_update(objs, model, fields)
-        get_history_manager_for_model(model).bulk_history_create(
-            objs, update=True, default_user=by, default_change_reason=reason
-        )
+        if objs:
+            history_record(model, objs, by=by, reason=reason)
     return updated
+
+
+def create_with_history(
+    objs: Sequence[models.Model], model: type[models.Model], *, by: Any, reason: str
+) -> list[Any]:
+    """`bulk_create`, and one history row ("+", created) per object with `by` and `reason`;
+    simple_history's `bulk_create_with_history` without a model instance per history row.
+    Needs a database that returns the new primary keys (Postgres, SQLite 3.35 and later)."""
+    if not objs:
+        return []
+    with transaction.atomic(savepoint=False):
+        created = model._default_manager.bulk_create(objs)
+        if any(obj.pk is None for obj in created):
+            raise RuntimeError(f"{connection.vendor} did not return the new rows' keys")
+        history_record(model, created, by=by, reason=reason, history_type="+")
+    return created

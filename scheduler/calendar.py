@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from simple_history.utils import bulk_create_with_history
-
 from participants.models import Participant, TreatmentAssignment
-from scheduler.bulkwrite import update_with_history
+from scheduler.bulkwrite import create_with_history, update_with_history
 from scheduler.engine import (
     ParticipantFacts,
     PlannedMilestone,
@@ -394,7 +392,7 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
     if repointed:
         _procedures_follow_version(repointed, procedures, by=by, reason=reason)
 
-    created = bulk_create_with_history(
+    created = create_with_history(
         [
             ScheduledVisit(
                 participant=pending.participant,
@@ -409,19 +407,19 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
             for p in pending.visit_creates
         ],
         ScheduledVisit,
-        default_user=by,
-        default_change_reason=reason,
+        by=by,
+        reason=reason,
     )
     announce_visits(pending.participant, created)
-    bulk_create_with_history(
+    create_with_history(
         [
             ScheduledProcedure(visit=visit, procedure=procedures[code])
             for visit, planned in zip(created, pending.visit_creates, strict=True)
             for code in planned.procedures
         ],
         ScheduledProcedure,
-        default_user=by,
-        default_change_reason=reason,
+        by=by,
+        reason=reason,
     )
 
     updated_milestones: list[ScheduledMilestone] = []
@@ -454,7 +452,7 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
             by=by,
             reason=reason,
         )
-    bulk_create_with_history(
+    create_with_history(
         [
             ScheduledMilestone(
                 participant=pending.participant,
@@ -469,8 +467,8 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
             for m in pending.milestone_creates
         ],
         ScheduledMilestone,
-        default_user=by,
-        default_change_reason=reason,
+        by=by,
+        reason=reason,
     )
     reminders_sync(pending.participant)
     return pending.diff
@@ -506,6 +504,4 @@ def _procedures_follow_version(
             dropped.delete()
     if kept:
         update_with_history(kept, ScheduledProcedure, ["procedure"], by=by, reason=reason)
-    bulk_create_with_history(
-        added, ScheduledProcedure, default_user=by, default_change_reason=reason
-    )
+    create_with_history(added, ScheduledProcedure, by=by, reason=reason)

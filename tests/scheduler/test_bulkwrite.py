@@ -13,8 +13,13 @@ from django.test.utils import CaptureQueriesContext
 
 from participants.models import Participant
 from scheduler import bulkwrite
-from scheduler.bulkwrite import rows_update, update_with_history
-from scheduler.models import ScheduledMilestone, ScheduledVisit
+from scheduler.bulkwrite import (
+    create_with_history,
+    history_record,
+    rows_update,
+    update_with_history,
+)
+from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit
 from scheduler.services import participant_enroll
 from tests.factories import participant_for
 from trials.models import ProtocolVersion
@@ -204,3 +209,82 @@ def test_update_with_history_records_who_and_why(
         ("~", "coordinator", "why", "moved"),
         ("~", "coordinator", "its own reason", "moved"),
     ]
+
+
+HISTORY_IGNORED = {"history_id", "history_date", "id", "participant_id", "ical_uid", "visit_id"}
+
+
+def _history(model: Any, **filters: Any) -> list[dict[str, Any]]:
+    rows = model.history.filter(**filters).order_by("history_id").values()
+    return sorted(
+        ({k: v for k, v in row.items() if k not in HISTORY_IGNORED} for row in rows),
+        key=repr,
+    )
+
+
+def test_history_rows_are_the_ones_simple_history_writes(
+    import_seed: Any, django_user_model: Any
+) -> None:
+    from simple_history.utils import bulk_create_with_history, bulk_update_with_history
+
+    coordinator = django_user_model.objects.create_user("coordinator")
+    version = import_seed("002")
+    mine = _enrolled(version, "J-001", day1=D(2026, 3, 2))
+    theirs = _enrolled(version, "J-002", day1=D(2026, 3, 2))
+    ours, others = _visits(mine), _visits(theirs)
+    _change(ours)
+    _change(others)
+    ours[5]._change_reason = others[5]._change_reason = "its own"  # type: ignore[attr-defined]
+    update_with_history(ours, ScheduledVisit, VISIT_FIELDS, by=coordinator, reason="amended")
+    bulk_update_with_history(
+        others,
+        ScheduledVisit,
+        VISIT_FIELDS,
+        default_user=coordinator,
+        default_change_reason="amended",
+    )
+    written = _history(ScheduledVisit, participant=mine, history_type="~")
+    assert len(written) == 54
+    assert written == _history(ScheduledVisit, participant=theirs, history_type="~")
+    assert sorted(r["history_change_reason"] for r in written).count("its own") == 1
+
+    # Created rows: each visit's procedures made again, both ways.
+    for visits, create in ((ours, "ours"), (others, "theirs")):
+        made = [
+            ScheduledProcedure(visit=visit, procedure=procedure.procedure)
+            for visit in visits[:10]
+            for procedure in visit.procedures.all()
+        ]
+        ScheduledProcedure.objects.filter(visit__in=visits[:10]).delete()
+        if create == "ours":
+            created = create_with_history(made, ScheduledProcedure, by=coordinator, reason="again")
+            assert all(row.pk for row in created) and len(created) == len(made) > 10
+        else:
+            bulk_create_with_history(
+                made, ScheduledProcedure, default_user=coordinator, default_change_reason="again"
+            )
+    mine_created = _history(ScheduledProcedure, visit__participant_id=mine.pk, history_type="+")
+    theirs_created = _history(ScheduledProcedure, visit__participant_id=theirs.pk, history_type="+")
+    assert mine_created and mine_created == theirs_created
+
+
+def test_history_follows_what_is_stored_and_by_whom(
+    jasmine: Participant, django_user_model: Any
+) -> None:
+    coordinator = django_user_model.objects.create_user("coordinator")
+    investigator = django_user_model.objects.create_user("investigator")
+    [first, second] = _visits(jasmine)[:2]
+    second._history_user = investigator  # type: ignore[attr-defined]
+    history_record(
+        ScheduledVisit, [first, second], by=coordinator, reason="looked", history_type="~"
+    )
+    rows = list(
+        ScheduledVisit.history.filter(id__in=[first.pk, second.pk], history_type="~")
+        .order_by("id")
+        .values_list("id", "history_user__username", "history_change_reason", "target_date")
+    )
+    assert rows == [
+        (first.pk, "coordinator", "looked", first.target_date),
+        (second.pk, "investigator", "looked", second.target_date),
+    ]
+    assert create_with_history([], ScheduledVisit, by=coordinator, reason="none") == []
