@@ -333,12 +333,32 @@ def deviation_days(day: dt.date, window_start: dt.date, window_end: dt.date) -> 
     return 0
 
 
+Catalog = tuple[
+    dict[str, VisitDefinition], dict[str, ProcedureDefinition], dict[str, MilestoneRule]
+]
+
+
+def _catalog(version: ProtocolVersion) -> Catalog:
+    """A version's visits, procedures and milestone rules by code. A published version never
+    changes, so they are read once for the version object a caller passes to every
+    participant it moves (a site's amendment), not once each."""
+    cached: Catalog | None = getattr(version, "_calendar_catalog", None)
+    if cached is not None:
+        return cached
+    catalog = (
+        {d.code: d for d in VisitDefinition.objects.filter(version=version)},
+        {p.code: p for p in ProcedureDefinition.objects.filter(version=version)},
+        {r.code: r for r in MilestoneRule.objects.filter(version=version)},
+    )
+    if version.is_published:
+        version._calendar_catalog = catalog  # type: ignore[attr-defined]
+    return catalog
+
+
 def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> CalendarDiff:
     """Write a pending calendar diff: one audit entry per changed row, all in bulk."""
     version = pending.version
-    definitions = {d.code: d for d in VisitDefinition.objects.filter(version=version)}
-    procedures = {p.code: p for p in ProcedureDefinition.objects.filter(version=version)}
-    rules = {r.code: r for r in MilestoneRule.objects.filter(version=version)}
+    definitions, procedures, rules = _catalog(version)
 
     updated_visits: list[ScheduledVisit] = []
     repointed: list[tuple[ScheduledVisit, PlannedVisit]] = []

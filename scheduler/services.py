@@ -1715,6 +1715,11 @@ def _check_move(participant: Participant, version: ProtocolVersion) -> None:
     _require_active(participant)
 
 
+def _moved(version: ProtocolVersion, reason: str) -> str:
+    """The reason a calendar change records when an amendment moves it."""
+    return f"moved to {version}: {reason}"
+
+
 def participant_move_to_version_preview(
     *,
     participant: Participant,
@@ -1753,7 +1758,7 @@ def participant_move_to_version(
     )
     participant.protocol_version = version
     _audited(participant, by, reason).save(update_fields=["protocol_version"])
-    return calendar_apply(pending, by=by, reason=f"moved to {version}: {reason}")
+    return calendar_apply(pending, by=by, reason=_moved(version, reason))
 
 
 def _check_site_move(
@@ -1832,18 +1837,22 @@ def site_move_to_version(
     trial_site.protocol_version = version
     trial_site.approved_on = approved_on
     _audited(trial_site, by, reason).save(update_fields=["protocol_version", "approved_on"])
-    # The version's plan is read once for the site, not once for each participant.
+    # What `participant_move_to_version` does for one, for the whole site: every mover locked
+    # and moved onto the version in one statement each (with one history row each), the
+    # version's plan read once, then each calendar re-planned.
+    movers = list(_site_movers(site, version).select_for_update())
+    for participant in movers:
+        _check_move(participant, version)
+        participant.protocol_version = version
+    update_with_history(movers, Participant, ["protocol_version"], by=by, reason=reason)
     snapshot = protocol_snapshot(version=version)
     return {
-        participant.study_id: participant_move_to_version(
-            participant=participant,
-            version=version,
-            on=on,
+        participant.study_id: calendar_apply(
+            calendar_diff(participant, version=version, not_before=on, snapshot=snapshot),
             by=by,
-            reason=reason,
-            snapshot=snapshot,
+            reason=_moved(version, reason),
         )
-        for participant in _site_movers(site, version)
+        for participant in movers
     }
 
 
