@@ -14,14 +14,21 @@ a sample being the mean over --runs calendars (--peer-runs for django-scheduler)
 - peer django-scheduler (its models, in its own process: bench/peer_django_scheduler.py): a
   Calendar with a weekly Rule and three Events, its occurrences listed through `Period`, and
   through its occurrence generation alone (no database reads).
-Every peer's dates are checked equal to the engine's before anything is timed.
+Each call plans for the next of DAYS different Day 1s in turn (the loops take the same ones), so
+nothing about one participant can be kept from one call to the next: what the engine keeps is
+only what it works out once per protocol snapshot. One more figure, "engine, cold", plans from
+a fresh copy of the snapshot each call, i.e. with that work included, against the same loop (no
+target). Every peer's dates are checked equal to the engine's before anything is timed, the
+loops' for every Day 1.
 Targets: the engine at most 3x the plain loop; at least 20x faster than django-scheduler.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
+import itertools
 import json
 import os
 import statistics
@@ -39,16 +46,25 @@ from bench.harness import report  # noqa: E402
 
 PROTOCOL = ROOT / "seeds/protocols/002_jasmine_myositis.yaml"
 DAY1 = dt.date(2026, 3, 2)
+DAYS = 397  # Day 1s taken in turn: DAY1 and the 396 days after it
 LOOP_TARGET = 3.0  # the engine at most 3x the plain loop
 PEER_TARGET = 20.0  # and at least 20x faster than django-scheduler
 
 Row = tuple[str, int, dt.date, dt.date, dt.date]
 
 
-def median_us(work: Callable[[], object], runs: int, samples: int) -> float:
-    """Median over `samples` of the mean microseconds of `runs` calls."""
+def median_us(
+    work: Callable[[], object],
+    runs: int,
+    samples: int,
+    prepare: Callable[[], object] | None = None,
+) -> float:
+    """Median over `samples` of the mean microseconds of `runs` calls (`prepare`, untimed,
+    before each sample)."""
     means = []
     for _ in range(samples):
+        if prepare is not None:
+            prepare()
         started = time.perf_counter()
         for _ in range(runs):
             work()
@@ -66,14 +82,15 @@ def main() -> None:
 
     from dateutil.rrule import WEEKLY, rrule  # type: ignore[import-untyped]
 
-    from scheduler.engine import ParticipantFacts, plan
+    from scheduler.engine import ParticipantFacts, Plan, ProtocolSnapshot, plan
     from scheduler.snapshot import snapshot_from_document
     from trials.protocol_file import parse_protocol
 
     snapshot = snapshot_from_document(
         parse_protocol(PROTOCOL.read_text(encoding="utf-8"), source=PROTOCOL.name)
     )
-    facts = ParticipantFacts(anchors={"day1": DAY1})
+    day1s = [DAY1 + dt.timedelta(days=n) for n in range(DAYS)]
+    every_facts = [ParticipantFacts(anchors={"day1": day1}) for day1 in day1s]
     specs = {visit.code: visit for visit in snapshot.visits}
     screening, treatment, follow_up = specs["SCR"], specs["TRT"], specs["FU"]
     assert treatment.repeat_every_days is not None
@@ -91,17 +108,36 @@ def main() -> None:
     fu_before = dt.timedelta(days=follow_up.window_before)
     fu_after = dt.timedelta(days=follow_up.window_after)
 
-    def engine() -> list[Row]:
-        calendar = plan(snapshot, facts)
+    next_facts = itertools.cycle(every_facts).__next__
+    next_day1 = itertools.cycle(day1s).__next__
+    # The rrule peer's own turn: each Day 1 with its first weekly visit as a datetime.
+    next_start = itertools.cycle(
+        [(day1, dt.datetime.combine(day1 + trt_offset, dt.time())) for day1 in day1s]
+    ).__next__
+
+    def rows(calendar: Plan) -> list[Row]:
         return [
             (v.visit_code, v.occurrence, v.target, v.window_start, v.window_end)
             for v in calendar.visits
         ]
 
+    def engine() -> list[Row]:
+        return rows(plan(snapshot, next_facts()))
+
+    fresh: list[ProtocolSnapshot] = []
+
+    def fresh_copies() -> None:
+        """As many copies of the snapshot as a sample takes: equal, but each a new object."""
+        fresh[:] = [dataclasses.replace(snapshot) for _ in range(args.runs)]
+
+    def engine_cold() -> list[Row]:
+        return rows(plan(fresh.pop(), next_facts()))
+
     def plain_loop() -> list[Row]:
-        target = DAY1 + scr_offset
+        day1 = next_day1()
+        target = day1 + scr_offset
         rows = [("SCR", 1, target, target - scr_before, target + scr_after)]
-        first = DAY1 + trt_offset
+        first = day1 + trt_offset
         for k in range(count):
             target = first + k * every
             rows.append(("TRT", k + 1, target, target - trt_before, target + trt_after))
@@ -109,10 +145,9 @@ def main() -> None:
         rows.append(("FU", 1, target, target - fu_before, target + fu_after))
         return rows
 
-    start = dt.datetime.combine(DAY1 + trt_offset, dt.time())
-
     def dateutil_rrule() -> list[Row]:
-        target = DAY1 + scr_offset
+        day1, start = next_start()
+        target = day1 + scr_offset
         rows = [("SCR", 1, target, target - scr_before, target + scr_after)]
         for k, moment in enumerate(rrule(WEEKLY, dtstart=start, count=count), start=1):
             target = moment.date()
@@ -121,10 +156,17 @@ def main() -> None:
         rows.append(("FU", 1, target, target - fu_before, target + fu_after))
         return rows
 
-    expected = engine()
-    assert len(expected) == 1 + count + 1, f"{len(expected)} visits planned"
-    assert plain_loop() == expected, "the plain loop's rows differ from the engine's"
-    assert dateutil_rrule() == expected, "dateutil's rows differ from the engine's"
+    # Every Day 1 in turn: each cycle is back at its start after DAYS calls.
+    for day1 in day1s:
+        expected = engine()
+        assert expected[1][2] == day1, f"the engine planned Day 1 {expected[1][2]}, not {day1}"
+        assert len(expected) == 1 + count + 1, f"{len(expected)} visits planned"
+        assert plain_loop() == expected, "the plain loop's rows differ from the engine's"
+        assert dateutil_rrule() == expected, "dateutil's rows differ from the engine's"
+        facts = ParticipantFacts(anchors={"day1": day1})
+        cold = rows(plan(dataclasses.replace(snapshot), facts))
+        assert cold == expected, "a fresh snapshot's rows differ"
+    expected = rows(plan(snapshot, every_facts[0]))  # DAY1's, for django-scheduler
 
     # django-scheduler in its own process (its own models and settings).
     durations = {code: spec.duration_minutes for code, spec in specs.items()}
@@ -159,14 +201,22 @@ def main() -> None:
     assert peer["dates"] == engine_dates, "django-scheduler's occurrences differ from the engine's"
 
     engine_us = median_us(engine, args.runs, args.samples)
+    cold_us = median_us(engine_cold, args.runs, args.samples, prepare=fresh_copies)
     loop_us = median_us(plain_loop, args.runs, args.samples)
     rrule_us = median_us(dateutil_rrule, args.runs, args.samples)
     period_us, generation_us = peer["period_us"], peer["generation_us"]
 
-    print(f"JASMINE: {len(expected)} visits per calendar (Day 1 {DAY1}); all four agree")
+    print(
+        f"JASMINE: {len(expected)} visits per calendar ({DAYS} Day 1s from {DAY1} in turn); "
+        "all four agree"
+    )
     print(f"medians of {args.samples} samples of {args.runs} calendars (µs per calendar):")
     print(f"  engine                          {engine_us:9.1f}")
     loop_ratio, rrule_ratio = engine_us / loop_us, engine_us / rrule_us
+    print(
+        f"  engine, cold (fresh snapshot)   {cold_us:9.1f}   cold / loop       "
+        f"{cold_us / loop_us:6.2f}x (compiled in each call)"
+    )
     print(
         f"  plain timedelta loop (baseline) {loop_us:9.1f}   engine / loop     {loop_ratio:6.2f}x"
     )
@@ -187,6 +237,12 @@ def main() -> None:
         value=engine_us,
         baseline=loop_us,
         target=round(LOOP_TARGET * loop_us, 2),
+        **common,
+    )
+    report(
+        scenario="plan one JASMINE calendar, cold (a fresh snapshot each call)",
+        value=cold_us,
+        baseline=loop_us,
         **common,
     )
     report(scenario="dateutil rrule, same calendar (peer)", value=rrule_us, **common)

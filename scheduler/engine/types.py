@@ -116,6 +116,12 @@ class History:
 
 @dataclass(frozen=True)
 class PlannedVisit:
+    """One occurrence of a visit, planned. The planner makes these without __init__ (which
+    sets each field by an object.__setattr__ of its own): it gives each instance, in one step,
+    the __dict__ __init__ would have given it. So a field added here must be added there too
+    (scheduler/engine/planner.py, `plan`; tests/scheduler/test_engine_speedups.py checks),
+    and a __post_init__ would not run."""
+
     visit_code: str
     occurrence: int
     target: dt.date
