@@ -1,6 +1,7 @@
 """Reminder outbox speed: the sweep over a large outbox, and sends per second through workers.
 
     .venv/bin/python bench/reminders.py [--rows 1000000] [--due 1000] [--sends 2000] [--runs 5]
+        [--only sweep|sends]
 
 On Postgres (DATABASE_URL) it works in a throw-away database created next to DATABASE_URL's
 and dropped at the end; otherwise in SQLite under a temporary VAR_DIR. Prints:
@@ -67,6 +68,11 @@ def main() -> None:
     parser.add_argument("--due", type=int, default=1000)
     parser.add_argument("--sends", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--only",
+        choices=("sweep", "sends"),
+        help="run one scenario: (a) the sweep, or (b) the sends end to end (default: both)",
+    )
     args = parser.parse_args()
     assert args.rows >= args.due, "--rows must be at least --due"
 
@@ -166,6 +172,12 @@ def outbox_and_sends(args: argparse.Namespace, queue: str, purge: Any) -> None:
     # reminders already past on a clock after March 2026): out of the way of the counted rows.
     Reminder.objects.filter(participant=participant).update(status="cancelled")
     visit = ScheduledVisit.objects.filter(participant=participant).order_by("target_date")[0]
+    if args.only == "sends":
+        if not (postgres and redis_url):
+            print("(b) end to end: skipped (needs DATABASE_URL on Postgres and REDIS_URL)")
+            return
+        end_to_end(args, queue, participant, timezone.now())
+        return
 
     # ------------------------------------------------------------------------------------
     # (a) The outbox: --due due rows, ~10% pending later, the rest history (sent/cancelled).
@@ -354,6 +366,8 @@ def outbox_and_sends(args: argparse.Namespace, queue: str, purge: Any) -> None:
 
     # ------------------------------------------------------------------------------------
     # (b) End to end through Redis and one real worker.
+    if args.only == "sweep":
+        return
     if not (postgres and redis_url):
         print("(b) end to end: skipped (needs DATABASE_URL on Postgres and REDIS_URL)")
         return

@@ -36,7 +36,7 @@ from scheduler.calendars.events import (
     participant_visit_event,
 )
 from scheduler.calendars.feeds import feed_create, feed_public_url, feed_revoke
-from scheduler.calendars.ical import Method, build_calendar
+from scheduler.calendars.ical import CalendarEvent, Method, calendar_text
 from scheduler.calendars.imip import INVITE_EVENT, invite_message, last_sent_invite_sequence
 from scheduler.models import CalendarFeed, CoordinatorNotification, Reminder, ScheduledVisit
 from scheduler.outbox.errors import (
@@ -63,8 +63,8 @@ def deliver(reminder: Reminder) -> str:
     if reminder.audience == "coordinator":
         return _deliver_coordinator_email(reminder)
     with translation.override(reminder.participant.language):
-        subject, text = participant_text(reminder)
         if reminder.channel == "sms":
+            subject, text = participant_text(reminder)
             if not reminder.participant.phone:
                 raise PermanentDeliveryError("the participant has no phone number")
             return sms_backend().send(
@@ -72,11 +72,12 @@ def deliver(reminder: Reminder) -> str:
                 body=f"{subject}. {text.splitlines()[0]}",
                 reference=f"reminder-{reminder.pk}",
             )
-        return _deliver_participant_email(reminder, subject, text)
+        return _deliver_participant_email(reminder)
 
 
-def participant_text(reminder: Reminder) -> tuple[str, str]:
-    """(subject, body) in the active language."""
+def participant_text(reminder: Reminder, *, event: CalendarEvent | None = None) -> tuple[str, str]:
+    """(subject, body) in the active language. `event`: the visit's event in that language,
+    when the caller has it already (an email's invite is the same event, with its attendee)."""
     participant = reminder.participant
     language = participant.language
     if reminder.milestone is not None:
@@ -87,7 +88,7 @@ def participant_text(reminder: Reminder) -> tuple[str, str]:
         return subject, subject
     visit = reminder.visit
     assert visit is not None
-    event = participant_visit_event(visit)
+    event = event or participant_visit_event(visit)
     start = (
         visit.booked_start.astimezone(ZoneInfo(participant.site.timezone))
         if (visit.booked_start)
@@ -105,11 +106,19 @@ def participant_text(reminder: Reminder) -> tuple[str, str]:
     return subject, event.description
 
 
-def _deliver_participant_email(reminder: Reminder, subject: str, text: str) -> str:
+def _deliver_participant_email(reminder: Reminder) -> str:
+    """Call inside the participant's language."""
     participant, site = reminder.participant, reminder.participant.site
     attendee = attendee_of(participant, participant_today(participant))
     if attendee is None:
         raise PermanentDeliveryError("nobody to email: no address (or no guardian's, for a minor)")
+    # The visit's event is written once, for the text and the invite the email carries.
+    event = (
+        participant_visit_event(reminder.visit, attendee=attendee)
+        if reminder.visit is not None and reminder.milestone is None
+        else None
+    )
+    subject, text = participant_text(reminder, event=event)
     message_id = f"<reminder-{reminder.pk}@{UID_DOMAIN}>"
     message = EmailMultiAlternatives(
         subject=subject,
@@ -120,9 +129,11 @@ def _deliver_participant_email(reminder: Reminder, subject: str, text: str) -> s
     )
     if reminder.visit is not None and reminder.visit.booked_start is not None:
         # A reminder of a booked visit carries its current invite, so it also mends a
-        # calendar that missed an update.
-        event = participant_visit_event(reminder.visit, attendee=attendee)
-        ics = build_calendar([event], method="REQUEST", stamp=timezone.now()).to_ical()
+        # calendar that missed an update. Written as plain text: icalendar's bytes
+        # (tests/calendars/test_ical.py, tests/reminders/test_invite_bytes.py).
+        if event is None:
+            event = participant_visit_event(reminder.visit, attendee=attendee)
+        ics = calendar_text([event], method="REQUEST", stamp=timezone.now())
         message.attach_alternative(ics.decode(), "text/calendar; method=REQUEST")
     try:
         message.send()

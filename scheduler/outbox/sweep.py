@@ -31,10 +31,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Prefetch, Q, prefetch_related_objects
 from django.utils import timezone
 
-from scheduler.models import CoordinatorNotification, Reminder
+from participants.models import Participant
+from scheduler.models import CoordinatorNotification, Reminder, ScheduledProcedure
 from scheduler.outbox.channels import deliver
 from scheduler.outbox.dispatch import KIND_ROWS, queue_for, send_after_commit, send_task_for
 from scheduler.outbox.errors import (
@@ -279,14 +280,46 @@ def reminders_send_batch(reminder_ids: Sequence[int]) -> dict[int, str]:
     return results
 
 
-def _send_claimed(claimed: list[int], now: dt.datetime, results: dict[int, str]) -> None:
-    rows = (
-        Reminder.objects.select_related(*SEND_RELATED)
-        .prefetch_related(*SEND_PREFETCH)
+def _load_batch(claimed: list[int]) -> dict[int, Reminder]:
+    """The claimed rows with everything their delivery reads (what `SEND_RELATED` and
+    `SEND_PREFETCH` load for one row), in three queries whatever the batch's size: the rows
+    with their visit (and its definition) and milestone (and its rule); their participants
+    with site and trial, each loaded once and shared by all its rows and visits (a batch at
+    09:00 is a few reminders each of many participants, and a model instance costs more
+    than anything else a send does here); the visits' procedures with their definitions,
+    in the protocol's order. A row whose participant was deleted since is left out, as a
+    row deleted since the claim is."""
+    rows = list(
+        Reminder.objects.select_related("visit__visit_definition", "milestone__rule")
         .filter(pk__in=claimed)
         .order_by()
     )
-    by_id = {row.pk: row for row in rows}
+    wanted = {row.participant_id for row in rows}
+    wanted.update(row.visit.participant_id for row in rows if row.visit is not None)
+    people = Participant.objects.select_related("site", "trial").order_by().in_bulk(wanted)
+    loaded: dict[int, Reminder] = {}
+    visits = []
+    for row in rows:
+        visit = row.visit
+        if row.participant_id not in people or (
+            visit is not None and visit.participant_id not in people
+        ):
+            continue
+        row.participant = people[row.participant_id]
+        if visit is not None:
+            visit.participant = people[visit.participant_id]
+            visits.append(visit)
+        loaded[row.pk] = row
+    if visits:
+        prefetch_related_objects(
+            visits,
+            Prefetch("procedures", ScheduledProcedure.objects.select_related("procedure")),
+        )
+    return loaded
+
+
+def _send_claimed(claimed: list[int], now: dt.datetime, results: dict[int, str]) -> None:
+    by_id = _load_batch(claimed)
     journal = BatchJournal()
     outcomes = []
     try:

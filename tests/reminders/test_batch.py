@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import time_machine
 from django.db import OperationalError, connection
-from django.db.models import F
+from django.db.models import F, QuerySet
 
 from scheduler.calendars.events import UID_DOMAIN
 from scheduler.models import Reminder, ScheduledVisit
@@ -26,7 +26,7 @@ from scheduler.outbox.outcomes import (
     outcomes_record,
     outcomes_replay,
 )
-from scheduler.outbox.sweep import _claim_batch, reminders_send_batch
+from scheduler.outbox.sweep import _claim_batch, _load_batch, reminders_send_batch
 from scheduler.services import participant_enroll
 from tests.factories import SiteFactory, participant_for
 
@@ -187,12 +187,65 @@ def test_a_batch_costs_the_same_queries_whatever_its_size(
     ids = rows(enrolled(1 if size == 10 else 4), size)
 
     with time_machine.travel(NOW, tick=False), django_assert_num_queries(5):
-        # The claim; the rows with participant, site, trial, visit and milestone; the visits'
-        # procedures; their definitions; the outcomes.
+        # The claim; the rows with visit, definition, milestone and rule; their participants
+        # with site and trial; the visits' procedures with their definitions; the outcomes.
         results = reminders_send_batch(ids)
 
     assert results == dict.fromkeys(ids, "sent")
     assert len(mailoutbox) == size
+
+
+def test_a_batch_loads_each_participant_once_for_all_its_rows_and_visits(
+    enrolled: Any, django_assert_num_queries: Any
+) -> None:
+    first, second = enrolled(2)
+    ids = rows([first], 3) + rows([second], 2)
+    visit_ids = list(Reminder.objects.filter(pk__in=ids).values_list("visit_id", flat=True))
+    in_order = {
+        pk: list(
+            ScheduledVisit.objects.get(pk=pk)
+            .procedures.order_by("procedure__order")
+            .values_list("procedure__code", flat=True)
+        )
+        for pk in visit_ids
+    }
+
+    with django_assert_num_queries(3):
+        loaded = _load_batch(ids)
+        participants = {pk: row.participant for pk, row in loaded.items()}
+        trials = {row.participant.trial.code for row in loaded.values()}
+        procedures = {
+            row.visit.pk: [p.procedure.code for p in row.visit.procedures.all()]
+            for row in loaded.values()
+            if row.visit is not None
+        }
+        shared = [row.visit.participant is row.participant for row in loaded.values() if row.visit]
+
+    assert sorted(loaded) == sorted(ids)
+    assert [participants[pk].pk for pk in ids] == [first.pk] * 3 + [second.pk] * 2
+    assert len({id(participants[pk]) for pk in ids[:3]}) == 1
+    assert len({id(participants[pk]) for pk in ids[3:]}) == 1
+    assert trials == {first.trial.code}
+    assert shared == [True] * 5
+    assert procedures == in_order
+    assert sum(len(codes) for codes in procedures.values()) > 0
+
+
+def test_a_batch_leaves_out_the_rows_whose_participant_is_gone(
+    enrolled: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept, gone = enrolled(2)
+    ids = rows([kept], 2) + rows([gone], 2)
+    real = QuerySet.in_bulk
+
+    def in_bulk(self: QuerySet[Any], *args: Any, **kwargs: Any) -> Any:
+        found = real(self, *args, **kwargs)
+        # Deleted between reading the rows and reading their participants.
+        return {pk: obj for pk, obj in found.items() if obj != gone}
+
+    monkeypatch.setattr(QuerySet, "in_bulk", in_bulk)
+
+    assert sorted(_load_batch(ids)) == sorted(ids[:2])
 
 
 # Outside a transaction, as in a worker: a refused statement does not doom the next one.
@@ -298,7 +351,7 @@ def test_a_batch_of_superseded_invites_is_cancelled_in_one_statement(
         ical_sequence=F("ical_sequence") + 1
     )
 
-    # The claim; the rows; the procedures; their definitions; the three cancellations.
+    # The claim; the rows; their participant; the procedures; the three cancellations.
     with time_machine.travel(NOW, tick=False), django_assert_num_queries(5):
         results = reminders_send_batch(ids)
 
