@@ -355,8 +355,13 @@ def _catalog(version: ProtocolVersion) -> Catalog:
     return catalog
 
 
-def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> CalendarDiff:
-    """Write a pending calendar diff: one audit entry per changed row, all in bulk."""
+def calendar_apply(
+    pending: PendingCalendar, *, by: Any, reason: str, sync_reminders: bool = True
+) -> CalendarDiff:
+    """Write a pending calendar diff: one audit entry per changed row, all in bulk.
+
+    `sync_reminders=False`: the caller re-plans the reminders itself, after it has applied
+    the calendars of many participants (`reminders_sync_many`), in the same transaction."""
     version = pending.version
     definitions, procedures, rules = _catalog(version)
 
@@ -490,7 +495,8 @@ def calendar_apply(pending: PendingCalendar, *, by: Any, reason: str) -> Calenda
         by=by,
         reason=reason,
     )
-    reminders_sync(pending.participant)
+    if sync_reminders:
+        reminders_sync(pending.participant)
     return pending.diff
 
 

@@ -72,6 +72,7 @@ from scheduler.outbox.plan import (
     announce_visits,
     announce_welcome,
     reminders_sync,
+    reminders_sync_many,
 )
 from scheduler.selectors import protocol_snapshot, withdrawal_cancellations
 from scheduler.slotwords import nearest_words, obstacles_words, search_words
@@ -1846,14 +1847,17 @@ def site_move_to_version(
         participant.protocol_version = version
     update_with_history(movers, Participant, ["protocol_version"], by=by, reason=reason)
     snapshot = protocol_snapshot(version=version)
-    return {
+    moved = {
         participant.study_id: calendar_apply(
             calendar_diff(participant, version=version, not_before=on, snapshot=snapshot),
             by=by,
             reason=_moved(version, reason),
+            sync_reminders=False,
         )
         for participant in movers
     }
+    reminders_sync_many(movers)
+    return moved
 
 
 # ----------------------------------------------------------------------------------------

@@ -92,106 +92,133 @@ def participant_channels(participant: Participant, today: dt.date) -> frozenset[
 
 def reminders_sync(participant: Participant, *, now: dt.datetime | None = None) -> None:
     """Make the participant's pending reminders match their calendar (call in its transaction)."""
+    reminders_sync_many([participant], now=now)
+
+
+def reminders_sync_many(
+    participants: Iterable[Participant], *, now: dt.datetime | None = None
+) -> None:
+    """`reminders_sync` for many participants at once (a site's amendment), with the same
+    queries as for one: each reads every participant's rows, and one statement cancels and
+    one adds the reminders of them all."""
     now = now or timezone.now()
-    participant = Participant.objects.select_related("site", "protocol_version").get(
-        pk=participant.pk
-    )
+    ids = [participant.pk for participant in participants]
+    if not ids:
+        return
     # Plain values, not model instances: this runs on every change of every calendar.
     procedures: dict[int, set[str]] = {}
-    for visit_id, code in ScheduledProcedure.objects.filter(
-        visit__participant=participant
-    ).values_list("visit_id", "procedure__code"):
+    for visit_id, code in ScheduledProcedure.objects.filter(visit__participant__in=ids).values_list(
+        "visit_id", "procedure__code"
+    ):
         procedures.setdefault(visit_id, set()).add(code)
-    visits = [
-        VisitFacts(
-            target_key=f"visit:{pk}",
-            visit_code=code or "UNSCHEDULED",
-            status=status,
-            window_start=window_start,
-            window_end=window_end,
-            booked_start=booked_start,
-            procedures=frozenset(procedures.get(pk, ())),
-        )
-        for pk, code, status, window_start, window_end, booked_start in (
-            ScheduledVisit.objects.filter(participant=participant).values_list(
-                "pk",
-                "visit_definition__code",
-                "status",
-                "window_start",
-                "window_end",
-                "booked_start",
+    visits: dict[int, list[VisitFacts]] = {pk: [] for pk in ids}
+    for (
+        pk,
+        participant_id,
+        code,
+        status,
+        window_start,
+        window_end,
+        booked_start,
+    ) in ScheduledVisit.objects.filter(participant__in=ids).values_list(
+        "pk",
+        "participant_id",
+        "visit_definition__code",
+        "status",
+        "window_start",
+        "window_end",
+        "booked_start",
+    ):
+        visits[participant_id].append(
+            VisitFacts(
+                target_key=f"visit:{pk}",
+                visit_code=code or "UNSCHEDULED",
+                status=status,
+                window_start=window_start,
+                window_end=window_end,
+                booked_start=booked_start,
+                procedures=frozenset(procedures.get(pk, ())),
             )
         )
-    ]
-    milestones = []
-    previous: dict[int, object] = {}
-    for m in (
+    milestones: dict[int, list[MilestoneFacts]] = {pk: [] for pk in ids}
+    previous: dict[tuple[int, int], object] = {}
+    for pk, participant_id, rule_id, due_date, dose_mg in (
         ScheduledMilestone.objects.filter(
-            participant=participant, rule__participant_facing=True, dose_mg__isnull=False
+            participant__in=ids, rule__participant_facing=True, dose_mg__isnull=False
         )
         .exclude(status="cancelled")
-        .order_by("rule_id", "sequence")
+        .order_by("participant_id", "rule_id", "sequence")
+        .values_list("pk", "participant_id", "rule_id", "due_date", "dose_mg")
     ):
-        milestones.append(
+        milestones[participant_id].append(
             MilestoneFacts(
-                f"milestone:{m.pk}",
-                m.due_date,
-                starts_new_dose=previous.get(m.rule_id) != m.dose_mg,
+                f"milestone:{pk}",
+                due_date,
+                starts_new_dose=previous.get((participant_id, rule_id)) != dose_mg,
             )
         )
-        previous[m.rule_id] = m.dose_mg
-    recipients = Recipients(
-        participant_zone=participant.timezone,
-        site_zone=participant.site.timezone,
-        participant_channels=participant_channels(participant, participant_today(participant)),
-        quiet_start=participant.quiet_hours_start,
-        quiet_end=participant.quiet_hours_end,
-    )
-    if participant.status not in ("screening", "enrolled"):
-        still_apply = []
-    else:
-        # Every moment the calendar calls for, past ones included: a pending row that is due
-        # but not swept yet still applies and must not be cancelled; only future moments
-        # get new rows.
-        still_apply = plan_reminders(
-            _rules(participant),
-            visits,
-            milestones,
-            recipients,
-            dt.datetime.min.replace(tzinfo=dt.UTC),
-        )
-    wanted = [w for w in still_apply if w.due_at > now]
-
-    wanted_keys = {(w.target_key, w.rule_code, w.channel, w.due_at) for w in still_apply}
-    # Every row of this participant's reminder plan still to come, whatever its status: the
+        previous[(participant_id, rule_id)] = dose_mg
+    # Every row of these participants' reminder plans still to come, whatever its status: the
     # open ones that no longer apply are cancelled; a moment that has a row already (planned,
     # sent or cancelled) keeps it, and only the others are added.
-    planned: set[tuple[str, str, str, dt.datetime]] = set()
-    stale = []
-    for pk, status, target_key, rule_code, channel, due_at in (
-        Reminder.objects.filter(participant=participant)
+    stored: dict[int, list[tuple[int, str, tuple[str, str, str, dt.datetime]]]] = {
+        pk: [] for pk in ids
+    }
+    for pk, participant_id, status, target_key, rule_code, channel, due_at in (
+        Reminder.objects.filter(participant__in=ids)
         .filter(Q(due_at__gt=now) | Q(status__in=OPEN_STATUSES))
         .exclude(event__in=NOT_REMINDERS)
         .exclude(channel=WEBHOOK_CHANNEL)  # webhooks are events, not reminders of the calendar
-        .values_list("pk", "status", "target_key", "rule_code", "channel", "due_at")
+        .values_list(
+            "pk", "participant_id", "status", "target_key", "rule_code", "channel", "due_at"
+        )
     ):
-        key = (target_key, rule_code, channel, due_at)
-        if due_at > now:
-            planned.add(key)
-        # Open rows already due (not swept yet, or failing and retried) included.
-        if status in OPEN_STATUSES and key not in wanted_keys:
-            stale.append(pk)
-    if stale:
-        Reminder.objects.filter(pk__in=stale).update(status=Reminder.Status.CANCELLED)
-    if participant.status not in ("screening", "enrolled"):
-        # Withdrawn or done before their welcome went out: nobody to welcome any more.
-        Reminder.objects.filter(
-            participant=participant,
-            event=WELCOME_EVENT,
-            status__in=[Reminder.Status.PENDING, Reminder.Status.FAILED],
-        ).update(status=Reminder.Status.CANCELLED)
-    Reminder.objects.bulk_create(
-        [
+        stored[participant_id].append((pk, status, (target_key, rule_code, channel, due_at)))
+
+    rules: dict[int, list[ReminderRuleSpec]] = {}
+    stale: list[int] = []
+    ended: list[int] = []
+    new_rows: list[Reminder] = []
+    for participant in Participant.objects.filter(pk__in=ids).select_related(
+        "site", "protocol_version"
+    ):
+        active = participant.status in ("screening", "enrolled")
+        if not active:
+            still_apply = []
+            # Withdrawn or done before their welcome went out: nobody to welcome any more.
+            ended.append(participant.pk)
+        else:
+            version_id = participant.protocol_version_id
+            if version_id not in rules:
+                rules[version_id] = _rules(participant)
+            recipients = Recipients(
+                participant_zone=participant.timezone,
+                site_zone=participant.site.timezone,
+                participant_channels=participant_channels(
+                    participant, participant_today(participant)
+                ),
+                quiet_start=participant.quiet_hours_start,
+                quiet_end=participant.quiet_hours_end,
+            )
+            # Every moment the calendar calls for, past ones included: a pending row that is
+            # due but not swept yet still applies and must not be cancelled; only future
+            # moments get new rows.
+            still_apply = plan_reminders(
+                rules[version_id],
+                visits[participant.pk],
+                milestones[participant.pk],
+                recipients,
+                dt.datetime.min.replace(tzinfo=dt.UTC),
+            )
+        wanted_keys = {(w.target_key, w.rule_code, w.channel, w.due_at) for w in still_apply}
+        planned: set[tuple[str, str, str, dt.datetime]] = set()
+        for pk, status, key in stored[participant.pk]:
+            if key[3] > now:
+                planned.add(key)
+            # Open rows already due (not swept yet, or failing and retried) included.
+            if status in OPEN_STATUSES and key not in wanted_keys:
+                stale.append(pk)
+        new_rows += [
             Reminder(
                 participant=participant,
                 visit_id=int(w.target_key.split(":")[1])
@@ -208,13 +235,18 @@ def reminders_sync(participant: Participant, *, now: dt.datetime | None = None) 
                 due_at=w.due_at,
                 next_attempt_at=w.due_at,
             )
-            for w in wanted
-            if (w.target_key, w.rule_code, w.channel, w.due_at) not in planned
-        ],
-        # Rows already planned, sent or cancelled for the same moment stay as they are (a
-        # row another transaction added since is one of them).
-        ignore_conflicts=True,
-    )
+            for w in still_apply
+            if w.due_at > now and (w.target_key, w.rule_code, w.channel, w.due_at) not in planned
+        ]
+    if stale:
+        Reminder.objects.filter(pk__in=stale).update(status=Reminder.Status.CANCELLED)
+    if ended:
+        Reminder.objects.filter(
+            participant__in=ended, event=WELCOME_EVENT, status__in=OPEN_STATUSES
+        ).update(status=Reminder.Status.CANCELLED)
+    # Rows already planned, sent or cancelled for the same moment stay as they are (a row
+    # another transaction added since is one of them).
+    Reminder.objects.bulk_create(new_rows, ignore_conflicts=True)
 
 
 def invite_day(visit: ScheduledVisit) -> dt.date:

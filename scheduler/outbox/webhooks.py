@@ -233,11 +233,11 @@ def announce_to_site_systems(
     """
     if event_type not in Event.values:
         raise ValueError(f"unknown webhook event {event_type!r}")
-    subscriptions = _subscribers(participant, event_type)
-    if not subscriptions:
-        return
     subjects: list[ScheduledVisit | None] = list(visits) if event_type in VISIT_EVENTS else [None]
     if not subjects:
+        return
+    subscriptions = _subscribers(participant, event_type)
+    if not subscriptions:
         return
     now = now or timezone.now()
     participant = Participant.objects.select_related("trial", "site").get(pk=participant.pk)
