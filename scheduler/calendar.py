@@ -10,12 +10,12 @@ milestones, are history: they never appear in a diff and are never written here.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from participants.models import Participant, TreatmentAssignment
+from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
 from scheduler.bulkwrite import create_with_history, update_with_history
 from scheduler.engine import (
     ParticipantFacts,
@@ -111,15 +111,49 @@ class PendingCalendar:
     milestone_creates: list[PlannedMilestone] = field(default_factory=list)
 
 
-def participant_facts(participant: Participant, anchors: Mapping[str, dt.date]) -> ParticipantFacts:
-    assignment = (
-        TreatmentAssignment.objects.filter(participant=participant).select_related("arm").first()
-    )
-    return ParticipantFacts(
-        anchors=dict(anchors),
-        weight_kg=participant.weight_kg,
-        arm=assignment.arm.code if assignment else None,
-    )
+@dataclass
+class StoredCalendar:
+    """What re-planning reads of one participant: their scheduled visits (by date) and
+    milestones, anchors, taper decisions and arm."""
+
+    visits: list[ScheduledVisit] = field(default_factory=list)
+    milestones: list[ScheduledMilestone] = field(default_factory=list)
+    anchors: dict[str, dt.date] = field(default_factory=dict)
+    adjustments: dict[tuple[str, int], TaperAdjustment] = field(default_factory=dict)
+    arm: str | None = None
+
+
+def stored_calendars(participants: Sequence[Participant]) -> dict[int, StoredCalendar]:
+    """`StoredCalendar` of each participant, by id: five queries however many they are (a
+    site's amendment reads its movers in chunks)."""
+    stored = {participant.pk: StoredCalendar() for participant in participants}
+    for visit in (
+        ScheduledVisit.objects.filter(participant__in=stored, visit_definition__isnull=False)
+        .select_related("visit_definition__version")
+        .order_by("target_date", "id")
+    ):
+        stored[visit.participant_id].visits.append(visit)
+    for milestone in ScheduledMilestone.objects.filter(participant__in=stored).select_related(
+        "rule__version"
+    ):
+        stored[milestone.participant_id].milestones.append(milestone)
+    for participant_id, code, date in ParticipantAnchor.objects.filter(
+        participant__in=stored
+    ).values_list("participant_id", "code", "date"):
+        stored[participant_id].anchors[code] = date
+    for row in TaperAdjustmentRow.objects.filter(participant__in=stored):
+        stored[row.participant_id].adjustments[(row.milestone_code, row.week)] = TaperAdjustment(
+            row.kind,  # type: ignore[arg-type]
+            row.dose_mg,
+        )
+    for participant_id, arm in (
+        TreatmentAssignment.objects.filter(participant__in=stored)
+        .order_by("pk")
+        .values_list("participant_id", "arm__code")
+    ):
+        if stored[participant_id].arm is None:
+            stored[participant_id].arm = arm
+    return stored
 
 
 def calendar_diff(
@@ -131,18 +165,18 @@ def calendar_diff(
     taper_adjustments: Mapping[tuple[str, int], TaperAdjustment | None] | None = None,
     not_before: dt.date | None = None,
     snapshot: ProtocolSnapshot | None = None,
+    stored: StoredCalendar | None = None,
 ) -> PendingCalendar:
     """What re-planning would change, with the given facts overriding the stored ones.
 
     `not_before` limits the change to visits and milestones on or after that date (protocol
     amendments): open visits before it keep their dates and their protocol version.
+    `stored`: the participant's, when the caller read many at once (`stored_calendars`).
     """
     version = version or participant.protocol_version
-    rows = list(
-        ScheduledVisit.objects.filter(participant=participant, visit_definition__isnull=False)
-        .select_related("visit_definition__version")
-        .order_by("target_date", "id")
-    )
+    if stored is None:
+        stored = stored_calendars([participant])[participant.pk]
+    rows = stored.visits
     known: dict[VisitKey, dt.date] = {}
     for row in rows:
         key = (row.visit_definition.code, row.occurrence)  # type: ignore[union-attr]
@@ -156,12 +190,8 @@ def calendar_diff(
         else:
             known[key] = value
 
-    anchor_dates = {a.code: a.date for a in participant.anchors.all()}
-    anchor_dates.update(anchors or {})
-    adjustments: dict[tuple[str, int], TaperAdjustment] = {
-        (row.milestone_code, row.week): TaperAdjustment(row.kind, row.dose_mg)  # type: ignore[arg-type]
-        for row in TaperAdjustmentRow.objects.filter(participant=participant)
-    }
+    anchor_dates = {**stored.anchors, **(anchors or {})}
+    adjustments = dict(stored.adjustments)
     for key, adjustment in (taper_adjustments or {}).items():
         if adjustment is None:
             adjustments.pop(key, None)
@@ -170,12 +200,14 @@ def calendar_diff(
 
     calendar = plan(
         snapshot or protocol_snapshot(version=version),
-        participant_facts(participant, anchor_dates),
+        ParticipantFacts(anchors=anchor_dates, weight_kg=participant.weight_kg, arm=stored.arm),
         History(visit_dates=known, taper_adjustments=adjustments),
     )
     pending = PendingCalendar(participant=participant, version=version, diff=CalendarDiff())
     visit_changes = _visit_changes(pending, rows, calendar.visits, not_before)
-    milestone_changes = _milestone_changes(pending, calendar.milestones, not_before)
+    milestone_changes = _milestone_changes(
+        pending, stored.milestones, calendar.milestones, not_before
+    )
     pending.diff = CalendarDiff(tuple(visit_changes), tuple(milestone_changes))
     return pending
 
@@ -264,15 +296,11 @@ def _visit_changes(
 
 def _milestone_changes(
     pending: PendingCalendar,
+    stored: list[ScheduledMilestone],
     planned_milestones: tuple[PlannedMilestone, ...],
     not_before: dt.date | None,
 ) -> list[MilestoneChange]:
-    rows = {
-        (row.rule.code, row.sequence): row
-        for row in ScheduledMilestone.objects.filter(
-            participant=pending.participant
-        ).select_related("rule__version")
-    }
+    rows = {(row.rule.code, row.sequence): row for row in stored}
     changes: list[MilestoneChange] = []
     planned_keys = set()
     for planned in planned_milestones:

@@ -76,7 +76,7 @@ def tsukuba_amendment() -> ProtocolVersion:
     return protocol_import(text=amended, source="tsukuba-1.1.yaml")
 
 
-def enrolled(version: ProtocolVersion, site, study_id: str) -> Participant:
+def enrolled(version: ProtocolVersion, site, study_id: str, **fields) -> Participant:
     participant = participant_for(
         version,
         anchors={"psl_start": D(2026, 3, 2), "day1": D(2026, 3, 16)},
@@ -84,6 +84,7 @@ def enrolled(version: ProtocolVersion, site, study_id: str) -> Participant:
         birth_date=D(1980, 6, 15),
         site=site,
         study_id=study_id,
+        **fields,
     )
     participant_enroll(participant=participant, on=D(2026, 3, 1))
     return participant
@@ -484,3 +485,122 @@ def _apply(kind, code, shift, participant, amendment, by) -> None:
             by=by,
             reason="event",
         )
+
+
+def _calendar_state(participant: Participant) -> dict[str, object]:
+    """Everything an amendment writes for a participant, without ids and stamps."""
+    return {
+        "version": Participant.objects.get(pk=participant.pk).protocol_version.label,
+        "visits": list(
+            ScheduledVisit.objects.filter(participant=participant)
+            .order_by("target_date", "visit_definition__code", "occurrence")
+            .values_list(
+                "visit_definition__code",
+                "occurrence",
+                "protocol_version__label",
+                "status",
+                "target_date",
+                "window_start",
+                "window_end",
+                "version",
+                "ical_sequence",
+            )
+        ),
+        "procedures": sorted(
+            ScheduledProcedure.objects.filter(visit__participant=participant).values_list(
+                "visit__visit_definition__code",
+                "visit__occurrence",
+                "procedure__code",
+                "procedure__version__label",
+            )
+        ),
+        "milestones": list(
+            ScheduledMilestone.objects.filter(participant=participant)
+            .order_by("rule__code", "sequence")
+            .values_list(
+                "rule__code", "sequence", "status", "due_date", "dose_mg", "rule__version__label"
+            )
+        ),
+        "history": sorted(
+            ScheduledVisit.history.filter(participant_id=participant.pk)
+            .values_list(
+                "visit_definition_id", "occurrence", "history_type", "history_change_reason"
+            )
+            .exclude(history_type="+")
+        ),
+        "reminders": sorted(
+            participant.reminders.exclude(status="cancelled").values_list(
+                "visit__visit_definition__code",
+                "visit__occurrence",
+                "milestone__rule__code",
+                "milestone__sequence",
+                "rule_code",
+                "channel",
+                "due_at",
+            ),
+            key=repr,
+        ),
+    }
+
+
+@pytest.fixture
+def in_march():
+    """Before the visits, so that they have reminders still to come."""
+    with time_machine.travel(dt.datetime(2026, 3, 20, tzinfo=dt.UTC), tick=False):
+        yield
+
+
+def test_a_site_moved_in_chunks_ends_as_each_participant_moved_alone(
+    import_seed, coordinator, monkeypatch, in_march
+) -> None:
+    """Five participants at a site, moved by the site's approval two at a time, against the
+    same five at another site moved one by one: the same calendars, history and reminders."""
+    import scheduler.services
+
+    v10 = import_seed("001")
+    chunked, alone = (SiteFactory.create(timezone=zone) for zone in ("Asia/Tokyo", "Asia/Tokyo"))
+    pairs = []
+    for n in range(5):
+        pair = [
+            enrolled(v10, site, f"{site.code}-{n}", email=f"p{n}@example.org")
+            for site in (chunked, alone)
+        ]
+        if n == 1:  # one with a visit done, one with one booked: kept, and re-planned around
+            for participant in pair:
+                visit_record_done(
+                    visit=inf(participant, 1), actual_date=D(2026, 3, 17), by=coordinator
+                )
+        if n == 3:
+            for participant in pair:
+                target = inf(participant, 3)
+                visit_book(
+                    visit=target,
+                    local_date=target.target_date,
+                    local_time=dt.time(10),
+                    by=coordinator,
+                )
+        pairs.append(pair)
+    v11 = tsukuba_amendment()
+    monkeypatch.setattr(scheduler.services, "SITE_MOVE_CHUNK", 2)
+
+    moved = site_move_to_version(
+        site=chunked,
+        version=v11,
+        approved_on=D(2026, 4, 1),
+        on=D(2026, 4, 1),
+        by=coordinator,
+        reason="a1",
+    )
+    one_by_one = {
+        participant.study_id: participant_move_to_version(
+            participant=participant, version=v11, on=D(2026, 4, 1), by=coordinator, reason="a1"
+        )
+        for _, participant in pairs
+    }
+
+    assert len(moved) == 5
+    assert len(_calendar_state(pairs[0][0])["reminders"]) > 10  # type: ignore[arg-type]
+    for mine, theirs in pairs:
+        assert moved[mine.study_id] == one_by_one[theirs.study_id]
+        assert moved[mine.study_id]  # something changed: W28 added, INF re-pointed
+        assert _calendar_state(mine) == _calendar_state(theirs)
