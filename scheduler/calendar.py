@@ -32,7 +32,11 @@ from scheduler.models import (
     ScheduledVisit,
 )
 from scheduler.models import TaperAdjustment as TaperAdjustmentRow
-from scheduler.outbox.plan import announce_to_site_systems, announce_visits, reminders_sync
+from scheduler.outbox.plan import (
+    announce_to_site_systems,
+    announce_visits,
+    reminders_sync_many,
+)
 from scheduler.selectors import protocol_snapshot
 from trials.models import MilestoneRule, ProcedureDefinition, ProtocolVersion, VisitDefinition
 
@@ -386,65 +390,93 @@ def _catalog(version: ProtocolVersion) -> Catalog:
 def calendar_apply(
     pending: PendingCalendar, *, by: Any, reason: str, sync_reminders: bool = True
 ) -> CalendarDiff:
-    """Write a pending calendar diff: one audit entry per changed row, all in bulk.
+    """Write a pending calendar diff: one audit entry per changed row, all in bulk."""
+    calendar_apply_many([pending], by=by, reason=reason, sync_reminders=sync_reminders)
+    return pending.diff
 
-    `sync_reminders=False`: the caller re-plans the reminders itself, after it has applied
-    the calendars of many participants (`reminders_sync_many`), in the same transaction."""
-    version = pending.version
+
+VISIT_FIELDS = [
+    "status",
+    "reason",
+    "visit_definition",
+    "protocol_version",
+    "target_date",
+    "window_start",
+    "window_end",
+    "estimated",
+    "deviation_days",
+    "version",
+    "ical_sequence",
+]
+MILESTONE_FIELDS = [
+    "status",
+    "rule",
+    "protocol_version",
+    "due_date",
+    "dose_mg",
+    "flag",
+    "estimated",
+    "ical_sequence",
+]
+
+
+def calendar_apply_many(
+    pendings: Sequence[PendingCalendar], *, by: Any, reason: str, sync_reminders: bool = True
+) -> None:
+    """`calendar_apply` for the diffs of many participants onto one protocol version (a site's
+    amendment): each table's changes for all of them in one statement, with their history;
+    the outbox per participant. `sync_reminders=False`: the caller re-plans the reminders
+    itself (`reminders_sync_many`), in the same transaction."""
+    if not pendings:
+        return
+    version = pendings[0].version
+    if any(pending.version.pk != version.pk for pending in pendings):
+        raise ValueError("calendar_apply_many takes diffs onto one protocol version")
     definitions, procedures, rules = _catalog(version)
 
-    updated_visits: list[ScheduledVisit] = []
+    updated_visits: dict[int, list[ScheduledVisit]] = {}
     repointed: list[tuple[ScheduledVisit, PlannedVisit]] = []
-    for row, planned in pending.visit_updates:
-        if planned is None:
-            row.status = ScheduledVisit.Status.CANCELLED
-            row.reason = reason
-        else:
-            if row.visit_definition.version_id != version.id:  # type: ignore[union-attr]
-                row.visit_definition = definitions[planned.visit_code]
-                row.protocol_version = version
-                repointed.append((row, planned))
-            row.target_date = planned.target
-            row.window_start, row.window_end = planned.window_start, planned.window_end
-            row.estimated = planned.estimated
-            if row.booked_date is not None:
-                row.deviation_days = deviation_days(
-                    row.booked_date, *(planned.window_start, planned.window_end)
-                )
-        row.version += 1
-        row.ical_sequence += 1
-        updated_visits.append(row)
-    if updated_visits:
-        update_with_history(
-            updated_visits,
-            ScheduledVisit,
-            [
-                "status",
-                "reason",
-                "visit_definition",
-                "protocol_version",
-                "target_date",
-                "window_start",
-                "window_end",
-                "estimated",
-                "deviation_days",
-                "version",
-                "ical_sequence",
-            ],
-            by=by,
-            reason=reason,
-        )
-        announce_visits(pending.participant, updated_visits)
-        # Site systems hear of visits this change moved (or re-planned) and cancelled.
-        gone = [r for r in updated_visits if r.status == ScheduledVisit.Status.CANCELLED]
-        moved = [r for r in updated_visits if r.status != ScheduledVisit.Status.CANCELLED]
+    for pending in pendings:
+        for row, planned in pending.visit_updates:
+            if planned is None:
+                row.status = ScheduledVisit.Status.CANCELLED
+                row.reason = reason
+            else:
+                if row.visit_definition.version_id != version.id:  # type: ignore[union-attr]
+                    row.visit_definition = definitions[planned.visit_code]
+                    row.protocol_version = version
+                    repointed.append((row, planned))
+                row.target_date = planned.target
+                row.window_start, row.window_end = planned.window_start, planned.window_end
+                row.estimated = planned.estimated
+                if row.booked_date is not None:
+                    row.deviation_days = deviation_days(
+                        row.booked_date, *(planned.window_start, planned.window_end)
+                    )
+            row.version += 1
+            row.ical_sequence += 1
+            updated_visits.setdefault(pending.participant.pk, []).append(row)
+    all_updated = [row for rows in updated_visits.values() for row in rows]
+    if all_updated:
+        update_with_history(all_updated, ScheduledVisit, VISIT_FIELDS, by=by, reason=reason)
         # A visit an amendment drops frees what its booking held.
-        BookingHold.objects.filter(visit__in=gone).delete()
+        BookingHold.objects.filter(
+            visit__in=[r for r in all_updated if r.status == ScheduledVisit.Status.CANCELLED]
+        ).delete()
+    for pending in pendings:
+        rows = updated_visits.get(pending.participant.pk, [])
+        if not rows:
+            continue
+        announce_visits(pending.participant, rows)
+        # Site systems hear of visits this change moved (or re-planned) and cancelled.
+        gone = [r for r in rows if r.status == ScheduledVisit.Status.CANCELLED]
+        moved = [r for r in rows if r.status != ScheduledVisit.Status.CANCELLED]
         announce_to_site_systems("visit.moved", pending.participant, moved)
         announce_to_site_systems("visit.cancelled", pending.participant, gone)
     if repointed:
         _procedures_follow_version(repointed, procedures, by=by, reason=reason)
 
+    planned_new = [(pending, p) for pending in pendings for p in pending.visit_creates]
     created = create_with_history(
         [
             ScheduledVisit(
@@ -457,17 +489,21 @@ def calendar_apply(
                 window_end=p.window_end,
                 estimated=p.estimated,
             )
-            for p in pending.visit_creates
+            for pending, p in planned_new
         ],
         ScheduledVisit,
         by=by,
         reason=reason,
     )
-    announce_visits(pending.participant, created)
+    for pending in pendings:
+        announce_visits(
+            pending.participant,
+            [visit for visit in created if visit.participant_id == pending.participant.pk],
+        )
     create_with_history(
         [
             ScheduledProcedure(visit=visit, procedure=procedures[code])
-            for visit, planned in zip(created, pending.visit_creates, strict=True)
+            for visit, (_, planned) in zip(created, planned_new, strict=True)
             for code in planned.procedures
         ],
         ScheduledProcedure,
@@ -476,34 +512,22 @@ def calendar_apply(
     )
 
     updated_milestones: list[ScheduledMilestone] = []
-    for milestone, planned_milestone in pending.milestone_updates:
-        if planned_milestone is None:
-            milestone.status = ScheduledMilestone.Status.CANCELLED
-        else:
-            milestone.rule = rules[planned_milestone.milestone_code]
-            milestone.protocol_version = version
-            milestone.due_date = planned_milestone.due
-            milestone.dose_mg = planned_milestone.dose_mg
-            milestone.flag = planned_milestone.flag
-            milestone.estimated = planned_milestone.estimated
-        milestone.ical_sequence += 1
-        updated_milestones.append(milestone)
+    for pending in pendings:
+        for milestone, planned_milestone in pending.milestone_updates:
+            if planned_milestone is None:
+                milestone.status = ScheduledMilestone.Status.CANCELLED
+            else:
+                milestone.rule = rules[planned_milestone.milestone_code]
+                milestone.protocol_version = version
+                milestone.due_date = planned_milestone.due
+                milestone.dose_mg = planned_milestone.dose_mg
+                milestone.flag = planned_milestone.flag
+                milestone.estimated = planned_milestone.estimated
+            milestone.ical_sequence += 1
+            updated_milestones.append(milestone)
     if updated_milestones:
         update_with_history(
-            updated_milestones,
-            ScheduledMilestone,
-            [
-                "status",
-                "rule",
-                "protocol_version",
-                "due_date",
-                "dose_mg",
-                "flag",
-                "estimated",
-                "ical_sequence",
-            ],
-            by=by,
-            reason=reason,
+            updated_milestones, ScheduledMilestone, MILESTONE_FIELDS, by=by, reason=reason
         )
     create_with_history(
         [
@@ -517,6 +541,7 @@ def calendar_apply(
                 estimated=m.estimated,
                 flag=m.flag,
             )
+            for pending in pendings
             for m in pending.milestone_creates
         ],
         ScheduledMilestone,
@@ -524,8 +549,7 @@ def calendar_apply(
         reason=reason,
     )
     if sync_reminders:
-        reminders_sync(pending.participant)
-    return pending.diff
+        reminders_sync_many([pending.participant for pending in pendings])
 
 
 def _procedures_follow_version(

@@ -38,6 +38,7 @@ from scheduler.calendar import (
     CalendarDiff,
     PendingCalendar,
     calendar_apply,
+    calendar_apply_many,
     calendar_diff,
     deviation_days,
     stored_calendars,
@@ -73,7 +74,6 @@ from scheduler.outbox.plan import (
     announce_visits,
     announce_welcome,
     reminders_sync,
-    reminders_sync_many,
 )
 from scheduler.selectors import protocol_snapshot, withdrawal_cancellations
 from scheduler.slotwords import nearest_words, obstacles_words, search_words
@@ -1857,20 +1857,18 @@ def site_move_to_version(
     for start in range(0, len(movers), SITE_MOVE_CHUNK):
         chunk = movers[start : start + SITE_MOVE_CHUNK]
         stored = stored_calendars(chunk)
-        for participant in chunk:
-            moved[participant.study_id] = calendar_apply(
-                calendar_diff(
-                    participant,
-                    version=version,
-                    not_before=on,
-                    snapshot=snapshot,
-                    stored=stored[participant.pk],
-                ),
-                by=by,
-                reason=_moved(version, reason),
-                sync_reminders=False,
+        pendings = [
+            calendar_diff(
+                participant,
+                version=version,
+                not_before=on,
+                snapshot=snapshot,
+                stored=stored[participant.pk],
             )
-        reminders_sync_many(chunk)
+            for participant in chunk
+        ]
+        calendar_apply_many(pendings, by=by, reason=_moved(version, reason))
+        moved.update((pending.participant.study_id, pending.diff) for pending in pendings)
     return moved
 
 
