@@ -94,7 +94,11 @@ def _memberships(user: object) -> list[Membership]:
         return []
     cache = getattr(user, "_memberships_cache", None)
     if cache is None:
-        cache = list(Membership.objects.filter(user=user))  # type: ignore[misc]
+        # Once per request (the user object lives as long as the request), in id order:
+        # not the model's (trial, site, ...) ordering, which joins both tables for an order
+        # no rule here depends on.
+        rows = Membership.objects.filter(user_id=user.pk).order_by()  # type: ignore[attr-defined]
+        cache = sorted(rows, key=lambda membership: membership.pk)
         user._memberships_cache = cache  # type: ignore[attr-defined]
     return cache
 

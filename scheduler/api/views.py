@@ -65,7 +65,7 @@ from scheduler.services import (
     visit_record_done,
     visit_record_done_preview,
 )
-from trials.models import Arm, ProtocolVersion, Site, Trial, TrialSite
+from trials.models import Arm, ProcedureDefinition, ProtocolVersion, Site, Trial, TrialSite
 from trials.services import protocol_document
 
 IF_MATCH_PARAM = OpenApiParameter(
@@ -636,24 +636,72 @@ def _visits_procedures() -> Any:
 _DEFINITION_OF_VISIT = ("visit_definition", "protocol_version")
 
 
-def _visits(queryset: QuerySet[ScheduledVisit], *, many: bool = True) -> QuerySet[ScheduledVisit]:
+class PlannedProcedure:
+    """A scheduled procedure as ScheduledProcedureOut reads it: its procedure (the definition),
+    status and reason. Not a model instance: a 200-visit page carries a thousand procedures,
+    and building (and prefetch-wiring) a thousand ScheduledProcedure instances was the
+    largest cost of the page (bench/api.py); these come from one `values_list`."""
+
+    __slots__ = ("not_done_reason", "procedure", "status")
+
+    def __init__(self, procedure: ProcedureDefinition, status: str, not_done_reason: str) -> None:
+        self.procedure = procedure
+        self.status = status
+        self.not_done_reason = not_done_reason
+
+
+def _attach_procedures(visits: list[ScheduledVisit]) -> list[ScheduledVisit]:
+    """Give each visit its procedures in the protocol's order (what `_visits_procedures`
+    prefetches, as `PlannedProcedure`s) in two queries: the rows, then their definitions."""
+    by_visit: dict[int, list[Any]] = {visit.pk: [] for visit in visits}
+    if by_visit:
+        rows = list(
+            ScheduledProcedure.objects.filter(visit_id__in=list(by_visit))
+            .order_by("procedure__order", "id")
+            .values_list("visit_id", "procedure_id", "status", "not_done_reason")
+        )
+        definitions = ProcedureDefinition.objects.in_bulk({row[1] for row in rows})
+        for visit_id, procedure_id, status, reason in rows:
+            by_visit[visit_id].append(PlannedProcedure(definitions[procedure_id], status, reason))
+    for visit in visits:
+        visit.__dict__[ScheduledVisit.PROCEDURES_IN_ORDER] = by_visit[visit.pk]
+    return visits
+
+
+def _visits(
+    queryset: QuerySet[ScheduledVisit], *, many: bool = True, procedures: bool = True
+) -> QuerySet[ScheduledVisit]:
     """Visits with what VisitOut reads of them, in a fixed number of queries.
 
     For many visits, the participant (with trial and site), the visit definition and the
     protocol version are fetched once each (prefetch), not joined into every row: a join
     builds a participant, trial, site, definition and version for each visit, which for a
     60-visit calendar was 300 model instances and most of the response's time (bench/api.py).
-    For one visit a join is the cheaper read.
+    For one visit a join is the cheaper read. With procedures=False the procedures are left
+    to `_attach_procedures`, once the visits are read (the list does, after its page).
     """
-    procedures = _visits_procedures()
     if not many:
         return queryset.select_related(
             *_PARTICIPANT_OF_VISIT, *_DEFINITION_OF_VISIT
-        ).prefetch_related(procedures)
+        ).prefetch_related(_visits_procedures())
     participants = Prefetch(
         "participant", queryset=Participant.objects.select_related("trial", "site")
     )
-    return queryset.prefetch_related(participants, *_DEFINITION_OF_VISIT, procedures)
+    lookups: list[Any] = [participants, *_DEFINITION_OF_VISIT]
+    if procedures:
+        lookups.append(_visits_procedures())
+    return queryset.prefetch_related(*lookups)
+
+
+def _share_versions(visits: list[ScheduledVisit], version: ProtocolVersion) -> None:
+    """Give each visit its protocol version: `version` where it is the visit's, the others
+    (visits planned under an earlier version, kept by a move) in one query, only if any."""
+    versions = {version.pk: version}
+    others = {visit.protocol_version_id for visit in visits} - versions.keys()
+    if others:
+        versions.update(ProtocolVersion.objects.in_bulk(others))
+    for visit in visits:
+        visit.protocol_version = versions[visit.protocol_version_id]
 
 
 class CalendarView(generics.GenericAPIView[Participant]):
@@ -663,18 +711,30 @@ class CalendarView(generics.GenericAPIView[Participant]):
     serializer_class = out.CalendarOut
 
     def get(self, request: Request, pk: int) -> Response:
-        participant = _readable_participant(request, pk)
+        # The participant with what the calendar shows of it (not its anchors, which the
+        # participant's own representation shows).
+        participant = (
+            access.participants_for(request.user)
+            .select_related("trial", "site", "protocol_version")
+            .filter(pk=pk)
+            .first()
+        )
+        if participant is None:
+            raise exceptions.NotFound("no such participant")
         audittrail.record_view(
             request, participant_id=participant.pk, surface="api", page="calendar"
         )
         today = _SiteToday()
-        # The participant is read already: its visits share it instead of fetching it again.
+        # The participant is read already: its visits share it instead of fetching it again,
+        # and its protocol version, which is most visits' version.
         visits = list(
             access.visits_for(request.user)
             .filter(participant=participant)
-            .prefetch_related(*_DEFINITION_OF_VISIT, _visits_procedures())
+            .prefetch_related("visit_definition")
             .order_by("target_date", "id")
         )
+        _attach_procedures(visits)
+        _share_versions(visits, participant.protocol_version)
         for visit in visits:
             visit.participant = participant
         milestones = list(
@@ -767,7 +827,12 @@ class VisitList(generics.ListAPIView[ScheduledVisit]):
                     )
                 )
             )
-        return _visits(queryset)
+        return _visits(queryset, procedures=False)
+
+    def paginate_queryset(self, queryset: Any) -> Any:
+        # The page's procedures, once its visits are read (see `_attach_procedures`).
+        page = super().paginate_queryset(queryset)
+        return None if page is None else _attach_procedures(list(page))
 
     def get_serializer_context(self) -> dict[str, Any]:
         return {**super().get_serializer_context(), "glance": _SiteToday().glance}
