@@ -2,12 +2,13 @@
 
 Django's `bulk_update` writes a `CASE WHEN id = … THEN …` per row and field; compiling those
 expressions costs far more than running the statement (an amendment re-planning a site spent
-most of its time there). `rows_update` writes the same change as one
-`WITH v (…) AS (VALUES …) UPDATE … FROM v`, which Postgres and SQLite (3.33 and later) both
-take, in batches that stay under either database's limit on parameters. `update_with_history`
-is `simple_history`'s `bulk_update_with_history` on top of it, and `create_with_history` its
-`bulk_create_with_history`: the same history rows, with the same user, reason and type, copied
-from the rows just written by one `INSERT … SELECT` rather than built as a model instance each.
+most of its time there). `rows_update` writes the same change as one statement: on Postgres
+`UPDATE … FROM unnest(…)` with one array a column, on SQLite (3.33 and later)
+`WITH v (…) AS (VALUES …) UPDATE … FROM v` in batches under its limit on parameters.
+`update_with_history` is `simple_history`'s `bulk_update_with_history` on top of it, and
+`create_with_history` its `bulk_create_with_history`: the same history rows, with the same
+user, reason and type, copied from the rows just written by one `INSERT … SELECT` rather
+than built as a model instance each.
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ MAX_PARAMETERS = 30_000
 _TEXT_TYPES = frozenset({"CharField", "TextField", "SlugField", "EmailField", "URLField"})
 
 
-def _cast(field: models.Field[Any, Any]) -> str:
-    """The placeholder of one value of `field` in the VALUES list."""
-    if connection.vendor != "postgresql":
-        return "%s"
-    kind = "text" if field.get_internal_type() in _TEXT_TYPES else field.cast_db_type(connection)  # type: ignore[attr-defined]
-    return f"CAST(%s AS {kind})"
+def _pg_type(field: models.Field[Any, Any]) -> str:
+    """The Postgres type a value of `field` is cast to."""
+    if field.get_internal_type() in _TEXT_TYPES:
+        return "text"
+    return str(field.cast_db_type(connection))  # type: ignore[attr-defined]
 
 
 def rows_update(
@@ -54,8 +54,11 @@ def rows_update(
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
     names = [quote(str(field.column)) for field in [pk, *columns]]
-    row = "(" + ", ".join(_cast(field) for field in [pk, *columns]) + ")"
     assignments = ", ".join(f"{name} = v.{name}" for name in names[1:])
+    if connection.vendor == "postgresql":
+        return _rows_update_arrays(objs, [pk, *columns], table, names, assignments)
+    # SQLite: a VALUES list, in batches under its limit on parameters.
+    row = "(" + ", ".join(["%s"] * len(names)) + ")"
     batch = max(1, MAX_PARAMETERS // len(names))
     updated = 0
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
@@ -120,6 +123,30 @@ def history_record(
                     statement + "(" + ", ".join(["%s"] * len(chunk)) + ")",
                     [now, why, history_type, user_id, *chunk],
                 )
+
+
+def _rows_update_arrays(
+    objs: Sequence[models.Model],
+    fields: list[models.Field[Any, Any]],
+    table: str,
+    names: list[str],
+    assignments: str,
+) -> int:
+    """Postgres: one array a column, unnested (`UPDATE … FROM unnest(…)`), so the statement
+    has as many parameters as columns whatever the number of rows: nothing to split in
+    batches, and nothing for the driver to parse placeholder by placeholder."""
+    arrays = [f"CAST(%s AS {_pg_type(field)}[])" for field in fields]
+    values = [
+        [field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objs]
+        for field in fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {assignments} FROM unnest({', '.join(arrays)}) "  # noqa: S608  # nosec B608  # quoted names and placeholders only
+            f"AS v ({', '.join(names)}) WHERE {table}.{names[0]} = v.{names[0]}",
+            values,
+        )
+        return int(cursor.rowcount)
 
 
 def update_with_history(

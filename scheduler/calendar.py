@@ -463,6 +463,7 @@ def calendar_apply_many(
         BookingHold.objects.filter(
             visit__in=[r for r in all_updated if r.status == ScheduledVisit.Status.CANCELLED]
         ).delete()
+    subscribers: dict[Any, Any] = {}  # looked up once per trial, site and event
     for pending in pendings:
         rows = updated_visits.get(pending.participant.pk, [])
         if not rows:
@@ -471,8 +472,8 @@ def calendar_apply_many(
         # Site systems hear of visits this change moved (or re-planned) and cancelled.
         gone = [r for r in rows if r.status == ScheduledVisit.Status.CANCELLED]
         moved = [r for r in rows if r.status != ScheduledVisit.Status.CANCELLED]
-        announce_to_site_systems("visit.moved", pending.participant, moved)
-        announce_to_site_systems("visit.cancelled", pending.participant, gone)
+        for event, visits in (("visit.moved", moved), ("visit.cancelled", gone)):
+            announce_to_site_systems(event, pending.participant, visits, subscribers=subscribers)
     if repointed:
         _procedures_follow_version(repointed, procedures, by=by, reason=reason)
 

@@ -202,7 +202,23 @@ def _body(payload: dict[str, Any]) -> str:
 # Planning (inside the change's transaction)
 
 
-def _subscribers(participant: Participant, event_type: str) -> list[WebhookSubscription]:
+def _subscribers(
+    participant: Participant,
+    event_type: str,
+    known: dict[tuple[int, int, str], list[WebhookSubscription]] | None = None,
+) -> list[WebhookSubscription]:
+    """The subscriptions that hear of `event_type` about `participant`; `known`: those found
+    already in the same change, by trial, site and event (a site's amendment asks for each
+    of its participants)."""
+    if known is None:
+        return _subscribers_of(participant, event_type)
+    key = (participant.trial_id, participant.site_id, event_type)
+    if key not in known:
+        known[key] = _subscribers_of(participant, event_type)
+    return known[key]
+
+
+def _subscribers_of(participant: Participant, event_type: str) -> list[WebhookSubscription]:
     candidates = WebhookSubscription.objects.filter(
         is_active=True, trial_id=participant.trial_id, sites=participant.site_id
     ).select_related("owner")
@@ -222,6 +238,7 @@ def announce_to_site_systems(
     visits: Iterable[ScheduledVisit] = (),
     *,
     now: dt.datetime | None = None,
+    subscribers: dict[tuple[int, int, str], list[WebhookSubscription]] | None = None,
 ) -> None:
     """Plan one webhook per event and subscriber: `event_type` about each of `visits` (visit
     events) or about the participant (participant events).
@@ -236,7 +253,7 @@ def announce_to_site_systems(
     subjects: list[ScheduledVisit | None] = list(visits) if event_type in VISIT_EVENTS else [None]
     if not subjects:
         return
-    subscriptions = _subscribers(participant, event_type)
+    subscriptions = _subscribers(participant, event_type, subscribers)
     if not subscriptions:
         return
     now = now or timezone.now()

@@ -146,7 +146,8 @@ def test_rows_update_splits_batches_under_the_parameter_limit(
     with CaptureQueriesContext(connection) as queries:
         assert rows_update(visits, ScheduledVisit, ["reason", "version"]) == 54
     updates = [q for q in queries.captured_queries if "UPDATE" in q["sql"]]
-    assert len(updates) == 14  # 54 rows, 4 a statement
+    # SQLite: 54 rows, 4 a statement. Postgres: one array a column, one statement.
+    assert len(updates) == (1 if connection.vendor == "postgresql" else 14)
     assert list(jasmine.visits.order_by("id").values_list("reason", "version")) == [
         (f"batch {i}", 100 + i) for i in range(54)
     ]
@@ -158,9 +159,9 @@ def test_rows_update_is_one_statement_for_a_calendar(jasmine: Participant) -> No
         visit.version += 1
     with CaptureQueriesContext(connection) as queries:
         rows_update(visits, ScheduledVisit, VISIT_FIELDS)
-    assert [
-        q["sql"].split()[0] for q in queries.captured_queries if "changes()" not in q["sql"]
-    ] == ["WITH"]
+    statements = [q["sql"] for q in queries.captured_queries if "changes()" not in q["sql"]]
+    assert len(statements) == 1
+    assert ("unnest(" in statements[0]) == (connection.vendor == "postgresql")
 
 
 def test_text_too_long_for_its_column_is_never_cut(jasmine: Participant) -> None:
