@@ -88,13 +88,19 @@ def _change(visits: list[ScheduledVisit]) -> None:
         visit.ical_sequence += 2
 
 
-def test_rows_update_writes_what_bulk_update_writes(import_seed: Any) -> None:
+def _twins(import_seed: Any) -> tuple[Participant, Participant, list[Any], list[Any]]:
+    """Two JASMINE participants alike, and their visits changed alike (not saved)."""
     version = import_seed("002")
     mine = _enrolled(version, "J-001", day1=D(2026, 3, 2))
-    django = _enrolled(version, "J-002", day1=D(2026, 3, 2))
-    ours, theirs = _visits(mine), _visits(django)
+    theirs = _enrolled(version, "J-002", day1=D(2026, 3, 2))
+    ours, others = _visits(mine), _visits(theirs)
     _change(ours)
-    _change(theirs)
+    _change(others)
+    return mine, theirs, ours, others
+
+
+def test_rows_update_writes_what_bulk_update_writes(import_seed: Any) -> None:
+    mine, django, ours, theirs = _twins(import_seed)
 
     assert rows_update(ours, ScheduledVisit, VISIT_FIELDS) == 54
     ScheduledVisit.objects.bulk_update(theirs, VISIT_FIELDS)
@@ -229,12 +235,7 @@ def test_history_rows_are_the_ones_simple_history_writes(
     from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
     coordinator = django_user_model.objects.create_user("coordinator")
-    version = import_seed("002")
-    mine = _enrolled(version, "J-001", day1=D(2026, 3, 2))
-    theirs = _enrolled(version, "J-002", day1=D(2026, 3, 2))
-    ours, others = _visits(mine), _visits(theirs)
-    _change(ours)
-    _change(others)
+    mine, theirs, ours, others = _twins(import_seed)
     ours[5]._change_reason = others[5]._change_reason = "its own"  # type: ignore[attr-defined]
     update_with_history(ours, ScheduledVisit, VISIT_FIELDS, by=coordinator, reason="amended")
     bulk_update_with_history(
