@@ -15,11 +15,15 @@ and study id (the same study id exists in several trials), never by name.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_time
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
+from django.core.mail.backends.base import BaseEmailBackend
 from django.db.models import Count, Max, Min
 from django.db.models.functions import Coalesce
 from django.utils import timezone, translation
@@ -49,6 +53,38 @@ from scheduler.outbox.errors import (
 from scheduler.outbox.plan import WELCOME_EVENT
 from scheduler.outbox.sms import sms_backend
 from scheduler.outbox.webhooks import WEBHOOK_CHANNEL, deliver_webhook
+
+# The mail server connection of the batch being sent, if any (`mail_connection_per_batch`).
+_batch_mail: ContextVar[BaseEmailBackend | None] = ContextVar("batch_mail", default=None)
+
+
+@contextmanager
+def mail_connection_per_batch() -> Iterator[None]:
+    """One connection to the mail server for the emails of a batch: an SMTP server's connect,
+    TLS and login once, not once per message. Opened at the first email, closed at the end;
+    a message that fails closes it, so the next one opens a fresh connection."""
+    connection = get_connection()
+    token = _batch_mail.set(connection)
+    try:
+        yield
+    finally:
+        _batch_mail.reset(token)
+        connection.close()
+
+
+def _send(message: EmailMessage) -> None:
+    """Send one email, on the batch's connection when there is one."""
+    connection = _batch_mail.get()
+    if connection is None:
+        message.send()
+        return
+    message.connection = connection
+    try:
+        connection.open()  # a no-op while it is open
+        message.send()
+    except BaseException:
+        connection.close()  # never reuse a connection that failed
+        raise
 
 
 def deliver(reminder: Reminder) -> str:
@@ -136,7 +172,7 @@ def _deliver_participant_email(reminder: Reminder) -> str:
         ics = calendar_text([event], method="REQUEST", stamp=timezone.now())
         message.attach_alternative(ics.decode(), "text/calendar; method=REQUEST")
     try:
-        message.send()
+        _send(message)
     except OSError as exc:  # SMTP down, refused, timed out
         raise TransientDeliveryError(f"email not accepted: {smtp_reason(exc)}") from None
     return message_id
@@ -161,7 +197,7 @@ def _deliver_invite(reminder: Reminder) -> str:
     message_id = f"<reminder-{reminder.pk}@{UID_DOMAIN}>"
     message.extra_headers["Message-ID"] = message_id
     try:
-        message.send()
+        _send(message)
     except OSError as exc:
         raise TransientDeliveryError(f"email not accepted: {smtp_reason(exc)}") from None
     return message_id
@@ -203,7 +239,7 @@ def _deliver_coordinator_email(reminder: Reminder) -> str:
         headers={"Message-ID": message_id},
     )
     try:
-        message.send()
+        _send(message)
     except OSError as exc:
         raise TransientDeliveryError(f"email not accepted: {smtp_reason(exc)}") from None
     return message_id
@@ -322,7 +358,7 @@ def _deliver_welcome(reminder: Reminder) -> str:
         headers={"Message-ID": message_id},
     )
     try:
-        message.send()
+        _send(message)
     except BaseException as exc:
         # The token was only ever in this message: a feed nobody can subscribe to is revoked,
         # and the next attempt makes a new one.

@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from participants.models import Participant
 from scheduler.models import CoordinatorNotification, Reminder, ScheduledProcedure
-from scheduler.outbox.channels import deliver
+from scheduler.outbox.channels import deliver, mail_connection_per_batch
 from scheduler.outbox.dispatch import KIND_ROWS, queue_for, send_after_commit, send_task_for
 from scheduler.outbox.errors import (
     NotNeeded,
@@ -323,12 +323,13 @@ def _send_claimed(claimed: list[int], now: dt.datetime, results: dict[int, str])
     journal = BatchJournal()
     outcomes = []
     try:
-        for pk in claimed:
-            if pk not in by_id:
-                continue  # deleted since the claim (its participant, say): nothing to send
-            results[pk], outcome = _attempt(by_id[pk], now)
-            journal.add(outcome)
-            outcomes.append(outcome)
+        with mail_connection_per_batch():
+            for pk in claimed:
+                if pk not in by_id:
+                    continue  # deleted since the claim (its participant, say): nothing to send
+                results[pk], outcome = _attempt(by_id[pk], now)
+                journal.add(outcome)
+                outcomes.append(outcome)
         # Recorded, or each held in a file of its own through a database outage.
         outcomes_record(outcomes)
     except BaseException:

@@ -137,11 +137,12 @@ class TcpProxy:
 
 class FakeSmtp:
     """An SMTP server on 127.0.0.1 that accepts every message (250 after DATA) and records it.
-    `on_quit` runs when the client, its message accepted, says QUIT (Django's backend does so
-    before `send()` returns), before the server answers: the client is then blocked between
-    the provider's acceptance and recording the outcome."""
+    `on_accepted` runs once, when the first message has been received whole and recorded,
+    before the server answers 250: the provider has the message, and the client is blocked
+    before it knows (a worker sends a batch's emails over one connection, so QUIT comes only
+    at the end of its batch)."""
 
-    def __init__(self, on_quit: Callable[[], None]) -> None:
+    def __init__(self, on_accepted: Callable[[], None]) -> None:
         self.messages: list[bytes] = []
         self.accepted = threading.Event()
         fake = self
@@ -163,11 +164,11 @@ class FakeSmtp:
                         while (data := self.rfile.readline()) not in (b".\r\n", b""):
                             body.append(data[1:] if data.startswith(b"..") else data)
                         fake.messages.append(b"".join(body))
+                        if not fake.accepted.is_set():
+                            fake.accepted.set()
+                            on_accepted()
                         self.reply("250 2.0.0 accepted")
-                        fake.accepted.set()
                     elif verb == "QUIT":
-                        if fake.accepted.is_set():
-                            on_quit()
                         self.reply("221 bye")
                         return
                     else:  # MAIL, RCPT, RSET, NOOP
@@ -306,7 +307,7 @@ def test_faults_database_away_after_acceptance_the_email_goes_once_and_is_record
     reminder = reminder_row(visit, "email")
     database = connection.settings_dict
     proxy = TcpProxy((database["HOST"] or "127.0.0.1", int(database["PORT"] or 5432)))
-    smtp = FakeSmtp(on_quit=proxy.cut)
+    smtp = FakeSmtp(on_accepted=proxy.cut)
     journal = tmp_path / "journal"
     try:
         worker = workers.start(
@@ -376,7 +377,7 @@ def test_faults_worker_killed_after_smtp_accepted_resends_the_same_message_id_on
             os.killpg(first[0].pid, signal.SIGKILL)
             killed.set()
 
-    smtp = FakeSmtp(on_quit=kill_the_sender)
+    smtp = FakeSmtp(on_accepted=kill_the_sender)
     env = worker_env(tmp_path, EMAIL_URL=smtp.url)
     try:
         first.append(workers.start("first", env=env))

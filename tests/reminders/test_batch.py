@@ -29,6 +29,7 @@ from scheduler.outbox.outcomes import (
 from scheduler.outbox.sweep import _claim_batch, _load_batch, reminders_send_batch
 from scheduler.services import participant_enroll
 from tests.factories import SiteFactory, participant_for
+from tests.reminders.fakes import CountingMailBackend
 
 UTC = dt.UTC
 pytestmark = pytest.mark.django_db
@@ -358,3 +359,47 @@ def test_a_batch_of_superseded_invites_is_cancelled_in_one_statement(
     assert results == dict.fromkeys(ids, "superseded")
     assert states(ids) == dict.fromkeys(ids, ("cancelled", 1, "superseded by a newer change", ""))
     assert mailoutbox == []
+
+
+@pytest.fixture
+def counting_mail(settings: Any) -> Any:
+    settings.EMAIL_BACKEND = "tests.reminders.fakes.CountingMailBackend"
+    CountingMailBackend.reset()
+    return CountingMailBackend
+
+
+def test_a_batch_sends_its_emails_over_one_connection(
+    enrolled: Any, mailoutbox: Any, counting_mail: Any
+) -> None:
+    ids = rows(enrolled(2), 7)
+
+    with time_machine.travel(NOW, tick=False):
+        assert reminders_send_batch(ids) == dict.fromkeys(ids, "sent")
+        # A second batch opens its own (the first was closed at its end).
+        more = rows(enrolled(1), 2)
+        assert reminders_send_batch(more) == dict.fromkeys(more, "sent")
+
+    assert (counting_mail.opened, counting_mail.sends, len(mailoutbox)) == (2, 9, 9)
+
+
+def test_a_connection_the_server_dropped_is_not_used_again(
+    enrolled: Any, mailoutbox: Any, counting_mail: Any
+) -> None:
+    ids = rows(enrolled(1), 4)
+    counting_mail.reset(refused={2})
+
+    with time_machine.travel(NOW, tick=False):
+        results = reminders_send_batch(ids)
+
+    assert results == {ids[0]: "sent", ids[1]: "failed", ids[2]: "sent", ids[3]: "sent"}
+    # The first connection carried the first message and failed at the second: the third
+    # and fourth went over a new one.
+    assert (counting_mail.opened, counting_mail.sends) == (2, 4)
+    assert [m.extra_headers["Message-ID"] for m in mailoutbox] == [
+        message_id(ids[0]),
+        message_id(ids[2]),
+        message_id(ids[3]),
+    ]
+    status, attempts, error, _ = states([ids[1]])[ids[1]]
+    assert (status, attempts) == ("failed", 1)
+    assert error.startswith("email not accepted: ")
