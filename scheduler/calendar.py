@@ -496,11 +496,11 @@ def calendar_apply_many(
         by=by,
         reason=reason,
     )
+    created_of: dict[int, list[ScheduledVisit]] = {}
+    for visit in created:
+        created_of.setdefault(visit.participant_id, []).append(visit)
     for pending in pendings:
-        announce_visits(
-            pending.participant,
-            [visit for visit in created if visit.participant_id == pending.participant.pk],
-        )
+        announce_visits(pending.participant, created_of.get(pending.participant.pk, []))
     create_with_history(
         [
             ScheduledProcedure(visit=visit, procedure=procedures[code])

@@ -283,12 +283,11 @@ class SiteDetail(generics.GenericAPIView[Site]):
 # Participants
 
 
-def _participants(user: Any, *, write: bool = False) -> QuerySet[Participant]:
-    return (
-        access.participants_for(user, write=write)
-        .select_related("trial", "site", "protocol_version")
-        .prefetch_related("anchors")
+def _participants(user: Any, *, write: bool = False, anchors: bool = True) -> QuerySet[Participant]:
+    participants = access.participants_for(user, write=write).select_related(
+        "trial", "site", "protocol_version"
     )
+    return participants.prefetch_related("anchors") if anchors else participants
 
 
 def present_participants(request: Request, participants: list[Participant]) -> dict[str, Any]:
@@ -439,8 +438,8 @@ class ParticipantList(generics.ListAPIView[Participant]):
         return response
 
 
-def _readable_participant(request: Request, pk: int) -> Participant:
-    participant = _participants(request.user).filter(pk=pk).first()
+def _readable_participant(request: Request, pk: int, *, anchors: bool = True) -> Participant:
+    participant = _participants(request.user, anchors=anchors).filter(pk=pk).first()
     if participant is None:
         raise exceptions.NotFound("no such participant")
     return participant
@@ -711,16 +710,8 @@ class CalendarView(generics.GenericAPIView[Participant]):
     serializer_class = out.CalendarOut
 
     def get(self, request: Request, pk: int) -> Response:
-        # The participant with what the calendar shows of it (not its anchors, which the
-        # participant's own representation shows).
-        participant = (
-            access.participants_for(request.user)
-            .select_related("trial", "site", "protocol_version")
-            .filter(pk=pk)
-            .first()
-        )
-        if participant is None:
-            raise exceptions.NotFound("no such participant")
+        # Not its anchors: the calendar does not show them (the participant's own page does).
+        participant = _readable_participant(request, pk, anchors=False)
         audittrail.record_view(
             request, participant_id=participant.pk, surface="api", page="calendar"
         )

@@ -155,27 +155,14 @@ def backoff(attempt: int) -> dt.timedelta:
     return dt.timedelta(seconds=min(base * 2 ** (attempt - 1), 3600))
 
 
-# What a send reads besides the row: everything the texts and the invite name, in one query.
-SEND_RELATED = (
-    "participant__site",
-    "participant__trial",
-    "visit__visit_definition",
-    "visit__participant__site",
-    "milestone__rule",
-)
-SEND_PREFETCH = ("visit__procedures__procedure",)
-
-
 def reminder_send(reminder_id: int) -> str:
     """Claim a reminder and deliver it; returns what happened (for logs and tests)."""
     now = timezone.now()
     if not _claim(reminder_id, now):
         return "not claimed"
-    reminder = (
-        Reminder.objects.select_related(*SEND_RELATED)
-        .prefetch_related(*SEND_PREFETCH)
-        .get(pk=reminder_id)
-    )
+    reminder = _load_batch([reminder_id]).get(reminder_id)
+    if reminder is None:
+        return "not claimed"  # deleted since the claim (its participant, say)
     # The outcome is held until the row has it (outcomes.outcome_record): a database away
     # at this moment delays the record, never causes a second send. Outcomes other than
     # "sent" are written only while this claim still holds: a worker slower than the sending
@@ -281,8 +268,8 @@ def reminders_send_batch(reminder_ids: Sequence[int]) -> dict[int, str]:
 
 
 def _load_batch(claimed: list[int]) -> dict[int, Reminder]:
-    """The claimed rows with everything their delivery reads (what `SEND_RELATED` and
-    `SEND_PREFETCH` load for one row), in three queries whatever the batch's size: the rows
+    """The claimed rows with everything their delivery reads (the texts and the invite), in
+    three queries whatever the batch's size (one row's send reads it the same way): the rows
     with their visit (and its definition) and milestone (and its rule); their participants
     with site and trial, each loaded once and shared by all its rows and visits (a batch at
     09:00 is a few reminders each of many participants, and a model instance costs more
