@@ -20,7 +20,7 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # Property-based tests ask for as many examples as their claim deserves; `make test` (and CI)
 # runs at most this many each, so the suite stays short. PROPERTY_MAX_EXAMPLES=100000 runs
 # them in full.
-PROPERTY_MAX_EXAMPLES = int(os.environ.get("PROPERTY_MAX_EXAMPLES", "200"))
+PROPERTY_MAX_EXAMPLES = int(os.environ.get("PROPERTY_MAX_EXAMPLES", "100"))
 
 
 def bounded(examples: int) -> int:
