@@ -12,9 +12,9 @@ from django.utils.translation import gettext_noop
 from participants.models import Participant
 from scheduler.access import zone_today
 from scheduler.engine import ProtocolSnapshot
-from scheduler.models import ScheduledMilestone, ScheduledVisit
+from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit
 from scheduler.snapshot import snapshot_from_document
-from trials.models import ProtocolVersion, Site
+from trials.models import ProcedureDefinition, ProtocolVersion, Site
 from trials.services import protocol_document
 
 VISIT_STATUS_KEYS = ("due", "booked", "done", "missed", "out_of_window", "overdue")
@@ -247,3 +247,38 @@ def withdrawal_cancellations(
         .order_by("due_date", "id")
     )
     return visits, milestones
+
+
+class PlannedProcedure:
+    """A scheduled procedure as its readers read it (the API's ScheduledProcedureOut, an
+    event's preparations): its procedure (the definition), status and reason. Not a model
+    instance: a 200-visit page carries a thousand procedures, and building (and
+    prefetch-wiring, a manager cloned per visit) that many ScheduledProcedure instances was
+    the largest cost of an API page and of a reminder batch (bench/api.py,
+    bench/reminders.py); these come from one `values_list`."""
+
+    __slots__ = ("not_done_reason", "procedure", "status")
+
+    def __init__(self, procedure: ProcedureDefinition, status: str, not_done_reason: str) -> None:
+        self.procedure = procedure
+        self.status = status
+        self.not_done_reason = not_done_reason
+
+
+def visits_attach_procedures(visits: list[ScheduledVisit]) -> list[ScheduledVisit]:
+    """Give each visit its procedures in the protocol's order as `PlannedProcedure`s, read
+    through `ScheduledVisit.procedures_in_order`, in two queries: the rows, then their
+    definitions, each loaded once however many visits carry it."""
+    by_visit: dict[int, list[PlannedProcedure]] = {visit.pk: [] for visit in visits}
+    if by_visit:
+        rows = list(
+            ScheduledProcedure.objects.filter(visit_id__in=list(by_visit))
+            .order_by("procedure__order", "id")
+            .values_list("visit_id", "procedure_id", "status", "not_done_reason")
+        )
+        definitions = ProcedureDefinition.objects.in_bulk({row[1] for row in rows})
+        for visit_id, procedure_id, status, reason in rows:
+            by_visit[visit_id].append(PlannedProcedure(definitions[procedure_id], status, reason))
+    for visit in visits:
+        visit.__dict__[ScheduledVisit.PROCEDURES_IN_ORDER] = by_visit[visit.pk]
+    return visits

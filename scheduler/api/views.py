@@ -44,7 +44,7 @@ from scheduler.api.preconditions import participant_etag, require_if_match, visi
 from scheduler.calendars.feeds import feed_create, feed_public_url, feed_revoke
 from scheduler.models import CalendarFeed, Reminder, ScheduledProcedure, ScheduledVisit
 from scheduler.outbox.sweep import reminders_retry
-from scheduler.selectors import visit_glance_status
+from scheduler.selectors import visit_glance_status, visits_attach_procedures
 from scheduler.services import (
     participant_anchor_change,
     participant_anchor_change_preview,
@@ -65,7 +65,7 @@ from scheduler.services import (
     visit_record_done,
     visit_record_done_preview,
 )
-from trials.models import Arm, ProcedureDefinition, ProtocolVersion, Site, Trial, TrialSite
+from trials.models import Arm, ProtocolVersion, Site, Trial, TrialSite
 from trials.services import protocol_document
 
 IF_MATCH_PARAM = OpenApiParameter(
@@ -635,38 +635,6 @@ def _visits_procedures() -> Any:
 _DEFINITION_OF_VISIT = ("visit_definition", "protocol_version")
 
 
-class PlannedProcedure:
-    """A scheduled procedure as ScheduledProcedureOut reads it: its procedure (the definition),
-    status and reason. Not a model instance: a 200-visit page carries a thousand procedures,
-    and building (and prefetch-wiring) a thousand ScheduledProcedure instances was the
-    largest cost of the page (bench/api.py); these come from one `values_list`."""
-
-    __slots__ = ("not_done_reason", "procedure", "status")
-
-    def __init__(self, procedure: ProcedureDefinition, status: str, not_done_reason: str) -> None:
-        self.procedure = procedure
-        self.status = status
-        self.not_done_reason = not_done_reason
-
-
-def _attach_procedures(visits: list[ScheduledVisit]) -> list[ScheduledVisit]:
-    """Give each visit its procedures in the protocol's order (what `_visits_procedures`
-    prefetches, as `PlannedProcedure`s) in two queries: the rows, then their definitions."""
-    by_visit: dict[int, list[Any]] = {visit.pk: [] for visit in visits}
-    if by_visit:
-        rows = list(
-            ScheduledProcedure.objects.filter(visit_id__in=list(by_visit))
-            .order_by("procedure__order", "id")
-            .values_list("visit_id", "procedure_id", "status", "not_done_reason")
-        )
-        definitions = ProcedureDefinition.objects.in_bulk({row[1] for row in rows})
-        for visit_id, procedure_id, status, reason in rows:
-            by_visit[visit_id].append(PlannedProcedure(definitions[procedure_id], status, reason))
-    for visit in visits:
-        visit.__dict__[ScheduledVisit.PROCEDURES_IN_ORDER] = by_visit[visit.pk]
-    return visits
-
-
 def _visits(
     queryset: QuerySet[ScheduledVisit], *, many: bool = True, procedures: bool = True
 ) -> QuerySet[ScheduledVisit]:
@@ -677,7 +645,7 @@ def _visits(
     builds a participant, trial, site, definition and version for each visit, which for a
     60-visit calendar was 300 model instances and most of the response's time (bench/api.py).
     For one visit a join is the cheaper read. With procedures=False the procedures are left
-    to `_attach_procedures`, once the visits are read (the list does, after its page).
+    to `visits_attach_procedures`, once the visits are read (the list does, after its page).
     """
     if not many:
         return queryset.select_related(
@@ -724,7 +692,7 @@ class CalendarView(generics.GenericAPIView[Participant]):
             .prefetch_related("visit_definition")
             .order_by("target_date", "id")
         )
-        _attach_procedures(visits)
+        visits_attach_procedures(visits)
         _share_versions(visits, participant.protocol_version)
         for visit in visits:
             visit.participant = participant
@@ -821,9 +789,9 @@ class VisitList(generics.ListAPIView[ScheduledVisit]):
         return _visits(queryset, procedures=False)
 
     def paginate_queryset(self, queryset: Any) -> Any:
-        # The page's procedures, once its visits are read (see `_attach_procedures`).
+        # The page's procedures, once its visits are read (see `visits_attach_procedures`).
         page = super().paginate_queryset(queryset)
-        return None if page is None else _attach_procedures(list(page))
+        return None if page is None else visits_attach_procedures(list(page))
 
     def get_serializer_context(self) -> dict[str, Any]:
         return {**super().get_serializer_context(), "glance": _SiteToday().glance}

@@ -26,6 +26,7 @@ from scheduler.api.auth import SiteSystemAuthentication
 from scheduler.api.credentials import site_system_credentials_create
 from scheduler.api.throttling import CredentialRateThrottle
 from scheduler.models import Membership, ScheduledVisit, SecurityEvent
+from scheduler.selectors import visits_attach_procedures
 from tests.api.conftest import NOW, World
 from tests.api.test_auth import bearer, token
 from tests.api.test_planned_output import _vary
@@ -338,7 +339,7 @@ def test_attached_procedures_render_byte_for_byte_as_prefetched_ones(
     with translation.override(language):
         prefetched = render(list(views._visits(visits)))
         with CaptureQueriesContext(connection) as queries:
-            attached = views._attach_procedures(list(views._visits(visits, procedures=False)))
+            attached = visits_attach_procedures(list(views._visits(visits, procedures=False)))
         assert render(attached) == prefetched
 
     # The visits and their prefetches, then two: the procedure rows and their definitions.
@@ -349,7 +350,7 @@ def test_attached_procedures_render_byte_for_byte_as_prefetched_ones(
     late = [p for v in attached for p in v.procedures_in_order if p.status == "not_done"]
     assert late
     assert {p.not_done_reason for p in late} == {"Scanner down"}
-    assert views._attach_procedures([]) == []
+    assert visits_attach_procedures([]) == []
 
 
 @pytest.mark.django_db

@@ -187,9 +187,10 @@ def test_a_batch_costs_the_same_queries_whatever_its_size(
     # one participant; 100 rows: every visit of four), so a query per visit would show.
     ids = rows(enrolled(1 if size == 10 else 4), size)
 
-    with time_machine.travel(NOW, tick=False), django_assert_num_queries(5):
-        # The claim; the rows with visit, definition, milestone and rule; their participants
-        # with site and trial; the visits' procedures with their definitions; the outcomes.
+    with time_machine.travel(NOW, tick=False), django_assert_num_queries(7):
+        # The claim; the rows with visit, milestone and rule; their participants with site and
+        # trial; the visits' definitions; the visits' procedures; the procedures' definitions;
+        # the outcomes.
         results = reminders_send_batch(ids)
 
     assert results == dict.fromkeys(ids, "sent")
@@ -211,16 +212,33 @@ def test_a_batch_loads_each_participant_once_for_all_its_rows_and_visits(
         for pk in visit_ids
     }
 
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(5):
         loaded = _load_batch(ids)
         participants = {pk: row.participant for pk, row in loaded.items()}
         trials = {row.participant.trial.code for row in loaded.values()}
         procedures = {
-            row.visit.pk: [p.procedure.code for p in row.visit.procedures.all()]
+            row.visit.pk: [p.procedure.code for p in row.visit.procedures_in_order]
             for row in loaded.values()
             if row.visit is not None
         }
         shared = [row.visit.participant is row.participant for row in loaded.values() if row.visit]
+        # One definition instance per kind of visit and of procedure, however many rows name it.
+        definitions = {
+            row.visit.visit_definition_id: id(row.visit.visit_definition)
+            for row in loaded.values()
+            if row.visit is not None
+        }
+        same_definition = all(
+            id(row.visit.visit_definition) == definitions[row.visit.visit_definition_id]
+            for row in loaded.values()
+            if row.visit is not None
+        )
+        procedure_instances = {}
+        for row in loaded.values():
+            for planned in row.visit.procedures_in_order if row.visit else ():
+                procedure_instances.setdefault(planned.procedure.pk, set()).add(
+                    id(planned.procedure)
+                )
 
     assert sorted(loaded) == sorted(ids)
     assert [participants[pk].pk for pk in ids] == [first.pk] * 3 + [second.pk] * 2
@@ -229,6 +247,8 @@ def test_a_batch_loads_each_participant_once_for_all_its_rows_and_visits(
     assert trials == {first.trial.code}
     assert shared == [True] * 5
     assert procedures == in_order
+    assert same_definition
+    assert {len(ids) for ids in procedure_instances.values()} == {1}
     assert sum(len(codes) for codes in procedures.values()) > 0
 
 
@@ -352,8 +372,9 @@ def test_a_batch_of_superseded_invites_is_cancelled_in_one_statement(
         ical_sequence=F("ical_sequence") + 1
     )
 
-    # The claim; the rows; their participant; the procedures; the three cancellations.
-    with time_machine.travel(NOW, tick=False), django_assert_num_queries(5):
+    # The claim; the rows; their participant; the visits' definitions; the procedures and
+    # their definitions; the three cancellations (one statement).
+    with time_machine.travel(NOW, tick=False), django_assert_num_queries(7):
         results = reminders_send_batch(ids)
 
     assert results == dict.fromkeys(ids, "superseded")
