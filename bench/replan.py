@@ -55,10 +55,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import on_postgres, progress, report, throwaway_postgres  # noqa: E402
+from bench.harness import (  # noqa: E402
+    clone_participants,
+    on_postgres,
+    progress,
+    quoted,
+    report,
+    throwaway_postgres,
+)
 
 FULL_SIZE = 100_000
-BATCH = 1000  # participants cloned per transaction while filling
 TEMPLATES = 52  # participants enrolled through the services, Day 1 a week apart
 PROTOCOL = ROOT / "seeds/protocols/002_jasmine_myositis.yaml"
 # The amendment: the follow-up visit counted 35 days after the last weekly visit, not 28.
@@ -105,10 +111,6 @@ class Changes:
         return sum(sum(c) for c in self.counts.values())
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def public_tables(cursor: Any) -> dict[str, Table]:
     """Every table of the public schema with a one-column primary key."""
     tables: dict[str, Table] = {}
@@ -120,12 +122,12 @@ def public_tables(cursor: Any) -> dict[str, Table]:
             """SELECT a.attname FROM pg_index i JOIN pg_attribute a
                ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
                WHERE i.indrelid = %s::regclass AND i.indisprimary""",
-            [_q(name)],
+            [quoted(name)],
         ).fetchall()
         columns = cursor.execute(
             """SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0
                AND NOT attisdropped AND attgenerated = '' ORDER BY attnum""",
-            [_q(name)],
+            [quoted(name)],
         ).fetchall()
         if len(keys) == 1:
             tables[name] = Table(name, keys[0][0], [c for (c,) in columns])
@@ -148,8 +150,8 @@ def fingerprint(cursor: Any, tables: dict[str, Table]) -> None:
     for number, table in enumerate(tables.values()):
         cursor.execute(f"DROP TABLE IF EXISTS b_{number}")
         cursor.execute(
-            f"CREATE TEMP TABLE b_{number} AS SELECT t.{_q(table.pk)} AS pk, "  # noqa: S608
-            f"md5(t::text) AS h FROM {_q(table.name)} t"
+            f"CREATE TEMP TABLE b_{number} AS SELECT t.{quoted(table.pk)} AS pk, "  # noqa: S608
+            f"md5(t::text) AS h FROM {quoted(table.name)} t"
         )
         cursor.execute(f"ANALYZE b_{number}")
 
@@ -168,8 +170,8 @@ def dump_changes(cursor: Any, tables: dict[str, Table], folder: Path) -> Changes
     changes = Changes(folder, {})
     digest = hashlib.sha256()
     for number, table in enumerate(tables.values()):
-        pk, name = _q(table.pk), _q(table.name)
-        columns = ", ".join(f"t.{_q(c)}" for c in table.columns)
+        pk, name = quoted(table.pk), quoted(table.name)
+        columns = ", ".join(f"t.{quoted(c)}" for c in table.columns)
         counts = (
             _dump(
                 cursor,
@@ -213,29 +215,33 @@ def write_plainly(cursor: Any, changes: Changes) -> None:
     per table."""
     for number, (name, table) in enumerate(changes.tables.items()):
         inserted, updated, deleted = changes.counts[name]
-        pk = _q(table.pk)
-        column_list = ", ".join(_q(c) for c in table.columns)
+        pk = quoted(table.pk)
+        column_list = ", ".join(quoted(c) for c in table.columns)
         if deleted:
             cursor.execute(
-                f"CREATE TEMP TABLE d_{number} AS SELECT {pk} FROM {_q(name)} WITH NO DATA"  # noqa: S608
+                f"CREATE TEMP TABLE d_{number} AS SELECT {pk} FROM {quoted(name)} WITH NO DATA"  # noqa: S608
             )
             _load(cursor, f"COPY d_{number} FROM STDIN", changes.path(name, "del"))
             cursor.execute(
-                f"DELETE FROM {_q(name)} t USING d_{number} d WHERE t.{pk} = d.{pk}"  # noqa: S608
+                f"DELETE FROM {quoted(name)} t USING d_{number} d WHERE t.{pk} = d.{pk}"  # noqa: S608
             )
         if updated:
             cursor.execute(
-                f"CREATE TEMP TABLE u_{number} AS SELECT {column_list} FROM {_q(name)} "  # noqa: S608
+                f"CREATE TEMP TABLE u_{number} AS SELECT {column_list} FROM {quoted(name)} "  # noqa: S608
                 "WITH NO DATA"
             )
             _load(cursor, f"COPY u_{number} ({column_list}) FROM STDIN", changes.path(name, "upd"))
-            assignments = ", ".join(f"{_q(c)} = u.{_q(c)}" for c in table.columns if c != table.pk)
+            assignments = ", ".join(
+                f"{quoted(c)} = u.{quoted(c)}" for c in table.columns if c != table.pk
+            )
             cursor.execute(
-                f"UPDATE {_q(name)} t SET {assignments} FROM u_{number} u "  # noqa: S608
+                f"UPDATE {quoted(name)} t SET {assignments} FROM u_{number} u "  # noqa: S608
                 f"WHERE t.{pk} = u.{pk}"
             )
         if inserted:
-            _load(cursor, f"COPY {_q(name)} ({column_list}) FROM STDIN", changes.path(name, "ins"))
+            _load(
+                cursor, f"COPY {quoted(name)} ({column_list}) FROM STDIN", changes.path(name, "ins")
+            )
 
 
 # ----------------------------------------------------------------------------------------
@@ -319,110 +325,19 @@ def setup(sites: int, templates: int) -> Trial:
     return Trial(v1, v2, site_rows, user, people, today, len(people), tables)
 
 
-def _clone_sql(model: Any, source: str, overrides: dict[str, str]) -> str:
-    """INSERT … SELECT of `model`'s rows from the templates' (alias t) into their clones'."""
-    columns, expressions = [], []
-    for f in model._meta.concrete_fields:
-        if f.primary_key:
-            continue
-        columns.append(_q(f.column))
-        if f.column in overrides:
-            expressions.append(overrides[f.column])
-        elif f.get_internal_type() == "UUIDField":
-            expressions.append("gen_random_uuid()")
-        else:
-            expressions.append(f"t.{_q(f.column)}")
-    return (
-        f"INSERT INTO {_q(model._meta.db_table)} ({', '.join(columns)}) "  # noqa: S608
-        f"SELECT {', '.join(expressions)} {source}"
-    )
-
-
 def fill(trial: Trial, upto: int) -> None:
-    """Clone the templates, round robin, until the trial has `upto` participants: each clone
-    has its template's anchors, visits, procedures, milestones and pending reminders (the
-    same dates and states), at a site of its own."""
-    from django.db import connection, transaction
-    from django.utils import timezone
+    """Clone the templates, round robin, until the trial has `upto` participants (each at a
+    site of its own, `bench.harness.clone_participants`)."""
+    from django.db import connection
 
-    from participants.models import Participant, ParticipantAnchor
-    from scheduler.models import (
-        Reminder,
-        ScheduledMilestone,
-        ScheduledProcedure,
-        ScheduledVisit,
+    sites = trial.sites
+    clone_participants(
+        trial.templates,
+        range(trial.participants, upto),
+        site=lambda n: sites[n % len(sites)],
+        study_id=lambda n: f"R{n:06d}",
+        label="replan.py",
     )
-
-    visits, milestones = ScheduledVisit._meta.db_table, ScheduledMilestone._meta.db_table
-    own = "FROM {table} t JOIN bench_batch b ON t.participant_id = b.tid"
-    statements = [
-        _clone_sql(model, own.format(table=model._meta.db_table), {"participant_id": "b.pid"})
-        for model in (ParticipantAnchor, ScheduledVisit, ScheduledMilestone)
-    ]
-    statements.append(
-        _clone_sql(
-            ScheduledProcedure,
-            f"""FROM {ScheduledProcedure._meta.db_table} t
-            JOIN {visits} tv ON tv.id = t.visit_id
-            JOIN bench_batch b ON b.tid = tv.participant_id
-            JOIN {visits} nv ON nv.participant_id = b.pid
-                AND nv.visit_definition_id = tv.visit_definition_id
-                AND nv.occurrence = tv.occurrence""",
-            {"visit_id": "nv.id"},
-        )
-    )
-    statements.append(
-        _clone_sql(
-            Reminder,
-            f"""{own.format(table=Reminder._meta.db_table)}
-            LEFT JOIN {visits} tv ON tv.id = t.visit_id
-            LEFT JOIN {visits} nv ON nv.participant_id = b.pid
-                AND nv.visit_definition_id = tv.visit_definition_id
-                AND nv.occurrence = tv.occurrence
-            LEFT JOIN {milestones} tm ON tm.id = t.milestone_id
-            LEFT JOIN {milestones} nm ON nm.participant_id = b.pid AND nm.rule_id = tm.rule_id
-                AND nm.sequence = tm.sequence""",
-            {
-                "participant_id": "b.pid",
-                "visit_id": "nv.id",
-                "milestone_id": "nm.id",
-                "target_key": """CASE WHEN t.visit_id IS NOT NULL THEN 'visit:' || nv.id
-                    WHEN t.milestone_id IS NOT NULL THEN 'milestone:' || nm.id
-                    WHEN t.target_key LIKE 'participant:%%' THEN 'participant:' || b.pid
-                    ELSE t.target_key END""",
-            },
-        )
-    )
-    starts = range(trial.participants, upto, BATCH)
-    templates, sites = trial.templates, trial.sites
-    for start in progress(starts, f"replan.py: cloning participants up to {upto:,}"):
-        numbers = range(start, min(start + BATCH, upto))
-        now = timezone.now()
-        with transaction.atomic(), connection.cursor() as wrapper:
-            cursor = wrapper.cursor
-            people = Participant.objects.bulk_create(
-                Participant(
-                    trial=trial.v1.trial,
-                    site=sites[n % len(sites)],
-                    study_id=f"R{n:06d}",
-                    status=Participant.Status.ENROLLED,
-                    protocol_version=trial.v1,
-                    birth_date=templates[0].birth_date,
-                    weight_kg=templates[0].weight_kg,
-                    timezone=sites[n % len(sites)].timezone,
-                    enrolled_at=now,
-                )
-                for n in numbers
-            )
-            cursor.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS bench_batch (pid bigint, tid bigint) "
-                "ON COMMIT DELETE ROWS"
-            )
-            with cursor.copy("COPY bench_batch (pid, tid) FROM STDIN") as copy:
-                for n, person in zip(numbers, people, strict=True):
-                    copy.write_row((person.pk, templates[n % len(templates)].pk))
-            for sql in statements:
-                cursor.execute(sql)
     trial.participants = max(trial.participants, upto)
     with connection.cursor() as wrapper:
         wrapper.cursor.execute("ANALYZE")

@@ -35,9 +35,30 @@ VISIT_GLANCE_LABELS = {
 }
 
 
+# Snapshots of published versions, built once per process: a published version never changes
+# (trials.services refuses to re-import or re-publish it, and the admin shows protocol content
+# read-only), and rebuilding its snapshot was a dozen queries in every enrollment, booking and
+# reschedule. Keyed by what identifies the content, not the id alone: the source file's
+# SHA-256 and the publication instant. Bounded: a process serving more versions than this
+# starts over.
+PUBLISHED_SNAPSHOTS_MAX = 256
+_published_snapshots: dict[tuple[int, str, dt.datetime], ProtocolSnapshot] = {}
+
+
 def protocol_snapshot(*, version: ProtocolVersion) -> ProtocolSnapshot:
-    """The engine's view of a stored protocol version (a fixed number of queries)."""
-    return snapshot_from_document(protocol_document(version=version))
+    """The engine's view of a stored protocol version: a fixed number of queries for a draft,
+    none for a published version seen before by this process (the same snapshot object, so
+    the engine's per-snapshot compilation is reused too)."""
+    if not (version.is_published and version.source_sha256 and version.published_at):
+        return snapshot_from_document(protocol_document(version=version))
+    key = (version.pk, version.source_sha256, version.published_at)
+    snapshot = _published_snapshots.get(key)
+    if snapshot is None:
+        snapshot = snapshot_from_document(protocol_document(version=version))
+        if len(_published_snapshots) >= PUBLISHED_SNAPSHOTS_MAX:
+            _published_snapshots.clear()
+        _published_snapshots[key] = snapshot
+    return snapshot
 
 
 def visit_status_filters(*, today: dt.date, prefix: str = "") -> dict[str, Q]:

@@ -160,6 +160,16 @@ def import_seed(db: None) -> Callable[[str], ProtocolVersion]:
 
 
 @pytest.fixture(autouse=True)
+def published_snapshots_start_empty() -> None:
+    """Each test starts with no snapshot of a published version in memory: on SQLite a rolled
+    back test's ids come back, and a frozen clock repeats publication instants, so a version of
+    the same seed file in an earlier test would otherwise change this test's query counts."""
+    from scheduler import selectors
+
+    selectors._published_snapshots.clear()
+
+
+@pytest.fixture(autouse=True)
 def celery_runs_tasks_inline(request: pytest.FixtureRequest) -> Iterator[None]:
     """Tasks enqueued after commit run inline in the test process, sending into Django's
     test mailbox, except in integration tests, which run a real worker over Redis."""

@@ -233,7 +233,7 @@ def test_a_batch_loads_each_participant_once_for_all_its_rows_and_visits(
             for row in loaded.values()
             if row.visit is not None
         )
-        procedure_instances = {}
+        procedure_instances: dict[int, set[int]] = {}
         for row in loaded.values():
             for planned in row.visit.procedures_in_order if row.visit else ():
                 procedure_instances.setdefault(planned.procedure.pk, set()).add(

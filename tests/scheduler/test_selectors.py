@@ -19,6 +19,7 @@ from scheduler.services import (
     visit_mark_missed,
     visit_record_done,
 )
+from tests.conftest import seed_path
 from tests.factories import SiteFactory, participant_for
 from trials.models import Site
 
@@ -121,3 +122,49 @@ def test_zones_by_today_puts_every_zone_in_exactly_one_group_of_its_own_date(mom
         for today, zones in groups
         for zone in zones
     )
+
+
+def test_a_published_versions_snapshot_is_built_once_and_a_drafts_every_time(
+    import_seed, django_assert_num_queries
+) -> None:
+    from scheduler import selectors
+    from trials.models import ProtocolVersion, VisitDefinition
+    from trials.services import protocol_import, protocol_version_publish
+
+    published = import_seed("000")
+    first = selectors.protocol_snapshot(version=published)
+    # Another instance of the same row (the next request's): no query, the same object.
+    again = ProtocolVersion.objects.get(pk=published.pk)
+    with django_assert_num_queries(0):
+        assert selectors.protocol_snapshot(version=again) is first
+    assert [v.code for v in first.visits][:3] == ["V1", "V2", "V3"]
+
+    # A draft can still change: read afresh every time.
+    text = seed_path("001").read_text(encoding="utf-8").replace(
+        "status: published", "status: draft"
+    )
+    draft = protocol_import(text=text, source="draft.yaml")
+    before = selectors.protocol_snapshot(version=draft)
+    code = before.visits[0].code
+    VisitDefinition.objects.filter(version=draft, code=code).update(offset_days=-99)
+    after = selectors.protocol_snapshot(version=draft)
+    assert after is not before
+    assert after.visits[0].offset_days == -99
+
+    # Published, it is cached from then on, under its publication.
+    published_draft = protocol_version_publish(version=draft)
+    snapshot = selectors.protocol_snapshot(version=published_draft)
+    assert snapshot.visits[0].offset_days == -99
+    with django_assert_num_queries(0):
+        assert selectors.protocol_snapshot(version=published_draft) is snapshot
+
+
+def test_the_published_snapshot_cache_is_bounded(import_seed, monkeypatch) -> None:
+    from scheduler import selectors
+
+    monkeypatch.setattr(selectors, "PUBLISHED_SNAPSHOTS_MAX", 1)
+    monkeypatch.setattr(selectors, "_published_snapshots", {})
+    niams, tsukuba = import_seed("000"), import_seed("001")
+    selectors.protocol_snapshot(version=niams)
+    selectors.protocol_snapshot(version=tsukuba)
+    assert [key[0] for key in selectors._published_snapshots] == [tsukuba.pk]
