@@ -140,8 +140,8 @@ def test_a_published_versions_snapshot_is_built_once_and_a_drafts_every_time(
     assert [v.code for v in first.visits][:3] == ["V1", "V2", "V3"]
 
     # A draft can still change: read afresh every time.
-    text = seed_path("001").read_text(encoding="utf-8").replace(
-        "status: published", "status: draft"
+    text = (
+        seed_path("001").read_text(encoding="utf-8").replace("status: published", "status: draft")
     )
     draft = protocol_import(text=text, source="draft.yaml")
     before = selectors.protocol_snapshot(version=draft)
