@@ -290,3 +290,83 @@ def test_history_follows_what_is_stored_and_by_whom(
         (second.pk, "investigator", "looked", second.target_date),
     ]
     assert create_with_history([], ScheduledVisit, by=coordinator, reason="none") == []
+
+
+def _new_copies(visits: list[ScheduledVisit], participant: Participant) -> list[ScheduledVisit]:
+    """New visits for `participant` with every value of `visits` (changed by `_change`, so
+    NULLs, instants and text a COPY must escape among them), at occurrences of their own."""
+    copies = []
+    for visit in visits:
+        copy = ScheduledVisit(
+            participant=participant,
+            protocol_version_id=visit.protocol_version_id,
+            unscheduled_reason="tab\there, newline\nthere, backslash \\N and \\\\ — end",
+            actual_start=visit.booked_start,
+            actual_date=visit.booked_date,
+        )
+        for name in VISIT_FIELDS:
+            setattr(copy, name, getattr(visit, name))
+        copy.occurrence += 5000
+        copies.append(copy)
+    return copies
+
+
+def _values(rows: list[ScheduledVisit]) -> list[dict[str, Any]]:
+    left_out = {"id", "participant", "ical_uid"}
+    fields = [f.attname for f in ScheduledVisit._meta.concrete_fields if f.name not in left_out]
+    stored = ScheduledVisit.objects.filter(pk__in=[row.pk for row in rows]).order_by("occurrence")
+    return list(stored.values(*fields))
+
+
+def test_rows_create_writes_what_bulk_create_writes(import_seed: Any) -> None:
+    mine, theirs, ours, others = _twins(import_seed)
+
+    with CaptureQueriesContext(connection) as queries:
+        created = bulkwrite.rows_create(_new_copies(ours, mine), ScheduledVisit)
+    expected = ScheduledVisit.objects.bulk_create(_new_copies(others, theirs))
+
+    assert len(created) == len(expected) == 54
+    assert all(row.pk is not None and not row._state.adding for row in created)
+    assert _values(created) == _values(expected)
+    assert {row.pk for row in created} == set(
+        ScheduledVisit.objects.filter(participant=mine, occurrence__gt=5000).values_list(
+            "pk", flat=True
+        )
+    )
+    # Postgres: the keys in one query, the rows in one COPY; SQLite: Django's bulk insert.
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    if connection.vendor == "postgresql":
+        assert statements == ["SELECT", "COPY"]
+    else:
+        assert set(statements) == {"INSERT"}
+    # Saved like any other: they change and delete as rows do.
+    created[0].reason = "changed"
+    created[0].save(update_fields=["reason"])
+    assert ScheduledVisit.objects.get(pk=created[0].pk).reason == "changed"
+
+
+def test_rows_create_refuses_a_duplicate_as_bulk_create_does(jasmine: Participant) -> None:
+    from django.db import IntegrityError
+
+    visits = _visits(jasmine)
+    duplicates = _new_copies(visits, jasmine)
+    for duplicate, visit in zip(duplicates, visits, strict=True):
+        duplicate.occurrence = visit.occurrence  # unique_visit_occurrence
+    before = ScheduledVisit.objects.count()
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        bulkwrite.rows_create(duplicates, ScheduledVisit)
+
+    assert ScheduledVisit.objects.count() == before
+    assert all(row.pk is None for row in duplicates)
+
+
+def test_rows_create_under_the_threshold_and_with_keys_is_bulk_create(
+    jasmine: Participant,
+) -> None:
+    few = _new_copies(_visits(jasmine)[: bulkwrite.COPY_FROM_ROWS - 1], jasmine)
+    with CaptureQueriesContext(connection) as queries:
+        bulkwrite.rows_create(few, ScheduledVisit)
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["INSERT"]
+    assert all(row.pk for row in few)
+    assert bulkwrite.rows_create([], ScheduledVisit) == []
