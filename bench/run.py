@@ -187,8 +187,15 @@ def plots(rows: list[dict[str, Any]]) -> list[Path]:
         axes.minorticks_off()
         axes.set_xlabel("size")
         axes.set_ylabel(points[0]["unit"])
-        axes.set_ylim(bottom=0)
-        axes.set_title(f"bench/{script}.py: median cost against size (ratio to baseline)")
+        title = f"bench/{script}.py: median cost against size (ratio to baseline)"
+        if max(ticks) >= 100 * min(ticks):
+            # Log-log: cost that grows linearly with size is a straight line of slope one, and
+            # a cost a participant stays flat, whatever the sizes.
+            axes.set_yscale("log")
+            title += ", log-log"
+        else:
+            axes.set_ylim(bottom=0)
+        axes.set_title(title)
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize="small")
         figure.tight_layout()
