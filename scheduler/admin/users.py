@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Iterable
 from typing import Any
 
 import django.contrib.auth.admin  # noqa: F401 - registers the admins replaced here
 import oauth2_provider.admin  # noqa: F401 - registers the admins replaced here
+from django.apps import apps
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, QuerySet
 from django.http import HttpRequest
+from django.utils.translation import ngettext
 from oauth2_provider.models import (
     get_access_token_model,
     get_application_model,
@@ -35,6 +38,7 @@ from oauth2_provider.models import (
     get_id_token_model,
     get_refresh_token_model,
 )
+from simple_history.models import HistoricalChanges
 
 from scheduler.admin.scoping import UserManagersAdmin, deny_undeclared
 from scheduler.models import Membership
@@ -42,20 +46,65 @@ from scheduler.models import Membership
 Application = get_application_model()
 
 
-def _governed_by_user_managers(model: type[Any]) -> type[admin.ModelAdmin]:
-    """Register `model` again with its current admin class on `UserManagersAdmin`."""
+def _governed_by_user_managers(model: type[Any], *mixins: type[Any]) -> type[admin.ModelAdmin]:
+    """Register `model` again with its current admin class on `UserManagersAdmin` (and
+    `mixins`, first)."""
     original = type(admin.site.get_model_admin(model))
     admin.site.unregister(model)
     governed = type(
         original.__name__,
-        (UserManagersAdmin, original),
+        (*mixins, UserManagersAdmin, original),
         {"__module__": __name__, "__doc__": original.__doc__},
     )
     admin.site.register(model, governed)
     return governed
 
 
-_governed_by_user_managers(get_user_model())
+def named_in_audit_trail(users: Iterable[Any]) -> list[str]:
+    """Why each of `users` cannot be deleted: the audit trail entries that name them as who
+    made a change. The trail is append-only (on Postgres its triggers refuse the UPDATE that
+    Django's SET_NULL would make), and who did what is what it is kept for."""
+    users = list(users)
+    reasons = []
+    for model in apps.get_models():
+        fields = {field.name for field in model._meta.get_fields()}
+        if not issubclass(model, HistoricalChanges) or "history_user" not in fields:
+            continue  # not the trail, or a many-to-many history (its parent names the user)
+        counts = (
+            model._default_manager.filter(history_user__in=users)
+            .order_by()
+            .values_list("history_user")
+            .annotate(entries=Count("pk"))
+        )
+        for user_id, entries in counts:
+            user = next(user for user in users if user.pk == user_id)
+            reasons.append(
+                ngettext(
+                    "%(user)s is named in %(count)d audit entry of %(what)s: the audit trail "
+                    "keeps who made each change, so deactivate the account instead (untick "
+                    "“Active”)",
+                    "%(user)s is named in %(count)d audit entries of %(what)s: the audit trail "
+                    "keeps who made each change, so deactivate the account instead (untick "
+                    "“Active”)",
+                    entries,
+                )
+                % {"user": user, "count": entries, "what": model._meta.verbose_name_plural}
+            )
+    return reasons
+
+
+class KeptByTheAuditTrail:
+    """A user named in the audit trail is never deleted: the delete page lists those entries
+    as protected (Django then refuses the deletion), for one user or a selection."""
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        deleted, counts, permissions_needed, protected = super().get_deleted_objects(  # type: ignore[misc]
+            objs, request
+        )
+        return deleted, counts, permissions_needed, [*protected, *named_in_audit_trail(objs)]
+
+
+_governed_by_user_managers(get_user_model(), KeptByTheAuditTrail)
 _governed_by_user_managers(Group)
 for _token_model in (
     get_access_token_model(),

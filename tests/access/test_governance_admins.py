@@ -310,3 +310,39 @@ def test_a_newly_registered_admin_without_a_rule_shows_nothing_even_to_a_superus
     # Not vacuous: the rows are there, and Django's own admin would have shown them all.
     assert (Participant.objects.count(), Reminder.objects.count() > 0) == (2, True)
     assert admin.ModelAdmin(Participant, site).get_queryset(request).count() == 2
+
+
+def test_a_user_named_in_the_audit_trail_is_deactivated_not_deleted(
+    client, django_user_model, niams
+) -> None:
+    manager = staff(django_user_model, "um", "auth.change_user", "auth.delete_user")
+    author = staff(django_user_model, "author")
+    participant = niams["berlin"]
+    participant.weight_kg = 71
+    participant._history_user = author
+    participant.save()
+    unnamed = staff(django_user_model, "typo")
+    sign_in(client, manager)
+    delete = reverse("admin:auth_user_delete", args=[author.pk])
+
+    page = client.get(delete)
+    refused = client.post(delete, {"post": "yes"})
+    action = client.post(
+        reverse("admin:auth_user_changelist"),
+        {"action": "delete_selected", "_selected_action": [author.pk, unnamed.pk], "post": "yes"},
+    )
+
+    reason = (
+        "author is named in 1 audit entry of historical participants: the audit trail keeps "
+        "who made each change, so deactivate the account instead (untick “Active”)"
+    )
+    assert page.status_code == refused.status_code == action.status_code == 200
+    assert page.context["protected"] == [reason]
+    assert action.context["protected"] == [reason]
+    assert set(django_user_model.objects.values_list("username", flat=True)) >= {"author", "typo"}
+    assert participant.history.filter(history_user=author).count() == 1
+
+    # A user the trail does not name (an account made by mistake) is deleted as before.
+    gone = client.post(reverse("admin:auth_user_delete", args=[unnamed.pk]), {"post": "yes"})
+    assert gone.status_code == 302
+    assert not django_user_model.objects.filter(username="typo").exists()
