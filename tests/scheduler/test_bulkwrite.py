@@ -370,3 +370,26 @@ def test_rows_create_under_the_threshold_and_with_keys_is_bulk_create(
     assert [q["sql"].split()[0] for q in queries.captured_queries] == ["INSERT"]
     assert all(row.pk for row in few)
     assert bulkwrite.rows_create([], ScheduledVisit) == []
+
+
+def test_rows_update_prepares_values_of_another_type_as_bulk_update_does(
+    import_seed: Any,
+) -> None:
+    mine, django, ours, theirs = _twins(import_seed)
+    fields = ["booked_date", "ical_sequence", "status"]
+    for visits in (ours, theirs):
+        for i, visit in enumerate(visits):
+            # A datetime in a date column, a string in an integer one, a choice's member in a
+            # text one: Django's preparation, not the value as it is.
+            visit.booked_date = dt.datetime(2026, 5, 1, 23, 30, tzinfo=dt.UTC) + dt.timedelta(
+                days=i
+            )
+            visit.ical_sequence = str(40 + i)
+            visit.status = ScheduledVisit.Status.MISSED
+
+    rows_update(ours, ScheduledVisit, fields)
+    ScheduledVisit.objects.bulk_update(theirs, fields)
+
+    written = [tuple(r[f] for f in fields) for r in _stored(mine)]
+    assert written == [tuple(r[f] for f in fields) for r in _stored(django)]
+    assert written[:2] == [(D(2026, 5, 1), 40, "missed"), (D(2026, 5, 2), 41, "missed")]
