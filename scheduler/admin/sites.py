@@ -72,6 +72,9 @@ class SiteAdmin(VisitStatusColumns, GovernedByPermissions, ScopedAdmin):
     Registered here, not in trials: the counts and the feed link are the scheduler's."""
 
     list_display = ["code", "name", "timezone", "country"]
+    # By code, as the model: a member's scoped list comes without the model's ordering, and an
+    # unordered list pages inconsistently.
+    ordering = ["code"]
     status_columns = [
         "visits_due",
         "visits_booked",
