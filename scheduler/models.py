@@ -144,6 +144,10 @@ class ScheduledVisit(models.Model):
         prefetched = self.__dict__.get(self.PROCEDURES_IN_ORDER)
         if prefetched is not None:
             return prefetched  # type: ignore[no-any-return]
+        if "procedures" in getattr(self, "_prefetched_objects_cache", {}):
+            # Prefetched through the manager (the feeds): in the model's order, which is the
+            # protocol's.
+            return list(self.procedures.all())
         return list(self.procedures.select_related("procedure").order_by("procedure__order", "id"))
 
     @property

@@ -4,8 +4,9 @@ import datetime as dt
 import functools
 import operator
 import zoneinfo
+from collections.abc import Iterable, Sequence
 
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, IntegerField, Model, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils.translation import gettext_noop
 
@@ -303,3 +304,23 @@ def visits_attach_procedures(visits: list[ScheduledVisit]) -> list[ScheduledVisi
     for visit in visits:
         visit.__dict__[ScheduledVisit.PROCEDURES_IN_ORDER] = by_visit[visit.pk]
     return visits
+
+
+def rows_share_related(
+    rows: Sequence[Model], relation: str, *, known: Iterable[Model] = ()
+) -> None:
+    """Give every row its `relation` (a foreign key), one instance per distinct target: the
+    `known` ones as they are, the others read in one query, only if any. What a join or a
+    prefetch would give, without an instance per row or a query when all are known."""
+    if not rows:
+        return
+    column = rows[0]._meta.get_field(relation).attname  # type: ignore[union-attr]
+    targets = {target.pk: target for target in known}
+    missing = {getattr(row, column) for row in rows} - targets.keys() - {None}
+    if missing:
+        model = rows[0]._meta.get_field(relation).related_model
+        targets.update(model._default_manager.order_by().in_bulk(missing))  # type: ignore[union-attr]
+    for row in rows:
+        target = getattr(row, column)
+        if target is not None:
+            setattr(row, relation, targets[target])

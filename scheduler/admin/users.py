@@ -64,20 +64,19 @@ def named_in_audit_trail(users: Iterable[Any]) -> list[str]:
     """Why each of `users` cannot be deleted: the audit trail entries that name them as who
     made a change. The trail is append-only (on Postgres its triggers refuse the UPDATE that
     Django's SET_NULL would make), and who did what is what it is kept for."""
-    users = list(users)
+    by_id = {user.pk: user for user in users}
     reasons = []
     for model in apps.get_models():
         fields = {field.name for field in model._meta.get_fields()}
         if not issubclass(model, HistoricalChanges) or "history_user" not in fields:
             continue  # not the trail, or a many-to-many history (its parent names the user)
         counts = (
-            model._default_manager.filter(history_user__in=users)
+            model._default_manager.filter(history_user__in=list(by_id))
             .order_by()
             .values_list("history_user")
             .annotate(entries=Count("pk"))
         )
         for user_id, entries in counts:
-            user = next(user for user in users if user.pk == user_id)
             reasons.append(
                 ngettext(
                     "%(user)s is named in %(count)d audit entry of %(what)s: the audit trail "
@@ -88,7 +87,11 @@ def named_in_audit_trail(users: Iterable[Any]) -> list[str]:
                     "“Active”)",
                     entries,
                 )
-                % {"user": user, "count": entries, "what": model._meta.verbose_name_plural}
+                % {
+                    "user": by_id[user_id],
+                    "count": entries,
+                    "what": model._meta.verbose_name_plural,
+                }
             )
     return reasons
 

@@ -44,7 +44,11 @@ from scheduler.api.preconditions import participant_etag, require_if_match, visi
 from scheduler.calendars.feeds import feed_create, feed_public_url, feed_revoke
 from scheduler.models import CalendarFeed, Reminder, ScheduledProcedure, ScheduledVisit
 from scheduler.outbox.sweep import reminders_retry
-from scheduler.selectors import visit_glance_status, visits_attach_procedures
+from scheduler.selectors import (
+    rows_share_related,
+    visit_glance_status,
+    visits_attach_procedures,
+)
 from scheduler.services import (
     participant_anchor_change,
     participant_anchor_change_preview,
@@ -660,17 +664,6 @@ def _visits(
     return queryset.prefetch_related(*lookups)
 
 
-def _share_versions(visits: list[ScheduledVisit], version: ProtocolVersion) -> None:
-    """Give each visit its protocol version: `version` where it is the visit's, the others
-    (visits planned under an earlier version, kept by a move) in one query, only if any."""
-    versions = {version.pk: version}
-    others = {visit.protocol_version_id for visit in visits} - versions.keys()
-    if others:
-        versions.update(ProtocolVersion.objects.in_bulk(others))
-    for visit in visits:
-        visit.protocol_version = versions[visit.protocol_version_id]
-
-
 class CalendarView(generics.GenericAPIView[Participant]):
     """A participant's calendar: visits with windows, procedures, status at a glance and
     deviations; milestones, with the taper's daily doses."""
@@ -693,7 +686,9 @@ class CalendarView(generics.GenericAPIView[Participant]):
             .order_by("target_date", "id")
         )
         visits_attach_procedures(visits)
-        _share_versions(visits, participant.protocol_version)
+        # Most visits are of the participant's version: the others (planned under an earlier
+        # version, kept by a move) in one query, only if any.
+        rows_share_related(visits, "protocol_version", known=[participant.protocol_version])
         for visit in visits:
             visit.participant = participant
         milestones = list(

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Iterable
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_interval, format_time
@@ -78,13 +76,6 @@ def _duration(minutes: int) -> str:
     if rest:
         parts.append(ngettext("%(count)d minute", "%(count)d minutes", rest) % {"count": rest})
     return " ".join(parts)
-
-
-def _procedures(visit: ScheduledVisit) -> Iterable[Any]:
-    """The visit's procedures: those `visits_attach_procedures` gave it (a reminder batch), or
-    its related manager (prefetched by the feeds)."""
-    attached = visit.__dict__.get(ScheduledVisit.PROCEDURES_IN_ORDER)
-    return attached if attached is not None else visit.procedures.all()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -249,7 +240,7 @@ def participant_visit_event(
     lines.append(_("Where: %(place)s") % {"place": _where(site)})
     preparations = [
         f"- {localized_name(procedure.procedure)}: {localized(procedure.procedure, 'preparation')}"
-        for procedure in _procedures(visit)
+        for procedure in visit.procedures_in_order
         if procedure.procedure.preparation
     ]
     if preparations and visit.is_open:

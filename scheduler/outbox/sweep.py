@@ -31,7 +31,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Model, Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from participants.models import Participant
@@ -45,8 +45,7 @@ from scheduler.outbox.errors import (
     TransientDeliveryError,
 )
 from scheduler.outbox.outcomes import BatchJournal, Outcome, outcome_record, outcomes_record
-from scheduler.selectors import visits_attach_procedures
-from trials.models import VisitDefinition
+from scheduler.selectors import rows_share_related, visits_attach_procedures
 
 logger = logging.getLogger(__name__)
 Status = Reminder.Status
@@ -302,22 +301,9 @@ def _load_batch(claimed: list[int]) -> dict[int, Reminder]:
             visits.append(visit)
         loaded[row.pk] = row
     if visits:
-        _share(visits, "visit_definition", VisitDefinition)
+        rows_share_related(visits, "visit_definition")
         visits_attach_procedures(visits)
     return loaded
-
-
-def _share(rows: list[Any], relation: str, model: type[Model]) -> None:
-    """Give every row its `relation` (a foreign key to `model`), one instance per distinct
-    target, in one query."""
-    column = f"{relation}_id"
-    targets = model._default_manager.order_by().in_bulk(
-        {getattr(row, column) for row in rows} - {None}
-    )
-    for row in rows:
-        target = getattr(row, column)
-        if target is not None:
-            setattr(row, relation, targets[target])
 
 
 def _send_claimed(claimed: list[int], now: dt.datetime, results: dict[int, str]) -> None:

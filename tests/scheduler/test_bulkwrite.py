@@ -393,3 +393,12 @@ def test_rows_update_prepares_values_of_another_type_as_bulk_update_does(
     written = [tuple(r[f] for f in fields) for r in _stored(mine)]
     assert written == [tuple(r[f] for f in fields) for r in _stored(django)]
     assert written[:2] == [(D(2026, 5, 1), 40, "missed"), (D(2026, 5, 2), 41, "missed")]
+
+    # What goes to the driver: a plain value as it is, anything else as Django prepares it.
+    booked = ScheduledVisit._meta.get_field("booked_date")
+    sequence = ScheduledVisit._meta.get_field("ical_sequence")
+    ours[0].booked_date, ours[1].booked_date = D(2026, 6, 1), None
+    ours[0].ical_sequence = 7
+    assert bulkwrite._column(booked, ours[:3]) == [D(2026, 6, 1), None, D(2026, 5, 3)]
+    assert type(bulkwrite._column(booked, ours[:3])[2]) is dt.date
+    assert bulkwrite._column(sequence, ours[:2]) == [7, 41]
