@@ -216,6 +216,39 @@ def create_with_history(
     return created
 
 
+def delete_with_history(
+    objs: Sequence[models.Model], model: type[models.Model], *, by: Any, reason: str
+) -> int:
+    """Delete the objects, with one history row ("-", deleted) each with `by` and `reason`:
+    the rows simple_history's `post_delete` records (as stored, just before they go), with
+    two statements however many there are instead of two each.
+
+    For models no other row points at: Django's `delete()` would cascade, and there is
+    nothing here to cascade to."""
+    if not objs:
+        return 0
+    pointed_at = [
+        relation.related_model
+        for relation in model._meta.related_objects
+        if relation.related_model is not get_history_manager_for_model(model).model
+    ]
+    if pointed_at:
+        raise ValueError(f"{model.__name__} rows are pointed at by {pointed_at}; use delete()")
+    pks = [obj.pk for obj in objs]
+    quote = connection.ops.quote_name
+    pk = model._meta.pk
+    assert pk is not None  # noqa: S101  # every concrete model has one
+    statement = f"DELETE FROM {quote(model._meta.db_table)} WHERE {quote(pk.column)} IN "  # noqa: S608  # nosec B608  # quoted names and placeholders only
+    deleted = 0
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        history_record(model, objs, by=by, reason=reason, history_type="-")
+        for start in range(0, len(pks), MAX_PARAMETERS):
+            chunk = pks[start : start + MAX_PARAMETERS]
+            cursor.execute(statement + "(" + ", ".join(["%s"] * len(chunk)) + ")", chunk)
+            deleted += cursor.rowcount
+    return deleted
+
+
 # From this many rows on, Postgres writes new rows with COPY (below it, one INSERT costs less
 # than the extra round trip for the keys).
 COPY_FROM_ROWS = 20

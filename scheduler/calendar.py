@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
-from scheduler.bulkwrite import create_with_history, update_with_history
+from scheduler.bulkwrite import create_with_history, delete_with_history, update_with_history
 from scheduler.engine import (
     ParticipantFacts,
     PlannedMilestone,
@@ -37,8 +37,8 @@ from scheduler.outbox.plan import (
     announce_visits,
     reminders_sync_many,
 )
-from scheduler.selectors import protocol_snapshot
-from trials.models import MilestoneRule, ProcedureDefinition, ProtocolVersion, VisitDefinition
+from scheduler.selectors import protocol_catalog, protocol_snapshot, rows_share_related
+from trials.models import ProcedureDefinition, ProtocolVersion, VisitDefinition
 
 VisitKey = tuple[str, int]
 Window = tuple[dt.date, dt.date]
@@ -127,19 +127,43 @@ class StoredCalendar:
     arm: str | None = None
 
 
-def stored_calendars(participants: Sequence[Participant]) -> dict[int, StoredCalendar]:
+def stored_calendars(
+    participants: Sequence[Participant], *, versions: Sequence[ProtocolVersion] = ()
+) -> dict[int, StoredCalendar]:
     """`StoredCalendar` of each participant, by id: five queries however many they are (a
-    site's amendment reads its movers in chunks)."""
+    site's amendment reads its movers in chunks), and two more for the definitions and rules
+    of visits and milestones of other `versions` than those given."""
     stored = {participant.pk: StoredCalendar() for participant in participants}
-    for visit in (
-        ScheduledVisit.objects.filter(participant__in=stored, visit_definition__isnull=False)
-        .select_related("visit_definition__version")
-        .order_by("target_date", "id")
-    ):
+    visits = list(
+        ScheduledVisit.objects.filter(
+            participant__in=stored, visit_definition__isnull=False
+        ).order_by("target_date", "id")
+    )
+    milestones = list(ScheduledMilestone.objects.filter(participant__in=stored))
+    # Each definition, rule and version once, shared by every row that names it, instead of
+    # a joined copy per row: an amendment reads tens of thousands of rows of a few dozen.
+    catalogs = [protocol_catalog(version=version) for version in versions]
+    rows_share_related(
+        visits, "visit_definition", known=[d for c in catalogs for d in c[0].values()]
+    )
+    rows_share_related(milestones, "rule", known=[r for c in catalogs for r in c[2].values()])
+    # Those not in a catalog given were read just now, without their version.
+    field = VisitDefinition._meta.get_field("version")
+    rows_share_related(
+        [
+            row
+            for rows in (
+                {visit.visit_definition_id: visit.visit_definition for visit in visits},
+                {milestone.rule_id: milestone.rule for milestone in milestones},
+            )
+            for row in rows.values()
+            if row is not None and not field.is_cached(row)
+        ],
+        "version",
+    )
+    for visit in visits:
         stored[visit.participant_id].visits.append(visit)
-    for milestone in ScheduledMilestone.objects.filter(participant__in=stored).select_related(
-        "rule__version"
-    ):
+    for milestone in milestones:
         stored[milestone.participant_id].milestones.append(milestone)
     for participant_id, code, date in ParticipantAnchor.objects.filter(
         participant__in=stored
@@ -179,7 +203,7 @@ def calendar_diff(
     """
     version = version or participant.protocol_version
     if stored is None:
-        stored = stored_calendars([participant])[participant.pk]
+        stored = stored_calendars([participant], versions=[version])[participant.pk]
     rows = stored.visits
     known: dict[VisitKey, dt.date] = {}
     for row in rows:
@@ -365,28 +389,6 @@ def deviation_days(day: dt.date, window_start: dt.date, window_end: dt.date) -> 
     return 0
 
 
-Catalog = tuple[
-    dict[str, VisitDefinition], dict[str, ProcedureDefinition], dict[str, MilestoneRule]
-]
-
-
-def _catalog(version: ProtocolVersion) -> Catalog:
-    """A version's visits, procedures and milestone rules by code. A published version never
-    changes, so they are read once for the version object a caller passes to every
-    participant it moves (a site's amendment), not once each."""
-    cached: Catalog | None = getattr(version, "_calendar_catalog", None)
-    if cached is not None:
-        return cached
-    catalog = (
-        {d.code: d for d in VisitDefinition.objects.filter(version=version)},
-        {p.code: p for p in ProcedureDefinition.objects.filter(version=version)},
-        {r.code: r for r in MilestoneRule.objects.filter(version=version)},
-    )
-    if version.is_published:
-        version._calendar_catalog = catalog  # type: ignore[attr-defined]
-    return catalog
-
-
 def calendar_apply(
     pending: PendingCalendar, *, by: Any, reason: str, sync_reminders: bool = True
 ) -> CalendarDiff:
@@ -432,7 +434,7 @@ def calendar_apply_many(
     version = pendings[0].version
     if any(pending.version.pk != version.pk for pending in pendings):
         raise ValueError("calendar_apply_many takes diffs onto one protocol version")
-    definitions, procedures, rules = _catalog(version)
+    definitions, procedures, rules = protocol_catalog(version=version)
 
     updated_visits: dict[int, list[ScheduledVisit]] = {}
     repointed: list[tuple[ScheduledVisit, PlannedVisit]] = []
@@ -563,12 +565,17 @@ def _procedures_follow_version(
     """Planned procedures of visits moved to a new protocol version follow its schedule of
     activities: kept ones point at the new definitions, new ones are added, dropped ones go."""
     existing: dict[int, dict[str, ScheduledProcedure]] = {}
-    for procedure in ScheduledProcedure.objects.filter(
-        visit__in=[row for row, _ in repointed], status=ScheduledProcedure.Status.PLANNED
-    ).select_related("procedure"):
+    still_planned = list(
+        ScheduledProcedure.objects.filter(
+            visit__in=[row for row, _ in repointed], status=ScheduledProcedure.Status.PLANNED
+        )
+    )
+    rows_share_related(still_planned, "procedure")
+    for procedure in still_planned:
         existing.setdefault(procedure.visit_id, {})[procedure.procedure.code] = procedure
     kept: list[ScheduledProcedure] = []
     added: list[ScheduledProcedure] = []
+    dropped: list[ScheduledProcedure] = []
     for row, planned in repointed:
         current = existing.get(row.pk, {})
         for code in planned.procedures:
@@ -577,10 +584,8 @@ def _procedures_follow_version(
                 kept.append(current.pop(code))
             else:
                 added.append(ScheduledProcedure(visit=row, procedure=procedures[code]))
-        for dropped in current.values():
-            dropped._change_reason = reason  # type: ignore[attr-defined]
-            dropped._history_user = by  # type: ignore[attr-defined]
-            dropped.delete()
+        dropped += current.values()
+    delete_with_history(dropped, ScheduledProcedure, by=by, reason=reason)
     if kept:
         update_with_history(kept, ScheduledProcedure, ["procedure"], by=by, reason=reason)
     create_with_history(added, ScheduledProcedure, by=by, reason=reason)

@@ -161,12 +161,14 @@ def import_seed(db: None) -> Callable[[str], ProtocolVersion]:
 
 @pytest.fixture(autouse=True)
 def published_snapshots_start_empty() -> None:
-    """Each test starts with no snapshot of a published version in memory: on SQLite a rolled
-    back test's ids come back, and a frozen clock repeats publication instants, so a version of
-    the same seed file in an earlier test would otherwise change this test's query counts."""
+    """Each test starts with no snapshot or catalog of a published version in memory: on SQLite
+    a rolled back test's ids come back, and a frozen clock repeats publication instants, so a
+    version of the same seed file in an earlier test would otherwise change this test's query
+    counts."""
     from scheduler import selectors
 
     selectors._published_snapshots.clear()
+    selectors._published_catalogs.clear()
 
 
 @pytest.fixture(autouse=True)

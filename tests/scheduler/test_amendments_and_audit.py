@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 import time_machine
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,7 +40,7 @@ from scheduler.services import (
 from tests.conftest import seed_path
 from tests.factories import SiteFactory, participant_for
 from tests.scheduler.clocks import on_the_eve
-from trials.models import ProtocolVersion, TrialSite
+from trials.models import ProcedureDefinition, ProtocolVersion, TrialSite
 from trials.services import protocol_import
 
 D = dt.date
@@ -604,3 +605,75 @@ def test_a_site_moved_in_chunks_ends_as_each_participant_moved_alone(
         assert moved[mine.study_id] == one_by_one[theirs.study_id]
         assert moved[mine.study_id]  # something changed: W28 added, INF re-pointed
         assert _calendar_state(mine) == _calendar_state(theirs)
+
+
+def test_a_procedure_an_amendment_drops_goes_with_its_history_in_the_same_queries_for_any_site(
+    import_seed, coordinator, in_march
+) -> None:
+    """Version 1.1 no longer takes the research sample (IFNSIG) at infusions 1, 4 and 7. Moving
+    a site deletes it from every open visit from the approval date on, each with a "deleted"
+    history row naming the amendment and the coordinator; the visit before that date keeps
+    it. One participant or three, the move runs the same statements (the first site moved
+    reads the version's plan, which the others share)."""
+    v10 = import_seed("001")
+    first, small, large = SiteFactory.create(), SiteFactory.create(), SiteFactory.create()
+    people = {
+        site: [enrolled(v10, site, f"{site.code}-{n}") for n in range(count)]
+        for site, count in ((first, 1), (small, 1), (large, 3))
+    }
+    text = seed_path("001").read_text(encoding="utf-8")
+    line = "      - {procedure: IFNSIG, occurrences: [1, 4, 7]}\n"
+    assert line in text
+    v11 = protocol_import(
+        text=text.replace('label: "1.0"', 'label: "1.1"').replace(line, ""),
+        source="tsukuba-1.1-no-ifnsig.yaml",
+    )
+
+    statements = {}
+    for site in (first, small, large):
+        with CaptureQueriesContext(connection) as queries:
+            site_move_to_version(
+                site=site,
+                version=v11,
+                approved_on=D(2026, 4, 1),
+                on=D(2026, 4, 1),
+                by=coordinator,
+                reason="a2",
+            )
+        statements[site] = len(queries.captured_queries)
+    assert statements[small] == statements[large]
+
+    for participant in [person for site in people.values() for person in site]:
+        sampled = ScheduledProcedure.objects.filter(
+            visit__participant=participant, procedure__code="IFNSIG"
+        )
+        assert list(sampled.values_list("visit__occurrence", "procedure__version__label")) == [
+            (1, "1.0")
+        ]
+        gone = ScheduledProcedure.history.filter(
+            visit_id__in=ScheduledVisit.objects.filter(participant=participant).values("pk"),
+            history_type="-",
+        )
+        assert sorted(
+            (
+                ScheduledVisit.objects.get(pk=row.visit_id).occurrence,
+                row.procedure_id,
+                row.history_change_reason,
+                row.history_user_id,
+            )
+            for row in gone
+        ) == [
+            (
+                occurrence,
+                ProcedureDefinition.objects.get(version=v10, code="IFNSIG").pk,
+                "moved to " + str(v11) + ": a2",
+                coordinator.pk,
+            )
+            for occurrence in (4, 7)
+        ]
+        # What stays of infusion 4 follows 1.1.
+        assert sorted(
+            ScheduledProcedure.objects.filter(
+                visit__participant=participant, visit__occurrence=4
+            ).values_list("procedure__code", "procedure__version__label")
+        ) == [(code, "1.1") for code in ("COMPLEMENT", "INFUSION", "LLDAS", "SLEDAI")]

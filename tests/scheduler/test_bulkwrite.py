@@ -15,6 +15,7 @@ from participants.models import Participant
 from scheduler import bulkwrite
 from scheduler.bulkwrite import (
     create_with_history,
+    delete_with_history,
     history_record,
     rows_update,
     update_with_history,
@@ -399,6 +400,57 @@ def test_rows_update_prepares_values_of_another_type_as_bulk_update_does(
     sequence = ScheduledVisit._meta.get_field("ical_sequence")
     ours[0].booked_date, ours[1].booked_date = D(2026, 6, 1), None
     ours[0].ical_sequence = 7
-    assert bulkwrite._column(booked, ours[:3]) == [D(2026, 6, 1), None, D(2026, 5, 3)]
-    assert type(bulkwrite._column(booked, ours[:3])[2]) is dt.date
+    # The datetime left in the third: Postgres's driver takes the date, SQLite's its text.
+    prepared = booked.get_db_prep_save(ours[2].booked_date, connection)
+    assert prepared == {"postgresql": D(2026, 5, 3), "sqlite": "2026-05-03"}[connection.vendor]
+    assert bulkwrite._column(booked, ours[:3]) == [D(2026, 6, 1), None, prepared]
+    assert type(bulkwrite._column(booked, ours[:3])[2]) is type(prepared)
     assert bulkwrite._column(sequence, ours[:2]) == [7, 41]
+
+
+def test_delete_with_history_records_what_simple_history_records_on_delete(
+    import_seed: Any, django_user_model: Any
+) -> None:
+    version = import_seed("002")
+    mine = _enrolled(version, "J-001", day1=D(2026, 3, 2))
+    theirs = _enrolled(version, "J-002", day1=D(2026, 3, 2))
+    user = django_user_model.objects.create_user("coordinator")
+
+    def procedures(participant: Participant) -> list[ScheduledProcedure]:
+        return list(
+            ScheduledProcedure.objects.filter(visit__participant=participant).order_by("id")[:5]
+        )
+
+    def deleted_history(participant: Participant) -> list[tuple[Any, ...]]:
+        return list(
+            ScheduledProcedure.history.filter(visit__participant=participant, history_type="-")
+            .order_by("id")
+            .values_list(
+                "visit__occurrence",
+                "procedure_id",
+                "status",
+                "history_change_reason",
+                "history_user_id",
+            )
+        )
+
+    ours, others = procedures(mine), procedures(theirs)
+    with CaptureQueriesContext(connection) as queries:
+        assert delete_with_history(ours, ScheduledProcedure, by=user, reason="amended") == 5
+    for procedure in others:
+        procedure._change_reason = "amended"  # type: ignore[attr-defined]
+        procedure._history_user = user  # type: ignore[attr-defined]
+        procedure.delete()
+
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["INSERT", "DELETE"]
+    assert not ScheduledProcedure.objects.filter(pk__in=[p.pk for p in ours]).exists()
+    assert len(deleted_history(mine)) == 5
+    assert deleted_history(mine) == deleted_history(theirs)
+    assert deleted_history(mine)[0][3:] == ("amended", user.pk)
+    assert delete_with_history([], ScheduledProcedure, by=user, reason="amended") == 0
+
+    # A row others point at (a visit's procedures, holds, reminders) is not deleted this way.
+    visit = ScheduledVisit.objects.filter(participant=mine).earliest("id")
+    with pytest.raises(ValueError, match="ScheduledVisit rows are pointed at by"):
+        delete_with_history([visit], ScheduledVisit, by=user, reason="amended")
+    assert ScheduledVisit.objects.filter(pk=visit.pk).exists()

@@ -168,3 +168,75 @@ def test_the_published_snapshot_cache_is_bounded(import_seed, monkeypatch) -> No
     selectors.protocol_snapshot(version=niams)
     selectors.protocol_snapshot(version=tsukuba)
     assert [key[0] for key in selectors._published_snapshots] == [tsukuba.pk]
+
+
+def test_a_published_versions_catalog_is_read_once_and_a_drafts_every_time(
+    import_seed, django_assert_num_queries
+) -> None:
+    from scheduler import selectors
+    from trials.models import ProtocolVersion, VisitDefinition
+    from trials.services import protocol_import
+
+    published = import_seed("000")
+    with django_assert_num_queries(3):
+        visits, procedures, rules = selectors.protocol_catalog(version=published)
+    assert sorted(visits) == [f"V{n}" for n in (1, 10, 11, 2, 3)] + ["V3C"] + [
+        f"V{n}" for n in range(4, 10)
+    ]
+    assert sorted(procedures) == [
+        "CAVI", "CXR", "ECG", "EXAM", "FDGPET", "INFUSION", "LABS", "SLEQ"
+    ]  # fmt: skip
+    assert sorted(rules) == ["CONTRACEPTION_END"]
+    with django_assert_num_queries(0):  # each joined with its version
+        assert {d.version.pk for d in [*visits.values(), *rules.values()]} == {published.pk}
+    # Another instance of the same row (the next request's): no query, the same rows.
+    again = ProtocolVersion.objects.get(pk=published.pk)
+    with django_assert_num_queries(0):
+        assert selectors.protocol_catalog(version=again)[0]["V1"] is visits["V1"]
+
+    text = (
+        seed_path("001").read_text(encoding="utf-8").replace("status: published", "status: draft")
+    )
+    draft = protocol_import(text=text, source="draft.yaml")
+    before = selectors.protocol_catalog(version=draft)[0]["INF"]
+    VisitDefinition.objects.filter(version=draft, code="INF").update(offset_days=-99)
+    with django_assert_num_queries(3):
+        after = selectors.protocol_catalog(version=draft)[0]["INF"]
+    assert (before.offset_days, after.offset_days) == (0, -99)
+
+
+def test_a_calendar_of_the_version_given_reads_no_definitions(
+    import_seed, django_assert_num_queries
+) -> None:
+    """Re-planning one participant reads their calendar in five queries: the definitions and
+    rules its rows name come from the version's catalog, joined with their version."""
+    from scheduler.calendar import stored_calendars
+    from scheduler.selectors import protocol_catalog
+
+    version = import_seed("001")
+    participant = participant_for(
+        version,
+        anchors={"psl_start": D(2026, 3, 2), "day1": D(2026, 3, 16)},
+        site=SiteFactory.create(),
+    )
+    participant_enroll(participant=participant, on=D(2026, 3, 1))
+    catalog = protocol_catalog(version=version)
+    with django_assert_num_queries(5):
+        stored = stored_calendars([participant], versions=[version])[participant.pk]
+    with django_assert_num_queries(0):
+        assert [(v.visit_definition.code, v.visit_definition.version.label) for v in stored.visits][
+            :2
+        ] == [("INF", "1.0"), ("INF", "1.0")]
+        assert stored.visits[0].visit_definition is catalog[0]["INF"]
+        assert {m.rule.code for m in stored.milestones} == {
+            "PRIMARY_LLDAS",
+            "PSL_TAPER",
+            "SECONDARY_W24",
+        }
+    # Without the version, its definitions and rules, and their version, are read: two rows
+    # each, not one joined copy per visit.
+    with django_assert_num_queries(8):
+        stored = stored_calendars([participant])[participant.pk]
+    with django_assert_num_queries(0):
+        assert len({id(v.visit_definition) for v in stored.visits}) == 1
+        assert stored.visits[0].visit_definition.version.label == "1.0"
