@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime as dt
-import hashlib
 import io
 import os
 import pstats
@@ -59,10 +58,10 @@ from bench.harness import (  # noqa: E402
     clone_participants,
     on_postgres,
     progress,
-    quoted,
     report,
     throwaway_postgres,
 )
+from bench.rowchanges import Changes, Recorder  # noqa: E402
 
 FULL_SIZE = 100_000
 TEMPLATES = 52  # participants enrolled through the services, Day 1 a week apart
@@ -70,178 +69,6 @@ PROTOCOL = ROOT / "seeds/protocols/002_jasmine_myositis.yaml"
 # The amendment: the follow-up visit counted 35 days after the last weekly visit, not 28.
 AMENDED_FROM = ('  label: "1.0"', "    offset_days: 28\n")
 AMENDED_TO = ('  label: "1.1"', "    offset_days: 35\n")
-
-
-# ----------------------------------------------------------------------------------------
-# Row changes: what a run wrote, and the same written again with plain SQL
-
-
-@dataclass
-class Table:
-    name: str
-    pk: str
-    columns: list[str]
-
-
-@dataclass
-class Changes:
-    """The rows one run inserted, updated and deleted, per table, dumped to COPY text files."""
-
-    folder: Path
-    tables: dict[str, Table]
-    counts: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # ins, upd, del
-    digest: str = ""
-
-    def path(self, table: str, kind: str) -> Path:
-        return self.folder / f"{table}.{kind}.copy"
-
-    def summary(self) -> str:
-        parts = []
-        for name, (ins, upd, dele) in sorted(self.counts.items()):
-            words = [
-                f"+{ins:,}" if ins else "",
-                f"~{upd:,}" if upd else "",
-                f"-{dele:,}" if dele else "",
-            ]
-            parts.append(f"{name} {' '.join(w for w in words if w)}")
-        return "; ".join(parts)
-
-    @property
-    def rows(self) -> int:
-        return sum(sum(c) for c in self.counts.values())
-
-
-def public_tables(cursor: Any) -> dict[str, Table]:
-    """Every table of the public schema with a one-column primary key."""
-    tables: dict[str, Table] = {}
-    names = cursor.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
-    ).fetchall()
-    for (name,) in names:
-        keys = cursor.execute(
-            """SELECT a.attname FROM pg_index i JOIN pg_attribute a
-               ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-               WHERE i.indrelid = %s::regclass AND i.indisprimary""",
-            [quoted(name)],
-        ).fetchall()
-        columns = cursor.execute(
-            """SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0
-               AND NOT attisdropped AND attgenerated = '' ORDER BY attnum""",
-            [quoted(name)],
-        ).fetchall()
-        if len(keys) == 1:
-            tables[name] = Table(name, keys[0][0], [c for (c,) in columns])
-    return tables
-
-
-def write_counts(cursor: Any) -> dict[str, int]:
-    """Rows inserted, updated and deleted per table by this connection, not yet flushed to the
-    server's statistics: this transaction's, and (since Postgres 15) maybe earlier ones', so
-    only a difference of two readings says what a piece of work wrote."""
-    rows = cursor.execute(
-        """SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_xact_user_tables
-           WHERE schemaname = 'public'"""
-    ).fetchall()
-    return dict(rows)
-
-
-def fingerprint(cursor: Any, tables: dict[str, Table]) -> None:
-    """Each table's rows as (primary key, md5 of the row), in temporary tables b_<n>."""
-    for number, table in enumerate(tables.values()):
-        cursor.execute(f"DROP TABLE IF EXISTS b_{number}")
-        cursor.execute(
-            f"CREATE TEMP TABLE b_{number} AS SELECT t.{quoted(table.pk)} AS pk, "  # noqa: S608
-            f"md5(t::text) AS h FROM {quoted(table.name)} t"
-        )
-        cursor.execute(f"ANALYZE b_{number}")
-
-
-def _dump(cursor: Any, sql: str, path: Path) -> int:
-    lines = 0
-    with path.open("wb") as out, cursor.copy(sql) as copy:
-        for data in copy:
-            out.write(data)
-            lines += bytes(data).count(b"\n")
-    return lines
-
-
-def dump_changes(cursor: Any, tables: dict[str, Table], folder: Path) -> Changes:
-    """The rows inserted, updated and deleted since `fingerprint`, ordered by primary key."""
-    changes = Changes(folder, {})
-    digest = hashlib.sha256()
-    for number, table in enumerate(tables.values()):
-        pk, name = quoted(table.pk), quoted(table.name)
-        columns = ", ".join(f"t.{quoted(c)}" for c in table.columns)
-        counts = (
-            _dump(
-                cursor,
-                f"COPY (SELECT {columns} FROM {name} t LEFT JOIN b_{number} b ON b.pk = t.{pk} "  # noqa: S608
-                f"WHERE b.pk IS NULL ORDER BY t.{pk}) TO STDOUT",
-                changes.path(table.name, "ins"),
-            ),
-            _dump(
-                cursor,
-                f"COPY (SELECT {columns} FROM {name} t JOIN b_{number} b ON b.pk = t.{pk} "  # noqa: S608
-                f"WHERE md5(t::text) <> b.h ORDER BY t.{pk}) TO STDOUT",
-                changes.path(table.name, "upd"),
-            ),
-            _dump(
-                cursor,
-                f"COPY (SELECT b.pk FROM b_{number} b LEFT JOIN {name} t ON t.{pk} = b.pk "  # noqa: S608
-                f"WHERE t.{pk} IS NULL ORDER BY b.pk) TO STDOUT",
-                changes.path(table.name, "del"),
-            ),
-        )
-        if any(counts):
-            changes.tables[table.name] = table
-            changes.counts[table.name] = counts
-            for kind in ("ins", "upd", "del"):
-                digest.update(changes.path(table.name, kind).read_bytes())
-        else:
-            for kind in ("ins", "upd", "del"):
-                changes.path(table.name, kind).unlink()
-    changes.digest = digest.hexdigest()
-    return changes
-
-
-def _load(cursor: Any, sql: str, path: Path) -> None:
-    with path.open("rb") as source, cursor.copy(sql) as copy:
-        while chunk := source.read(1 << 20):
-            copy.write(chunk)
-
-
-def write_plainly(cursor: Any, changes: Changes) -> None:
-    """The baseline: the same row changes, with COPY, one UPDATE … FROM and one DELETE … USING
-    per table."""
-    for number, (name, table) in enumerate(changes.tables.items()):
-        inserted, updated, deleted = changes.counts[name]
-        pk = quoted(table.pk)
-        column_list = ", ".join(quoted(c) for c in table.columns)
-        if deleted:
-            cursor.execute(
-                f"CREATE TEMP TABLE d_{number} AS SELECT {pk} FROM {quoted(name)} WITH NO DATA"  # noqa: S608
-            )
-            _load(cursor, f"COPY d_{number} FROM STDIN", changes.path(name, "del"))
-            cursor.execute(
-                f"DELETE FROM {quoted(name)} t USING d_{number} d WHERE t.{pk} = d.{pk}"  # noqa: S608
-            )
-        if updated:
-            cursor.execute(
-                f"CREATE TEMP TABLE u_{number} AS SELECT {column_list} FROM {quoted(name)} "  # noqa: S608
-                "WITH NO DATA"
-            )
-            _load(cursor, f"COPY u_{number} ({column_list}) FROM STDIN", changes.path(name, "upd"))
-            assignments = ", ".join(
-                f"{quoted(c)} = u.{quoted(c)}" for c in table.columns if c != table.pk
-            )
-            cursor.execute(
-                f"UPDATE {quoted(name)} t SET {assignments} FROM u_{number} u "  # noqa: S608
-                f"WHERE t.{pk} = u.{pk}"
-            )
-        if inserted:
-            _load(
-                cursor, f"COPY {quoted(name)} ({column_list}) FROM STDIN", changes.path(name, "ins")
-            )
 
 
 # ----------------------------------------------------------------------------------------
@@ -257,8 +84,9 @@ class Trial:
     templates: list[Any]
     today: dt.date
     participants: int = 0
-    tables: dict[str, Table] = field(default_factory=dict)
-    touched: dict[str, set[str]] = field(default_factory=dict)  # scenario -> tables
+    recorder: Recorder = field(
+        default_factory=lambda: Recorder(Path(tempfile.mkdtemp(prefix="bench-replan-rows-")))
+    )
 
 
 def setup(sites: int, templates: int) -> Trial:
@@ -266,7 +94,7 @@ def setup(sites: int, templates: int) -> Trial:
     a week apart (and a weekday later) over the past year; what lies behind today recorded
     done on its day (in SQL: the services refuse past dates), their reminders synced."""
     from django.contrib.auth import get_user_model
-    from django.db import connection, transaction
+    from django.db import transaction
     from django.db.models import F
     from django.utils import timezone
 
@@ -320,9 +148,7 @@ def setup(sites: int, templates: int) -> Trial:
         past.update(status="done", actual_date=F("target_date"), deviation_days=0)
         for person in people:
             reminders_sync(person)
-    with connection.cursor() as cursor:
-        tables = public_tables(cursor.cursor)
-    return Trial(v1, v2, site_rows, user, people, today, len(people), tables)
+    return Trial(v1, v2, site_rows, user, people, today, len(people))
 
 
 def fill(trial: Trial, upto: int) -> None:
@@ -370,37 +196,21 @@ def counting() -> Iterator[list[int]]:
         yield count
 
 
-def service_run(
-    trial: Trial,
-    scenario: str,
-    work: Callable[[], Any],
-    folder: Path,
-    profile: bool = False,
-) -> Run:
-    """`work` in a transaction rolled back afterwards; its row changes dumped to `folder`."""
-    from django.db import connection, transaction
+def service_run(trial: Trial, scenario: str, work: Callable[[], Any], profile: bool = False) -> Run:
+    """`work` recorded (`bench.rowchanges.Recorder.record`), its queries counted."""
+    profiler = cProfile.Profile() if profile else None
 
-    tables = {n: trial.tables[n] for n in sorted(trial.touched.get(scenario, trial.tables))}
-    with transaction.atomic(), connection.cursor() as wrapper:
-        cursor = wrapper.cursor
-        fingerprint(cursor, tables)
-        before = write_counts(cursor)
-        profiler = cProfile.Profile() if profile else None
-        with counting() as queries:
-            started = time.perf_counter()
-            if profiler:
-                profiler.enable()
+    def observed() -> None:
+        if profiler:
+            profiler.enable()
+        try:
             work()
+        finally:
             if profiler:
                 profiler.disable()
-            seconds = time.perf_counter() - started
-        after = write_counts(cursor)
-        touched = {name for name, count in after.items() if count > before.get(name, 0)}
-        unseen = touched - set(tables)
-        assert not unseen, f"{scenario} wrote tables not fingerprinted: {sorted(unseen)}"
-        changes = dump_changes(cursor, tables, folder)
-        trial.touched.setdefault(scenario, set(changes.tables))
-        transaction.set_rollback(True)
+
+    with counting() as queries:
+        seconds, changes = trial.recorder.record(scenario, observed)
     if profiler:
         text = io.StringIO()
         stats = pstats.Stats(profiler, stream=text)
@@ -413,27 +223,6 @@ def service_run(
         print(f"profile of {scenario} (cProfile: by own time, then ours by cumulative time):")
         print("\n".join(line for line in text.getvalue().splitlines() if line.strip()))
     return Run(seconds, queries[0], changes)
-
-
-def baseline_run(trial: Trial, scenario: str, changes: Changes, folder: Path) -> float:
-    """The same row changes with plain SQL, in a transaction rolled back afterwards; checked
-    to be the very same changes."""
-    from django.db import connection, transaction
-
-    tables = {n: trial.tables[n] for n in sorted(trial.touched[scenario])}
-    with transaction.atomic(), connection.cursor() as wrapper:
-        cursor = wrapper.cursor
-        fingerprint(cursor, tables)
-        started = time.perf_counter()
-        write_plainly(cursor, changes)
-        seconds = time.perf_counter() - started
-        again = dump_changes(cursor, tables, folder)
-        transaction.set_rollback(True)
-    assert again.counts == changes.counts and again.digest == changes.digest, (
-        f"{scenario}: the plain SQL did not write the same rows "
-        f"({again.summary()} against {changes.summary()})"
-    )
-    return seconds
 
 
 def amendment(trial: Trial) -> Callable[[], Any]:
@@ -546,10 +335,6 @@ def run(args: argparse.Namespace, sizes: list[int]) -> None:
     app.conf.broker_url = "memory://"  # what the services queue stays in the outbox tables
     call_command("migrate", verbosity=0)
     trial = setup(args.sites, min(TEMPLATES, sizes[0]))
-    folder = Path(tempfile.mkdtemp(prefix="bench-replan-rows-"))
-    service_folder, baseline_folder = folder / "service", folder / "baseline"
-    service_folder.mkdir()
-    baseline_folder.mkdir()
     print(
         f"JASMINE at {args.sites} sites; amendment 1.0 -> 1.1 (follow-up at 5 weeks) on "
         f"{trial.today}; medians; each run rolled back"
@@ -575,12 +360,11 @@ def run(args: argparse.Namespace, sizes: list[int]) -> None:
                 trial,
                 "amendment",
                 amendment(trial),
-                service_folder,
                 profile=args.profile and number == 0 and attempt == 0,
             )
             service.append(done.seconds)
             queries = done.queries
-            plain.append(baseline_run(trial, "amendment", done.changes, baseline_folder))
+            plain.append(trial.recorder.replay("amendment", done.changes))
         runs = len(service)
         value, baseline = statistics.median(service), statistics.median(plain)
         print(
@@ -604,12 +388,10 @@ def run(args: argparse.Namespace, sizes: list[int]) -> None:
         for visit in progress(
             cascade_visits(trial, args.cascades), f"replan.py: reschedules at {size:,}"
         ):
-            done = service_run(trial, "cascade", reschedule(trial, visit), service_folder)
+            done = service_run(trial, "cascade", reschedule(trial, visit))
             cascade_ms.append(done.seconds * 1000)
             cascade_queries = done.queries
-            cascade_plain.append(
-                baseline_run(trial, "cascade", done.changes, baseline_folder) * 1000
-            )
+            cascade_plain.append(trial.recorder.replay("cascade", done.changes) * 1000)
         value, baseline = statistics.median(cascade_ms), statistics.median(cascade_plain)
         print(
             f"  reschedule cascade: {value:8.2f} ms ({cascade_queries} queries); plain SQL "
