@@ -344,10 +344,12 @@ class PlannedProcedure:
         self.not_done_reason = not_done_reason
 
 
-def visits_attach_procedures(visits: list[ScheduledVisit]) -> list[ScheduledVisit]:
+def visits_attach_procedures(
+    visits: list[ScheduledVisit], *, known: Iterable[ProcedureDefinition] = ()
+) -> list[ScheduledVisit]:
     """Give each visit its procedures in the protocol's order as `PlannedProcedure`s, read
     through `ScheduledVisit.procedures_in_order`, in two queries: the rows, then their
-    definitions, each loaded once however many visits carry it."""
+    definitions, each loaded once however many visits carry it (none of those `known`)."""
     by_visit: dict[int, list[PlannedProcedure]] = {visit.pk: [] for visit in visits}
     if by_visit:
         rows = list(
@@ -355,7 +357,10 @@ def visits_attach_procedures(visits: list[ScheduledVisit]) -> list[ScheduledVisi
             .order_by("procedure__order", "id")
             .values_list("visit_id", "procedure_id", "status", "not_done_reason")
         )
-        definitions = ProcedureDefinition.objects.in_bulk({row[1] for row in rows})
+        definitions = {definition.pk: definition for definition in known}
+        missing = {row[1] for row in rows} - definitions.keys()
+        if missing:
+            definitions.update(ProcedureDefinition.objects.in_bulk(missing))
         for visit_id, procedure_id, status, reason in rows:
             by_visit[visit_id].append(PlannedProcedure(definitions[procedure_id], status, reason))
     for visit in visits:

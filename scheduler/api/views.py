@@ -45,6 +45,7 @@ from scheduler.calendars.feeds import feed_create, feed_public_url, feed_revoke
 from scheduler.models import CalendarFeed, Reminder, ScheduledProcedure, ScheduledVisit
 from scheduler.outbox.sweep import reminders_retry
 from scheduler.selectors import (
+    protocol_catalog,
     rows_share_related,
     visit_glance_status,
     visits_attach_procedures,
@@ -678,25 +679,27 @@ class CalendarView(generics.GenericAPIView[Participant]):
         )
         today = _SiteToday()
         # The participant is read already: its visits share it instead of fetching it again,
-        # and its protocol version, which is most visits' version.
+        # and its protocol version, which is most visits' version. That version's
+        # definitions, procedures and rules are read once per process (a published one);
+        # those of an earlier version (visits kept by a move) in one query each, only if any.
+        version = participant.protocol_version
+        definitions, procedures, rules = protocol_catalog(version=version)
         visits = list(
             access.visits_for(request.user)
             .filter(participant=participant)
-            .prefetch_related("visit_definition")
             .order_by("target_date", "id")
         )
-        visits_attach_procedures(visits)
-        # Most visits are of the participant's version: the others (planned under an earlier
-        # version, kept by a move) in one query, only if any.
-        rows_share_related(visits, "protocol_version", known=[participant.protocol_version])
+        rows_share_related(visits, "visit_definition", known=definitions.values())
+        visits_attach_procedures(visits, known=procedures.values())
+        rows_share_related(visits, "protocol_version", known=[version])
         for visit in visits:
             visit.participant = participant
         milestones = list(
             access.milestones_for(request.user)
             .filter(participant=participant)
-            .select_related("rule")
             .order_by("due_date", "sequence", "id")
         )
+        rows_share_related(milestones, "rule", known=rules.values())
         data = {
             "participant": participant.pk,
             "study_id": participant.study_id,
