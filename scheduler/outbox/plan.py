@@ -50,20 +50,20 @@ OPEN_STATUSES = (Reminder.Status.PENDING, Reminder.Status.FAILED)
 def _rules(participant: Participant) -> list[ReminderRuleSpec]:
     """The reminder rules of the participant's protocol version, or the defaults."""
     version = participant.protocol_version
-    stored = [
-        ReminderRuleSpec(
-            code=r.code,
-            event=r.event,
-            at=r.at,
-            days=r.days,
-            channels=tuple(r.channels),
-            visits=frozenset(r.visit_codes),
-            procedures=frozenset(r.procedure_codes),
-        )
-        for r in ReminderRule.objects.filter(version=version).order_by("order")
-    ]
     if not version.default_reminders:
-        return stored
+        return [
+            ReminderRuleSpec(
+                code=r.code,
+                event=r.event,
+                at=r.at,
+                days=r.days,
+                channels=tuple(r.channels),
+                visits=frozenset(r.visit_codes),
+                procedures=frozenset(r.procedure_codes),
+            )
+            for r in ReminderRule.objects.filter(version=version).order_by("order")
+        ]
+    # A file that names no reminders gets the defaults, and has no rules stored to read.
     return [
         ReminderRuleSpec(
             code=r.code,
