@@ -255,6 +255,18 @@ def clone_participants(
             },
         )
     )
+    grown = [
+        model._meta.db_table
+        for model in (
+            Participant,
+            ParticipantAnchor,
+            ScheduledVisit,
+            ScheduledMilestone,
+            ScheduledProcedure,
+            Reminder,
+        )
+    ]
+    analyzed_at = 0  # participants cloned when the statistics were last taken
     starts = range(numbers.start, numbers.stop, CLONE_BATCH)
     for start in progress(starts, f"{label}: cloning participants up to {numbers.stop:,}"):
         batch = range(start, min(start + CLONE_BATCH, numbers.stop))
@@ -283,5 +295,13 @@ def clone_participants(
             with cursor.copy("COPY bench_batch (pid, tid) FROM STDIN") as copy:
                 for n, person in zip(batch, people, strict=True):
                     copy.write_row((person.pk, templates[n % len(templates)].pk))
+            cursor.execute("ANALYZE bench_batch")
             for sql in statements:
                 cursor.execute(sql)
+        # The planner's statistics keep up as the tables grow tenfold and more in one fill
+        # (else, planning the joins above for tables it believes empty, a batch took minutes).
+        cloned = batch.stop - numbers.start
+        if cloned >= 2 * analyzed_at:
+            with connection.cursor() as wrapper:
+                wrapper.cursor.execute("ANALYZE " + ", ".join(quoted(table) for table in grown))
+            analyzed_at = cloned
