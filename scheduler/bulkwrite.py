@@ -254,6 +254,37 @@ def delete_with_history(
 COPY_FROM_ROWS = 20
 
 
+def rows_add_new(objs: Sequence[models.Model], model: type[models.Model]) -> None:
+    """`bulk_create(objs, ignore_conflicts=True)`: a row a unique constraint already holds is
+    left as it is and this one not written, and no keys come back (as with Django's). On
+    Postgres one statement of one array a column (`INSERT … SELECT … FROM unnest(…) ON
+    CONFLICT DO NOTHING`) instead of a placeholder per value; defaults, `pre_save` and value
+    preparation are Django's own. Elsewhere Django's `bulk_create`."""
+    objs = list(objs)
+    meta = model._meta
+    if connection.vendor != "postgresql" or not objs or meta.parents:
+        model._default_manager.bulk_create(objs, ignore_conflicts=True)
+        return
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    if any(obj.pk is not None for obj in objs):
+        fields = list(meta.concrete_fields)  # keys given: written as given, as Django does
+    for obj in objs:
+        obj._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
+    values = [
+        [field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in objs]
+        for field in fields
+    ]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    arrays = ", ".join(f"CAST(%s AS {_pg_type(field)}[])" for field in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT * FROM unnest({arrays}) "  # noqa: S608  # nosec B608  # quoted names and placeholders only
+            "ON CONFLICT DO NOTHING",
+            values,
+        )
+
+
 def rows_create(objs: Sequence[models.Model], model: type[models.Model]) -> list[Any]:
     """`bulk_create(objs)` (new rows, each given its primary key), without the SQL compiled
     value by value: on Postgres, for COPY_FROM_ROWS rows or more, the keys are drawn from the

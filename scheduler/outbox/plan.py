@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from participants.models import Participant
 from scheduler.access import participant_today
+from scheduler.bulkwrite import rows_add_new
 from scheduler.calendars.events import attendee_of
 from scheduler.calendars.imip import INVITE_EVENT
 from scheduler.engine.reminders import (
@@ -246,7 +247,7 @@ def reminders_sync_many(
         ).update(status=Reminder.Status.CANCELLED)
     # Rows already planned, sent or cancelled for the same moment stay as they are (a row
     # another transaction added since is one of them).
-    Reminder.objects.bulk_create(new_rows, ignore_conflicts=True)
+    rows_add_new(new_rows, Reminder)
 
 
 def invite_day(visit: ScheduledVisit) -> dt.date:
@@ -367,11 +368,11 @@ def announce_visits(
         )
     if not wanted:
         return
-    Reminder.objects.bulk_create(wanted, ignore_conflicts=True)
+    rows_add_new(wanted, Reminder)
     # Rows due now go to a worker after commit; later ones wait for the sweep.
     due_now = [row for row in wanted if row.due_at <= now]
     if due_now:
-        # bulk_create with ignore_conflicts returns no ids: read them back.
+        # Rows added past conflicts come back without ids: read them back.
         send_after_commit(
             SEND_TASK,
             list(

@@ -41,6 +41,7 @@ from standardwebhooks import Webhook
 
 from participants.models import Participant
 from scheduler.access import can_receive_events_at
+from scheduler.bulkwrite import rows_add_new
 from scheduler.models import Reminder, ScheduledVisit, WebhookDelivery, WebhookSubscription
 from scheduler.outbox.dispatch import WEBHOOK_TASK, send_after_commit
 from scheduler.outbox.errors import NotNeeded, PermanentDeliveryError, TransientDeliveryError
@@ -285,7 +286,7 @@ def announce_to_site_systems(
                 )
             )
     # A row already planned for the very same event stays as it is (and keeps its id).
-    Reminder.objects.bulk_create(rows, ignore_conflicts=True)
+    rows_add_new(rows, Reminder)
     created = Reminder.objects.filter(
         channel=WEBHOOK_CHANNEL,
         due_at=now,

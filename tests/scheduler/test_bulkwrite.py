@@ -17,6 +17,7 @@ from scheduler.bulkwrite import (
     create_with_history,
     delete_with_history,
     history_record,
+    rows_add_new,
     rows_update,
     update_with_history,
 )
@@ -454,3 +455,92 @@ def test_delete_with_history_records_what_simple_history_records_on_delete(
     with pytest.raises(ValueError, match="ScheduledVisit rows are pointed at by"):
         delete_with_history([visit], ScheduledVisit, by=user, reason="amended")
     assert ScheduledVisit.objects.filter(pk=visit.pk).exists()
+
+
+def test_rows_add_new_writes_what_bulk_create_ignoring_conflicts_writes(
+    import_seed: Any,
+) -> None:
+    """New reminders, one of them for a moment a stored row already holds: that row stays as
+    it is, the others go in with Django's defaults and preparation, in one statement."""
+    from scheduler.models import Reminder
+
+    version = import_seed("002")
+    mine = _enrolled(version, "J-001", day1=D(2026, 3, 2))
+    held = Reminder.objects.filter(participant=mine).order_by("id").first()
+    assert held is not None
+    visit = ScheduledVisit.objects.filter(participant=mine).order_by("id")[3]
+    at = dt.datetime(2026, 7, 1, 7, 30, tzinfo=dt.UTC)
+
+    def rows() -> list[Reminder]:
+        return [
+            Reminder(
+                participant=mine,
+                visit=visit,
+                target_key=f"visit:{visit.pk}",
+                rule_code="R1",
+                event="before_visit",
+                channel="email",
+                audience="participant",
+                due_at=at,
+                next_attempt_at=at,
+                last_error='l\'erreur "citée"\tet\nla suite \\',
+            ),
+            Reminder(  # the held row's moment: not written
+                participant=mine,
+                target_key=held.target_key,
+                rule_code=held.rule_code,
+                event=held.event,
+                channel=held.channel,
+                audience=held.audience,
+                due_at=held.due_at,
+                next_attempt_at=held.due_at,
+                attempts=9,
+            ),
+            Reminder(
+                participant=mine,
+                target_key="participant:x",
+                rule_code="R2",
+                event="welcome",
+                channel="sms",
+                audience="participant",
+                due_at=at + dt.timedelta(minutes=1),
+                next_attempt_at=at,
+                status=Reminder.Status.FAILED,
+                ical_sequence=3,
+            ),
+        ]
+
+    def stored() -> list[dict[str, Any]]:
+        return [
+            {k: v for k, v in row.items() if k not in ("id", "created_at")}
+            for row in Reminder.objects.filter(participant=mine)
+            .order_by("due_at", "rule_code")
+            .values()
+        ]
+
+    before = stored()
+    outcomes = []
+    for write in (
+        lambda objs: rows_add_new(objs, Reminder),
+        lambda objs: Reminder.objects.bulk_create(objs, ignore_conflicts=True),
+    ):
+        with transaction.atomic():
+            with CaptureQueriesContext(connection) as queries:
+                write(rows())
+            outcomes.append((stored(), len(queries.captured_queries)))
+            assert Reminder.objects.filter(created_at__isnull=True).count() == 0
+            transaction.set_rollback(True)
+
+    (ours, statements), (djangos, _) = outcomes
+    assert ours == djangos
+    assert statements == 1
+    assert len(ours) == len(before) + 2
+    assert Reminder.objects.get(pk=held.pk).attempts == held.attempts
+    added = [row for row in ours if row["rule_code"] in ("R1", "R2")]
+    assert [
+        (r["rule_code"], r["status"], r["attempts"], r["ical_sequence"], r["last_error"])
+        for r in added
+    ] == [
+        ("R1", "pending", 0, None, 'l\'erreur "citée"\tet\nla suite \\'),
+        ("R2", "failed", 0, 3, ""),
+    ]
