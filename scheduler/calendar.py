@@ -147,7 +147,8 @@ def stored_calendars(
         visits, "visit_definition", known=[d for c in catalogs for d in c[0].values()]
     )
     rows_share_related(milestones, "rule", known=[r for c in catalogs for r in c[2].values()])
-    # Those not in a catalog given were read just now, without their version.
+    # Those not in a catalog given were read just now, without their version (one query for
+    # definitions and rules alike: both name it by the same foreign key, `version`).
     field = VisitDefinition._meta.get_field("version")
     rows_share_related(
         [

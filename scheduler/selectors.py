@@ -97,20 +97,9 @@ def protocol_catalog(*, version: ProtocolVersion) -> Catalog:
     catalog = None if key is None else _published_catalogs.get(key)
     if catalog is None:
         catalog = (
-            {
-                d.code: d
-                for d in VisitDefinition.objects.filter(version=version).select_related("version")
-            },
-            {
-                p.code: p
-                for p in ProcedureDefinition.objects.filter(version=version).select_related(
-                    "version"
-                )
-            },
-            {
-                r.code: r
-                for r in MilestoneRule.objects.filter(version=version).select_related("version")
-            },
+            _by_code(VisitDefinition.objects.filter(version=version)),
+            _by_code(ProcedureDefinition.objects.filter(version=version)),
+            _by_code(MilestoneRule.objects.filter(version=version)),
         )
         if key is not None:
             if len(_published_catalogs) >= PUBLISHED_SNAPSHOTS_MAX:
