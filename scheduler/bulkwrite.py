@@ -262,12 +262,16 @@ def rows_add_new(objs: Sequence[models.Model], model: type[models.Model]) -> Non
     preparation are Django's own. Elsewhere Django's `bulk_create`."""
     objs = list(objs)
     meta = model._meta
-    if connection.vendor != "postgresql" or not objs or meta.parents:
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    if (
+        connection.vendor != "postgresql"
+        or not objs
+        or meta.parents  # multi-table inheritance
+        or any(obj.pk is not None for obj in objs)  # keys given
+        or any(field.get_internal_type() == "JSONField" for field in fields)  # no jsonb[] cast
+    ):
         model._default_manager.bulk_create(objs, ignore_conflicts=True)
         return
-    fields = [field for field in meta.concrete_fields if not field.primary_key]
-    if any(obj.pk is not None for obj in objs):
-        fields = list(meta.concrete_fields)  # keys given: written as given, as Django does
     for obj in objs:
         obj._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
     values = [
