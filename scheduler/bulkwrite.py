@@ -163,6 +163,25 @@ def _column(field: models.Field[Any, Any], objs: Sequence[models.Model]) -> list
     return column
 
 
+def _arrays(fields: Sequence[models.Field[Any, Any]]) -> str:
+    """Postgres: a placeholder for each field's column of values, cast to an array of its
+    type, for `unnest(…)`: as many parameters as columns, whatever the number of rows."""
+    return ", ".join(f"CAST(%s AS {_pg_type(field)}[])" for field in fields)
+
+
+def _as_inserted(field: models.Field[Any, Any], obj: models.Model) -> Any:
+    """`obj`'s value of `field` as Django's INSERT writes it: `pre_save` (auto_now_add), then
+    the database's preparation."""
+    return field.get_db_prep_save(field.pre_save(obj, True), connection)
+
+
+def _check_related(objs: Sequence[models.Model]) -> None:
+    """What Model.save() checks: an unsaved related object is refused, a related object saved
+    since it was assigned gives its key."""
+    for obj in objs:
+        obj._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
+
+
 def _rows_update_arrays(
     objs: Sequence[models.Model],
     fields: list[models.Field[Any, Any]],
@@ -173,11 +192,10 @@ def _rows_update_arrays(
     """Postgres: one array a column, unnested (`UPDATE … FROM unnest(…)`), so the statement
     has as many parameters as columns whatever the number of rows: nothing to split in
     batches, and nothing for the driver to parse placeholder by placeholder."""
-    arrays = [f"CAST(%s AS {_pg_type(field)}[])" for field in fields]
     values = [_column(field, objs) for field in fields]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET {assignments} FROM unnest({', '.join(arrays)}) "  # noqa: S608  # nosec B608  # quoted names and placeholders only
+            f"UPDATE {table} SET {assignments} FROM unnest({_arrays(fields)}) "  # noqa: S608  # nosec B608  # quoted names and placeholders only
             f"AS v ({', '.join(names)}) WHERE {table}.{names[0]} = v.{names[0]}",
             values,
         )
@@ -272,19 +290,14 @@ def rows_add_new(objs: Sequence[models.Model], model: type[models.Model]) -> Non
     ):
         model._default_manager.bulk_create(objs, ignore_conflicts=True)
         return
-    for obj in objs:
-        obj._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
-    values = [
-        [field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in objs]
-        for field in fields
-    ]
+    _check_related(objs)
+    values = [[_as_inserted(field, obj) for obj in objs] for field in fields]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
-    arrays = ", ".join(f"CAST(%s AS {_pg_type(field)}[])" for field in fields)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT * FROM unnest({arrays}) "  # noqa: S608  # nosec B608  # quoted names and placeholders only
-            "ON CONFLICT DO NOTHING",
+            f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608  # nosec B608  # quoted names and placeholders only
+            f"SELECT * FROM unnest({_arrays(fields)}) ON CONFLICT DO NOTHING",
             values,
         )
 
@@ -313,10 +326,7 @@ def rows_create(objs: Sequence[models.Model], model: type[models.Model]) -> list
             [meta.db_table, pk.column, len(objs)],
         )
         keys = [key for (key,) in wrapper.fetchall()]
-        for obj in objs:
-            # What Model.save() checks: an unsaved related object is refused, a related object
-            # saved since it was assigned gives its key.
-            obj._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
+        _check_related(objs)
         # Through the driver's cursor (Django's has no COPY), logged and its errors turned
         # into Django's as Django's own statements are.
         logged = getattr(wrapper, "debug_sql", None)
@@ -326,15 +336,7 @@ def rows_create(objs: Sequence[models.Model], model: type[models.Model]) -> list
             wrapper.cursor.copy(copy_sql) as copy,
         ):
             for key, obj in zip(keys, objs, strict=True):
-                copy.write_row(
-                    [
-                        key,
-                        *(
-                            field.get_db_prep_save(field.pre_save(obj, True), connection)
-                            for field in fields
-                        ),
-                    ]
-                )
+                copy.write_row([key, *(_as_inserted(field, obj) for field in fields)])
     for key, obj in zip(keys, objs, strict=True):
         obj.pk = key
         obj._state.adding = False

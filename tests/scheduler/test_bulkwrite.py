@@ -527,13 +527,20 @@ def test_rows_add_new_writes_what_bulk_create_ignoring_conflicts_writes(
         with transaction.atomic():
             with CaptureQueriesContext(connection) as queries:
                 write(rows())
-            outcomes.append((stored(), len(queries.captured_queries)))
+            outcomes.append((stored(), [q["sql"] for q in queries.captured_queries]))
             assert Reminder.objects.filter(created_at__isnull=True).count() == 0
             transaction.set_rollback(True)
 
     (ours, statements), (djangos, _) = outcomes
     assert ours == djangos
-    assert statements == 1
+    assert len(statements) == 1
+    # On Postgres one array a column, whatever the number of rows; SQLite keeps Django's.
+    assert ("FROM unnest(" in statements[0]) == (connection.vendor == "postgresql")
+    assert (
+        statements[0].endswith("ON CONFLICT DO NOTHING")
+        if connection.vendor == "postgresql"
+        else statements[0].startswith("INSERT OR IGNORE")
+    )
     assert len(ours) == len(before) + 2
     assert Reminder.objects.get(pk=held.pk).attempts == held.attempts
     added = [row for row in ours if row["rule_code"] in ("R1", "R2")]
