@@ -425,13 +425,17 @@ MILESTONE_FIELDS = [
 
 def calendar_apply_many(
     pendings: Sequence[PendingCalendar], *, by: Any, reason: str, sync_reminders: bool = True
-) -> None:
+) -> set[int]:
     """`calendar_apply` for the diffs of many participants onto one protocol version (a site's
     amendment): each table's changes for all of them in one statement, with their history;
     the outbox per participant. `sync_reminders=False`: the caller re-plans the reminders
-    itself (`reminders_sync_many`), in the same transaction."""
+    itself (`reminders_sync_many`), in the same transaction.
+
+    Returns the visits whose reminders the change may have changed: those added, and those
+    whose code, status, window or procedures it changed (not those only re-pointed at the
+    same visit of a new version)."""
     if not pendings:
-        return
+        return set()
     version = pendings[0].version
     if any(pending.version.pk != version.pk for pending in pendings):
         raise ValueError("calendar_apply_many takes diffs onto one protocol version")
@@ -439,8 +443,10 @@ def calendar_apply_many(
 
     updated_visits: dict[int, list[ScheduledVisit]] = {}
     repointed: list[tuple[ScheduledVisit, PlannedVisit]] = []
+    reminded: set[int] = set()  # what the return value says
     for pending in pendings:
         for row, planned in pending.visit_updates:
+            facts = _reminder_facts(row)
             if planned is None:
                 row.status = ScheduledVisit.Status.CANCELLED
                 row.reason = reason
@@ -459,6 +465,8 @@ def calendar_apply_many(
             row.version += 1
             row.ical_sequence += 1
             updated_visits.setdefault(pending.participant.pk, []).append(row)
+            if _reminder_facts(row) != facts:
+                reminded.add(row.pk)
     all_updated = [row for rows in updated_visits.values() for row in rows]
     if all_updated:
         update_with_history(all_updated, ScheduledVisit, VISIT_FIELDS, by=by, reason=reason)
@@ -478,7 +486,7 @@ def calendar_apply_many(
         for event, visits in (("visit.moved", moved), ("visit.cancelled", gone)):
             announce_to_site_systems(event, pending.participant, visits, subscribers=subscribers)
     if repointed:
-        _procedures_follow_version(repointed, procedures, by=by, reason=reason)
+        reminded |= _procedures_follow_version(repointed, procedures, by=by, reason=reason)
 
     planned_new = [(pending, p) for pending in pendings for p in pending.visit_creates]
     created = create_with_history(
@@ -499,6 +507,7 @@ def calendar_apply_many(
         by=by,
         reason=reason,
     )
+    reminded.update(visit.pk for visit in created)
     created_of: dict[int, list[ScheduledVisit]] = {}
     for visit in created:
         created_of.setdefault(visit.participant_id, []).append(visit)
@@ -554,6 +563,14 @@ def calendar_apply_many(
     )
     if sync_reminders:
         reminders_sync_many([pending.participant for pending in pendings])
+    return reminded
+
+
+def _reminder_facts(row: ScheduledVisit) -> tuple[Any, ...]:
+    """What of a stored visit its reminders depend on, apart from its procedures
+    (`scheduler.engine.reminders.VisitFacts`)."""
+    code = row.visit_definition.code if row.visit_definition is not None else None
+    return (code, row.status, row.window_start, row.window_end, row.booked_start)
 
 
 def _procedures_follow_version(
@@ -562,9 +579,10 @@ def _procedures_follow_version(
     *,
     by: Any,
     reason: str,
-) -> None:
+) -> set[int]:
     """Planned procedures of visits moved to a new protocol version follow its schedule of
-    activities: kept ones point at the new definitions, new ones are added, dropped ones go."""
+    activities: kept ones point at the new definitions, new ones are added, dropped ones go.
+    Returns the visits that gained or lost a procedure."""
     existing: dict[int, dict[str, ScheduledProcedure]] = {}
     still_planned = list(
         ScheduledProcedure.objects.filter(
@@ -590,3 +608,4 @@ def _procedures_follow_version(
     if kept:
         update_with_history(kept, ScheduledProcedure, ["procedure"], by=by, reason=reason)
     create_with_history(added, ScheduledProcedure, by=by, reason=reason)
+    return {procedure.visit_id for procedure in (*added, *dropped)}

@@ -74,6 +74,8 @@ from scheduler.outbox.plan import (
     announce_visits,
     announce_welcome,
     reminders_sync,
+    reminders_sync_many,
+    version_rules,
 )
 from scheduler.selectors import protocol_snapshot, withdrawal_cancellations
 from scheduler.slotwords import nearest_words, obstacles_words, search_words
@@ -1847,6 +1849,12 @@ def site_move_to_version(
     # and moved onto the version in one statement each (with one history row each), the
     # version's plan read once, then each calendar re-planned.
     movers = list(_site_movers(site, version).select_for_update())
+    # Those whose reminders were planned under the same rules as the version's: only what the
+    # move changes of their calendars needs its reminders re-planned.
+    rules = version_rules(version)
+    leaving = ProtocolVersion.objects.filter(pk__in={p.protocol_version_id for p in movers})
+    same_rules = {left.pk for left in leaving if version_rules(left) == rules}
+    unchanged = {p.pk for p in movers if p.protocol_version_id in same_rules}
     for participant in movers:
         _check_move(participant, version)
         participant.protocol_version = version
@@ -1867,7 +1875,11 @@ def site_move_to_version(
             )
             for participant in chunk
         ]
-        calendar_apply_many(pendings, by=by, reason=_moved(version, reason))
+        changed = calendar_apply_many(
+            pendings, by=by, reason=_moved(version, reason), sync_reminders=False
+        )
+        reminders_sync_many([p for p in chunk if p.pk in unchanged], only_visits=changed)
+        reminders_sync_many([p for p in chunk if p.pk not in unchanged])
         moved.update((pending.participant.study_id, pending.diff) for pending in pendings)
     return moved
 

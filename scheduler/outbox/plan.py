@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from django.conf import settings
 from django.db.models import Q
@@ -37,7 +37,7 @@ from scheduler.models import Reminder, ScheduledMilestone, ScheduledProcedure, S
 from scheduler.outbox.dispatch import SEND_TASK, send_after_commit
 from scheduler.outbox.webhooks import WEBHOOK_CHANNEL
 from scheduler.outbox.webhooks import announce_to_site_systems as announce_to_site_systems
-from trials.models import ReminderRule
+from trials.models import ProtocolVersion, ReminderRule
 from trials.protocol_file import DEFAULT_REMINDERS
 
 WELCOME_EVENT = "welcome"
@@ -48,9 +48,8 @@ INVITE_AT = dt.time(9)
 OPEN_STATUSES = (Reminder.Status.PENDING, Reminder.Status.FAILED)
 
 
-def _rules(participant: Participant) -> list[ReminderRuleSpec]:
-    """The reminder rules of the participant's protocol version, or the defaults."""
-    version = participant.protocol_version
+def version_rules(version: ProtocolVersion) -> list[ReminderRuleSpec]:
+    """The reminder rules of a protocol version, or the defaults."""
     if not version.default_reminders:
         return [
             ReminderRuleSpec(
@@ -97,20 +96,35 @@ def reminders_sync(participant: Participant, *, now: dt.datetime | None = None) 
 
 
 def reminders_sync_many(
-    participants: Iterable[Participant], *, now: dt.datetime | None = None
+    participants: Iterable[Participant],
+    *,
+    now: dt.datetime | None = None,
+    only_visits: Collection[int] | None = None,
 ) -> None:
     """`reminders_sync` for many participants at once (a site's amendment), with the same
     queries as for one: each reads every participant's rows, and one statement cancels and
-    one adds the reminders of them all."""
+    one adds the reminders of them all.
+
+    `only_visits`: the reminders of these visits (of these participants) and of every
+    milestone, the rest left as they are. Only for a caller that knows nothing else a
+    reminder depends on changed since the last sync: not the participant (status, contact,
+    channels, quiet hours, zone), not the reminder rules (`version_rules`), and no other
+    visit's code, status, window, booking or procedures (an amendment whose rules are the
+    same as the ones it leaves: `site_move_to_version`)."""
     now = now or timezone.now()
     ids = [participant.pk for participant in participants]
     if not ids:
         return
+    visit_rows = ScheduledVisit.objects.filter(participant__in=ids)
+    procedure_rows = ScheduledProcedure.objects.filter(visit__participant__in=ids)
+    stored_rows = Reminder.objects.filter(participant__in=ids)
+    if only_visits is not None:
+        visit_rows = visit_rows.filter(pk__in=only_visits)
+        procedure_rows = procedure_rows.filter(visit__in=only_visits)
+        stored_rows = stored_rows.filter(Q(visit__in=only_visits) | Q(milestone__isnull=False))
     # Plain values, not model instances: this runs on every change of every calendar.
     procedures: dict[int, set[str]] = {}
-    for visit_id, code in ScheduledProcedure.objects.filter(visit__participant__in=ids).values_list(
-        "visit_id", "procedure__code"
-    ):
+    for visit_id, code in procedure_rows.values_list("visit_id", "procedure__code"):
         procedures.setdefault(visit_id, set()).add(code)
     visits: dict[int, list[VisitFacts]] = {pk: [] for pk in ids}
     for (
@@ -121,7 +135,7 @@ def reminders_sync_many(
         window_start,
         window_end,
         booked_start,
-    ) in ScheduledVisit.objects.filter(participant__in=ids).values_list(
+    ) in visit_rows.values_list(
         "pk",
         "participant_id",
         "visit_definition__code",
@@ -166,8 +180,7 @@ def reminders_sync_many(
         pk: [] for pk in ids
     }
     for pk, participant_id, status, target_key, rule_code, channel, due_at in (
-        Reminder.objects.filter(participant__in=ids)
-        .filter(Q(due_at__gt=now) | Q(status__in=OPEN_STATUSES))
+        stored_rows.filter(Q(due_at__gt=now) | Q(status__in=OPEN_STATUSES))
         .exclude(event__in=NOT_REMINDERS)
         .exclude(channel=WEBHOOK_CHANNEL)  # webhooks are events, not reminders of the calendar
         .values_list(
@@ -191,7 +204,7 @@ def reminders_sync_many(
         else:
             version_id = participant.protocol_version_id
             if version_id not in rules:
-                rules[version_id] = _rules(participant)
+                rules[version_id] = version_rules(participant.protocol_version)
             recipients = Recipients(
                 participant_zone=participant.timezone,
                 site_zone=participant.site.timezone,
