@@ -20,8 +20,10 @@ class SchedulerConfig(AppConfig):
         # checks: the system checks of `manage.py check` (sites in use without a mailbox).
         # The security audit's receivers: sign-ins, sign-outs, lockouts, permission and
         # membership changes (scheduler/audittrail.py).
-        from scheduler import audittrail, checks, tasks  # noqa: F401
+        # arrayin: `__in` with a list as one array parameter on Postgres (see there).
+        from scheduler import arrayin, audittrail, checks, tasks  # noqa: F401
 
+        arrayin.register()
         audittrail.connect()
 
 

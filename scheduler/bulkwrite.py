@@ -45,37 +45,70 @@ def rows_update(
     `bulk_update` does, in one statement per batch. Returns the number of rows updated."""
     if not objs or not fields:
         return 0
+    columns = _updatable(model, fields)
+    return _update_columns(model, columns, [_column(field, objs) for field in columns])
+
+
+def keys_update(
+    model: type[models.Model], keys: Sequence[Any], values: dict[str, Sequence[Any]]
+) -> int:
+    """`rows_update` without model instances: the row with key `keys[i]` gets, for each field
+    named in `values`, its `values[field][i]` (prepared for the database as Django does)."""
+    if not keys or not values:
+        return 0
+    columns = _updatable(model, list(values))
+    return _update_columns(
+        model,
+        columns,
+        [_prepared(columns[0], keys)]
+        + [_prepared(field, values[field.name]) for field in columns[1:]],
+    )
+
+
+def _updatable(model: type[models.Model], fields: Sequence[str]) -> list[models.Field[Any, Any]]:
+    """The primary key, then the fields named: those a bulk update can write."""
     meta = model._meta
-    pk = meta.pk
-    assert pk is not None  # noqa: S101  # every concrete model has one
-    columns: list[models.Field[Any, Any]] = []
+    assert meta.pk is not None  # noqa: S101  # every concrete model has one
+    columns: list[models.Field[Any, Any]] = [meta.pk]
     for name in fields:
         field = meta.get_field(name)
         if not isinstance(field, models.Field) or field.many_to_many or field.primary_key:
             raise ValueError(f"{meta.label}.{name} cannot be updated in bulk")
         columns.append(field)
+    return columns
+
+
+def _update_columns(
+    model: type[models.Model], fields: list[models.Field[Any, Any]], values: list[list[Any]]
+) -> int:
+    """Row i gets `values[j][i]` for each field j after the first, the key (all prepared)."""
     quote = connection.ops.quote_name
-    table = quote(meta.db_table)
-    names = [quote(str(field.column)) for field in [pk, *columns]]
+    table = quote(model._meta.db_table)
+    names = [quote(str(field.column)) for field in fields]
     assignments = ", ".join(f"{name} = v.{name}" for name in names[1:])
     if connection.vendor == "postgresql":
-        return _rows_update_arrays(objs, [pk, *columns], table, names, assignments)
+        # One array a column, unnested: as many parameters as columns whatever the number of
+        # rows, nothing to split in batches, and nothing for the driver to parse placeholder
+        # by placeholder.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET {assignments} FROM unnest({_arrays(fields)}) "  # noqa: S608  # nosec B608  # quoted names and placeholders only
+                f"AS v ({', '.join(names)}) WHERE {table}.{names[0]} = v.{names[0]}",
+                values,
+            )
+            return int(cursor.rowcount)
     # SQLite: a VALUES list, in batches under its limit on parameters.
     row = "(" + ", ".join(["%s"] * len(names)) + ")"
     batch = max(1, MAX_PARAMETERS // len(names))
+    rows = list(zip(*values, strict=True))
     updated = 0
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        for start in range(0, len(objs), batch):
-            chunk = objs[start : start + batch]
-            params: list[Any] = []
-            for obj in chunk:
-                params.append(pk.get_db_prep_save(obj.pk, connection))
-                for field in columns:
-                    params.append(field.get_db_prep_save(getattr(obj, field.attname), connection))
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
             cursor.execute(
                 f"WITH v ({', '.join(names)}) AS (VALUES {', '.join([row] * len(chunk))}) "  # noqa: S608  # nosec B608  # quoted names and placeholders only
                 f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{names[0]} = v.{names[0]}",
-                params,
+                [value for values_of_row in chunk for value in values_of_row],
             )
             if cursor.rowcount >= 0:
                 updated += cursor.rowcount
@@ -97,7 +130,29 @@ def history_record(
     `INSERT INTO … SELECT`, with `by` and `reason` (an object's own `_change_reason` or
     `_history_user` wins, as with simple_history). The rows simple_history's
     `bulk_history_create` makes, without building a model instance for each."""
-    if not getattr(settings, "SIMPLE_HISTORY_ENABLED", True):
+    # Objects alike in who and why are written together.
+    groups: dict[tuple[Any, str], list[Any]] = {}
+    for obj in objs:
+        user = getattr(obj, "_history_user", None) or by
+        why = get_change_reason_from_object(obj) or reason
+        groups.setdefault((getattr(user, "pk", user), why), []).append(obj.pk)
+    at = timezone.now()  # one instant for every group, as simple_history's bulk writes
+    for (user_id, why), pks in groups.items():
+        keys_history_record(model, pks, by=user_id, reason=why, history_type=history_type, at=at)
+
+
+def keys_history_record(
+    model: type[models.Model],
+    keys: Sequence[Any],
+    *,
+    by: Any,
+    reason: str,
+    history_type: str = "~",
+    at: dt.datetime | None = None,
+) -> None:
+    """`history_record` of the rows with these keys, all by `by` (a user or their id), at
+    `at` (now)."""
+    if not keys or not getattr(settings, "SIMPLE_HISTORY_ENABLED", True):
         return
     history = get_history_manager_for_model(model).model
     pk = model._meta.pk
@@ -109,23 +164,28 @@ def history_record(
         f"INSERT INTO {quote(history._meta.db_table)} ({columns}, history_date, "  # noqa: S608  # nosec B608  # quoted names and placeholders only
         f"history_change_reason, history_type, {quote(user_column)}) "
         f"SELECT {columns}, %s, %s, %s, %s FROM {quote(model._meta.db_table)} "
-        f"WHERE {quote(pk.column)} IN "
+        f"WHERE {quote(pk.column)} "
     )
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    # Objects alike in who and why are written together.
-    groups: dict[tuple[Any, str], list[Any]] = {}
-    for obj in objs:
-        user = getattr(obj, "_history_user", None) or by
-        why = get_change_reason_from_object(obj) or reason
-        groups.setdefault((getattr(user, "pk", user), why), []).append(obj.pk)
+    now = connection.ops.adapt_datetimefield_value(at or timezone.now())
+    user_id = getattr(by, "pk", by)
     with connection.cursor() as cursor:
-        for (user_id, why), pks in groups.items():
-            for start in range(0, len(pks), MAX_PARAMETERS):
-                chunk = pks[start : start + MAX_PARAMETERS]
-                cursor.execute(
-                    statement + "(" + ", ".join(["%s"] * len(chunk)) + ")",
-                    [now, why, history_type, user_id, *chunk],
-                )
+        for where, params in _keys_in(pk, keys):
+            cursor.execute(statement + where, [now, reason, history_type, user_id, *params])
+
+
+def _keys_in(pk: models.Field[Any, Any], pks: Sequence[Any]) -> list[tuple[str, list[Any]]]:
+    """`pk IN (…)` for many keys, as (SQL after the column, parameters) per statement. On
+    Postgres one array, `= ANY(…)`: one parameter however many keys (the driver parses a
+    statement placeholder by placeholder); elsewhere a placeholder a key, in batches under
+    the limit on parameters."""
+    if connection.vendor == "postgresql":
+        return [(f"= ANY(CAST(%s AS {_pg_type(pk)}[]))", [list(pks)])]
+    return [
+        ("IN (" + ", ".join(["%s"] * len(chunk)) + ")", list(chunk))
+        for chunk in (
+            pks[start : start + MAX_PARAMETERS] for start in range(0, len(pks), MAX_PARAMETERS)
+        )
+    ]
 
 
 # Columns whose Python values of exactly this type Django hands to the driver unchanged
@@ -150,17 +210,19 @@ _PASSED_AS_IS: dict[str, type] = {
 
 def _column(field: models.Field[Any, Any], objs: Sequence[models.Model]) -> list[Any]:
     """Every object's value of `field`, prepared for the database."""
+    attname = field.attname
+    return _prepared(field, [getattr(obj, attname) for obj in objs])
+
+
+def _prepared(field: models.Field[Any, Any], values: Sequence[Any]) -> list[Any]:
+    """`values` of `field` prepared for the database (`get_db_prep_save`)."""
     target = field.target_field if field.is_relation else field  # type: ignore[attr-defined]
     plain = _PASSED_AS_IS.get(target.get_internal_type())
     prepare = field.get_db_prep_save
-    attname = field.attname
-    column = []
-    for obj in objs:
-        value = getattr(obj, attname)
-        column.append(
-            value if value is None or type(value) is plain else prepare(value, connection)
-        )
-    return column
+    return [
+        value if value is None or type(value) is plain else prepare(value, connection)
+        for value in values
+    ]
 
 
 def _arrays(fields: Sequence[models.Field[Any, Any]]) -> str:
@@ -182,26 +244,6 @@ def _check_related(objs: Sequence[models.Model]) -> None:
         obj._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
 
 
-def _rows_update_arrays(
-    objs: Sequence[models.Model],
-    fields: list[models.Field[Any, Any]],
-    table: str,
-    names: list[str],
-    assignments: str,
-) -> int:
-    """Postgres: one array a column, unnested (`UPDATE … FROM unnest(…)`), so the statement
-    has as many parameters as columns whatever the number of rows: nothing to split in
-    batches, and nothing for the driver to parse placeholder by placeholder."""
-    values = [_column(field, objs) for field in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET {assignments} FROM unnest({_arrays(fields)}) "  # noqa: S608  # nosec B608  # quoted names and placeholders only
-            f"AS v ({', '.join(names)}) WHERE {table}.{names[0]} = v.{names[0]}",
-            values,
-        )
-        return int(cursor.rowcount)
-
-
 def update_with_history(
     objs: Sequence[models.Model],
     model: type[models.Model],
@@ -215,6 +257,21 @@ def update_with_history(
         updated = rows_update(objs, model, fields)
         if objs:
             history_record(model, objs, by=by, reason=reason)
+    return updated
+
+
+def keys_update_with_history(
+    model: type[models.Model],
+    keys: Sequence[Any],
+    values: dict[str, Sequence[Any]],
+    *,
+    by: Any,
+    reason: str,
+) -> int:
+    """`keys_update`, and one history row ("~", changed) per row with `by` and `reason`."""
+    with transaction.atomic(savepoint=False):
+        updated = keys_update(model, keys, values)
+        keys_history_record(model, keys, by=by, reason=reason)
     return updated
 
 
@@ -234,17 +291,37 @@ def create_with_history(
     return created
 
 
-def delete_with_history(
-    objs: Sequence[models.Model], model: type[models.Model], *, by: Any, reason: str
+def keys_delete_with_history(
+    model: type[models.Model], keys: Sequence[Any], *, by: Any, reason: str
 ) -> int:
-    """Delete the objects, with one history row ("-", deleted) each with `by` and `reason`:
-    the rows simple_history's `post_delete` records (as stored, just before they go), with
-    two statements however many there are instead of two each.
-
-    For models no other row points at: Django's `delete()` would cascade, and there is
-    nothing here to cascade to."""
-    if not objs:
+    """Delete the rows with these keys, with one history row ("-", deleted) each with `by`
+    and `reason`: the rows simple_history's `post_delete` records (as stored, just before they
+    go), with two statements however many there are instead of two each, and no model
+    instances. For models no other row points at (refused otherwise)."""
+    if not keys:
         return 0
+    _refuse_pointed_at(model)
+    with transaction.atomic(savepoint=False):
+        keys_history_record(model, keys, by=by, reason=reason, history_type="-")
+        return _delete_keys(model, keys)
+
+
+def _delete_keys(model: type[models.Model], keys: Sequence[Any]) -> int:
+    quote = connection.ops.quote_name
+    pk = model._meta.pk
+    assert pk is not None  # noqa: S101  # every concrete model has one
+    statement = f"DELETE FROM {quote(model._meta.db_table)} WHERE {quote(pk.column)} "  # noqa: S608  # nosec B608  # quoted names and placeholders only
+    deleted = 0
+    with connection.cursor() as cursor:
+        for where, params in _keys_in(pk, keys):
+            cursor.execute(statement + where, params)
+            deleted += cursor.rowcount
+    return deleted
+
+
+def _refuse_pointed_at(model: type[models.Model]) -> None:
+    """Django's `delete()` would cascade to rows pointing at these; there is nothing here to
+    cascade with."""
     pointed_at = [
         relation.related_model
         for relation in model._meta.related_objects
@@ -252,19 +329,6 @@ def delete_with_history(
     ]
     if pointed_at:
         raise ValueError(f"{model.__name__} rows are pointed at by {pointed_at}; use delete()")
-    pks = [obj.pk for obj in objs]
-    quote = connection.ops.quote_name
-    pk = model._meta.pk
-    assert pk is not None  # noqa: S101  # every concrete model has one
-    statement = f"DELETE FROM {quote(model._meta.db_table)} WHERE {quote(pk.column)} IN "  # noqa: S608  # nosec B608  # quoted names and placeholders only
-    deleted = 0
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        history_record(model, objs, by=by, reason=reason, history_type="-")
-        for start in range(0, len(pks), MAX_PARAMETERS):
-            chunk = pks[start : start + MAX_PARAMETERS]
-            cursor.execute(statement + "(" + ", ".join(["%s"] * len(chunk)) + ")", chunk)
-            deleted += cursor.rowcount
-    return deleted
 
 
 # From this many rows on, Postgres writes new rows with COPY (below it, one INSERT costs less

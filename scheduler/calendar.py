@@ -16,7 +16,12 @@ from decimal import Decimal
 from typing import Any
 
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
-from scheduler.bulkwrite import create_with_history, delete_with_history, update_with_history
+from scheduler.bulkwrite import (
+    create_with_history,
+    keys_delete_with_history,
+    keys_update_with_history,
+    update_with_history,
+)
 from scheduler.engine import (
     ParticipantFacts,
     PlannedMilestone,
@@ -139,7 +144,11 @@ def stored_calendars(
             participant__in=stored, visit_definition__isnull=False
         ).order_by("target_date", "id")
     )
-    milestones = list(ScheduledMilestone.objects.filter(participant__in=stored))
+    # Ordered by their own columns: the models' default orders join the participant and the
+    # trial (or the visit) for every row read.
+    milestones = list(
+        ScheduledMilestone.objects.filter(participant__in=stored).order_by("due_date", "id")
+    )
     # Each definition, rule and version once, shared by every row that names it, instead of
     # a joined copy per row: an amendment reads tens of thousands of rows of a few dozen.
     catalogs = [protocol_catalog(version=version) for version in versions]
@@ -166,11 +175,13 @@ def stored_calendars(
         stored[visit.participant_id].visits.append(visit)
     for milestone in milestones:
         stored[milestone.participant_id].milestones.append(milestone)
-    for participant_id, code, date in ParticipantAnchor.objects.filter(
-        participant__in=stored
-    ).values_list("participant_id", "code", "date"):
+    for participant_id, code, date in (
+        ParticipantAnchor.objects.filter(participant__in=stored)
+        .order_by()
+        .values_list("participant_id", "code", "date")
+    ):
         stored[participant_id].anchors[code] = date
-    for row in TaperAdjustmentRow.objects.filter(participant__in=stored):
+    for row in TaperAdjustmentRow.objects.filter(participant__in=stored).order_by():
         stored[row.participant_id].adjustments[(row.milestone_code, row.week)] = TaperAdjustment(
             row.kind,  # type: ignore[arg-type]
             row.dose_mg,
@@ -583,29 +594,34 @@ def _procedures_follow_version(
     """Planned procedures of visits moved to a new protocol version follow its schedule of
     activities: kept ones point at the new definitions, new ones are added, dropped ones go.
     Returns the visits that gained or lost a procedure."""
-    existing: dict[int, dict[str, ScheduledProcedure]] = {}
-    still_planned = list(
+    # Keys and codes, not model instances: an amendment re-points tens of thousands.
+    existing: dict[int, dict[str, int]] = {}
+    for pk, visit_id, code in (
         ScheduledProcedure.objects.filter(
             visit__in=[row for row, _ in repointed], status=ScheduledProcedure.Status.PLANNED
         )
-    )
-    rows_share_related(still_planned, "procedure")
-    for procedure in still_planned:
-        existing.setdefault(procedure.visit_id, {})[procedure.procedure.code] = procedure
-    kept: list[ScheduledProcedure] = []
+        .order_by()  # in no order: the model's joins the visit, participant and trial
+        .values_list("pk", "visit_id", "procedure__code")
+    ):
+        existing.setdefault(visit_id, {})[code] = pk
+    kept: list[int] = []
+    kept_as: list[int] = []  # the new version's definition of each kept one
     added: list[ScheduledProcedure] = []
-    dropped: list[ScheduledProcedure] = []
+    dropped: list[int] = []
+    changed: set[int] = set()
     for row, planned in repointed:
         current = existing.get(row.pk, {})
         for code in planned.procedures:
             if code in current:
-                current[code].procedure = procedures[code]
                 kept.append(current.pop(code))
+                kept_as.append(procedures[code].pk)
             else:
                 added.append(ScheduledProcedure(visit=row, procedure=procedures[code]))
-        dropped += current.values()
-    delete_with_history(dropped, ScheduledProcedure, by=by, reason=reason)
-    if kept:
-        update_with_history(kept, ScheduledProcedure, ["procedure"], by=by, reason=reason)
+                changed.add(row.pk)
+        if current:
+            changed.add(row.pk)
+            dropped += current.values()
+    keys_delete_with_history(ScheduledProcedure, dropped, by=by, reason=reason)
+    keys_update_with_history(ScheduledProcedure, kept, {"procedure": kept_as}, by=by, reason=reason)
     create_with_history(added, ScheduledProcedure, by=by, reason=reason)
-    return {procedure.visit_id for procedure in (*added, *dropped)}
+    return changed

@@ -115,9 +115,11 @@ def reminders_sync_many(
     ids = [participant.pk for participant in participants]
     if not ids:
         return
-    visit_rows = ScheduledVisit.objects.filter(participant__in=ids)
-    procedure_rows = ScheduledProcedure.objects.filter(visit__participant__in=ids)
-    stored_rows = Reminder.objects.filter(participant__in=ids)
+    # In no order (the plan is sorted): the models' default orders join the participant and
+    # the trial, and the visit, for every row.
+    visit_rows = ScheduledVisit.objects.filter(participant__in=ids).order_by()
+    procedure_rows = ScheduledProcedure.objects.filter(visit__participant__in=ids).order_by()
+    stored_rows = Reminder.objects.filter(participant__in=ids).order_by()
     if only_visits is not None:
         visit_rows = visit_rows.filter(pk__in=only_visits)
         procedure_rows = procedure_rows.filter(visit__in=only_visits)

@@ -15,8 +15,9 @@ from participants.models import Participant
 from scheduler import bulkwrite
 from scheduler.bulkwrite import (
     create_with_history,
-    delete_with_history,
     history_record,
+    keys_delete_with_history,
+    keys_update_with_history,
     rows_add_new,
     rows_update,
     update_with_history,
@@ -24,7 +25,7 @@ from scheduler.bulkwrite import (
 from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit
 from scheduler.services import participant_enroll
 from tests.factories import participant_for
-from trials.models import ProtocolVersion
+from trials.models import ProcedureDefinition, ProtocolVersion
 
 D = dt.date
 VISIT_FIELDS = [
@@ -409,7 +410,7 @@ def test_rows_update_prepares_values_of_another_type_as_bulk_update_does(
     assert bulkwrite._column(sequence, ours[:2]) == [7, 41]
 
 
-def test_delete_with_history_records_what_simple_history_records_on_delete(
+def test_keys_delete_with_history_records_what_simple_history_records_on_delete(
     import_seed: Any, django_user_model: Any
 ) -> None:
     version = import_seed("002")
@@ -437,7 +438,12 @@ def test_delete_with_history_records_what_simple_history_records_on_delete(
 
     ours, others = procedures(mine), procedures(theirs)
     with CaptureQueriesContext(connection) as queries:
-        assert delete_with_history(ours, ScheduledProcedure, by=user, reason="amended") == 5
+        assert (
+            keys_delete_with_history(
+                ScheduledProcedure, [p.pk for p in ours], by=user, reason="amended"
+            )
+            == 5
+        )
     for procedure in others:
         procedure._change_reason = "amended"  # type: ignore[attr-defined]
         procedure._history_user = user  # type: ignore[attr-defined]
@@ -448,13 +454,75 @@ def test_delete_with_history_records_what_simple_history_records_on_delete(
     assert len(deleted_history(mine)) == 5
     assert deleted_history(mine) == deleted_history(theirs)
     assert deleted_history(mine)[0][3:] == ("amended", user.pk)
-    assert delete_with_history([], ScheduledProcedure, by=user, reason="amended") == 0
+    assert keys_delete_with_history(ScheduledProcedure, [], by=user, reason="amended") == 0
 
     # A row others point at (a visit's procedures, holds, reminders) is not deleted this way.
     visit = ScheduledVisit.objects.filter(participant=mine).earliest("id")
     with pytest.raises(ValueError, match="ScheduledVisit rows are pointed at by"):
-        delete_with_history([visit], ScheduledVisit, by=user, reason="amended")
+        keys_delete_with_history(ScheduledVisit, [visit.pk], by=user, reason="amended")
     assert ScheduledVisit.objects.filter(pk=visit.pk).exists()
+
+
+def test_keys_update_with_history_writes_what_update_with_history_writes(
+    import_seed: Any, django_user_model: Any
+) -> None:
+    """By keys and values, without model instances: the same rows, the same history rows
+    (who, why, type), in one UPDATE and one INSERT."""
+    version = import_seed("002")
+    mine = _enrolled(version, "J-001", day1=D(2026, 3, 2))
+    theirs = _enrolled(version, "J-002", day1=D(2026, 3, 2))
+    user = django_user_model.objects.create_user("coordinator")
+    other = ProcedureDefinition.objects.filter(version=version).order_by("-order")[0]
+
+    def procedures(participant: Participant) -> list[ScheduledProcedure]:
+        """One procedure of each of four visits that do not carry `other` (a visit carries a
+        procedure once)."""
+        carrying = set(
+            ScheduledProcedure.objects.filter(procedure=other).values_list("visit_id", flat=True)
+        )
+        first: dict[int, ScheduledProcedure] = {}
+        for row in ScheduledProcedure.objects.filter(visit__participant=participant).order_by("id"):
+            if row.visit_id not in carrying:
+                first.setdefault(row.visit_id, row)
+        return list(first.values())[:4]
+
+    def state(chosen: list[ScheduledProcedure]) -> list[tuple[Any, ...]]:
+        rows = list(ScheduledProcedure.objects.filter(pk__in=[p.pk for p in chosen]).order_by("id"))
+        history = ScheduledProcedure.history.filter(
+            id__in=[p.pk for p in rows], history_type="~"
+        ).order_by("id")
+        return [(p.procedure_id, p.status, p.not_done_reason) for p in rows] + list(
+            history.values_list(
+                "procedure_id", "status", "history_change_reason", "history_user_id"
+            )
+        )
+
+    ours, others = procedures(mine), procedures(theirs)
+    with CaptureQueriesContext(connection) as queries:
+        updated = keys_update_with_history(
+            ScheduledProcedure,
+            [p.pk for p in ours],
+            {"procedure": [other.pk] * 4, "status": ["done"] * 3 + ["planned"]},
+            by=user,
+            reason="amended",
+        )
+    assert updated == 4
+    for n, procedure in enumerate(others):
+        procedure.procedure = other
+        procedure.status = "done" if n < 3 else "planned"
+    update_with_history(
+        others, ScheduledProcedure, ["procedure", "status"], by=user, reason="amended"
+    )
+
+    # SQLite counts the rows a statement starting WITH changed with a query of its own.
+    update = {"postgresql": ["UPDATE"], "sqlite": ["WITH", "SELECT"]}[connection.vendor]
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == [*update, "INSERT"]
+    assert state(ours) == state(others)
+    assert state(ours)[0] == (other.pk, "done", "")
+    assert state(ours)[4:] == [(other.pk, "done", "amended", user.pk)] * 3 + [
+        (other.pk, "planned", "amended", user.pk)
+    ]
+    assert keys_update_with_history(ScheduledProcedure, [], {}, by=user, reason="x") == 0
 
 
 def test_rows_add_new_writes_what_bulk_create_ignoring_conflicts_writes(
