@@ -231,10 +231,20 @@ def _arrays(fields: Sequence[models.Field[Any, Any]]) -> str:
     return ", ".join(f"CAST(%s AS {_pg_type(field)}[])" for field in fields)
 
 
-def _as_inserted(field: models.Field[Any, Any], obj: models.Model) -> Any:
-    """`obj`'s value of `field` as Django's INSERT writes it: `pre_save` (auto_now_add), then
-    the database's preparation."""
-    return field.get_db_prep_save(field.pre_save(obj, True), connection)
+def _as_inserted(field: models.Field[Any, Any], objs: Sequence[models.Model]) -> list[Any]:
+    """Each object's value of `field` as Django's INSERT writes it: `pre_save` (auto_now_add),
+    then the database's preparation. A field whose `pre_save` only reads the attribute (all
+    but dates stamped automatically, and fields with a `pre_save` of their own) is read as
+    `_column` reads it."""
+    plain_pre_save = type(field).pre_save is models.Field.pre_save or (
+        isinstance(field, models.DateField)
+        and type(field).pre_save in (models.DateField.pre_save, models.DateTimeField.pre_save)
+        and not field.auto_now
+        and not field.auto_now_add
+    )
+    if plain_pre_save:
+        return _column(field, objs)
+    return [field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in objs]
 
 
 def _check_related(objs: Sequence[models.Model]) -> None:
@@ -355,7 +365,7 @@ def rows_add_new(objs: Sequence[models.Model], model: type[models.Model]) -> Non
         model._default_manager.bulk_create(objs, ignore_conflicts=True)
         return
     _check_related(objs)
-    values = [[_as_inserted(field, obj) for obj in objs] for field in fields]
+    values = [_as_inserted(field, objs) for field in fields]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
     with connection.cursor() as cursor:
@@ -399,8 +409,8 @@ def rows_create(objs: Sequence[models.Model], model: type[models.Model]) -> list
             logged(copy_sql) if logged else contextlib.nullcontext(),
             wrapper.cursor.copy(copy_sql) as copy,
         ):
-            for key, obj in zip(keys, objs, strict=True):
-                copy.write_row([key, *(_as_inserted(field, obj) for field in fields)])
+            for row in zip(keys, *(_as_inserted(field, objs) for field in fields), strict=True):
+                copy.write_row(row)
     for key, obj in zip(keys, objs, strict=True):
         obj.pk = key
         obj._state.adding = False
