@@ -2,9 +2,11 @@
 
 Django's `bulk_update` writes a `CASE WHEN id = … THEN …` per row and field; compiling those
 expressions costs far more than running the statement (an amendment re-planning a site spent
-most of its time there). `rows_update` writes the same change as one statement: on Postgres
-`UPDATE … FROM unnest(…)` with one array a column, on SQLite (3.33 and later)
-`WITH v (…) AS (VALUES …) UPDATE … FROM v` in batches under its limit on parameters.
+most of its time there). `rows_update` (and `keys_update`, by keys and values without model
+instances) writes the same change as one statement: on Postgres `UPDATE … FROM unnest(…)` with
+one array a column, or from a temporary table filled with `COPY` for COPY_UPDATE_FROM_ROWS
+rows and more; on SQLite (3.33 and later) `WITH v (…) AS (VALUES …) UPDATE … FROM v` in
+batches under its limit on parameters.
 `update_with_history` is `simple_history`'s `bulk_update_with_history` on top of it, and
 `create_with_history` its `bulk_create_with_history`: the same history rows, with the same
 user, reason and type, copied from the rows just written by one `INSERT … SELECT` rather
@@ -16,7 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -86,6 +89,8 @@ def _update_columns(
     table = quote(model._meta.db_table)
     names = [quote(str(field.column)) for field in fields]
     assignments = ", ".join(f"{name} = v.{name}" for name in names[1:])
+    if connection.vendor == "postgresql" and len(values[0]) >= COPY_UPDATE_FROM_ROWS:
+        return _update_by_copy(table, fields, names, assignments, values)
     if connection.vendor == "postgresql":
         # One array a column, unnested: as many parameters as columns whatever the number of
         # rows, nothing to split in batches, and nothing for the driver to parse placeholder
@@ -139,6 +144,54 @@ def history_record(
     at = timezone.now()  # one instant for every group, as simple_history's bulk writes
     for (user_id, why), pks in groups.items():
         keys_history_record(model, pks, by=user_id, reason=why, history_type=history_type, at=at)
+
+
+# From this many rows on, Postgres updates from a temporary table filled with COPY rather than
+# from arrays: the driver formats COPY rows in C where it dumps array elements one by one in
+# Python. Updating the eleven columns an amendment writes of N visits (arrays, then COPY): 50
+# rows 1.5 / 2.5 ms, 150 rows 3.2 / 3.5 ms, 400 rows 8.4 / 6.6 ms, 1,300 rows 40 / 26 ms,
+# 4,400 rows 122 / 92 ms.
+COPY_UPDATE_FROM_ROWS = 200
+
+
+def _update_by_copy(
+    table: str,
+    fields: list[models.Field[Any, Any]],
+    names: list[str],
+    assignments: str,
+    values: list[list[Any]],
+) -> int:
+    """Postgres: the new values COPY'd into a temporary table, then one `UPDATE … FROM` it."""
+    staging = connection.ops.quote_name(f"bulk_update_{next(_staging_numbers)}")
+    columns = ", ".join(
+        f"{name} {_pg_type(field)}" for name, field in zip(names, fields, strict=True)
+    )
+    with transaction.atomic(savepoint=False), connection.cursor() as wrapper:
+        wrapper.execute(f"CREATE TEMPORARY TABLE {staging} ({columns}) ON COMMIT DROP")
+        _copy_rows(wrapper, f"COPY {staging} FROM STDIN", zip(*values, strict=True))
+        wrapper.execute(
+            f"UPDATE {table} SET {assignments} FROM {staging} AS v "  # noqa: S608  # nosec B608  # quoted names only
+            f"WHERE {table}.{names[0]} = v.{names[0]}"
+        )
+        updated = int(wrapper.rowcount)
+        wrapper.execute(f"DROP TABLE {staging}")
+    return updated
+
+
+_staging_numbers = itertools.count()
+
+
+def _copy_rows(wrapper: Any, copy_sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    """`COPY … FROM STDIN` of `rows` (prepared values) through the driver's cursor (Django's
+    has no COPY), logged and its errors turned into Django's as Django's own statements are."""
+    logged = getattr(wrapper, "debug_sql", None)
+    with (
+        connection.wrap_database_errors,
+        logged(copy_sql) if logged else contextlib.nullcontext(),
+        wrapper.cursor.copy(copy_sql) as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
 
 
 def keys_history_record(
@@ -401,16 +454,11 @@ def rows_create(objs: Sequence[models.Model], model: type[models.Model]) -> list
         )
         keys = [key for (key,) in wrapper.fetchall()]
         _check_related(objs)
-        # Through the driver's cursor (Django's has no COPY), logged and its errors turned
-        # into Django's as Django's own statements are.
-        logged = getattr(wrapper, "debug_sql", None)
-        with (
-            connection.wrap_database_errors,
-            logged(copy_sql) if logged else contextlib.nullcontext(),
-            wrapper.cursor.copy(copy_sql) as copy,
-        ):
-            for row in zip(keys, *(_as_inserted(field, objs) for field in fields), strict=True):
-                copy.write_row(row)
+        _copy_rows(
+            wrapper,
+            copy_sql,
+            zip(keys, *(_as_inserted(field, objs) for field in fields), strict=True),
+        )
     for key, obj in zip(keys, objs, strict=True):
         obj.pk = key
         obj._state.adding = False

@@ -62,6 +62,14 @@ def jasmine(import_seed: Any) -> Participant:
     return _enrolled(import_seed("002"), "J-001", day1=D(2026, 3, 2))
 
 
+@pytest.fixture(params=["arrays", "copy"])
+def update_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Postgres updates from arrays below COPY_UPDATE_FROM_ROWS rows, from a table filled
+    with COPY from there on: each test taking this runs both (SQLite has one way)."""
+    monkeypatch.setattr(bulkwrite, "COPY_UPDATE_FROM_ROWS", 1 if request.param == "copy" else 10**9)
+    return str(request.param)
+
+
 def _visits(participant: Participant) -> list[ScheduledVisit]:
     return list(participant.visits.order_by("id"))
 
@@ -102,7 +110,7 @@ def _twins(import_seed: Any) -> tuple[Participant, Participant, list[Any], list[
     return mine, theirs, ours, others
 
 
-def test_rows_update_writes_what_bulk_update_writes(import_seed: Any) -> None:
+def test_rows_update_writes_what_bulk_update_writes(import_seed: Any, update_path: str) -> None:
     mine, django, ours, theirs = _twins(import_seed)
 
     assert rows_update(ours, ScheduledVisit, VISIT_FIELDS) == 54
@@ -124,7 +132,7 @@ def test_rows_update_writes_what_bulk_update_writes(import_seed: Any) -> None:
     )
 
 
-def test_rows_update_writes_decimals_and_nulls(import_seed: Any) -> None:
+def test_rows_update_writes_decimals_and_nulls(import_seed: Any, update_path: str) -> None:
     participant = _enrolled(
         import_seed("001"), "T-001", psl_start=D(2026, 3, 2), day1=D(2026, 3, 16)
     )
@@ -173,7 +181,39 @@ def test_rows_update_is_one_statement_for_a_calendar(jasmine: Participant) -> No
     assert ("unnest(" in statements[0]) == (connection.vendor == "postgresql")
 
 
-def test_text_too_long_for_its_column_is_never_cut(jasmine: Participant) -> None:
+SAVEPOINTS = ("SAVEPOINT", "RELEASE", "ROLLBACK")
+
+
+def test_large_updates_on_postgres_copy_into_a_table_dropped_after(
+    jasmine: Participant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From COPY_UPDATE_FROM_ROWS rows on: a temporary table, COPY, one UPDATE, the table
+    dropped; twice in one transaction, each its own table."""
+    monkeypatch.setattr(bulkwrite, "COPY_UPDATE_FROM_ROWS", 50)
+    visits = _visits(jasmine)
+    for visit in visits:
+        visit.version += 5
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        assert rows_update(visits, ScheduledVisit, ["version"]) == 54
+        assert rows_update(visits[:49], ScheduledVisit, ["version"]) == 49
+    statements = [
+        q["sql"] for q in queries.captured_queries if q["sql"].split()[0] not in SAVEPOINTS
+    ]
+    if connection.vendor == "postgresql":
+        assert [sql.split()[0] for sql in statements] == [
+            "CREATE",
+            "COPY",
+            "UPDATE",
+            "DROP",
+            "UPDATE",  # 49 rows: from arrays
+        ]
+        assert statements[1].startswith('COPY "bulk_update_')
+        assert statements[2].split("FROM")[1].split()[0] == statements[1].split()[1]
+        assert "unnest(" in statements[4]
+    assert set(jasmine.visits.values_list("version", flat=True)) == {6}
+
+
+def test_text_too_long_for_its_column_is_never_cut(jasmine: Participant, update_path: str) -> None:
     [visit, other] = _visits(jasmine)[:2]
     visit.status = "x" * 11  # the column holds 10
     other.status = ScheduledVisit.Status.CANCELLED
@@ -376,7 +416,7 @@ def test_rows_create_under_the_threshold_and_with_keys_is_bulk_create(
 
 
 def test_rows_update_prepares_values_of_another_type_as_bulk_update_does(
-    import_seed: Any,
+    import_seed: Any, update_path: str
 ) -> None:
     mine, django, ours, theirs = _twins(import_seed)
     fields = ["booked_date", "ical_sequence", "status"]
