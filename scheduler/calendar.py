@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
 from scheduler.bulkwrite import (
@@ -120,12 +120,41 @@ class PendingCalendar:
     milestone_creates: list[PlannedMilestone] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class ClosedVisit:
+    """A visit done, missed or cancelled, as re-planning reads it: which visit it is, and the
+    day it was done. Re-planning never changes one, so it is not read as a model instance (a
+    year into a weekly trial, half of an amendment's rows)."""
+
+    pk: int
+    participant_id: int
+    visit_definition: VisitDefinition
+    occurrence: int
+    status: str
+    target_date: dt.date
+    actual_date: dt.date | None
+    booked_date: None = None
+    is_open: bool = False
+
+    # The columns it is made of, in the order of its fields.
+    READ: ClassVar[tuple[str, ...]] = (
+        "id",
+        "participant_id",
+        "visit_definition_id",
+        "occurrence",
+        "status",
+        "target_date",
+        "actual_date",
+    )
+
+
 @dataclass
 class StoredCalendar:
-    """What re-planning reads of one participant: their scheduled visits (by date) and
-    milestones, anchors, taper decisions and arm."""
+    """What re-planning reads of one participant: their scheduled visits (by date; open ones
+    as model instances, the others as `ClosedVisit`s) and milestones, anchors, taper
+    decisions and arm."""
 
-    visits: list[ScheduledVisit] = field(default_factory=list)
+    visits: list[ScheduledVisit | ClosedVisit] = field(default_factory=list)
     milestones: list[ScheduledMilestone] = field(default_factory=list)
     anchors: dict[str, dt.date] = field(default_factory=dict)
     adjustments: dict[tuple[str, int], TaperAdjustment] = field(default_factory=dict)
@@ -136,14 +165,23 @@ def stored_calendars(
     participants: Sequence[Participant], *, versions: Sequence[ProtocolVersion] = ()
 ) -> dict[int, StoredCalendar]:
     """`StoredCalendar` of each participant, by id: five queries however many they are (a
-    site's amendment reads its movers in chunks), and two more for the definitions and rules
-    of visits and milestones of other `versions` than those given."""
+    site's amendment reads its movers in chunks), and up to three more for the definitions
+    and rules of visits and milestones of other `versions` than those given."""
     stored = {participant.pk: StoredCalendar() for participant in participants}
-    visits = list(
-        ScheduledVisit.objects.filter(
-            participant__in=stored, visit_definition__isnull=False
-        ).order_by("target_date", "id")
-    )
+    # One query for both kinds: open visits become model instances (re-planning writes them),
+    # the others `ClosedVisit`s.
+    columns = [f.attname for f in ScheduledVisit._meta.concrete_fields]
+    status_at = columns.index("status")
+    visits: list[ScheduledVisit] = []
+    closed: list[tuple[Any, ...]] = []
+    scheduled = ScheduledVisit.objects.filter(
+        participant__in=stored, visit_definition__isnull=False
+    ).order_by()
+    for values in scheduled.values_list(*columns):
+        if values[status_at] in ScheduledVisit.OPEN:
+            visits.append(ScheduledVisit.from_db(scheduled.db, columns, values))
+        else:
+            closed.append(values)
     # Ordered by their own columns: the models' default orders join the participant and the
     # trial (or the visit) for every row read.
     milestones = list(
@@ -171,8 +209,23 @@ def stored_calendars(
         ],
         "version",
     )
+    definitions: dict[int, VisitDefinition] = {d.pk: d for c in catalogs for d in c[0].values()}
     for visit in visits:
-        stored[visit.participant_id].visits.append(visit)
+        if visit.visit_definition is not None:
+            definitions[visit.visit_definition.pk] = visit.visit_definition
+    positions = [columns.index(name) for name in ClosedVisit.READ]
+    closed_rows = [[values[i] for i in positions] for values in closed]
+    missing = {row[2] for row in closed_rows} - definitions.keys()
+    if missing:
+        definitions.update(VisitDefinition.objects.in_bulk(missing))
+    rows: list[ScheduledVisit | ClosedVisit] = list(visits)
+    rows += [
+        ClosedVisit(pk, participant_id, definitions[definition], occurrence, status, day, done)
+        for pk, participant_id, definition, occurrence, status, day, done in closed_rows
+    ]
+    rows.sort(key=lambda row: (row.target_date, row.pk))  # as they were read before
+    for row in rows:
+        stored[row.participant_id].visits.append(row)
     for milestone in milestones:
         stored[milestone.participant_id].milestones.append(milestone)
     for participant_id, code, date in (
@@ -181,10 +234,12 @@ def stored_calendars(
         .values_list("participant_id", "code", "date")
     ):
         stored[participant_id].anchors[code] = date
-    for row in TaperAdjustmentRow.objects.filter(participant__in=stored).order_by():
-        stored[row.participant_id].adjustments[(row.milestone_code, row.week)] = TaperAdjustment(
-            row.kind,  # type: ignore[arg-type]
-            row.dose_mg,
+    for decision in TaperAdjustmentRow.objects.filter(participant__in=stored).order_by():
+        stored[decision.participant_id].adjustments[(decision.milestone_code, decision.week)] = (
+            TaperAdjustment(
+                decision.kind,  # type: ignore[arg-type]
+                decision.dose_mg,
+            )
         )
     for participant_id, arm in (
         TreatmentAssignment.objects.filter(participant__in=stored)
@@ -254,7 +309,7 @@ def calendar_diff(
 
 def _visit_changes(
     pending: PendingCalendar,
-    rows: list[ScheduledVisit],
+    rows: list[ScheduledVisit | ClosedVisit],
     planned_visits: tuple[PlannedVisit, ...],
     not_before: dt.date | None,
 ) -> list[VisitChange]:
@@ -266,7 +321,7 @@ def _visit_changes(
         key = (planned.visit_code, planned.occurrence)
         planned_keys.add(key)
         row = by_key.get(key)
-        if row is not None and not row.is_open:
+        if row is not None and (isinstance(row, ClosedVisit) or not row.is_open):
             continue
         frozen_date = row.target_date if row is not None else planned.target
         if not_before is not None and frozen_date < not_before:
@@ -310,7 +365,7 @@ def _visit_changes(
         )
         pending.visit_updates.append((row, planned))
     for key, row in by_key.items():
-        if key in planned_keys or not row.is_open:
+        if key in planned_keys or isinstance(row, ClosedVisit) or not row.is_open:
             continue
         if not_before is not None and row.target_date < not_before:
             continue
