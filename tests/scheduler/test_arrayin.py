@@ -141,3 +141,17 @@ def test_decimals_keep_djangos_in(calendar: list[ScheduledVisit]) -> None:
     with CaptureQueriesContext(connection) as queries:
         assert Participant.objects.filter(weight_kg__in=[Decimal("61.5")]).count() == 2
     assert not the_array(queries.captured_queries[0]["sql"])
+
+
+def test_awkward_text_is_matched_exactly(db: None) -> None:
+    """Values an array literal must quote (commas, quotes, braces, backslashes, the word
+    NULL, an empty string, non-Latin text) match themselves and nothing else."""
+    awkward = ["a,b", 'x"y', "it's", "{z}", "back\\slash", "NULL", "", "東京 1", " padded "]
+    for n, name in enumerate(awkward):
+        SiteFactory.create(name=name, code=f"awkward-{n}")
+    SiteFactory.create(name="a", code="plain-a")
+    SiteFactory.create(name="NULL2", code="plain-null")
+    for name in awkward:
+        assert list(Site.objects.filter(name__in=[name]).values_list("name", flat=True)) == [name]
+    found = Site.objects.filter(name__in=awkward).order_by("code")
+    assert list(found.values_list("name", flat=True)) == awkward
