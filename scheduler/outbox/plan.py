@@ -17,7 +17,7 @@ import datetime as dt
 from collections.abc import Collection, Iterable
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from participants.models import Participant
@@ -176,8 +176,9 @@ def reminders_sync_many(
         )
         previous[(participant_id, rule_id)] = dose_mg
     # Every row of these participants' reminder plans still to come, whatever its status: the
-    # open ones that no longer apply are cancelled; a moment that has a row already (planned,
-    # sent or cancelled) keeps it, and only the others are added.
+    # open ones that no longer apply are cancelled; a cancelled one that applies again (a
+    # visit moved away and back) is pending again; a moment that has a row already keeps it,
+    # and only the others are added (one row a moment: sent is never sent twice).
     stored: dict[int, list[tuple[int, str, tuple[str, str, str, dt.datetime]]]] = {
         pk: [] for pk in ids
     }
@@ -193,6 +194,7 @@ def reminders_sync_many(
 
     rules: dict[int, list[ReminderRuleSpec]] = {}
     stale: list[int] = []
+    revived: dict[tuple[str, str], list[int]] = {}  # by (event, audience)
     ended: list[int] = []
     new_rows: list[Reminder] = []
     for participant in Participant.objects.filter(pk__in=ids).select_related(
@@ -226,13 +228,15 @@ def reminders_sync_many(
                 recipients,
                 dt.datetime.min.replace(tzinfo=dt.UTC),
             )
-        wanted_keys = {(w.target_key, w.rule_code, w.channel, w.due_at) for w in still_apply}
+        wanted = {(w.target_key, w.rule_code, w.channel, w.due_at): w for w in still_apply}
         planned: set[tuple[str, str, str, dt.datetime]] = set()
         for pk, status, key in stored[participant.pk]:
             if key[3] > now:
                 planned.add(key)
+                if status == Reminder.Status.CANCELLED and key in wanted:
+                    revived.setdefault((wanted[key].event, wanted[key].audience), []).append(pk)
             # Open rows already due (not swept yet, or failing and retried) included.
-            if status in OPEN_STATUSES and key not in wanted_keys:
+            if status in OPEN_STATUSES and key not in wanted:
                 stale.append(pk)
         new_rows += [
             Reminder(
@@ -256,6 +260,19 @@ def reminders_sync_many(
         ]
     if stale:
         Reminder.objects.filter(pk__in=stale).update(status=Reminder.Status.CANCELLED)
+    for (event, audience), pks in revived.items():
+        # As a new row would be: its moment due, no attempt made (a row cancelled while
+        # failing starts over), its rule's event and audience as they are now.
+        Reminder.objects.filter(pk__in=pks).update(
+            status=Reminder.Status.PENDING,
+            event=event,
+            audience=audience,
+            next_attempt_at=F("due_at"),
+            attempts=0,
+            enqueued_at=None,
+            claimed_at=None,
+            last_error="",
+        )
     if ended:
         Reminder.objects.filter(
             participant__in=ended, event=WELCOME_EVENT, status__in=OPEN_STATUSES

@@ -20,7 +20,12 @@ import time_machine
 from participants.models import Participant
 from scheduler.models import Reminder, ScheduledVisit
 from scheduler.outbox.plan import reminders_sync_many
-from scheduler.services import participant_enroll, site_move_to_version, visit_book
+from scheduler.services import (
+    participant_enroll,
+    participant_move_to_version,
+    site_move_to_version,
+    visit_book,
+)
 from tests.conftest import seed_path
 from tests.factories import SiteFactory, participant_for
 from trials.services import protocol_import
@@ -242,6 +247,47 @@ def test_an_amendment_leaves_the_reminders_a_whole_re_plan_would(site_of_three, 
             reason=amendment,
         )
         assert pending(people[who], code, *rules) == after
+        moved = reminder_rows(people)
+        reminders_sync_many(Participant.objects.filter(pk__in=[p.pk for p in people]))
+        assert reminder_rows(people) == moved
+
+
+def test_one_site_with_movers_from_versions_of_other_rules(site_of_three) -> None:
+    """A participant moved alone onto 1.0b (FAST at 18:00) and two still on 1.0 (19:00), moved
+    together onto 1.1 (19:00, V4 gains the FDG-PET/CT): the two are re-planned for what the
+    move changed, the one from 1.0b for every reminder, so its untouched V10 is reminded at
+    19:00 again."""
+    site, _, people, coordinator = site_of_three
+    text = _replace(seed_path("000").read_text(encoding="utf-8"), 'label: "1.0"', 'label: "1.X"')
+    other_rules = protocol_import(
+        text=fasting_an_hour_earlier(text.replace('label: "1.X"', 'label: "1.0b"')),
+        source="niams-1.0b.yaml",
+    )
+    amended = protocol_import(
+        text=fdg_at_v4(text.replace('label: "1.X"', 'label: "1.1"')), source="niams-1.1.yaml"
+    )
+    with time_machine.travel(AMENDED_ON, tick=False):
+        participant_move_to_version(
+            participant=people[1],
+            version=other_rules,
+            on=AMENDED_ON.date(),
+            by=coordinator,
+            reason="1.0b",
+        )
+        assert pending(people[1], "V10", "FAST") == [("FAST", "email", "2026-09-13T22:00:00+00:00")]
+        site_move_to_version(
+            site=site,
+            version=amended,
+            approved_on=AMENDED_ON.date(),
+            on=AMENDED_ON.date(),
+            by=coordinator,
+            reason="1.1",
+        )
+        assert pending(people[1], "V10", "FAST") == [("FAST", "email", "2026-09-13T23:00:00+00:00")]
+        assert pending(people[0], "V4", "FAST") == [
+            ("FAST", "email", "2026-03-29T23:00:00+00:00"),
+            ("FAST", "sms", "2026-03-29T23:00:00+00:00"),
+        ]
         moved = reminder_rows(people)
         reminders_sync_many(Participant.objects.filter(pk__in=[p.pk for p in people]))
         assert reminder_rows(people) == moved

@@ -151,6 +151,45 @@ def test_rescheduled_after_the_7_day_reminder_gets_a_new_one_only_if_more_than_7
     ]
 
 
+def test_a_visit_moved_away_and_back_is_reminded_again(niams, coordinator) -> None:
+    """Booked for the 30th, moved to the 31st, moved back: the reminders of the 30th, cancelled
+    by the first move, are due again (the same rows, pending), and those of the 31st are
+    cancelled. The same moment is never planned twice, so a cancelled row is what comes back."""
+    v4 = visit(niams, "V4")
+    with time_machine.travel(dt.datetime(2026, 3, 16, tzinfo=UTC), tick=False):
+        for day, why in ((30, ""), (31, "participant asked"), (30, "participant asked again")):
+            visit_book(
+                visit=visit(niams, "V4"),
+                local_date=dt.date(2026, 3, day),
+                local_time=dt.time(9, 30),
+                by=coordinator,
+                reason=why,
+            )
+            if day == 31:
+                moved = {r[:3]: r[3] for r in reminders_of(v4)}
+
+    on_the_30th = [
+        ("P7D", "email", dt.datetime(2026, 3, 23, 13, 0, tzinfo=UTC)),
+        ("P1D", "email", dt.datetime(2026, 3, 29, 13, 0, tzinfo=UTC)),
+        ("P1D", "sms", dt.datetime(2026, 3, 29, 13, 0, tzinfo=UTC)),
+    ]
+    on_the_31st = [
+        ("P7D", "email", dt.datetime(2026, 3, 24, 13, 0, tzinfo=UTC)),
+        ("P1D", "email", dt.datetime(2026, 3, 30, 13, 0, tzinfo=UTC)),
+        ("P1D", "sms", dt.datetime(2026, 3, 30, 13, 0, tzinfo=UTC)),
+    ]
+    assert moved == {
+        **dict.fromkeys(on_the_30th, "cancelled"),
+        **dict.fromkeys(on_the_31st, "pending"),
+    }
+    assert reminders_of(v4) == sorted(
+        [(*r, "pending") for r in on_the_30th] + [(*r, "cancelled") for r in on_the_31st],
+        key=lambda r: (r[2], r[0], r[1]),
+    )
+    back = Reminder.objects.filter(visit=v4, rule_code="P1D", channel="sms", status="pending").get()
+    assert (back.next_attempt_at, back.attempts, back.last_error) == (back.due_at, 0, "")
+
+
 def test_cancelled_visit_and_withdrawal_cancel_pending_reminders(niams, coordinator) -> None:
     with time_machine.travel(dt.datetime(2026, 3, 1, tzinfo=UTC), tick=False):
         visit_book(
