@@ -18,23 +18,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db.models import Field, ForeignObject
 from django.db.models.expressions import ColPairs  # type: ignore[attr-defined]  # not in the stubs
 from django.db.models.fields.related_lookups import RelatedIn
 from django.db.models.lookups import In
 
-# The array type each kind of column's values are cast to. Text goes as text (a cast to
-# varchar(n) would cut a longer value to fit, and match where IN would not).
+# The array type each kind of column's values are cast to. Integers go as bigint whatever the
+# column (Postgres compares them across widths, through the index); one that no bigint holds
+# can equal no row, so it is left out, as `IN` finds no row for it (a cast would refuse the
+# whole statement). Text goes as text (a cast to varchar(n) would cut a longer value to fit,
+# and match where IN would not).
 _ARRAY_TYPES = {
-    "AutoField": "integer",
+    "AutoField": "bigint",
     "BigAutoField": "bigint",
-    "SmallAutoField": "smallint",
-    "IntegerField": "integer",
+    "SmallAutoField": "bigint",
+    "IntegerField": "bigint",
     "BigIntegerField": "bigint",
-    "SmallIntegerField": "smallint",
-    "PositiveIntegerField": "integer",
+    "SmallIntegerField": "bigint",
+    "PositiveIntegerField": "bigint",
     "PositiveBigIntegerField": "bigint",
-    "PositiveSmallIntegerField": "smallint",
+    "PositiveSmallIntegerField": "bigint",
     "CharField": "text",
     "TextField": "text",
     "SlugField": "text",
@@ -67,6 +71,10 @@ class _AsArray:
             # Django's own: None dropped, an empty list refused (EmptyResultSet), each value
             # prepared; "(%s, %s, …)" when every value is a plain parameter.
             if sql == "(" + ", ".join(["%s"] * len(params)) + ")":
+                if kind == "bigint":
+                    params = [value for value in params if _fits_bigint(value)]
+                    if not params:
+                        raise EmptyResultSet
                 return f"ANY(CAST(%s AS {kind}[]))", [list(params)]
             return sql, params
         return super().process_rhs(compiler, connection)  # type: ignore[misc, no-any-return]
@@ -75,6 +83,10 @@ class _AsArray:
         if rhs.startswith("ANY(CAST("):
             return "= " + rhs
         return super().get_rhs_op(connection, rhs)  # type: ignore[misc, no-any-return]
+
+
+def _fits_bigint(value: Any) -> bool:
+    return not isinstance(value, int) or -(2**63) <= value < 2**63
 
 
 class ArrayIn(_AsArray, In):

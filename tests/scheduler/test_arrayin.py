@@ -155,3 +155,24 @@ def test_awkward_text_is_matched_exactly(db: None) -> None:
         assert list(Site.objects.filter(name__in=[name]).values_list("name", flat=True)) == [name]
     found = Site.objects.filter(name__in=awkward).order_by("code")
     assert list(found.values_list("name", flat=True)) == awkward
+
+
+def test_keys_no_bigint_holds_match_nothing_as_in_does(calendar: list[ScheduledVisit]) -> None:
+    """Postgres's `IN (…)` finds no row for 10**20; a cast to bigint[] would refuse the whole
+    statement (a server error for an id typed too long), so such values are left out of the
+    array. (SQLite's driver refuses an integer over 64 bits before any SQL, Django's own `IN`
+    included, so there is nothing to compare there.)"""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's driver refuses integers over 64 bits with or without arrayin")
+    v = calendar
+    huge = [10**20, -(10**20), "99999999999999999999"]
+    with CaptureQueriesContext(connection) as queries:
+        assert list(ScheduledVisit.objects.filter(pk__in=huge)) == []
+        assert [x.pk for x in ScheduledVisit.objects.filter(pk__in=[*huge, v[2].pk])] == [v[2].pk]
+        assert ScheduledVisit.objects.exclude(participant__in=[2**64]).count() == len(v)
+        assert ScheduledVisit.objects.filter(occurrence__in=[1, 2**70]).count() == sum(
+            1 for visit in v if visit.occurrence == 1
+        )
+    # The first matches nothing without a query, the exclusion of nothing is no condition,
+    # the other two are one array each.
+    assert [the_array(q["sql"]) for q in queries.captured_queries] == [True, False, True]
