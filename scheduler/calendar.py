@@ -165,15 +165,17 @@ def stored_calendars(
     participants: Sequence[Participant], *, versions: Sequence[ProtocolVersion] = ()
 ) -> dict[int, StoredCalendar]:
     """`StoredCalendar` of each participant, by id: five queries however many they are (a
-    site's amendment reads its movers in chunks), and up to three more for the definitions
-    and rules of visits and milestones of other `versions` than those given."""
+    site's amendment reads its movers in chunks), and up to four more for the definitions
+    and rules of visits and milestones of other `versions` than those given (and their
+    versions)."""
     stored = {participant.pk: StoredCalendar() for participant in participants}
     # One query for both kinds: open visits become model instances (re-planning writes them),
     # the others `ClosedVisit`s.
     columns = [f.attname for f in ScheduledVisit._meta.concrete_fields]
     status_at = columns.index("status")
+    closed_at = [columns.index(name) for name in ClosedVisit.READ]
     visits: list[ScheduledVisit] = []
-    closed: list[tuple[Any, ...]] = []
+    closed: list[list[Any]] = []  # ClosedVisit.READ of each
     scheduled = ScheduledVisit.objects.filter(
         participant__in=stored, visit_definition__isnull=False
     ).order_by()
@@ -181,7 +183,7 @@ def stored_calendars(
         if values[status_at] in ScheduledVisit.OPEN:
             visits.append(ScheduledVisit.from_db(scheduled.db, columns, values))
         else:
-            closed.append(values)
+            closed.append([values[i] for i in closed_at])
     # Ordered by their own columns: the models' default orders join the participant and the
     # trial (or the visit) for every row read.
     milestones = list(
@@ -190,9 +192,8 @@ def stored_calendars(
     # Each definition, rule and version once, shared by every row that names it, instead of
     # a joined copy per row: an amendment reads tens of thousands of rows of a few dozen.
     catalogs = [protocol_catalog(version=version) for version in versions]
-    rows_share_related(
-        visits, "visit_definition", known=[d for c in catalogs for d in c[0].values()]
-    )
+    definitions: dict[int, VisitDefinition] = {d.pk: d for c in catalogs for d in c[0].values()}
+    rows_share_related(visits, "visit_definition", known=definitions.values())
     rows_share_related(milestones, "rule", known=[r for c in catalogs for r in c[2].values()])
     # Those not in a catalog given were read just now, without their version (one query for
     # definitions and rules alike: both name it by the same foreign key, `version`).
@@ -209,19 +210,17 @@ def stored_calendars(
         ],
         "version",
     )
-    definitions: dict[int, VisitDefinition] = {d.pk: d for c in catalogs for d in c[0].values()}
+    # Closed visits share the same definitions; one query for those only they name.
     for visit in visits:
         if visit.visit_definition is not None:
             definitions[visit.visit_definition.pk] = visit.visit_definition
-    positions = [columns.index(name) for name in ClosedVisit.READ]
-    closed_rows = [[values[i] for i in positions] for values in closed]
-    missing = {row[2] for row in closed_rows} - definitions.keys()
+    missing = {row[2] for row in closed} - definitions.keys()
     if missing:
         definitions.update(VisitDefinition.objects.in_bulk(missing))
     rows: list[ScheduledVisit | ClosedVisit] = list(visits)
     rows += [
         ClosedVisit(pk, participant_id, definitions[definition], occurrence, status, day, done)
-        for pk, participant_id, definition, occurrence, status, day, done in closed_rows
+        for pk, participant_id, definition, occurrence, status, day, done in closed
     ]
     rows.sort(key=lambda row: (row.target_date, row.pk))  # as they were read before
     for row in rows:
