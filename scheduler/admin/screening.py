@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from participants.models import Participant
+from participants.selectors import machine_criteria_prefetch
 from scheduler.access import site_today
 from scheduler.display import site_time
 from scheduler.services import participant_enroll_check
@@ -107,6 +108,8 @@ class ScreeningLogMixin:
             self.scoped(request, write=False)
             .select_related("trial", "site", "protocol_version__trial", "eligibility_confirmed_by")
             .order_by("trial__code", "site__code", "created_at", "study_id")
+            # What the machine checks of those in screening read: once for the page.
+            .prefetch_related("anchors", machine_criteria_prefetch())
         )
         for name in ("trial", "site"):
             wanted = request.GET.get(name)

@@ -143,3 +143,47 @@ def test_the_log_is_filtered_by_site_code(client, sites, django_user_model) -> N
 
     assert [row[0] for row in cells(response)] == ["niams-ani-vascular/ELSEWHERE"]
     assert reverse("admin:participants_participant_screening_log") == LOG_URL
+
+
+def test_the_log_costs_the_same_queries_for_two_and_for_eight_in_screening(
+    client, sites, import_seed
+) -> None:
+    """The machine checks of a page read the anchors and criteria once, not once a row, and
+    still check each participant's own age."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    version, nih, investigator, _ = sites
+    sign_in(client, investigator)
+    day1 = {"day1": D(2026, 3, 16), "consent": D(2026, 2, 20)}
+
+    def log_queries() -> tuple[int, list[list[str]]]:
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(LOG_URL)
+        assert response.status_code == 200
+        return len(queries), cells(response)
+
+    few, _ = log_queries()
+    for number in range(6):
+        # Ages 16 to 21 on the consent date: the two youngest fail AGE (18 to 80).
+        participant_for(
+            version,
+            anchors=day1,
+            site=nih,
+            birth_date=D(2010 - number, 1, 1),
+            study_id=f"M{number}",
+        )
+    many, rows = log_queries()
+
+    assert many == few
+    checks = {row[0].split("/")[1]: row[3] for row in rows if row[0].split("/")[1][0] == "M"}
+    assert checks == {
+        "M0": "AGE (Aged 18 to 80 years.): age 16 years is outside the required range "
+        "(≥ 18 and ≤ 80)",
+        "M1": "AGE (Aged 18 to 80 years.): age 17 years is outside the required range "
+        "(≥ 18 and ≤ 80)",
+        "M2": "all pass",
+        "M3": "all pass",
+        "M4": "all pass",
+        "M5": "all pass",
+    }
