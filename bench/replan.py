@@ -29,7 +29,8 @@ deleted (calendar, audit history, outbox, everything) are dumped; the baseline, 
 transaction from the same state, writes exactly those rows with plain SQL (COPY for inserts,
 COPY into a temporary table then one UPDATE … FROM and one DELETE … USING per table), and the
 script checks that it produced the very same changes. --profile prints the amendment's
-profile (cProfile, top functions) at the first size.
+profile (cProfile, top functions) at the first size. BENCH_SQL=1 prints, after each run, the
+seconds spent in each kind of statement, and the baseline's seconds per table.
 """
 
 from __future__ import annotations
@@ -185,15 +186,30 @@ def counting() -> Iterator[list[int]]:
     from django.db import connection
 
     count = [0]
+    # BENCH_SQL=1: seconds per kind of statement (its first words), printed after the run.
+    timed: dict[str, list[float]] | None = {} if os.environ.get("BENCH_SQL") else None
 
     def counter(
         execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
     ) -> Any:
         count[0] += 1
-        return execute(sql, params, many, context)
+        if timed is None:
+            return execute(sql, params, many, context)
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            timed.setdefault(" ".join(sql.split())[:110], []).append(
+                time.perf_counter() - started
+            )
 
     with connection.execute_wrapper(counter):
         yield count
+    if timed:
+        total = sum(sum(times) for times in timed.values())
+        print(f"  statements: {count[0]}, {total:.2f} s in the database; the costliest:")
+        for sql, times in sorted(timed.items(), key=lambda item: -sum(item[1]))[:25]:
+            print(f"  {sum(times):7.3f} s {len(times):5d}x  {sql}")
 
 
 def service_run(trial: Trial, scenario: str, work: Callable[[], Any], profile: bool = False) -> Run:
@@ -363,6 +379,7 @@ def run(args: argparse.Namespace, sizes: list[int]) -> None:
                 profile=args.profile and number == 0 and attempt == 0,
             )
             service.append(done.seconds)
+            print(f"    run {attempt + 1}: {done.seconds:.2f} s", file=sys.stderr)
             queries = done.queries
             plain.append(trial.recorder.replay("amendment", done.changes))
         runs = len(service)

@@ -13,6 +13,7 @@ only the tables it wrote, and refuse a run that wrote any other.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -159,8 +160,10 @@ def _load(cursor: Any, sql: str, path: Path) -> None:
 def write_plainly(cursor: Any, changes: Changes) -> None:
     """The baseline: the same row changes, with COPY, one UPDATE … FROM and one DELETE … USING
     per table."""
+    timed = bool(os.environ.get("BENCH_SQL"))  # seconds per table, printed
     for number, (name, table) in enumerate(changes.tables.items()):
         inserted, updated, deleted = changes.counts[name]
+        started = time.perf_counter()
         pk = quoted(table.pk)
         column_list = ", ".join(quoted(c) for c in table.columns)
         if deleted:
@@ -187,6 +190,11 @@ def write_plainly(cursor: Any, changes: Changes) -> None:
         if inserted:
             _load(
                 cursor, f"COPY {quoted(name)} ({column_list}) FROM STDIN", changes.path(name, "ins")
+            )
+        if timed and (inserted or updated or deleted):
+            print(
+                f"  plain SQL {time.perf_counter() - started:7.3f} s  {name} "
+                f"+{inserted:,} ~{updated:,} -{deleted:,}"
             )
 
 
