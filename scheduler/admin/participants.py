@@ -138,7 +138,9 @@ class VisitInline(ScopedInline):
         return (
             super()
             .get_queryset(request)
-            .select_related("visit_definition", "protocol_version__trial")
+            # The participant's site gives each row's today (`glance_status`): joined, not read
+            # again for every visit.
+            .select_related("visit_definition", "protocol_version__trial", "participant__site")
         )
 
     @admin.display(description=gettext_lazy("status"))
@@ -157,7 +159,9 @@ class MilestoneInline(ScopedInline):
     ordering = ["due_date", "id"]
 
     def get_queryset(self, request: HttpRequest) -> Any:
-        return milestones_with_next_step(super().get_queryset(request).select_related("rule"))
+        return milestones_with_next_step(
+            super().get_queryset(request).select_related("rule", "participant__site")
+        )
 
     @admin.display(description=gettext_lazy("status"))
     def step_status(self, milestone: ScheduledMilestone) -> str:
@@ -217,8 +221,14 @@ class ReminderInline(ScopedInline):
         return error_hidden(reminder)
 
     def get_queryset(self, request: HttpRequest) -> Any:
-        # Upcoming rows are the plan, not what happened; the reminder list shows them.
-        return super().get_queryset(request).filter(due_at__lte=timezone.now())
+        # Upcoming rows are the plan, not what happened; the reminder list shows them. The site
+        # gives each row's clock (`due`, `sent`).
+        return (
+            super()
+            .get_queryset(request)
+            .filter(due_at__lte=timezone.now())
+            .select_related("participant__site")
+        )
 
 
 class ParticipantAdminForm(forms.ModelForm):
