@@ -169,9 +169,15 @@ def _update_by_copy(
     with transaction.atomic(savepoint=False), connection.cursor() as wrapper:
         wrapper.execute(f"CREATE TEMPORARY TABLE {staging} ({columns}) ON COMMIT DROP")
         _copy_rows(wrapper, f"COPY {staging} FROM STDIN", zip(*values, strict=True))
+        # The second condition says again what the first does. It lets the planner find the
+        # rows by their key: knowing nothing of a temporary table's rows, it would otherwise
+        # read the whole table into a hash join for every call (a site's amendment updates a
+        # few percent of a trial's visits, twenty sites twenty whole reads).
+        key = names[0]
         wrapper.execute(
             f"UPDATE {table} SET {assignments} FROM {staging} AS v "  # noqa: S608  # nosec B608  # quoted names only
-            f"WHERE {table}.{names[0]} = v.{names[0]}"
+            f"WHERE {table}.{key} = v.{key} "
+            f"AND {table}.{key} = ANY(ARRAY(SELECT {key} FROM {staging}))"
         )
         updated = int(wrapper.rowcount)
         wrapper.execute(f"DROP TABLE {staging}")

@@ -209,6 +209,11 @@ def test_large_updates_on_postgres_copy_into_a_table_dropped_after(
         ]
         assert statements[1].startswith('COPY "bulk_update_')
         assert statements[2].split("FROM")[1].split()[0] == statements[1].split()[1]
+        # The rows are found by key (an index), not by reading the whole table.
+        staging = statements[1].split()[1]
+        assert statements[2].endswith(
+            f'AND "scheduler_scheduledvisit"."id" = ANY(ARRAY(SELECT "id" FROM {staging}))'
+        )
         assert "unnest(" in statements[4]
     assert set(jasmine.visits.values_list("version", flat=True)) == {6}
 
