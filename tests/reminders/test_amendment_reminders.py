@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import pytest
 import time_machine
+from django.contrib.auth.models import User
 
 from participants.models import Participant
 from scheduler.models import Reminder, ScheduledVisit
@@ -28,6 +29,7 @@ from scheduler.services import (
 )
 from tests.conftest import seed_path
 from tests.factories import SiteFactory, participant_for
+from trials.models import ProtocolVersion, Site
 from trials.services import protocol_import
 
 UTC = dt.UTC
@@ -114,6 +116,20 @@ def reminder_rows(participants: list[Participant]) -> list[tuple[object, ...]]:
         Reminder.objects.filter(participant__in=participants)
         .order_by("pk")
         .values_list("pk", "target_key", "rule_code", "channel", "due_at", "status")
+    )
+
+
+def approved_at_site(
+    site: Site, version: ProtocolVersion, coordinator: User, *, reason: str
+) -> None:
+    """The site approves `version` on AMENDED_ON and moves its participants onto it from then."""
+    site_move_to_version(
+        site=site,
+        version=version,
+        approved_on=AMENDED_ON.date(),
+        on=AMENDED_ON.date(),
+        by=coordinator,
+        reason=reason,
     )
 
 
@@ -238,14 +254,7 @@ def test_an_amendment_leaves_the_reminders_a_whole_re_plan_would(site_of_three, 
     )
     with time_machine.travel(AMENDED_ON, tick=False):
         assert pending(people[who], code, *rules) == before
-        site_move_to_version(
-            site=site,
-            version=amended,
-            approved_on=AMENDED_ON.date(),
-            on=AMENDED_ON.date(),
-            by=coordinator,
-            reason=amendment,
-        )
+        approved_at_site(site, amended, coordinator, reason=amendment)
         assert pending(people[who], code, *rules) == after
         moved = reminder_rows(people)
         reminders_sync_many(Participant.objects.filter(pk__in=[p.pk for p in people]))
@@ -275,14 +284,7 @@ def test_one_site_with_movers_from_versions_of_other_rules(site_of_three) -> Non
             reason="1.0b",
         )
         assert pending(people[1], "V10", "FAST") == [("FAST", "email", "2026-09-13T22:00:00+00:00")]
-        site_move_to_version(
-            site=site,
-            version=amended,
-            approved_on=AMENDED_ON.date(),
-            on=AMENDED_ON.date(),
-            by=coordinator,
-            reason="1.1",
-        )
+        approved_at_site(site, amended, coordinator, reason="1.1")
         assert pending(people[1], "V10", "FAST") == [("FAST", "email", "2026-09-13T23:00:00+00:00")]
         assert pending(people[0], "V4", "FAST") == [
             ("FAST", "email", "2026-03-29T23:00:00+00:00"),
