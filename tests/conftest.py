@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.test import Client
 
 from trials.models import ProtocolVersion
@@ -64,12 +65,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 break
 
 
+class QuickPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    """The production hasher (its hashes start `pbkdf2_sha256$` the same) with 1,000 rounds
+    instead of Django's 1,000,000: a user, a client secret or a password sign-in cost a test
+    0.2 s each, hundreds of times a suite. Hashes carry their rounds, so either hasher checks
+    the other's; nothing in a test depends on the count."""
+
+    iterations = 1_000
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # With REDIS_URL the cache is a Redis database, and clearing a cache (the API tests do)
     # flushes its whole database: each xdist worker gets its own, the next ones after it.
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     from django.conf import settings
 
+    settings.PASSWORD_HASHERS = [
+        f"{__name__}.QuickPBKDF2PasswordHasher",
+        *settings.PASSWORD_HASHERS,
+    ]
     cache = settings.CACHES["default"]
     if worker.startswith("gw") and cache["BACKEND"].endswith("RedisCache"):
         base, _, db = str(cache["LOCATION"]).rpartition("/")
