@@ -29,7 +29,6 @@ import statistics
 import sys
 import tempfile
 import time
-import tracemalloc
 import warnings
 from collections.abc import Callable
 from decimal import Decimal
@@ -39,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import progress, report  # noqa: E402
+from bench.harness import peak_kib, progress, report, streamed_size  # noqa: E402
 
 WEEKLY_60 = """\
 format: 1
@@ -95,13 +94,6 @@ def medians_ms(
             run()
             times[position].append((time.perf_counter() - started) * 1000)
     return [statistics.median(each) for each in times]
-
-
-def streamed_size(response: Any) -> int:
-    """The response's length, read chunk by chunk as a server sends it (nothing kept)."""
-    if not response.streaming:
-        return len(response.content)
-    return sum(len(chunk) for chunk in response.streaming_content)
 
 
 def body(response: Any) -> bytes:
@@ -307,17 +299,6 @@ def icalendar_site_feed(site: Any, stamp: dt.datetime) -> bytes:
     return build_calendar(
         events, method="PUBLISH", stamp=stamp, name=f"{site.name}: study visits"
     ).to_ical()
-
-
-def peak_kib(run: Callable[[], int]) -> tuple[float, int]:
-    """Peak memory traced while `run` serves a response and counts its bytes; and the bytes."""
-    tracemalloc.start()
-    try:
-        size = run()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    return peak / 1024, size
 
 
 def main() -> None:

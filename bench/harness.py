@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import tracemalloc
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sized
 from pathlib import Path
@@ -109,6 +110,25 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
                 bar.advance(task, pending)
                 pending = 0
         bar.advance(task, pending)
+
+
+def streamed_size(response: Any) -> int:
+    """The response's length, read chunk by chunk as a server sends it (nothing kept)."""
+    if not response.streaming:
+        return len(response.content)
+    return sum(len(chunk) for chunk in response.streaming_content)
+
+
+def peak_kib(run: Callable[[], int]) -> tuple[float, int]:
+    """Peak Python memory traced (tracemalloc) while `run` serves a response and counts its
+    bytes; and the bytes. tracemalloc slows Python down several times: never time it."""
+    tracemalloc.start()
+    try:
+        size = run()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak / 1024, size
 
 
 def throwaway_postgres(url: str, label: str) -> tuple[str, Callable[[], None]]:

@@ -16,6 +16,10 @@ rendered, no network):
   (every site), each page's median of `--runs` requests after one warm-up;
 - the baseline: the admin's password-change form, the cheapest page with the admin's chrome.
 Prints milliseconds, queries, and the ratio to the baseline; the issue's target is 300 ms.
+Then the visit list's CSV export, streamed, for the coordinator (one site's visits) and the
+monitor (every site's, ten times as many rows): its time once, and its peak Python memory
+(tracemalloc, a second run) against the kilobytes it sent, which must stay flat as the rows
+grow tenfold.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import report, throwaway_postgres  # noqa: E402
+from bench.harness import peak_kib, report, throwaway_postgres  # noqa: E402
 
 TARGET_MS = 300.0
 
@@ -298,6 +302,43 @@ def run(args: argparse.Namespace) -> None:
                     target=TARGET_MS,
                     runs=args.runs,
                 )
+    measure_export(data)
+
+
+def exported(response: Any) -> tuple[int, int]:
+    """The bytes and CSV rows of a streamed export, read chunk by chunk (nothing kept)."""
+    size = lines = 0
+    for chunk in response.streaming_content:
+        size += len(chunk)
+        lines += chunk.count(b"\n")
+    return size, lines - 1  # the header
+
+
+def measure_export(data: dict[str, Any]) -> None:
+    from django.test import Client
+
+    url = "/admin/scheduler/scheduledvisit/export.csv"
+    print(f"{'visits export (CSV)':34} {'who':12} {'rows':>9} {'seconds':>8} {'sent':>10} peak")
+    for who in ("coordinator", "monitor"):
+        client = Client()
+        client.force_login(data[who])
+        start = time.perf_counter()
+        response = client.get(url)
+        assert response.status_code == 200, response.status_code
+        sent, rows = exported(response)
+        seconds = time.perf_counter() - start
+        peak, again = peak_kib(lambda client=client: exported(client.get(url))[0])
+        assert again == sent, (again, sent)
+        print(f"{'':34} {who:12} {rows:9,} {seconds:8.1f} {sent / 1024:8,.0f} KiB {peak:,.0f} KiB")
+        common = {"script": "workspace", "size": rows, "runs": 1}
+        report(scenario="visits export (CSV), streamed", value=seconds, unit="s", **common)
+        report(
+            scenario="visits export (CSV) streamed: peak memory",
+            value=peak,
+            unit="KiB",
+            baseline=sent / 1024,
+            **common,
+        )
 
 
 if __name__ == "__main__":
