@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import io
 import os
 import statistics
@@ -314,6 +315,10 @@ def exported(response: Any) -> tuple[int, int]:
     return size, lines - 1  # the header
 
 
+def export_size(client: Any, url: str) -> int:
+    return exported(client.get(url))[0]
+
+
 def measure_export(data: dict[str, Any]) -> None:
     from django.test import Client
 
@@ -327,7 +332,7 @@ def measure_export(data: dict[str, Any]) -> None:
         assert response.status_code == 200, response.status_code
         sent, rows = exported(response)
         seconds = time.perf_counter() - start
-        peak, again = peak_kib(lambda client=client: exported(client.get(url))[0])
+        peak, again = peak_kib(functools.partial(export_size, client, url))
         assert again == sent, (again, sent)
         print(f"{'':34} {who:12} {rows:9,} {seconds:8.1f} {sent / 1024:8,.0f} KiB {peak:,.0f} KiB")
         common = {"script": "workspace", "size": rows, "runs": 1}
