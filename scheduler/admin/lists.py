@@ -21,13 +21,14 @@ import datetime as dt
 import re
 from collections.abc import Iterator
 from functools import partial
+from itertools import islice
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.urls import URLPattern, path, reverse
@@ -306,9 +307,7 @@ def visit_csv_rows(visits: QuerySet[ScheduledVisit], *, user: Any) -> Iterator[s
                 .values("arm__code")[:1]
             )
         )
-    visits = visits.select_related(
-        "participant__site", "participant__trial", "visit_definition"
-    ).prefetch_related(_procedures_prefetch())
+    visits = visits.select_related("participant__site", "participant__trial", "visit_definition")
     writer = csv.writer(_Echo())
     # The file is read by the sites' own tools (a spreadsheet macro, a CTMS import): its
     # header and status words are the same English whatever the language of who exports it.
@@ -334,42 +333,55 @@ def visit_csv_rows(visits: QuerySet[ScheduledVisit], *, user: Any) -> Iterator[s
         header.append("arm")
     yield writer.writerow(header)
     todays: dict[int, dt.date] = {}
-    for visit in visits.iterator(chunk_size=500):
-        site: Site = visit.participant.site
-        if site.pk not in todays:
-            todays[site.pk] = access.site_today(site)
-        procedures = [scheduled.procedure for scheduled in visit.procedures.all()]
-        resources = dict.fromkeys(p.resource for p in procedures if p.resource)
-        row = [
-            visit.participant.trial.code,
-            site.code,
-            visit.participant.study_id,
-            visit.code,
-            visit.name,
-            VISIT_GLANCE_LABELS[visit_glance_status(visit, today=todays[site.pk])],
-            _date(visit.target_date),
-            _date(visit.window_start),
-            _date(visit.window_end),
-            site_time(visit.booked_start, site) if visit.booked_start else "",
-            _date(visit.booked_date),
-            _date(visit.actual_date),
-            "" if visit.deviation_days is None else visit.deviation_days,
-            " ".join(p.code for p in procedures),
-            "; ".join(resources),
-            site.timezone,
-        ]
-        if shows_arm:
-            row.append(getattr(visit, "arm_code", None) or "")
-        yield writer.writerow([_cell(value) for value in row])
+    rows = visits.iterator(chunk_size=EXPORT_CHUNK)
+    while chunk := list(islice(rows, EXPORT_CHUNK)):
+        procedures_of = _procedures_of(chunk)
+        for visit in chunk:
+            site: Site = visit.participant.site
+            if site.pk not in todays:
+                todays[site.pk] = access.site_today(site)
+            procedures = procedures_of[visit.pk]
+            resources = dict.fromkeys(resource for _code, resource in procedures if resource)
+            row = [
+                visit.participant.trial.code,
+                site.code,
+                visit.participant.study_id,
+                visit.code,
+                visit.name,
+                VISIT_GLANCE_LABELS[visit_glance_status(visit, today=todays[site.pk])],
+                _date(visit.target_date),
+                _date(visit.window_start),
+                _date(visit.window_end),
+                site_time(visit.booked_start, site) if visit.booked_start else "",
+                _date(visit.booked_date),
+                _date(visit.actual_date),
+                "" if visit.deviation_days is None else visit.deviation_days,
+                " ".join(code for code, _resource in procedures),
+                "; ".join(resources),
+                site.timezone,
+            ]
+            if shows_arm:
+                row.append(getattr(visit, "arm_code", None) or "")
+            yield writer.writerow([_cell(value) for value in row])
 
 
-def _procedures_prefetch() -> Prefetch:
-    return Prefetch(
-        "procedures",
-        queryset=ScheduledProcedure.objects.select_related("procedure").order_by(
-            "procedure__order", "id"
-        ),
-    )
+# Visits the export reads at a time, and their procedures with them (one query a chunk).
+EXPORT_CHUNK = 500
+
+
+def _procedures_of(visits: list[ScheduledVisit]) -> dict[int, list[tuple[str, str]]]:
+    """Each visit's procedures as (code, resource), in the protocol's order. Plain tuples, not
+    a prefetch: prefetched procedures point back at their visit, a reference cycle that only
+    the garbage collector's rare full pass frees, so every row exported stayed in memory
+    until then (19 MB at 6,000 rows, where a chunk at a time peaks at 5 MB)."""
+    found: dict[int, list[tuple[str, str]]] = {visit.pk: [] for visit in visits}
+    for visit_id, code, resource in (
+        ScheduledProcedure.objects.filter(visit__in=found)
+        .order_by("procedure__order", "id")
+        .values_list("visit_id", "procedure__code", "procedure__resource")
+    ):
+        found[visit_id].append((code, resource))
+    return found
 
 
 def _shows_arm(user: Any) -> bool:

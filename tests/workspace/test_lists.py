@@ -4,17 +4,21 @@ exactly like the list, arm-free for blinded roles (the world: tests/workspace/co
 from __future__ import annotations
 
 import csv
+import gc
 import inspect
+import weakref
 from typing import Any
 
 import pytest
 import time_machine
 from django.db import connection
+from django.db.models.signals import post_init
 from django.http import StreamingHttpResponse
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from participants.models import TreatmentAssignment
+from scheduler.admin import lists
 from scheduler.admin.lists import visit_csv_rows
 from scheduler.models import ScheduledVisit
 from tests.conftest import sign_in
@@ -188,6 +192,41 @@ def test_the_export_is_a_generator_that_reads_nothing_until_sent(
         lines = visit_csv_rows(ScheduledVisit.objects.all(), user=coordinator)
     assert len(before_sending) == 0
     assert next(lines).startswith("trial,site,study id,")
+
+
+def test_the_export_frees_each_chunk_of_rows_once_the_next_is_read(
+    world: World, coordinator: Any, now: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the garbage collector off, a chunk's visits are gone (freed by reference counting
+    alone) as soon as the next chunk is read: nothing read keeps a row alive through a
+    reference cycle, so a large export holds one chunk, not every row it has sent. Rows are
+    read two at a time here."""
+    monkeypatch.setattr(lists, "EXPORT_CHUNK", 2)
+    read: list[weakref.ref[ScheduledVisit]] = []
+
+    def track(sender: type[ScheduledVisit], instance: ScheduledVisit, **kwargs: Any) -> None:
+        read.append(weakref.ref(instance))
+
+    visits = ScheduledVisit.objects.filter(participant__site=world.ny).order_by("target_date")
+    expected = visits.count()
+    lines = visit_csv_rows(visits, user=coordinator)
+    sent = [next(lines)]  # the header
+    first_chunk_alive: list[bool] = []
+    gc.disable()
+    post_init.connect(track, sender=ScheduledVisit)
+    try:
+        for line in lines:
+            sent.append(line)
+            if len(sent) == 4:  # two rows sent, the third read with the second chunk
+                first_chunk_alive = [ref() is not None for ref in read[:2]]
+    finally:
+        post_init.disconnect(track, sender=ScheduledVisit)
+        gc.enable()
+
+    assert expected >= 6
+    assert (len(sent) - 1, len(read)) == (expected, expected)
+    assert first_chunk_alive == [False, False]
+    assert [ref() for ref in read] == [None] * expected  # every one freed at the end
 
 
 def test_another_sites_rows_never_appear_in_the_export(world: World, logged_in: Any) -> None:
