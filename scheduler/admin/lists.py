@@ -373,7 +373,7 @@ def _procedures_of(visits: list[ScheduledVisit]) -> dict[int, list[tuple[str, st
     """Each visit's procedures as (code, resource), in the protocol's order. Plain tuples, not
     a prefetch: prefetched procedures point back at their visit, a reference cycle that only
     the garbage collector's rare full pass frees, so every row exported stayed in memory
-    until then (19 MB at 6,000 rows, where a chunk at a time peaks at 5 MB)."""
+    until then (21 MiB at the peak for 6,000 rows, where a chunk at a time peaks at 5 MiB)."""
     found: dict[int, list[tuple[str, str]]] = {visit.pk: [] for visit in visits}
     for visit_id, code, resource in (
         ScheduledProcedure.objects.filter(visit__in=found)
