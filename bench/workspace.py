@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import peak_kib, report, throwaway_postgres  # noqa: E402
+from bench.harness import peak_kib, report, streamed_size, throwaway_postgres  # noqa: E402
 
 TARGET_MS = 300.0
 
@@ -316,7 +316,7 @@ def exported(response: Any) -> tuple[int, int]:
 
 
 def export_size(client: Any, url: str) -> int:
-    return exported(client.get(url))[0]
+    return streamed_size(client.get(url))
 
 
 def measure_export(data: dict[str, Any]) -> None:
