@@ -70,7 +70,17 @@ class ScopedAdmin(OneRule, admin.ModelAdmin):
         """May the user change rows here (or this row): a write role, and the row in scope."""
         if obj is None:
             return access.holds_role(request.user, self.write_roles)
-        return self.writable(request).filter(pk=obj.pk).exists()
+        if request.method not in ("GET", "HEAD"):
+            return self.writable(request).filter(pk=obj.pk).exists()
+        # Django's change view asks this seven times for one page (the form, its inlines,
+        # the buttons). A read changes neither the memberships nor the row, so the first
+        # answer holds for the rest of the request; a POST asks the database every time,
+        # since its own change may move the row out of scope.
+        answers: dict[tuple[type, Any], bool] = request.__dict__.setdefault("_may_write", {})
+        key = (type(self), obj.pk)
+        if key not in answers:
+            answers[key] = self.writable(request).filter(pk=obj.pk).exists()
+        return answers[key]
 
     def visible_object(self, request: HttpRequest, object_id: Any, queryset: Any = None) -> Any:
         """The row if the user may see it, else 404 (a bad id included)."""
