@@ -29,4 +29,5 @@ RUN pybabel compile -d scheduler/locale -D django \
 USER scheduler
 EXPOSE 8000
 # No access log: request lines would carry calendar feed tokens (see config/logging.py).
-CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]
+# Threaded workers (config/gunicorn.py), as docker-compose and Kubernetes run it.
+CMD ["gunicorn", "config.wsgi:application", "--bind=0.0.0.0:8000", "--config=config/gunicorn.py"]

@@ -1,14 +1,15 @@
 """REST API throughput and latency over HTTP, with a baseline measured in the same run.
 
     .venv/bin/python bench/api.py [--site-participants 500] [--requests 300] [--seconds 20]
-                                  [--clients 4] [--workers 2] [--threads 4]
+                                  [--clients 4] [--workers N] [--threads N]
 
 Builds, in a throw-away SQLite database under a temporary VAR_DIR (or, when DATABASE_URL is on
 Postgres, a throw-away database created beside it and dropped at the end):
 - a participant with 60 visits (a 60-occurrence weekly visit) and
 - a site with N participants of the NIAMS protocol (12 visits each),
-issues a site system OAuth2 token over HTTP, starts gunicorn on 127.0.0.1 (gthread workers,
-so connections persist), and drives it from `--clients` threads, each with its own keep-alive
+issues a site system OAuth2 token over HTTP, starts gunicorn on 127.0.0.1 as deployed (its
+settings from config/gunicorn.py: threaded workers, so connections persist; --workers and
+--threads override them), and drives it from `--clients` threads, each with its own keep-alive
 `requests.Session`, for at most `--requests` requests or `--seconds` per target:
 - GET /api/v1/participants/{id}/calendar/     (the 60-visit calendar)
 - GET /api/v1/visits/?site=…&page_size=200     (a page of the 500-participant site's visits)
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import runpy
 import socket
 import statistics
 import subprocess
@@ -198,8 +200,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="per target, at most")
     parser.add_argument("--seconds", type=float, default=20.0, help="per target, at most")
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    deployed = runpy.run_path(str(ROOT / "config" / "gunicorn.py"))
+    parser.add_argument("--workers", type=int, default=deployed["workers"])
+    parser.add_argument("--threads", type=int, default=deployed["threads"])
     args = parser.parse_args()
     # On Postgres, a throw-away database beside DATABASE_URL's (gunicorn inherits it): runs
     # never meet each other's rows or names.
@@ -303,14 +306,12 @@ def measure(args: argparse.Namespace) -> None:
             str(ROOT),
             "--bind",
             f"127.0.0.1:{port}",
-            "--worker-class",
-            "gthread",
+            "--config",
+            str(ROOT / "config" / "gunicorn.py"),
             "--workers",
             str(args.workers),
             "--threads",
             str(args.threads),
-            "--keep-alive",
-            "30",
             "--log-level",
             "warning",
         ],

@@ -5,6 +5,7 @@ commands and settings."""
 
 from __future__ import annotations
 
+import runpy
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -495,3 +496,74 @@ def test_web_probes_autoscaling_and_exposure():
         "podSelector": {},
         "policyTypes": ["Ingress"],
     }
+
+
+def _gunicorn_threads_per_container() -> int:
+    """Processes times threads, as config/gunicorn.py sets them from this environment."""
+    settings = runpy.run_path(str(ROOT / "config" / "gunicorn.py"))
+    return int(settings["workers"] * settings["threads"])
+
+
+def _celery_processes(command: list[str]) -> int:
+    """A prefork worker's pool processes and their parent."""
+    return int(command[command.index("--concurrency") + 1]) + 1
+
+
+def database_connections_at_full_scale() -> dict[str, int]:
+    """The most database connections each workload holds at once, with every autoscaler at its
+    maximum: a web pod one per gunicorn thread, a worker pod one per Celery process, beat, the
+    migration Job and the backup one each."""
+    config = by_kind("ConfigMap")["scheduler-config"]["data"]
+    assert not {"WEB_CONCURRENCY", "WEB_THREADS"} & set(config)
+    hpa = by_kind("HorizontalPodAutoscaler")["scheduler-web"]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "scheduler-web"
+    budget = {"scheduler-web": hpa["maxReplicas"] * _gunicorn_threads_per_container()}
+    keda = {
+        o["spec"]["scaleTargetRef"]["name"]: o["spec"]["maxReplicaCount"]
+        for o in OBJECTS
+        if o["kind"] == "ScaledObject"
+    }
+    for name, workload in by_kind("StatefulSet").items():
+        command = workload["spec"]["template"]["spec"]["containers"][0]["command"]
+        if "beat" in command:
+            assert workload["spec"]["replicas"] == 1
+            budget[name] = 1
+        else:
+            budget[name] = keda[name] * _celery_processes(command)
+    budget.update({name: 1 for kind in ("Job", "CronJob") for name in by_kind(kind)})
+    return budget
+
+
+def test_the_readme_says_how_many_database_connections_a_full_scale_out_holds(monkeypatch):
+    # Neither the ConfigMap nor compose sets them (checked below): gunicorn's defaults apply.
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.delenv("WEB_THREADS", raising=False)
+    budget = database_connections_at_full_scale()
+    assert budget == {
+        "scheduler-web": 10 * 2 * 4,
+        "scheduler-worker": 6 * 3,
+        "scheduler-invite-worker": 6 * 3,
+        "scheduler-webhook-worker": 6 * 5,
+        "scheduler-beat": 1,
+        "scheduler-migrate": 1,
+        "scheduler-backup": 1,
+    }
+    # docker-compose: one container of each.
+    assert not {"WEB_CONCURRENCY", "WEB_THREADS"} & set(COMPOSE["x-app"]["environment"])
+    compose = {"web": _gunicorn_threads_per_container(), "beat": 1, "migrate": 1, "backup": 1}
+    for name in ("worker", "invite-worker", "webhook-worker"):
+        compose[name] = _celery_processes(COMPOSE["services"][name]["command"])
+    assert compose == {
+        "web": 8,
+        "worker": 3,
+        "invite-worker": 3,
+        "webhook-worker": 5,
+        "beat": 1,
+        "migrate": 1,
+        "backup": 1,
+    }
+
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert f"at most **{sum(budget.values())} database connections**" in readme
+    assert f"web pods {budget['scheduler-web']}" in readme
+    assert f"Compose holds at most {sum(compose.values())} (web {compose['web']}," in readme

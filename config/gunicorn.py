@@ -1,0 +1,31 @@
+"""gunicorn's settings for the web app: docker-compose, Kubernetes and the image's own command
+all start `gunicorn config.wsgi:application --bind=0.0.0.0:8000 --config=config/gunicorn.py`.
+
+Threaded workers (gthread), not gunicorn's default sync worker. A sync worker tells the master
+it is alive only between requests, so the master kills it once one response outlasts
+`timeout`: a streamed export (a sponsor monitor's 600,000 visits take about 80 s at 10,000
+participants) stopped at 30 s, a cut-off file. A threaded worker's main loop reports every
+second whatever its threads are sending, so `timeout` only restarts a worker that is truly
+stuck. Threads also keep a slow reader (a phone on a poor network, a calendar feed poller)
+from holding a whole process, and an idle keep-alive connection from Caddy or the Ingress
+waits in that loop rather than in a thread.
+
+Each thread that reads the database holds its own connection (kept CONN_MAX_AGE seconds), so
+one web process opens at most `threads` connections and a pod `workers * threads`: the
+README's "Database connections" adds up what a full scale-out asks of Postgres.
+"""
+
+from __future__ import annotations
+
+import os
+
+worker_class = "gthread"
+# Two processes of four threads: eight requests at once per pod or compose web container.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("WEB_THREADS", "4"))
+# A worker whose main loop has not reported for this long is restarted (not a request limit).
+timeout = 30
+# Seconds a stopping worker (a rollout, a scale-in) lets its requests finish.
+graceful_timeout = 30
+# Caddy and the Ingress reuse their connections to gunicorn between requests.
+keepalive = 5
