@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from participants.models import Participant
+from scheduler.admin.scoping import ScopedAdmin
 from tests.workspace.conftest import World, staff
 
 SCOPE_CHECK = 'SELECT 1 AS "a" FROM "participants_participant"'
@@ -54,6 +55,7 @@ def test_a_read_keeps_its_answer_a_write_asks_again(
     """Within a GET the row cannot leave the scope; within a POST it can (the request's own
     change may move it), so a POST asks the database each time."""
     model_admin = admin.site._registry[Participant]
+    assert isinstance(model_admin, ScopedAdmin)
     factory = RequestFactory()
     read, write = factory.get("/"), factory.post("/")
     for request in (read, write):
