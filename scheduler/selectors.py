@@ -4,9 +4,10 @@ import datetime as dt
 import functools
 import operator
 import zoneinfo
-from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
+from django.db import connection
 from django.db.models import Count, IntegerField, Model, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils.translation import gettext_noop
@@ -82,6 +83,7 @@ Catalog = tuple[
     dict[str, VisitDefinition], dict[str, ProcedureDefinition], dict[str, MilestoneRule]
 ]
 M = TypeVar("M", bound=Model)
+T = TypeVar("T")
 _published_catalogs: dict[tuple[int, str, dt.datetime], Catalog] = {}
 
 
@@ -331,6 +333,26 @@ class PlannedProcedure:
         self.procedure = procedure
         self.status = status
         self.not_done_reason = not_done_reason
+
+
+def rows_streamed(rows: QuerySet[Any, T], *, chunk_size: int) -> Iterator[T]:
+    """Every row of `rows`, read `chunk_size` at a time (a feed, an export).
+
+    On PostgreSQL through a server-side cursor planned for reading every row. With the default
+    cursor_tuple_fraction (0.1) the planner picks the plan quickest to a first row: for one
+    site's visits, a walk of the whole trial's visits in date order, keeping the site's. Its
+    cost grows with the trial, not the site: a 24,000-visit site feed read in 7 s instead of
+    0.4 s, a coordinator's export of 60,000 of 600,000 visits in 1.8 s instead of 1.0 s."""
+    if connection.vendor != "postgresql":
+        yield from rows.iterator(chunk_size=chunk_size)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET cursor_tuple_fraction = 1.0")
+    try:
+        yield from rows.iterator(chunk_size=chunk_size)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET cursor_tuple_fraction")
 
 
 def visits_attach_procedures(

@@ -48,7 +48,6 @@ from typing import Any, Literal, NamedTuple
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
 from django.db.models import QuerySet
 from django.utils import translation
 
@@ -250,7 +249,8 @@ def visit_texts(
     (two more with procedures).
     """
     mark = render_mark()
-    rows = _rows(visits.values_list(*COLUMNS[kind]))
+    columns = visits.values_list(*COLUMNS[kind])
+    rows = scheduler.selectors.rows_streamed(columns, chunk_size=CHUNK_SIZE)
     while chunk := list(islice(rows, CHUNK_SIZE)):
         procedures: dict[int, tuple[Row, ...]] = {}
         if kind == "participant":
@@ -271,23 +271,6 @@ def visit_texts(
             if complete:
                 _keep({chunk_key: text})
         yield text
-
-
-def _rows(rows: QuerySet[Any, Row]) -> Iterator[Row]:
-    """The rows, read CHUNK_SIZE at a time. On PostgreSQL through a server-side cursor planned
-    for reading every row: with the default cursor_tuple_fraction (0.1) the planner prefers a
-    plan that is quick to a first row, and reading a 24,000-visit site feed took 7 s instead
-    of 0.4 s."""
-    if connection.vendor != "postgresql":
-        yield from rows.iterator(chunk_size=CHUNK_SIZE)
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SET cursor_tuple_fraction = 1.0")
-    try:
-        yield from rows.iterator(chunk_size=CHUNK_SIZE)
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("RESET cursor_tuple_fraction")
 
 
 def _chunk_text(

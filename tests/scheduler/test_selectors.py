@@ -5,11 +5,13 @@ import zoneinfo
 
 import pytest
 import time_machine
+from django.db import connection
 
 from participants.models import Participant
 from scheduler.models import ScheduledVisit
 from scheduler.selectors import (
     participants_with_visit_status,
+    rows_streamed,
     sites_with_visit_status,
     zones_by_today,
 )
@@ -243,3 +245,39 @@ def test_a_calendar_of_the_version_given_reads_no_definitions(
         assert len({id(v.visit_definition) for v in stored.visits}) == 1
         read = stored.visits[0].visit_definition
         assert read is not None and read.version.label == "1.0"
+
+
+def _cursor_tuple_fraction() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW cursor_tuple_fraction")
+        return str(cursor.fetchone()[0])
+
+
+@pytest.mark.parametrize("stop_after", [None, 3])
+def test_rows_streamed_reads_every_row_planned_for_reading_all(stop_after: int | None) -> None:
+    """A feed or an export reads every row: on Postgres its cursor is planned for that
+    (cursor_tuple_fraction 1, not the 0.1 that favours a quick first row), and the
+    connection's setting is back once the reader is done, or gives up part of the way."""
+    codes = [f"site-{n:02d}" for n in range(7)]
+    for code in codes:
+        SiteFactory(code=code)
+    postgres = connection.vendor == "postgresql"
+    default = _cursor_tuple_fraction() if postgres else None
+
+    rows = rows_streamed(
+        Site.objects.filter(code__in=codes).order_by("code").values_list("code", flat=True),
+        chunk_size=2,
+    )
+    read = []
+    for code in rows:
+        read.append(code)
+        if postgres:
+            assert _cursor_tuple_fraction() == "1"
+        if len(read) == stop_after:
+            break
+    rows.close()  # what a streamed response does with its iterator when it ends
+
+    assert read == codes[:stop_after]
+    if postgres:
+        assert default == "0.1"
+        assert _cursor_tuple_fraction() == default
