@@ -4,7 +4,7 @@ import datetime as dt
 import functools
 import operator
 import zoneinfo
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from typing import Any, TypeVar
 
 from django.db import connection
@@ -335,7 +335,7 @@ class PlannedProcedure:
         self.not_done_reason = not_done_reason
 
 
-def rows_streamed(rows: QuerySet[Any, T], *, chunk_size: int) -> Iterator[T]:
+def rows_streamed(rows: QuerySet[Any, T], *, chunk_size: int) -> Generator[T, None, None]:
     """Every row of `rows`, read `chunk_size` at a time (a feed, an export).
 
     On PostgreSQL through a server-side cursor planned for reading every row. With the default
