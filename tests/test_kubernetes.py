@@ -498,6 +498,20 @@ def test_web_probes_autoscaling_and_exposure():
     }
 
 
+def test_a_stopping_web_pod_finishes_its_requests_before_it_is_killed():
+    """The Ingress may still send a stopping pod requests for a few seconds: the pod waits
+    before gunicorn stops listening, then gunicorn lets running requests finish for its
+    graceful_timeout, all within the grace period before the kubelet kills it."""
+    pod = by_kind("Deployment")["scheduler-web"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    assert int(pre_stop[1]) >= 5
+    graceful = runpy.run_path(str(ROOT / "config" / "gunicorn.py"))["graceful_timeout"]
+    assert graceful == 30
+    assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + graceful
+
+
 def _gunicorn_threads_per_container() -> int:
     """Processes times threads, as config/gunicorn.py sets them from this environment."""
     settings = runpy.run_path(str(ROOT / "config" / "gunicorn.py"))

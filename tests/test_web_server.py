@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import runpy
 import socket
 import subprocess
 import sys
@@ -94,6 +95,16 @@ def test_a_response_streams_whole_for_longer_than_the_worker_timeout(web_server:
     # The response really outlasted the worker timeout, three times over.
     assert elapsed >= slow_stream_urls.LINES * slow_stream_urls.PAUSE_SECONDS
     assert slow_stream_urls.LINES * slow_stream_urls.PAUSE_SECONDS >= 3 * WORKER_TIMEOUT_SECONDS
+
+
+def test_compose_gives_a_stopping_web_server_its_graceful_timeout() -> None:
+    """Docker kills a container 10 s after asking it to stop unless told otherwise; gunicorn
+    lets running requests finish for longer than that."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    grace = compose["services"]["web"]["stop_grace_period"]
+    assert grace.endswith("s")
+    graceful = runpy.run_path(str(ROOT / "config" / "gunicorn.py"))["graceful_timeout"]
+    assert int(grace.removesuffix("s")) > graceful == 30
 
 
 def test_compose_kubernetes_and_the_image_start_the_web_server_alike() -> None:
