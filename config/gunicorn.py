@@ -29,3 +29,7 @@ timeout = 30
 graceful_timeout = 30
 # Caddy and the Ingress reuse their connections to gunicorn between requests.
 keepalive = 5
+# No control socket (gunicorn 25.1+ opens one in $HOME/.gunicorn for `gunicornc`, which can
+# change the worker count or stop the server): nothing here uses it, the image's home is
+# read-only in Kubernetes, and it would be one more way in.
+control_socket_disable = True

@@ -58,7 +58,12 @@ def web_server(tmp_path: Path) -> Iterator[int]:
         for key, value in os.environ.items()
         if key not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}
     }
-    env.update(DEBUG="true", DJANGO_SETTINGS_MODULE="tests.slow_stream_site", VAR_DIR=str(tmp_path))
+    env.update(
+        DEBUG="true",
+        DJANGO_SETTINGS_MODULE="tests.slow_stream_site",
+        VAR_DIR=str(tmp_path),
+        HOME=str(tmp_path),  # where gunicorn would put a control socket (it must not)
+    )
     log = (tmp_path / "gunicorn.log").open("wb")
     server = subprocess.Popen(  # noqa: S603 - gunicorn with compose's own arguments
         argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -78,6 +83,9 @@ def web_server(tmp_path: Path) -> Iterator[int]:
         server.terminate()
         server.wait(timeout=30)
         log.close()
+    startup = (tmp_path / "gunicorn.log").read_text()
+    assert "Using worker: gthread" in startup
+    assert "Control socket" not in startup  # no gunicornc way in (config/gunicorn.py)
 
 
 def test_a_response_streams_whole_for_longer_than_the_worker_timeout(web_server: int) -> None:
