@@ -36,6 +36,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from participants.models import Participant
 from scheduler import access, audittrail
 from scheduler.display import site_time
 from scheduler.models import ScheduledProcedure, ScheduledVisit
@@ -302,6 +303,8 @@ class _Echo:
 
 # Visits the export reads at a time, with their procedures.
 EXPORT_CHUNK = 500
+# What the export reads of a visit's participant.
+EXPORTED_PARTICIPANT_FIELDS = frozenset({"id", "trial", "site", "study_id"})
 
 
 def visit_csv_rows(visits: QuerySet[ScheduledVisit], *, user: Any) -> Iterator[str]:
@@ -317,10 +320,21 @@ def visit_csv_rows(visits: QuerySet[ScheduledVisit], *, user: Any) -> Iterator[s
                 .values("arm__code")[:1]
             )
         )
-    # The participant joined; its site and trial and the visit's definition, a few rows shared
-    # by thousands, read once each (`rows_share_related`), not built again for every row (the
+    # The participant joined, only what a line shows of it (its study id, site and trial; never
+    # a contact detail); its site and trial and the visit's definition, a few rows shared by
+    # thousands, read once each (`rows_share_related`), not built again for every row (the
     # list's own joins, which the changelist's rows arrive with, dropped).
-    visits = visits.select_related(None).select_related("participant")
+    visits = (
+        visits.select_related(None)
+        .select_related("participant")
+        .defer(
+            *(
+                f"participant__{field.name}"
+                for field in Participant._meta.concrete_fields
+                if field.name not in EXPORTED_PARTICIPANT_FIELDS
+            )
+        )
+    )
     writer = csv.writer(_Echo())
     # The file is read by the sites' own tools (a spreadsheet macro, a CTMS import): its
     # header and status words are the same English whatever the language of who exports it.

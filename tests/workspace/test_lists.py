@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gc
 import inspect
+import re
 import weakref
 from typing import Any
 
@@ -171,6 +172,17 @@ def test_the_export_is_the_filtered_list_streamed(world: World, logged_in: Any) 
             "America/New_York",
         ],
     ]
+
+
+def test_the_export_never_reads_a_contact_detail(world: World, logged_in: Any) -> None:
+    """The file has no contact details, and the export does not even read them: of a
+    participant it reads the study id, site and trial, nothing else."""
+    with time_machine.travel(NOW, tick=False), CaptureQueriesContext(connection) as queries:
+        rows = exported(logged_in, "")
+    assert len(rows) > 1
+    read = " ".join(query["sql"] for query in queries.captured_queries)
+    participant_columns = set(re.findall(r'"participants_participant"\."(\w+)"', read))
+    assert participant_columns == {"id", "trial_id", "site_id", "study_id"}
 
 
 def test_the_list_links_to_the_export_of_exactly_what_it_shows(
