@@ -3,7 +3,7 @@ all start `gunicorn config.wsgi:application --bind=0.0.0.0:8000 --config=config/
 
 Threaded workers (gthread), not gunicorn's default sync worker. A sync worker tells the master
 it is alive only between requests, so the master kills it once one response outlasts
-`timeout`: a streamed export (a sponsor monitor's 600,000 visits take about a minute at 10,000
+`timeout`: a streamed export (a sponsor monitor's 600,000 visits take 45 s or more at 10,000
 participants) stopped at 30 s, a cut-off file. A threaded worker's main loop reports every
 second whatever its threads are sending, so `timeout` only restarts a worker that is truly
 stuck. Threads also keep a slow reader (a phone on a poor network, a calendar feed poller)
