@@ -381,15 +381,17 @@ def visits_attach_procedures(
 
 def rows_share_related(
     rows: Sequence[Model], relation: str, *, known: Iterable[Model] = ()
-) -> None:
+) -> dict[Any, Model]:
     """Give every row its `relation` (a foreign key), one instance per distinct target: the
     `known` ones as they are, the others read in one query, only if any. What a join or a
-    prefetch would give, without an instance per row or a query when all are known."""
+    prefetch would give, without an instance per row or a query when all are known.
+
+    Returns every target it had, by key: the `known` of the next batch of rows."""
+    targets = {target.pk: target for target in known}
     if not rows:
-        return
+        return targets
     field = rows[0]._meta.get_field(relation)
     column = field.attname  # type: ignore[union-attr]
-    targets = {target.pk: target for target in known}
     missing = {getattr(row, column) for row in rows} - targets.keys() - {None}
     if missing:
         targets.update(field.related_model._default_manager.order_by().in_bulk(missing))  # type: ignore[union-attr]
@@ -399,3 +401,4 @@ def rows_share_related(
         target = getattr(row, column)
         if target is not None:
             field.set_cached_value(row, targets[target])  # type: ignore[union-attr]
+    return targets

@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from functools import partial
 from itertools import islice
 from typing import Any
@@ -362,25 +362,18 @@ def visit_csv_rows(visits: QuerySet[ScheduledVisit], *, user: Any) -> Iterator[s
     todays: dict[int, dt.date] = {}
     rows = rows_streamed(visits, chunk_size=EXPORT_CHUNK)
     # Sites, trials and visit definitions: read once each, whichever chunk first needs them.
-    shared: dict[str, dict[int, Model]] = {"site": {}, "trial": {}, "visit_definition": {}}
-
-    def share(records: Sequence[Model], relation: str) -> None:
-        known = shared[relation]
-        rows_share_related(records, relation, known=known.values())
-        for record in records:
-            target = getattr(record, relation)  # None: an unscheduled visit has no definition
-            if target is not None:
-                known[target.pk] = target
-
+    sites: dict[Any, Model] = {}
+    trials: dict[Any, Model] = {}
+    definitions: dict[Any, Model] = {}
     # A chunk's procedures as plain rows, not a prefetch: prefetched procedures point back at
     # their visit, a reference cycle that only the garbage collector's rare full pass frees,
     # so every row exported stayed in memory until then (21 MiB at the peak for 6,000 rows,
     # where a chunk at a time peaks at 5 MiB).
     while chunk := visits_attach_procedures(list(islice(rows, EXPORT_CHUNK))):
         participants = [visit.participant for visit in chunk]
-        share(participants, "site")
-        share(participants, "trial")
-        share(chunk, "visit_definition")
+        sites = rows_share_related(participants, "site", known=sites.values())
+        trials = rows_share_related(participants, "trial", known=trials.values())
+        definitions = rows_share_related(chunk, "visit_definition", known=definitions.values())
         for visit in chunk:
             site: Site = visit.participant.site
             if site.pk not in todays:
