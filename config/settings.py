@@ -339,11 +339,23 @@ WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
 # Celery: Redis when REDIS_URL is set, otherwise a broker made of files under ./var/broker.
 REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+REDIS_BROKER_TIMEOUT_SECONDS = 2.0
+# The cache's answers take a millisecond; one that takes longer than this is treated as away
+# (the API's rate budget is then not checked, and feeds render their texts afresh).
+REDIS_CACHE_TIMEOUT_SECONDS = 0.5
 if REDIS_URL:
     # Unacknowledged messages (acks_late) come back after this; the outbox sweep re-sends
     # anything lost sooner, so Redis never needs to hold a message long.
+    # A Redis that stops answering without closing its connections (a failover behind a proxy,
+    # a network partition, a frozen server) must not hold a web request forever: without a
+    # socket timeout a publish waited on it indefinitely. Each read and connect gives up after
+    # REDIS_BROKER_TIMEOUT_SECONDS (more than the 1 s a worker's BRPOP blocks for), so a
+    # publish gives up after two tries, about 4 s, and leaves its rows to the outbox sweep,
+    # and a worker reconnects instead of waiting on a dead connection.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        "socket_timeout": REDIS_BROKER_TIMEOUT_SECONDS,
+        "socket_connect_timeout": REDIS_BROKER_TIMEOUT_SECONDS,
     }
 else:
     _broker_dir = VAR_DIR / "broker"
@@ -372,6 +384,11 @@ if REDIS_URL:
                 default=urlunsplit(_broker_redis._replace(path=f"/{_broker_db + 1}")),
             ),
             "KEY_PREFIX": "scheduler",
+            # redis-py's default waits 5 s for a server that does not answer.
+            "OPTIONS": {
+                "socket_timeout": REDIS_CACHE_TIMEOUT_SECONDS,
+                "socket_connect_timeout": REDIS_CACHE_TIMEOUT_SECONDS,
+            },
         }
     }
 else:

@@ -1,16 +1,21 @@
 from __future__ import annotations
 
+import logging
 import secrets
+import time
 from typing import TYPE_CHECKING, Any, cast
 
 from django.core.cache import cache as default_cache
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
+from redis.exceptions import RedisError
 from rest_framework.throttling import SimpleRateThrottle
 
 if TYPE_CHECKING:  # rest_framework.views imports this module: no cycle at run time
     from rest_framework.request import Request
     from rest_framework.views import APIView
+
+logger = logging.getLogger(__name__)
 
 # DRF's sliding window, in one round trip and atomically: the request times of the last
 # `duration` seconds are a sorted set (score: the time); drop those at or before now - duration
@@ -43,7 +48,8 @@ class CredentialRateThrottle(SimpleRateThrottle):
     cache (Redis) so the budget is one per credential, not one per process. On Redis the
     window is one Lua script (one round trip, atomic: concurrent requests cannot both spend
     the last request of a budget) over a sorted set of request times, with DRF's rule; on any
-    other cache it is DRF's own get-then-set of a list.
+    other cache it is DRF's own get-then-set of a list. A cache that does not answer (within
+    settings.REDIS_CACHE_TIMEOUT_SECONDS) lets the request through unmetered.
     """
 
     scope = "credential"
@@ -62,6 +68,16 @@ class CredentialRateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
     def allow_request(self, request: Request, view: APIView) -> bool:
+        try:
+            return self._allow_request(request, view)
+        except RedisError as exc:
+            # The budget is fairness between site systems, not access control (the token and
+            # the memberships are, and they live in the database): with the cache away the
+            # request is served unmetered rather than refused, and said once a minute.
+            _say_unmetered(exc)
+            return True
+
+    def _allow_request(self, request: Request, view: APIView) -> bool:
         backend = _redis_backend(self.cache)
         if backend is None or self.rate is None:
             return super().allow_request(request, view)
@@ -87,6 +103,23 @@ class CredentialRateThrottle(SimpleRateThrottle):
         if available <= 0:
             return None
         return (self.duration - (self.now - oldest)) / float(available)
+
+
+# When the cache was last said to be away (time.monotonic()), per process.
+_unmetered_said: list[float] = []
+UNMETERED_SAY_EVERY_SECONDS = 60.0
+
+
+def _say_unmetered(exc: RedisError) -> None:
+    now = time.monotonic()
+    if _unmetered_said and now - _unmetered_said[-1] < UNMETERED_SAY_EVERY_SECONDS:
+        return
+    _unmetered_said[:] = [now]
+    logger.warning(
+        "API rate budgets not checked: the cache is unavailable (%s); requests are served "
+        "unmetered until it answers",
+        type(exc).__name__,
+    )
 
 
 def _member(now: float) -> str:

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -18,6 +14,7 @@ from scheduler.api.idempotency import idempotency_prune
 from scheduler.api.models import IdempotencyRecord
 from scheduler.api.tasks import prune_idempotency_records
 from tests.api.conftest import NOW, World
+from tests.outages import configured
 
 
 def _record(world: World, key: str, created: dt.datetime) -> IdempotencyRecord:
@@ -57,27 +54,20 @@ def test_the_prune_task_runs_daily_in_utc(world: World) -> None:
 
 
 def _caches(**env: str) -> dict:
-    script = (
-        "import json, django; from django.conf import settings; django.setup(); "
-        "print(json.dumps(settings.CACHES['default']))"
-    )
-    environment = {
-        k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CACHE_REDIS_URL")
-    } | env
-    environment["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    output = subprocess.run(
-        [sys.executable, "-c", script], env=environment, capture_output=True, check=True
-    )
-    return json.loads(output.stdout.decode().strip().splitlines()[-1])
+    return configured("CACHES", **env)["default"]  # type: ignore[no-any-return]
 
 
 def test_the_throttle_cache_is_redis_when_redis_url_is_set() -> None:
     redis = "django.core.cache.backends.redis.RedisCache"
     # Its own database, next to the broker's: clearing the cache flushes only that one.
+    # A server that does not answer within half a second counts as away (redis-py would wait
+    # 5 s; tests/api/test_cache_away.py shows what the API does then).
+    timeouts = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
     assert _caches(REDIS_URL="redis://127.0.0.1:6379/0") == {
         "BACKEND": redis,
         "LOCATION": "redis://127.0.0.1:6379/1",
         "KEY_PREFIX": "scheduler",
+        "OPTIONS": timeouts,
     }
     assert _caches(REDIS_URL="rediss://:pw@redis.internal:6380")["LOCATION"] == (
         "rediss://:pw@redis.internal:6380/1"
@@ -86,5 +76,6 @@ def test_the_throttle_cache_is_redis_when_redis_url_is_set() -> None:
         "BACKEND": redis,
         "LOCATION": "redis://c:6379/5",
         "KEY_PREFIX": "scheduler",
+        "OPTIONS": timeouts,
     }
     assert _caches() == {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}

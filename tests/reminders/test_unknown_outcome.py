@@ -8,6 +8,7 @@ server raises)."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from scheduler.outbox.sweep import (
 )
 from scheduler.services import participant_enroll
 from tests.factories import SiteFactory, member_of_every_trial_site, participant_for
+from tests.outages import Blackhole, configured
 
 UTC = dt.UTC
 pytestmark = pytest.mark.django_db
@@ -356,6 +358,55 @@ def test_a_publish_the_broker_refuses_leaves_the_row_for_the_sweep(
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
         send_after_commit(SEND_TASK, [email.pk])
 
+    email.refresh_from_db()
+    assert (email.status, email.enqueued_at) == ("pending", None)
+    assert [r.getMessage() for r in caplog.records if r.name == "scheduler.outbox.dispatch"] == [
+        f"broker unavailable (OperationalError): 1 outbox row(s) left for the sweep, "
+        f"first id {email.pk}"
+    ]
+
+
+@pytest.fixture
+def broker_silent() -> Any:
+    """This process publishes, with the transport options a deployment has (config/settings.py
+    with REDIS_URL), to a server that takes the connection and never answers: a Redis behind a
+    failing-over proxy, or across a partition. Without socket timeouts a publish waited on it
+    for as long as the connection stayed open."""
+    previous = (
+        app.conf.task_always_eager,
+        app.conf.broker_url,
+        app.conf.broker_transport_options,
+    )
+    options = configured("CELERY_BROKER_TRANSPORT_OPTIONS", REDIS_URL="redis://127.0.0.1:6379/0")
+    with Blackhole() as silent:
+        app.conf.task_always_eager = False
+        app.conf.broker_url = silent.url()
+        app.conf.broker_transport_options = options
+        app._pool = None
+        app.amqp._producer_pool = None
+        yield silent
+        app.conf.task_always_eager, app.conf.broker_url = previous[:2]
+        app.conf.broker_transport_options = previous[2]
+        app._pool = None
+        app.amqp._producer_pool = None
+
+
+def test_a_publish_to_a_broker_that_never_answers_gives_up_in_seconds_for_the_sweep(
+    participant: Any,
+    broker_silent: Blackhole,
+    caplog: pytest.LogCaptureFixture,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    email = row(participant, "email", enqueued_at=CLAIMED)
+    started = time.perf_counter()
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        send_after_commit(SEND_TASK, [email.pk])
+    took = time.perf_counter() - started
+
+    assert broker_silent.accepted >= 1
+    # Two reads of REDIS_BROKER_TIMEOUT_SECONDS (2 s) each: about 4 s, where the page that
+    # committed the change used to wait until the connection died.
+    assert took < 8
     email.refresh_from_db()
     assert (email.status, email.enqueued_at) == ("pending", None)
     assert [r.getMessage() for r in caplog.records if r.name == "scheduler.outbox.dispatch"] == [
