@@ -36,6 +36,19 @@ DB_DETAILS = [
     (re.compile(r"DETAIL:" + _LINE_REST), f"DETAIL: {WITHHELD}"),
     (re.compile(r"Failing row contains \(" + _LINE_REST), f"Failing row contains ({WITHHELD})"),
     (re.compile(r"Key \(([^)\n]*)\)=\(" + _LINE_REST), rf"Key (\1)=({WITHHELD})"),
+    # Where the server points at the error: the statement's line, which Django's psycopg
+    # backend sends with its values in it ("LINE 1: … = 'jane@…' and 1 = 'abc'::int"), and the
+    # CONTEXT a COPY or a JSON error gives ("COPY t, line 3, column email: "…"").
+    (re.compile(r"LINE (\d+): " + _LINE_REST), rf"LINE \1: {WITHHELD}"),
+    (re.compile(r"CONTEXT:" + _LINE_REST), f"CONTEXT: {WITHHELD}"),
+    # The value a type refused, quoted in the message itself: 'invalid input syntax for type
+    # date: "…"', 'invalid input value for enum e: "…"', 'date/time field value out of range:
+    # "…"', 'malformed array literal: "…"', 'value "…" is out of range for type integer'.
+    (
+        re.compile(r'((?:for type|for enum) [^:"\n]+|out of range|literal): "' + _LINE_REST),
+        rf"\1: {WITHHELD}",
+    ),
+    (re.compile(r'\bvalue "' + _LINE_REST), f"value {WITHHELD}"),
 ]
 QUERY_WITHHELD = "(%.3f) query withheld from the log (its parameters are row values); alias=%s"
 
@@ -123,6 +136,10 @@ class ScrubDatabaseErrors(logging.Filter):
             record.sql = record.params = WITHHELD  # type: ignore[attr-defined]
             return True
         record.args = _scrubbed_args(record.args)
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg, record.args = _without_quoted_errors(
+                record.msg, record.args, record.exc_info[1]
+            )
         try:
             message = record.getMessage()
         except (TypeError, ValueError):  # a malformed call; logging reports it itself
@@ -151,3 +168,31 @@ def _scrubbed_args(args: Any) -> Any:
     if isinstance(args, Mapping):
         return {key: scrub(value) for key, value in args.items()}
     return args
+
+
+def _without_quoted_errors(msg: Any, args: Any, exc: BaseException) -> tuple[Any, Any]:
+    """The message and arguments with the text of each database error in `exc`'s chain, as
+    str() or repr() gives it, replaced by its summary: a worker's failure line quotes the
+    exception it logs ("Task … raised unexpected: DataError('…')"), whatever the error says."""
+    quoted: dict[str, str] = {}
+    for error in _exception_chain(exc):
+        if is_database_error(error):
+            summary = database_error_summary(error)
+            for text in (repr(error), str(error)):
+                if text:
+                    quoted[text] = summary
+
+    def scrub(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        for text, summary in quoted.items():
+            value = value.replace(text, summary)
+        return value
+
+    if not quoted:
+        return msg, args
+    if isinstance(args, tuple):
+        args = tuple(scrub(value) for value in args)
+    elif isinstance(args, Mapping):
+        args = {key: scrub(value) for key, value in args.items()}
+    return scrub(msg), args

@@ -205,7 +205,7 @@ def test_database_error_passed_as_an_argument_is_replaced_by_its_summary(niams, 
             "DETAIL:  Failing row contains (7, NIH-CC-LEAK-7, 2009-04-17, jane.doe@example.org)."
             "\nCONTEXT: x",
             'null value in column "protocol_version_id" violates not-null constraint\n'
-            "DETAIL: <withheld>\nCONTEXT: x",
+            "DETAIL: <withheld>\nCONTEXT: <withheld>",
         ),
         (
             'IntegrityError(\'duplicate key value violates unique constraint "u"\\n'
@@ -221,6 +221,35 @@ def test_database_error_passed_as_an_argument_is_replaced_by_its_summary(niams, 
         (
             "Key (email)=(jane.doe@example.org) already exists.",
             "Key (email)=(<withheld>)",
+        ),
+        # A type's refusal quotes the value, and the statement's line quotes the others
+        # (Django's psycopg backend binds on the client: values are in the SQL text).
+        (
+            'DataError(\'invalid input syntax for type date: "NIH-CC-LEAK-7"\\n'
+            "LINE 1: ...= 'jane.doe@example.org' AND \"birth_date\" = 'NIH-CC-LEAK-7'\\n"
+            "                 ^')",
+            "DataError('invalid input syntax for type date: <withheld>\\n"
+            "LINE 1: <withheld>\\n                 ^')",
+        ),
+        (
+            'invalid input value for enum status: "Mary Ann Doe"',
+            "invalid input value for enum status: <withheld>",
+        ),
+        (
+            'date/time field value out of range: "2009-04-17 99:00"',
+            "date/time field value out of range: <withheld>",
+        ),
+        (
+            'malformed array literal: "{jane.doe@example.org"',
+            "malformed array literal: <withheld>",
+        ),
+        (
+            'value "3015550199" is out of range for type integer',
+            "value <withheld>",
+        ),
+        (
+            'invalid input syntax for type json\nCONTEXT:  JSON data, line 1: {"email": "jane',
+            "invalid input syntax for type json\nCONTEXT: <withheld>",
         ),
     ],
 )
@@ -281,3 +310,32 @@ def test_a_celery_worker_log_file_gets_the_same_filters(tmp_path) -> None:
     assert log_file.read_text(encoding="utf-8") == (
         "Task raised unexpected: IntegrityError('null value\\nDETAIL: <withheld>\n"
     )
+
+
+def test_a_failed_tasks_line_never_quotes_its_database_error(niams, log_output) -> None:
+    """A worker logs a failed task with the exception's repr in the line itself ("Task …
+    raised unexpected: DataError('…')"), and the error can say anything: here the statement's
+    line with a participant's values, which neither DETAIL nor Key patterns catch."""
+    from config.celery import app
+
+    @app.task(name="tests.log_privacy.read_by_birth_date", shared=False)
+    def read_by_birth_date() -> None:
+        # A value the database refuses, next to a contact detail in the same statement.
+        Participant.objects.extra(  # noqa: S610 - the values are parameters
+            where=["email = %s AND birth_date = %s::date"],
+            params=[SECRETS["email"], STUDY_ID],
+        ).count()
+
+    read_by_birth_date.apply()
+
+    log = log_output.getvalue()
+    [failure] = [line for line in log.splitlines() if "raised unexpected" in line]
+    assert without_timestamp(failure).startswith(
+        "ERROR celery.app.trace Task tests.log_privacy.read_by_birth_date["
+    )
+    if connection.vendor == "postgresql":
+        summary = "SQLSTATE 22007"  # invalid_datetime_format
+        assert failure.endswith(f"raised unexpected: {WITHHELD}; {summary}")
+    assert "LINE" not in log
+    assert_nothing_personal(log)
+    assert SECRETS["email"] not in log
