@@ -24,3 +24,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("scheduler.api.urls")),
 ]
+
+# A database that is away answers 503 with Retry-After, not a 500 (config/errors.py).
+handler500 = "config.errors.server_error"

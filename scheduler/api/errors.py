@@ -24,6 +24,7 @@ from rest_framework.views import set_rollback
 
 from scheduler.engine.types import PlanningError
 from scheduler.services import CalendarError, EnrollmentError, VisitConflict
+from scheduler.unavailable import API_DETAIL, RETRY_AFTER_SECONDS, database_away
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,12 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "written; read the visit's slots again and choose another",
     ),
     "throttled": ("Too many requests", "this credential's request budget is spent for now"),
+    "unavailable": (
+        "Temporarily unavailable",
+        "the database did not answer (a restart or failover): try again after Retry-After "
+        "seconds; a change sent may or may not have been written, so read it back or repeat "
+        "it with the same Idempotency-Key",
+    ),
     "server-error": ("Server error", "an unexpected error; nothing is promised to be written"),
 }
 
@@ -82,6 +89,7 @@ PROBLEM_STATUS: dict[str, int] = {
     "refused": 422,
     "slot-taken": 409,
     "throttled": 429,
+    "unavailable": 503,
     "server-error": 500,
 }
 
@@ -203,6 +211,16 @@ def _translate(exc: Exception) -> exceptions.APIException | None:
 
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's EXCEPTION_HANDLER: every error as problem details, none as an HTML page."""
+    if database_away(exc):
+        logger.warning(
+            "database unavailable during an API request (%s): answered 503", type(exc).__name__
+        )
+        set_rollback()
+        return _respond(
+            context,
+            problem_body("unavailable", 503, API_DETAIL, []),
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     api_exc = _translate(exc)
     if api_exc is None:
         logger.exception("unhandled error in an API view", exc_info=exc)

@@ -99,10 +99,11 @@ def _problem_response(status_code: int) -> dict[str, Any]:
 def operation_problems(
     operation: dict[str, Any], method: str, schemas: dict[str, Any]
 ) -> list[int]:
-    """The 4xx statuses one operation can answer, read off what it takes.
+    """The error statuses one operation can answer, read off what it takes.
 
     Everyone can meet 401 (no valid token), 403 (a token without the scope, or a role that
-    only reads), 406 (an Accept we do not serve) and 429 (throttled). Parameters or a body
+    only reads), 406 (an Accept we do not serve), 429 (throttled) and 503 (the database is
+    away for a moment: try again after Retry-After). Parameters or a body
     can be malformed (400); a path id or a cursor can name nothing the caller sees (404). A
     body can be of another media type (415) or refused by a clinical rule (422, which is also
     an Idempotency-Key reused with another body). If-Match brings 428 and 412, a confirm
@@ -111,7 +112,7 @@ def operation_problems(
     """
     parameters = operation.get("parameters", [])
     names = {p["name"] for p in parameters}
-    statuses = {401, 403, 406, 429}
+    statuses = {401, 403, 406, 429, 503}
     if any(p["in"] != "path" for p in parameters) or "requestBody" in operation:
         statuses.add(400)
     if any(p["in"] == "path" for p in parameters) or "cursor" in names:

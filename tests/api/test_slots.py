@@ -540,14 +540,14 @@ def test_the_schema_maps_slots_and_bookings_to_fhir(nih: Nih) -> None:
     paths, components = schema["paths"], schema["components"]["schemas"]
 
     assert sorted(paths["/api/v1/visits/{id}/book-slot/"]["post"]["responses"]) == [
-        "200", "400", "401", "403", "404", "406", "409", "412", "415", "422", "428", "429",
+        "200", "400", "401", "403", "404", "406", "409", "412", "415", "422", "428", "429", "503",
     ]  # fmt: skip
     assert (
         "`slot-taken`"
         in paths["/api/v1/visits/{id}/book-slot/"]["post"]["responses"]["409"]["description"]
     )
     assert sorted(paths["/api/v1/visits/{id}/slots/"]["get"]["responses"]) == [
-        "200", "400", "401", "403", "404", "406", "429",
+        "200", "400", "401", "403", "404", "406", "429", "503",
     ]  # fmt: skip
     slot = components["SlotOut"]["properties"]
     assert (slot["start"]["description"], slot["status"]["description"]) == (

@@ -18,6 +18,7 @@ row whose worker died mid-send is parked as "unknown" for a person, never re-sen
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import email
@@ -39,12 +40,16 @@ import pytest
 import redis
 from django.conf import settings
 from django.db import connection
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
+from scheduler import unavailable
 from scheduler.access import site_today
+from scheduler.api.credentials import site_system_credentials_create
 from scheduler.calendars.events import UID_DOMAIN
+from scheduler.calendars.feeds import feed_create, feed_path
 from scheduler.display import site_time
 from scheduler.models import Reminder, ScheduledVisit
 from scheduler.outbox.sweep import reminders_sweep
@@ -546,3 +551,89 @@ def test_faults_redis_away_during_a_booking_saves_it_shows_success_and_the_sweep
     message_id = f"<reminder-{invite.pk}@{UID_DOMAIN}>"
     assert captured_message_ids(workers.var_dir / "mail") == [message_id]
     assert row_state(invite) == (Status.SENT, 1, message_id)
+
+
+# ----------------------------------------------------------------------------------------
+# (d) The database is away while people, site systems and calendar apps call
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_faults_database_away_pages_the_api_and_feeds_answer_503_with_retry_after(
+    import_seed: Callable[[str], Any], django_user_model: Any
+) -> None:
+    version = import_seed("000")
+    visit = enrolled_visit(version)
+    participant = visit.participant
+    coordinator = django_user_model.objects.create_user("coordinator-db-away", is_staff=True)
+    member(coordinator, trial=version.trial, site=participant.site)
+    person = Client(raise_request_exception=False)
+    person.force_login(coordinator)
+    application, secret = site_system_credentials_create(
+        name="db-away-ehr", trial=version.trial, sites=[participant.site]
+    )
+    issued = APIClient().post(
+        "/api/v1/oauth/token/",
+        {"grant_type": "client_credentials", "scope": "read write"},
+        HTTP_AUTHORIZATION="Basic "
+        + base64.b64encode(f"{application.client_id}:{secret}".encode()).decode(),
+    )
+    system = APIClient(raise_request_exception=False)
+    system.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.json()['access_token']}")
+    feed, feed_token = feed_create(participant=participant)
+    calendar_app = Client(raise_request_exception=False)
+    page_url = reverse("admin:participants_participant_change", args=[participant.pk])
+    api_url = f"/api/v1/participants/{participant.pk}/calendar/"
+    booking_url = reverse("admin:scheduler_scheduledvisit_book", args=[visit.pk])
+    day = max(visit.window_start, site_today(participant.site) + dt.timedelta(days=1))
+
+    database = connection.settings_dict
+    address = (database["HOST"] or "127.0.0.1", int(database["PORT"] or 5432))
+    proxy = TcpProxy(address)
+    connection.close()
+    database["HOST"], database["PORT"] = "127.0.0.1", str(proxy.port)
+    try:
+        before = [
+            person.get(page_url).status_code,
+            system.get(api_url).status_code,
+            calendar_app.get(feed_path(feed=feed, token=feed_token)).status_code,
+        ]
+        proxy.cut()  # Postgres "restarts"
+        page = person.get(page_url)
+        booking = person.post(
+            booking_url,
+            {"local_date": day.isoformat(), "local_time": "10:00", "_confirm": "1",
+             "version": str(visit.version), "reason": ""},
+        )  # fmt: skip
+        api = system.get(api_url)
+        feed_response = calendar_app.get(feed_path(feed=feed, token=feed_token))
+        health = Client().get("/healthz")
+    finally:
+        connection.close()
+        database["HOST"], database["PORT"] = str(address[0]), str(address[1])
+        proxy.close()
+    # The database is back (the same server, reached directly): the next requests are served.
+    after = [
+        person.get(page_url).status_code,
+        system.get(api_url).status_code,
+        calendar_app.get(feed_path(feed=feed, token=feed_token)).status_code,
+    ]
+
+    assert before == after == [200, 200, 200]
+    for response in (page, booking, api, feed_response):
+        assert (response.status_code, response["Retry-After"]) == (503, "30")
+    for response in (page, booking):
+        text = response.content.decode()
+        assert "<title>Temporarily unavailable</title>" in text
+        assert f"<p>{unavailable.PAGE_TEXT}</p>" in text
+    assert api["Content-Type"] == "application/problem+json"
+    assert api.json() == {
+        "type": "/api/v1/problems/unavailable",
+        "title": "Temporarily unavailable",
+        "status": 503,
+        "detail": unavailable.API_DETAIL,
+        "errors": [],
+    }
+    assert health.status_code == 503
+    visit.refresh_from_db()
+    assert (visit.status, visit.booked_date) == (ScheduledVisit.Status.PLANNED, None)
