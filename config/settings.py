@@ -465,6 +465,11 @@ SMS_BACKEND = env.str("SMS_BACKEND", default="scheduler.outbox.sms.ConsoleSmsBac
 TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
 TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")
+# Twilio's client waits for an API that never answers for as long as the connection stays
+# open, holding a worker process for good: give up after this many seconds. A request that
+# reached Twilio and got no answer may have sent the SMS, so it is parked as "unknown" for a
+# person to decide, never sent again blindly.
+TWILIO_TIMEOUT_SECONDS = env.int("TWILIO_TIMEOUT_SECONDS", default=30)
 
 # Webhooks for site systems (scheduler/outbox/webhooks.py), sent through the same outbox.
 # Fernet keys that encrypt subscription secrets at rest, comma-separated, newest first (older
@@ -489,6 +494,9 @@ WEBHOOK_SECRET_ROTATION_GRACE_SECONDS = env.int(
 # smtp+tls://user:password@smtp.example.org:587
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="filemail://")
 vars().update(EMAIL_CONFIG)
+# Django's SMTP connection has no timeout of its own: a mail server that stops answering held
+# a worker process for good. Timed out, a send is retried (as the same message, Message-ID).
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 if EMAIL_CONFIG["EMAIL_BACKEND"].endswith("filebased.EmailBackend"):
     EMAIL_FILE_PATH = str(VAR_DIR / "mail")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="visits@scheduler.invalid")

@@ -11,7 +11,7 @@ line that quotes the error can hold one; the provider's code and reason stay.
 from __future__ import annotations
 
 import re
-from smtplib import SMTPRecipientsRefused, SMTPResponseException
+from smtplib import SMTPRecipientsRefused, SMTPResponseException, SMTPServerDisconnected
 
 PHONE_NUMBER = "[phone number]"
 EMAIL_ADDRESS = "[email address]"
@@ -77,6 +77,9 @@ def smtp_reason(exc: BaseException) -> str:
         f"{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}".strip()
         for code, text in replies
     ]
+    if isinstance(exc, SMTPServerDisconnected) and str(exc):
+        # smtplib's own words, which say why ("Connection unexpectedly closed: timed out").
+        said = [str(exc)]
     reason = type(exc).__name__
     if said:
         reason += ": " + "; ".join(dict.fromkeys(said))
@@ -96,6 +99,11 @@ class TransientDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """It will never go (invalid number, no address): give up now."""
+
+
+class OutcomeUnknown(DeliveryError):
+    """The request reached the provider and no answer came: it may or may not have been sent.
+    Parked as "unknown" for a person to mark as sent or send again, never retried blindly."""
 
 
 class Superseded(DeliveryError):

@@ -1,9 +1,10 @@
 """SMS: a small backend interface, a console backend for development, and Twilio.
 
-Backends raise TransientDeliveryError (retry later) or PermanentDeliveryError (give up). They
-never log the number or the text. A provider's reason often quotes the number ("The 'To'
-number +15551234567 is not a valid phone number"): the errors scrub it when raised
-(scheduler/outbox/errors.py), so the stored and shown reason keeps the words, not the number.
+Backends raise TransientDeliveryError (retry later), PermanentDeliveryError (give up) or
+OutcomeUnknown (sent, and no answer came: a person decides). They never log the number or the
+text. A provider's reason often quotes the number ("The 'To' number +15551234567 is not a
+valid phone number"): the errors scrub it when raised (scheduler/outbox/errors.py), so the
+stored and shown reason keeps the words, not the number.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from scheduler.outbox.errors import PermanentDeliveryError, TransientDeliveryError
+from scheduler.outbox.errors import OutcomeUnknown, PermanentDeliveryError, TransientDeliveryError
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +40,14 @@ class TwilioSmsBackend:
         from twilio.rest import Client
 
         self.client = Client(
-            settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, http_client=http_client
+            settings.TWILIO_ACCOUNT_SID,
+            settings.TWILIO_AUTH_TOKEN,
+            http_client=http_client if http_client is not None else twilio_http_client(),
         )
         self.sender = settings.TWILIO_FROM_NUMBER
 
     def send(self, *, to: str, body: str, reference: str) -> str:
+        from requests.exceptions import ReadTimeout
         from twilio.base.exceptions import TwilioRestException
 
         try:
@@ -56,9 +60,23 @@ class TwilioSmsBackend:
             if exc.status == 429 or exc.status >= 500:
                 raise TransientDeliveryError(f"Twilio {exc.status}: {exc.msg}") from None
             raise PermanentDeliveryError(f"Twilio {exc.status}: {exc.msg}") from None
-        except OSError as exc:
+        except ReadTimeout:
+            # The request went out; Twilio may have created the message before going quiet.
+            raise OutcomeUnknown(
+                f"Twilio did not answer within {settings.TWILIO_TIMEOUT_SECONDS} s: the SMS "
+                "may or may not have gone; mark it as sent or send it again"
+            ) from None
+        except OSError as exc:  # refused, unreachable, no connection within the timeout
             raise TransientDeliveryError(f"Twilio unreachable: {type(exc).__name__}") from exc
         return str(message.sid)
+
+
+def twilio_http_client() -> Any:
+    """Twilio's own HTTP client, giving up after TWILIO_TIMEOUT_SECONDS (its default waits
+    for as long as the connection stays open)."""
+    from twilio.http.http_client import TwilioHttpClient
+
+    return TwilioHttpClient(timeout=settings.TWILIO_TIMEOUT_SECONDS)
 
 
 def sms_backend() -> SmsBackend:

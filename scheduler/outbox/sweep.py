@@ -40,6 +40,7 @@ from scheduler.outbox.channels import deliver, mail_connection_per_batch
 from scheduler.outbox.dispatch import KIND_ROWS, queue_for, send_after_commit, send_task_for
 from scheduler.outbox.errors import (
     NotNeeded,
+    OutcomeUnknown,
     PermanentDeliveryError,
     Superseded,
     TransientDeliveryError,
@@ -187,6 +188,9 @@ def _attempt(reminder: Reminder, claimed_at: dt.datetime) -> tuple[str, Outcome]
         return "not needed", outcome(Status.CANCELLED, last_error=str(exc)[:2000])
     except PermanentDeliveryError as exc:
         return "dead", outcome(Status.DEAD, last_error=str(exc)[:2000])
+    except OutcomeUnknown as exc:
+        logger.warning("reminder %s parked as unknown: its provider did not answer", reminder.pk)
+        return "unknown", outcome(Status.UNKNOWN, last_error=str(exc)[:2000])
     except Exception as exc:  # noqa: BLE001 - anything unexpected is retried, then dead
         # TransientDeliveryError, and anything a provider library raises that we did not
         # foresee: retrying with backoff and then giving up beats a row stuck in "sending".

@@ -29,6 +29,7 @@ from scheduler.outbox.outcomes import (
     outcome_record,
     outcomes_replay,
 )
+from scheduler.outbox.sms import TwilioSmsBackend
 from scheduler.outbox.sweep import (
     UNKNOWN_ERROR,
     reminder_send,
@@ -413,3 +414,91 @@ def test_a_publish_to_a_broker_that_never_answers_gives_up_in_seconds_for_the_sw
         f"broker unavailable (OperationalError): 1 outbox row(s) left for the sweep, "
         f"first id {email.pk}"
     ]
+
+
+# ----------------------------------------------------------------------------------------
+# A provider that takes the connection and never answers
+
+
+class SilentTwilioBackend(TwilioSmsBackend):
+    """The production Twilio backend with its production HTTP client (the configured
+    timeout), only sending to SILENT_TWILIO[0] instead of https://api.twilio.com."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        http = self.client.http_client
+        http.session.trust_env = False  # no proxy from the environment for 127.0.0.1
+        send = http.request
+
+        def request(method: str, url: str, **kwargs: Any) -> Any:
+            return send(method, url.replace("https://api.twilio.com", SILENT_TWILIO[0]), **kwargs)
+
+        http.request = request
+
+
+SILENT_TWILIO: list[str] = []
+
+
+def test_providers_are_given_up_on_after_thirty_seconds_by_default() -> None:
+    # Django's SMTP connection and Twilio's client have no timeout of their own.
+    assert configured("EMAIL_TIMEOUT") == configured("TWILIO_TIMEOUT_SECONDS") == 30
+    assert configured("EMAIL_TIMEOUT", EMAIL_TIMEOUT="12") == 12
+
+
+@override_settings(
+    SMS_BACKEND=f"{__name__}.SilentTwilioBackend",
+    TWILIO_ACCOUNT_SID="AC" + "0" * 32,
+    TWILIO_AUTH_TOKEN="test-token",
+    TWILIO_FROM_NUMBER="+12025550199",
+    TWILIO_TIMEOUT_SECONDS=1,
+)
+def test_an_sms_twilio_never_answers_is_parked_as_unknown_not_sent_again(
+    participant: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    sms = row(participant, "sms")
+    with Blackhole() as silent:
+        SILENT_TWILIO[:] = [f"http://127.0.0.1:{silent.port}"]
+        started = time.perf_counter()
+        with time_machine.travel(CLAIMED, tick=False):
+            result = reminder_send(sms.pk)
+        took = time.perf_counter() - started
+        with django_capture_on_commit_callbacks(execute=True):
+            later = [reminders_sweep(now=CLAIMED + dt.timedelta(hours=h)) for h in (1, 24)]
+        reached = silent.accepted
+
+    assert (result, reached, later) == ("unknown", 1, [[], []])
+    assert took < 5  # the configured second, not until the connection dies
+    assert state(sms) == (
+        "unknown",
+        1,
+        "Twilio did not answer within 1 s: the SMS may or may not have gone; mark it as sent "
+        "or send it again",
+        "",
+    )
+
+
+@override_settings(
+    EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+    EMAIL_HOST="127.0.0.1",
+    EMAIL_USE_TLS=False,
+    EMAIL_TIMEOUT=1,
+    REMINDER_BACKOFF_BASE_SECONDS=60,
+)
+def test_an_email_the_mail_server_never_answers_is_retried_later(participant: Any) -> None:
+    email = row(participant, "email")
+    with Blackhole() as silent, override_settings(EMAIL_PORT=silent.port):
+        started = time.perf_counter()
+        with time_machine.travel(CLAIMED, tick=False):
+            result = reminder_send(email.pk)
+        took = time.perf_counter() - started
+
+    assert result == "failed"
+    assert took < 5
+    email.refresh_from_db()
+    assert (email.status, email.attempts, email.last_error) == (
+        "failed",
+        1,
+        "email not accepted: SMTPServerDisconnected: Connection unexpectedly closed: timed out",
+    )
+    # Sent again later as the same message (email de-duplicates on Message-ID).
+    assert email.next_attempt_at == CLAIMED + dt.timedelta(minutes=1)
