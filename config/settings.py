@@ -357,16 +357,16 @@ REDIS_BROKER_TIMEOUT_SECONDS = 2.0
 # (the API's rate budget is then not checked, and feeds render their texts afresh).
 REDIS_CACHE_TIMEOUT_SECONDS = 0.5
 if REDIS_URL:
-    # Unacknowledged messages (acks_late) come back after this; the outbox sweep re-sends
-    # anything lost sooner, so Redis never needs to hold a message long.
-    # A Redis that stops answering without closing its connections (a failover behind a proxy,
-    # a network partition, a frozen server) must not hold a web request forever: without a
-    # socket timeout a publish waited on it indefinitely. Each read and connect gives up after
-    # REDIS_BROKER_TIMEOUT_SECONDS (more than the 1 s a worker's BRPOP blocks for), so a
-    # publish gives up after two tries, about 4 s, and leaves its rows to the outbox sweep,
-    # and a worker reconnects instead of waiting on a dead connection.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Unacknowledged messages (acks_late) come back after this; the outbox sweep re-sends
+        # anything lost sooner, so Redis never needs to hold a message long.
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        # A Redis that stops answering without closing its connections (a failover behind a
+        # proxy, a network partition, a frozen server) held a publish, and the web request
+        # behind it, for as long as the connection stayed open. Each read and connect now
+        # gives up after REDIS_BROKER_TIMEOUT_SECONDS (more than the 1 s a worker's BRPOP
+        # blocks for): a publish gives up after about 4 s (measured) and leaves its rows to
+        # the outbox sweep, and a worker reconnects instead of waiting on a dead connection.
         "socket_timeout": REDIS_BROKER_TIMEOUT_SECONDS,
         "socket_connect_timeout": REDIS_BROKER_TIMEOUT_SECONDS,
     }
