@@ -18,7 +18,13 @@ from django.http import HttpResponse
 from icalendar import Calendar, Component
 
 from scheduler.calendars.events import visit_uid
-from scheduler.calendars.feeds import feed_create, feed_path, feed_regenerate, feed_revoke
+from scheduler.calendars.feeds import (
+    feed_create,
+    feed_path,
+    feed_regenerate,
+    feed_revoke,
+    feed_version,
+)
 from scheduler.models import CalendarFeed, ScheduledVisit
 from scheduler.selectors import VISIT_GLANCE_LABELS, visit_glance_status
 from scheduler.services import (
@@ -562,3 +568,58 @@ def test_feed_version_changes_at_the_sites_midnight_because_statuses_do(
     assert (same_day.status_code, next_day.status_code) == (304, 200)
     assert next_day["ETag"] != first["ETag"]
     assert next_day["Last-Modified"] == "Wed, 21 Jan 2026 05:00:00 GMT"
+
+
+def test_a_site_feeds_version_follows_each_participants_newest_change_at_a_fixed_cost(
+    import_seed, nih, coordinator, django_assert_num_queries
+) -> None:
+    """The site feed's ETag and Last-Modified come from the newest audit row of each of the
+    site's participants (one index probe each, migration 0014), not from an aggregate over
+    the site's whole history: any participant's visit or milestone changing changes them, and
+    the queries are the same for one participant or three."""
+    version = import_seed("001")  # a prednisolone taper: milestones as well as visits
+    feed, _token = feed_create(site=nih)
+
+    def enrolled(study_id: str):
+        participant = participant_for(
+            version,
+            anchors={"psl_start": dt.date(2026, 3, 2), "day1": dt.date(2026, 3, 16)},
+            weight_kg=Decimal(60),
+            site=nih,
+            study_id=study_id,
+        )
+        participant_enroll(participant=participant, on=dt.date(2026, 3, 1))
+        return participant
+
+    first = enrolled("NIH-001")
+    # One probe for the site's visits and milestones together, the two newest rows' times, the
+    # participants' own history: the three queries the aggregates took.
+    with django_assert_num_queries(3):
+        one = feed_version(feed)
+    enrolled("NIH-002")
+    last = enrolled("NIH-003")
+    with django_assert_num_queries(3) as queries:
+        three = feed_version(feed)
+    milestone = last.milestones.order_by("due_date", "id").first()
+    with time_machine.travel(dt.datetime(2026, 3, 5, 14, 30, 7, tzinfo=dt.UTC), tick=False):
+        milestone.save()  # an audited change: a history row
+    after_milestone = feed_version(feed)
+    with time_machine.travel(dt.datetime(2026, 3, 6, 9, 15, tzinfo=dt.UTC), tick=False):
+        infusion = first.visits.order_by("target_date", "id").first()
+        visit_book(
+            visit=infusion,
+            local_date=infusion.target_date,
+            local_time=dt.time(9, 0),
+            by=coordinator,
+        )
+    after_visit = feed_version(feed)
+
+    # History is read by participant (probes), never joined to the site's participants and
+    # aggregated (which reads every row of the site's history).
+    reads = [q["sql"] for q in queries.captured_queries if "historicalscheduled" in q["sql"]]
+    assert len(reads) == 2
+    assert not any("JOIN" in sql for sql in reads)
+    assert len({one.etag, three.etag, after_milestone.etag, after_visit.etag}) == 4
+    assert after_milestone.last_modified == dt.datetime(2026, 3, 5, 14, 30, 7, tzinfo=dt.UTC)
+    assert after_visit.last_modified == dt.datetime(2026, 3, 6, 9, 15, tzinfo=dt.UTC)
+    assert feed_version(feed) == after_visit  # nothing changed since
