@@ -173,8 +173,7 @@ def _site_marks(site_id: int) -> tuple[int | None, int | None, dt.datetime | Non
     ids = (
         Participant.objects.filter(site_id=site_id)
         .order_by()
-        .annotate(newest_visit=newest[ScheduledVisit], newest_milestone=newest[ScheduledMilestone])
-        .aggregate(visit=Max("newest_visit"), milestone=Max("newest_milestone"))
+        .aggregate(visit=Max(newest[ScheduledVisit]), milestone=Max(newest[ScheduledMilestone]))
     )
     # Both rows' times in one query (no row for an id that is None).
     times = (
