@@ -162,16 +162,17 @@ else:
     # libpq waits for a server that takes the connection and never answers (a failover behind
     # a proxy, a partition) for as long as the connection stays open: give up after
     # DATABASE_CONNECT_TIMEOUT seconds (the request then answers 503, config/errors.py), and
-    # let TCP keepalives find a connection whose server vanished while it sat idle.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {
-            "connect_timeout": env.int("DATABASE_CONNECT_TIMEOUT", default=5),
-            "keepalives": 1,
-            "keepalives_idle": 30,
-            "keepalives_interval": 10,
-            "keepalives_count": 3,
-        }
-    )
+    # let TCP keepalives find a connection whose server vanished while it sat idle. An option
+    # given in DATABASE_URL (?connect_timeout=15) wins.
+    _database_options = DATABASES["default"].setdefault("OPTIONS", {})
+    for _option, _value in {
+        "connect_timeout": env.int("DATABASE_CONNECT_TIMEOUT", default=5),
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }.items():
+        _database_options.setdefault(_option, _value)
 # The password can stay out of DATABASE_URL (and so out of `docker inspect` and the process
 # environment): DATABASE_PASSWORD_FILE names a mounted secret holding it alone.
 if env.str("DATABASE_PASSWORD", default=""):

@@ -18,12 +18,27 @@ INDEXES = {
 
 
 def create(apps: Any, schema_editor: Any) -> None:
-    concurrently = "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
+    postgres = schema_editor.connection.vendor == "postgresql"
+    concurrently = "CONCURRENTLY " if postgres else ""
     for table, name in INDEXES.items():
+        if postgres and _invalid(schema_editor.connection, name):
+            # A concurrent build that failed or was interrupted leaves an invalid index under
+            # the name, which IF NOT EXISTS would keep and the planner never uses.
+            schema_editor.execute(f"DROP INDEX CONCURRENTLY {name}")
         schema_editor.execute(
             f"CREATE INDEX {concurrently}IF NOT EXISTS {name} "
             f"ON {table} (participant_id, history_id)"
         )
+
+
+def _invalid(connection: Any, name: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM pg_index JOIN pg_class ON pg_class.oid = pg_index.indexrelid "
+            "WHERE pg_class.relname = %s AND NOT pg_index.indisvalid",
+            [name],
+        )
+        return cursor.fetchone() is not None
 
 
 def drop(apps: Any, schema_editor: Any) -> None:
