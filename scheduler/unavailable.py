@@ -1,9 +1,9 @@
 """What every face answers while the database is away (a restart, a failover, a dropped
 connection): 503 Service Unavailable with Retry-After, never a 500.
 
-A database error of the "operational" kind means the request could not be carried out for
-now: the connection is refused, lost or timed out, or the server cancelled the statement or
-chose it as a deadlock's victim. Trying again later is the right thing for a person and for a
+Some database errors mean the request could not be carried out for now (`database_away`):
+the connection is refused, lost or timed out, or the server cancelled the statement or chose
+it as a deadlock's victim. Trying again later is the right thing for a person and for a
 site system alike, and a 503 with Retry-After says exactly that (many HTTP clients and
 proxies retry it; few retry a 500). A change sent when the connection was lost during the
 commit may or may not have been written, so the words say to look before repeating it.
@@ -30,12 +30,32 @@ API_DETAIL = (
 )
 
 
+# Postgres conditions that pass by themselves: the server going away or refusing new
+# connections (class 08 and these), a transaction chosen as a deadlock's or a serialization's
+# victim, a lock not granted in time, a statement cancelled by a timeout. Not "program limit
+# exceeded" or a disk that is full: those need a person, and a client retrying after 30 s
+# forever would not help.
+TRANSIENT_SQLSTATES = frozenset(
+    {"57P01", "57P02", "57P03", "53300", "40001", "40P01", "55P03", "57014"}
+)
+# SQLite's, for the laptop: another process holds the write lock.
+TRANSIENT_SQLITE = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
+
+
 def database_away(exc: BaseException | None) -> bool:
-    """Whether `exc` (or what caused it) is the database being unavailable for now."""
-    seen: list[BaseException] = []
-    while exc is not None and exc not in seen:
-        if isinstance(exc, OperationalError | InterfaceError):
-            return True
-        seen.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return False
+    """Whether `exc` is the database being unavailable for now: a lost or refused connection,
+    or a condition that passes by itself (TRANSIENT_SQLSTATES). Only the error itself counts,
+    as Django raises it (its OperationalError or InterfaceError, the driver's error as the
+    cause): another error raised while one of these was being handled is that other error."""
+    if isinstance(exc, InterfaceError):
+        return True  # the connection is closed or unusable
+    if not isinstance(exc, OperationalError):
+        return False
+    driver = exc.__cause__
+    sqlite_name = getattr(driver, "sqlite_errorname", None)
+    if sqlite_name is not None:
+        return sqlite_name in TRANSIENT_SQLITE
+    sqlstate = getattr(getattr(driver, "diag", None), "sqlstate", None)
+    if sqlstate is None:
+        return True  # no answer from a server at all: refused, timed out, connection lost
+    return sqlstate.startswith("08") or sqlstate in TRANSIENT_SQLSTATES

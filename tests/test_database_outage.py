@@ -8,12 +8,17 @@ Postgres), handed to psycopg the way Django's backend hands them over."""
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import time
+from pathlib import Path
 
+import django.db as django_db
 import psycopg
 import pytest
 
-from tests.outages import Blackhole, configured
+from scheduler.unavailable import database_away
+from tests.outages import Blackhole, closed_port, configured
 
 POSTGRES = {"DATABASE_URL": "postgres://scheduler:pw@db.internal:5432/scheduler"}
 
@@ -56,3 +61,76 @@ def test_a_connection_to_a_silent_database_fails_within_its_timeout() -> None:
     assert silent.accepted == 1
     assert type(refused.value) is psycopg.errors.ConnectionTimeout
     assert took < 6
+
+
+# ----------------------------------------------------------------------------------------
+# Which database errors are "away for now" (503, try again) and which are a 500
+
+
+def as_django(driver_error: BaseException) -> BaseException:
+    """The error as Django raises it: its own OperationalError, the driver's as the cause."""
+    wrapped = django_db.OperationalError(*driver_error.args)
+    wrapped.__cause__ = driver_error
+    return wrapped
+
+
+def sqlite_error(locked: bool, tmp_path: Path) -> sqlite3.OperationalError:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "db.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    if locked:
+        holder.execute("BEGIN EXCLUSIVE")
+    other = sqlite3.connect(path, timeout=0)
+    try:
+        other.execute("INSERT INTO t VALUES (1)" if locked else "SELECT * FROM missing")
+    except sqlite3.OperationalError as error:
+        return error
+    finally:
+        other.close()
+        holder.close()
+    raise AssertionError("no error")
+
+
+def test_a_refused_or_silent_server_a_closed_connection_and_a_busy_sqlite_are_away(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(host="127.0.0.1", port=closed_port(), user="x", dbname="x")
+
+    assert database_away(as_django(refused.value)) is True
+    assert database_away(django_db.InterfaceError("connection already closed")) is True
+    assert database_away(as_django(sqlite_error(locked=True, tmp_path=tmp_path))) is True
+
+
+def test_errors_that_do_not_pass_by_themselves_are_not_away(tmp_path: Path) -> None:
+    missing_table = as_django(sqlite_error(locked=False, tmp_path=tmp_path / "x"))
+    try:
+        try:
+            raise as_django(sqlite_error(locked=True, tmp_path=tmp_path / "y"))
+        except django_db.OperationalError:
+            raise KeyError("raised while handling it") from None
+    except KeyError as other:
+        while_handling = other
+
+    assert database_away(missing_table) is False
+    assert database_away(while_handling) is False  # another error, raised while handling one
+    assert database_away(ValueError("not a database error")) is False
+    assert database_away(None) is False
+
+
+@pytest.mark.integration
+def test_postgres_timeouts_are_away_and_program_limits_are_not() -> None:
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as direct:
+        with pytest.raises(psycopg.OperationalError) as cancelled:
+            direct.execute("SET statement_timeout = 1")
+            direct.execute("SELECT pg_sleep(1)")
+        direct.execute("SET statement_timeout = 0")
+        arguments = ", ".join(["1"] * 101)
+        with pytest.raises(psycopg.OperationalError) as too_many:
+            direct.execute(f"SELECT concat({arguments})")  # noqa: S608 - a fixed statement
+
+    assert cancelled.value.diag.sqlstate == "57014"
+    assert database_away(as_django(cancelled.value)) is True
+    assert too_many.value.diag.sqlstate == "54023"
+    assert database_away(as_django(too_many.value)) is False

@@ -211,17 +211,16 @@ def _translate(exc: Exception) -> exceptions.APIException | None:
 
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's EXCEPTION_HANDLER: every error as problem details, none as an HTML page."""
-    if database_away(exc):
-        logger.warning(
-            "database unavailable during an API request (%s): answered 503", type(exc).__name__
-        )
+    api_exc = _translate(exc)
+    if api_exc is None and database_away(exc):
+        # The traceback too (the log filter withholds what the database quotes).
+        logger.warning("database unavailable during an API request: answered 503", exc_info=exc)
         set_rollback()
         return _respond(
             context,
             problem_body("unavailable", 503, API_DETAIL, []),
             {"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
-    api_exc = _translate(exc)
     if api_exc is None:
         logger.exception("unhandled error in an API view", exc_info=exc)
         set_rollback()
