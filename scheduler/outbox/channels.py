@@ -46,9 +46,11 @@ from scheduler.models import CalendarFeed, CoordinatorNotification, Reminder, Sc
 from scheduler.outbox.errors import (
     NotNeeded,
     PermanentDeliveryError,
+    ProviderSilent,
     Superseded,
     TransientDeliveryError,
     smtp_reason,
+    timed_out,
 )
 from scheduler.outbox.plan import WELCOME_EVENT
 from scheduler.outbox.sms import sms_backend
@@ -70,6 +72,13 @@ def mail_connection_per_batch() -> Iterator[None]:
     finally:
         _batch_mail.reset(token)
         connection.close()
+
+
+def not_accepted(exc: OSError) -> TransientDeliveryError:
+    """A mail server that refused or dropped the message: retried later. One that did not
+    answer in time (EMAIL_TIMEOUT) is ProviderSilent: the rest of a batch waits too."""
+    kind = ProviderSilent if timed_out(exc) else TransientDeliveryError
+    return kind(f"email not accepted: {smtp_reason(exc)}")
 
 
 def _send(message: EmailMessage) -> None:
@@ -174,7 +183,7 @@ def _deliver_participant_email(reminder: Reminder) -> str:
     try:
         _send(message)
     except OSError as exc:  # SMTP down, refused, timed out
-        raise TransientDeliveryError(f"email not accepted: {smtp_reason(exc)}") from None
+        raise not_accepted(exc) from None
     return message_id
 
 
@@ -199,7 +208,7 @@ def _deliver_invite(reminder: Reminder) -> str:
     try:
         _send(message)
     except OSError as exc:
-        raise TransientDeliveryError(f"email not accepted: {smtp_reason(exc)}") from None
+        raise not_accepted(exc) from None
     return message_id
 
 
@@ -241,7 +250,7 @@ def _deliver_coordinator_email(reminder: Reminder) -> str:
     try:
         _send(message)
     except OSError as exc:
-        raise TransientDeliveryError(f"email not accepted: {smtp_reason(exc)}") from None
+        raise not_accepted(exc) from None
     return message_id
 
 
@@ -365,6 +374,6 @@ def _deliver_welcome(reminder: Reminder) -> str:
         if new_feed is not None:
             feed_revoke(feed=new_feed)
         if isinstance(exc, OSError):
-            raise TransientDeliveryError(f"email not accepted: {smtp_reason(exc)}") from None
+            raise not_accepted(exc) from None
         raise
     return message_id

@@ -97,6 +97,24 @@ class TransientDeliveryError(DeliveryError):
     """The provider may accept it later (timeout, 5xx, rate limit): retry with backoff."""
 
 
+class ProviderSilent(TransientDeliveryError):
+    """The provider took the connection and did not answer in time (nothing was sent): retry
+    later, and do not try the rest of a batch now, which would wait as long for each row."""
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether `exc` is, or was raised while handling, a socket timeout: smtplib reports one as
+    "Connection unexpectedly closed: timed out"; urllib3 a TLS handshake's as a read timeout."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        if isinstance(current, TimeoutError):
+            return True
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return False
+
+
 class PermanentDeliveryError(DeliveryError):
     """It will never go (invalid number, no address): give up now."""
 

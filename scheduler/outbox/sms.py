@@ -15,7 +15,13 @@ from typing import Any, Protocol
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from scheduler.outbox.errors import OutcomeUnknown, PermanentDeliveryError, TransientDeliveryError
+from scheduler.outbox.errors import (
+    OutcomeUnknown,
+    PermanentDeliveryError,
+    ProviderSilent,
+    TransientDeliveryError,
+    timed_out,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +66,32 @@ class TwilioSmsBackend:
             if exc.status == 429 or exc.status >= 500:
                 raise TransientDeliveryError(f"Twilio {exc.status}: {exc.msg}") from None
             raise PermanentDeliveryError(f"Twilio {exc.status}: {exc.msg}") from None
-        except ReadTimeout:
+        except ReadTimeout as exc:
+            if _in_tls_handshake(exc):
+                # urllib3 calls a TLS handshake that timed out a read timeout: nothing went.
+                raise ProviderSilent(
+                    "Twilio did not answer: no connection within the timeout"
+                ) from None
             # The request went out; Twilio may have created the message before going quiet.
             raise OutcomeUnknown(
                 f"Twilio did not answer within {settings.TWILIO_TIMEOUT_SECONDS} s: the SMS "
                 "may or may not have gone; mark it as sent or send it again"
             ) from None
         except OSError as exc:  # refused, unreachable, no connection within the timeout
-            raise TransientDeliveryError(f"Twilio unreachable: {type(exc).__name__}") from exc
+            kind = ProviderSilent if timed_out(exc) else TransientDeliveryError
+            raise kind(f"Twilio unreachable: {type(exc).__name__}") from exc
         return str(message.sid)
+
+
+def _in_tls_handshake(exc: BaseException) -> bool:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        if isinstance(current, TimeoutError) and "handshake" in str(current):
+            return True
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def twilio_http_client() -> Any:

@@ -42,6 +42,7 @@ from scheduler.outbox.errors import (
     NotNeeded,
     OutcomeUnknown,
     PermanentDeliveryError,
+    ProviderSilent,
     Superseded,
     TransientDeliveryError,
 )
@@ -159,23 +160,31 @@ def backoff(attempt: int) -> dt.timedelta:
 
 def reminder_send(reminder_id: int) -> str:
     """Claim a reminder and deliver it; returns what happened (for logs and tests)."""
+    return _send_one(reminder_id)[0]
+
+
+def _send_one(reminder_id: int) -> tuple[str, bool]:
+    """`reminder_send`, and whether its provider stayed silent (the caller's next rows for
+    the same provider had better wait)."""
     now = timezone.now()
     if not _claim(reminder_id, now):
-        return "not claimed"
+        return "not claimed", False
     reminder = _load_batch([reminder_id]).get(reminder_id)
     if reminder is None:
-        return "not claimed"  # deleted since the claim (its participant, say)
+        return "not claimed", False  # deleted since the claim (its participant, say)
     # The outcome is held until the row has it (outcomes.outcome_record): a database away
     # at this moment delays the record, never causes a second send. Outcomes other than
     # "sent" are written only while this claim still holds: a worker slower than the sending
     # timeout must not overwrite what the worker that re-claimed the row recorded.
-    result, outcome = _attempt(reminder, now)
+    result, outcome, silent = _attempt(reminder, now)
     outcome_record(outcome)
-    return result
+    return result, silent
 
 
-def _attempt(reminder: Reminder, claimed_at: dt.datetime) -> tuple[str, Outcome]:
-    """Deliver one claimed row: what happened, and the outcome to record on it."""
+def _attempt(reminder: Reminder, claimed_at: dt.datetime) -> tuple[str, Outcome, bool]:
+    """Deliver one claimed row: what happened, the outcome to record on it, and whether the
+    provider stayed silent (ProviderSilent or OutcomeUnknown: it took the connection and did
+    not answer in time)."""
 
     def outcome(status: str, **fields: Any) -> Outcome:
         return Outcome(reminder_id=reminder.pk, claimed_at=claimed_at, status=status, **fields)
@@ -183,14 +192,15 @@ def _attempt(reminder: Reminder, claimed_at: dt.datetime) -> tuple[str, Outcome]
     try:
         provider_id = deliver(reminder)
     except Superseded:
-        return "superseded", outcome(Status.CANCELLED, last_error="superseded by a newer change")
+        cancelled = outcome(Status.CANCELLED, last_error="superseded by a newer change")
+        return "superseded", cancelled, False
     except NotNeeded as exc:
-        return "not needed", outcome(Status.CANCELLED, last_error=str(exc)[:2000])
+        return "not needed", outcome(Status.CANCELLED, last_error=str(exc)[:2000]), False
     except PermanentDeliveryError as exc:
-        return "dead", outcome(Status.DEAD, last_error=str(exc)[:2000])
+        return "dead", outcome(Status.DEAD, last_error=str(exc)[:2000]), False
     except OutcomeUnknown as exc:
         logger.warning("reminder %s parked as unknown: its provider did not answer", reminder.pk)
-        return "unknown", outcome(Status.UNKNOWN, last_error=str(exc)[:2000])
+        return "unknown", outcome(Status.UNKNOWN, last_error=str(exc)[:2000]), True
     except Exception as exc:  # noqa: BLE001 - anything unexpected is retried, then dead
         # TransientDeliveryError, and anything a provider library raises that we did not
         # foresee: retrying with backoff and then giving up beats a row stuck in "sending".
@@ -199,13 +209,15 @@ def _attempt(reminder: Reminder, claimed_at: dt.datetime) -> tuple[str, Outcome]
         logger.warning(
             "reminder %s attempt %s failed: %s", reminder.pk, reminder.attempts, type(exc).__name__
         )
-        return ("dead" if final else "failed"), outcome(
+        failed = outcome(
             Status.DEAD if final else Status.FAILED,
             last_error=error[:2000],
             next_attempt_at=claimed_at + backoff(reminder.attempts),
         )
+        return ("dead" if final else "failed"), failed, isinstance(exc, ProviderSilent)
     logger.info("reminder %s sent by %s", reminder.pk, reminder.channel)
-    return "sent", outcome(Status.SENT, sent_at=timezone.now(), provider_message_id=provider_id)
+    sent = outcome(Status.SENT, sent_at=timezone.now(), provider_message_id=provider_id)
+    return "sent", sent, False
 
 
 def _claim_batch(reminder_ids: list[int], now: dt.datetime) -> list[int]:
@@ -266,9 +278,13 @@ def reminders_send_batch(reminder_ids: Sequence[int]) -> dict[int, str]:
     if claimed:
         _send_claimed(claimed, now, results)
     # After the claimed rows are recorded, so a slow SMS provider never holds them "sending"
-    # towards the end of their lease.
+    # towards the end of their lease. A provider that stayed silent (TWILIO_TIMEOUT_SECONDS)
+    # would keep every further row as long: they stay unclaimed, and the sweep hands them out
+    # again after REMINDER_REQUEUE_AFTER_SECONDS, with no attempt spent.
     for pk in one_by_one:
-        results[pk] = reminder_send(pk)
+        results[pk], silent = _send_one(pk)
+        if silent:
+            break
     return results
 
 
@@ -314,12 +330,18 @@ def _send_claimed(claimed: list[int], now: dt.datetime, results: dict[int, str])
     by_id = _load_batch(claimed)
     journal = BatchJournal()
     outcomes = []
+    silent = False
     try:
         with mail_connection_per_batch():
             for pk in claimed:
                 if pk not in by_id:
                     continue  # deleted since the claim (its participant, say): nothing to send
-                results[pk], outcome = _attempt(by_id[pk], now)
+                if silent:
+                    # The mail server stayed silent for an earlier row: each further one would
+                    # wait EMAIL_TIMEOUT too, far past the batch's lease.
+                    results[pk], outcome = "failed", _not_tried(by_id[pk], now)
+                else:
+                    results[pk], outcome, silent = _attempt(by_id[pk], now)
                 journal.add(outcome)
                 outcomes.append(outcome)
         # Recorded, or each held in a file of its own through a database outage.
@@ -330,6 +352,21 @@ def _send_claimed(claimed: list[int], now: dt.datetime, results: dict[int, str])
         journal.close(keep=True)
         raise
     journal.close()
+
+
+NOT_TRIED = "not tried: the mail server did not answer an earlier message of its batch"
+
+
+def _not_tried(reminder: Reminder, claimed_at: dt.datetime) -> Outcome:
+    """A claimed row left for later without an attempt at the provider: failed, retried with
+    the usual backoff (its claim counted as an attempt)."""
+    return Outcome(
+        reminder_id=reminder.pk,
+        claimed_at=claimed_at,
+        status=Status.FAILED,
+        last_error=NOT_TRIED,
+        next_attempt_at=claimed_at + backoff(reminder.attempts),
+    )
 
 
 RETRY_REASON = "retried by hand"

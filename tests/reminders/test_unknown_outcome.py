@@ -31,9 +31,11 @@ from scheduler.outbox.outcomes import (
 )
 from scheduler.outbox.sms import TwilioSmsBackend
 from scheduler.outbox.sweep import (
+    NOT_TRIED,
     UNKNOWN_ERROR,
     reminder_send,
     reminders_decide_unknown,
+    reminders_send_batch,
     reminders_sweep,
 )
 from scheduler.services import participant_enroll
@@ -502,3 +504,87 @@ def test_an_email_the_mail_server_never_answers_is_retried_later(participant: An
     )
     # Sent again later as the same message (email de-duplicates on Message-ID).
     assert email.next_attempt_at == CLAIMED + dt.timedelta(minutes=1)
+
+
+def rows_of(participant: Any, channel: str, count: int) -> list[int]:
+    """`count` due reminders of `channel` about the participant's first visit."""
+    visit = participant.visits.order_by("target_date").first()
+    return [
+        Reminder.objects.create(
+            participant=participant,
+            visit=visit,
+            target_key=f"visit:{visit.pk}",
+            rule_code=f"SILENT-{number}",
+            event="before_visit",
+            channel=channel,
+            audience="participant",
+            due_at=CLAIMED - dt.timedelta(minutes=1),
+            next_attempt_at=CLAIMED - dt.timedelta(minutes=1),
+        ).pk
+        for number in range(count)
+    ]
+
+
+@override_settings(
+    EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+    EMAIL_HOST="127.0.0.1",
+    EMAIL_USE_TLS=False,
+    EMAIL_TIMEOUT=1,
+    REMINDER_BACKOFF_BASE_SECONDS=60,
+)
+def test_a_batch_stops_trying_a_mail_server_that_stayed_silent(participant: Any) -> None:
+    ids = rows_of(participant, "email", 4)
+    with Blackhole() as silent, override_settings(EMAIL_PORT=silent.port):
+        started = time.perf_counter()
+        with time_machine.travel(CLAIMED, tick=False):
+            results = reminders_send_batch(ids)
+        took = time.perf_counter() - started
+        reached = silent.accepted
+
+    assert results == dict.fromkeys(ids, "failed")
+    assert reached == 1  # one wait of EMAIL_TIMEOUT, not one a row
+    assert took < 4
+    rows = {r.pk: r for r in Reminder.objects.filter(pk__in=ids)}
+    assert [(rows[pk].status, rows[pk].attempts, rows[pk].last_error) for pk in ids] == [
+        (
+            "failed",
+            1,
+            "email not accepted: SMTPServerDisconnected: Connection unexpectedly closed: timed out",
+        ),
+        *[("failed", 1, NOT_TRIED)] * 3,
+    ]
+    assert {rows[pk].next_attempt_at for pk in ids} == {CLAIMED + dt.timedelta(minutes=1)}
+
+
+@override_settings(
+    SMS_BACKEND=f"{__name__}.SilentTwilioBackend",
+    TWILIO_ACCOUNT_SID="AC" + "0" * 32,
+    TWILIO_AUTH_TOKEN="test-token",
+    TWILIO_FROM_NUMBER="+12025550199",
+    TWILIO_TIMEOUT_SECONDS=1,
+)
+@pytest.mark.parametrize(
+    ("scheme", "first"),
+    [
+        # The request went out and no answer came: the SMS may exist.
+        ("http", ("unknown", "Twilio did not answer within 1 s: the SMS may or may not have gone; "
+                  "mark it as sent or send it again")),
+        # The TLS handshake never finished (urllib3 calls it a read timeout): nothing went.
+        ("https", ("failed", "Twilio did not answer: no connection within the timeout")),
+    ],
+)  # fmt: skip
+def test_a_batch_leaves_the_other_sms_unclaimed_once_twilio_stayed_silent(
+    participant: Any, scheme: str, first: tuple[str, str]
+) -> None:
+    ids = rows_of(participant, "sms", 3)
+    with Blackhole() as silent:
+        SILENT_TWILIO[:] = [f"{scheme}://127.0.0.1:{silent.port}"]
+        with time_machine.travel(CLAIMED, tick=False):
+            results = reminders_send_batch(ids)
+        reached = silent.accepted
+
+    rows = {r.pk: r for r in Reminder.objects.filter(pk__in=ids)}
+    assert (results[ids[0]], rows[ids[0]].last_error) == first
+    assert [results[pk] for pk in ids[1:]] == ["not claimed", "not claimed"]
+    assert [(rows[pk].status, rows[pk].attempts) for pk in ids[1:]] == [("pending", 0)] * 2
+    assert reached == 1
