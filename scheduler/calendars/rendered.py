@@ -41,6 +41,7 @@ import hashlib
 import importlib.metadata
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -249,6 +250,7 @@ def visit_texts(
     (two more with procedures).
     """
     mark = render_mark()
+    texts_cache = _TextCache()
     columns = visits.values_list(*COLUMNS[kind])
     rows = scheduler.selectors.rows_streamed(columns, chunk_size=CHUNK_SIZE)
     while chunk := list(islice(rows, CHUNK_SIZE)):
@@ -265,21 +267,29 @@ def visit_texts(
             for row in chunk
         ]
         chunk_key = f"ics:{kind}:chunk:{_digest(mark, kind, language, *inputs)}"
-        text = _cached([chunk_key]).get(chunk_key)
+        text = texts_cache.get([chunk_key]).get(chunk_key)
         if text is None:
-            text, complete = _chunk_text(chunk, inputs, kind=kind, today=today, language=language)
+            text, complete = _chunk_text(
+                chunk, inputs, kind=kind, today=today, language=language, texts_cache=texts_cache
+            )
             if complete:
-                _keep({chunk_key: text})
+                texts_cache.keep({chunk_key: text})
         yield text
 
 
 def _chunk_text(
-    chunk: list[Row], inputs: list[str], *, kind: Kind, today: dt.date, language: str
+    chunk: list[Row],
+    inputs: list[str],
+    *,
+    kind: Kind,
+    today: dt.date,
+    language: str,
+    texts_cache: _TextCache,
 ) -> tuple[str, bool]:
     """The chunk's text from its visits' texts, cached or rendered now; and whether each was
     made from the very row read (else the chunk's text is not kept: see below)."""
     keys = [_key(row, kind, language, own) for row, own in zip(chunk, inputs, strict=True)]
-    found = _cached(keys)
+    found = texts_cache.get(keys)
     texts = {row[0]: found[key] for row, key in zip(chunk, keys, strict=True) if key in found}
     wanted = dict(zip((row[0] for row in chunk), keys, strict=True))
     complete = True
@@ -303,7 +313,7 @@ def _chunk_text(
                 rendered[key] = text
                 complete = complete and key == wanted[visit.pk]
         complete = complete and len(loaded) == len(missing)
-        _keep(rendered)
+        texts_cache.keep(rendered)
     # A visit deleted since its row was read is left out.
     return "".join(texts.get(row[0], "") for row in chunk), complete
 
@@ -327,16 +337,42 @@ def visit_event_text(
     return "".join(visit_texts(visits, kind=kind, today=today, language=language))
 
 
-def _cached(keys: list[str]) -> dict[str, str]:
-    try:
-        return cache.get_many(keys)
-    except Exception:  # noqa: BLE001 - an unreachable cache means rendering, not failing
-        logger.warning("calendar text cache unavailable: rendering without it", exc_info=True)
-        return {}
+class _TextCache:
+    """The cache as one feed's rendering uses it: after the first failure (a cache away, or
+    silent for REDIS_CACHE_TIMEOUT_SECONDS) the rest of the feed renders without it, instead
+    of waiting on it again for every chunk; the log says so once a minute per process."""
+
+    def __init__(self) -> None:
+        self.away = False
+
+    def get(self, keys: list[str]) -> dict[str, str]:
+        if self.away:
+            return {}
+        try:
+            return cache.get_many(keys)  # type: ignore[no-any-return]
+        except Exception as exc:  # noqa: BLE001 - an unreachable cache means rendering, not failing
+            self._lost(exc)
+            return {}
+
+    def keep(self, texts: dict[str, str]) -> None:
+        if self.away or not texts:
+            return
+        try:
+            cache.set_many(texts, timeout=CACHE_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - see get
+            self._lost(exc)
+
+    def _lost(self, exc: Exception) -> None:
+        self.away = True
+        now = time.monotonic()
+        if _cache_lost_said and now - _cache_lost_said[-1] < CACHE_LOST_SAY_EVERY_SECONDS:
+            return
+        _cache_lost_said[:] = [now]
+        logger.warning(
+            "calendar text cache unavailable (%s): feeds render without it", type(exc).__name__
+        )
 
 
-def _keep(texts: dict[str, str]) -> None:
-    try:
-        cache.set_many(texts, timeout=CACHE_SECONDS)
-    except Exception:  # noqa: BLE001 - see _cached
-        logger.warning("calendar text cache unavailable: texts not kept", exc_info=True)
+# When the cache was last said to be away (time.monotonic()), per process.
+_cache_lost_said: list[float] = []
+CACHE_LOST_SAY_EVERY_SECONDS = 60.0

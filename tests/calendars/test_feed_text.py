@@ -5,6 +5,7 @@ never served stale (each input it depends on changes it); DTSTAMP is each feed's
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -14,6 +15,7 @@ import time_machine
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import Model
+from django.test import override_settings
 from django.utils import translation
 from django.utils.translation import gettext as _
 
@@ -40,6 +42,7 @@ from scheduler.services import (
 )
 from tests.calendars.conftest import NOW
 from tests.factories import SiteFactory, participant_for
+from tests.outages import Blackhole, configured
 from trials.models import Arm, ProcedureDefinition, Site, Trial, VisitDefinition
 
 pytestmark = pytest.mark.django_db
@@ -474,3 +477,30 @@ def test_a_site_feed_is_streamed_a_chunk_of_visits_at_a_time(
     # The head, 12 visits in chunks of 5, 5 and 2, the tail.
     assert [piece.count(b"BEGIN:VEVENT") for piece in pieces] == [0, 5, 5, 2, 0]
     assert b"".join(pieces) == reference_site_feed(niams_participant.site, NOW)
+
+
+def test_a_silent_cache_costs_a_feed_one_timeout_not_one_a_chunk(
+    niams_participant, client, monkeypatch, caplog
+) -> None:
+    """The cache configured as deployed (0.5 s), pointed at a server that never answers: the
+    first lookup waits for it, the rest of the feed renders without it."""
+    monkeypatch.setattr(rendered, "CHUNK_SIZE", 5)  # 12 visits: 3 chunks
+    monkeypatch.setattr(rendered, "_cache_lost_said", [])
+    deployed = configured("CACHES", REDIS_URL="redis://127.0.0.1:6379/0")["default"]
+    feed, token = feed_create(site=niams_participant.site)
+
+    with Blackhole() as silent:
+        caches = {"default": {**deployed, "LOCATION": silent.url(1)}}
+        with override_settings(CACHES=caches):
+            started = time.perf_counter()
+            body = b"".join(client.get(feed_path(feed=feed, token=token)).streaming_content)
+            took = time.perf_counter() - started
+            again = b"".join(client.get(feed_path(feed=feed, token=token)).streaming_content)
+        reached = silent.accepted
+
+    assert body == again == reference_site_feed(niams_participant.site, NOW)
+    assert reached == 2  # once a feed: a chunk's lookup, then none
+    assert took < 2  # one 0.5 s wait (the old code waited three times a chunk: 4.5 s)
+    assert [r.getMessage() for r in caplog.records if r.name == rendered.__name__] == [
+        "calendar text cache unavailable (TimeoutError): feeds render without it"
+    ]
