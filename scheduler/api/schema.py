@@ -88,12 +88,24 @@ def _problem_response(status_code: int) -> dict[str, Any]:
     from scheduler.api.errors import PROBLEM_TYPES
 
     kinds = "; ".join(f"`{slug}`: {PROBLEM_TYPES[slug][1]}" for slug in _problem_slugs(status_code))
-    return {
+    response: dict[str, Any] = {
         "description": kinds,
         "content": {
             "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
         },
     }
+    if status_code in RETRY_AFTER_STATUSES:
+        response["headers"] = {
+            "Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        }
+    return response
+
+
+# The answers that say when to try again.
+RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
 def operation_problems(
@@ -131,7 +143,7 @@ def operation_problems(
 
 
 def problem_responses(result: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook: the Problem component and each 4xx response."""
+    """drf-spectacular postprocessing hook: the Problem component and each error response."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
     for path_item in result.get("paths", {}).values():

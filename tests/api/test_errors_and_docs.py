@@ -222,6 +222,12 @@ def test_the_schema_declares_each_operations_problem_responses(world: World) -> 
     assert declared("/api/v1/visits/{id}/cancel/", "post") == [
         "200", "400", "401", "403", "404", "406", "412", "415", "422", "428", "429", "503",
     ]  # fmt: skip
+    # The two answers that say when to try again declare the header that says it.
+    responses = paths["/api/v1/visits/{id}/"]["get"]["responses"]
+    retry_after = {"type": "integer", "minimum": 0}
+    assert responses["503"]["headers"]["Retry-After"]["schema"] == retry_after
+    assert responses["429"]["headers"]["Retry-After"]["schema"] == retry_after
+    assert "headers" not in responses["404"]
     preview_headers = [
         p["name"] for p in paths["/api/v1/visits/{id}/book/preview/"]["post"]["parameters"]
     ]
