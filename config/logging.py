@@ -142,6 +142,15 @@ class ScrubDatabaseErrors(logging.Filter):
             record.msg, record.args = _without_quoted_errors(
                 record.msg, record.args, record.exc_info[1]
             )
+            # Celery's failure record repeats its context (the exception's repr and the whole
+            # traceback, as text) in `data`, which a structured formatter would print.
+            data = getattr(record, "data", None)
+            if isinstance(data, Mapping):
+                _, quoted = _without_quoted_errors(None, dict(data), record.exc_info[1])
+                record.data = {  # type: ignore[attr-defined]
+                    key: withhold_database_details(value) if isinstance(value, str) else value
+                    for key, value in quoted.items()
+                }
         try:
             message = record.getMessage()
         except (TypeError, ValueError):  # a malformed call; logging reports it itself

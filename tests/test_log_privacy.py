@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -339,3 +340,36 @@ def test_a_failed_tasks_line_never_quotes_its_database_error(niams, log_output) 
     assert "LINE" not in log
     assert_nothing_personal(log)
     assert SECRETS["email"] not in log
+
+
+def test_a_failed_tasks_context_for_structured_logs_is_scrubbed_too(niams) -> None:
+    """Celery logs a failure with its context twice: as the message's arguments and as the
+    record's `data` (the exception's repr and the whole traceback, as text), which a JSON
+    formatter would print. Both lose what the database quoted."""
+    from config.logging import ScrubDatabaseErrors
+
+    try:
+        Participant.objects.extra(  # noqa: S610 - the values are parameters
+            where=["email = %s AND birth_date = %s::date"], params=[SECRETS["email"], STUDY_ID]
+        ).count()
+    except Exception as error:  # noqa: BLE001 - the database's refusal, whatever its kind
+        refusal = error
+    context = {
+        "name": "tests.task",
+        "exc": repr(refusal),
+        "traceback": "".join(traceback.format_exception(refusal)),
+        "args": "()",
+    }
+    record = logging.LogRecord(
+        "celery.app.trace", logging.ERROR, __file__, 1, "Task %(name)s raised: %(exc)s",
+        (context,), (type(refusal), refusal, refusal.__traceback__),
+    )  # fmt: skip
+    record.data = dict(context)
+
+    ScrubDatabaseErrors().filter(record)
+
+    text = f"{record.getMessage()} {record.data}"
+    assert STUDY_ID not in text
+    assert SECRETS["email"] not in text
+    assert record.data["args"] == "()"
+    assert WITHHELD in record.data["exc"]
