@@ -8,7 +8,6 @@ Postgres), handed to psycopg the way Django's backend hands them over."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import django.db as django_db
 import psycopg
 import pytest
+from django.db import connection, transaction
 
 from scheduler.unavailable import database_away
 from tests.outages import Blackhole, closed_port, configured
@@ -120,17 +120,25 @@ def test_errors_that_do_not_pass_by_themselves_are_not_away(tmp_path: Path) -> N
 
 
 @pytest.mark.integration
+@pytest.mark.django_db
 def test_postgres_timeouts_are_away_and_program_limits_are_not() -> None:
-    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as direct:
-        with pytest.raises(psycopg.OperationalError) as cancelled:
-            direct.execute("SET statement_timeout = 1")
-            direct.execute("SELECT pg_sleep(1)")
-        direct.execute("SET statement_timeout = 0")
-        arguments = ", ".join(["1"] * 101)
-        with pytest.raises(psycopg.OperationalError) as too_many:
-            direct.execute(f"SELECT concat({arguments})")  # noqa: S608 - a fixed statement
+    """Errors as Django raises them, from the test database."""
+    arguments = ", ".join(["1"] * 101)
+    with (
+        pytest.raises(django_db.OperationalError) as cancelled,
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SET LOCAL statement_timeout = 1")
+        cursor.execute("SELECT pg_sleep(1)")
+    with (
+        pytest.raises(django_db.OperationalError) as too_many,
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(f"SELECT concat({arguments})")  # noqa: S608 - a fixed statement
 
-    assert cancelled.value.diag.sqlstate == "57014"
-    assert database_away(as_django(cancelled.value)) is True
-    assert too_many.value.diag.sqlstate == "54023"
-    assert database_away(as_django(too_many.value)) is False
+    assert cancelled.value.__cause__.diag.sqlstate == "57014"  # type: ignore[union-attr]
+    assert database_away(cancelled.value) is True
+    assert too_many.value.__cause__.diag.sqlstate == "54023"  # type: ignore[union-attr]
+    assert database_away(too_many.value) is False
