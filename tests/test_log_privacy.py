@@ -364,12 +364,13 @@ def test_a_failed_tasks_context_for_structured_logs_is_scrubbed_too(niams) -> No
         "celery.app.trace", logging.ERROR, __file__, 1, "Task %(name)s raised: %(exc)s",
         (context,), (type(refusal), refusal, refusal.__traceback__),
     )  # fmt: skip
-    record.data = dict(context)
+    record.__dict__["data"] = dict(context)  # as Celery passes it: extra={"data": context}
 
     ScrubDatabaseErrors().filter(record)
 
-    text = f"{record.getMessage()} {record.data}"
+    data = record.__dict__["data"]
+    text = f"{record.getMessage()} {data}"
     assert STUDY_ID not in text
     assert SECRETS["email"] not in text
-    assert record.data["args"] == "()"
-    assert WITHHELD in record.data["exc"]
+    assert data["args"] == "()"
+    assert WITHHELD in data["exc"]
