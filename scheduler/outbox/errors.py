@@ -11,6 +11,7 @@ line that quotes the error can hold one; the provider's code and reason stay.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from smtplib import SMTPRecipientsRefused, SMTPResponseException, SMTPServerDisconnected
 
 PHONE_NUMBER = "[phone number]"
@@ -102,17 +103,21 @@ class ProviderSilent(TransientDeliveryError):
     later, and do not try the rest of a batch now, which would wait as long for each row."""
 
 
-def timed_out(exc: BaseException) -> bool:
-    """Whether `exc` is, or was raised while handling, a socket timeout: smtplib reports one as
-    "Connection unexpectedly closed: timed out"; urllib3 a TLS handshake's as a read timeout."""
+def underlying(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it was raised from or while handling, and so on: libraries report a
+    socket timeout as their own error (smtplib "Connection unexpectedly closed: timed out",
+    urllib3 a TLS handshake's as a read timeout)."""
     seen: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and current not in seen:
-        if isinstance(current, TimeoutError):
-            return True
+        yield current
         seen.append(current)
         current = current.__cause__ or current.__context__
-    return False
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether `exc` is, or was raised while handling, a socket timeout."""
+    return any(isinstance(error, TimeoutError) for error in underlying(exc))
 
 
 class PermanentDeliveryError(DeliveryError):

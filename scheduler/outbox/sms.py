@@ -21,6 +21,7 @@ from scheduler.outbox.errors import (
     ProviderSilent,
     TransientDeliveryError,
     timed_out,
+    underlying,
 )
 
 logger = logging.getLogger(__name__)
@@ -84,14 +85,9 @@ class TwilioSmsBackend:
 
 
 def _in_tls_handshake(exc: BaseException) -> bool:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        if isinstance(current, TimeoutError) and "handshake" in str(current):
-            return True
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return False
+    return any(
+        isinstance(error, TimeoutError) and "handshake" in str(error) for error in underlying(exc)
+    )
 
 
 def twilio_http_client() -> Any:

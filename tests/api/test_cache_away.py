@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from django.test import override_settings
+from rest_framework.test import APIClient
 
 from scheduler.api import throttling
 from scheduler.api.credentials import site_system_credentials_create
@@ -39,18 +40,23 @@ def deployed_cache_at(location: str) -> dict[str, Any]:
     return {"default": {**deployed["default"], "LOCATION": location}}
 
 
+@pytest.fixture
+def client(world: World) -> APIClient:
+    """Berlin's site system, signed in with a token of its own."""
+    application, secret = site_system_credentials_create(
+        name="berlin-ehr", trial=world.trial, sites=[world.berlin]
+    )
+    return bearer(token(application.client_id, secret)["access_token"])
+
+
 def said(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == throttling.__name__]
 
 
 @pytest.mark.django_db
 def test_a_cache_that_refuses_connections_serves_requests_unmetered_and_says_so_once(
-    world: World, caplog: pytest.LogCaptureFixture
+    world: World, client: APIClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    application, secret = site_system_credentials_create(
-        name="berlin-ehr", trial=world.trial, sites=[world.berlin]
-    )
-    client = bearer(token(application.client_id, secret)["access_token"])
     participant = world.people["BERLIN-001"]
 
     with override_settings(CACHES=deployed_cache_at(f"redis://127.0.0.1:{closed_port()}/1")):
@@ -67,12 +73,8 @@ def test_a_cache_that_refuses_connections_serves_requests_unmetered_and_says_so_
 
 @pytest.mark.django_db
 def test_a_cache_that_never_answers_holds_a_request_half_a_second_not_five(
-    world: World, caplog: pytest.LogCaptureFixture
+    client: APIClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    application, secret = site_system_credentials_create(
-        name="berlin-ehr", trial=world.trial, sites=[world.berlin]
-    )
-    client = bearer(token(application.client_id, secret)["access_token"])
 
     with Blackhole() as redis, override_settings(CACHES=deployed_cache_at(redis.url(1))):
         caplog.set_level(logging.WARNING, logger=throttling.__name__)
@@ -88,15 +90,11 @@ def test_a_cache_that_never_answers_holds_a_request_half_a_second_not_five(
 
 
 @pytest.mark.django_db
-def test_a_cache_that_answers_again_meters_again(world: World, settings: Any) -> None:
+def test_a_cache_that_answers_again_meters_again(client: APIClient) -> None:
     """Unmetered only while the cache is away: the budget applies again as it answers."""
     from rest_framework.settings import api_settings
     from rest_framework.throttling import SimpleRateThrottle
 
-    application, secret = site_system_credentials_create(
-        name="berlin-ehr", trial=world.trial, sites=[world.berlin]
-    )
-    client = bearer(token(application.client_id, secret)["access_token"])
     original = SimpleRateThrottle.THROTTLE_RATES
     SimpleRateThrottle.THROTTLE_RATES = {
         **api_settings.DEFAULT_THROTTLE_RATES,  # type: ignore[dict-item]

@@ -439,6 +439,20 @@ class SilentTwilioBackend(TwilioSmsBackend):
 
 
 SILENT_TWILIO: list[str] = []
+SILENT_MAIL_SETTINGS: dict[str, Any] = {
+    "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+    "EMAIL_HOST": "127.0.0.1",
+    "EMAIL_USE_TLS": False,
+    "EMAIL_TIMEOUT": 1,
+    "REMINDER_BACKOFF_BASE_SECONDS": 60,
+}
+SILENT_TWILIO_SETTINGS: dict[str, Any] = {
+    "SMS_BACKEND": f"{__name__}.SilentTwilioBackend",
+    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+    "TWILIO_AUTH_TOKEN": "test-token",
+    "TWILIO_FROM_NUMBER": "+12025550199",
+    "TWILIO_TIMEOUT_SECONDS": 1,
+}
 
 
 def test_providers_are_given_up_on_after_thirty_seconds_by_default() -> None:
@@ -447,13 +461,7 @@ def test_providers_are_given_up_on_after_thirty_seconds_by_default() -> None:
     assert configured("EMAIL_TIMEOUT", EMAIL_TIMEOUT="12") == 12
 
 
-@override_settings(
-    SMS_BACKEND=f"{__name__}.SilentTwilioBackend",
-    TWILIO_ACCOUNT_SID="AC" + "0" * 32,
-    TWILIO_AUTH_TOKEN="test-token",
-    TWILIO_FROM_NUMBER="+12025550199",
-    TWILIO_TIMEOUT_SECONDS=1,
-)
+@override_settings(**SILENT_TWILIO_SETTINGS)
 def test_an_sms_twilio_never_answers_is_parked_as_unknown_not_sent_again(
     participant: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
@@ -479,13 +487,7 @@ def test_an_sms_twilio_never_answers_is_parked_as_unknown_not_sent_again(
     )
 
 
-@override_settings(
-    EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
-    EMAIL_HOST="127.0.0.1",
-    EMAIL_USE_TLS=False,
-    EMAIL_TIMEOUT=1,
-    REMINDER_BACKOFF_BASE_SECONDS=60,
-)
+@override_settings(**SILENT_MAIL_SETTINGS)
 def test_an_email_the_mail_server_never_answers_is_retried_later(participant: Any) -> None:
     email = row(participant, "email")
     with Blackhole() as silent, override_settings(EMAIL_PORT=silent.port):
@@ -525,13 +527,7 @@ def rows_of(participant: Any, channel: str, count: int) -> list[int]:
     ]
 
 
-@override_settings(
-    EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
-    EMAIL_HOST="127.0.0.1",
-    EMAIL_USE_TLS=False,
-    EMAIL_TIMEOUT=1,
-    REMINDER_BACKOFF_BASE_SECONDS=60,
-)
+@override_settings(**SILENT_MAIL_SETTINGS)
 def test_a_batch_stops_trying_a_mail_server_that_stayed_silent(participant: Any) -> None:
     ids = rows_of(participant, "email", 4)
     with Blackhole() as silent, override_settings(EMAIL_PORT=silent.port):
@@ -556,13 +552,7 @@ def test_a_batch_stops_trying_a_mail_server_that_stayed_silent(participant: Any)
     assert {rows[pk].next_attempt_at for pk in ids} == {CLAIMED + dt.timedelta(minutes=1)}
 
 
-@override_settings(
-    SMS_BACKEND=f"{__name__}.SilentTwilioBackend",
-    TWILIO_ACCOUNT_SID="AC" + "0" * 32,
-    TWILIO_AUTH_TOKEN="test-token",
-    TWILIO_FROM_NUMBER="+12025550199",
-    TWILIO_TIMEOUT_SECONDS=1,
-)
+@override_settings(**SILENT_TWILIO_SETTINGS)
 @pytest.mark.parametrize(
     ("scheme", "first"),
     [
