@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from typing import TYPE_CHECKING, Any, cast
 
 from django.core.cache import cache as default_cache
@@ -10,6 +9,8 @@ from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from redis.exceptions import RedisError
 from rest_framework.throttling import SimpleRateThrottle
+
+from scheduler.sparselog import Sparse
 
 if TYPE_CHECKING:  # rest_framework.views imports this module: no cycle at run time
     from rest_framework.request import Request
@@ -105,16 +106,13 @@ class CredentialRateThrottle(SimpleRateThrottle):
         return (self.duration - (self.now - oldest)) / float(available)
 
 
-# When the cache was last said to be away (time.monotonic()), per process.
-_unmetered_said: list[float] = []
-UNMETERED_SAY_EVERY_SECONDS = 60.0
+# Once a minute per process, not once a request.
+UNMETERED_SAID = Sparse(60.0)
 
 
 def _say_unmetered(exc: RedisError) -> None:
-    now = time.monotonic()
-    if _unmetered_said and now - _unmetered_said[-1] < UNMETERED_SAY_EVERY_SECONDS:
+    if not UNMETERED_SAID.due():
         return
-    _unmetered_said[:] = [now]
     logger.warning(
         "API rate budgets not checked: the cache is unavailable (%s); requests are served "
         "unmetered until it answers",

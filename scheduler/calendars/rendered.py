@@ -41,7 +41,6 @@ import hashlib
 import importlib.metadata
 import logging
 import sys
-import time
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -61,6 +60,7 @@ from scheduler.calendars.events import participant_visit_event, site_visit_event
 from scheduler.calendars.ical import Person, event_text
 from scheduler.models import ScheduledProcedure, ScheduledVisit
 from scheduler.selectors import visit_glance_status
+from scheduler.sparselog import Sparse
 from trials.models import Site
 
 logger = logging.getLogger(__name__)
@@ -364,15 +364,11 @@ class _TextCache:
 
     def _lost(self, exc: Exception) -> None:
         self.away = True
-        now = time.monotonic()
-        if _cache_lost_said and now - _cache_lost_said[-1] < CACHE_LOST_SAY_EVERY_SECONDS:
-            return
-        _cache_lost_said[:] = [now]
-        logger.warning(
-            "calendar text cache unavailable (%s): feeds render without it", type(exc).__name__
-        )
+        if CACHE_LOST_SAID.due():
+            logger.warning(
+                "calendar text cache unavailable (%s): feeds render without it", type(exc).__name__
+            )
 
 
-# When the cache was last said to be away (time.monotonic()), per process.
-_cache_lost_said: list[float] = []
-CACHE_LOST_SAY_EVERY_SECONDS = 60.0
+# Once a minute per process, not once a feed.
+CACHE_LOST_SAID = Sparse(60.0)

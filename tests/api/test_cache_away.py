@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 
 from scheduler.api import throttling
 from scheduler.api.credentials import site_system_credentials_create
+from scheduler.sparselog import Sparse
 from tests.api.conftest import World
 from tests.api.test_auth import bearer, token
 from tests.outages import Blackhole, closed_port, configured
@@ -32,7 +33,7 @@ UNMETERED = (
 
 @pytest.fixture(autouse=True)
 def nothing_said_yet(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(throttling, "_unmetered_said", [])
+    monkeypatch.setattr(throttling, "UNMETERED_SAID", Sparse(60.0))
 
 
 def deployed_cache_at(location: str) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from scheduler.services import (
     visit_mark_missed,
     visit_record_done,
 )
+from scheduler.sparselog import Sparse
 from tests.calendars.conftest import NOW
 from tests.factories import SiteFactory, participant_for
 from tests.outages import Blackhole, configured
@@ -485,7 +486,7 @@ def test_a_silent_cache_costs_a_feed_one_timeout_not_one_a_chunk(
     """The cache configured as deployed (0.5 s), pointed at a server that never answers: the
     first lookup waits for it, the rest of the feed renders without it."""
     monkeypatch.setattr(rendered, "CHUNK_SIZE", 5)  # 12 visits: 3 chunks
-    monkeypatch.setattr(rendered, "_cache_lost_said", [])
+    monkeypatch.setattr(rendered, "CACHE_LOST_SAID", Sparse(60.0))
     deployed = configured("CACHES", REDIS_URL="redis://127.0.0.1:6379/0")["default"]
     feed, token = feed_create(site=niams_participant.site)
 

@@ -65,14 +65,14 @@ def participant(import_seed: Any) -> Any:
     return enrolled
 
 
-def row(participant: Any, channel: str, **fields: Any) -> Reminder:
+def row(participant: Any, channel: str, rule_code: str = "P1D", **fields: Any) -> Reminder:
     """A participant reminder of channel `channel` about their first visit, due at CLAIMED."""
     visit = participant.visits.order_by("target_date").first()
     return Reminder.objects.create(
         participant=participant,
         visit=visit,
         target_key=f"visit:{visit.pk}",
-        rule_code="P1D",
+        rule_code=rule_code,
         event="before_visit",
         channel=channel,
         audience="participant",
@@ -510,21 +510,7 @@ def test_an_email_the_mail_server_never_answers_is_retried_later(participant: An
 
 def rows_of(participant: Any, channel: str, count: int) -> list[int]:
     """`count` due reminders of `channel` about the participant's first visit."""
-    visit = participant.visits.order_by("target_date").first()
-    return [
-        Reminder.objects.create(
-            participant=participant,
-            visit=visit,
-            target_key=f"visit:{visit.pk}",
-            rule_code=f"SILENT-{number}",
-            event="before_visit",
-            channel=channel,
-            audience="participant",
-            due_at=CLAIMED - dt.timedelta(minutes=1),
-            next_attempt_at=CLAIMED - dt.timedelta(minutes=1),
-        ).pk
-        for number in range(count)
-    ]
+    return [row(participant, channel, rule_code=f"SILENT-{n}").pk for n in range(count)]
 
 
 @override_settings(**SILENT_MAIL_SETTINGS)
