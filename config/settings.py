@@ -86,7 +86,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: probes call /healthz by IP, which ALLOWED_HOSTS rightly does not list.
+    # First: probes call /healthz and /livez by IP, which ALLOWED_HOSTS rightly does not list.
     "scheduler.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The Content-Security-Policy header on every response (CONTENT_SECURITY_POLICY below).
@@ -278,10 +278,11 @@ OTP_WEBAUTHN_ALLOW_PASSWORDLESS_LOGIN = False
 # ----------------------------------------------------------------------------------------
 # HTTPS behind a TLS-terminating proxy (Caddy in docker-compose). A deployment (SECRET_KEY
 # set, DEBUG off) gets all of it by default; each can be turned off for a setup without the
-# proxy. /healthz answers plain HTTP by IP for probes (scheduler.middleware.HealthCheckMiddleware,
-# and exempt from the redirect should that middleware move).
+# proxy. /healthz and /livez answer plain HTTP by IP for probes
+# (scheduler.middleware.HealthCheckMiddleware, and exempt from the redirect should that
+# middleware move).
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=DEPLOYED)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|livez)$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if DEPLOYED else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 # The preload directive only allows the domain's owner to submit it to browsers' preload list;

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from scheduler.security import PASSKEY_PATH, passkey_urls, two_factor_setup, two_factor_verify
-from scheduler.views import calendar_feed, healthz, language_switch
+from scheduler.views import calendar_feed, healthz, language_switch, livez
 
 admin.site.site_header = "Trial visit scheduler"
 admin.site.site_title = "Trial visit scheduler"
@@ -10,6 +10,7 @@ admin.site.index_title = "Trials, participants and calendars"
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("livez", livez, name="livez"),
     re_path(
         r"^feeds/(?P<kind>participant|site)/(?P<token>[A-Za-z0-9_-]{32,100})\.ics$",
         calendar_feed,

@@ -10,28 +10,31 @@ from django.utils import translation
 
 from scheduler.i18n import SUPPORTED_LANGUAGES
 from scheduler.models import USER_LANGUAGE_SESSION_KEY
-from scheduler.views import healthz
+from scheduler.views import healthz, livez
 
 HEALTH_PATH = "/healthz"
+LIVE_PATH = "/livez"
+PROBES = {HEALTH_PATH: healthz, LIVE_PATH: livez}
 
 
 class HealthCheckMiddleware:
-    """Answer `/healthz` before host validation, redirects and sessions.
+    """Answer `/healthz` and `/livez` before host validation, redirects and sessions.
 
     Container and load-balancer probes call the app by IP (docker-compose's check calls
     127.0.0.1, Kubernetes probes the pod's address), and no deployment lists those in
-    ALLOWED_HOSTS, so through the normal stack every probe would be a 400. The endpoint is
-    exempt by design: it reads nothing from the request, takes GET only, and says no more than
-    "the database answers" and the heartbeat's age. It sits first, so an HTTPS redirect in
-    front of everything else does not turn a plain-HTTP probe into a 301.
+    ALLOWED_HOSTS, so through the normal stack every probe would be a 400. The endpoints are
+    exempt by design: they read nothing from the request, take GET only, and say no more than
+    "this process answers", "the database answers" and the heartbeat's age. It sits first, so
+    an HTTPS redirect in front of everything else does not turn a plain-HTTP probe into a 301.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path_info == HEALTH_PATH and request.method in ("GET", "HEAD"):
-            return healthz(request)
+        probe = PROBES.get(request.path_info)
+        if probe is not None and request.method in ("GET", "HEAD"):
+            return probe(request)
         return self.get_response(request)
 
 

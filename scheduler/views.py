@@ -26,11 +26,25 @@ from scheduler.i18n import UnknownLanguage, user_language_set
 from scheduler.models import WorkerHeartbeat
 
 
+def livez(request: HttpRequest) -> JsonResponse:
+    """This web process answers requests (200); reads nothing, not even the database.
+
+    What the proxy in front (Caddy's active health check) and Kubernetes' probes ask. They
+    must not ask about the database: every web process shares it, so while it is away they
+    would take every process out of service at once, and the proxy or the Ingress would
+    answer its own bare 503 in place of ours (a page and an API problem that say to retry,
+    with Retry-After: config/errors.py), and a liveness probe would restart processes that a
+    restart cannot mend. A process too busy or stuck to answer this fails it.
+    """
+    return JsonResponse({"process": "ok"})
+
+
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness for load balancers and docker-compose: the database answers (200) or not (503).
+    """Health for people and docker-compose's status: the database answers (200) or not (503).
 
     It also says how long ago beat's heartbeat last reached a worker, so an operator sees a
-    stopped worker or beat without reading logs.
+    stopped worker or beat without reading logs. Not for taking a process out of service:
+    that is `livez`.
     """
     try:
         with connection.cursor() as cursor:

@@ -282,11 +282,22 @@ def test_compose_web_health_check_passes_with_the_readme_env(client) -> None:
     assert other_page.status_code == 400
 
 
-def test_health_endpoint_answers_nothing_but_get_and_head(client) -> None:
+@pytest.mark.parametrize("path", ["/healthz", "/livez"])
+def test_health_endpoints_answer_nothing_but_get_and_head(client, path: str) -> None:
     with override_settings(ALLOWED_HOSTS=["scheduler.example.org"]):
-        response = client.post("/healthz", HTTP_HOST="127.0.0.1:8000")
+        response = client.post(path, HTTP_HOST="127.0.0.1:8000")
 
     assert response.status_code == 400
+
+
+def test_the_liveness_probe_answers_any_host_and_reads_nothing(client) -> None:
+    # No django_db mark: any database access here would raise.
+    with override_settings(ALLOWED_HOSTS=["scheduler.example.org"]):
+        probed = client.get("/livez", HTTP_HOST="10.0.0.7:8000")
+        headed = client.head("/livez", HTTP_HOST="10.0.0.7:8000")
+
+    assert (probed.status_code, probed.json()) == (200, {"process": "ok"})
+    assert headed.status_code == 200
 
 
 def test_compose_default_backends_import() -> None:
@@ -506,7 +517,7 @@ def test_caddyfile_proxies_the_site_to_gunicorn_with_automatic_https() -> None:
     assert [handler["handler"] for handler in handlers] == ["request_body", "reverse_proxy"]
     assert handlers[1]["upstreams"] == [{"dial": "web:8000"}]
     assert gunicorn_bind == "--bind=0.0.0.0:8000"
-    assert handlers[1]["health_checks"]["active"]["uri"] == "/healthz"
+    assert handlers[1]["health_checks"]["active"]["uri"] == "/livez"
     # Automatic HTTPS from a public CA: no issuer is pinned; no access log, no header set here.
     assert "tls" not in config["apps"]
     assert "logging" not in config

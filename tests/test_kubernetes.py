@@ -482,7 +482,7 @@ def test_web_probes_autoscaling_and_exposure():
     web = by_kind("Deployment")["scheduler-web"]
     container = web["spec"]["template"]["spec"]["containers"][0]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-        assert container[probe]["httpGet"]["path"] == "/healthz"
+        assert container[probe]["httpGet"]["path"] == "/livez"
     assert "replicas" not in web["spec"]  # the autoscaler owns it
     hpa = by_kind("HorizontalPodAutoscaler")["scheduler-web"]
     assert hpa["apiVersion"] == "autoscaling/v2"
