@@ -173,6 +173,9 @@ else:
         "keepalives_count": 3,
     }.items():
         _database_options.setdefault(_option, _value)
+# How long a web request waits for a row or table lock before it answers 503 with Retry-After
+# (config/startup.py: limit_lock_waits; web only). 0: no limit.
+WEB_LOCK_TIMEOUT_SECONDS = env.float("WEB_LOCK_TIMEOUT_SECONDS", default=10.0)
 # The password can stay out of DATABASE_URL (and so out of `docker inspect` and the process
 # environment): DATABASE_PASSWORD_FILE names a mounted secret holding it alone.
 if env.str("DATABASE_PASSWORD", default=""):

@@ -21,3 +21,26 @@ def require_secret_key() -> None:
             "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`; only DEBUG=true "
             "runs with the development key."
         )
+
+
+def limit_lock_waits() -> None:
+    """Make this process's requests wait at most WEB_LOCK_TIMEOUT_SECONDS for a row or table
+    lock (Postgres's lock_timeout, given when each connection opens: no extra round trip).
+
+    Without a limit, a request that needs a row another transaction holds (a site's amendment
+    re-planning every participant, a long migration) waits for as long as that transaction
+    runs, and holds a gunicorn thread all that time: a few such requests and the process
+    answers nobody. With it, Postgres refuses the statement (SQLSTATE 55P03), the request's
+    transaction rolls back, and the person or site system gets the 503 with Retry-After that
+    says to try again (config/errors.py, scheduler/unavailable.py). Only the web app calls
+    this (config/wsgi.py): Celery workers and migrations hold no person's request, and are
+    left to wait. A lock_timeout given in DATABASE_URL's `options` wins.
+    """
+    seconds = settings.WEB_LOCK_TIMEOUT_SECONDS
+    database = settings.DATABASES["default"]
+    if seconds <= 0 or database["ENGINE"] != "django.db.backends.postgresql":
+        return  # SQLite waits for its own busy timeout, then answers 503 the same way
+    options = database.setdefault("OPTIONS", {})
+    given = options.get("options", "")
+    if "lock_timeout" not in given:
+        options["options"] = f"{given} -c lock_timeout={round(seconds * 1000)}".strip()

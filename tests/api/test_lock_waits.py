@@ -1,0 +1,184 @@
+"""A web request waits at most WEB_LOCK_TIMEOUT_SECONDS for a row another transaction holds
+(config/startup.py: limit_lock_waits), then answers 503 with Retry-After and writes nothing;
+the same request goes through once the row is free.
+
+Real Postgres: the lock is held by a second connection, as a site's amendment or a colleague's
+long transaction would hold it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import Client, override_settings
+from django.urls import reverse
+
+from config.startup import limit_lock_waits
+from scheduler import unavailable
+from scheduler.models import ScheduledVisit
+from tests.api.conftest import World
+
+LOCK_TIMEOUT_SECONDS = 1.0
+# The holder lets go by itself after this long, so a request that waits (no limit) ends too.
+HOLD_AT_MOST_SECONDS = 8.0
+
+
+def _libpq(settings_dict: dict[str, Any]) -> str:
+    """The test database's address as a libpq connection string."""
+    return psycopg.conninfo.make_conninfo(
+        host=settings_dict["HOST"] or None,
+        port=settings_dict["PORT"] or None,
+        user=settings_dict["USER"] or None,
+        password=settings_dict["PASSWORD"] or None,
+        dbname=settings_dict["NAME"],
+    )
+
+
+@pytest.fixture
+def web_lock_limit() -> Iterator[None]:
+    """This process's database connections opened as the web app opens them, with a
+    one-second lock limit."""
+    options = dict(connection.settings_dict.get("OPTIONS", {}))
+    with override_settings(WEB_LOCK_TIMEOUT_SECONDS=LOCK_TIMEOUT_SECONDS):
+        # limit_lock_waits sets settings.DATABASES["default"], which the test connection uses.
+        assert connection.settings_dict is settings.DATABASES["default"]
+        limit_lock_waits()
+        connection.close()
+        try:
+            yield
+        finally:
+            connection.close()
+            connection.settings_dict["OPTIONS"] = options
+
+
+class RowHolder:
+    """A second connection holding FOR UPDATE on one visit row until `release()` (or, at the
+    latest, HOLD_AT_MOST_SECONDS)."""
+
+    def __init__(self, visit: ScheduledVisit) -> None:
+        self.connection = psycopg.connect(_libpq(connection.settings_dict))
+        self.connection.execute(
+            "SELECT id FROM scheduler_scheduledvisit WHERE id = %s FOR UPDATE", [visit.pk]
+        )
+        self._timer = threading.Timer(HOLD_AT_MOST_SECONDS, self.release)
+        self._timer.start()
+
+    def release(self) -> None:
+        self._timer.cancel()
+        if not self.connection.closed:
+            self.connection.rollback()
+            self.connection.close()
+
+
+def _book(client: Any, visit: ScheduledVisit, key: str) -> Any:
+    slot = {"local_date": "2026-02-02", "local_time": "09:30"}
+    preview = client.post(f"/api/v1/visits/{visit.pk}/book/preview/", slot, format="json")
+    assert preview.status_code == 200, preview.content
+    return client.post(
+        f"/api/v1/visits/{visit.pk}/book/",
+        {**slot, "preview_digest": preview.json()["preview_digest"]},
+        format="json",
+        HTTP_IF_MATCH=preview.json()["visit_etag"],
+        HTTP_IDEMPOTENCY_KEY=key,
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_booking_waiting_on_a_held_row_answers_503_then_goes_through(
+    world: World, web_lock_limit: None
+) -> None:
+    client = world.client("site_system")
+    client.raise_request_exception = False
+    visit = world.visit("BERLIN-001", "V2")
+
+    coordinator = world.users["coordinator"]
+    coordinator.is_staff = True
+    coordinator.save(update_fields=["is_staff"])
+    person = Client(raise_request_exception=False)
+    person.force_login(coordinator)
+    form = {"local_date": "2026-02-02", "local_time": "10:00", "_confirm": "1",
+            "version": "1", "reason": ""}  # fmt: skip
+
+    holder = RowHolder(visit)
+    try:
+        started = time.monotonic()
+        refused = _book(client, visit, "book-v2-locked")
+        waited = time.monotonic() - started
+        page = person.post(reverse("admin:scheduler_scheduledvisit_book", args=[visit.pk]), form)
+    finally:
+        holder.release()
+    visit.refresh_from_db()
+    unchanged = (visit.status, visit.version, visit.booked_date)
+    retried = _book(client, visit, "book-v2-locked")  # the same key: nothing was stored
+
+    assert (refused.status_code, refused["Retry-After"]) == (503, "30")
+    assert refused.json() == {
+        "type": "/api/v1/problems/unavailable",
+        "title": "Temporarily unavailable",
+        "status": 503,
+        "detail": unavailable.API_DETAIL,
+        "errors": [],
+    }
+    # The coordinator booking the same visit in the admin: the page that says to try again.
+    assert (page.status_code, page["Retry-After"]) == (503, "30")
+    assert f"<p>{unavailable.PAGE_TEXT}</p>" in page.content.decode()
+    # Refused after the limit, long before the holder would have let go.
+    assert LOCK_TIMEOUT_SECONDS <= waited < HOLD_AT_MOST_SECONDS - 2
+    assert unchanged == (ScheduledVisit.Status.PLANNED, 1, None)
+    assert retried.status_code == 200, retried.content
+    assert "Idempotent-Replayed" not in retried
+    visit.refresh_from_db()
+    assert (visit.status, visit.version, str(visit.booked_date)) == ("booked", 2, "2026-02-02")
+
+
+def _lock_timeout_in(module: str, **env: str) -> str:
+    """`SHOW lock_timeout` on a connection a fresh process opens after importing `module`."""
+    script = (
+        f"import {module}, django; django.setup(); from django.db import connection; "
+        "cursor = connection.cursor(); cursor.execute('SHOW lock_timeout'); "
+        "print(cursor.fetchone()[0])"
+    )
+    database = connection.settings_dict
+    url = (
+        f"postgres://{database['USER'] or 'postgres'}@{database['HOST'] or '127.0.0.1'}:"
+        f"{database['PORT'] or 5432}/{database['NAME']}"
+    )
+    environment = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CACHE_REDIS_URL")}
+    environment |= {
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DEBUG": "true",
+        "DATABASE_URL": url,
+        **env,
+    }
+    environment["DATABASE_URL"] = environment["DATABASE_URL"].format(url=url)
+    output = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, check=True
+    )
+    return output.stdout.decode().strip().splitlines()[-1]
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_the_web_app_limits_lock_waits_and_workers_do_not() -> None:
+    assert _lock_timeout_in("config.wsgi") == "10s"
+    assert _lock_timeout_in("config.wsgi", WEB_LOCK_TIMEOUT_SECONDS="2.5") == "2500ms"
+    assert _lock_timeout_in("config.wsgi", WEB_LOCK_TIMEOUT_SECONDS="0") == "0"
+    # An operator's own lock_timeout in DATABASE_URL wins.
+    assert (
+        _lock_timeout_in("config.wsgi", DATABASE_URL="{url}?options=-c%20lock_timeout%3D3000")
+        == "3s"
+    )
+    # Celery workers and beat, and migrations, wait for their locks.
+    assert _lock_timeout_in("config.celery") == "0"
+    assert _lock_timeout_in("django.core.management") == "0"
