@@ -23,6 +23,7 @@ from trials.models import (
     ProtocolVersion,
     Site,
     VisitDefinition,
+    iana_zones,
 )
 from trials.services import protocol_document
 
@@ -160,7 +161,7 @@ def visit_glance_status(visit: ScheduledVisit, *, today: dt.date) -> str:
 def _every_zone() -> tuple[zoneinfo.ZoneInfo, ...]:
     # Held for the life of the process: ZoneInfo's own cache is weak, and reading the ~600
     # zone files again on every list page would cost tens of milliseconds.
-    return tuple(zoneinfo.ZoneInfo(name) for name in sorted(zoneinfo.available_timezones()))
+    return tuple(zoneinfo.ZoneInfo(name) for name in sorted(iana_zones()))
 
 
 def zones_by_today(*, now: dt.datetime | None = None) -> list[tuple[dt.date, list[str]]]:

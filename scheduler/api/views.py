@@ -13,7 +13,6 @@ import copy
 import datetime as dt
 import hashlib
 import json
-import zoneinfo
 from typing import Any, ClassVar
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -70,7 +69,7 @@ from scheduler.services import (
     visit_record_done,
     visit_record_done_preview,
 )
-from trials.models import Arm, ProtocolVersion, Site, Trial, TrialSite
+from trials.models import Arm, ProtocolVersion, Site, Trial, TrialSite, iana_zones
 from trials.services import protocol_document
 
 IF_MATCH_PARAM = OpenApiParameter(
@@ -369,7 +368,7 @@ class ParticipantRegisterInput(serializers.Serializer[Any]):
     quiet_hours_start = serializers.TimeField(required=False, allow_null=True)
     quiet_hours_end = serializers.TimeField(required=False, allow_null=True)
     timezone = serializers.ChoiceField(
-        choices=sorted(zoneinfo.available_timezones()), required=False
+        choices=sorted(iana_zones()), required=False
     )
     language = serializers.ChoiceField(choices=LANGUAGES, required=False)
 
