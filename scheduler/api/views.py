@@ -367,9 +367,7 @@ class ParticipantRegisterInput(serializers.Serializer[Any]):
     reminders_opt_out = serializers.BooleanField(required=False)
     quiet_hours_start = serializers.TimeField(required=False, allow_null=True)
     quiet_hours_end = serializers.TimeField(required=False, allow_null=True)
-    timezone = serializers.ChoiceField(
-        choices=sorted(iana_zones()), required=False
-    )
+    timezone = serializers.ChoiceField(choices=sorted(iana_zones()), required=False)
     language = serializers.ChoiceField(choices=LANGUAGES, required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

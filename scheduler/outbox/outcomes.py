@@ -168,15 +168,21 @@ def _journal_path(outcome: Outcome) -> Path:
 
 
 def journal_write(outcome: Outcome) -> Path:
-    """Keep `outcome` on disk until the row has it; durable when this returns."""
+    """Keep `outcome` on disk until the row has it; durable when this returns. Raises OSError
+    (a full or failing disk) with nothing left behind."""
     folder = journal_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = _journal_path(outcome)
     partial = path.with_suffix(f".{os.getpid()}.tmp")
-    with partial.open("w", encoding="utf-8") as file:
-        file.write(outcome.to_json())
-        file.flush()
-        os.fsync(file.fileno())
+    try:
+        with partial.open("w", encoding="utf-8") as file:
+            file.write(outcome.to_json())
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError:
+        with suppress(OSError):
+            partial.unlink()
+        raise
     partial.replace(path)
     # The rename is durable only once the folder is.
     folder_fd = os.open(folder, os.O_RDONLY)
@@ -199,7 +205,11 @@ class BatchJournal:
     batch's own (`batch-*.jsonl`), locked (flock) for as long as the batch runs so that a
     replay never takes a running batch's outcomes; the kernel drops the lock when the process
     dies, and the file is then the next replay's. Removed once the batch's outcomes are
-    recorded. Opened on the first outcome, so a batch that claimed nothing writes nothing."""
+    recorded. Opened on the first outcome, so a batch that claimed nothing writes nothing.
+
+    `add` raises OSError when the disk refuses (full, failing); the batch then knows its
+    outcomes are held in memory only (sweep._send_claimed). What reached the file before
+    stays there for a replay should the worker die; `close` never raises for the disk."""
 
     def __init__(self) -> None:
         self.path: Path | None = None
@@ -212,10 +222,16 @@ class BatchJournal:
             name = f"batch-{os.getpid()}-{uuid.uuid4().hex}"
             # Locked under a name no replay looks at, then renamed: never seen unlocked.
             partial = folder / f"{name}.tmp"
-            self._file = partial.open("a", encoding="utf-8")
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
-            self.path = folder / f"{name}.jsonl"
-            partial.replace(self.path)
+            file = partial.open("a", encoding="utf-8")
+            try:
+                fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+                partial.replace(folder / f"{name}.jsonl")
+            except OSError:
+                file.close()
+                with suppress(OSError):
+                    partial.unlink()
+                raise
+            self._file, self.path = file, folder / f"{name}.jsonl"
         self._file.write(outcome.to_json() + "\n")
         self._file.flush()  # in the kernel: survives this process being killed
 
@@ -229,7 +245,10 @@ class BatchJournal:
         if not keep:
             with suppress(FileNotFoundError):
                 self.path.unlink()
-        self._file.close()  # and with it the lock
+        # Flushing a line the disk refused fails again here; the lines before it are in the
+        # kernel already, and the lock goes with the descriptor either way.
+        with suppress(OSError):
+            self._file.close()
         self._file = None
 
 
@@ -379,13 +398,30 @@ def _recorded(
 ) -> bool:
     """`apply` the outcomes; if the database refuses, keep each in a fsynced file of its own
     and try again with backoff for REMINDER_OUTCOME_RETRY_SECONDS. True once `apply` went
-    through (any files removed), False if the journal keeps them for `outcomes_replay`."""
+    through (any files removed), False if the journal keeps them for `outcomes_replay`.
+
+    A disk that cannot take the files (full, failing) does not lose them: they are retried
+    from memory all the same, and lost only if the worker stops before the database is back
+    (said as an error: those rows go out again after their lease)."""
     try:
         apply()
         return True
     except DATABASE_AWAY as exc:
         first_error = type(exc).__name__
-    journals = [journal_write(outcome) for outcome in outcomes]
+    journals: list[Path] = []
+    try:
+        for outcome in outcomes:
+            journals.append(journal_write(outcome))
+    except OSError as disk:
+        for written in journals:
+            with suppress(OSError):
+                written.unlink()
+        journals = []
+        logger.error(
+            "%s cannot be held in the journal (%s): held in memory only while the database is away",
+            what,
+            os.strerror(disk.errno) if disk.errno else type(disk).__name__,
+        )
     for outcome in outcomes:
         logger.warning(
             "reminder %s outcome %s held: the database is away (%s)",
@@ -400,9 +436,10 @@ def _recorded(
         _close_connections()
         if clock() >= deadline:
             logger.error(
-                "%s still held after %s s; the journal keeps it",
+                "%s still held after %s s; %s",
                 what,
                 settings.REMINDER_OUTCOME_RETRY_SECONDS,
+                "the journal keeps it" if journals else "lost: the journal could not keep it",
             )
             return False
         sleep(retry_delay(attempt))

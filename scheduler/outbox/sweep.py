@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -331,19 +332,38 @@ def _send_claimed(claimed: list[int], now: dt.datetime, results: dict[int, str])
     journal = BatchJournal()
     outcomes = []
     silent = False
+    # The disk the journal is on refused (full, failing): what this batch sent is known in
+    # memory and recorded below all the same; nothing more is sent until it can be journalled.
+    disk: OSError | None = None
+    left = 0  # rows not tried because of it
     try:
         with mail_connection_per_batch():
             for pk in claimed:
                 if pk not in by_id:
                     continue  # deleted since the claim (its participant, say): nothing to send
-                if silent:
+                if disk is not None:
+                    results[pk], outcome = "failed", _not_tried(by_id[pk], now, JOURNAL_NOT_TRIED)
+                    left += 1
+                elif silent:
                     # The mail server stayed silent for an earlier row: each further one would
                     # wait EMAIL_TIMEOUT too, far past the batch's lease.
                     results[pk], outcome = "failed", _not_tried(by_id[pk], now)
                 else:
                     results[pk], outcome, silent = _attempt(by_id[pk], now)
-                journal.add(outcome)
                 outcomes.append(outcome)
+                if disk is None:
+                    try:
+                        journal.add(outcome)
+                    except OSError as refused:
+                        disk = refused
+        if disk is not None:
+            logger.error(
+                "outbox journal cannot be written (%s): %d outcome(s) of this batch recorded "
+                "without it, %d row(s) left for a later try",
+                os.strerror(disk.errno) if disk.errno else type(disk).__name__,
+                len(outcomes) - left,
+                left,
+            )
         # Recorded, or each held in a file of its own through a database outage.
         outcomes_record(outcomes)
     except BaseException:
@@ -355,16 +375,17 @@ def _send_claimed(claimed: list[int], now: dt.datetime, results: dict[int, str])
 
 
 NOT_TRIED = "not tried: the mail server did not answer an earlier message of its batch"
+JOURNAL_NOT_TRIED = "not tried: the outbox journal could not be written"
 
 
-def _not_tried(reminder: Reminder, claimed_at: dt.datetime) -> Outcome:
+def _not_tried(reminder: Reminder, claimed_at: dt.datetime, why: str = NOT_TRIED) -> Outcome:
     """A claimed row left for later without an attempt at the provider: failed, retried with
     the usual backoff (its claim counted as an attempt)."""
     return Outcome(
         reminder_id=reminder.pk,
         claimed_at=claimed_at,
         status=Status.FAILED,
-        last_error=NOT_TRIED,
+        last_error=why,
         next_attempt_at=claimed_at + backoff(reminder.attempts),
     )
 
