@@ -22,12 +22,15 @@ from scheduler.unavailable import (
     PAGE_TITLE,
     RETRY_AFTER_SECONDS,
     database_away,
+    let_go_of_a_read_only_server,
 )
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    if not database_away(sys.exc_info()[1]):
+    error = sys.exc_info()[1]
+    if not database_away(error):
         return defaults.server_error(request)
+    let_go_of_a_read_only_server(error)
     response: HttpResponse
     if request.path_info.startswith("/api/"):
         response = JsonResponse(

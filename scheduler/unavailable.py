@@ -2,16 +2,19 @@
 connection): 503 Service Unavailable with Retry-After, never a 500.
 
 Some database errors mean the request could not be carried out for now (`database_away`):
-the connection is refused, lost or timed out, or the server cancelled the statement or chose
-it as a deadlock's victim. Trying again later is the right thing for a person and for a
-site system alike, and a 503 with Retry-After says exactly that (many HTTP clients and
-proxies retry it; few retry a 500). A change sent when the connection was lost during the
-commit may or may not have been written, so the words say to look before repeating it.
+the connection is refused, lost or timed out, the server cancelled the statement or chose it
+as a deadlock's victim, or it takes no writes for now (a failover's old primary). Trying
+again later is the right thing for a person and for a site system alike, and a 503 with
+Retry-After says exactly that (many HTTP clients and proxies retry it; few retry a 500). A
+change sent when the connection was lost during the commit may or may not have been
+written, so the words say to look before repeating it.
 """
 
 from __future__ import annotations
 
-from django.db import InterfaceError, OperationalError
+import time
+
+from django.db import InterfaceError, InternalError, OperationalError, connection
 from django.utils.translation import gettext_lazy as _
 
 # Long enough for a managed database's failover, short enough for a person.
@@ -40,6 +43,15 @@ TRANSIENT_SQLSTATES = frozenset(
 )
 # SQLite's, for the laptop: another process holds the write lock.
 TRANSIENT_SQLITE = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
+# "cannot execute INSERT in a read-only transaction": the server this connection reached takes
+# no writes, which is what a managed database's failover looks like to a connection made
+# before it (the old primary, back as a standby, while the name moves to the new one).
+# Django raises it as an InternalError.
+READ_ONLY_SQLSTATE = "25006"
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    return getattr(getattr(exc.__cause__, "diag", None), "sqlstate", None)
 
 
 def database_away(exc: BaseException | None) -> bool:
@@ -49,13 +61,25 @@ def database_away(exc: BaseException | None) -> bool:
     cause): another error raised while one of these was being handled is that other error."""
     if isinstance(exc, InterfaceError):
         return True  # the connection is closed or unusable
+    if isinstance(exc, InternalError):
+        return _sqlstate(exc) == READ_ONLY_SQLSTATE
     if not isinstance(exc, OperationalError):
         return False
-    driver = exc.__cause__
-    sqlite_name = getattr(driver, "sqlite_errorname", None)
+    sqlite_name = getattr(exc.__cause__, "sqlite_errorname", None)
     if sqlite_name is not None:
         return sqlite_name in TRANSIENT_SQLITE
-    sqlstate = getattr(getattr(driver, "diag", None), "sqlstate", None)
+    sqlstate = _sqlstate(exc)
     if sqlstate is None:
         return True  # no answer from a server at all: refused, timed out, connection lost
     return sqlstate.startswith("08") or sqlstate in TRANSIENT_SQLSTATES
+
+
+def let_go_of_a_read_only_server(exc: BaseException | None) -> None:
+    """After `exc`: a connection whose server takes no writes is closed when the request ends,
+    so the next request connects anew and finds the new primary.
+
+    Django keeps a persistent connection (CONN_MAX_AGE) after an error as long as it still
+    answers, and a read-only server answers: every write would fail for the rest of the
+    connection's age, long after the failover."""
+    if isinstance(exc, InternalError) and _sqlstate(exc) == READ_ONLY_SQLSTATE:
+        connection.close_at = time.monotonic()

@@ -24,7 +24,12 @@ from rest_framework.views import set_rollback
 
 from scheduler.engine.types import PlanningError
 from scheduler.services import CalendarError, EnrollmentError, VisitConflict
-from scheduler.unavailable import API_DETAIL, RETRY_AFTER_SECONDS, database_away
+from scheduler.unavailable import (
+    API_DETAIL,
+    RETRY_AFTER_SECONDS,
+    database_away,
+    let_go_of_a_read_only_server,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +221,7 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         # The traceback too (the log filter withholds what the database quotes).
         logger.warning("database unavailable during an API request: answered 503", exc_info=exc)
         set_rollback()
+        let_go_of_a_read_only_server(exc)
         return _respond(
             context,
             problem_body("unavailable", 503, API_DETAIL, []),

@@ -28,6 +28,7 @@ from django.test import override_settings
 from scheduler.models import Reminder
 from scheduler.outbox.outcomes import Outcome, outcomes_record
 from scheduler.outbox.sweep import JOURNAL_NOT_TRIED, reminders_send_batch
+
 # The batch tests' participants (a fixture, used here by name) and their due rows.
 from tests.reminders.test_batch import NOW, enrolled, message_id, rows, states  # noqa: F401
 
