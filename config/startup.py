@@ -4,6 +4,9 @@ config/celery.py)."""
 
 from __future__ import annotations
 
+import os
+import re
+
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -24,8 +27,9 @@ def require_secret_key() -> None:
 
 
 def limit_lock_waits() -> None:
-    """Make this process's requests wait at most WEB_LOCK_TIMEOUT_SECONDS for a row or table
-    lock (Postgres's lock_timeout, given when each connection opens: no extra round trip).
+    """Make this process's requests wait at most WEB_LOCK_TIMEOUT_SECONDS for each row or table
+    lock they need (Postgres's lock_timeout, given when each connection opens: no extra round
+    trip).
 
     Without a limit, a request that needs a row another transaction holds (a site's amendment
     re-planning every participant, a long migration) waits for as long as that transaction
@@ -34,13 +38,24 @@ def limit_lock_waits() -> None:
     transaction rolls back, and the person or site system gets the 503 with Retry-After that
     says to try again (config/errors.py, scheduler/unavailable.py). Only the web app calls
     this (config/wsgi.py): Celery workers and migrations hold no person's request, and are
-    left to wait. A lock_timeout given in DATABASE_URL's `options` wins.
+    left to wait. A lock_timeout given in DATABASE_URL's `options` (or in PGOPTIONS) wins.
     """
     seconds = settings.WEB_LOCK_TIMEOUT_SECONDS
     database = settings.DATABASES["default"]
-    if seconds <= 0 or database["ENGINE"] != "django.db.backends.postgresql":
+    if seconds <= 0 or database["ENGINE"] not in POSTGRES_ENGINES:
         return  # SQLite waits for its own busy timeout, then answers 503 the same way
     options = database.setdefault("OPTIONS", {})
-    given = options.get("options", "")
-    if "lock_timeout" not in given:
+    # libpq reads PGOPTIONS only when the connection is given no `options`: start from it, or
+    # setting ours would drop what the environment set.
+    given = options.get("options", os.environ.get("PGOPTIONS", ""))
+    named = {name.lower().replace("-", "_") for name in _SERVER_SETTING.findall(given)}
+    if "lock_timeout" not in named:
         options["options"] = f"{given} -c lock_timeout={round(seconds * 1000)}".strip()
+
+
+POSTGRES_ENGINES = frozenset(
+    {"django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis"}
+)
+# A server setting in libpq's `options`: `-c name=value`, `-cname=value` or `--name=value`
+# (names are case-insensitive; a long option's dashes stand for underscores).
+_SERVER_SETTING = re.compile(r"(?:^|\s)(?:-c\s*|--)([A-Za-z0-9_.-]+?)\s*=")

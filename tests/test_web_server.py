@@ -206,19 +206,25 @@ def deployed_proxy(
     try:
         _wait_listening(port, proxy, log_path)
         # Caddy checks every upstream once as it starts, then every 15 s; wait for that first
-        # check to reach gunicorn (and a moment for its answer), so what the client gets does
-        # not depend on who came first.
-        probe = f'"GET {health_uri or "/livez"} '
-        deadline = time.monotonic() + 30
-        while probe not in upstream_log.read_text():
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
-        time.sleep(0.5)
+        # check to reach gunicorn, so what the client gets does not depend on who came first.
+        # An upstream is healthy until a check fails; a failed one is logged, and taken out
+        # of service right after.
+        _wait_for(upstream_log, f'"GET {health_uri or "/livez"} ', log_path)
+        if health_uri is not None:
+            _wait_for(log_path, '"msg":"status code out of tolerances"', log_path)
+            time.sleep(0.2)
         yield port
     finally:
         proxy.terminate()
         proxy.wait(timeout=30)
         log.close()
+
+
+def _wait_for(log: Path, line: str, shown: Path) -> None:
+    deadline = time.monotonic() + 30
+    while line not in log.read_text():
+        assert time.monotonic() < deadline, shown.read_text()
+        time.sleep(0.05)
 
 
 def _get(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:

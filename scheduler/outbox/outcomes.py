@@ -49,14 +49,24 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, connections
+from django.db import InterfaceError, InternalError, OperationalError, connection, connections
+from django.db.models import F
 
 from scheduler.models import Reminder
+from scheduler.unavailable import READ_ONLY_SQLSTATE
 
 logger = logging.getLogger(__name__)
 Status = Reminder.Status
-# Database errors that pass (a restart, a lost connection), as opposed to a bug in the query.
-DATABASE_AWAY = (OperationalError, InterfaceError)
+# Database errors that may pass (a restart, a lost connection, a failover's old primary that
+# takes no writes), as opposed to a bug in the query: `_away` says which of them do.
+DATABASE_ERRORS = (OperationalError, InterfaceError, InternalError)
+
+
+def _away(exc: BaseException) -> bool:
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    sqlstate = getattr(getattr(exc.__cause__, "diag", None), "sqlstate", None)
+    return isinstance(exc, InternalError) and sqlstate == READ_ONLY_SQLSTATE
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,10 @@ class Outcome:
     provider_message_id: str = ""
     sent_at: dt.datetime | None = None
     next_attempt_at: dt.datetime | None = None
+    # The row was claimed and left without an attempt at the provider (its batch stopped
+    # first): the claim's count in `attempts` is given back, so a row held up by our side
+    # never dies of it.
+    untried: bool = False
 
     def to_json(self) -> str:
         # Not dataclasses.asdict, which deep-copies every field: this runs once per send.
@@ -81,7 +95,7 @@ class Outcome:
 
     @classmethod
     def from_json(cls, text: str) -> Outcome:
-        data = json.loads(text)
+        data = json.loads(text)  # a line of an older release has no "untried": False
         for key in ("claimed_at", "sent_at", "next_attempt_at"):
             if data[key] is not None:
                 data[key] = dt.datetime.fromisoformat(data[key])
@@ -101,6 +115,8 @@ def outcome_apply(outcome: Outcome) -> int:
     fields: dict[str, Any] = {"status": outcome.status, "last_error": outcome.last_error}
     if outcome.next_attempt_at is not None:
         fields.update(next_attempt_at=outcome.next_attempt_at, enqueued_at=None)
+    if outcome.untried:
+        fields["attempts"] = F("attempts") - 1
     return rows.filter(
         status__in=[Status.SENDING, Status.UNKNOWN], claimed_at=outcome.claimed_at
     ).update(**fields)
@@ -117,12 +133,20 @@ def outcomes_apply(outcomes: Sequence[Outcome]) -> int:
     alike: dict[tuple[Any, ...], list[int]] = {}
     for outcome in outcomes:
         if outcome.status != Status.SENT:
-            key = (outcome.status, outcome.last_error, outcome.next_attempt_at, outcome.claimed_at)
+            key = (
+                outcome.status,
+                outcome.last_error,
+                outcome.next_attempt_at,
+                outcome.claimed_at,
+                outcome.untried,
+            )
             alike.setdefault(key, []).append(outcome.reminder_id)
-    for (status, last_error, next_attempt_at, claimed_at), ids in alike.items():
+    for (status, last_error, next_attempt_at, claimed_at, untried), ids in alike.items():
         fields: dict[str, Any] = {"status": status, "last_error": last_error}
         if next_attempt_at is not None:
             fields.update(next_attempt_at=next_attempt_at, enqueued_at=None)
+        if untried:
+            fields["attempts"] = F("attempts") - 1
         applied += Reminder.objects.filter(
             pk__in=ids, status__in=[Status.SENDING, Status.UNKNOWN], claimed_at=claimed_at
         ).update(**fields)
@@ -285,7 +309,9 @@ def _batches_replay() -> int:
         file, outcomes = found
         try:
             outcomes_apply(outcomes)
-        except DATABASE_AWAY as exc:
+        except DATABASE_ERRORS as exc:
+            if not _away(exc):
+                raise
             file.close()
             _close_connections()
             logger.warning("outbox journal replay waits for the database: %s", type(exc).__name__)
@@ -318,7 +344,9 @@ def outcomes_replay() -> int:
             continue
         try:
             outcome_apply(outcome)
-        except DATABASE_AWAY as exc:
+        except DATABASE_ERRORS as exc:
+            if not _away(exc):
+                raise
             _close_connections()
             logger.warning("outbox journal replay waits for the database: %s", type(exc).__name__)
             break
@@ -400,28 +428,31 @@ def _recorded(
     and try again with backoff for REMINDER_OUTCOME_RETRY_SECONDS. True once `apply` went
     through (any files removed), False if the journal keeps them for `outcomes_replay`.
 
-    A disk that cannot take the files (full, failing) does not lose them: they are retried
-    from memory all the same, and lost only if the worker stops before the database is back
-    (said as an error: those rows go out again after their lease)."""
+    A disk that cannot take every file (full, failing) keeps those it took; the others are
+    retried from memory all the same, and are lost only if the database stays away for the
+    whole period (or the worker stops first): said as an error, since those rows go out
+    again after their lease."""
     try:
         apply()
         return True
-    except DATABASE_AWAY as exc:
+    except DATABASE_ERRORS as exc:
+        if not _away(exc):
+            raise
         first_error = type(exc).__name__
     journals: list[Path] = []
-    try:
-        for outcome in outcomes:
+    for outcome in outcomes:
+        try:
             journals.append(journal_write(outcome))
-    except OSError as disk:
-        for written in journals:
-            with suppress(OSError):
-                written.unlink()
-        journals = []
-        logger.error(
-            "%s cannot be held in the journal (%s): held in memory only while the database is away",
-            what,
-            os.strerror(disk.errno) if disk.errno else type(disk).__name__,
-        )
+        except OSError as disk:
+            logger.error(
+                "%s: %d of %d cannot be held in the journal (%s): held in memory only while "
+                "the database is away",
+                what,
+                len(outcomes) - len(journals),
+                len(outcomes),
+                os.strerror(disk.errno) if disk.errno else type(disk).__name__,
+            )
+            break
     for outcome in outcomes:
         logger.warning(
             "reminder %s outcome %s held: the database is away (%s)",
@@ -435,17 +466,20 @@ def _recorded(
         attempt += 1
         _close_connections()
         if clock() >= deadline:
+            lost = len(outcomes) - len(journals)
             logger.error(
                 "%s still held after %s s; %s",
                 what,
                 settings.REMINDER_OUTCOME_RETRY_SECONDS,
-                "the journal keeps it" if journals else "lost: the journal could not keep it",
+                f"lost: {lost} the journal could not keep" if lost else "the journal keeps it",
             )
             return False
         sleep(retry_delay(attempt))
         try:
             apply()
-        except DATABASE_AWAY:
+        except DATABASE_ERRORS as exc:
+            if not _away(exc):
+                raise
             continue
         for journal in journals:
             with suppress(FileNotFoundError):

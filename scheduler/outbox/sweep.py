@@ -365,13 +365,15 @@ def _send_claimed(claimed: list[int], now: dt.datetime, results: dict[int, str])
                 left,
             )
         # Recorded, or each held in a file of its own through a database outage.
-        outcomes_record(outcomes)
+        recorded = outcomes_record(outcomes)
     except BaseException:
         # Something no one foresaw, or the worker stopping: what was sent stays journalled
         # for the next replay.
         journal.close(keep=True)
         raise
-    journal.close()
+    # Not recorded (the database stayed away): the batch's file stays for the next replay
+    # too, beside the files of their own (replaying an outcome twice changes nothing).
+    journal.close(keep=not recorded)
 
 
 NOT_TRIED = "not tried: the mail server did not answer an earlier message of its batch"
@@ -379,14 +381,17 @@ JOURNAL_NOT_TRIED = "not tried: the outbox journal could not be written"
 
 
 def _not_tried(reminder: Reminder, claimed_at: dt.datetime, why: str = NOT_TRIED) -> Outcome:
-    """A claimed row left for later without an attempt at the provider: failed, retried with
-    the usual backoff (its claim counted as an attempt)."""
+    """A claimed row left for later without an attempt at the provider: failed, retried after
+    the backoff of the attempts it had before this claim (a minute for a row never tried),
+    and the claim not counted: a row held up by a silent provider or our own full disk must
+    not run out of attempts without being tried."""
     return Outcome(
         reminder_id=reminder.pk,
         claimed_at=claimed_at,
         status=Status.FAILED,
         last_error=why,
-        next_attempt_at=claimed_at + backoff(reminder.attempts),
+        next_attempt_at=claimed_at + backoff(max(reminder.attempts - 1, 1)),
+        untried=True,
     )
 
 

@@ -66,6 +66,7 @@ class RowHolder:
     latest, HOLD_AT_MOST_SECONDS)."""
 
     def __init__(self, visit: ScheduledVisit) -> None:
+        self._releasing = threading.Lock()  # the timer's thread and the test's, one at a time
         self.connection = psycopg.connect(_libpq(connection.settings_dict))
         self.connection.execute(
             "SELECT id FROM scheduler_scheduledvisit WHERE id = %s FOR UPDATE", [visit.pk]
@@ -75,9 +76,10 @@ class RowHolder:
 
     def release(self) -> None:
         self._timer.cancel()
-        if not self.connection.closed:
-            self.connection.rollback()
-            self.connection.close()
+        with self._releasing:
+            if not self.connection.closed:
+                self.connection.rollback()
+                self.connection.close()
 
 
 def _book(client: Any, visit: ScheduledVisit, key: str) -> Any:
@@ -142,43 +144,63 @@ def test_a_booking_waiting_on_a_held_row_answers_503_then_goes_through(
     assert (visit.status, visit.version, str(visit.booked_date)) == ("booked", 2, "2026-02-02")
 
 
-def _lock_timeout_in(module: str, **env: str) -> str:
-    """`SHOW lock_timeout` on a connection a fresh process opens after importing `module`."""
+SHOWN = ("lock_timeout", "deadlock_timeout", "statement_timeout")
+
+
+def _settings_in(module: str, **env: str) -> dict[str, str]:
+    """SHOWN as a connection a fresh process opens after importing `module` sees them."""
     script = (
         f"import {module}, django; django.setup(); from django.db import connection; "
-        "cursor = connection.cursor(); cursor.execute('SHOW lock_timeout'); "
-        "print(cursor.fetchone()[0])"
+        "cursor = connection.cursor(); "
+        f"print(*[cursor.execute('SHOW ' + name).fetchone()[0] for name in {SHOWN!r}])"
     )
-    database = connection.settings_dict
-    url = (
-        f"postgres://{database['USER'] or 'postgres'}@{database['HOST'] or '127.0.0.1'}:"
-        f"{database['PORT'] or 5432}/{database['NAME']}"
-    )
-    environment = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CACHE_REDIS_URL")}
-    environment |= {
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DEBUG": "true",
-        "DATABASE_URL": url,
-        **env,
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "CACHE_REDIS_URL", "WEB_LOCK_TIMEOUT_SECONDS", "PGOPTIONS")
     }
-    environment["DATABASE_URL"] = environment["DATABASE_URL"].format(url=url)
+    environment |= {"DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "true", **env}
+    environment["DATABASE_URL"] = environment.get("DATABASE_URL", "{url}").format(url=_url())
     output = subprocess.run(
         [sys.executable, "-c", script], env=environment, capture_output=True, check=True
     )
-    return output.stdout.decode().strip().splitlines()[-1]
+    return dict(zip(SHOWN, output.stdout.decode().strip().splitlines()[-1].split(), strict=True))
+
+
+def _url() -> str:
+    database = connection.settings_dict
+    return (
+        f"postgres://{database['USER'] or 'postgres'}@{database['HOST'] or '127.0.0.1'}:"
+        f"{database['PORT'] or 5432}/{database['NAME']}"
+    )
+
+
+def _server_defaults() -> dict[str, str]:
+    with psycopg.connect(_libpq(connection.settings_dict)) as plain:
+        return {name: plain.execute(f"SHOW {name}").fetchone()[0] for name in SHOWN}  # type: ignore[index]
 
 
 @pytest.mark.integration
 @pytest.mark.django_db
-def test_the_web_app_limits_lock_waits_and_workers_do_not() -> None:
-    assert _lock_timeout_in("config.wsgi") == "10s"
-    assert _lock_timeout_in("config.wsgi", WEB_LOCK_TIMEOUT_SECONDS="2.5") == "2500ms"
-    assert _lock_timeout_in("config.wsgi", WEB_LOCK_TIMEOUT_SECONDS="0") == "0"
-    # An operator's own lock_timeout in DATABASE_URL wins.
-    assert (
-        _lock_timeout_in("config.wsgi", DATABASE_URL="{url}?options=-c%20lock_timeout%3D3000")
-        == "3s"
+def test_the_web_app_limits_lock_waits_and_leaves_every_other_setting_be() -> None:
+    server = _server_defaults()
+    assert server["lock_timeout"] == "0"  # the test's premise: the server sets no limit
+    web = _settings_in("config.wsgi")
+    assert web == {**server, "lock_timeout": "10s"}
+    assert _settings_in("config.wsgi", WEB_LOCK_TIMEOUT_SECONDS="2.5")["lock_timeout"] == "2500ms"
+    assert _settings_in("config.wsgi", WEB_LOCK_TIMEOUT_SECONDS="0") == server
+    # An operator's own lock_timeout wins, however it is spelled; their other settings stay.
+    for given in ("-c%20lock_timeout%3D3000", "-c%20LOCK_TIMEOUT%3D3s", "--lock-timeout%3D3s"):
+        url = f"{{url}}?options={given}"
+        assert _settings_in("config.wsgi", DATABASE_URL=url)["lock_timeout"] == "3s", given
+    deadlock = _settings_in("config.wsgi", DATABASE_URL="{url}?options=-c%20deadlock_timeout%3D2s")
+    assert (deadlock["lock_timeout"], deadlock["deadlock_timeout"]) == ("10s", "2s")
+    from_environment = _settings_in("config.wsgi", PGOPTIONS="-c statement_timeout=5000")
+    assert (from_environment["lock_timeout"], from_environment["statement_timeout"]) == (
+        "10s",
+        "5s",
     )
-    # Celery workers and beat, and migrations, wait for their locks.
-    assert _lock_timeout_in("config.celery") == "0"
-    assert _lock_timeout_in("django.core.management") == "0"
+    # Celery workers and beat, and migrations, wait for their locks: they import the
+    # settings and the Celery app, never config.wsgi (the limit is set there and only there).
+    assert _settings_in("config.celery") == server
+    assert _settings_in("django.core.management") == server

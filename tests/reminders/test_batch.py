@@ -306,6 +306,44 @@ def test_a_batchs_outcomes_are_held_through_a_database_outage_then_recorded(
     assert states(ids) == {pk: ("sent", 1, "", message_id(pk)) for pk in ids}
 
 
+# Outside a transaction, as in a worker; Postgres's read-only session.
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_outcomes_met_by_a_server_that_takes_no_writes_are_held_then_recorded(
+    enrolled: Any, journal: Path
+) -> None:
+    """A failover's old primary: the worker's connection still reaches it, and it refuses
+    writes (SQLSTATE 25006). The outcomes are held like through any outage; the retry's new
+    connection reaches a server that takes them (here: the same one, the read-only setting
+    having been the old connection's)."""
+    ids = rows(enrolled(1), 2)
+    Reminder.objects.filter(pk__in=ids).update(status="sending", claimed_at=NOW, attempts=1)
+    outcomes = [
+        Outcome(
+            reminder_id=pk,
+            claimed_at=NOW,
+            status="sent",
+            sent_at=NOW,
+            provider_message_id=message_id(pk),
+        )
+        for pk in ids
+    ]
+    held_on_disk: list[int] = []
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SET SESSION default_transaction_read_only = on")
+        recorded = outcomes_record(
+            outcomes, sleep=lambda _s: held_on_disk.append(len(journal_pending()))
+        )
+    finally:
+        connection.close()  # the read-only session goes with it, whatever happened
+
+    assert recorded is True
+    assert held_on_disk == [2]  # held once, recorded by the first retry
+    assert journal_pending() == []
+    assert states(ids) == {pk: ("sent", 1, "", message_id(pk)) for pk in ids}
+
+
 def test_a_killed_batchs_journal_is_replayed_but_never_a_running_ones(
     enrolled: Any, journal: Path
 ) -> None:

@@ -26,7 +26,7 @@ from django.db import OperationalError, connection
 from django.test import override_settings
 
 from scheduler.models import Reminder
-from scheduler.outbox.outcomes import Outcome, outcomes_record
+from scheduler.outbox.outcomes import Outcome, outcomes_record, outcomes_replay
 from scheduler.outbox.sweep import JOURNAL_NOT_TRIED, reminders_send_batch
 
 # The batch tests' participants (a fixture, used here by name) and their due rows.
@@ -35,9 +35,13 @@ from tests.reminders.test_batch import NOW, enrolled, message_id, rows, states  
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+PAGE = 4096
+
+
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
-    """The outcome journal's folder, on a filesystem with no room left."""
+    """The outcome journal's folder, on a filesystem with no room left (`_free_one_page`
+    makes room for one page: one file of the journal)."""
     disk = tmp_path / "disk"
     disk.mkdir()
     mounted = subprocess.run(
@@ -56,13 +60,18 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
         with (disk / "filler").open("wb", buffering=0) as filler:
             try:
                 while True:
-                    filler.write(b"\0" * 4096)
+                    filler.write(b"\0" * PAGE)
             except OSError as full:
                 assert full.errno == errno.ENOSPC
         with override_settings(REMINDER_OUTCOME_JOURNAL_DIR=str(folder)):
             yield folder
     finally:
-        subprocess.run(["umount", str(disk)], check=True)  # noqa: S607
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)  # noqa: S607
+
+
+def _free_one_page(journal: Path) -> None:
+    filler = journal.parent / "filler"
+    os.truncate(filler, filler.stat().st_size - PAGE)
 
 
 def test_a_full_journal_disk_records_what_was_sent_and_sends_no_more_of_the_batch(
@@ -85,8 +94,9 @@ def test_a_full_journal_disk_records_what_was_sent_and_sends_no_more_of_the_batc
     retry_at = NOW + dt.timedelta(minutes=1)
     assert states(ids) == {
         ids[0]: ("sent", 1, "", message_id(ids[0])),
-        ids[1]: ("failed", 1, JOURNAL_NOT_TRIED, ""),
-        ids[2]: ("failed", 1, JOURNAL_NOT_TRIED, ""),
+        # Not tried: the claim is not counted (a full disk must not use up their attempts).
+        ids[1]: ("failed", 0, JOURNAL_NOT_TRIED, ""),
+        ids[2]: ("failed", 0, JOURNAL_NOT_TRIED, ""),
     }
     assert set(
         Reminder.objects.filter(pk__in=ids[1:]).values_list("next_attempt_at", flat=True)
@@ -136,8 +146,39 @@ def test_with_the_database_away_and_the_disk_full_outcomes_wait_in_memory(
     assert (recorded, len(refused)) == (True, 2)
     assert states(ids) == {pk: ("sent", 1, "", message_id(pk)) for pk in ids}
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
-        f"2 outcome(s) of a batch cannot be held in the journal "
+        f"2 outcome(s) of a batch: 2 of 2 cannot be held in the journal "
         f"({os.strerror(errno.ENOSPC)}): held in memory only while the database is away"
     ]
     # Nothing half-written left behind for a replay to trip on.
+    assert list(full_disk.iterdir()) == []
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(REMINDER_OUTCOME_RETRY_SECONDS=0)  # the worker gives up waiting at once
+def test_a_batch_the_database_never_took_keeps_its_journal_for_the_replay(
+    enrolled: Any,  # noqa: F811
+    full_disk: Path,
+    mailoutbox: Any,
+) -> None:
+    """Room for the batch's own file, none for a file an outcome: the database stays away
+    for the whole retry period. What was sent must stay on disk for the replay."""
+    ids = rows(enrolled(1), 3)
+    _free_one_page(full_disk)
+    mailoutbox.clear()
+
+    def database_away(execute: Any, sql: str, *args: Any) -> Any:
+        if sql.startswith("WITH accepted"):
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, *args)
+
+    with time_machine.travel(NOW, tick=False), connection.execute_wrapper(database_away):
+        results = reminders_send_batch(ids)
+    left = sorted(path.suffix for path in full_disk.iterdir())
+    replayed = outcomes_replay()  # the next task or worker start, the database back
+
+    assert results == dict.fromkeys(ids, "sent")
+    assert left == [".jsonl"]  # the batch's file
+    assert replayed == 3
+    assert states(ids) == {pk: ("sent", 1, "", message_id(pk)) for pk in ids}
+    assert [m.extra_headers["Message-ID"] for m in mailoutbox] == [message_id(pk) for pk in ids]
     assert list(full_disk.iterdir()) == []
