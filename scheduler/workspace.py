@@ -298,6 +298,9 @@ def _visit_rows(user: object, work: dict[int, SiteWork], groups: TodayGroups, ro
             )
         )
         .filter(rank__lte=rows)
+        # In no order: the ids are read whole below, in the page's order. The model's
+        # default order would join the trial for every candidate and sort by its code.
+        .order_by()
         .values_list("id", flat=True)
     )
     visits = (
