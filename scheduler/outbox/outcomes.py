@@ -471,7 +471,9 @@ def _recorded(
                 "%s still held after %s s; %s",
                 what,
                 settings.REMINDER_OUTCOME_RETRY_SECONDS,
-                f"lost: {lost} the journal could not keep" if lost else "the journal keeps it",
+                f"{lost} in no file of their own: lost unless their batch's file holds them"
+                if lost
+                else "the journal keeps it",
             )
             return False
         sleep(retry_delay(attempt))

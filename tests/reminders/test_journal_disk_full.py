@@ -159,12 +159,14 @@ def test_a_batch_the_database_never_took_keeps_its_journal_for_the_replay(
     enrolled: Any,  # noqa: F811
     full_disk: Path,
     mailoutbox: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Room for the batch's own file, none for a file an outcome: the database stays away
     for the whole retry period. What was sent must stay on disk for the replay."""
     ids = rows(enrolled(1), 3)
     _free_one_page(full_disk)
     mailoutbox.clear()
+    caplog.clear()
 
     def database_away(execute: Any, sql: str, *args: Any) -> Any:
         if sql.startswith("WITH accepted"):
@@ -178,6 +180,12 @@ def test_a_batch_the_database_never_took_keeps_its_journal_for_the_replay(
 
     assert results == dict.fromkeys(ids, "sent")
     assert left == [".jsonl"]  # the batch's file
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        f"3 outcome(s) of a batch: 3 of 3 cannot be held in the journal "
+        f"({os.strerror(errno.ENOSPC)}): held in memory only while the database is away",
+        "3 outcome(s) of a batch still held after 0 s; 3 in no file of their own: lost unless "
+        "their batch's file holds them",
+    ]
     assert replayed == 3
     assert states(ids) == {pk: ("sent", 1, "", message_id(pk)) for pk in ids}
     assert [m.extra_headers["Message-ID"] for m in mailoutbox] == [message_id(pk) for pk in ids]
