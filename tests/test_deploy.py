@@ -485,16 +485,21 @@ def test_compose_backup_service_runs_the_backup_script_on_a_schedule() -> None:
         assert os.access(DEPLOY / script, os.X_OK), script
 
 
-def _caddy_adapt(**env: str) -> dict:
-    """deploy/Caddyfile adapted to Caddy's JSON config by the caddy binary (no server runs)."""
+def caddy_binary() -> str:
+    """The caddy binary; the test skips without it, and fails in CI (CI=true)."""
     caddy = shutil.which("caddy")
     if caddy is None:
         message = "caddy is not installed (Debian: apt-get install caddy)"
         if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
             pytest.fail(f"{message}; CI=true: the Caddyfile must be checked")
         pytest.skip(message)
+    return caddy
+
+
+def _caddy_adapt(**env: str) -> dict:
+    """deploy/Caddyfile adapted to Caddy's JSON config by the caddy binary (no server runs)."""
     result = subprocess.run(
-        [caddy, "adapt", "--config", str(DEPLOY / "Caddyfile"), "--adapter", "caddyfile"],
+        [caddy_binary(), "adapt", "--config", str(DEPLOY / "Caddyfile"), "--adapter", "caddyfile"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -18,7 +18,6 @@ import http.client
 import json
 import os
 import runpy
-import shutil
 import socket
 import ssl
 import subprocess
@@ -32,6 +31,7 @@ import yaml
 
 from tests import slow_stream_urls
 from tests.outages import closed_port
+from tests.test_deploy import caddy_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_TIMEOUT_SECONDS = 1
@@ -155,16 +155,6 @@ def test_compose_kubernetes_and_the_image_start_the_web_server_alike() -> None:
 # Behind the deployment's Caddy, with the database away
 
 
-def _caddy() -> str:
-    caddy = shutil.which("caddy")
-    if caddy is None:
-        message = "caddy is not installed (Debian: apt-get install caddy)"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"{message}; CI=true: the proxy must be checked")
-        pytest.skip(message)
-    return caddy
-
-
 @contextlib.contextmanager
 def deployed_proxy(
     tmp_path: Path, upstream: tuple[int, Path], health_uri: str | None = None
@@ -192,7 +182,7 @@ def deployed_proxy(
     log_path = tmp_path / "caddy.log"
     log = log_path.open("wb")
     proxy = subprocess.Popen(  # noqa: S603 - caddy with the deployment's file
-        [_caddy(), "run", "--config", str(config), "--adapter", "caddyfile"],
+        [caddy_binary(), "run", "--config", str(config), "--adapter", "caddyfile"],
         env={
             "PATH": os.environ["PATH"],
             "HOME": str(tmp_path),

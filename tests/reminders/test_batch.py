@@ -86,6 +86,35 @@ def message_id(pk: int) -> str:
     return f"<reminder-{pk}@{UID_DOMAIN}>"
 
 
+def claimed_and_sent(ids: list[int]) -> list[Outcome]:
+    """The rows claimed at NOW (their first attempt) and the outcomes of their sends, each
+    accepted by the provider."""
+    Reminder.objects.filter(pk__in=ids).update(status="sending", claimed_at=NOW, attempts=1)
+    return [
+        Outcome(
+            reminder_id=pk,
+            claimed_at=NOW,
+            status="sent",
+            sent_at=NOW,
+            provider_message_id=message_id(pk),
+        )
+        for pk in ids
+    ]
+
+
+def outcome_statements_refused(refused: list[str], *, times: int | None = None) -> Any:
+    """A connection.execute_wrapper: the statement that records sent outcomes fails as when
+    the database goes away, `times` times (None: always); each refusal is added to `refused`."""
+
+    def database_away(execute: Any, sql: str, *args: Any) -> Any:
+        if sql.startswith("WITH accepted") and (times is None or len(refused) < times):
+            refused.append(sql)
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, *args)
+
+    return database_away
+
+
 def states(ids: list[int]) -> dict[int, tuple[str, int, str, str]]:
     return {
         pk: (status, attempts, error, provider_id)
@@ -275,27 +304,11 @@ def test_a_batchs_outcomes_are_held_through_a_database_outage_then_recorded(
     enrolled: Any, journal: Path
 ) -> None:
     ids = rows(enrolled(1), 3)
-    Reminder.objects.filter(pk__in=ids).update(status="sending", claimed_at=NOW, attempts=1)
-    outcomes = [
-        Outcome(
-            reminder_id=pk,
-            claimed_at=NOW,
-            status="sent",
-            sent_at=NOW,
-            provider_message_id=message_id(pk),
-        )
-        for pk in ids
-    ]
+    outcomes = claimed_and_sent(ids)
     refused: list[str] = []
     held_on_disk: list[int] = []
 
-    def database_away_for_two_statements(execute: Any, sql: str, *args: Any) -> Any:
-        if sql.startswith("WITH accepted") and len(refused) < 2:
-            refused.append(sql)
-            raise OperationalError("server closed the connection unexpectedly")
-        return execute(sql, *args)
-
-    with connection.execute_wrapper(database_away_for_two_statements):
+    with connection.execute_wrapper(outcome_statements_refused(refused, times=2)):
         assert outcomes_record(
             outcomes, sleep=lambda _s: held_on_disk.append(len(journal_pending()))
         )
@@ -317,17 +330,7 @@ def test_outcomes_met_by_a_server_that_takes_no_writes_are_held_then_recorded(
     connection reaches a server that takes them (here: the same one, the read-only setting
     having been the old connection's)."""
     ids = rows(enrolled(1), 2)
-    Reminder.objects.filter(pk__in=ids).update(status="sending", claimed_at=NOW, attempts=1)
-    outcomes = [
-        Outcome(
-            reminder_id=pk,
-            claimed_at=NOW,
-            status="sent",
-            sent_at=NOW,
-            provider_message_id=message_id(pk),
-        )
-        for pk in ids
-    ]
+    outcomes = claimed_and_sent(ids)
     held_on_disk: list[int] = []
     try:
         with connection.cursor() as cursor:

@@ -22,15 +22,23 @@ from typing import Any
 
 import pytest
 import time_machine
-from django.db import OperationalError, connection
+from django.db import connection
 from django.test import override_settings
 
 from scheduler.models import Reminder
-from scheduler.outbox.outcomes import Outcome, outcomes_record, outcomes_replay
+from scheduler.outbox.outcomes import outcomes_record, outcomes_replay
 from scheduler.outbox.sweep import JOURNAL_NOT_TRIED, reminders_send_batch
 
 # The batch tests' participants (a fixture, used here by name) and their due rows.
-from tests.reminders.test_batch import NOW, enrolled, message_id, rows, states  # noqa: F401
+from tests.reminders.test_batch import (  # noqa: F401
+    NOW,
+    claimed_and_sent,
+    enrolled,
+    message_id,
+    outcome_statements_refused,
+    rows,
+    states,
+)
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -117,28 +125,11 @@ def test_with_the_database_away_and_the_disk_full_outcomes_wait_in_memory(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     ids = rows(enrolled(1), 2)
-    Reminder.objects.filter(pk__in=ids).update(status="sending", claimed_at=NOW, attempts=1)
-    outcomes = [
-        Outcome(
-            reminder_id=pk,
-            claimed_at=NOW,
-            status="sent",
-            sent_at=NOW,
-            provider_message_id=message_id(pk),
-        )
-        for pk in ids
-    ]
+    outcomes = claimed_and_sent(ids)
     refused: list[str] = []
-
-    def database_away_for_two_statements(execute: Any, sql: str, *args: Any) -> Any:
-        if sql.startswith("WITH accepted") and len(refused) < 2:
-            refused.append(sql)
-            raise OperationalError("server closed the connection unexpectedly")
-        return execute(sql, *args)
-
     caplog.clear()  # what enrolling said (its invites' batches met the full disk too)
     with (
-        connection.execute_wrapper(database_away_for_two_statements),
+        connection.execute_wrapper(outcome_statements_refused(refused, times=2)),
         caplog.at_level(logging.WARNING, "scheduler.outbox"),
     ):
         recorded = outcomes_record(outcomes, sleep=lambda _seconds: None)
@@ -168,12 +159,9 @@ def test_a_batch_the_database_never_took_keeps_its_journal_for_the_replay(
     mailoutbox.clear()
     caplog.clear()
 
-    def database_away(execute: Any, sql: str, *args: Any) -> Any:
-        if sql.startswith("WITH accepted"):
-            raise OperationalError("server closed the connection unexpectedly")
-        return execute(sql, *args)
+    away = outcome_statements_refused([])  # for as long as the worker waits
 
-    with time_machine.travel(NOW, tick=False), connection.execute_wrapper(database_away):
+    with time_machine.travel(NOW, tick=False), connection.execute_wrapper(away):
         results = reminders_send_batch(ids)
     left = sorted(path.suffix for path in full_disk.iterdir())
     replayed = outcomes_replay()  # the next task or worker start, the database back
