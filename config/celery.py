@@ -8,6 +8,7 @@ from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
     beat_init,
+    task_failure,
     task_postrun,
     task_prerun,
     worker_init,
@@ -38,6 +39,17 @@ def keep_database_connections(task: object = None, **kwargs: object) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@task_failure.connect
+def let_go_of_a_read_only_server(exception: BaseException | None = None, **kwargs: object) -> None:
+    """A task that met a server taking no writes (a failover's old primary) closes its
+    connection at task_postrun (above), so the next task connects anew: Django keeps a
+    connection that still answers for the rest of CONN_MAX_AGE, and every task on it would
+    fail the same way until then."""
+    from scheduler.unavailable import let_go_of_a_read_only_server as let_go
+
+    let_go(exception)
 
 
 @after_setup_logger.connect

@@ -106,3 +106,33 @@ def test_only_a_read_only_server_is_let_go(persistent_connection: None) -> None:
     unavailable.let_go_of_a_read_only_server(read_only.value)
     _request_ends()
     assert connection.connection is None
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_task_that_met_a_read_only_server_connects_anew(
+    persistent_connection: None,
+) -> None:
+    """What Celery sends around a task that raised (task_failure, then task_postrun): the
+    worker's connection to the read-only server is closed, so the next task finds the new
+    primary; a task that failed otherwise keeps it."""
+    from celery.signals import task_failure, task_postrun
+
+    from config.celery import app
+
+    task = app.tasks["scheduler.reminders_sweep"]
+
+    def task_ends_with(error: BaseException) -> None:
+        task_failure.send(sender=task, task_id="t", exception=error, args=(), kwargs={})
+        task_postrun.send(sender=task, task_id="t", task=task, args=(), kwargs={})
+
+    with pytest.raises(django_db.ProgrammingError) as missing, connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM no_such_table")
+    task_ends_with(missing.value)
+    kept = connection.connection is not None
+    _read_only()
+    with pytest.raises(django_db.InternalError) as read_only, connection.cursor() as cursor:
+        cursor.execute("INSERT INTO scheduler_workerheartbeat (name, beat_at) VALUES ('x', now())")
+    task_ends_with(read_only.value)
+
+    assert (kept, connection.connection) == (True, None)
