@@ -54,6 +54,11 @@ def _sqlstate(exc: BaseException) -> str | None:
     return getattr(getattr(exc.__cause__, "diag", None), "sqlstate", None)
 
 
+def read_only_server(exc: BaseException | None) -> bool:
+    """Whether `exc` is the server refusing writes (READ_ONLY_SQLSTATE), as Django raises it."""
+    return isinstance(exc, InternalError) and _sqlstate(exc) == READ_ONLY_SQLSTATE
+
+
 def database_away(exc: BaseException | None) -> bool:
     """Whether `exc` is the database being unavailable for now: a lost or refused connection,
     or a condition that passes by itself (TRANSIENT_SQLSTATES). Only the error itself counts,
@@ -62,7 +67,7 @@ def database_away(exc: BaseException | None) -> bool:
     if isinstance(exc, InterfaceError):
         return True  # the connection is closed or unusable
     if isinstance(exc, InternalError):
-        return _sqlstate(exc) == READ_ONLY_SQLSTATE
+        return read_only_server(exc)
     if not isinstance(exc, OperationalError):
         return False
     sqlite_name = getattr(exc.__cause__, "sqlite_errorname", None)
@@ -81,5 +86,5 @@ def let_go_of_a_read_only_server(exc: BaseException | None) -> None:
     Django keeps a persistent connection (CONN_MAX_AGE) after an error as long as it still
     answers, and a read-only server answers: every write would fail for the rest of the
     connection's age, long after the failover."""
-    if isinstance(exc, InternalError) and _sqlstate(exc) == READ_ONLY_SQLSTATE:
+    if read_only_server(exc):
         connection.close_at = time.monotonic()

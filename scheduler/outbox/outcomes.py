@@ -53,7 +53,7 @@ from django.db import InterfaceError, InternalError, OperationalError, connectio
 from django.db.models import F
 
 from scheduler.models import Reminder
-from scheduler.unavailable import READ_ONLY_SQLSTATE
+from scheduler.unavailable import read_only_server
 
 logger = logging.getLogger(__name__)
 Status = Reminder.Status
@@ -63,10 +63,7 @@ DATABASE_ERRORS = (OperationalError, InterfaceError, InternalError)
 
 
 def _away(exc: BaseException) -> bool:
-    if isinstance(exc, (OperationalError, InterfaceError)):
-        return True
-    sqlstate = getattr(getattr(exc.__cause__, "diag", None), "sqlstate", None)
-    return isinstance(exc, InternalError) and sqlstate == READ_ONLY_SQLSTATE
+    return isinstance(exc, (OperationalError, InterfaceError)) or read_only_server(exc)
 
 
 @dataclass(frozen=True)
@@ -112,11 +109,9 @@ def outcome_apply(outcome: Outcome) -> int:
             provider_message_id=outcome.provider_message_id,
             last_error="",
         )
-    fields: dict[str, Any] = {"status": outcome.status, "last_error": outcome.last_error}
-    if outcome.next_attempt_at is not None:
-        fields.update(next_attempt_at=outcome.next_attempt_at, enqueued_at=None)
-    if outcome.untried:
-        fields["attempts"] = F("attempts") - 1
+    fields = _unsent_fields(
+        outcome.status, outcome.last_error, outcome.next_attempt_at, outcome.untried
+    )
     return rows.filter(
         status__in=[Status.SENDING, Status.UNKNOWN], claimed_at=outcome.claimed_at
     ).update(**fields)
@@ -142,15 +137,22 @@ def outcomes_apply(outcomes: Sequence[Outcome]) -> int:
             )
             alike.setdefault(key, []).append(outcome.reminder_id)
     for (status, last_error, next_attempt_at, claimed_at, untried), ids in alike.items():
-        fields: dict[str, Any] = {"status": status, "last_error": last_error}
-        if next_attempt_at is not None:
-            fields.update(next_attempt_at=next_attempt_at, enqueued_at=None)
-        if untried:
-            fields["attempts"] = F("attempts") - 1
         applied += Reminder.objects.filter(
             pk__in=ids, status__in=[Status.SENDING, Status.UNKNOWN], claimed_at=claimed_at
-        ).update(**fields)
+        ).update(**_unsent_fields(status, last_error, next_attempt_at, untried))
     return applied
+
+
+def _unsent_fields(
+    status: str, last_error: str, next_attempt_at: dt.datetime | None, untried: bool
+) -> dict[str, Any]:
+    """What an outcome other than "sent" writes on its row."""
+    fields: dict[str, Any] = {"status": status, "last_error": last_error}
+    if next_attempt_at is not None:
+        fields.update(next_attempt_at=next_attempt_at, enqueued_at=None)
+    if untried:
+        fields["attempts"] = F("attempts") - 1
+    return fields
 
 
 def _sent_apply(sent: list[Outcome]) -> int:

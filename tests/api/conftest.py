@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import time_machine
 from django.core.cache import cache
+from django.test import Client
 from rest_framework.test import APIClient
 
 from participants.models import Participant
@@ -56,6 +57,16 @@ class World:
         return ScheduledVisit.objects.get(
             participant=self.people[study_id], visit_definition__code=code, occurrence=1
         )
+
+    def signed_in(self, role: str) -> Client:
+        """The admin as that role's person sees it (staff, signed in), answering a server
+        error with its page rather than raising it, as a browser would get it."""
+        user = self.users[role]
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+        person = Client(raise_request_exception=False)
+        person.force_login(user)
+        return person
 
     def client(self, role: str) -> APIClient:
         # A fresh user object, as each real request has: access.py caches memberships on it.

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
-from django.test import Client, override_settings
+from django.test import override_settings
 from django.urls import reverse
 
 from config.startup import limit_lock_waits
@@ -104,11 +104,7 @@ def test_a_booking_waiting_on_a_held_row_answers_503_then_goes_through(
     client.raise_request_exception = False
     visit = world.visit("BERLIN-001", "V2")
 
-    coordinator = world.users["coordinator"]
-    coordinator.is_staff = True
-    coordinator.save(update_fields=["is_staff"])
-    person = Client(raise_request_exception=False)
-    person.force_login(coordinator)
+    person = world.signed_in("coordinator")
     form = {"local_date": "2026-02-02", "local_time": "10:00", "_confirm": "1",
             "version": "1", "reason": ""}  # fmt: skip
 

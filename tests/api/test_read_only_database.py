@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import django.db as django_db
 import pytest
 from django.db import close_old_connections, connection
-from django.test import Client
 
 from scheduler import unavailable
 from scheduler.models import ScheduledVisit
@@ -54,11 +53,7 @@ def test_a_read_only_server_answers_503_and_the_next_request_connects_anew(
     system.raise_request_exception = False
     participant = world.people["BERLIN-001"]
     calendar = f"/api/v1/participants/{participant.pk}/calendar/"
-    coordinator = world.users["coordinator"]
-    coordinator.is_staff = True
-    coordinator.save(update_fields=["is_staff"])
-    person = Client(raise_request_exception=False)
-    person.force_login(coordinator)
+    person = world.signed_in("coordinator")
     page = f"/admin/participants/participant/{participant.pk}/change/"
 
     _read_only()

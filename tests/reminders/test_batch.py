@@ -351,18 +351,10 @@ def test_a_killed_batchs_journal_is_replayed_but_never_a_running_ones(
     enrolled: Any, journal: Path
 ) -> None:
     ids = rows(enrolled(1), 3)
-    Reminder.objects.filter(pk__in=ids).update(status="sending", claimed_at=NOW, attempts=1)
+    outcomes = claimed_and_sent(ids)
     running = BatchJournal()
-    for pk in ids[:2]:
-        running.add(
-            Outcome(
-                reminder_id=pk,
-                claimed_at=NOW,
-                status="sent",
-                sent_at=NOW,
-                provider_message_id=message_id(pk),
-            )
-        )
+    for outcome in outcomes[:2]:
+        running.add(outcome)
 
     assert outcomes_replay() == 0  # its batch still runs (holds the lock)
     assert states(ids) == dict.fromkeys(ids, ("sending", 1, "", ""))
