@@ -176,6 +176,11 @@ else:
 # How long a web request waits for a row or table lock before it answers 503 with Retry-After
 # (config/startup.py: limit_lock_waits; web only). 0: no limit.
 WEB_LOCK_TIMEOUT_SECONDS = env.float("WEB_LOCK_TIMEOUT_SECONDS", default=10.0)
+# How long each statement of `manage.py migrate` waits for a lock before the migration rolls
+# back and migrate tries again (scheduler/management/commands/migrate.py), and how many times
+# it tries. 0: no limit (Django's own wait, as long as it takes).
+MIGRATION_LOCK_TIMEOUT_SECONDS = env.float("MIGRATION_LOCK_TIMEOUT_SECONDS", default=5.0)
+MIGRATION_LOCK_ATTEMPTS = env.int("MIGRATION_LOCK_ATTEMPTS", default=10)
 # The password can stay out of DATABASE_URL (and so out of `docker inspect` and the process
 # environment): DATABASE_PASSWORD_FILE names a mounted secret holding it alone.
 if env.str("DATABASE_PASSWORD", default=""):

@@ -50,13 +50,14 @@ TRANSIENT_SQLITE = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
 READ_ONLY_SQLSTATE = "25006"
 
 
-def _sqlstate(exc: BaseException) -> str | None:
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of the Postgres error behind a Django database error, if any."""
     return getattr(getattr(exc.__cause__, "diag", None), "sqlstate", None)
 
 
 def read_only_server(exc: BaseException | None) -> bool:
     """Whether `exc` is the server refusing writes (READ_ONLY_SQLSTATE), as Django raises it."""
-    return isinstance(exc, InternalError) and _sqlstate(exc) == READ_ONLY_SQLSTATE
+    return isinstance(exc, InternalError) and sqlstate(exc) == READ_ONLY_SQLSTATE
 
 
 def database_away(exc: BaseException | None) -> bool:
@@ -73,10 +74,10 @@ def database_away(exc: BaseException | None) -> bool:
     sqlite_name = getattr(exc.__cause__, "sqlite_errorname", None)
     if sqlite_name is not None:
         return sqlite_name in TRANSIENT_SQLITE
-    sqlstate = _sqlstate(exc)
-    if sqlstate is None:
+    state = sqlstate(exc)
+    if state is None:
         return True  # no answer from a server at all: refused, timed out, connection lost
-    return sqlstate.startswith("08") or sqlstate in TRANSIENT_SQLSTATES
+    return state.startswith("08") or state in TRANSIENT_SQLSTATES
 
 
 def let_go_of_a_read_only_server(exc: BaseException | None) -> None:
