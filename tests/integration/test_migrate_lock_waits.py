@@ -178,7 +178,7 @@ def test_migrate_gives_way_to_a_long_transaction_then_applies_or_says_what_waite
         read = reader.execute(f"SELECT count(*) FROM {HELD_TABLE}").fetchone()
         read_in = time.monotonic() - started
         reader.close()
-        migrate.wait_for_error_line("trying again in 1 s (attempt 2 of 10)")
+        migrate.wait_for_error_line("Trying again in 1 s (attempt 2 of 10)")
     finally:
         holder.rollback()
         holder.close()
@@ -190,12 +190,17 @@ def test_migrate_gives_way_to_a_long_transaction_then_applies_or_says_what_waite
     assert before[0][-1] == "0012_security_events"
     assert code == 1
     assert errors.count("0013_history_reason_text waited more than 1 s for a lock") == 2
-    assert "trying again in 1 s (attempt 2 of 2)." in errors
     assert (
+        "lock it needs. That migration is not applied (those before it are). Trying again in "
+        "1 s (attempt 2 of 2).\n"
+    ) in errors
+    assert errors.endswith(
         "CommandError: migration scheduler.0013_history_reason_text waited more than 1 s for "
         "a lock 2 times: another transaction holds a lock it needs (look for long "
-        "transactions in pg_stat_activity). Nothing of that migration was written"
-    ) in errors
+        "transactions in pg_stat_activity). That migration is not applied (those before it "
+        "are). Run migrate again once they end, or raise MIGRATION_LOCK_TIMEOUT_SECONDS or "
+        "MIGRATION_LOCK_ATTEMPTS.\n"
+    )
     # Nothing of it was written: the tables it altered before the held one are as they were.
     assert after_giving_up == before
 

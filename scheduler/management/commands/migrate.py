@@ -63,20 +63,26 @@ class Command(migrate.Command):
                 if attempt == attempts:
                     raise CommandError(
                         f"{waited} {attempts} times: another transaction holds a lock it "
-                        "needs (look for long transactions in pg_stat_activity). Nothing of "
-                        "that migration was written; run migrate again once they end, or "
-                        "raise MIGRATION_LOCK_TIMEOUT_SECONDS or MIGRATION_LOCK_ATTEMPTS."
+                        "needs (look for long transactions in pg_stat_activity). "
+                        f"{self._not_applied()}Run migrate again once they end, or raise "
+                        "MIGRATION_LOCK_TIMEOUT_SECONDS or MIGRATION_LOCK_ATTEMPTS."
                     ) from error
                 pause = min(2 ** (attempt - 1), LONGEST_PAUSE_SECONDS)
                 self.stderr.write(
                     f"{self._new_line()}{waited}: another transaction holds a lock it needs. "
-                    f"Rolled back; trying again in {pause} s (attempt {attempt + 1} of {attempts})."
+                    f"{self._not_applied()}Trying again in {pause} s "
+                    f"(attempt {attempt + 1} of {attempts})."
                 )
                 time.sleep(pause)
 
     def _waited(self, seconds: float) -> str:
         what = f"migration {self._applying}" if self._applying else "migrate"
         return f"{what} waited more than {seconds:g} s for a lock"
+
+    def _not_applied(self) -> str:
+        # An atomic migration rolled back whole; the non-atomic one (scheduler 0014) is not
+        # recorded either, and mends what it left when it runs again.
+        return "That migration is not applied (those before it are). " if self._applying else ""
 
     def _new_line(self) -> str:
         # "  Applying x..." waits on its line for " OK": a terminal showing both streams
