@@ -138,7 +138,9 @@ def history_record(
     # Objects alike in who and why are written together.
     groups: dict[tuple[Any, str], list[Any]] = {}
     for obj in objs:
-        user = getattr(obj, "_history_user", None) or by
+        # An object's own `_history_user`, None included (a system action's), as
+        # simple_history's bulk writer reads it.
+        user = getattr(obj, "_history_user", by)
         why = get_change_reason_from_object(obj) or reason
         groups.setdefault((getattr(user, "pk", user), why), []).append(obj.pk)
     at = timezone.now()  # one instant for every group, as simple_history's bulk writes
@@ -227,9 +229,10 @@ def keys_history_record(
     )
     now = connection.ops.adapt_datetimefield_value(at or timezone.now())
     user_id = getattr(by, "pk", by)
+    why = None if reason is None else str(reason)  # a lazily translated reason, as text
     with connection.cursor() as cursor:
         for where, params in _keys_in(pk, keys):
-            cursor.execute(statement + where, [now, reason, history_type, user_id, *params])
+            cursor.execute(statement + where, [now, why, history_type, user_id, *params])
 
 
 def _keys_in(pk: models.Field[Any, Any], pks: Sequence[Any]) -> list[tuple[str, list[Any]]]:

@@ -669,7 +669,9 @@ def visit_book(
         "visit.moved" if rescheduling else "visit.booked", visit.participant, [visit]
     )
     pending = calendar_diff(visit.participant)
-    calendar_apply(pending, by=by, reason=f"{visit.code} {default_reason}: {reason}".rstrip(": "))
+    # The person's reason whole, after the change's name ("V3 booked: ..."); none, no colon.
+    change = f"{visit.code} {default_reason}"
+    calendar_apply(pending, by=by, reason=f"{change}: {reason}" if reason else change)
     return BookingPreview(
         visit.code,
         preview.booked_start,
