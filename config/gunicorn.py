@@ -27,8 +27,11 @@ threads = int(os.environ.get("WEB_THREADS", "4"))
 timeout = 30
 # Seconds a stopping worker (a rollout, a scale-in) lets its requests finish.
 graceful_timeout = 30
-# Caddy and the Ingress reuse their connections to gunicorn between requests.
-keepalive = 5
+# Caddy and the Ingress reuse their connections to gunicorn between requests. gunicorn must
+# keep an idle one open longer than they do: closed first on this side, a proxy can send a
+# request down it as it closes, and answer 502 (a POST is not retried). ingress-nginx keeps
+# them 60 s (its upstream-keepalive-timeout), Caddy 60 s (deploy/Caddyfile).
+keepalive = 75
 # No control socket (gunicorn 25.1+ opens one in $HOME/.gunicorn for `gunicornc`, which can
 # change the worker count or stop the server): nothing here uses it, the image's home is
 # read-only in Kubernetes, and it would be one more way in.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -380,6 +381,12 @@ if REDIS_URL:
         "socket_timeout": REDIS_BROKER_TIMEOUT_SECONDS,
         "socket_connect_timeout": REDIS_BROKER_TIMEOUT_SECONDS,
     }
+    if urlsplit(REDIS_URL).scheme == "rediss":
+        # TLS to a managed Redis checks the server's certificate (the system's CAs), as the
+        # cache's redis-py does. Given no ssl options, kombu connects with CERT_NONE: the
+        # password and every task could be read by anyone in the path. The URL's own
+        # `ssl_cert_reqs` / `ssl_ca_certs` (a private CA) win over this.
+        CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 else:
     _broker_dir = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
