@@ -1,6 +1,24 @@
+"""Cursor pagination for every list of the API.
+
+A list is in the order its view declares (`ordering`, a unique and unchanging key: `id`, or a
+trial's or site's `code`), so paging through it while it changes shows every row once: a
+visit booked or moved between two pages keeps its place. Cursors are opaque to clients but
+not signed, so what one carries is checked before it reaches a query: a cursor this API did
+not give, or a `page_size` that is not a whole number from 1 up, is a 400 naming the
+parameter, never a 500 or a silently ignored value.
+"""
+
 from __future__ import annotations
 
+from typing import Any
+
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import Cursor as Position
 from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+
+# The longest position a cursor of ours carries: an id, or a code (at most 40 characters).
+LONGEST_POSITION = 100
 
 
 class Cursor(CursorPagination):
@@ -10,3 +28,43 @@ class Cursor(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
     ordering = ("id",)
+    invalid_cursor_message = (
+        "not a cursor this list gave: use the `next` or `previous` link of the page before"
+    )
+
+    def get_ordering(self, request: Request, queryset: Any, view: Any) -> tuple[str, ...]:
+        return tuple(getattr(view, "ordering", None) or self.ordering)
+
+    def get_page_size(self, request: Request) -> int:
+        given = request.query_params.get(self.page_size_query_param)
+        if given is None:
+            return self.page_size
+        if not given.isascii() or not given.isdigit() or int(given) < 1:
+            raise ValidationError(
+                {
+                    self.page_size_query_param: [
+                        f"must be a whole number from 1 to {self.max_page_size} (larger is "
+                        f"taken as {self.max_page_size})"
+                    ]
+                }
+            )
+        return min(int(given), self.max_page_size)
+
+    def decode_cursor(self, request: Request) -> Position | None:
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFound as error:
+            raise ValidationError(
+                {self.cursor_query_param: [self.invalid_cursor_message]}
+            ) from error
+        if cursor is None or cursor.position is None:
+            return cursor
+        position = str(cursor.position)  # as decoded: text (the stubs say int)
+        by_id = self.ordering[0].lstrip("-") in ("id", "pk")
+        if (
+            len(position) > LONGEST_POSITION
+            or "\x00" in position
+            or (by_id and not (position.isascii() and position.isdigit()))
+        ):
+            raise ValidationError({self.cursor_query_param: [self.invalid_cursor_message]})
+        return cursor

@@ -754,7 +754,9 @@ class VisitList(generics.ListAPIView[ScheduledVisit]):
     e.g. every FDGPET at one site next week."""
 
     serializer_class = out.VisitOut
-    ordering = ("day", "id")
+    # By id, not by day: a visit booked or moved between two pages keeps its place, so paging
+    # through the list shows every visit once (filter by `from`/`to` for a day range).
+    ordering = ("id",)
 
     def get_queryset(self) -> QuerySet[ScheduledVisit]:
         filters = _query(VisitFilter, self.request)
