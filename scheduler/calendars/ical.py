@@ -144,10 +144,28 @@ _PARAM_QUOTABLE = ",;:’"  # noqa: RUF001 - icalendar quotes a parameter value 
 _CN_QUOTABLE = " '"  # and a CN holding these
 
 
+# Control characters RFC 5545 allows in no value (3.3.11: TEXT holds none but HTAB; 3.2:
+# nor does a parameter value). A line break inside a paragraph (Word writes Shift+Enter as
+# U+000B, a page break as U+000C) stays a line break; the rest are dropped. A reader that
+# meets one refuses the whole calendar (the `ics` library does).
+_PRINTABLE: dict[int, str | None] = {
+    **dict.fromkeys([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F]),
+    **dict.fromkeys([0x0B, 0x0C, 0x1C, 0x1D, 0x1E], "\n"),
+}
+
+
+def _printable(text: str) -> str:
+    """`text` without the control characters no iCalendar value may hold."""
+    return text.translate(_PRINTABLE)
+
+
 def escape_text(text: str) -> str:
-    """A TEXT value (RFC 5545 3.3.11), escaped as icalendar escapes it."""
+    """A TEXT value (RFC 5545 3.3.11), escaped as icalendar escapes it, except two things
+    icalendar gets wrong: a backslash followed by N is kept as typed (icalendar reads the two
+    characters as an escaped line break first, so `\\\\NAS01\\Neurology` became three
+    lines), and control characters are not written (see `_printable`)."""
     return (
-        text.replace(r"\N", "\n")
+        _printable(text)
         .replace("\\", "\\\\")
         .replace(";", r"\;")
         .replace(",", r"\,")
@@ -185,7 +203,8 @@ def _param(value: str, *, quote_also: str = "") -> str:
     ',', ';', ':' or '’', or (before escaping) one of `quote_also`."""
     quoted = any(char in value for char in quote_also)
     value = (
-        value.replace("^", "^^")
+        _printable(value)
+        .replace("^", "^^")
         .replace("\r\n", "^n")
         .replace("\r", "^n")
         .replace("\n", "^n")
@@ -251,9 +270,11 @@ def calendar_head(*, method: Method | None, name: str | None = None) -> str:
     if method is not None:
         lines.append(f"METHOD:{method}")
     if name is not None:
-        # As icalendar writes them: unescaped (and readers, icalendar's too, read them so); a
-        # line break, which icalendar refuses, is a space.
-        name = name.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+        # As icalendar writes them: unescaped, which is how icalendar and ical.js read them
+        # (escaped, both showed the backslashes; vobject, Radicale's parser, reads a name with
+        # a comma only up to it either way). A line break, which icalendar refuses in a name,
+        # is a space; other control characters are dropped.
+        name = " ".join(_printable(name).splitlines())
         lines += [fold(f"NAME:{name}"), fold(f"X-WR-CALNAME:{name}")]
     return "\r\n".join(lines) + "\r\n"
 
