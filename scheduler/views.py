@@ -14,9 +14,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import get_conditional_response
 from django.utils.http import http_date, url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from scheduler.calendars.feeds import (
+    FeedCache,
     feed_by_token,
     feed_version,
     participant_feed_ical,
@@ -58,15 +59,18 @@ def healthz(request: HttpRequest) -> JsonResponse:
     )
 
 
-@require_GET
+@require_safe
 def calendar_feed(
     request: HttpRequest, kind: str, token: str
 ) -> HttpResponse | StreamingHttpResponse:
-    """A subscribable feed. Unknown and revoked tokens get the same bare 404."""
+    """A subscribable feed (GET, and HEAD: the same headers, no body, nothing rendered).
+    Unknown and revoked tokens get the same bare 404."""
     feed = feed_by_token(token=token, kind=kind)
     if feed is None:
         raise Http404
-    version = feed_version(feed)
+    now = timezone.now()
+    texts_cache = FeedCache()  # the request's: a cache away is waited for once
+    version = feed_version(feed, now=now, texts_cache=texts_cache)
     last_modified = int(version.last_modified.timestamp()) if version.last_modified else None
     unchanged = get_conditional_response(request, etag=version.etag, last_modified=last_modified)
     if unchanged is not None:
@@ -74,17 +78,19 @@ def calendar_feed(
         unchanged["ETag"] = version.etag
         unchanged["Cache-Control"] = "private, max-age=300"
         return unchanged
-    now = timezone.now()
     content_type = "text/calendar; charset=utf-8"
     response: HttpResponse | StreamingHttpResponse
-    if feed.participant is not None:
+    if request.method == "HEAD":
+        response = HttpResponse(content_type=content_type)
+    elif feed.participant is not None:
         response = HttpResponse(
-            participant_feed_ical(feed.participant, stamp=now), content_type=content_type
+            participant_feed_ical(feed.participant, stamp=now, texts_cache=texts_cache),
+            content_type=content_type,
         )
     else:
         # A site feed can hold tens of thousands of events: streamed, a chunk of rows at a time.
         response = StreamingHttpResponse(
-            site_feed_chunks(feed.site, stamp=now),  # type: ignore[arg-type]
+            site_feed_chunks(feed.site, stamp=now, texts_cache=texts_cache),  # type: ignore[arg-type]
             content_type=content_type,
         )
     response["ETag"] = version.etag

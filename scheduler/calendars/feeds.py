@@ -17,15 +17,15 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, OuterRef, Q, Subquery
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from participants.models import Participant
-from scheduler.access import site_now, site_today
+from scheduler.access import site_today
 from scheduler.calendars.events import milestone_event
 from scheduler.calendars.ical import CALENDAR_TAIL, calendar_head, event_text, stamp_text
-from scheduler.calendars.rendered import visit_texts
+from scheduler.calendars.rendered import FeedCache, visit_texts
 from scheduler.models import CalendarFeed, ScheduledMilestone, ScheduledVisit
 from trials.models import Site
 
@@ -94,11 +94,15 @@ def feed_public_url(*, feed: CalendarFeed, token: str) -> str:
     return settings.PUBLIC_URL.rstrip("/") + feed_path(feed=feed, token=token)
 
 
-def participant_feed_ical(participant: Participant, *, stamp: dt.datetime) -> bytes:
-    return b"".join(participant_feed_chunks(participant, stamp=stamp))
+def participant_feed_ical(
+    participant: Participant, *, stamp: dt.datetime, texts_cache: FeedCache | None = None
+) -> bytes:
+    return b"".join(participant_feed_chunks(participant, stamp=stamp, texts_cache=texts_cache))
 
 
-def participant_feed_chunks(participant: Participant, *, stamp: dt.datetime) -> Iterator[bytes]:
+def participant_feed_chunks(
+    participant: Participant, *, stamp: dt.datetime, texts_cache: FeedCache | None = None
+) -> Iterator[bytes]:
     """The participant's feed, in the participant's language, a few hundred events at a time:
     visits' texts from the cache (scheduler.calendars.rendered), milestones written now."""
     language = participant.language
@@ -107,7 +111,9 @@ def participant_feed_chunks(participant: Participant, *, stamp: dt.datetime) -> 
         name = _("Study visits")
     yield calendar_head(method="PUBLISH", name=name).encode()
     visits = ScheduledVisit.objects.filter(participant=participant).order_by("target_date", "id")
-    for text in visit_texts(visits, kind="participant", today=today, language=language):
+    for text in visit_texts(
+        visits, kind="participant", today=today, language=language, texts_cache=texts_cache
+    ):
         yield stamp_text(text, stamp).encode()
     milestones = (
         ScheduledMilestone.objects.filter(participant=participant, rule__participant_facing=True)
@@ -130,19 +136,26 @@ def site_feed_ical(site: Site, *, stamp: dt.datetime) -> bytes:
     return b"".join(site_feed_chunks(site, stamp=stamp))
 
 
-def site_feed_chunks(site: Site, *, stamp: dt.datetime) -> Iterator[bytes]:
+def site_feed_chunks(
+    site: Site, *, stamp: dt.datetime, texts_cache: FeedCache | None = None
+) -> Iterator[bytes]:
     """The site's feed a few hundred events at a time, for streaming: rows are read in chunks
     (scheduler.calendars.rendered.CHUNK_SIZE), so serving a site of any size holds one chunk
     in memory. Visit names follow the active language (the request's), taken when this is
     called."""
     language = translation.get_language() or "en"
-    return _site_feed_chunks(site, stamp=stamp, language=language)
+    return _site_feed_chunks(site, stamp=stamp, language=language, texts_cache=texts_cache)
 
 
-def _site_feed_chunks(site: Site, *, stamp: dt.datetime, language: str) -> Iterator[bytes]:
+def _site_feed_chunks(
+    site: Site, *, stamp: dt.datetime, language: str, texts_cache: FeedCache | None
+) -> Iterator[bytes]:
     yield calendar_head(method="PUBLISH", name=f"{site.name}: study visits").encode()
     visits = ScheduledVisit.objects.filter(participant__site=site).order_by("target_date", "id")
-    for text in visit_texts(visits, kind="site", today=site_today(site), language=language):
+    today = site_today(site)
+    for text in visit_texts(
+        visits, kind="site", today=today, language=language, texts_cache=texts_cache
+    ):
         yield stamp_text(text, stamp).encode()
     yield CALENDAR_TAIL.encode()
 
@@ -153,88 +166,100 @@ class FeedVersion:
     last_modified: dt.datetime | None
 
 
-def _site_marks(site_id: int) -> tuple[int | None, int | None, dt.datetime | None]:
-    """The ids of the newest audit rows of the site's participants' visits and milestones,
-    and when the newer of the two was written.
+def _counted(history: QuerySet[Any]) -> tuple[int | None, int]:
+    """The newest id of these audit rows, and how many there are."""
+    marks = history.order_by().aggregate(id=Max("history_id"), rows=Count("history_id"))
+    return marks["id"], marks["rows"]
 
-    Found participant by participant, newest first through the (participant_id, history_id)
-    indexes (migration 0014), so the cost follows the site's participants, not its history:
-    an aggregate over every history row of the site read them all (107 ms for 1,000
-    participants with two rows a visit, against 11 ms this way). The time is that of the
-    newest rows, which are the latest ones written."""
-    newest = {
-        model: Subquery(
-            model.history.filter(participant_id=OuterRef("pk"))
-            .order_by("-history_id")
-            .values("history_id")[:1]
+
+def _site_marks(site_id: int) -> tuple[tuple[int | None, int], ...]:
+    """The newest id and the number of the audit rows of the site's participants' visits
+    and milestones, and of the participants themselves.
+
+    Visits' and milestones' rows participant by participant, through the (participant_id,
+    history_id) indexes (migration 0014), in one query: the cost follows the site's
+    participants, not its history (an aggregate over every history row of the site read them
+    all: 107 ms for 1,000 participants with two rows a visit, against 11 ms this way)."""
+    marks: dict[str, Any] = {}
+    for name, model in (("visit", ScheduledVisit), ("milestone", ScheduledMilestone)):
+        rows = model.history.filter(participant_id=OuterRef("pk")).order_by()
+        marks[name] = Max(Subquery(rows.order_by("-history_id").values("history_id")[:1]))
+        marks[f"{name}_rows"] = Sum(
+            Subquery(rows.values("participant_id").annotate(n=Count("*")).values("n"))
         )
-        for model in (ScheduledVisit, ScheduledMilestone)
-    }
-    ids = (
-        Participant.objects.filter(site_id=site_id)
-        .order_by()
-        .aggregate(visit=Max(newest[ScheduledVisit]), milestone=Max(newest[ScheduledMilestone]))
+    found = Participant.objects.filter(site_id=site_id).order_by().aggregate(**marks)
+    return (
+        (found["visit"], found["visit_rows"] or 0),
+        (found["milestone"], found["milestone_rows"] or 0),
+        _counted(Participant.history.filter(site_id=site_id)),
     )
-    # Both rows' times in one query (no row for an id that is None).
-    times = (
-        ScheduledVisit.history.filter(history_id=ids["visit"])
-        .order_by()
-        .values_list("history_date", flat=True)
-        .union(
-            ScheduledMilestone.history.filter(history_id=ids["milestone"])
-            .order_by()
-            .values_list("history_date", flat=True),
-            all=True,
-        )
-    )
-    return ids["visit"], ids["milestone"], max(times, default=None)
 
 
-def feed_version(feed: CalendarFeed) -> FeedVersion:
+def feed_version(
+    feed: CalendarFeed, *, now: dt.datetime | None = None, texts_cache: FeedCache | None = None
+) -> FeedVersion:
     """A cheap fingerprint of everything a feed shows (a few aggregate queries, no rendering).
 
-    Every change to a visit, milestone, participant or site writes a history row, so the
-    newest history ids in the feed's scope change whenever the feed's content can; and the
-    status each event states is computed with the site's today, so the version changes at the
-    site's midnight too (its Last-Modified is then that midnight).
+    Every change to a visit, milestone or participant writes a history row, so the newest
+    history id and the number of rows in the feed's scope change whenever the feed's content
+    can. The number matters: ids are handed out before commit, so a change committed after a
+    newer one adds a row below the newest id, which the id alone would not show (a calendar
+    app would be told 304 and miss it). History is append-only, so every committed change
+    adds to the count. The site's own fields are in the fingerprint, and so is the site's
+    date: the status each event states is computed with the site's today.
+
+    Last-Modified is when this server first served this fingerprint (`_first_served`), not
+    the newest history row's time: that time is taken before commit too, so a change
+    committed late could be older than what a client was already told.
     """
     if feed.participant_id is not None:
         scope = Q(participant_id=feed.participant_id)
-        visit_mark = ScheduledVisit.history.filter(scope).aggregate(
-            id=Max("history_id"), at=Max("history_date")
+        marks: tuple[tuple[int | None, int], ...] = (
+            _counted(ScheduledVisit.history.filter(scope)),
+            _counted(ScheduledMilestone.history.filter(scope)),
+            _counted(Participant.history.filter(id=feed.participant_id)),
         )
-        milestone_mark = ScheduledMilestone.history.filter(scope).aggregate(
-            id=Max("history_id"), at=Max("history_date")
-        )
-        owner_history = Participant.history.filter(id=feed.participant_id)
     else:
-        visit_id, milestone_id, newest_at = _site_marks(cast(int, feed.site_id))
-        visit_mark = {"id": visit_id, "at": newest_at}
-        milestone_mark = {"id": milestone_id, "at": None}
-        owner_history = Participant.history.filter(site_id=feed.site_id)
-    owner_mark = owner_history.aggregate(id=Max("history_id"), at=Max("history_date"))
+        marks = _site_marks(cast(int, feed.site_id))
     site = feed.site or feed.participant.site  # type: ignore[union-attr]
-    midnight = site_now(site).replace(hour=0, minute=0, second=0, microsecond=0)
     fingerprint = "|".join(
         str(part)
         for part in (
             feed.pk,
-            visit_mark["id"],
-            milestone_mark["id"],
-            owner_mark["id"],
+            *marks,
             site.name,
             site.address,
             site.phone,
             site.timezone,
             site.email,
-            midnight.date().isoformat(),
+            site_today(site).isoformat(),
             # A site feed names visits in the request's language (a participant feed in the
             # participant's, which their history marks).
             translation.get_language() if feed.participant_id is None else "",
         )
     )
-    moments = [m["at"] for m in (visit_mark, milestone_mark, owner_mark) if m["at"]]
-    return FeedVersion(
-        etag=f'"{hashlib.sha256(fingerprint.encode()).hexdigest()[:32]}"',
-        last_modified=max([*moments, feed.created_at, midnight.astimezone(dt.UTC)]),
-    )
+    etag = f'"{hashlib.sha256(fingerprint.encode()).hexdigest()[:32]}"'
+    now = now or timezone.now()
+    first = _first_served(feed, etag, now, texts_cache or FeedCache())
+    # An HTTP date names a whole second: one is given only once that second is over, so a
+    # change later in the same second cannot share it (If-Modified-Since would then say 304).
+    whole = first.replace(microsecond=0) + dt.timedelta(seconds=1) <= now
+    return FeedVersion(etag=etag, last_modified=first if whole else None)
+
+
+# How long a fingerprint's first-served time is kept: a feed's fingerprint changes at the
+# site's midnight, so one lives a day at most.
+FIRST_SERVED_SECONDS = 2 * 24 * 3600
+
+
+def _first_served(
+    feed: CalendarFeed, etag: str, now: dt.datetime, texts_cache: FeedCache
+) -> dt.datetime:
+    """When this feed was first served with this fingerprint: kept in the cache (shared by
+    every web process with Redis). A cache away or a key evicted counts as now, which can
+    only make a client fetch a feed it had, never keep one it lacks."""
+    # The token's digest, not the id: ids start again in a new database (a test run), and a
+    # cache outlives it.
+    key = f"feed-first-served:{feed.token_sha256[:32]}:{etag.strip(chr(34))}"
+    stamp = texts_cache.first(key, now.timestamp(), timeout=FIRST_SERVED_SECONDS)
+    return now if stamp is None else dt.datetime.fromtimestamp(stamp, tz=dt.UTC)

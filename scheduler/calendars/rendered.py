@@ -238,7 +238,12 @@ def _loaded(ids: list[int], kind: Kind) -> dict[int, ScheduledVisit]:
 
 
 def visit_texts(
-    visits: QuerySet[ScheduledVisit], *, kind: Kind, today: dt.date, language: str
+    visits: QuerySet[ScheduledVisit],
+    *,
+    kind: Kind,
+    today: dt.date,
+    language: str,
+    texts_cache: FeedCache | None = None,
 ) -> Iterator[str]:
     """The visits' VEVENTs in the queryset's order, CHUNK_SIZE at a time (one string each),
     from the cache, or rendered and cached; each holds `ical.STAMP_MARK` for its DTSTAMP.
@@ -247,10 +252,10 @@ def visit_texts(
     nothing changed in is one cache read a chunk. Otherwise each visit's text is looked up,
     and those not cached are rendered. Per chunk: one query for the rows (a second for
     procedures, participant kind), and for texts not cached one more to load those visits
-    (two more with procedures).
+    (two more with procedures). `texts_cache`: the request's (see `FeedCache`).
     """
     mark = render_mark()
-    texts_cache = _TextCache()
+    texts_cache = texts_cache or FeedCache()
     columns = visits.values_list(*COLUMNS[kind])
     rows = scheduler.selectors.rows_streamed(columns, chunk_size=CHUNK_SIZE)
     while chunk := list(islice(rows, CHUNK_SIZE)):
@@ -284,7 +289,7 @@ def _chunk_text(
     kind: Kind,
     today: dt.date,
     language: str,
-    texts_cache: _TextCache,
+    texts_cache: FeedCache,
 ) -> tuple[str, bool]:
     """The chunk's text from its visits' texts, cached or rendered now; and whether each was
     made from the very row read (else the chunk's text is not kept: see below)."""
@@ -337,13 +342,26 @@ def visit_event_text(
     return "".join(visit_texts(visits, kind=kind, today=today, language=language))
 
 
-class _TextCache:
-    """The cache as one feed's rendering uses it: after the first failure (a cache away, or
-    silent for REDIS_CACHE_TIMEOUT_SECONDS) the rest of the feed renders without it, instead
-    of waiting on it again for every chunk; the log says so once a minute per process."""
+class FeedCache:
+    """The cache as one feed request uses it (its version's first-served time, then its
+    texts): after the first failure (a cache away, or silent for REDIS_CACHE_TIMEOUT_SECONDS)
+    the rest of the request goes without it, instead of waiting on it again for every chunk;
+    the log says so once a minute per process."""
 
     def __init__(self) -> None:
         self.away = False
+
+    def first(self, key: str, value: float, *, timeout: int) -> float | None:
+        """The value kept under `key`, keeping `value` there if none is; None if the cache
+        cannot say."""
+        if self.away:
+            return None
+        try:
+            cache.add(key, value, timeout=timeout)
+            return cache.get(key)  # type: ignore[no-any-return]
+        except Exception as exc:  # noqa: BLE001 - see get
+            self._lost(exc)
+            return None
 
     def get(self, keys: list[str]) -> dict[str, str]:
         if self.away:

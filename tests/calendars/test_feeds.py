@@ -19,6 +19,7 @@ from icalendar import Calendar, Component
 
 from scheduler.calendars.events import visit_uid
 from scheduler.calendars.feeds import (
+    FeedVersion,
     feed_create,
     feed_path,
     feed_regenerate,
@@ -34,7 +35,7 @@ from scheduler.services import (
     visit_mark_missed,
     visit_record_done,
 )
-from tests.calendars.conftest import visit_at
+from tests.calendars.conftest import NOW, visit_at
 from tests.factories import participant_for
 from trials.models import Arm
 
@@ -163,20 +164,27 @@ def test_feed_answers_conditional_requests_until_something_changes(
     feed, token = feed_create(participant=participant)
     first = get_feed(client, feed, token)
 
-    unchanged = get_feed(client, feed, token, if_none_match=first["ETag"])
-    also_unchanged = get_feed(client, feed, token, if_modified_since=first["Last-Modified"])
-    visit_book(
-        visit=visit_at(participant, "V2"),
-        local_date=dt.date(2026, 2, 2),
-        local_time=dt.time(9, 0),
-        by=coordinator,
-    )
-    changed = get_feed(client, feed, token, if_none_match=first["ETag"])
+    # Last-Modified is when this version was first served, given once that second is over.
+    with time_machine.travel(NOW + dt.timedelta(seconds=2), tick=False):
+        later = get_feed(client, feed, token)
+        unchanged = get_feed(client, feed, token, if_none_match=first["ETag"])
+        also_unchanged = get_feed(client, feed, token, if_modified_since=later["Last-Modified"])
+        visit_book(
+            visit=visit_at(participant, "V2"),
+            local_date=dt.date(2026, 2, 2),
+            local_time=dt.time(9, 0),
+            by=coordinator,
+        )
+        changed = get_feed(client, feed, token, if_none_match=first["ETag"])
+        changed_since = get_feed(client, feed, token, if_modified_since=later["Last-Modified"])
 
     assert (first.status_code, unchanged.status_code, also_unchanged.status_code) == (200, 304, 304)
+    assert "Last-Modified" not in first
+    assert later["Last-Modified"] == "Tue, 20 Jan 2026 15:00:00 GMT"
     assert unchanged.content == b""
-    assert changed.status_code == 200
+    assert (changed.status_code, changed_since.status_code) == (200, 200)
     assert changed["ETag"] != first["ETag"]
+    assert "Last-Modified" not in changed  # first served in this very second
 
 
 def test_blinded_trial_arm_never_reaches_a_feed_invite_or_email(
@@ -514,7 +522,7 @@ def enrolled_at_nih(import_seed, nih):
 # then those visits and their procedures (2 prefetches), and milestones.
 # On PostgreSQL the rows' cursor is planned for every row: a SET and a RESET around it.
 CURSOR_SETTING = 2 if connection.vendor == "postgresql" else 0
-SITE_FEED_QUERIES = 6 + CURSOR_SETTING
+SITE_FEED_QUERIES = 5 + CURSOR_SETTING
 PARTICIPANT_FEED_QUERIES = 10 + CURSOR_SETTING
 
 
@@ -556,27 +564,31 @@ def test_feed_version_changes_at_the_sites_midnight_because_statuses_do(
     # 20 January, 23:59 in New York: the same day, the same feed.
     with time_machine.travel(dt.datetime(2026, 1, 21, 4, 59, tzinfo=dt.UTC), tick=False):
         same_day = get_feed(client, feed, token, if_none_match=first["ETag"])
+        same_day_in_full = get_feed(client, feed, token)
     with time_machine.travel(dt.datetime(2026, 1, 21, 5, 0, tzinfo=dt.UTC), tick=False):
         next_day = get_feed(
             client,
             feed,
             token,
             if_none_match=first["ETag"],
-            if_modified_since=first["Last-Modified"],
+            if_modified_since=same_day_in_full["Last-Modified"],
         )
+    with time_machine.travel(dt.datetime(2026, 1, 21, 5, 0, 1, tzinfo=dt.UTC), tick=False):
+        a_second_later = get_feed(client, feed, token)
 
     assert (same_day.status_code, next_day.status_code) == (304, 200)
-    assert next_day["ETag"] != first["ETag"]
-    assert next_day["Last-Modified"] == "Wed, 21 Jan 2026 05:00:00 GMT"
+    assert same_day_in_full["Last-Modified"] == "Tue, 20 Jan 2026 15:00:00 GMT"
+    assert next_day["ETag"] == a_second_later["ETag"] != first["ETag"]
+    assert a_second_later["Last-Modified"] == "Wed, 21 Jan 2026 05:00:00 GMT"
 
 
 def test_a_site_feeds_version_follows_each_participants_newest_change_at_a_fixed_cost(
     import_seed, nih, coordinator, django_assert_num_queries
 ) -> None:
-    """The site feed's ETag and Last-Modified come from the newest audit row of each of the
-    site's participants (one index probe each, migration 0014), not from an aggregate over
-    the site's whole history: any participant's visit or milestone changing changes them, and
-    the queries are the same for one participant or three."""
+    """The site feed's ETag comes from the newest audit row and the number of rows of each of
+    the site's participants (index probes, migration 0014), not from an aggregate over the
+    site's whole history: any participant's visit or milestone changing changes it, and the
+    queries are the same for one participant or three."""
     version = import_seed("001")  # a prednisolone taper: milestones as well as visits
     feed, _token = feed_create(site=nih)
 
@@ -592,13 +604,13 @@ def test_a_site_feeds_version_follows_each_participants_newest_change_at_a_fixed
         return participant
 
     first = enrolled("NIH-001")
-    # One probe for the site's visits and milestones together, the two newest rows' times, the
-    # participants' own history: the three queries the aggregates took.
-    with django_assert_num_queries(3):
+    # One probe for the site's visits and milestones together, and the participants' own
+    # history.
+    with django_assert_num_queries(2):
         one = feed_version(feed)
     enrolled("NIH-002")
     last = enrolled("NIH-003")
-    with django_assert_num_queries(3) as queries:
+    with django_assert_num_queries(2) as queries:
         three = feed_version(feed)
     milestone = last.milestones.order_by("due_date", "id").first()
     with time_machine.travel(dt.datetime(2026, 3, 5, 14, 30, 7, tzinfo=dt.UTC), tick=False):
@@ -617,9 +629,10 @@ def test_a_site_feeds_version_follows_each_participants_newest_change_at_a_fixed
     # History is read by participant (probes), never joined to the site's participants and
     # aggregated (which reads every row of the site's history).
     reads = [q["sql"] for q in queries.captured_queries if "historicalscheduled" in q["sql"]]
-    assert len(reads) == 2
+    assert len(reads) == 1
     assert not any("JOIN" in sql for sql in reads)
     assert len({one.etag, three.etag, after_milestone.etag, after_visit.etag}) == 4
-    assert after_milestone.last_modified == dt.datetime(2026, 3, 5, 14, 30, 7, tzinfo=dt.UTC)
-    assert after_visit.last_modified == dt.datetime(2026, 3, 6, 9, 15, tzinfo=dt.UTC)
-    assert feed_version(feed) == after_visit  # nothing changed since
+    # Last-Modified: when this server first served the version, once that second is over.
+    assert after_visit.last_modified is None
+    with time_machine.travel(NOW + dt.timedelta(seconds=1), tick=False):
+        assert feed_version(feed) == FeedVersion(after_visit.etag, NOW)  # nothing changed
