@@ -10,6 +10,7 @@ parameter, never a 500 or a silently ignored value.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from rest_framework.exceptions import NotFound, ValidationError
@@ -19,6 +20,24 @@ from rest_framework.request import Request
 
 # The longest position a cursor of ours carries: an id, or a code (at most 40 characters).
 LONGEST_POSITION = 100
+# What every list takes besides its filters (`format`: DRF's json/api renderer choice).
+PAGING = frozenset({"cursor", "page_size", "format"})
+
+
+def refuse_unknown_parameters(request: Request, allowed: Iterable[str]) -> None:
+    """A query parameter this endpoint does not take, or one given twice, is a 400 naming it:
+    a typo (`sites=tokyo`) would otherwise be the unfiltered list, and of `site=a&site=b`
+    only the last counted."""
+    allowed = frozenset(allowed)
+    errors: dict[str, list[str]] = {}
+    for name in request.query_params:
+        if name not in allowed:
+            takes = ", ".join(sorted(allowed))
+            errors[name] = [f"not a parameter of this endpoint, which takes: {takes}"]
+        elif len(request.query_params.getlist(name)) > 1:
+            errors[name] = ["given more than once: give it once"]
+    if errors:
+        raise ValidationError(errors)
 
 
 class Cursor(CursorPagination):
@@ -31,6 +50,11 @@ class Cursor(CursorPagination):
     invalid_cursor_message = (
         "not a cursor this list gave: use the `next` or `previous` link of the page before"
     )
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
+        filters = getattr(view, "query_serializer", None)
+        refuse_unknown_parameters(request, PAGING | set(filters().fields if filters else ()))
+        return super().paginate_queryset(queryset, request, view)
 
     def get_ordering(self, request: Request, queryset: Any, view: Any) -> tuple[str, ...]:
         return tuple(getattr(view, "ordering", None) or self.ordering)

@@ -39,6 +39,7 @@ from scheduler import access, audittrail
 from scheduler.api import serializers as out
 from scheduler.api.errors import PreviewOutdated, Refused
 from scheduler.api.idempotency import idempotent
+from scheduler.api.pagination import PAGING, refuse_unknown_parameters
 from scheduler.api.preconditions import participant_etag, require_if_match, visit_etag
 from scheduler.calendars.feeds import feed_create, feed_public_url, feed_revoke
 from scheduler.models import CalendarFeed, Reminder, ScheduledProcedure, ScheduledVisit
@@ -107,7 +108,13 @@ def _validated(serializer_class: type[serializers.Serializer[Any]], data: Any) -
     return dict(serializer.validated_data)
 
 
-def _query(serializer_class: type[serializers.Serializer[Any]], request: Request) -> dict[str, Any]:
+def _query(
+    serializer_class: type[serializers.Serializer[Any]], request: Request, *, paged: bool = False
+) -> dict[str, Any]:
+    """The query string, validated by `serializer_class`; `paged`: a list's, which takes
+    PAGING too. Unknown or repeated parameters are refused (`refuse_unknown_parameters`)."""
+    taken = set(serializer_class().fields) | (PAGING if paged else {"format"})
+    refuse_unknown_parameters(request, taken)
     return _validated(serializer_class, request.query_params.dict())
 
 
@@ -393,9 +400,10 @@ class ParticipantList(generics.ListAPIView[Participant]):
 
     serializer_class = out.ParticipantOut
     ordering = ("id",)
+    query_serializer = ParticipantFilter
 
     def get_queryset(self) -> QuerySet[Participant]:
-        filters = _query(ParticipantFilter, self.request)
+        filters = _query(ParticipantFilter, self.request, paged=True)
         queryset = _participants(self.request.user)
         if "trial" in filters:
             queryset = queryset.filter(trial__code=filters["trial"])
@@ -757,9 +765,10 @@ class VisitList(generics.ListAPIView[ScheduledVisit]):
     # By id, not by day: a visit booked or moved between two pages keeps its place, so paging
     # through the list shows every visit once (filter by `from`/`to` for a day range).
     ordering = ("id",)
+    query_serializer = VisitFilter
 
     def get_queryset(self) -> QuerySet[ScheduledVisit]:
-        filters = _query(VisitFilter, self.request)
+        filters = _query(VisitFilter, self.request, paged=True)
         queryset = access.visits_for(self.request.user).annotate(
             day=Coalesce(F("actual_date"), F("booked_date"), F("target_date"))
         )

@@ -399,23 +399,53 @@ def test_odd_filter_values_are_400s_naming_the_field_or_match_nothing(world: Wor
 
 
 @pytest.mark.django_db
-def test_repeated_and_unknown_parameters_are_silently_last_wins_and_ignored(
-    world: World,
-) -> None:
-    """Documents today's behaviour: `_query` reads `request.query_params.dict()`, so of a
-    repeated parameter only the last value counts, and an unknown one (a typo such as
-    `sites=`, or `arm=`, `ordering=`) is ignored: the unfiltered list, with no error."""
+def test_repeated_and_unknown_parameters_are_400s_naming_them(world: World) -> None:
+    """A typo such as `sites=` used to be ignored (the unfiltered list, no error), and of a
+    repeated parameter only the last value counted: both are now a 400 naming it, on every
+    list and every endpoint that reads a query string."""
     client = world.client("coordinator")
     berlin = client.get("/api/v1/visits/", {"site": "berlin"}).json()["results"]
-    assert berlin
+    visit_filters = (
+        "cursor, format, from, page_size, participant, procedure, site, status, to, trial"
+    )
 
-    assert client.get("/api/v1/visits/?site=tokyo&site=berlin").json()["results"] == berlin
-    assert client.get("/api/v1/visits/?site=berlin&site=tokyo").json()["results"] == []
-    assert client.get("/api/v1/visits/?sites=tokyo").json()["results"] == berlin
-    assert client.get("/api/v1/visits/?ordering=-id").json()["results"] == berlin
-    calendar = client.get("/api/v1/sites/berlin/calendar/?from=2026-02-01&from=2026-03-01")
-    assert calendar.status_code == 200
-    assert calendar.json()["from"] == "2026-03-01"
+    def refused(url: str) -> tuple[int, list[dict[str, str]]]:
+        response = client.get(url)
+        return response.status_code, response.json().get("errors", [])
+
+    assert berlin
+    assert refused("/api/v1/visits/?sites=tokyo") == (
+        400,
+        [
+            {
+                "field": "sites",
+                "message": f"not a parameter of this endpoint, which takes: {visit_filters}",
+            }
+        ],
+    )
+    assert refused("/api/v1/visits/?site=tokyo&site=berlin") == (
+        400,
+        [{"field": "site", "message": "given more than once: give it once"}],
+    )
+    assert refused("/api/v1/sites/?ordering=-id") == (
+        400,
+        [
+            {
+                "field": "ordering",
+                "message": "not a parameter of this endpoint, which takes: "
+                "cursor, format, page_size",
+            }
+        ],
+    )
+    assert refused("/api/v1/sites/berlin/calendar/?from=2026-02-01&from=2026-03-01") == (
+        400,
+        [{"field": "from", "message": "given more than once: give it once"}],
+    )
+    # What each takes still works: filters, paging, DRF's format switch.
+    assert (
+        client.get("/api/v1/visits/?site=berlin&page_size=200&format=json").json()["results"]
+        == berlin
+    )
 
 
 @pytest.mark.django_db
