@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from scheduler.management.commands.migrate import lock_waits_limited
+from scheduler.management.commands.migrate import unlimited
 
 ROOT = Path(__file__).resolve().parents[2]
 HELD_TABLE = "scheduler_historicalscheduledvisit"
@@ -214,18 +214,51 @@ def test_migrate_gives_way_to_a_long_transaction_then_applies_or_says_what_waite
 
 @pytest.mark.integration
 @pytest.mark.django_db
-def test_the_limit_keeps_a_connections_own_lock_timeout_and_is_undone_after() -> None:
-    def shown() -> str:
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW lock_timeout")
-            return str(cursor.fetchone()[0])
-
-    assert shown() == "0"
-    with lock_waits_limited(connection, 2.5):
-        inside = shown()
-    after = shown()
+def test_a_connections_own_lock_timeout_is_left_be() -> None:
+    assert unlimited(connection)
     with connection.cursor() as cursor:
         cursor.execute("SET lock_timeout = '7s'")  # DATABASE_URL's options, PGOPTIONS, ...
-    with lock_waits_limited(connection, 2.5):
-        own_inside = shown()
-    assert (inside, after, own_inside, shown()) == ("2500ms", "0", "7s", "7s")
+    assert not unlimited(connection)
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_an_index_built_concurrently_waits_for_old_transactions_instead_of_failing(
+    database: str,
+) -> None:
+    """CREATE INDEX CONCURRENTLY waits for every transaction older than it, on any table (a
+    nightly pg_dump, a long report), and blocks nobody meanwhile. Limited, it failed after
+    the limit and left an invalid index; unlimited, it waits, then builds."""
+    setup = Migrate(database, "-v", "0")
+    assert setup.finish()[0] == 0, setup.errors
+    back = Migrate(database, "scheduler", "0013", "-v", "0")
+    assert back.finish()[0] == 0, back.errors
+    observer = psycopg.connect(_conninfo(database), autocommit=True)
+    holder = psycopg.connect(_conninfo(database))  # a snapshot on another table, held open
+    holder.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    holder.execute("SELECT count(*) FROM trials_site")
+    release = threading.Timer(10.0, holder.rollback)
+    try:
+        started = time.monotonic()
+        release.start()
+        code, out, errors = Migrate(
+            database, MIGRATION_LOCK_TIMEOUT_SECONDS="1", MIGRATION_LOCK_ATTEMPTS="2"
+        ).finish()
+        took = time.monotonic() - started
+        indexes = observer.execute(
+            "SELECT relname, indisvalid FROM pg_index JOIN pg_class "
+            "ON pg_class.oid = pg_index.indexrelid WHERE relname LIKE 'history_%_newest' "
+            "ORDER BY relname"
+        ).fetchall()
+    finally:
+        release.cancel()
+        holder.close()
+        observer.close()
+
+    assert code == 0, errors
+    assert "Applying scheduler.0014_history_newest_by_participant... OK" in out
+    assert took >= 9.5  # it waited for the old transaction (limited, it failed within ~3 s)
+    assert indexes == [
+        ("history_milestone_participant_newest", True),
+        ("history_visit_participant_newest", True),
+    ]
