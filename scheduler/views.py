@@ -70,7 +70,7 @@ def calendar_feed(
         raise Http404
     now = timezone.now()
     texts_cache = FeedCache()  # the request's: a cache away is waited for once
-    version = feed_version(feed, now=now, texts_cache=texts_cache)
+    version = feed_version(feed, texts_cache=texts_cache)
     last_modified = int(version.last_modified.timestamp()) if version.last_modified else None
     unchanged = get_conditional_response(request, etag=version.etag, last_modified=last_modified)
     if unchanged is not None:
@@ -81,7 +81,8 @@ def calendar_feed(
     content_type = "text/calendar; charset=utf-8"
     response: HttpResponse | StreamingHttpResponse
     if request.method == "HEAD":
-        response = HttpResponse(content_type=content_type)
+        # Streamed (empty), so no Content-Length is set: a GET's is not known unrendered.
+        response = StreamingHttpResponse(iter(()), content_type=content_type)
     elif feed.participant is not None:
         response = HttpResponse(
             participant_feed_ical(feed.participant, stamp=now, texts_cache=texts_cache),

@@ -25,7 +25,7 @@ from participants.models import Participant
 from scheduler.access import site_today
 from scheduler.calendars.events import milestone_event
 from scheduler.calendars.ical import CALENDAR_TAIL, calendar_head, event_text, stamp_text
-from scheduler.calendars.rendered import FeedCache, visit_texts
+from scheduler.calendars.rendered import FeedCache, render_mark, visit_texts
 from scheduler.models import CalendarFeed, ScheduledMilestone, ScheduledVisit
 from trials.models import Site
 
@@ -195,9 +195,7 @@ def _site_marks(site_id: int) -> tuple[tuple[int | None, int], ...]:
     )
 
 
-def feed_version(
-    feed: CalendarFeed, *, now: dt.datetime | None = None, texts_cache: FeedCache | None = None
-) -> FeedVersion:
+def feed_version(feed: CalendarFeed, *, texts_cache: FeedCache | None = None) -> FeedVersion:
     """A cheap fingerprint of everything a feed shows (a few aggregate queries, no rendering).
 
     Every change to a visit, milestone or participant writes a history row, so the newest
@@ -233,13 +231,19 @@ def feed_version(
             site.timezone,
             site.email,
             site_today(site).isoformat(),
+            # How events are written (this code, its catalogs, its libraries): a release that
+            # writes them differently is a new version of every feed.
+            render_mark(),
             # A site feed names visits in the request's language (a participant feed in the
             # participant's, which their history marks).
             translation.get_language() if feed.participant_id is None else "",
         )
     )
     etag = f'"{hashlib.sha256(fingerprint.encode()).hexdigest()[:32]}"'
-    now = now or timezone.now()
+    # Taken after the reads: a version first served is never stamped earlier than a change
+    # its reads saw (a time taken before them could precede it, and a client told that time
+    # with the version before would then be answered 304).
+    now = timezone.now()
     first = _first_served(feed, etag, now, texts_cache or FeedCache())
     # An HTTP date names a whole second: one is given only once that second is over, so a
     # change later in the same second cannot share it (If-Modified-Since would then say 304).

@@ -177,7 +177,7 @@ def test_a_page_size_of_zero_negative_or_not_a_number_is_named_not_ignored(world
     parameter is a 400 naming it: tests/api/test_errors_and_docs.py)."""
     client = world.client("coordinator")
     observed = {}
-    for value in ("0", "-1", "abc", "1.5"):
+    for value in ("0", "-1", "abc", "1.5", "00", "٣", ""):
         response = client.get("/api/v1/visits/", {"page_size": value})
         body = response.json()
         observed[value] = (response.status_code, [e["field"] for e in body.get("errors", [])])
@@ -541,3 +541,16 @@ def test_a_page_of_200_costs_the_queries_of_a_page_of_50(world: World) -> None:
         observed[(role, url)] = counts
 
     assert {k: v[0] for k, v in observed.items()} == {k: v[1] for k, v in observed.items()}
+
+
+@pytest.mark.django_db
+def test_a_page_size_of_thousands_of_digits_is_the_largest_page(world: World) -> None:
+    """Python refuses int() of more than 4,300 digits: that was a 500. Any whole number past
+    the largest page is the largest page."""
+    client = world.client("coordinator")
+    largest = client.get("/api/v1/visits/", {"page_size": "200"}).json()["results"]
+
+    response = client.get("/api/v1/visits/", {"page_size": "9" * 5000})
+
+    assert response.status_code == 200
+    assert response.json()["results"] == largest

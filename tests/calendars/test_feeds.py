@@ -636,3 +636,18 @@ def test_a_site_feeds_version_follows_each_participants_newest_change_at_a_fixed
     assert after_visit.last_modified is None
     with time_machine.travel(NOW + dt.timedelta(seconds=1), tick=False):
         assert feed_version(feed) == FeedVersion(after_visit.etag, NOW)  # nothing changed
+
+
+def test_a_release_that_writes_events_differently_is_a_new_version_of_every_feed(
+    enroll_niams, monkeypatch
+) -> None:
+    """The ETag holds how events are written (`rendered.render_mark`: the rendering code, its
+    catalogs and libraries): after such a release, a calendar app holding the old ETag gets
+    the new text, not 304 until its data next changes."""
+    from scheduler.calendars import feeds
+
+    feed, _token = feed_create(participant=enroll_niams())
+    before = feed_version(feed).etag
+    monkeypatch.setattr(feeds, "render_mark", lambda: "the next release")
+
+    assert feed_version(feed).etag != before
