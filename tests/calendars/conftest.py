@@ -21,6 +21,21 @@ def frozen_clock():
         yield
 
 
+@pytest.fixture(autouse=True)
+def own_cache(settings, request):
+    """A cache of this test's own. A feed's Last-Modified is kept in the cache (when its
+    version was first served): in a Redis database that other processes of the run share or
+    flush, or under load past the 0.5 s cache timeout, a test's second poll could find it
+    gone and rightly answer 200 where the test expects 304. Tests that are about Redis set
+    their own CACHES."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": request.node.nodeid,
+        }
+    }
+
+
 @pytest.fixture
 def coordinator(django_user_model):
     return django_user_model.objects.create_user("coordinator")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import time_machine
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db import connection
 from django.db.models import Model
 from django.test import override_settings
@@ -398,8 +398,10 @@ def test_a_feed_is_served_when_the_cache_is_unreachable(
     def unreachable(*args, **kwargs):
         raise ConnectionError("cache down")
 
-    monkeypatch.setattr(cache, "get_many", unreachable)
-    monkeypatch.setattr(cache, "set_many", unreachable)
+    # The cache object itself, not the `cache` proxy (whose target a settings change swaps).
+    monkeypatch.setattr(caches["default"], "get_many", unreachable)
+    monkeypatch.setattr(caches["default"], "set_many", unreachable)
+    monkeypatch.setattr(caches["default"], "add", unreachable)
     feed, token = feed_create(site=niams_participant.site)
 
     response = client.get(feed_path(feed=feed, token=token))
