@@ -137,8 +137,12 @@ def reminders_for(user: object, *, write: bool = False) -> QuerySet[Reminder]:
 
 
 def notifications_for(user: object) -> QuerySet[CoordinatorNotification]:
-    """In-app notices of the sites where the user works on participants' calendars."""
-    return CoordinatorNotification.objects.filter(site__in=sites_for(user, roles=WRITE_ROLES))
+    """In-app notices about participants whose calendars the user works on: by trial and
+    site, like every record (by site alone, a coordinator of one trial read, and marked read,
+    another trial's notices at the same site)."""
+    return CoordinatorNotification.objects.filter(
+        _scope(user, WRITE_ROLES, prefix="reminder__participant__")
+    )
 
 
 def participant_feeds_for(user: object, *, write: bool = False) -> QuerySet[CalendarFeed]:
