@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
 from django.db import models
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from participants.models import Participant, TreatmentAssignment
@@ -153,8 +153,31 @@ def participant_feeds_for(user: object, *, write: bool = False) -> QuerySet[Cale
 
 
 def site_feeds_for(user: object, *, write: bool = False) -> QuerySet[CalendarFeed]:
+    """Site feeds at sites where the user holds one of the roles for every trial the feed
+    shows (another trial's staff's feed is theirs to list, revoke and regenerate)."""
     roles = WRITE_ROLES if write else READ_ROLES
-    return CalendarFeed.objects.filter(site__in=sites_for(user, roles=roles))
+    held = NOTHING  # (trial, site) pairs, as a filter on the feed's trials
+    for membership in _memberships(user):
+        if membership.role in roles:
+            pair = Q(trial_id=membership.trial_id)
+            if membership.site_id is not None:
+                pair &= Q(calendarfeed__site_id=membership.site_id)
+            held |= pair
+    feed_trials = CalendarFeed.trials.through.objects.filter(calendarfeed_id=OuterRef("pk"))
+    outside = feed_trials.exclude(held)
+    return CalendarFeed.objects.filter(site__in=sites_for(user, roles=roles)).exclude(
+        Exists(outside)
+    )
+
+
+def feed_trials_at(user: object, site: Site) -> QuerySet[Trial]:
+    """The trials a site feed issued by `user` at `site` shows: those whose calendars the
+    user changes there."""
+    pairs = NOTHING
+    for membership in _memberships(user):
+        if membership.role in WRITE_ROLES and membership.site_id in (site.pk, None):
+            pairs |= Q(pk=membership.trial_id)
+    return Trial.objects.filter(pairs, trialsite__site=site).distinct()
 
 
 def sites_for(user: object, *, roles: frozenset[str] = READ_ROLES) -> QuerySet[Site]:

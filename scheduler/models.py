@@ -281,6 +281,9 @@ class CalendarFeed(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
     )
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # A site feed shows these trials' visits at the site: the trials its issuer changes
+    # calendars of there (a member of one trial never hands out another's participants).
+    trials = models.ManyToManyField("trials.Trial", blank=True, related_name="+")
     history = HistoricalRecords()
 
     class Meta:

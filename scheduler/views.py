@@ -19,6 +19,7 @@ from django.views.decorators.http import require_POST, require_safe
 from scheduler.calendars.feeds import (
     FeedCache,
     feed_by_token,
+    feed_trial_ids,
     feed_version,
     participant_feed_ical,
     site_feed_chunks,
@@ -91,7 +92,12 @@ def calendar_feed(
     else:
         # A site feed can hold tens of thousands of events: streamed, a chunk of rows at a time.
         response = StreamingHttpResponse(
-            site_feed_chunks(feed.site, stamp=now, texts_cache=texts_cache),  # type: ignore[arg-type]
+            site_feed_chunks(
+                feed.site,  # type: ignore[arg-type]
+                trials=feed_trial_ids(feed),
+                stamp=now,
+                texts_cache=texts_cache,
+            ),
             content_type=content_type,
         )
     response["ETag"] = version.etag

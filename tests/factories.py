@@ -88,3 +88,17 @@ def member_everywhere(user: Any, *, role: str = "coordinator") -> Any:
     for trial_site in TrialSite.objects.select_related("trial", "site"):
         member(user, trial=trial_site.trial, site=trial_site.site, role=role)
     return user
+
+
+def site_trials(site: Any) -> Any:
+    """Every trial at `site`: what a site feed shows when its issuer works on all of them."""
+    from trials.models import Trial
+
+    return Trial.objects.filter(trialsite__site=site)
+
+
+def site_feed_create(*, site: Any, by: Any = None) -> Any:
+    """A site feed showing every trial at the site (feed_create's `trials`)."""
+    from scheduler.calendars.feeds import feed_create
+
+    return feed_create(site=site, trials=site_trials(site), by=by)

@@ -169,7 +169,11 @@ class CalendarFeedAdmin(ScopedAdmin, SiteClockHistory, AuditTrailAdmin):
         """
         participant = owner if isinstance(owner, Participant) else None
         site = owner if isinstance(owner, Site) else None
-        feeds = CalendarFeed.objects.filter(participant=participant, site=site)
+        feeds = (
+            CalendarFeed.objects.filter(participant=participant)
+            if participant is not None
+            else access.site_feeds_for(request.user).filter(site=site)
+        )
         # Creating, revoking and regenerating: a write role where the owner is.
         may_create = may_revoke = may_write
         new_feed_url = None
@@ -177,7 +181,12 @@ class CalendarFeedAdmin(ScopedAdmin, SiteClockHistory, AuditTrailAdmin):
             if "_create" in request.POST:
                 if not may_create:
                     raise PermissionDenied
-                feed, token = feed_create(participant=participant, site=site, by=request.user)
+                trials = list(access.feed_trials_at(request.user, site) if site else ())
+                if site is not None and not trials:
+                    raise PermissionDenied  # a write role here, but for no trial of this site
+                feed, token = feed_create(
+                    participant=participant, site=site, trials=trials, by=request.user
+                )
                 new_feed_url = public_feed_url(feed, token)
             elif "_revoke" in request.POST or "_regenerate" in request.POST:
                 if not may_revoke or ("_regenerate" in request.POST and not may_create):

@@ -1690,7 +1690,10 @@ class SiteFeeds(generics.ListAPIView[CalendarFeed]):
         # The same rule as site_feeds_for(write=True): a role that changes calendars here.
         if not access.sites_for(request.user, roles=access.WRITE_ROLES).filter(pk=site.pk).exists():
             raise exceptions.PermissionDenied("your role may read this site but not issue feeds")
-        feed, token = feed_create(site=site, by=request.user)
+        trials = list(access.feed_trials_at(request.user, site))
+        if not trials:  # a write role here, but for no trial of this site
+            raise exceptions.PermissionDenied("you change no trial's calendars at this site")
+        feed, token = feed_create(site=site, trials=trials, by=request.user)
         body = {**FeedOut(feed).data, "url": feed_public_url(feed=feed, token=token)}
         return Response(
             body,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -27,7 +27,7 @@ from scheduler.calendars.events import milestone_event
 from scheduler.calendars.ical import CALENDAR_TAIL, calendar_head, event_text, stamp_text
 from scheduler.calendars.rendered import FeedCache, render_mark, visit_texts
 from scheduler.models import CalendarFeed, ScheduledMilestone, ScheduledVisit
-from trials.models import Site
+from trials.models import Site, Trial
 
 TOKEN_BYTES = 32  # 256 bits of randomness in every feed URL
 
@@ -38,12 +38,19 @@ def _hash(token: str) -> str:
 
 @transaction.atomic
 def feed_create(
-    *, participant: Participant | None = None, site: Site | None = None, by: Any = None
+    *,
+    participant: Participant | None = None,
+    site: Site | None = None,
+    trials: Iterable[Trial] = (),
+    by: Any = None,
 ) -> tuple[CalendarFeed, str]:
-    """A new feed for a participant or a site. The token is returned once and never stored:
-    show it to the user now (as the feed URL); it cannot be recovered later, only replaced."""
+    """A new feed for a participant or a site (showing the visits of `trials` there: those
+    its issuer changes calendars of, `access.feed_trials_at`). The token is returned once
+    and never stored: show it to the user now (as the feed URL); it cannot be recovered
+    later, only replaced."""
     if (participant is None) == (site is None):
         raise ValueError("a feed is for exactly one participant or one site")
+    trials = list(trials)
     token = secrets.token_urlsafe(TOKEN_BYTES)
     feed = CalendarFeed(
         participant=participant, site=site, token_sha256=_hash(token), created_by=by
@@ -51,6 +58,8 @@ def feed_create(
     feed._history_user = by  # type: ignore[attr-defined]
     feed._change_reason = "feed created"  # type: ignore[attr-defined]
     feed.save()
+    if trials:
+        feed.trials.set(trials)
     return feed, token
 
 
@@ -70,7 +79,9 @@ def feed_revoke(*, feed: CalendarFeed, by: Any = None) -> CalendarFeed:
 def feed_regenerate(*, feed: CalendarFeed, by: Any = None) -> tuple[CalendarFeed, str]:
     """Revoke a feed and give its owner a new one (e.g. after a URL leaked)."""
     feed_revoke(feed=feed, by=by)
-    return feed_create(participant=feed.participant, site=feed.site, by=by)
+    return feed_create(
+        participant=feed.participant, site=feed.site, trials=feed.trials.all(), by=by
+    )
 
 
 def feed_by_token(*, token: str, kind: str) -> CalendarFeed | None:
@@ -132,32 +143,55 @@ def participant_feed_chunks(
     yield (stamp_text("".join(texts), stamp) + CALENDAR_TAIL).encode()
 
 
-def site_feed_ical(site: Site, *, stamp: dt.datetime) -> bytes:
-    return b"".join(site_feed_chunks(site, stamp=stamp))
+def site_feed_ical(site: Site, *, trials: Iterable[Any], stamp: dt.datetime) -> bytes:
+    return b"".join(site_feed_chunks(site, trials=trials, stamp=stamp))
 
 
 def site_feed_chunks(
-    site: Site, *, stamp: dt.datetime, texts_cache: FeedCache | None = None
+    site: Site,
+    *,
+    trials: Iterable[Any],
+    stamp: dt.datetime,
+    texts_cache: FeedCache | None = None,
 ) -> Iterator[bytes]:
     """The site's feed a few hundred events at a time, for streaming: rows are read in chunks
     (scheduler.calendars.rendered.CHUNK_SIZE), so serving a site of any size holds one chunk
     in memory. Visit names follow the active language (the request's), taken when this is
     called."""
     language = translation.get_language() or "en"
-    return _site_feed_chunks(site, stamp=stamp, language=language, texts_cache=texts_cache)
+    trial_ids = [getattr(trial, "pk", trial) for trial in trials]
+    return _site_feed_chunks(
+        site, trial_ids=trial_ids, stamp=stamp, language=language, texts_cache=texts_cache
+    )
 
 
 def _site_feed_chunks(
-    site: Site, *, stamp: dt.datetime, language: str, texts_cache: FeedCache | None
+    site: Site,
+    *,
+    trial_ids: list[int],
+    stamp: dt.datetime,
+    language: str,
+    texts_cache: FeedCache | None,
 ) -> Iterator[bytes]:
     yield calendar_head(method="PUBLISH", name=f"{site.name}: study visits").encode()
-    visits = ScheduledVisit.objects.filter(participant__site=site).order_by("target_date", "id")
+    visits = ScheduledVisit.objects.filter(
+        participant__site=site, participant__trial_id__in=trial_ids
+    ).order_by("target_date", "id")
     today = site_today(site)
     for text in visit_texts(
         visits, kind="site", today=today, language=language, texts_cache=texts_cache
     ):
         yield stamp_text(text, stamp).encode()
     yield CALENDAR_TAIL.encode()
+
+
+def feed_trial_ids(feed: CalendarFeed) -> list[int]:
+    """The trials a site feed shows, by id, in order (read once per feed instance)."""
+    known: list[int] | None = feed.__dict__.get("_trial_ids")
+    if known is None:
+        known = sorted(feed.trials.values_list("pk", flat=True))
+        feed.__dict__["_trial_ids"] = known
+    return known
 
 
 @dataclass(frozen=True)
@@ -172,7 +206,7 @@ def _counted(history: QuerySet[Any]) -> tuple[int | None, int]:
     return marks["id"], marks["rows"]
 
 
-def _site_marks(site_id: int) -> tuple[tuple[int | None, int], ...]:
+def _site_marks(site_id: int, trial_ids: list[int]) -> tuple[tuple[int | None, int], ...]:
     """The newest id and the number of the audit rows of the site's participants' visits
     and milestones, and of the participants themselves.
 
@@ -187,11 +221,12 @@ def _site_marks(site_id: int) -> tuple[tuple[int | None, int], ...]:
         marks[f"{name}_rows"] = Sum(
             Subquery(rows.values("participant_id").annotate(n=Count("*")).values("n"))
         )
-    found = Participant.objects.filter(site_id=site_id).order_by().aggregate(**marks)
+    participants = Participant.objects.filter(site_id=site_id, trial_id__in=trial_ids)
+    found = participants.order_by().aggregate(**marks)
     return (
         (found["visit"], found["visit_rows"] or 0),
         (found["milestone"], found["milestone_rows"] or 0),
-        _counted(Participant.history.filter(site_id=site_id)),
+        _counted(Participant.history.filter(site_id=site_id, trial_id__in=trial_ids)),
     )
 
 
@@ -210,6 +245,7 @@ def feed_version(feed: CalendarFeed, *, texts_cache: FeedCache | None = None) ->
     the newest history row's time: that time is taken before commit too, so a change
     committed late could be older than what a client was already told.
     """
+    trial_ids: list[int] = []  # a participant feed's is its participant's
     if feed.participant_id is not None:
         scope = Q(participant_id=feed.participant_id)
         marks: tuple[tuple[int | None, int], ...] = (
@@ -218,13 +254,15 @@ def feed_version(feed: CalendarFeed, *, texts_cache: FeedCache | None = None) ->
             _counted(Participant.history.filter(id=feed.participant_id)),
         )
     else:
-        marks = _site_marks(cast(int, feed.site_id))
+        trial_ids = feed_trial_ids(feed)
+        marks = _site_marks(cast(int, feed.site_id), trial_ids)
     site = feed.site or feed.participant.site  # type: ignore[union-attr]
     fingerprint = "|".join(
         str(part)
         for part in (
             feed.pk,
             *marks,
+            tuple(trial_ids),
             site.name,
             site.address,
             site.phone,

@@ -33,7 +33,7 @@ from scheduler.calendars.feeds import feed_create
 from scheduler.models import CalendarFeed, CoordinatorNotification, Membership, Reminder
 from scheduler.services import participant_enroll
 from tests.conftest import sign_in
-from tests.factories import SiteFactory, member, participant_for
+from tests.factories import SiteFactory, member, participant_for, site_feed_create
 from trials.models import Arm, Site
 
 Role = Membership.Role
@@ -92,7 +92,7 @@ def world(import_seed, django_capture_on_commit_callbacks, django_user_model, ti
                 arm=Arm.objects.get(version=version, code="ANI"),
             )
         feed_create(participant=participant)
-        feed_create(site=site)
+        site_feed_create(site=site)
         reminder = Reminder.objects.filter(participant=participant).order_by("id").first()
         assert reminder is not None
         CoordinatorNotification.objects.create(

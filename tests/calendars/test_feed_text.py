@@ -24,7 +24,6 @@ from scheduler.access import site_today
 from scheduler.calendars import rendered
 from scheduler.calendars.events import milestone_event, participant_visit_event, site_visit_event
 from scheduler.calendars.feeds import (
-    feed_create,
     feed_path,
     participant_feed_ical,
     site_feed_ical,
@@ -42,7 +41,7 @@ from scheduler.services import (
 )
 from scheduler.sparselog import Sparse
 from tests.calendars.conftest import NOW
-from tests.factories import SiteFactory, participant_for
+from tests.factories import SiteFactory, participant_for, site_feed_create, site_trials
 from tests.outages import Blackhole, configured
 from trials.models import Arm, ProcedureDefinition, Site, Trial, VisitDefinition
 
@@ -179,7 +178,9 @@ def test_feeds_are_the_bytes_icalendar_writes_cold_and_from_the_cache(
         for site in Site.objects.filter(code__in=["s0", "s1", "s2"]):
             for language in ("en", "ja"):
                 with translation.override(language):
-                    assert site_feed_ical(site, stamp=stamp) == reference_site_feed(site, stamp)
+                    assert site_feed_ical(
+                        site, trials=site_trials(site), stamp=stamp
+                    ) == reference_site_feed(site, stamp)
     assert len(participants) == 6
 
 
@@ -359,17 +360,19 @@ def test_a_second_feed_renders_nothing_and_a_change_renders_only_what_it_changed
     visits = visits_of(niams_participant)
 
     participant_feed_ical(niams_participant, stamp=NOW)
-    site_feed_ical(site, stamp=NOW)
+    site_feed_ical(site, trials=site_trials(site), stamp=NOW)
     assert len(calls) == 2 * len(visits) == 24
     calls.clear()
 
     participant_feed_ical(niams_participant, stamp=NOW)
-    site_feed_ical(site, stamp=NOW)
+    site_feed_ical(site, trials=site_trials(site), stamp=NOW)
     assert calls == []
 
     Site.objects.filter(pk=site.pk).update(phone="+1 999")  # not in site feeds
     participant_feed_ical(Participant.objects.get(pk=niams_participant.pk), stamp=NOW)
-    site_feed_ical(Site.objects.get(pk=site.pk), stamp=NOW)
+    site_feed_ical(
+        Site.objects.get(pk=site.pk), trials=site_trials(Site.objects.get(pk=site.pk)), stamp=NOW
+    )
     assert len(calls) == len(visits)
     calls.clear()
 
@@ -402,7 +405,7 @@ def test_a_feed_is_served_when_the_cache_is_unreachable(
     monkeypatch.setattr(caches["default"], "get_many", unreachable)
     monkeypatch.setattr(caches["default"], "set_many", unreachable)
     monkeypatch.setattr(caches["default"], "add", unreachable)
-    feed, token = feed_create(site=niams_participant.site)
+    feed, token = site_feed_create(site=niams_participant.site)
 
     response = client.get(feed_path(feed=feed, token=token))
 
@@ -411,7 +414,7 @@ def test_a_feed_is_served_when_the_cache_is_unreachable(
 
 
 def test_a_streamed_site_feed_answers_conditional_requests(niams_participant, client) -> None:
-    feed, token = feed_create(site=niams_participant.site)
+    feed, token = site_feed_create(site=niams_participant.site)
     url = feed_path(feed=feed, token=token)
 
     full = client.get(url)
@@ -431,11 +434,12 @@ def test_feeds_cost_the_same_queries_at_any_size_cached_or_not(
     for number in range(3):
         participant = enroll(version, site, f"B-{number}", "en", SEEDS["000"])
         cache.clear()
+        trials = list(site_trials(site))
         # Rows; then the visits whose texts are not cached, loaded to render them.
         with django_assert_num_queries(CURSOR_SETTING + 2):
-            site_feed_ical(site, stamp=NOW)
+            site_feed_ical(site, trials=trials, stamp=NOW)
         with django_assert_num_queries(CURSOR_SETTING + 1):
-            site_feed_ical(site, stamp=NOW)
+            site_feed_ical(site, trials=trials, stamp=NOW)
         # Rows and their procedures; the uncached visits and their procedures (2 prefetches);
         # milestones.
         with django_assert_num_queries(CURSOR_SETTING + 6):
@@ -473,7 +477,7 @@ def test_a_site_feed_is_streamed_a_chunk_of_visits_at_a_time(
     niams_participant, client, monkeypatch
 ) -> None:
     monkeypatch.setattr(rendered, "CHUNK_SIZE", 5)
-    feed, token = feed_create(site=niams_participant.site)
+    feed, token = site_feed_create(site=niams_participant.site)
 
     pieces = list(client.get(feed_path(feed=feed, token=token)).streaming_content)
 
@@ -490,7 +494,7 @@ def test_a_silent_cache_costs_a_feed_one_timeout_not_one_a_chunk(
     monkeypatch.setattr(rendered, "CHUNK_SIZE", 5)  # 12 visits: 3 chunks
     monkeypatch.setattr(rendered, "CACHE_LOST_SAID", Sparse(60.0))
     deployed = configured("CACHES", REDIS_URL="redis://127.0.0.1:6379/0")["default"]
-    feed, token = feed_create(site=niams_participant.site)
+    feed, token = site_feed_create(site=niams_participant.site)
 
     with Blackhole() as silent:
         caches = {"default": {**deployed, "LOCATION": silent.url(1)}}

@@ -36,7 +36,7 @@ from scheduler.services import (
     visit_record_done,
 )
 from tests.calendars.conftest import NOW, visit_at
-from tests.factories import participant_for
+from tests.factories import participant_for, site_feed_create
 from trials.models import Arm
 
 pytestmark = pytest.mark.django_db
@@ -111,7 +111,7 @@ def test_site_feed_names_trial_and_study_ids_and_no_contact_details(
 ) -> None:
     enroll_niams("NIH-001", email="first@example.org")
     enroll_niams("NIH-002", arm="PBO", email="second@example.org")
-    feed, token = feed_create(site=nih)
+    feed, token = site_feed_create(site=nih)
 
     body = get_feed(client, feed, token).content.decode()
 
@@ -199,7 +199,7 @@ def test_blinded_trial_arm_never_reaches_a_feed_invite_or_email(
             local_time=dt.time(9, 0),
             by=coordinator,
         )
-    produced = [get_feed(client, *feed_create(site=nih)).content.decode()]
+    produced = [get_feed(client, *site_feed_create(site=nih)).content.decode()]
     for participant in (on_drug, on_placebo):
         produced.append(get_feed(client, *feed_create(participant=participant)).content.decode())
     for message in mailoutbox:
@@ -333,7 +333,7 @@ def test_a_visit_done_without_a_booking_shows_where_it_happened_in_both_feeds(
     )
 
     mine = events_by_uid(client, *feed_create(participant=participant))[visit_uid(v1)]
-    site = events_by_uid(client, *feed_create(site=nih))[visit_uid(v1)]
+    site = events_by_uid(client, *site_feed_create(site=nih))[visit_uid(v1)]
 
     def utc(value):
         return value.astimezone(dt.UTC) if isinstance(value, dt.datetime) else value
@@ -371,7 +371,7 @@ def test_missed_and_cancelled_visits_stay_in_both_feeds_as_cancelled(
     uids = {code: visit_uid(visit_at(participant, code)) for code in ("V1", "V3", "V4")}
 
     mine = events_by_uid(client, *feed_create(participant=participant))
-    site = events_by_uid(client, *feed_create(site=nih))
+    site = events_by_uid(client, *site_feed_create(site=nih))
 
     assert len(mine) == 12 + 1 and len(site) == 12  # every visit (and the milestone)
     assert [shown(mine[uids[code]])[:4] for code in ("V1", "V3", "V4")] == [
@@ -440,7 +440,7 @@ def test_every_feed_event_states_the_status_computed_with_the_sites_today(
     )
     visit_cancel(visit=visit_at(participant, "V4"), by=coordinator, reason="unwell")
     visit_mark_missed(visit=visit_at(participant, "V5"), by=coordinator, reason="no show")
-    feeds = [feed_create(participant=participant), feed_create(site=nih)]
+    feeds = [feed_create(participant=participant), site_feed_create(site=nih)]
 
     with time_machine.travel(LATE_EVENING, tick=False):
         participant_events, site_events = (events_by_uid(client, *feed) for feed in feeds)
@@ -483,7 +483,9 @@ def test_a_site_feed_tells_apart_participants_of_two_trials_with_the_same_study_
             arm=Arm.objects.get(version=version, code="ANI"),
         )
 
-    events = Calendar.from_ical(get_feed(client, *feed_create(site=nih)).content).walk("VEVENT")
+    events = Calendar.from_ical(get_feed(client, *site_feed_create(site=nih)).content).walk(
+        "VEVENT"
+    )
 
     owners = Counter(str(e["SUMMARY"]).split(" · ")[0] for e in events)
     assert owners == {"niams-ani-vascular BERLIN-001": 12, "jasmine-myositis BERLIN-001": 54}
@@ -522,7 +524,7 @@ def enrolled_at_nih(import_seed, nih):
 # then those visits and their procedures (2 prefetches), and milestones.
 # On PostgreSQL the rows' cursor is planned for every row: a SET and a RESET around it.
 CURSOR_SETTING = 2 if connection.vendor == "postgresql" else 0
-SITE_FEED_QUERIES = 5 + CURSOR_SETTING
+SITE_FEED_QUERIES = 6 + CURSOR_SETTING  # with the feed's trials
 PARTICIPANT_FEED_QUERIES = 10 + CURSOR_SETTING
 
 
@@ -532,7 +534,7 @@ def test_site_feed_costs_the_same_queries_at_any_size(
 ) -> None:
     for number in range(size):
         enrolled_at_nih("000" if number % 2 else "002", f"NIH-{number:03d}")
-    feed, token = feed_create(site=nih)
+    feed, token = site_feed_create(site=nih)
 
     with django_assert_num_queries(SITE_FEED_QUERIES):
         response = get_feed(client, feed, token)
@@ -590,7 +592,7 @@ def test_a_site_feeds_version_follows_each_participants_newest_change_at_a_fixed
     site's whole history: any participant's visit or milestone changing changes it, and the
     queries are the same for one participant or three."""
     version = import_seed("001")  # a prednisolone taper: milestones as well as visits
-    feed, _token = feed_create(site=nih)
+    feed, _token = feed_create(site=nih, trials=[version.trial])
 
     def enrolled(study_id: str):
         participant = participant_for(
@@ -604,13 +606,14 @@ def test_a_site_feeds_version_follows_each_participants_newest_change_at_a_fixed
         return participant
 
     first = enrolled("NIH-001")
-    # One probe for the site's visits and milestones together, and the participants' own
-    # history.
-    with django_assert_num_queries(2):
+    # The feed's trials (once per feed), one probe for the site's visits and milestones
+    # together, and the participants' own history.
+    with django_assert_num_queries(3):
         one = feed_version(feed)
     enrolled("NIH-002")
     last = enrolled("NIH-003")
-    with django_assert_num_queries(2) as queries:
+    feed = CalendarFeed.objects.select_related("site").get(pk=feed.pk)  # as fetched to serve
+    with django_assert_num_queries(3) as queries:
         three = feed_version(feed)
     milestone = last.milestones.order_by("due_date", "id").first()
     with time_machine.travel(dt.datetime(2026, 3, 5, 14, 30, 7, tzinfo=dt.UTC), tick=False):

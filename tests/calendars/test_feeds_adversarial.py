@@ -38,7 +38,7 @@ from tests.calendars.reading import (
     read_everywhere,
     require_node_reader,
 )
-from tests.factories import SiteFactory, participant_for
+from tests.factories import SiteFactory, participant_for, site_feed_create
 from trials.models import Arm, ProtocolVersion, Site
 
 pytestmark = pytest.mark.django_db
@@ -97,7 +97,9 @@ def site_in(zone: str, **fields) -> Site:
 def test_head_answers_with_gets_headers_and_no_body(client, enroll_niams, nih, kind) -> None:
     participant = enroll_niams()
     feed, token = (
-        feed_create(participant=participant) if kind == "participant" else feed_create(site=nih)
+        feed_create(participant=participant)
+        if kind == "participant"
+        else site_feed_create(site=nih)
     )
     get(client, feed, token)
     with time_machine.travel(NOW + dt.timedelta(seconds=2), tick=False):
@@ -136,7 +138,9 @@ def test_head_answers_with_gets_headers_and_no_body(client, enroll_niams, nih, k
 def test_conditional_request_forms(client, enroll_niams, nih, kind, headers, status) -> None:
     participant = enroll_niams()
     feed, token = (
-        feed_create(participant=participant) if kind == "participant" else feed_create(site=nih)
+        feed_create(participant=participant)
+        if kind == "participant"
+        else site_feed_create(site=nih)
     )
     etag = get(client, feed, token)["ETag"]  # first served at 15:00:00.000
 
@@ -154,7 +158,9 @@ def test_a_site_edited_after_a_poll_is_not_304_to_if_modified_since(
 ) -> None:
     participant = enroll_niams()
     feed, token = (
-        feed_create(participant=participant) if kind == "participant" else feed_create(site=nih)
+        feed_create(participant=participant)
+        if kind == "participant"
+        else site_feed_create(site=nih)
     )
     get(client, feed, token)
     with time_machine.travel(NOW + dt.timedelta(seconds=1), tick=False):
@@ -212,7 +218,7 @@ def test_a_change_committed_after_a_newer_one_is_not_answered_304(
     feed, token = (
         feed_create(participant=first_participant)
         if kind == "participant"
-        else feed_create(site=nih)
+        else site_feed_create(site=nih)
     )
     slow, fast = visit_at(first_participant, "V2"), visit_at(other, "V3")
     written, commit = threading.Event(), threading.Event()
@@ -263,7 +269,7 @@ def test_bad_tokens_get_the_same_bare_404_as_an_unknown_one(client, enroll_niams
     participant = enroll_niams()
     other = enroll_niams("NIH-002", email="other@example.org")
     feed, token = feed_create(participant=participant)
-    site_feed, site_token = feed_create(site=nih)
+    site_feed, site_token = site_feed_create(site=nih)
     rotated_feed, rotated_token = feed_create(participant=other)
     _new_feed, new_token = feed_regenerate(feed=rotated_feed)
     revoked_feed, revoked_token = feed_create(participant=participant)
@@ -417,7 +423,7 @@ def test_bookings_in_hard_zones_read_as_the_sites_wall_time_in_every_reader(
             descriptions[(zone, day)] = visit_uid(visit)
         for kind, made in (
             ("participant", feed_create(participant=participant)),
-            ("site", feed_create(site=site)),
+            ("site", site_feed_create(site=site)),
         ):
             calendars[f"{kind} {zone}"] = get(client, *made).content
             expected[f"{kind} {zone}"] = want
@@ -464,7 +470,7 @@ def test_status_follows_the_sites_own_today(import_seed, client) -> None:
         participant = enrolled(version, site, site.code.upper())
         feeds[zone] = (
             feed_create(participant=participant),
-            feed_create(site=site),
+            site_feed_create(site=site),
             visit_uid(visit_at(participant, "V2")),
         )
 
@@ -522,7 +528,7 @@ def test_blinded_feeds_are_the_same_for_every_arm_and_never_name_one(
             **(child if seed == "003b" else {}),  # type: ignore[arg-type]
         )
         feeds[code] = get(client, *feed_create(participant=participant)).content.decode()
-    site_text = get(client, *feed_create(site=site)).content.decode()
+    site_text = get(client, *site_feed_create(site=site)).content.decode()
 
     def blind(text: str) -> str:
         text = re.sub(r"(visit|milestone)-[0-9a-f-]{36}@", "UID@", text.replace("\r\n ", ""))
@@ -664,7 +670,7 @@ def test_commas_semicolons_backslashes_newlines_and_astral_text_read_back_exactl
     site = site_in("Asia/Tokyo", name=TRICKY_NAME, address=TRICKY_ADDRESS, phone=TRICKY_PHONE)
     participant, visit = booked_at(site, TRICKY_STUDY_ID, import_seed, coordinator)
     mine = get(client, *feed_create(participant=participant)).content
-    theirs = get(client, *feed_create(site=site)).content
+    theirs = get(client, *site_feed_create(site=site)).content
 
     place = f"{TRICKY_NAME}, {TRICKY_ADDRESS.replace(chr(13) + chr(10), chr(10))}"
     expected_mine = (
@@ -726,7 +732,7 @@ def test_a_control_character_in_an_address_leaves_the_feed_readable(
     site = site_in("Europe/Berlin", name="Charité", address=address)
     participant, visit = booked_at(site, "BER-002", import_seed, coordinator)
     feeds = {"participant": get(client, *feed_create(participant=participant)).content}
-    feeds["site"] = get(client, *feed_create(site=site)).content
+    feeds["site"] = get(client, *site_feed_create(site=site)).content
 
     readings = read_everywhere(feeds, tmp_path)
 
@@ -752,7 +758,7 @@ def test_a_site_feeds_calendar_name_reads_whole_in_calendar_readers(
     nih.name = "Clinic Berlin, Mitte; Haus 2"
     nih.save()
 
-    content = get(client, *feed_create(site=nih)).content
+    content = get(client, *site_feed_create(site=nih)).content
 
     names = {
         reader: r if isinstance(r, str) else r[0]

@@ -31,7 +31,7 @@ from tests.calendars.reading import (
     read_everywhere,
     require_node_reader,
 )
-from tests.factories import SiteFactory, participant_for
+from tests.factories import SiteFactory, participant_for, site_trials
 from trials.models import Arm, ProtocolVersion, Site
 
 pytestmark = pytest.mark.django_db
@@ -312,7 +312,13 @@ def test_every_calendar_reads_the_same_instants_in_four_readers_in_hard_zones(
                 zone, participant_feed_ical(participant, stamp=stamp), expected
             )
         written[f"site feed {zone}"] = Written(
-            zone, site_feed_ical(zone_participants[0].site, stamp=stamp), expected
+            zone,
+            site_feed_ical(
+                zone_participants[0].site,
+                trials=site_trials(zone_participants[0].site),
+                stamp=stamp,
+            ),
+            expected,
         )
     for visit in [*invited, *cancelled]:
         written[f"REQUEST {visit_uid(visit)}"] = Written(
@@ -382,7 +388,7 @@ def test_four_hour_visit_at_1am_on_spring_forward_night_ends_four_elapsed_hours_
     readings = read_everywhere(
         {
             "participant feed": participant_feed_ical(participant, stamp=stamp),
-            "site feed": site_feed_ical(site, stamp=stamp),
+            "site feed": site_feed_ical(site, trials=site_trials(site), stamp=stamp),
             "REQUEST": invite_content(v3, "REQUEST"),
         },
         tmp_path,

@@ -25,7 +25,13 @@ from scheduler.outbox.sms import TwilioSmsBackend
 from scheduler.outbox.sweep import reminders_sweep
 from scheduler.services import participant_enroll, visit_book
 from tests.conftest import sign_in
-from tests.factories import SiteFactory, member, member_of_every_trial_site, participant_for
+from tests.factories import (
+    SiteFactory,
+    member,
+    member_of_every_trial_site,
+    participant_for,
+    site_feed_create,
+)
 from tests.scheduler.test_admin_views import change_url, tables
 from trials.models import ProtocolVersion, Site, TrialSite
 
@@ -492,7 +498,7 @@ def test_feed_changelist_filters_a_sites_feed_with_its_participants_feeds(
     admin_client, niams, participant, admin_user
 ) -> None:
     elsewhere = enrolled(niams, SiteFactory.create(code="ucsf", name="UCSF"), "UCSF-001")
-    site_feed, _ = feed_create(site=participant.site, by=admin_user)
+    site_feed, _ = site_feed_create(site=participant.site, by=admin_user)
     participant_feed, _ = feed_create(participant=participant, by=admin_user)
     feed_create(participant=elsewhere, by=admin_user)
 
