@@ -174,6 +174,13 @@ class CalendarFeedAdmin(ScopedAdmin, SiteClockHistory, AuditTrailAdmin):
             if participant is not None
             else access.site_feeds_for(request.user).filter(site=site)
         )
+        # Revoked or regenerated: a site feed only by whoever changes calendars of every
+        # trial it shows (reading one of them is not enough).
+        changeable = (
+            feeds
+            if participant is not None
+            else access.site_feeds_for(request.user, write=True).filter(site=site)
+        )
         # Creating, revoking and regenerating: a write role where the owner is.
         may_create = may_revoke = may_write
         new_feed_url = None
@@ -191,7 +198,7 @@ class CalendarFeedAdmin(ScopedAdmin, SiteClockHistory, AuditTrailAdmin):
             elif "_revoke" in request.POST or "_regenerate" in request.POST:
                 if not may_revoke or ("_regenerate" in request.POST and not may_create):
                     raise PermissionDenied
-                chosen = FeedChoiceForm(request.POST, feeds=feeds)
+                chosen = FeedChoiceForm(request.POST, feeds=changeable)
                 if not chosen.is_valid():
                     self.message_user(
                         request,

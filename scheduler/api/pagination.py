@@ -63,7 +63,8 @@ class Cursor(CursorPagination):
         given = request.query_params.get(self.page_size_query_param)
         if given is None:
             return self.page_size
-        if not given.isascii() or not given.isdigit() or not given.strip("0"):
+        digits = given.lstrip("0")
+        if not given.isascii() or not given.isdigit() or not digits:
             raise ValidationError(
                 {
                     self.page_size_query_param: [
@@ -73,7 +74,7 @@ class Cursor(CursorPagination):
                 }
             )
         # Compared as text first: int() of thousands of digits is refused (a 500 otherwise).
-        return self.max_page_size if len(given) > 6 else min(int(given), self.max_page_size)
+        return self.max_page_size if len(digits) > 6 else min(int(digits), self.max_page_size)
 
     def decode_cursor(self, request: Request) -> Position | None:
         try:

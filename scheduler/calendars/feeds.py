@@ -22,7 +22,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from participants.models import Participant
-from scheduler.access import site_today
+from scheduler.access import feed_trials_at, site_today
 from scheduler.calendars.events import milestone_event
 from scheduler.calendars.ical import CALENDAR_TAIL, calendar_head, event_text, stamp_text
 from scheduler.calendars.rendered import FeedCache, render_mark, visit_texts
@@ -79,9 +79,12 @@ def feed_revoke(*, feed: CalendarFeed, by: Any = None) -> CalendarFeed:
 def feed_regenerate(*, feed: CalendarFeed, by: Any = None) -> tuple[CalendarFeed, str]:
     """Revoke a feed and give its owner a new one (e.g. after a URL leaked)."""
     feed_revoke(feed=feed, by=by)
-    return feed_create(
-        participant=feed.participant, site=feed.site, trials=feed.trials.all(), by=by
-    )
+    trials = list(feed.trials.all())
+    if feed.site is not None and not trials and by is not None:
+        # A feed left showing nothing (its issuer gone, migration 0015): the new one shows
+        # what one issued by `by` would, not nothing again.
+        trials = list(feed_trials_at(by, feed.site))
+    return feed_create(participant=feed.participant, site=feed.site, trials=trials, by=by)
 
 
 def feed_by_token(*, token: str, kind: str) -> CalendarFeed | None:

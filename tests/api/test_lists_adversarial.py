@@ -554,3 +554,5 @@ def test_a_page_size_of_thousands_of_digits_is_the_largest_page(world: World) ->
 
     assert response.status_code == 200
     assert response.json()["results"] == largest
+    # Leading zeros are the number's own: 0000005 is five.
+    assert len(client.get("/api/v1/visits/", {"page_size": "0000005"}).json()["results"]) == 5

@@ -560,6 +560,55 @@ def test_another_trials_site_feed_is_not_listed_revoked_or_regenerated_by_a_memb
 
 
 @pytest.mark.django_db
+def test_reading_another_trial_is_not_enough_to_regenerate_its_site_feed_in_the_admin(
+    world: World, shared: dict[str, Any]
+) -> None:
+    """A NIAMS coordinator who also reads Tsukuba at Berlin (a read-only role) sees its site
+    feed listed on the admin's site feed page but may not revoke or regenerate it (the API
+    refuses the same with 403)."""
+    coordinator = world.users[Role.COORDINATOR]
+    Membership.objects.create(
+        user=coordinator,
+        trial=world.other_trial,
+        site=world.berlin,
+        role=Role.UNBLINDED_PHARMACIST,
+    )
+    feed, _token = feed_create(
+        site=world.berlin, trials=[world.other_trial], by=shared["coordinator"]
+    )
+    page = reverse("admin:scheduler_calendarfeed_site", args=[world.berlin.pk])
+    person = admin_client(coordinator)
+
+    answers = [
+        person.post(page, {action: "1", "feed": feed.pk}) for action in ("_regenerate", "_revoke")
+    ]
+
+    feed.refresh_from_db()
+    assert [a.status_code for a in answers] == [302, 302]  # "not one of these", nothing done
+    assert feed.revoked_at is None
+    assert CalendarFeed.objects.filter(site=world.berlin).count() == 1
+
+
+@pytest.mark.django_db
+def test_regenerating_a_feed_that_shows_nothing_gives_one_of_the_regenerators_trials(
+    world: World, shared: dict[str, Any]
+) -> None:
+    """A site feed whose issuer is gone shows nothing (migration 0015); regenerated, the new
+    one shows what one issued by whoever regenerates it would, not nothing again."""
+    orphan = CalendarFeed.objects.create(site=world.berlin, token_sha256="c" * 64)
+    page = reverse("admin:scheduler_calendarfeed_site", args=[world.berlin.pk])
+
+    answer = admin_client(world.users[Role.COORDINATOR]).post(
+        page, {"_regenerate": "1", "feed": orphan.pk}
+    )
+
+    orphan.refresh_from_db()
+    [new] = CalendarFeed.objects.filter(site=world.berlin, revoked_at__isnull=True)
+    assert (answer.status_code, orphan.revoked_at is not None) == (200, True)
+    assert [t.code for t in new.trials.all()] == [world.trial.code]
+
+
+@pytest.mark.django_db
 def test_a_coordinator_neither_reads_nor_marks_read_another_trials_notices_at_the_site(
     world: World, shared: dict[str, Any]
 ) -> None:
