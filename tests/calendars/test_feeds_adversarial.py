@@ -206,6 +206,8 @@ def test_a_change_in_the_same_second_as_a_poll_is_not_304_to_if_modified_since(
     assert b"DTSTART:20260202T140000Z" in polled.content
 
 
+# Two write transactions at once: Postgres (SQLite takes one writer at a time).
+@pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("kind", ["site", "participant"])
 def test_a_change_committed_after_a_newer_one_is_not_answered_304(
