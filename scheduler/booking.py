@@ -26,6 +26,7 @@ from django.db.models import prefetch_related_objects
 from django.utils import translation
 from django.utils.translation import gettext as _
 
+from scheduler.engine.localtime import read_local_time
 from scheduler.engine.slots import (
     Closure,
     Hold,
@@ -346,6 +347,18 @@ def _bookable_problem(visit: ScheduledVisit) -> str:
     return ""
 
 
+def _nameable(slots: Iterable[Slot], zone: str) -> tuple[Slot, ...]:
+    """The slots a booking can name. A booking names a local date and time, and a time the
+    clocks repeat (they go back) names its first run: a slot in the second run was offered
+    and then refused by every booking (scheduler/api/booking.py), so it is not offered."""
+    return tuple(
+        slot
+        for slot in slots
+        if read_local_time(slot.start.date(), slot.start.time().replace(tzinfo=None), zone).used
+        == slot.start_utc
+    )
+
+
 def visit_slots(
     visit: ScheduledVisit,
     *,
@@ -412,8 +425,8 @@ def visit_slots(
         )
 
     found = search(lo, hi)
-    if found.slots:
-        return VisitSlots(lo, hi, found.slots, search=found)
+    if slots := _nameable(found.slots, site.timezone):
+        return VisitSlots(lo, hi, slots, search=found)
     if (lo, hi) == (window_start, window_end):
         return VisitSlots(
             lo,

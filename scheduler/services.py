@@ -102,7 +102,12 @@ class EnrollmentError(ValueError):
 
 
 class CalendarError(ValueError):
-    """A calendar change was refused; the message says what and why. Nothing was written."""
+    """A calendar change was refused; the message says what and why. Nothing was written.
+    `field`: the input at fault, where one is (a booking's `local_date` or `local_time`)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class VisitConflict(CalendarError):
@@ -282,7 +287,8 @@ def _require_not_past(
                 "(today is %(today)s in %(zone)s). To record a visit that already happened, "
                 "%(hint)s."
             )
-            % words
+            % words,
+            field="local_date",
         )
     if start < now - BOOKING_GRACE:
         raise CalendarError(
@@ -291,7 +297,8 @@ def _require_not_past(
                 "passed at the site (it is %(now)s there now). Book a later time; to record a "
                 "visit that already happened, %(hint)s."
             )
-            % words
+            % words,
+            field="local_time",
         )
 
 
@@ -495,7 +502,8 @@ def _fitting_holds(visit: ScheduledVisit, start: dt.datetime, *, lock: bool) -> 
             "date": day.isoformat(),
             "why": why,
             "nearest": nearest_words(nearest, site.timezone, visit.window_start, visit.window_end),
-        }
+        },
+        field="local_time",
     )
 
 

@@ -479,10 +479,13 @@ class VisitBookSlot(VisitOperation):
             )
         except VisitConflict:
             raise
-        except CalendarError:
+        except CalendarError as error:
             # Between our look and the service's lock, another booking took the slot.
             if bookable and slot_state(visit, start) == "taken":
                 raise _slot_taken(visit, start) from None
+            if error.field in ("local_date", "local_time"):  # this request names a slot
+                message = str(error)
+                raise Refused(message, errors=[{"field": "slot", "message": message}]) from None
             raise
         return {"visit": visit, "booking": booking}
 

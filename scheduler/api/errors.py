@@ -209,7 +209,7 @@ def _translate(exc: Exception) -> exceptions.APIException | None:
         return Refused(str(exc), errors=[{"field": None, "message": p} for p in exc.problems])
     if isinstance(exc, CalendarError):
         message = str(exc)
-        field = "reason" if message.startswith("a reason is required") else None
+        field = exc.field or ("reason" if message.startswith("a reason is required") else None)
         return Refused(message, errors=[{"field": field, "message": message}])
     return None
 
