@@ -39,7 +39,7 @@ from scheduler import access, audittrail
 from scheduler.api import serializers as out
 from scheduler.api.errors import PreviewOutdated, Refused
 from scheduler.api.idempotency import idempotent
-from scheduler.api.pagination import PAGING, refuse_unknown_parameters
+from scheduler.api.pagination import refuse_unknown_parameters
 from scheduler.api.preconditions import participant_etag, require_if_match, visit_etag
 from scheduler.calendars.feeds import feed_create, feed_public_url, feed_revoke
 from scheduler.models import CalendarFeed, Reminder, ScheduledProcedure, ScheduledVisit
@@ -111,10 +111,11 @@ def _validated(serializer_class: type[serializers.Serializer[Any]], data: Any) -
 def _query(
     serializer_class: type[serializers.Serializer[Any]], request: Request, *, paged: bool = False
 ) -> dict[str, Any]:
-    """The query string, validated by `serializer_class`; `paged`: a list's, which takes
-    PAGING too. Unknown or repeated parameters are refused (`refuse_unknown_parameters`)."""
-    taken = set(serializer_class().fields) | (PAGING if paged else {"format"})
-    refuse_unknown_parameters(request, taken)
+    """The query string, validated by `serializer_class`. Unknown or repeated parameters are
+    refused (`refuse_unknown_parameters`); `paged`: a list's, whose paginator refuses them
+    (with PAGING and its view's `query_serializer`), so they are not looked at twice."""
+    if not paged:
+        refuse_unknown_parameters(request, {*serializer_class().fields, "format"})
     return _validated(serializer_class, request.query_params.dict())
 
 
