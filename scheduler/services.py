@@ -1930,6 +1930,10 @@ class DetailsSaved:
     warnings: tuple[str, ...] = ()
 
 
+# Details that decide when a visit's first invite goes (`plan._first_invite_due`).
+INVITE_TIME_FIELDS = frozenset({"timezone", "quiet_hours_start", "quiet_hours_end"})
+
+
 @transaction.atomic
 def participant_details_save(
     *, participant: Participant, changed_fields: Sequence[str], by: User
@@ -1966,6 +1970,13 @@ def participant_details_save(
     if fields:
         _audited(participant, by, "details edited").save(update_fields=fields)
     reminders_sync(participant)
+    if INVITE_TIME_FIELDS.intersection(fields):
+        # A first invite waits for 09:00 on the participant's clock, outside their quiet
+        # hours: a new zone or new quiet hours move the ones not sent yet.
+        announce_visits(
+            participant,
+            ScheduledVisit.objects.filter(participant=participant, status__in=ScheduledVisit.OPEN),
+        )
     warnings: tuple[str, ...] = ()
     if was_reachable and participant_contact_gap(participant, today=today) is not None:
         warnings = (contact_cleared_warning(participant, today=today),)

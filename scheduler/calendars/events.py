@@ -151,7 +151,7 @@ def organizer_of(site: Site) -> Person:
     return Person(site.email or settings.DEFAULT_FROM_EMAIL, site.name)
 
 
-def _participant_clock(start: dt.datetime, participant_zone: str, language: str) -> str:
+def participant_clock(start: dt.datetime, participant_zone: str, language: str) -> str:
     """The same instant on the participant's own clock, when it reads differently there (a
     participant who lives in another zone than the site's); empty otherwise."""
     if not participant_zone:
@@ -203,7 +203,7 @@ def participant_visit_event(
                 "zone": site.timezone,
             }
         )
-        elsewhere = _participant_clock(start, visit.participant.timezone, language)
+        elsewhere = participant_clock(start, visit.participant.timezone, language)
         if elsewhere:
             lines.append(elsewhere)
     elif visit.status == ScheduledVisit.Status.DONE:

@@ -15,6 +15,7 @@ and study id (the same study id exists in several trials), never by name.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -36,6 +37,7 @@ from scheduler.calendars.events import (
     UID_DOMAIN,
     attendee_of,
     organizer_of,
+    participant_clock,
     participant_label,
     participant_visit_event,
 )
@@ -103,6 +105,9 @@ def deliver(reminder: Reminder) -> str:
         return _deliver_invite(reminder)
     if reminder.event == WELCOME_EVENT:
         return _deliver_welcome(reminder)
+    no_longer = _no_longer_applies(reminder, timezone.now())
+    if no_longer:
+        raise NotNeeded(no_longer)
     if reminder.channel == "in_app":
         return _deliver_in_app(reminder)
     if reminder.audience == "coordinator":
@@ -114,10 +119,65 @@ def deliver(reminder: Reminder) -> str:
                 raise PermanentDeliveryError("the participant has no phone number")
             return sms_backend().send(
                 to=reminder.participant.phone,
-                body=f"{subject}. {text.splitlines()[0]}",
+                body=sms_text(reminder, subject, text),
                 reference=f"reminder-{reminder.pk}",
             )
         return _deliver_participant_email(reminder)
+
+
+# The visit statuses each reminder event of a visit is about (scheduler.engine.reminders).
+EVENT_VISIT_STATUSES = {
+    "before_visit": ("booked",),
+    "evening_before_procedure": ("booked",),
+    "window_opens_unbooked": ("planned",),
+    "window_closing_unbooked": ("planned",),
+    "overdue": ("planned", "booked"),
+}
+
+
+def _no_longer_applies(reminder: Reminder, now: dt.datetime) -> str:
+    """Why a reminder due now must not go, or "". A re-plan cancels what no longer applies,
+    but a row can be claimed before it commits, or retried after a failure: what is sent is
+    checked against the calendar as it is, from the rows the text is written from anyway."""
+    participant = reminder.participant
+    if participant.status not in ("screening", "enrolled"):
+        return f"the participant is {participant.status}"
+    if reminder.audience == "participant":
+        if participant.reminders_opt_out:
+            return "the participant opted out of reminders"
+        if reminder.channel not in (participant.reminder_channels or ["email"]):
+            return f"the participant no longer wants reminders by {reminder.channel}"
+    if reminder.milestone is not None:
+        if reminder.milestone.status == "cancelled":
+            return "its milestone was cancelled"
+        return ""
+    visit = reminder.visit
+    if visit is None:
+        return ""
+    statuses = EVENT_VISIT_STATUSES.get(reminder.event)
+    if statuses is not None and visit.status not in statuses:
+        return f"the visit is {visit.status}"
+    if (
+        reminder.audience == "participant"
+        and visit.booked_start is not None
+        and visit.booked_start <= now
+    ):
+        return "the visit had begun"
+    return ""
+
+
+def sms_text(reminder: Reminder, subject: str, text: str) -> str:
+    """The subject and the text's first line (the day and time on the site's clock), and for
+    a participant in another zone the same time on their own clock, as the email gives it."""
+    body = f"{subject}. {text.splitlines()[0]}"
+    visit = reminder.visit
+    if reminder.milestone is None and visit is not None and visit.booked_start is not None:
+        participant = reminder.participant
+        start = visit.booked_start.astimezone(ZoneInfo(participant.site.timezone))
+        elsewhere = participant_clock(start, participant.timezone, participant.language)
+        if elsewhere:
+            body = f"{body} {elsewhere}"
+    return body
 
 
 def participant_text(reminder: Reminder, *, event: CalendarEvent | None = None) -> tuple[str, str]:

@@ -46,6 +46,10 @@ NOT_REMINDERS = (INVITE_EVENT, WELCOME_EVENT)
 # A visit's first invite goes out at this local time (the participant's), on its invite day.
 INVITE_AT = dt.time(9)
 OPEN_STATUSES = (Reminder.Status.PENDING, Reminder.Status.FAILED)
+# What a re-plan cancels when it no longer applies: the open rows, and a row being sent right
+# now, whose attempt may still fail: its failure is then not written (outcomes apply to rows
+# still sending), so it is not retried with what no longer holds; if it went, "sent" is.
+CANCELLABLE = (*OPEN_STATUSES, Reminder.Status.SENDING)
 
 
 def version_rules(version: ProtocolVersion) -> list[ReminderRuleSpec]:
@@ -183,7 +187,7 @@ def reminders_sync_many(
         pk: [] for pk in ids
     }
     for pk, participant_id, status, target_key, rule_code, channel, due_at in (
-        stored_rows.filter(Q(due_at__gt=now) | Q(status__in=OPEN_STATUSES))
+        stored_rows.filter(Q(due_at__gt=now) | Q(status__in=CANCELLABLE))
         .exclude(event__in=NOT_REMINDERS)
         .exclude(channel=WEBHOOK_CHANNEL)  # webhooks are events, not reminders of the calendar
         .values_list(
@@ -235,8 +239,9 @@ def reminders_sync_many(
                 planned.add(key)
                 if status == Reminder.Status.CANCELLED and key in wanted:
                     revived.setdefault((wanted[key].event, wanted[key].audience), []).append(pk)
-            # Open rows already due (not swept yet, or failing and retried) included.
-            if status in OPEN_STATUSES and key not in wanted:
+            # Open rows already due (not swept yet, or failing and retried) included, and
+            # rows being sent.
+            if status in CANCELLABLE and key not in wanted:
                 stale.append(pk)
         new_rows += [
             Reminder(
@@ -259,7 +264,10 @@ def reminders_sync_many(
             if w.due_at > now and (w.target_key, w.rule_code, w.channel, w.due_at) not in planned
         ]
     if stale:
-        Reminder.objects.filter(pk__in=stale).update(status=Reminder.Status.CANCELLED)
+        # Still cancellable when written: a row sent meanwhile stays sent.
+        Reminder.objects.filter(pk__in=stale, status__in=CANCELLABLE).update(
+            status=Reminder.Status.CANCELLED
+        )
     for (event, audience), pks in revived.items():
         # As a new row would be: its moment due, no attempt made (a row cancelled while
         # failing starts over), its rule's event and audience as they are now.

@@ -9,6 +9,7 @@ stored and shown reason keeps the words, not the number.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Protocol
 
@@ -55,18 +56,23 @@ class TwilioSmsBackend:
 
     def send(self, *, to: str, body: str, reference: str) -> str:
         from requests.exceptions import ReadTimeout
-        from twilio.base.exceptions import TwilioRestException
+        from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 
         try:
             message = self.client.messages.create(to=to, from_=self.sender, body=body)
-        except TwilioRestException as exc:
+        except (TwilioRestException, TwilioServiceException) as exc:
             # 429 and 5xx may pass later; other 4xx (a bad number, say) never will. Anything
             # else Twilio's library raises is retried by reminder_send, then given up on.
             # `from None`: Twilio's own exception quotes the number, and a traceback would
-            # print it.
+            # print it. A service exception is an RFC 9457 problem (Twilio's newer answer to
+            # the same errors): not a TwilioRestException, its words are title and detail.
+            if isinstance(exc, TwilioServiceException):
+                words = ": ".join(part for part in (exc.title, exc.detail) if part)
+            else:
+                words = exc.msg
             if exc.status == 429 or exc.status >= 500:
-                raise TransientDeliveryError(f"Twilio {exc.status}: {exc.msg}") from None
-            raise PermanentDeliveryError(f"Twilio {exc.status}: {exc.msg}") from None
+                raise TransientDeliveryError(f"Twilio {exc.status}: {words}") from None
+            raise PermanentDeliveryError(f"Twilio {exc.status}: {words}") from None
         except ReadTimeout as exc:
             if _in_tls_handshake(exc):
                 # urllib3 calls a TLS handshake that timed out a read timeout: nothing went.
@@ -81,6 +87,14 @@ class TwilioSmsBackend:
         except OSError as exc:  # refused, unreachable, no connection within the timeout
             kind = ProviderSilent if timed_out(exc) else TransientDeliveryError
             raise kind(f"Twilio unreachable: {type(exc).__name__}") from exc
+        except json.JSONDecodeError:
+            # Twilio's library reads the body only of a 2xx answer: the message was created,
+            # and something on the way (a proxy's page, a cut body) hid its id. Sent again it
+            # would arrive twice: a person decides, as after a timeout.
+            raise OutcomeUnknown(
+                "Twilio accepted the SMS but its answer could not be read: it has most likely "
+                "gone; mark it as sent or send it again"
+            ) from None
         return str(message.sid)
 
 

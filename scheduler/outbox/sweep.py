@@ -29,6 +29,7 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -36,6 +37,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from participants.models import Participant
+from scheduler.engine.localtime import local_to_utc
+from scheduler.engine.reminders import in_quiet_hours
 from scheduler.models import CoordinatorNotification, Reminder
 from scheduler.outbox.channels import deliver, mail_connection_per_batch
 from scheduler.outbox.dispatch import KIND_ROWS, queue_for, send_after_commit, send_task_for
@@ -159,6 +162,27 @@ def backoff(attempt: int) -> dt.timedelta:
     return dt.timedelta(seconds=min(base * 2 ** (attempt - 1), 3600))
 
 
+def retry_at(reminder: Reminder, at: dt.datetime) -> dt.datetime:
+    """When to try a participant's reminder again, `at` by the backoff: moved out of their
+    quiet hours (planning keeps a reminder out of them; a retry must too) to the moment they
+    end, unless the visit it reminds of begins by then: then at `at`, in the quiet hours,
+    rather than not before the visit at all."""
+    participant = reminder.participant
+    start, end = participant.quiet_hours_start, participant.quiet_hours_end
+    if reminder.audience != "participant" or start is None or end is None:
+        return at
+    zone = ZoneInfo(participant.timezone or participant.site.timezone)
+    local = at.astimezone(zone)
+    if not in_quiet_hours(local.time(), start, end):
+        return at
+    day = local.date() if local.time() < end else local.date() + dt.timedelta(days=1)
+    quiet_over = local_to_utc(day, end, zone.key)
+    visit = reminder.visit
+    if visit is not None and visit.booked_start is not None and quiet_over >= visit.booked_start:
+        return at
+    return quiet_over
+
+
 def reminder_send(reminder_id: int) -> str:
     """Claim a reminder and deliver it; returns what happened (for logs and tests)."""
     return _send_one(reminder_id)[0]
@@ -213,7 +237,7 @@ def _attempt(reminder: Reminder, claimed_at: dt.datetime) -> tuple[str, Outcome,
         failed = outcome(
             Status.DEAD if final else Status.FAILED,
             last_error=error[:2000],
-            next_attempt_at=claimed_at + backoff(reminder.attempts),
+            next_attempt_at=retry_at(reminder, claimed_at + backoff(reminder.attempts)),
         )
         return ("dead" if final else "failed"), failed, isinstance(exc, ProviderSilent)
     logger.info("reminder %s sent by %s", reminder.pk, reminder.channel)
@@ -390,7 +414,7 @@ def _not_tried(reminder: Reminder, claimed_at: dt.datetime, why: str = NOT_TRIED
         claimed_at=claimed_at,
         status=Status.FAILED,
         last_error=why,
-        next_attempt_at=claimed_at + backoff(max(reminder.attempts - 1, 1)),
+        next_attempt_at=retry_at(reminder, claimed_at + backoff(max(reminder.attempts - 1, 1))),
         untried=True,
     )
 

@@ -63,8 +63,13 @@ def enrolled(import_seed: Any) -> Any:
 
 
 def rows(participants: list[Any], count: int, channel: str = "email") -> list[int]:
-    """`count` due reminders, spread over every visit of `participants` in turn."""
+    """`count` due reminders, spread over every visit of `participants` in turn, each visit
+    booked in a month (a reminder of a visit not booked, or begun, is not sent)."""
     visits = [v for p in participants for v in p.visits.order_by("target_date")]
+    booked_start = NOW + dt.timedelta(days=30)
+    ScheduledVisit.objects.filter(pk__in=[v.pk for v in visits]).update(
+        status="booked", booked_start=booked_start, booked_date=booked_start.date()
+    )
     created = Reminder.objects.bulk_create(
         Reminder(
             participant=visits[n % len(visits)].participant,
@@ -194,7 +199,7 @@ def test_a_batch_with_one_permanently_failing_row_sends_the_others_and_that_one_
 def test_a_batch_sends_sms_rows_one_by_one_and_the_rest_together(
     enrolled: Any, mailoutbox: Any, twilio: Any
 ) -> None:
-    [participant] = enrolled(1, phone="+15551234567")
+    [participant] = enrolled(1, phone="+15551234567", reminder_channels=["email", "sms"])
     emails = rows([participant], 2)
     Reminder.objects.filter(pk__in=emails).update(rule_code="E")  # distinct from the SMS rows'
     [sms] = rows([participant], 1, channel="sms")

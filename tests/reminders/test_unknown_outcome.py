@@ -17,10 +17,11 @@ import time_machine
 from django.db import OperationalError, connection, transaction
 from django.test import override_settings
 from django.urls import reverse
+from django.utils import timezone
 
 from config.celery import app
 from scheduler.calendars.events import UID_DOMAIN
-from scheduler.models import Reminder
+from scheduler.models import Reminder, ScheduledVisit
 from scheduler.outbox.dispatch import SEND_TASK, send_after_commit
 from scheduler.outbox.outcomes import (
     Outcome,
@@ -66,8 +67,13 @@ def participant(import_seed: Any) -> Any:
 
 
 def row(participant: Any, channel: str, rule_code: str = "P1D", **fields: Any) -> Reminder:
-    """A participant reminder of channel `channel` about their first visit, due at CLAIMED."""
+    """A participant reminder of channel `channel` about their first visit (booked in a
+    month: a reminder of a visit not booked, or begun, is not sent), due at CLAIMED."""
     visit = participant.visits.order_by("target_date").first()
+    booked_start = max(CLAIMED, timezone.now()) + dt.timedelta(days=30)
+    ScheduledVisit.objects.filter(pk=visit.pk).update(
+        status="booked", booked_start=booked_start, booked_date=booked_start.date()
+    )
     return Reminder.objects.create(
         participant=participant,
         visit=visit,

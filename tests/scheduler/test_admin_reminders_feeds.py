@@ -167,21 +167,10 @@ def test_failed_and_dead_list_shows_each_error(admin_client, outbox) -> None:
         reverse("admin:scheduler_reminder_changelist"), {"attention": "failed_or_dead"}
     )
 
-    # Latest due first: the fasting text of the evening before V2, the day-before text, then
-    # the coordinators' email of two days before.
+    # Latest due first: the day-before text, then the coordinators' email of two days
+    # before. (The fasting text of the evening before V2 was first swept after V2 began: not
+    # sent, so neither failed nor dead.)
     assert tables(response)["result_list"] == [
-        [
-            "",
-            "niams-ani-vascular/NIH-001",
-            "FAST",
-            "evening_before_procedure",
-            "sms",
-            "participant",
-            "dead (gave up)",
-            "1",
-            UNSUBSCRIBED,
-            "-",
-        ],
         [
             "",
             "niams-ani-vascular/NIH-001",
@@ -226,14 +215,14 @@ def test_retry_requeues_a_dead_reminder_and_leaves_sent_ones_alone(
     )
 
     assert messages_of(response) == [
-        "2 reminder(s) re-queued: they go out with the next sweep.",
+        "1 reminder(s) re-queued: they go out with the next sweep.",
         "1 selected reminder(s) were neither failed nor dead and were left as they were.",
     ]
     assert reminder_rows(pk__in=dead) == [
         (pk, "pending", 0, retried_at, None, None, "") for pk in dead
     ]
     assert reminder_rows(participant=participant, status=Reminder.Status.SENT) == sent_before
-    assert (len(dead), len(sent_before)) == (2, 1)
+    assert (len(dead), len(sent_before)) == (1, 1)
 
 
 def test_retry_needs_a_write_role(client, django_user_model, outbox) -> None:
@@ -249,7 +238,7 @@ def test_retry_needs_a_write_role(client, django_user_model, outbox) -> None:
     )
 
     assert page.context["action_form"] is None
-    assert [row[1:3] for row in reminder_rows(pk__in=dead)] == [("dead", 1), ("dead", 1)]
+    assert [row[1:3] for row in reminder_rows(pk__in=dead)] == [("dead", 1)]
 
 
 def test_participant_page_lists_the_reminders_due_so_far_latest_first(admin_client, outbox) -> None:
@@ -263,13 +252,20 @@ def test_participant_page_lists_the_reminders_due_so_far_latest_first(admin_clie
         if inline.formset.model is Reminder
     )
     # V2 was booked at enrollment: the coordinators' "still unbooked" reminders were
-    # cancelled, and its texts went dead.
+    # cancelled, the day-before text went dead, and the fasting text, first swept the day
+    # after V2 began, was not sent.
     assert [
         (r.rule_code, r.channel, r.due_at, r.status, r.last_error) for r in formset.get_queryset()
     ] == [
         ("C_OVERDUE", "in_app", dt.datetime(2026, 2, 3, 13, 0, tzinfo=dt.UTC), "sent", ""),
         ("C_OPEN", "in_app", dt.datetime(2026, 2, 2, 13, 0, tzinfo=dt.UTC), "cancelled", ""),
-        ("FAST", "sms", dt.datetime(2026, 2, 2, 0, 0, tzinfo=dt.UTC), "dead", UNSUBSCRIBED),
+        (
+            "FAST",
+            "sms",
+            dt.datetime(2026, 2, 2, 0, 0, tzinfo=dt.UTC),
+            "cancelled",
+            "the visit had begun",
+        ),
         ("P1D", "sms", dt.datetime(2026, 2, 1, 14, 0, tzinfo=dt.UTC), "dead", UNSUBSCRIBED),
         ("C_CLOSE", "in_app", dt.datetime(2026, 1, 31, 13, 0, tzinfo=dt.UTC), "cancelled", ""),
         ("C_CLOSE", "email", dt.datetime(2026, 1, 31, 13, 0, tzinfo=dt.UTC), "cancelled", ""),
