@@ -497,6 +497,12 @@ WEBHOOK_SECRET_KEYS = env.list("WEBHOOK_SECRET_KEYS", default=[])
 # Receivers are https; plain http only to this machine (127.0.0.1, ::1, localhost), and only
 # when DEBUG or this says so (tests, a receiver on a laptop).
 WEBHOOK_ALLOW_HTTP_LOOPBACK = env.bool("WEBHOOK_ALLOW_HTTP_LOOPBACK", default=DEBUG)
+# Receivers are on the internet: an address that is not (loopback, link-local such as the
+# cloud's metadata service, private, reserved, multicast) is refused when a site system
+# subscribes and again, after resolving the name, when each event is sent (the request goes to
+# the address checked). A deployment whose site systems sit on its own private network names
+# those networks here, e.g. "10.20.0.0/16,fd00:20::/32".
+WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=[])
 WEBHOOK_CONNECT_TIMEOUT_SECONDS = env.float("WEBHOOK_CONNECT_TIMEOUT_SECONDS", default=5.0)
 WEBHOOK_READ_TIMEOUT_SECONDS = env.float("WEBHOOK_READ_TIMEOUT_SECONDS", default=10.0)
 # After a subscription's signing secret is rotated, deliveries carry a signature under the

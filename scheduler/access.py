@@ -337,6 +337,11 @@ def can_receive_events_at(user: object, *, trial_id: int, site_id: int) -> bool:
     return _holds(user, WEBHOOK_ROLES, trial_id=trial_id, site_id=site_id)
 
 
+def is_site_system(user: object) -> bool:
+    """Does the user act as a site system anywhere (of any trial, at any site)?"""
+    return any(m.role in WEBHOOK_ROLES for m in _memberships(user))
+
+
 def webhook_subscriptions_for(user: object) -> QuerySet[WebhookSubscription]:
     """A site system's own subscriptions: another system's (or anyone's, for a user that is
     no site system) are not there, so the API answers 404 for them."""

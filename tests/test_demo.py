@@ -4,7 +4,6 @@ import datetime as dt
 import io
 import logging
 from base64 import b32encode
-from dataclasses import dataclass
 
 import pytest
 import time_machine
@@ -78,14 +77,6 @@ def test_load_demo_loads_every_protocol_gives_calendars_a_past_and_a_next_and_ru
     assert SiteResource.objects.count() == 6
 
 
-@dataclass
-class Answer:
-    status_code: int
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture
 def demo_with_webhooks(settings, tmp_path, monkeypatch):
     """load_demo as `make run` runs it: DEBUG, so plain http to this machine is allowed; the
@@ -96,12 +87,12 @@ def demo_with_webhooks(settings, tmp_path, monkeypatch):
     settings.WEBHOOK_ALLOW_HTTP_LOOPBACK = True
     receiver = Client()
 
-    def post(url: str, *, data: bytes, headers: dict[str, str], **_options: object) -> Answer:
+    def post(url: str, *, data: bytes, headers: dict[str, str]) -> int:
         path = url.removeprefix("http://127.0.0.1:8000")
         response = receiver.post(path, data, content_type="application/json", headers=headers)
-        return Answer(response.status_code)
+        return response.status_code
 
-    monkeypatch.setattr("scheduler.outbox.webhooks.requests.post", post)
+    monkeypatch.setattr("scheduler.outbox.receivers.post", post)
     output = io.StringIO()
     call_command("load_demo", stdout=output)
     return output.getvalue()

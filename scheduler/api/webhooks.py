@@ -154,12 +154,10 @@ class WebhookList(generics.ListAPIView[WebhookSubscription]):
         missing = sorted(set(codes) - {site.code for site in sites})
         if missing:
             raise _field_error("sites", f"no such site: {', '.join(missing)}")
-        # A caller that reads these sites in another role may not subscribe at all (403); a
-        # site system named on a site where it does not act as one is told which (422).
-        if not any(
-            access.can_receive_events_at(request.user, trial_id=trial.pk, site_id=site.pk)
-            for site in sites
-        ):
+        # A caller that is no site system anywhere may not subscribe at all (403); a site
+        # system named on a site where it does not act as one for this trial (for another
+        # trial, say) is told which (422, from the service).
+        if not access.is_site_system(request.user):
             raise exceptions.PermissionDenied("only a site system subscribes to webhooks")
         subscription, _secret = webhook_subscription_create(
             owner=request.user,

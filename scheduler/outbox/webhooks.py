@@ -32,7 +32,6 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 from cryptography.fernet import Fernet, MultiFernet
 from django.conf import settings
 from django.utils import timezone
@@ -43,6 +42,7 @@ from participants.models import Participant
 from scheduler.access import can_receive_events_at
 from scheduler.bulkwrite import rows_add_new
 from scheduler.models import Reminder, ScheduledVisit, WebhookDelivery, WebhookSubscription
+from scheduler.outbox import receivers
 from scheduler.outbox.dispatch import WEBHOOK_TASK, send_after_commit
 from scheduler.outbox.errors import NotNeeded, PermanentDeliveryError, TransientDeliveryError
 
@@ -122,20 +122,26 @@ def signing_secrets(token: str, *, now: dt.datetime) -> list[str]:
 
 
 def url_problem(url: str) -> str | None:
-    """Why events may not be sent to `url`, in plain words; None when they may."""
+    """Why events may not be sent to `url`, in plain words; None when they may. The address
+    a name resolves to is checked again at each delivery (`receivers.post`)."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     if not host:
         return "the URL needs a host"
     if parts.username or parts.password:
         return "put no credentials in the URL: receivers check the signature instead"
-    if parts.scheme == "https":
-        return None
-    if parts.scheme == "http" and host in LOOPBACK_HOSTS:
-        if getattr(settings, "WEBHOOK_ALLOW_HTTP_LOOPBACK", False):
-            return None
-        return "plain http is only allowed to this machine in development; use https"
-    return "events are only sent over https"
+    if parts.scheme != "https":
+        if parts.scheme != "http" or host not in LOOPBACK_HOSTS:
+            return "events are only sent over https"
+        if not getattr(settings, "WEBHOOK_ALLOW_HTTP_LOOPBACK", False):
+            return "plain http is only allowed to this machine in development; use https"
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or past 65535
+        port = 0
+    if port == 0:
+        return "the URL's port must be a number from 1 to 65535"
+    return receivers.host_problem(host)
 
 
 # ----------------------------------------------------------------------------------------
@@ -356,25 +362,11 @@ def deliver_webhook(reminder: Reminder) -> str:
         body=body,
     )
     try:
-        response = requests.post(
-            subscription.url,
-            data=body,
-            headers=headers,
-            timeout=(
-                settings.WEBHOOK_CONNECT_TIMEOUT_SECONDS,
-                settings.WEBHOOK_READ_TIMEOUT_SECONDS,
-            ),
-            allow_redirects=False,
-            stream=True,  # the receiver's answer is not read: only its status counts
-        )
-    except requests.Timeout as exc:
-        raise TransientDeliveryError("the receiver did not answer in time") from exc
-    except requests.ConnectionError as exc:
-        raise TransientDeliveryError("could not connect to the receiver") from exc
-    except requests.RequestException as exc:
-        raise TransientDeliveryError(f"the request failed: {type(exc).__name__}") from exc
-    status = response.status_code
-    response.close()
+        status = receivers.post(subscription.url, data=body, headers=headers)
+    except receivers.Refused as exc:
+        raise PermanentDeliveryError(str(exc)) from None
+    except receivers.Unreachable as exc:
+        raise TransientDeliveryError(str(exc)) from None
     if 200 <= status < 300:
         return delivery.message_id
     if status in (408, 429) or status >= 500:
