@@ -93,6 +93,9 @@ MIDDLEWARE = [
     # The Content-Security-Policy header on every response (CONTENT_SECURITY_POLICY below).
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A NUL in a query or form parameter is a 400 naming it, before anything reads the
+    # parameter (Postgres would refuse it: a 500).
+    "scheduler.middleware.NulParameterMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # The browser's Accept-Language (English or Japanese), for anyone without a choice of
     # their own; UserLanguageMiddleware then applies a signed-in person's choice.

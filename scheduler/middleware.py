@@ -1,13 +1,14 @@
-"""Middleware: the health check that must run before Django looks at the request's Host, and
-the reader's language."""
+"""Middleware: the health check that must run before Django looks at the request's Host, the
+refusal of NUL characters in parameters, and the reader's language."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.utils import translation
 
+from scheduler.api.errors import PROBLEM_CONTENT_TYPE, problem_body
 from scheduler.i18n import SUPPORTED_LANGUAGES
 from scheduler.models import USER_LANGUAGE_SESSION_KEY
 from scheduler.views import healthz, livez
@@ -36,6 +37,66 @@ class HealthCheckMiddleware:
         if probe is not None and request.method in ("GET", "HEAD"):
             return probe(request)
         return self.get_response(request)
+
+
+# The content types whose bodies Django parses into request.POST (the only ones looked at).
+FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def nul_parameter(request: HttpRequest) -> str | None:
+    """The name of the first query or form parameter whose name or value holds a NUL, if any.
+
+    Cheap on the common path: the raw query string is searched before it is parsed (a NUL
+    arrives as "%00", or raw from a lax server), and a body is looked at only for a form POST,
+    which the view parses anyway. A JSON body is never read: the API's serializers refuse a
+    NUL in it themselves, and reading it here would cost every request its size.
+    """
+    query = request.META.get("QUERY_STRING", "")
+    if "%00" in query or "\x00" in query:
+        for name, values in request.GET.lists():
+            if "\x00" in name or any("\x00" in value for value in values):
+                return name
+    if request.method == "POST" and request.content_type in FORM_CONTENT_TYPES:
+        for name, values in request.POST.lists():
+            if "\x00" in name or any("\x00" in value for value in values):
+                return name
+    return None
+
+
+class NulParameterMiddleware:
+    """Answer 400, naming the parameter, for a NUL character in a query or form parameter.
+
+    Postgres refuses a NUL in text (DataError), so a NUL that reaches a query through a list
+    filter, a form or a token endpoint was a 500. One check here covers every page, the ones
+    not yet written included, instead of one in each filter. Under /api/ the answer is the
+    API's problem document (invalid-input, the parameter in `errors`), like the API's own 400s;
+    elsewhere a plain-text line, like the language switch's 400. A file's contents are not
+    parameters and are not looked at.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        name = nul_parameter(request)
+        if name is None:
+            return self.get_response(request)
+        # Show a NUL in the name itself as \x00, not as a raw control character.
+        shown = name.replace("\x00", "\\x00")
+        message = f'parameter "{shown}" contains a NUL character'
+        if request.path_info.startswith("/api/"):
+            return JsonResponse(
+                problem_body(
+                    "invalid-input",
+                    400,
+                    message,
+                    # The wording of the API's own serializers for the same mistake.
+                    [{"field": name, "message": "Null characters are not allowed."}],
+                ),
+                status=400,
+                content_type=PROBLEM_CONTENT_TYPE,
+            )
+        return HttpResponseBadRequest(f"{message}\n", content_type="text/plain; charset=utf-8")
 
 
 class UserLanguageMiddleware:

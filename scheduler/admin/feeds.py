@@ -5,6 +5,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -48,9 +49,14 @@ class FeedSiteFilter(admin.SimpleListFilter):
         return [(str(site.pk), site.name) for site in sites]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value():
-            return queryset.filter(Q(site=self.value()) | Q(participant__site=self.value()))
-        return queryset
+        value = self.value()
+        if not value:
+            return queryset
+        # A site id is ASCII digits ("abc" or "²" would be a ValueError, a 500): anything
+        # else is the admin's "bad filter" redirect (?e=1), as for its own filters.
+        if not (value.isascii() and value.isdigit()):
+            raise IncorrectLookupParameters(f"site: {value!r} is not a site id")
+        return queryset.filter(Q(site=value) | Q(participant__site=value))
 
 
 class FeedChoiceForm(forms.Form):

@@ -67,7 +67,10 @@ class ParticipantFilter(admin.SimpleListFilter):
         value = self.value()
         if not value:
             return queryset
-        return queryset.filter(participant_id=int(value)) if value.isdigit() else queryset.none()
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses (a 500).
+        if value.isascii() and value.isdigit():
+            return queryset.filter(participant_id=int(value))
+        return queryset.none()
 
 
 @admin.register(SecurityEvent)

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from django.contrib.admin import AdminSite
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -47,6 +47,7 @@ from scheduler.booking import (
 from scheduler.engine.slots import Hours, StaffShift
 from scheduler.models import ScheduledVisit
 from trials.models import Site
+from trials.protocol_file import EARLIEST_DATE, LATEST_DATE
 
 Span = Literal["day", "week"]
 # The axis when the site keeps no hours at all.
@@ -380,14 +381,30 @@ def week_of(day: dt.date) -> tuple[dt.date, dt.date]:
     return monday, monday + dt.timedelta(days=6)
 
 
+class AskedDayRefused(ValueError):
+    """The page's ?day= (or ?week=) is not a date, or not one the calendar shows: a 400."""
+
+
 def _asked_day(request: HttpRequest, default: dt.date) -> dt.date:
-    asked = request.GET.get("day") or request.GET.get("week") or ""
+    """The day asked for, `default` if none. The dates a protocol file may name bound it
+    (as they bound the API's dates): beyond them the week around the day and its instants
+    would run off the ends of the calendar (year 1, year 9999), an OverflowError."""
+    name = "day" if request.GET.get("day") else "week"
+    asked = request.GET.get(name) or ""
     if not asked:
         return default
     try:
-        return dt.date.fromisoformat(asked)
+        day = dt.date.fromisoformat(asked)
     except ValueError:
-        raise Http404(_("“%(day)s” is not a date (YYYY-MM-DD)") % {"day": asked}) from None
+        reason = _("“%(day)s” is not a date (YYYY-MM-DD)") % {"day": asked}
+        raise AskedDayRefused(f"{name}: {reason}") from None
+    if day < EARLIEST_DATE:
+        reason = _("Enter a date on or after %(limit_value)s.") % {"limit_value": EARLIEST_DATE}
+        raise AskedDayRefused(f"{name}: {reason}")
+    if day > LATEST_DATE:
+        reason = _("Enter a date on or before %(limit_value)s.") % {"limit_value": LATEST_DATE}
+        raise AskedDayRefused(f"{name}: {reason}")
+    return day
 
 
 # ----------------------------------------------------------------------------------------
@@ -404,7 +421,11 @@ def site_bookings_view(admin_site: AdminSite, request: HttpRequest, site_id: int
     site = get_object_or_404(access.sites_for(request.user), pk=site_id)
     today = site_today(site)
     span: Span = "day" if request.GET.get("span") == "day" else "week"
-    day = _asked_day(request, today)
+    try:
+        day = _asked_day(request, today)
+    except AskedDayRefused as refusal:
+        # Plain text naming the parameter, like the language switch's 400 (scheduler/views.py).
+        return HttpResponseBadRequest(f"{refusal}\n", content_type="text/plain; charset=utf-8")
     first, last = (day, day) if span == "day" else week_of(day)
     data = site_calendar_data(site, first, last)
     site_calendar_people(data)

@@ -171,12 +171,15 @@ def test_a_booking_of_a_participant_the_user_does_not_follow_is_only_busy_time(
     ]
 
 
-def test_a_bad_date_is_a_located_404(client, niams_site, coordinator) -> None:
+def test_a_bad_date_is_a_400_naming_the_parameter(client, niams_site, coordinator) -> None:
     sign_in(client, coordinator)
 
     response = client.get(page_url(niams_site, span="day", day="2026-02-30"))
 
-    assert response.status_code == 404
+    assert (response.status_code, response.content.decode()) == (
+        400,
+        "day: “2026-02-30” is not a date (YYYY-MM-DD)\n",
+    )
 
 
 @pytest.mark.parametrize("bookings", [1, 3])
