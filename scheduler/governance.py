@@ -55,11 +55,36 @@ def trial_blinding_change(*, trial: Trial, blinding: str, reason: str, by: Any) 
         raise GovernanceError(
             _("%(trial)s is already %(blinding)s") % {"trial": trial.code, "blinding": blinding}
         )
+    if blinding != Blinding.OPEN:
+        # The importer's rule for a blinded trial's file (trials.protocol_file): a visit only
+        # some arms have would appear in those arms' calendars alone, and every calendar,
+        # invite, feed and list would show the arm.
+        limited = _arm_limited_visit(trial)
+        if limited is not None:
+            raise GovernanceError(
+                _(
+                    "visit %(visit)s of version %(version)s is limited to arm(s) %(arms)s, "
+                    "which would show the arm in every calendar of a %(blinding)s-blind "
+                    "trial; give it to every arm in a new version first"
+                )
+                % {**limited, "blinding": blinding}
+            )
     trial.blinding = blinding
     trial._history_user = by  # type: ignore[attr-defined]
     trial._change_reason = reason.strip()  # type: ignore[attr-defined]
     trial.save(update_fields=["blinding"])
     return trial
+
+
+def _arm_limited_visit(trial: Trial) -> dict[str, str] | None:
+    """A visit of any version of `trial` that only some of its version's arms have, if any."""
+    for version in trial.versions.order_by("id"):
+        arms = set(version.arm_set.values_list("code", flat=True))
+        for visit in version.visitdefinition_set.prefetch_related("arms").order_by("order"):
+            codes = sorted(arm.code for arm in visit.arms.all())
+            if codes and set(codes) != arms:
+                return {"visit": visit.code, "version": version.label, "arms": ", ".join(codes)}
+    return None
 
 
 # ----------------------------------------------------------------------------------------

@@ -102,3 +102,19 @@ def site_feed_create(*, site: Any, by: Any = None) -> Any:
     from scheduler.calendars.feeds import feed_create
 
     return feed_create(site=site, trials=site_trials(site), by=by)
+
+
+def booked_ahead(visits: Any, *, days: int = 30) -> None:
+    """Book `visits` `days` from now (the clock as it reads now, frozen or real).
+
+    A reminder of a visit that is not booked, or has begun, is not sent
+    (scheduler.outbox.channels), so tests that write reminder rows by hand for a visit book
+    it first. Written directly: only the outbox is under test there."""
+    from django.utils import timezone
+
+    from scheduler.models import ScheduledVisit
+
+    start = timezone.now() + dt.timedelta(days=days)
+    ScheduledVisit.objects.filter(pk__in=[visit.pk for visit in visits]).update(
+        status="booked", booked_start=start, booked_date=start.date()
+    )

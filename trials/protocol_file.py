@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StrictBool,
     ValidationError,
     field_validator,
@@ -63,6 +64,9 @@ MAX_SHOWN_PROBLEMS = 100
 
 CODE_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,39}$"
 Code = Annotated[str, Field(pattern=CODE_PATTERN)]
+# A whole number as the file writes it: YAML's yes/no/on/off/true/false, "28" and 28.0 are
+# refused rather than read as 1, 0, or 28 (pydantic's lax int takes all of them).
+Int = Annotated[int, Strict()]
 
 
 def _not_blank(value: str) -> str:
@@ -170,9 +174,9 @@ class AnchorSection(_Strict):
     # An anchor may be constrained relative to another one (Tsukuba: anifrolumab Day 1 within
     # 2 weeks after PSL start); until its real date is known it is estimated at default_days.
     relative_to: Code | None = None
-    min_days: int | None = Field(default=None, ge=-3660, le=3660)
-    max_days: int | None = Field(default=None, ge=-3660, le=3660)
-    default_days: int | None = Field(default=None, ge=-3660, le=3660)
+    min_days: Int | None = Field(default=None, ge=-3660, le=3660)
+    max_days: Int | None = Field(default=None, ge=-3660, le=3660)
+    default_days: Int | None = Field(default=None, ge=-3660, le=3660)
 
 
 class VisitAnchor(_Strict):
@@ -180,26 +184,26 @@ class VisitAnchor(_Strict):
 
     visit: Code
     # Which occurrence of a repeating visit; omitted means its last one.
-    occurrence: int | None = Field(default=None, ge=1, le=1000)
+    occurrence: Int | None = Field(default=None, ge=1, le=1000)
 
 
 AnchorRef = Code | VisitAnchor
 
 
 class Window(_Strict):
-    before: int = Field(ge=0, le=365)
-    after: int = Field(ge=0, le=365)
+    before: Int = Field(ge=0, le=365)
+    after: Int = Field(ge=0, le=365)
 
 
 class Repeat(_Strict):
-    every_days: int = Field(ge=1, le=366)
-    count: int = Field(ge=2, le=1000)
+    every_days: Int = Field(ge=1, le=366)
+    count: Int = Field(ge=2, le=1000)
 
 
 class Activity(_Strict):
     procedure: Code
     # Occurrences of a repeating visit at which it is done (1-based); omitted means all.
-    occurrences: tuple[Annotated[int, Field(ge=1, le=1000)], ...] | None = Field(
+    occurrences: tuple[Annotated[Int, Field(ge=1, le=1000)], ...] | None = Field(
         default=None, max_length=1000
     )
 
@@ -221,14 +225,14 @@ class StaffNeed(_Strict):
     (one nurse who can watch two chairs is 2 on shift; an infusion then needs 1)."""
 
     kind: str = Field(min_length=1, max_length=120)
-    count: int = Field(default=1, ge=1, le=50)
+    count: Int = Field(default=1, ge=1, le=50)
 
 
 class ProcedureSection(_Strict):
     code: Code
     name: str = Field(min_length=1, max_length=200)
     name_ja: JapaneseName | None = None
-    duration_minutes: int = Field(ge=1, le=24 * 60)
+    duration_minutes: Int = Field(ge=1, le=24 * 60)
     # What the participant must do beforehand or during (fasting, lying still); it goes into
     # invites, so it must be written for the participant and carry no diagnosis.
     preparation: Text = ""
@@ -236,7 +240,7 @@ class ProcedureSection(_Strict):
     # The kind of site resource the procedure holds for its whole duration ("PET/CT scanner"),
     # matched to the kinds of a site's resources; `resource_count` units of it.
     resource: str = Field(default="", max_length=120)
-    resource_count: int = Field(default=1, ge=1, le=50)
+    resource_count: Int = Field(default=1, ge=1, le=50)
     # The kind of staff it needs while it runs, and how much of them (see StaffNeed).
     staff: StaffNeed | None = None
 
@@ -247,7 +251,7 @@ class PlanStep(_Strict):
 
     procedure: Code
     relation: Literal["after", "with", "overlap"] = "after"
-    overlap_minutes: int = Field(default=0, ge=0, le=24 * 60)
+    overlap_minutes: Int = Field(default=0, ge=0, le=24 * 60)
 
 
 class VisitSection(_Strict):
@@ -256,10 +260,10 @@ class VisitSection(_Strict):
     name_ja: JapaneseName | None = None
     epoch: Code
     anchor: AnchorRef
-    offset_days: int = Field(ge=-3660, le=3660)
+    offset_days: Int = Field(ge=-3660, le=3660)
     window: Window
     repeat: Repeat | None = None
-    duration_minutes: int = Field(ge=1, le=24 * 60)
+    duration_minutes: Int = Field(ge=1, le=24 * 60)
     mode: VisitMode = VisitMode.IN_PERSON
     # Arms the visit applies to; empty means every arm.
     arms: tuple[Code, ...] = Field(default=(), max_length=MAX_ITEMS)
@@ -294,9 +298,9 @@ class Taper(_Strict):
     # A hard ceiling on the first dose when the protocol states one; None means none.
     initial_max_mg: Decimal | None = Field(default=None, gt=0, le=MAX_DOSE_MG)
     # Weeks at the initial dose before the first reduction (at least the first week).
-    initial_weeks: int = Field(ge=1, le=52)
+    initial_weeks: Int = Field(ge=1, le=52)
     target_mg: Decimal = Field(ge=0, le=MAX_DOSE_MG)
-    target_week: int = Field(ge=1, le=104)
+    target_week: Int = Field(ge=1, le=104)
     # Doses are rounded down to a multiple of this (the tablet strength), so rounding can
     # never take a dose above its cap. Doses are recorded to 0.01 mg, so the step is too.
     step_mg: Decimal = Field(gt=0, le=MAX_DOSE_MG, max_digits=7, decimal_places=2)
@@ -313,7 +317,7 @@ class MilestoneSection(_Strict):
     name_ja: JapaneseName | None = None
     kind: MilestoneKind
     anchor: AnchorRef
-    offset_days: int = Field(default=0, ge=-3660, le=3660)
+    offset_days: Int = Field(default=0, ge=-3660, le=3660)
     participant_facing: bool = False
     taper: Taper | None = None
 
@@ -336,7 +340,7 @@ class CriterionSection(_Strict):
 class ReminderSection(_Strict):
     code: Code
     event: ReminderEvent
-    days: int = Field(default=0, ge=0, le=90)
+    days: Int = Field(default=0, ge=0, le=90)
     # Local wall time: the participant's zone for participant reminders, the site's for
     # coordinators'.
     at: dt.time

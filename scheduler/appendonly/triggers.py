@@ -17,8 +17,11 @@ FUNCTION = "audit_history_append_only"
 ROW_TRIGGER = "audit_history_append_only_row"
 TRUNCATE_TRIGGER = "audit_history_append_only_truncate"
 TRIGGERS = (ROW_TRIGGER, TRUNCATE_TRIGGER)
-# Append-only tables that are not django-simple-history's.
-OTHER_APPEND_ONLY_MODELS = frozenset({"scheduler.securityevent"})
+# Append-only tables that are not django-simple-history's: the security audit, and the record
+# of each emergency unblinding with the notices it sent (who broke the code, whom, and why).
+OTHER_APPEND_ONLY_MODELS = frozenset(
+    {"scheduler.securityevent", "scheduler.emergencyunblinding", "scheduler.unblindingnotice"}
+)
 
 # RAISE aborts the statement and its transaction; the message names the operation and the
 # table (TG_OP is UPDATE, DELETE or TRUNCATE).

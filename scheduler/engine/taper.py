@@ -17,8 +17,10 @@ increase, but never above the prescription nor the week before them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal, localcontext
+from fractions import Fraction
 
 from scheduler.engine.types import TaperAdjustment, TaperSpec
 
@@ -102,8 +104,10 @@ def taper_steps(
             elif remaining > 0:
                 segment_done += 1
                 remaining -= 1
-                exact = _curve(spec.shape, segment_start, target, segment_done, segment_length)
-                dose = min(floor_to_step(exact, spec.step_mg), previous)
+                on_step = _curve_on_step(
+                    spec.shape, segment_start, target, segment_done, segment_length, spec.step_mg
+                )
+                dose = min(on_step, previous)
             else:
                 dose = previous
             steps.append(TaperStep(week, dose, flag or _above_target(spec, week, dose, target)))
@@ -121,13 +125,30 @@ def _above_target(spec: TaperSpec, week: int, dose: Decimal, target: Decimal) ->
     return ""
 
 
-def _curve(shape: str, start: Decimal, target: Decimal, done: int, length: int) -> Decimal:
+def _curve_on_step(
+    shape: str, start: Decimal, target: Decimal, done: int, length: int, step: Decimal
+) -> Decimal:
+    """The curve's dose after `done` of `length` reductions from `start` to `target`, rounded
+    down to the tablet step, exactly: the largest multiple of the step at or under the curve.
+    Computed in decimals the curve can land a hair under a whole tablet it passes through
+    (27 mg · (1/9)^(1/2) is 8.999… to 40 digits, and 9 mg is the dose) and lose the tablet, so
+    the step is decided in fractions: linear, start·(length − done)/length + target·done/length;
+    geometric, the d with d^length = start^(length − done) · target^done."""
     if done >= length or start <= target:
-        return min(start, target) if done >= length else start
-    fraction = Decimal(done) / Decimal(length)
+        return floor_to_step(min(start, target) if done >= length else start, step)
+    tablet = Fraction(step)
     if shape == "geometric" and target > 0:
-        return start * (target / start) ** fraction
-    return start - (start - target) * fraction
+        bound = Fraction(start) ** (length - done) * Fraction(target) ** done
+        near = start * (target / start) ** (Decimal(done) / Decimal(length))
+        tablets = int((near / step).to_integral_value(rounding=ROUND_FLOOR))
+        while ((tablets + 1) * tablet) ** length <= bound:
+            tablets += 1
+        while tablets > 0 and (tablets * tablet) ** length > bound:
+            tablets -= 1
+    else:
+        exact = (Fraction(start) * (length - done) + Fraction(target) * done) / length
+        tablets = math.floor(exact / tablet)
+    return Decimal(tablets) * step
 
 
 def _mg(value: Decimal) -> str:

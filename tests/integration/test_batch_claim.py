@@ -22,7 +22,7 @@ from django.utils import timezone
 from scheduler.models import Reminder
 from scheduler.outbox.sweep import _claim_batch, reminders_send_batch
 from scheduler.services import participant_enroll
-from tests.factories import participant_for
+from tests.factories import booked_ahead, participant_for
 
 THREADS = 4
 
@@ -37,6 +37,7 @@ def _due_rows(import_seed: Callable[[str], Any], count: int) -> list[int]:
     participant_enroll(participant=participant, on=dt.date(2026, 1, 5))
     Reminder.objects.filter(participant=participant).delete()
     visits = list(participant.visits.order_by("target_date"))
+    booked_ahead(visits)  # a reminder of a visit not booked is not sent
     due = timezone.now() - dt.timedelta(minutes=1)
     created = Reminder.objects.bulk_create(
         Reminder(

@@ -54,7 +54,7 @@ from scheduler.display import site_time
 from scheduler.models import Reminder, ScheduledVisit
 from scheduler.outbox.sweep import reminders_sweep
 from scheduler.services import participant_enroll
-from tests.factories import member, participant_for
+from tests.factories import booked_ahead, member, participant_for
 from tests.integration.test_reminders import (
     Workers,
     captured_message_ids,
@@ -272,6 +272,9 @@ def enrolled_visit(version: Any, **fields: Any) -> ScheduledVisit:
 
 
 def reminder_row(visit: ScheduledVisit, channel: str) -> Reminder:
+    """A participant reminder due a minute ago about `visit`, booked in three weeks for it (a
+    reminder of a visit not booked is not sent)."""
+    booked_ahead([visit], days=21)
     due = timezone.now() - dt.timedelta(minutes=1)
     return Reminder.objects.create(
         participant=visit.participant,
@@ -423,7 +426,7 @@ def test_faults_worker_killed_after_smtp_accepted_resends_the_same_message_id_on
 def test_faults_worker_killed_after_twilio_accepted_parks_the_sms_as_unknown_none_resent(
     import_seed: Callable[[str], Any], workers: Workers, tmp_path: Path
 ) -> None:
-    visit = enrolled_visit(import_seed("000"), phone="+12025550123")
+    visit = enrolled_visit(import_seed("000"), phone="+12025550123", reminder_channels=["sms"])
     workers.discard_queued()
     reminder = reminder_row(visit, "sms")
     first: list[subprocess.Popen[bytes]] = []

@@ -42,7 +42,7 @@ from scheduler.models import Reminder, ScheduledVisit
 from scheduler.outbox.sms import TwilioSmsBackend
 from scheduler.outbox.sweep import reminders_sweep
 from scheduler.services import participant_enroll
-from tests.factories import participant_for
+from tests.factories import booked_ahead, participant_for
 
 ROOT = Path(__file__).resolve().parents[2]
 # Django's file email backend ends every message with a line of 79 dashes.
@@ -229,6 +229,10 @@ def _enrolled_visit(version: Any, **fields: Any) -> ScheduledVisit:
     Reminder.objects.filter(participant=participant).delete()
     visit = ScheduledVisit.objects.filter(participant=participant).order_by("target_date").first()
     assert visit is not None
+    # Booked a month from now (the workers' clock is the real one): a reminder of a visit
+    # not booked, or begun, is not sent.
+    booked_ahead([visit])
+    visit.refresh_from_db()
     return visit
 
 
@@ -530,7 +534,7 @@ def test_reminders_sms_provider_failing_backs_off_sends_none_twice_and_marks_dea
     phones = [f"+1202555{number:04d}" for number in range(8)]
     reminder_ids = [
         outbox_rows(
-            _enrolled_visit(version, phone=phone),
+            _enrolled_visit(version, phone=phone, reminder_channels=["email", "sms"]),
             1,
             due_at=timezone.now() - dt.timedelta(minutes=1),
             channel="sms",

@@ -28,7 +28,7 @@ from scheduler.outbox.outcomes import (
 )
 from scheduler.outbox.sweep import _claim_batch, _load_batch, reminders_send_batch
 from scheduler.services import participant_enroll
-from tests.factories import SiteFactory, participant_for
+from tests.factories import SiteFactory, booked_ahead, participant_for
 from tests.reminders.fakes import CountingMailBackend
 
 UTC = dt.UTC
@@ -66,10 +66,7 @@ def rows(participants: list[Any], count: int, channel: str = "email") -> list[in
     """`count` due reminders, spread over every visit of `participants` in turn, each visit
     booked in a month (a reminder of a visit not booked, or begun, is not sent)."""
     visits = [v for p in participants for v in p.visits.order_by("target_date")]
-    booked_start = NOW + dt.timedelta(days=30)
-    ScheduledVisit.objects.filter(pk__in=[v.pk for v in visits]).update(
-        status="booked", booked_start=booked_start, booked_date=booked_start.date()
-    )
+    booked_ahead(visits)
     created = Reminder.objects.bulk_create(
         Reminder(
             participant=visits[n % len(visits)].participant,

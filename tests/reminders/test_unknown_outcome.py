@@ -17,11 +17,10 @@ import time_machine
 from django.db import OperationalError, connection, transaction
 from django.test import override_settings
 from django.urls import reverse
-from django.utils import timezone
 
 from config.celery import app
 from scheduler.calendars.events import UID_DOMAIN
-from scheduler.models import Reminder, ScheduledVisit
+from scheduler.models import Reminder
 from scheduler.outbox.dispatch import SEND_TASK, send_after_commit
 from scheduler.outbox.outcomes import (
     Outcome,
@@ -40,7 +39,7 @@ from scheduler.outbox.sweep import (
     reminders_sweep,
 )
 from scheduler.services import participant_enroll
-from tests.factories import SiteFactory, member_of_every_trial_site, participant_for
+from tests.factories import SiteFactory, booked_ahead, member_of_every_trial_site, participant_for
 from tests.outages import Blackhole, configured
 
 UTC = dt.UTC
@@ -70,10 +69,7 @@ def row(participant: Any, channel: str, rule_code: str = "P1D", **fields: Any) -
     """A participant reminder of channel `channel` about their first visit (booked in a
     month: a reminder of a visit not booked, or begun, is not sent), due at CLAIMED."""
     visit = participant.visits.order_by("target_date").first()
-    booked_start = max(CLAIMED, timezone.now()) + dt.timedelta(days=30)
-    ScheduledVisit.objects.filter(pk=visit.pk).update(
-        status="booked", booked_start=booked_start, booked_date=booked_start.date()
-    )
+    booked_ahead([visit])
     return Reminder.objects.create(
         participant=participant,
         visit=visit,

@@ -132,9 +132,19 @@ def test_parse_protocol_reports_a_wrong_type_with_the_value_given() -> None:
     text = BASE.replace("offset_days: 7", "offset_days: seven")
 
     assert errors_of(text) == [
-        "demo.yaml: visits[1].offset_days (line 23): input should be a valid integer, unable "
-        "to parse string as an integer (got 'seven')"
+        "demo.yaml: visits[1].offset_days (line 23): input should be a valid integer (got 'seven')"
     ]
+
+
+@pytest.mark.parametrize("written", ["yes", "no", "true", "off", "'7'", "7.0"])
+def test_parse_protocol_takes_a_whole_number_only_as_a_number(written: str) -> None:
+    # YAML reads yes/no/true/off as booleans, which pydantic would take as 1 or 0 days.
+    text = BASE.replace("offset_days: 7", f"offset_days: {written}")
+
+    [error] = errors_of(text)
+    assert error.startswith(
+        "demo.yaml: visits[1].offset_days (line 23): input should be a valid integer (got "
+    )
 
 
 def test_parse_protocol_reports_broken_yaml_with_its_line() -> None:
