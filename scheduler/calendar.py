@@ -260,11 +260,15 @@ def calendar_diff(
     not_before: dt.date | None = None,
     snapshot: ProtocolSnapshot | None = None,
     stored: StoredCalendar | None = None,
+    amendment: bool = False,
 ) -> PendingCalendar:
     """What re-planning would change, with the given facts overriding the stored ones.
 
     `not_before` limits the change to visits and milestones on or after that date (protocol
     amendments): open visits before it keep their dates and their protocol version.
+    `amendment`: this is a move onto `version`. Any other re-plan leaves alone the open rows
+    an earlier move left on their own version (dated before its move date): they keep their
+    dates and version for good, not just until the next booking re-plans the calendar.
     `stored`: the participant's, when the caller read many at once (`stored_calendars`).
     """
     version = version or participant.protocol_version
@@ -298,9 +302,10 @@ def calendar_diff(
         History(visit_dates=known, taper_adjustments=adjustments),
     )
     pending = PendingCalendar(participant=participant, version=version, diff=CalendarDiff())
-    visit_changes = _visit_changes(pending, rows, calendar.visits, not_before)
+    keep_other_versions = not amendment
+    visit_changes = _visit_changes(pending, rows, calendar.visits, not_before, keep_other_versions)
     milestone_changes = _milestone_changes(
-        pending, stored.milestones, calendar.milestones, not_before
+        pending, stored.milestones, calendar.milestones, not_before, keep_other_versions
     )
     pending.diff = CalendarDiff(tuple(visit_changes), tuple(milestone_changes))
     return pending
@@ -311,9 +316,11 @@ def _visit_changes(
     rows: list[ScheduledVisit | ClosedVisit],
     planned_visits: tuple[PlannedVisit, ...],
     not_before: dt.date | None,
+    keep_other_versions: bool,
 ) -> list[VisitChange]:
     by_key = {(row.visit_definition.code, row.occurrence): row for row in rows}  # type: ignore[union-attr]
     label = pending.version.label
+    version_id = pending.version.pk
     changes: list[VisitChange] = []
     planned_keys = set()
     for planned in planned_visits:
@@ -322,6 +329,8 @@ def _visit_changes(
         row = by_key.get(key)
         if row is not None and (isinstance(row, ClosedVisit) or not row.is_open):
             continue
+        if row is not None and keep_other_versions and row.protocol_version_id != version_id:
+            continue  # left on its version by an earlier move
         frozen_date = row.target_date if row is not None else planned.target
         if not_before is not None and frozen_date < not_before:
             continue
@@ -368,6 +377,8 @@ def _visit_changes(
             continue
         if not_before is not None and row.target_date < not_before:
             continue
+        if keep_other_versions and row.protocol_version_id != version_id:
+            continue
         changes.append(
             VisitChange(
                 key[0],
@@ -393,6 +404,7 @@ def _milestone_changes(
     stored: list[ScheduledMilestone],
     planned_milestones: tuple[PlannedMilestone, ...],
     not_before: dt.date | None,
+    keep_other_versions: bool,
 ) -> list[MilestoneChange]:
     rows = {(row.rule.code, row.sequence): row for row in stored}
     changes: list[MilestoneChange] = []
@@ -403,6 +415,12 @@ def _milestone_changes(
         row = rows.get(key)
         if row is not None and row.status != ScheduledMilestone.Status.PLANNED:
             continue
+        if (
+            row is not None
+            and keep_other_versions
+            and row.protocol_version_id != pending.version.pk
+        ):
+            continue  # left on its version by an earlier move
         if not_before is not None and (row.due_date if row else planned.due) < not_before:
             continue
         if row is None:
@@ -437,6 +455,8 @@ def _milestone_changes(
         if key in planned_keys or row.status != ScheduledMilestone.Status.PLANNED:
             continue
         if not_before is not None and row.due_date < not_before:
+            continue
+        if keep_other_versions and row.protocol_version_id != pending.version.pk:
             continue
         changes.append(MilestoneChange(key[0], key[1], row.due_date, None, row.dose_mg, None))
         pending.milestone_updates.append((row, None))

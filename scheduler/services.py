@@ -1747,7 +1747,9 @@ def participant_move_to_version_preview(
 ) -> CalendarDiff:
     """What moving a participant onto another protocol version from `on` would change."""
     _check_move(participant, version)
-    return calendar_diff(participant, version=version, not_before=on, snapshot=snapshot).diff
+    return calendar_diff(
+        participant, version=version, not_before=on, snapshot=snapshot, amendment=True
+    ).diff
 
 
 @transaction.atomic
@@ -1772,7 +1774,7 @@ def participant_move_to_version(
     _check_move(participant, version)
     _require_reason(reason, _("an amendment must be named"))
     pending: PendingCalendar = calendar_diff(
-        participant, version=version, not_before=on, snapshot=snapshot
+        participant, version=version, not_before=on, snapshot=snapshot, amendment=True
     )
     participant.protocol_version = version
     _audited(participant, by, reason).save(update_fields=["protocol_version"])
@@ -1882,6 +1884,7 @@ def site_move_to_version(
                 not_before=on,
                 snapshot=snapshot,
                 stored=stored[participant.pk],
+                amendment=True,
             )
             for participant in chunk
         ]

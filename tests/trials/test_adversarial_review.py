@@ -357,12 +357,6 @@ def test_amendment_with_done_missed_and_booked_visits_previews_exactly_what_it_a
     assert calendar(stays) == before_other  # the other site stays on v1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: an open visit dated before the move date stays on v1 at the move, but the "
-    "next unrelated change (visit_record_done, visit_book, ...) re-plans the whole calendar "
-    "under v2 without not_before, silently moving and re-versioning it",
-)
 @pytest.mark.django_db
 def test_a_visit_left_before_the_move_date_stays_on_its_version_after_later_changes(
     coordinator,
