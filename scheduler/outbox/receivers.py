@@ -28,13 +28,15 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from functools import cache
 from urllib.parse import urlsplit
 
 import certifi
 import idna
 from django.conf import settings
+from requests.utils import requote_uri
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -113,10 +115,12 @@ def host_problem(host: str) -> str | None:
 
 @cache
 def _tls() -> ssl.SSLContext:
-    # The CA bundle requests used (certifi's), or the deployment's own, as requests read it.
-    return ssl.create_default_context(
-        cafile=os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where()
-    )
+    # The CA bundle requests used (certifi's), or the deployment's own as requests reads it:
+    # REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE), a file or a directory of hashed certificates.
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle and os.path.isdir(bundle):
+        return ssl.create_default_context(capath=bundle)
+    return ssl.create_default_context(cafile=bundle or certifi.where())
 
 
 def post(url: str, *, data: bytes, headers: dict[str, str]) -> int:
@@ -138,26 +142,46 @@ def post(url: str, *, data: bytes, headers: dict[str, str]) -> int:
         if problem is not None:
             raise Refused(f"the receiver's address is refused: {problem}")
 
+    # One deadline for everything: connecting (to each address in turn), the TLS handshake,
+    # the request and the answer's headers. At the deadline the watchdog shuts down the
+    # socket in use at that moment (`live`, under `lock`: a socket is registered before it is
+    # used and taken off before it is closed, so the watchdog never touches a closed one).
+    deadline_at = time.monotonic() + connect_seconds + read_seconds
     cut = threading.Event()
-    sock: socket.socket | None = None
+    lock = threading.Lock()
+    live: list[socket.socket] = []
 
-    def deadline() -> None:
-        cut.set()
-        if sock is not None:
-            with contextlib.suppress(OSError):  # closed meanwhile: nothing to cut
-                sock.shutdown(socket.SHUT_RDWR)
+    def at_deadline() -> None:
+        with lock:
+            cut.set()
+            for sock in live:
+                with contextlib.suppress(OSError):  # not connected yet, say
+                    sock.shutdown(socket.SHUT_RDWR)
 
-    watchdog = threading.Timer(connect_seconds + read_seconds, deadline)
+    def track(sock: socket.socket) -> socket.socket:
+        with lock:
+            live.append(sock)
+            if cut.is_set():
+                raise TimeoutError
+        return sock
+
+    watchdog = threading.Timer(deadline_at - time.monotonic(), at_deadline)
     watchdog.daemon = True
     watchdog.start()
+    answer: http.client.HTTPResponse | None = None
     try:
-        sock = _connect(addresses, port, connect_seconds)
+        sock = _connect(addresses, port, connect_seconds, deadline_at, track)
         if secure:
-            sock = _tls().wrap_socket(sock, server_hostname=name)
+            wrapped = _tls().wrap_socket(sock, server_hostname=name, do_handshake_on_connect=False)
+            track(wrapped)
+            wrapped.settimeout(min(read_seconds, max(deadline_at - time.monotonic(), 0.001)))
+            wrapped.do_handshake()
+            sock = wrapped
         sock.settimeout(read_seconds)
         connection = http.client.HTTPConnection(name, port)
         connection.sock = sock
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # Percent-encoded as requests sent it: http.client writes the request line in ASCII.
+        path = requote_uri((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
         connection.putrequest("POST", path, skip_host=True, skip_accept_encoding=True)
         default_port = 443 if secure else 80
         host_header = f"[{name}]" if ":" in name else name
@@ -182,23 +206,35 @@ def post(url: str, *, data: bytes, headers: dict[str, str]) -> int:
         raise Unreachable("could not connect to the receiver") from None
     finally:
         watchdog.cancel()
-        if sock is not None:
+        with lock:
+            done, live[:] = list(live), []
+        if answer is not None:
+            answer.close()
+        for sock in done:
             sock.close()
 
 
-def _connect(addresses: list[Address], port: int, seconds: float) -> socket.socket:
-    """A connection to the first of `addresses` that takes one."""
-    failure: OSError | None = None
+def _connect(
+    addresses: list[Address],
+    port: int,
+    seconds: float,
+    deadline_at: float,
+    track: Callable[[socket.socket], socket.socket],
+) -> socket.socket:
+    """A connection to the first of `addresses` that takes one, each given `seconds` at
+    most and all of them together no more than is left before `deadline_at`."""
+    failure: OSError = TimeoutError()
     for address in addresses:
+        left = deadline_at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
         family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.settimeout(seconds)
+        sock = track(socket.socket(family, socket.SOCK_STREAM))
+        sock.settimeout(min(seconds, left))
         try:
             sock.connect((str(address), port))
         except OSError as exc:
-            sock.close()
             failure = exc
             continue
         return sock
-    assert failure is not None
     raise failure
