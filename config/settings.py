@@ -543,10 +543,10 @@ REST_FRAMEWORK = {
         "credential": env.str("API_RATE_PER_CREDENTIAL", default="1200/minute"),
     },
     "DEFAULT_RENDERER_CLASSES": [
-        "rest_framework.renderers.JSONRenderer",
+        "scheduler.api.jsonbodies.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["scheduler.api.jsonbodies.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "scheduler.api.pagination.Cursor",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "scheduler.api.errors.problem_exception_handler",

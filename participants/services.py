@@ -1,17 +1,37 @@
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 from simple_history.utils import bulk_create_with_history
 
 from participants.models import Participant, ParticipantAnchor
 from trials.models import Anchor, ProtocolVersion, Site, Trial, TrialSite
+
+
+def _already_registered(study_id: str) -> ValidationError:
+    return ValidationError(
+        {
+            "study_id": _("study id %(study_id)s is already registered in this trial")
+            % {"study_id": study_id}
+        }
+    )
+
+
+def study_id_normalized(study_id: str) -> str:
+    """A study id as it is stored and compared: NFKC (a full-width "ＢＥＲＬＩＮ-００１" is
+    "BERLIN-001"), without invisible format characters (zero-width spaces and joiners, bidi
+    marks) and surrounding spaces. Two ids that read the same to a person are one id; a
+    case variant of a registered id is refused at registration (it would read as the same
+    participant on every list)."""
+    text = unicodedata.normalize("NFKC", study_id)
+    return "".join(c for c in text if unicodedata.category(c) != "Cf").strip()
 
 
 def registration_version(*, trial: Trial, site: Site) -> ProtocolVersion | None:
@@ -85,6 +105,13 @@ def participant_register(
                 % {"unknown": ", ".join(unknown), "known": ", ".join(sorted(known))}
             }
         )
+    study_id = study_id_normalized(study_id)
+    if (
+        Participant.objects.filter(trial=trial, study_id__iexact=study_id).exists()
+        if study_id
+        else False
+    ):
+        raise _already_registered(study_id)
     participant = Participant(
         trial=trial,
         site=site,
@@ -116,7 +143,15 @@ def participant_register(
     participant.full_clean()
     participant._history_user = by  # type: ignore[attr-defined]
     participant._change_reason = "registered"  # type: ignore[attr-defined]
-    participant.save()
+    try:
+        with transaction.atomic():  # a savepoint: the race below leaves the caller's intact
+            participant.save()
+    except IntegrityError as exc:
+        # Another registration of the same study id committed between the check and the
+        # insert: the unique constraint has the last word, and the answer names the field.
+        if "unique_study_id_per_trial" not in str(exc):
+            raise
+        raise _already_registered(study_id) from None
     bulk_create_with_history(
         [
             ParticipantAnchor(participant=participant, code=code, date=date)

@@ -1626,9 +1626,12 @@ def participant_withdraw(
 ) -> Closure:
     """Withdraw a participant on a date: every open visit and planned milestone on or after it
     is cancelled; everything before it, and all history, stays exactly as it was."""
-    participant = Participant.objects.select_for_update().get(pk=participant.pk)
+    participant = (
+        Participant.objects.select_for_update().select_related("site").get(pk=participant.pk)
+    )
     _require_active(participant)
     _require_reason(reason, _("a withdrawal must say why"))
+    _require_end_date(participant, on)
     visits, milestones = _end_participation(
         participant,
         status=Participant.Status.WITHDRAWN,
@@ -1643,18 +1646,42 @@ def participant_withdraw(
     return Closure(tuple(visits), tuple(milestones))
 
 
+def _require_end_date(participant: Participant, on: dt.date) -> None:
+    """The day a participation ends is a day that has come (the site's today at the latest:
+    dated later, the participant would be closed now while visits before it stayed open) and
+    not before the enrollment (the site's date of it)."""
+    today = site_today(participant.site)
+    if on > today:
+        raise CalendarError(
+            _("a participation ends on or before the site's today (%(today)s), not on %(date)s")
+            % {"today": today.isoformat(), "date": on.isoformat()},
+            field="on",
+        )
+    if participant.enrolled_at is not None:
+        enrolled = participant.enrolled_at.astimezone(ZoneInfo(participant.site.timezone)).date()
+        if on < enrolled:
+            raise CalendarError(
+                _("a participation ends on or after its enrollment (%(enrolled)s), not on %(date)s")
+                % {"enrolled": enrolled.isoformat(), "date": on.isoformat()},
+                field="on",
+            )
+
+
 @transaction.atomic
 def participant_complete(
     *, participant: Participant, on: dt.date, by: User, reason: str = "completed the study"
 ) -> Participant:
     """Mark an enrolled participant as having completed the study. Refused while visits are
     still planned or booked: record or cancel them first, so nothing is closed silently."""
-    participant = Participant.objects.select_for_update().get(pk=participant.pk)
+    participant = (
+        Participant.objects.select_for_update().select_related("site").get(pk=participant.pk)
+    )
     if participant.status != Participant.Status.ENROLLED:
         raise CalendarError(
             _("%(participant)s is %(status)s, not enrolled")
             % {"participant": participant, "status": _status(participant)}
         )
+    _require_end_date(participant, on)
     open_visits = list(
         ScheduledVisit.objects.filter(
             participant=participant, status__in=ScheduledVisit.OPEN

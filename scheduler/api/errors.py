@@ -15,7 +15,9 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -48,6 +50,10 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
     "method-not-allowed": ("Method not allowed", "this endpoint does not take that method"),
     "not-acceptable": ("Not acceptable", "the Accept header asks for a format we do not send"),
     "unsupported-media-type": ("Unsupported media type", "send application/json"),
+    "payload-too-large": (
+        "Payload too large",
+        "the body is larger than the server takes (DATA_UPLOAD_MAX_MEMORY_SIZE)",
+    ),
     "precondition-required": ("Precondition required", "a change needs If-Match: <ETag>"),
     "precondition-failed": (
         "Precondition failed",
@@ -87,6 +93,7 @@ PROBLEM_STATUS: dict[str, int] = {
     "method-not-allowed": 405,
     "not-acceptable": 406,
     "unsupported-media-type": 415,
+    "payload-too-large": 413,
     "precondition-required": 428,
     "precondition-failed": 412,
     "preview-outdated": 409,
@@ -193,6 +200,12 @@ def _translate(exc: Exception) -> exceptions.APIException | None:
         return exceptions.NotFound("no such object")
     if isinstance(exc, DjangoPermissionDenied):
         return exceptions.PermissionDenied()
+    if isinstance(exc, RequestDataTooBig):
+        return Problem(
+            f"the body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes",
+            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            problem_type="payload-too-large",
+        )
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
         return Problem(

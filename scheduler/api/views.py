@@ -546,6 +546,13 @@ class ParticipantEnroll(ParticipantOperation):
     def perform(
         self, request: Request, participant: Participant, data: dict[str, Any]
     ) -> dict[str, Any]:
+        today = access.site_today(participant.site)
+        if data["on"] > today:
+            # Eligibility is checked on `on` (age among it): a day to come would enroll today
+            # someone who does not qualify today.
+            raise _field_error(
+                "on", f"an enrollment is dated on or before the site's today ({today}), not later"
+            )
         arm = None
         if "arm" in data:
             if not access.can_see_arm(request.user, trial=participant.trial, site=participant.site):
