@@ -183,8 +183,35 @@ def test_a_variant_of_an_existing_study_id_is_refused(world: World, variant: str
         etag=None,
         key=f"variant-{variant.encode().hex()}",
     )
-    assert response.status_code in (400, 422), response.content
-    assert {e["field"] for e in response.json()["errors"]} == {"study_id"}
+    assert response.status_code == 422, response.content
+    assert response.json()["errors"] == [
+        {
+            "field": "study_id",
+            "message": "study id BERLIN-001 is already registered in this trial"
+            if variant != "berlin-001"
+            else "study id berlin-001 is already registered in this trial",
+        }
+    ]
+
+
+@pytest.mark.django_db
+def test_an_edit_to_a_variant_of_another_participants_study_id_is_refused(world: World) -> None:
+    from scheduler.services import CalendarError, participant_details_save
+
+    assert world.people["TOKYO-001"].trial == world.people["BERLIN-001"].trial
+    participant = world.people["BERLIN-001"]
+    participant.study_id = " tokyo-001\u200b "
+    with pytest.raises(CalendarError) as refused:
+        participant_details_save(
+            participant=participant, changed_fields=["study_id"], by=world.users["coordinator"]
+        )
+    participant.refresh_from_db()
+
+    assert (refused.value.field, str(refused.value)) == (
+        "study_id",
+        "study id tokyo-001 is already registered in this trial",
+    )
+    assert participant.study_id == "BERLIN-001"
 
 
 # ----------------------------------------------------------------------------------------
