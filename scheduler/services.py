@@ -1632,7 +1632,6 @@ def participant_withdraw(
     )
     _require_active(participant)
     _require_reason(reason, _("a withdrawal must say why"))
-    _require_end_date(participant, on)
     visits, milestones = _end_participation(
         participant,
         status=Participant.Status.WITHDRAWN,
@@ -1645,27 +1644,6 @@ def participant_withdraw(
     announce_to_site_systems("participant.withdrawn", participant)
     reminders_sync(participant)  # withdrawn: every pending reminder is cancelled
     return Closure(tuple(visits), tuple(milestones))
-
-
-def _require_end_date(participant: Participant, on: dt.date) -> None:
-    """The day a participation ends is a day that has come (the site's today at the latest:
-    dated later, the participant would be closed now while visits before it stayed open) and
-    not before the enrollment (the site's date of it)."""
-    today = site_today(participant.site)
-    if on > today:
-        raise CalendarError(
-            _("a participation ends on or before the site's today (%(today)s), not on %(date)s")
-            % {"today": today.isoformat(), "date": on.isoformat()},
-            field="on",
-        )
-    if participant.enrolled_at is not None:
-        enrolled = participant.enrolled_at.astimezone(ZoneInfo(participant.site.timezone)).date()
-        if on < enrolled:
-            raise CalendarError(
-                _("a participation ends on or after its enrollment (%(enrolled)s), not on %(date)s")
-                % {"enrolled": enrolled.isoformat(), "date": on.isoformat()},
-                field="on",
-            )
 
 
 @transaction.atomic
@@ -1682,7 +1660,6 @@ def participant_complete(
             _("%(participant)s is %(status)s, not enrolled")
             % {"participant": participant, "status": _status(participant)}
         )
-    _require_end_date(participant, on)
     open_visits = list(
         ScheduledVisit.objects.filter(
             participant=participant, status__in=ScheduledVisit.OPEN

@@ -267,7 +267,7 @@ def test_registration_refused_by_the_service_shows_why_and_writes_nothing(
 
     assert response.status_code == 200
     assert response.context["form"].errors == {
-        "__all__": ["Participant with this Trial and Study id already exists."]
+        "study_id": ["study id NIH-CC-004 is already registered in this trial"]
     }
     assert Participant.objects.count() == 1
 

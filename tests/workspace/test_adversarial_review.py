@@ -381,7 +381,8 @@ def test_state_changing_forms_refuse_a_post_without_a_csrf_token(
 def test_formula_looking_study_ids_are_neutralised_in_the_export(
     world: World, logged_in: Any
 ) -> None:
-    hostile = ['=HYPERLINK("http://x")', "+1+1", "-1+1", "@SUM(A1)", "\t=1", "\r=1", "-12"]
+    # (A tab or CR before an id is stripped at registration: such ids no longer exist.)
+    hostile = ['=HYPERLINK("http://x")', "+1+1", "-1+1", "@SUM(A1)", "=1", "=2", "-12"]
     with at(D(2026, 1, 4)):
         for study_id in hostile:
             niams_participant(world.niams, world.ny, study_id, D(2026, 3, 31), "ANI")
@@ -391,8 +392,8 @@ def test_formula_looking_study_ids_are_neutralised_in_the_export(
         "'+1+1",
         "'-1+1",
         "'@SUM(A1)",
-        "'\t=1",
-        "'\r=1",
+        "'=1",
+        "'=2",
         "-12",  # a plain number stays a number
     }
     assert not {c for c in cells if c[:1] in ("=", "+", "@", "\t", "\r")}
