@@ -16,7 +16,7 @@ from django.utils.html import format_html
 from participants.models import Participant
 from scheduler import access
 from scheduler.admin.base import SiteClockHistory, site_clock_column
-from scheduler.admin.scoping import ScopedAdmin
+from scheduler.admin.scoping import ScopedAdmin, is_primary_key
 from scheduler.calendars.feeds import feed_create, feed_path, feed_regenerate, feed_revoke
 from scheduler.models import (
     CalendarFeed,
@@ -56,6 +56,9 @@ class FeedSiteFilter(admin.SimpleListFilter):
         # else is the admin's "bad filter" redirect (?e=1), as for its own filters.
         if not (value.isascii() and value.isdigit()):
             raise IncorrectLookupParameters(f"site: {value!r} is not a site id")
+        if not is_primary_key(Site, value):
+            # Digits past the key's range: no site has that id (SQLite would overflow on it).
+            return queryset.none()
         return queryset.filter(Q(site=value) | Q(participant__site=value))
 
 

@@ -193,6 +193,8 @@ def _in_flight(world: World, monkeypatch, second_body: dict[str, Any]) -> tuple[
     return answers["first"], answers["second"]
 
 
+# Two write transactions at once: Postgres (SQLite takes one writer at a time).
+@pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_a_concurrent_duplicate_waits_and_gets_the_first_answer(world: World, monkeypatch) -> None:
     first, second = _in_flight(world, monkeypatch, {})
@@ -206,6 +208,8 @@ def test_a_concurrent_duplicate_waits_and_gets_the_first_answer(world: World, mo
     assert IdempotencyRecord.objects.count() == 1
 
 
+# Two write transactions at once: Postgres (SQLite takes one writer at a time).
+@pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_a_concurrent_same_key_other_body_is_422(world: World, monkeypatch) -> None:
     first, second = _in_flight(world, monkeypatch, {"reason": "another body"})
