@@ -143,10 +143,11 @@ MILESTONE_COLUMNS = (
 
 def _same_body_visits(rows: list[dict[str, Any]], *, today: Any) -> list[dict[str, Any]]:
     """The API's visit bodies from plain rows: its procedures read in one more query, its
-    status at a glance from the site's today, its code and ETag as the API writes them."""
+    status at a glance, code and ETag from the plain values by the app's own functions."""
     from types import SimpleNamespace
 
-    from scheduler.models import ScheduledProcedure
+    from scheduler.api.preconditions import visit_etag
+    from scheduler.models import ScheduledProcedure, visit_code
     from scheduler.selectors import visit_glance_status
 
     procedures: dict[int, list[dict[str, Any]]] = {row["id"]: [] for row in rows}
@@ -167,13 +168,15 @@ def _same_body_visits(rows: list[dict[str, Any]], *, today: Any) -> list[dict[st
         )
     bodies = []
     for row in rows:
-        code = row["visit_definition__code"]
-        if code is None:
-            code, name = "UNSCHEDULED", "Unscheduled visit"
-        else:
-            if row["visit_definition__repeat_count"] > 1:
-                code = f"{code}#{row['occurrence']}"
+        definition = None
+        name = "Unscheduled visit"
+        if row["visit_definition__code"] is not None:
+            definition = SimpleNamespace(
+                code=row["visit_definition__code"],
+                repeat_count=row["visit_definition__repeat_count"],
+            )
             name = row["visit_definition__name"]
+        code = visit_code(cast(Any, definition), row["occurrence"])
         bodies.append(
             {
                 "id": row["id"],
@@ -201,7 +204,9 @@ def _same_body_visits(rows: list[dict[str, Any]], *, today: Any) -> list[dict[st
                 "reason": row["reason"],
                 "procedures": procedures[row["id"]],
                 "version": row["version"],
-                "etag": f'"visit-{row["id"]}-v{row["version"]}"',
+                "etag": visit_etag(
+                    cast(Any, SimpleNamespace(pk=row["id"], version=row["version"]))
+                ),
             }
         )
     return bodies

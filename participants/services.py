@@ -15,13 +15,17 @@ from participants.models import Participant, ParticipantAnchor
 from trials.models import Anchor, ProtocolVersion, Site, Trial, TrialSite
 
 
-def _already_registered(study_id: str) -> ValidationError:
-    return ValidationError(
-        {
-            "study_id": _("study id %(study_id)s is already registered in this trial")
-            % {"study_id": study_id}
-        }
-    )
+def study_id_taken(trial_id: int, study_id: str, *, other_than: int | None = None) -> str:
+    """Why `study_id` (normalised) may not be used in the trial, or "": another participant
+    has it, or a case variant of it (registration and edits both ask here)."""
+    taken = Participant.objects.filter(trial_id=trial_id, study_id__iexact=study_id)
+    if other_than is not None:
+        taken = taken.exclude(pk=other_than)
+    return _taken_words(study_id) if study_id and taken.exists() else ""
+
+
+def _taken_words(study_id: str) -> str:
+    return _("study id %(study_id)s is already registered in this trial") % {"study_id": study_id}
 
 
 def study_id_normalized(study_id: str) -> str:
@@ -106,12 +110,9 @@ def participant_register(
             }
         )
     study_id = study_id_normalized(study_id)
-    if (
-        Participant.objects.filter(trial=trial, study_id__iexact=study_id).exists()
-        if study_id
-        else False
-    ):
-        raise _already_registered(study_id)
+    taken = study_id_taken(trial.pk, study_id)
+    if taken:
+        raise ValidationError({"study_id": taken})
     participant = Participant(
         trial=trial,
         site=site,
@@ -151,7 +152,7 @@ def participant_register(
         # insert: the unique constraint has the last word, and the answer names the field.
         if "unique_study_id_per_trial" not in str(exc):
             raise
-        raise _already_registered(study_id) from None
+        raise ValidationError({"study_id": _taken_words(study_id)}) from None
     bulk_create_with_history(
         [
             ParticipantAnchor(participant=participant, code=code, date=date)

@@ -31,7 +31,7 @@ from participants.selectors import (
     participant_anchor_dates,
     participant_eligibility_failures,
 )
-from participants.services import study_id_normalized
+from participants.services import study_id_normalized, study_id_taken
 from scheduler.access import can_confirm_eligibility, participant_today, site_now, site_today
 from scheduler.booking import site_calendar, site_holds, visit_plan, visit_slot_plan
 from scheduler.bulkwrite import update_with_history
@@ -1966,18 +1966,11 @@ def participant_details_save(
     if "study_id" in fields:
         # As at registration: one id however it is typed, and no case variant of another's.
         participant.study_id = study_id_normalized(participant.study_id)
-        if (
-            Participant.objects.filter(
-                trial_id=participant.trial_id, study_id__iexact=participant.study_id
-            )
-            .exclude(pk=participant.pk)
-            .exists()
-        ):
-            raise CalendarError(
-                _("study id %(study_id)s is already registered in this trial")
-                % {"study_id": participant.study_id},
-                field="study_id",
-            )
+        taken = study_id_taken(
+            participant.trial_id, participant.study_id, other_than=participant.pk
+        )
+        if taken:
+            raise CalendarError(taken, field="study_id")
     today = participant_today(participant)
     stored = Participant.objects.select_related("trial").get(pk=participant.pk)
     was_reachable = participant_contact_gap(stored, today=today) is None

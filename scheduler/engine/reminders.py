@@ -23,6 +23,15 @@ from scheduler.engine.types import within_calendar
 PARTICIPANT_EVENTS = frozenset({"before_visit", "evening_before_procedure", "taper_step"})
 PARTICIPANT_CHANNELS = frozenset({"email", "sms"})
 COORDINATOR_CHANNELS = frozenset({"email", "in_app"})
+# The visit statuses each reminder event of a visit is planned for (`_moments` below); a
+# row is sent only while its visit still has one (scheduler.outbox.channels).
+EVENT_VISIT_STATUSES = {
+    "before_visit": ("booked",),
+    "evening_before_procedure": ("booked",),
+    "window_opens_unbooked": ("planned",),
+    "window_closing_unbooked": ("planned",),
+    "overdue": ("planned", "booked"),
+}
 DAY = dt.timedelta(days=1)
 
 

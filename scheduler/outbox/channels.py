@@ -44,6 +44,7 @@ from scheduler.calendars.events import (
 from scheduler.calendars.feeds import feed_create, feed_public_url, feed_revoke
 from scheduler.calendars.ical import CalendarEvent, Method, calendar_text
 from scheduler.calendars.imip import INVITE_EVENT, invite_message, last_sent_invite_sequence
+from scheduler.engine.reminders import EVENT_VISIT_STATUSES
 from scheduler.models import CalendarFeed, CoordinatorNotification, Reminder, ScheduledVisit
 from scheduler.outbox.errors import (
     NotNeeded,
@@ -123,16 +124,6 @@ def deliver(reminder: Reminder) -> str:
                 reference=f"reminder-{reminder.pk}",
             )
         return _deliver_participant_email(reminder)
-
-
-# The visit statuses each reminder event of a visit is about (scheduler.engine.reminders).
-EVENT_VISIT_STATUSES = {
-    "before_visit": ("booked",),
-    "evening_before_procedure": ("booked",),
-    "window_opens_unbooked": ("planned",),
-    "window_closing_unbooked": ("planned",),
-    "overdue": ("planned", "booked"),
-}
 
 
 def _no_longer_applies(reminder: Reminder, now: dt.datetime) -> str:
