@@ -1,7 +1,8 @@
 """REST API throughput and latency over HTTP, with a baseline measured in the same run.
 
     .venv/bin/python bench/api.py [--site-participants 500] [--requests 300] [--seconds 20]
-                                  [--clients 4] [--workers N] [--threads N]
+                                  [--clients 4] [--rounds 5] [--workers N]
+                                  [--threads N]
 
 Builds, in a throw-away SQLite database under a temporary VAR_DIR (or, when DATABASE_URL is on
 Postgres, a throw-away database created beside it and dropped at the end):
@@ -10,7 +11,7 @@ Postgres, a throw-away database created beside it and dropped at the end):
 issues a site system OAuth2 token over HTTP, starts gunicorn on 127.0.0.1 as deployed (its
 settings from config/gunicorn.py: threaded workers, so connections persist; --workers and
 --threads override them), and drives it from `--clients` threads, each with its own keep-alive
-`requests.Session`, for at most `--requests` requests or `--seconds` per target:
+`requests.Session`, for at most `--requests` requests or `--seconds` per target and round:
 - GET /api/v1/participants/{id}/calendar/     (the 60-visit calendar)
 - GET /api/v1/visits/?site=…&page_size=200     (a page of the 500-participant site's visits)
 - baselines, served by the same gunicorn in the same run, from minimal Django views (`.values()`
@@ -19,6 +20,10 @@ settings from config/gunicorn.py: threaded workers, so connections persist; --wo
     glance from the site's today, codes, ETags), which the script checks before it measures:
     the issue's baseline ("the same work with the fastest plain means");
   - 12 columns: the rows' own columns only (what earlier runs measured against).
+Every target is first warmed (each of the server's threads has opened its database and Redis
+connections and served the view before anything is timed; the API, measured first, used to
+pay for the connections the baselines then reused), then the targets are measured in turn,
+`--rounds` times, and each figure is the median of its rounds.
 Prints requests/s and p50/p99 per target and the ratios to both baselines, and reports each
 target's requests/s to `make bench` with both (the target: at least half the same-body
 baseline's rate, i.e. a ratio of at most 2). Loopback only.
@@ -47,7 +52,7 @@ from typing import Any, cast
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import on_postgres, report, throwaway_postgres  # noqa: E402
+from bench.harness import on_postgres, progress, report, throwaway_postgres  # noqa: E402
 
 # The API must serve at least half the minimal view's requests per second.
 RATE_SHARE = 0.5
@@ -398,12 +403,23 @@ def _load(
     }
 
 
+def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds (requests: all the rounds' together)."""
+    return {
+        key: sum(run[key] for run in runs)
+        if key == "requests"
+        else statistics.median(run[key] for run in runs)
+        for key in runs[0]
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--site-participants", type=int, default=500)
     parser.add_argument("--requests", type=int, default=300, help="per target, at most")
     parser.add_argument("--seconds", type=float, default=20.0, help="per target, at most")
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=5, help="each figure is their median")
     deployed = runpy.run_path(str(ROOT / "config" / "gunicorn.py"))
     parser.add_argument("--workers", type=int, default=deployed["workers"])
     parser.add_argument("--threads", type=int, default=deployed["threads"])
@@ -580,13 +596,25 @@ def measure(args: argparse.Namespace) -> None:
             ),
         ]
         load = {"requests_total": args.requests, "seconds": args.seconds, "clients": args.clients}
+        # Enough clients to reach every thread of every worker, a few requests each.
+        threads_in_all = args.workers * args.threads
+        warm = {"requests_total": threads_in_all * 8, "seconds": 60.0, "clients": threads_in_all}
         rows = []
         for name, participants, api_url, auth, thin_url, same_url, part in targets:
             body = requests.get(api_url, headers=auth, timeout=30)
             _require_same_body(name, body.json(), requests.get(same_url, timeout=30).json(), part)
-            api = _load(api_url, auth, **load)  # type: ignore[arg-type]
-            same = _load(same_url, {}, **load)  # type: ignore[arg-type]
-            thin = _load(thin_url, {}, **load)  # type: ignore[arg-type]
+            runs: dict[str, list[dict[str, float]]] = {"api": [], "same": [], "thin": []}
+            plan: tuple[tuple[str, str, dict[str, str]], ...] = (
+                ("api", api_url, auth),
+                ("same", same_url, {}),
+                ("thin", thin_url, {}),
+            )
+            for _kind, url, headers in plan:
+                _load(url, headers, **warm)  # type: ignore[arg-type]
+            for _round in progress(range(args.rounds), f"{name.split(',')[0]}: rounds"):
+                for kind, url, headers in plan:
+                    runs[kind].append(_load(url, headers, **load))  # type: ignore[arg-type]
+            api, same, thin = (_median_run(runs[kind]) for kind in ("api", "same", "thin"))
             rows.append((name, api, same, thin, len(body.content)))
             report(
                 script="api",
@@ -596,7 +624,7 @@ def measure(args: argparse.Namespace) -> None:
                 unit="req/s",
                 baseline=same["rps"],
                 target=round(same["rps"] * RATE_SHARE, 1),
-                runs=int(api["requests"]),
+                runs=args.rounds,
             )
             report(
                 script="api",
@@ -605,7 +633,7 @@ def measure(args: argparse.Namespace) -> None:
                 value=api["rps"],
                 unit="req/s",
                 baseline=thin["rps"],
-                runs=int(api["requests"]),
+                runs=args.rounds,
             )
     finally:
         server.terminate()

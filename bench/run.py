@@ -52,7 +52,11 @@ SCRIPTS: dict[str, tuple[list[str], list[str], bool]] = {
     ),
     "reminders": ([], ["--rows", "20000", "--due", "200", "--sends", "200", "--runs", "3"], False),
     "slots": ([], ["--runs", "3", "--bookings", "200"], False),
-    "api": ([], ["--site-participants", "20", "--requests", "20", "--seconds", "3"], False),
+    "api": (
+        [],
+        ["--site-participants", "20", "--requests", "20", "--seconds", "3", "--rounds", "2"],
+        False,
+    ),
     "protocol_files": ([], ["--repeat", "1"], False),
     "workspace": ([], ["--participants", "200", "--sites", "2", "--runs", "3"], True),
     # An amendment re-plans every participant one by one (about 0.25 s each here): 100 and

@@ -36,3 +36,22 @@ keepalive = 75
 # change the worker count or stop the server): nothing here uses it, the image's home is
 # read-only in Kubernetes, and it would be one more way in.
 control_socket_disable = True
+
+
+def post_worker_init(worker: object) -> None:
+    """Once a worker has loaded the app: import every view, then freeze what is loaded.
+
+    Python's cyclic garbage collector walks every tracked object at its oldest generation:
+    about 235,000 of them once the API has answered (Django, DRF, the views, the protocol
+    catalogue), which stopped a worker for about 130 ms every few hundred requests, the API's
+    p99. `gc.freeze()` moves what exists now to a generation it never walks (modules,
+    classes, the URL patterns: they live as long as the process); what requests allocate is
+    collected as before. Views are imported first (Django imports the URLconf on the first
+    request) so that they are frozen too.
+    """
+    import gc
+
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018 - imports the URLconf and every view
+    gc.freeze()

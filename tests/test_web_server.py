@@ -128,6 +128,19 @@ def test_a_response_streams_whole_for_longer_than_the_worker_timeout(web_server:
     assert slow_stream_urls.LINES * slow_stream_urls.PAUSE_SECONDS >= 3 * WORKER_TIMEOUT_SECONDS
 
 
+def test_a_worker_freezes_what_it_loaded_before_its_first_request(web_server: int) -> None:
+    """config/gunicorn.py's `post_worker_init`: the URLconf, the views and the framework
+    (more than 100,000 objects) are in the permanent generation the garbage collector never
+    walks, so a full collection stops a worker for milliseconds rather than about 130 ms."""
+    connection = http.client.HTTPConnection("127.0.0.1", web_server, timeout=30)
+    connection.request("GET", "/gc-frozen/", headers={"Host": "127.0.0.1"})
+    response = connection.getresponse()
+    frozen = json.loads(response.read())["frozen"]
+    connection.close()
+    assert response.status == 200
+    assert frozen > 100_000
+
+
 def test_compose_gives_a_stopping_web_server_its_graceful_timeout() -> None:
     """Docker kills a container 10 s after asking it to stop unless told otherwise; gunicorn
     lets running requests finish for longer than that."""

@@ -45,7 +45,7 @@ class BoundedDateField(serializers.DateField):
 
 
 class PlannedOut(serializers.Serializer[Any]):
-    """An output serializer that reads its rows through a plan made once per response.
+    """An output serializer that reads its rows through a plan made once per class.
 
     DRF's `Serializer.to_representation` asks every field, for every row, to find its value
     (`get_attribute`: a try/except around a walk of the source, a callable check, a null
@@ -56,15 +56,27 @@ class PlannedOut(serializers.Serializer[Any]):
     cannot read plainly (a missing relation, a callable, a mapping row) goes through DRF's
     own code for that field, so the output is DRF's output, byte for byte
     (tests/api/test_planned_output.py compares the two on every kind of row).
+
+    The plan is made once per class, not per response: building a serializer's fields
+    (deep copies of the declared ones, a model's fields introspected) cost a calendar about
+    0.8 ms a response. What depends on the response is bound to each instance: method fields
+    (which read `self.context`) and nested serializers (built with this one's context). Only
+    fields whose conversion reads nothing but the value are shared (`_SHARED_FIELDS`); a class
+    with any other field, or one that chooses its fields itself (`get_fields`, `__init__`),
+    builds its plan per instance, as DRF would.
     """
 
-    def _plan(self) -> list[tuple[str, Callable[[Any], Any], Callable[[Any], Any], Any]]:
+    def _plan(self) -> list[tuple[str, Callable[[Any], Any], Callable[[Any], Any]]]:
         plan = self.__dict__.get("_planned")
         if plan is None:
-            plan = [
-                (field.field_name, _getter(field), _converter(self, field), field)
-                for field in self._readable_fields
-            ]
+            shared = _class_plan(type(self))
+            if shared is None:
+                plan = [
+                    (field.field_name, _getter(field), _converter(self, field))
+                    for field in self._readable_fields
+                ]
+            else:
+                plan = [(name, get, bind(self)) for name, get, bind in shared]
             self.__dict__["_planned"] = plan
         return plan
 
@@ -72,12 +84,13 @@ class PlannedOut(serializers.Serializer[Any]):
         if isinstance(instance, Mapping):
             return super().to_representation(instance)  # type: ignore[no-any-return]
         row: dict[str, Any] = {}
-        for name, get, convert, field in self._plan():
+        for name, get, convert in self._plan():
             try:
                 value = get(instance)
             except (AttributeError, KeyError, ObjectDoesNotExist):
                 value = _slow  # DRF decides: a default, null, skipped, or its own error
             if value is _slow or callable(value):
+                field = self.fields[name]
                 try:
                     value = field.get_attribute(instance)
                 except SkipField:
@@ -95,6 +108,61 @@ class PlannedOut(serializers.Serializer[Any]):
 
 _slow = object()
 
+# Fields whose `to_representation` reads only the value and the field's own arguments (not
+# its parent, context or request), so one instance may serve every response.
+_SHARED_FIELDS = (
+    serializers.BigIntegerField,  # type: ignore[attr-defined]  # DRF 3.16, not in the stubs
+    serializers.BooleanField,
+    serializers.ChoiceField,
+    serializers.DateField,
+    serializers.DateTimeField,
+    serializers.DecimalField,
+    serializers.FloatField,
+)
+_Binder = Callable[[serializers.Serializer[Any]], Callable[[Any], Any]]
+_CLASS_PLANS: dict[type[Any], list[tuple[str, Callable[[Any], Any], _Binder]] | None] = {}
+
+
+def _class_plan(cls: type[PlannedOut]) -> list[tuple[str, Callable[[Any], Any], _Binder]] | None:
+    """Each readable field of `cls`: its name, its getter, and what gives an instance its
+    converter; None if the class cannot share one (see `PlannedOut`)."""
+    try:
+        return _CLASS_PLANS[cls]
+    except KeyError:
+        pass
+    plan: list[tuple[str, Callable[[Any], Any], _Binder]] | None = []
+    own_choice = any(
+        "get_fields" in vars(base) or "__init__" in vars(base)
+        for base in cls.__mro__
+        if issubclass(base, PlannedOut)
+    )
+    if own_choice:
+        plan = None
+    else:
+        for field in cls()._readable_fields:
+            binder = _binder(field)
+            if binder is None:
+                plan = None
+                break
+            assert plan is not None
+            plan.append((cast(str, field.field_name), _getter(field), binder))
+    _CLASS_PLANS[cls] = plan  # a race computes the same plan twice; either is kept
+    return plan
+
+
+def _binder(field: serializers.Field[Any, Any, Any, Any]) -> _Binder | None:
+    kind = type(field)
+    if kind is serializers.SerializerMethodField:
+        method_name = cast(Any, field).method_name
+        return lambda serializer: getattr(serializer, method_name)  # type: ignore[no-any-return]
+    if isinstance(field, serializers.ListSerializer) and isinstance(field.child, PlannedOut):
+        child_class = type(field.child)
+        return lambda serializer: _many(child_class(context=serializer.context))
+    if kind in (serializers.CharField, serializers.IntegerField, *_SHARED_FIELDS):
+        convert = _converter(cast(Any, None), field)
+        return lambda serializer: convert
+    return None
+
 
 def _getter(field: serializers.Field[Any, Any, Any, Any]) -> Callable[[Any], Any]:
     if not field.source_attrs:  # source="*": the row itself (method fields, for one)
@@ -104,6 +172,14 @@ def _getter(field: serializers.Field[Any, Any, Any, Any]) -> Callable[[Any], Any
 
 def _iso_date(value: Any) -> Any:
     return value if isinstance(value, str) else value.isoformat()
+
+
+def _many(child: PlannedOut) -> Callable[[Any], list[dict[str, Any]]]:
+    def many(value: Any) -> list[dict[str, Any]]:
+        rows = value.all() if isinstance(value, BaseManager) else value
+        return [child.to_representation(item) for item in rows]
+
+    return many
 
 
 def _converter(
@@ -120,13 +196,7 @@ def _converter(
     if kind is serializers.DateField and str(date_format).lower() == ISO_8601:
         return _iso_date
     if isinstance(field, serializers.ListSerializer) and isinstance(field.child, PlannedOut):
-        child = field.child
-
-        def many(value: Any) -> list[dict[str, Any]]:
-            rows = value.all() if isinstance(value, BaseManager) else value
-            return [child.to_representation(item) for item in rows]
-
-        return many
+        return _many(field.child)
     return field.to_representation
 
 
