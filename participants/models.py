@@ -50,7 +50,14 @@ class Participant(models.Model):
     reminders_opt_out = models.BooleanField(default=False)
     quiet_hours_start = models.TimeField(null=True, blank=True)
     quiet_hours_end = models.TimeField(null=True, blank=True)
+    # When the enrollment was recorded (an instant), and the day it took place at the site (the
+    # day eligibility was checked on, which may be earlier: a coordinator catching up). A
+    # participation cannot end before `enrolled_on`. Participants enrolled before the day was
+    # stored (participants 0005) have none.
     enrolled_at = models.DateTimeField(null=True, blank=True)
+    enrolled_on = models.DateField(
+        null=True, blank=True, help_text="The enrollment's date at the site."
+    )
     ended_on = models.DateField(
         null=True, blank=True, help_text="Date of withdrawal, completion or screen failure."
     )

@@ -225,7 +225,10 @@ def participant_enroll(
         _audited(assignment, by, "randomised at enrollment").save()
     participant.status = Participant.Status.ENROLLED
     participant.enrolled_at = timezone.now()
-    _audited(participant, by, "enrolled").save(update_fields=["status", "enrolled_at"])
+    participant.enrolled_on = on
+    _audited(participant, by, "enrolled").save(
+        update_fields=["status", "enrolled_at", "enrolled_on"]
+    )
     # Queued before the calendar's first invites, so it is the first message to arrive.
     announce_welcome(participant)
     calendar_apply(
@@ -1632,6 +1635,7 @@ def participant_withdraw(
     )
     _require_active(participant)
     _require_reason(reason, _("a withdrawal must say why"))
+    participation_end_check(participant, on)
     visits, milestones = _end_participation(
         participant,
         status=Participant.Status.WITHDRAWN,
@@ -1644,6 +1648,25 @@ def participant_withdraw(
     announce_to_site_systems("participant.withdrawn", participant)
     reminders_sync(participant)  # withdrawn: every pending reminder is cancelled
     return Closure(tuple(visits), tuple(milestones))
+
+
+def participation_end_check(participant: Participant, on: dt.date) -> None:
+    """The day a participation ends has come (the site's today at the latest: dated later,
+    the participant would be closed now while the visits before that day stayed open, with
+    no reminders) and is not before the enrollment's day, where it is recorded."""
+    today = site_today(participant.site)
+    if on > today:
+        raise CalendarError(
+            _("a participation ends on or before the site's today (%(today)s), not on %(date)s")
+            % {"today": today.isoformat(), "date": on.isoformat()},
+            field="on",
+        )
+    if participant.enrolled_on is not None and on < participant.enrolled_on:
+        raise CalendarError(
+            _("a participation ends on or after its enrollment (%(enrolled)s), not on %(date)s")
+            % {"enrolled": participant.enrolled_on.isoformat(), "date": on.isoformat()},
+            field="on",
+        )
 
 
 @transaction.atomic
@@ -1660,6 +1683,7 @@ def participant_complete(
             _("%(participant)s is %(status)s, not enrolled")
             % {"participant": participant, "status": _status(participant)}
         )
+    participation_end_check(participant, on)
     open_visits = list(
         ScheduledVisit.objects.filter(
             participant=participant, status__in=ScheduledVisit.OPEN

@@ -296,7 +296,10 @@ class LifecycleActions:
             data["version"] = str(record.version)
         form = action.form(record, data)
         form.is_valid()
-        form.add_error(None, str(refusal))
+        # Beside the input at fault when the refusal names one the form has (a withdrawal's
+        # `on`, a booking's `local_date`), else above the form.
+        field = getattr(refusal, "field", None)
+        form.add_error(field if field in form.fields else None, str(refusal))
         return record, form
 
     def _action_page(

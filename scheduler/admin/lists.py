@@ -270,7 +270,11 @@ def deviation_column(visit: ScheduledVisit) -> str:
 
 @admin.display(description=gettext_lazy("enrolled"), ordering="enrolled_at")
 def enrolled_column(participant: Any) -> str:
-    """The site-local day of enrollment (the instant is on the participant's page)."""
+    """The day of enrollment at the site (the instant it was recorded is on the participant's
+    page); for participants enrolled before that day was stored, the site-local day it was
+    recorded."""
+    if participant.enrolled_on is not None:
+        return participant.enrolled_on.isoformat()  # type: ignore[no-any-return]
     if participant.enrolled_at is None:
         return "—"
     return (

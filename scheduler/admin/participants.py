@@ -79,6 +79,7 @@ from scheduler.services import (
     participant_move_to_version_preview,
     participant_screen_fail,
     participant_withdraw,
+    participation_end_check,
     taper_adjust,
     taper_adjust_preview,
     visit_add_unscheduled,
@@ -267,6 +268,7 @@ class Withdraw(ActiveParticipantAction):
         return {"on": site_today(record.site)}
 
     def preview(self, record: Participant, data: dict[str, Any], form: LifecycleForm) -> Preview:
+        participation_end_check(record, data["on"])  # what the service refuses, said first
         visits, milestones = withdrawal_cancellations(participant=record, on=data["on"])
         today = site_today(record.site)
         return Preview(
@@ -484,6 +486,7 @@ class Complete(LifecycleAction[Participant]):
         return {"on": site_today(record.site)}
 
     def preview(self, record: Participant, data: dict[str, Any], form: LifecycleForm) -> Preview:
+        participation_end_check(record, data["on"])  # what the service refuses, said first
         open_visits = [
             f"{visit.code} ({glance_label(visit)})"
             for visit in record.visits.filter(status__in=ScheduledVisit.OPEN)
@@ -679,14 +682,22 @@ class ParticipantAdmin(
     search_fields = ["study_id", "trial__code"]
     list_per_page = 50
     list_select_related = ["trial", "site", "protocol_version__trial"]
-    readonly_fields = ["status", "enrolled_at", "enrolled", "protocol_version"]
+    readonly_fields = ["status", "enrolled_at", "enrolled_on", "enrolled", "protocol_version"]
     inlines = [AnchorInline, VisitInline, MilestoneInline, ReminderInline]
     form = ParticipantAdminForm
     # Says at the top, while it is true, when invites and reminders reach nobody.
     change_form_template = "admin/notices/change_form.html"
     # Changed only by the services (enrol, withdraw, complete, move to a version), which
     # re-plan the calendar and record why; never by editing the form.
-    locked_fields = ["trial", "site", "status", "protocol_version", "enrolled_at", "ended_on"]
+    locked_fields = [
+        "trial",
+        "site",
+        "status",
+        "protocol_version",
+        "enrolled_at",
+        "enrolled_on",
+        "ended_on",
+    ]
     change_fieldsets = [
         (
             None,
@@ -697,6 +708,7 @@ class ParticipantAdmin(
                     "study_id",
                     "status",
                     "protocol_version",
+                    "enrolled_on",
                     "enrolled",
                     "ended_on",
                     "birth_date",

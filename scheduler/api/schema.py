@@ -164,7 +164,14 @@ class WebhookParticipantData(serializers.Serializer[Any]):
     id = serializers.IntegerField(help_text="The participant's API id.")
     study_id = serializers.CharField()
     status = serializers.ChoiceField(choices=Participant.Status.choices)
-    enrolled_at = serializers.DateTimeField(allow_null=True, help_text="UTC.")
+    enrolled_at = serializers.DateTimeField(
+        allow_null=True, help_text="When the enrollment was recorded, UTC."
+    )
+    enrolled_on = serializers.DateField(
+        allow_null=True,
+        help_text="The enrollment's date at the site (null for participants enrolled before "
+        "it was recorded).",
+    )
     ended_on = serializers.DateField(allow_null=True, help_text="Withdrawn or completed on.")
 
 

@@ -368,6 +368,7 @@ class ParticipantOut(serializers.ModelSerializer[Participant]):
             "timezone",
             "language",
             "enrolled_at",
+            "enrolled_on",
             "ended_on",
             "anchors",
             "contact",

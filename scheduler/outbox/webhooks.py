@@ -165,6 +165,7 @@ def participant_data(participant: Participant) -> dict[str, Any]:
         "study_id": participant.study_id,
         "status": participant.status,
         "enrolled_at": utc_text(participant.enrolled_at),
+        "enrolled_on": _day(participant.enrolled_on),
         "ended_on": _day(participant.ended_on),
     }
 

@@ -288,7 +288,14 @@ def test_the_schema_describes_every_webhook_event_the_code_can_send(world: World
             expected.append("visit")
         assert sorted(data["required"]) == sorted(expected), event_type
     participant = components["WebhookParticipantData"]["properties"]
-    assert sorted(participant) == ["ended_on", "enrolled_at", "id", "status", "study_id"]
+    assert sorted(participant) == [
+        "ended_on",
+        "enrolled_at",
+        "enrolled_on",
+        "id",
+        "status",
+        "study_id",
+    ]
 
 
 @pytest.mark.django_db

@@ -14,6 +14,7 @@ import pytest
 import time_machine
 
 from participants.models import Participant
+from scheduler.access import site_today
 from scheduler.models import BookingHold, ScheduledVisit
 from scheduler.services import (
     CalendarError,
@@ -122,8 +123,11 @@ def test_a_visit_that_will_not_happen_frees_its_holds(
     elif close == "missed":
         visit_mark_missed(visit=v2, by=coordinator, reason="did not come")
     else:
-        participant_withdraw(
-            participant=participant, on=D(2026, 1, 20), by=coordinator, reason="moved away"
+        participant_withdraw(  # today: a withdrawal is dated on or before the site's today
+            participant=participant,
+            on=site_today(participant.site),
+            by=coordinator,
+            reason="moved away",
         )
     assert BookingHold.objects.count() == 0
 

@@ -422,7 +422,8 @@ def test_withdrawal_cancels_the_invited_future_visits_and_the_invites_not_sent_y
     mailoutbox.clear()
 
     with (
-        time_machine.travel(dt.datetime(2026, 4, 25, 12, tzinfo=dt.UTC), tick=False),
+        # The day it is dated (a withdrawal is dated on or before the site's today).
+        time_machine.travel(dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC), tick=False),
         django_capture_on_commit_callbacks(execute=True),
     ):
         participant_withdraw(

@@ -77,7 +77,7 @@ def _screening(world: World, study_id: str = "BERLIN-009", **fields: Any) -> Par
     return participant_for(
         version,
         anchors=fields.pop("anchors", {"day1": dt.date(2026, 2, 16)}),
-        site=world.berlin,
+        site=fields.pop("site", world.berlin),
         study_id=study_id,
         email="p@example.org",
         **fields,
@@ -449,13 +449,6 @@ def test_withdrawal_cancels_what_is_ahead_with_cancel_invites_and_keeps_what_was
     assert cancel_invites == sent_invites - {v1.pk}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OPEN DEFECT: a withdrawal dated after the site's today is accepted; the "
-    "participant is withdrawn now and the visits before that date stay open (the suite and "
-    "the admin use future-dated withdrawals as 'withdrawn from that day on'; refusing them, "
-    "or keeping the participant active until the date, needs a decision)",
-)
 @pytest.mark.django_db
 def test_a_withdrawal_dated_in_the_future_is_refused_naming_on(world: World) -> None:
     client = world.client("coordinator")
@@ -480,12 +473,6 @@ def test_a_withdrawal_dated_in_the_future_is_refused_naming_on(world: World) -> 
     assert _rows() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OPEN DEFECT: a withdrawal or completion may be dated before the enrollment; the "
-    "enrollment's clinical date is not stored (enrolled_at is when it was recorded), so "
-    "there is nothing exact to check it against yet",
-)
 @pytest.mark.django_db
 @pytest.mark.parametrize("action", ["withdraw", "complete"])
 def test_an_end_date_before_enrollment_is_refused_naming_on(world: World, action: str) -> None:
@@ -506,6 +493,126 @@ def test_an_end_date_before_enrollment_is_refused_naming_on(world: World, action
     assert response.status_code == 422, response.content
     assert {e["field"] for e in response.json()["errors"]} == {"on"}
     assert _rows() == before
+
+
+def _enrolled_at_site(world: World, zone: str, study_id: str, on: dt.date) -> Participant:
+    site = SiteFactory.create(code=f"z-{study_id.lower()}", timezone=zone)
+    participant = _screening(world, study_id, site=site)
+    participant_enroll(participant=participant, on=on)
+    participant.refresh_from_db()
+    return participant
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("zone", "today"),
+    [
+        # At 2026-01-20 11:00 UTC: already the 21st on Kiritimati (UTC+14), still the 20th
+        # in Pago Pago (UTC-11) and in UTC itself.
+        ("Pacific/Kiritimati", dt.date(2026, 1, 21)),
+        ("Pacific/Pago_Pago", dt.date(2026, 1, 20)),
+        ("UTC", dt.date(2026, 1, 20)),
+    ],
+)
+@pytest.mark.parametrize("action", ["withdraw", "complete"])
+def test_an_end_date_may_be_the_sites_today_and_not_the_day_after(
+    world: World, zone: str, today: dt.date, action: str
+) -> None:
+    from scheduler.services import participant_complete, participant_withdraw
+
+    with time_machine.travel(dt.datetime(2026, 1, 20, 11, 0, tzinfo=dt.UTC), tick=False):
+        participant = _enrolled_at_site(world, zone, "ZONE-1", dt.date(2026, 1, 10))
+        assert site_today(participant.site) == today
+        if action == "complete":
+            ScheduledVisit.objects.filter(participant=participant).update(status="cancelled")
+
+        def end(on: dt.date) -> Any:
+            if action == "withdraw":
+                return participant_withdraw(
+                    participant=participant, on=on, by=world.users["coordinator"], reason="moved"
+                )
+            return participant_complete(
+                participant=participant, on=on, by=world.users["coordinator"]
+            )
+
+        with pytest.raises(CalendarError) as refused:
+            end(today + dt.timedelta(days=1))
+        assert refused.value.field == "on"
+        assert str(refused.value) == (
+            f"a participation ends on or before the site's today ({today.isoformat()}), "
+            f"not on {(today + dt.timedelta(days=1)).isoformat()}"
+        )
+        participant.refresh_from_db()
+        assert (participant.status, participant.ended_on) == ("enrolled", None)
+
+        end(today)
+    participant.refresh_from_db()
+    assert participant.ended_on == today
+    assert participant.status == ("withdrawn" if action == "withdraw" else "completed")
+
+
+@pytest.mark.django_db
+def test_an_end_date_may_be_the_enrollment_day_and_not_the_day_before(world: World) -> None:
+    from scheduler.services import participant_withdraw
+
+    participant = _enrolled_at_site(world, "Asia/Tokyo", "TOKYO-9", dt.date(2026, 1, 12))
+    assert participant.enrolled_on == dt.date(2026, 1, 12)
+    # Recorded later than the day it took place: the end date is checked against the day.
+    assert participant.enrolled_at is not None
+    assert participant.enrolled_at.date() > participant.enrolled_on
+
+    with pytest.raises(CalendarError) as refused:
+        participant_withdraw(
+            participant=participant,
+            on=dt.date(2026, 1, 11),
+            by=world.users["coordinator"],
+            reason="consent withdrawn",
+        )
+    assert refused.value.field == "on"
+    assert str(refused.value) == (
+        "a participation ends on or after its enrollment (2026-01-12), not on 2026-01-11"
+    )
+    participant_withdraw(
+        participant=participant,
+        on=dt.date(2026, 1, 12),
+        by=world.users["coordinator"],
+        reason="consent withdrawn",
+    )
+    participant.refresh_from_db()
+    assert (participant.status, participant.ended_on) == ("withdrawn", dt.date(2026, 1, 12))
+
+
+@pytest.mark.django_db
+def test_a_participant_enrolled_before_the_day_was_kept_is_bounded_by_today_alone(
+    world: World,
+) -> None:
+    """Participants enrolled before participants 0005 have no enrollment day: an end date
+    before the day their enrollment was recorded is theirs to give (it may well be true)."""
+    from scheduler.services import participant_withdraw
+
+    participant = world.people["BERLIN-001"]
+    Participant.objects.filter(pk=participant.pk).update(enrolled_on=None)
+    participant_withdraw(
+        participant=participant,
+        on=dt.date(2025, 12, 1),
+        by=world.users["coordinator"],
+        reason="consent withdrawn",
+    )
+    participant.refresh_from_db()
+    assert participant.ended_on == dt.date(2025, 12, 1)
+
+
+@pytest.mark.django_db
+def test_the_enrollment_day_is_in_the_api_and_the_webhook_payload(world: World) -> None:
+    from scheduler.outbox.webhooks import participant_data
+
+    participant = _enrolled_at_site(world, "America/Los_Angeles", "LA-1", dt.date(2026, 1, 15))
+    client = world.client("coordinator")
+    member(world.users["coordinator"], trial=participant.trial, site=participant.site)
+    shown = client.get(f"/api/v1/participants/{participant.pk}/")
+    assert shown.status_code == 200, shown.content
+    assert shown.json()["enrolled_on"] == "2026-01-15"
+    assert participant_data(participant)["enrolled_on"] == "2026-01-15"
 
 
 # ----------------------------------------------------------------------------------------

@@ -191,7 +191,8 @@ def test_a_visit_moved_away_and_back_is_reminded_again(niams, coordinator) -> No
 
 
 def test_cancelled_visit_and_withdrawal_cancel_pending_reminders(niams, coordinator) -> None:
-    with time_machine.travel(dt.datetime(2026, 3, 1, tzinfo=UTC), tick=False):
+    # 2 March at the site (New York), the day the withdrawal is dated.
+    with time_machine.travel(dt.datetime(2026, 3, 2, 12, tzinfo=UTC), tick=False):
         visit_book(
             visit=visit(niams, "V4"),
             local_date=dt.date(2026, 3, 30),

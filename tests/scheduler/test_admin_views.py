@@ -478,6 +478,40 @@ def test_withdraw_lists_what_will_be_cancelled_then_withdraws(admin_client, niam
     ) == ["V10", "V11", "V6", "V7", "V8", "V9"]
 
 
+@pytest.mark.parametrize(
+    ("on", "words"),
+    [
+        # The site (New York) is at 31 December, 07:00 when it is 12:00 UTC.
+        (
+            "2027-01-01",
+            "a participation ends on or before the site's today (2026-12-31), not on 2027-01-01",
+        ),
+        (
+            "2026-01-04",
+            "a participation ends on or after its enrollment (2026-01-05), not on 2026-01-04",
+        ),
+    ],
+)
+@pytest.mark.parametrize("action", ["withdraw", "complete"])
+def test_an_end_date_out_of_range_is_refused_at_the_preview_beside_the_date(
+    admin_client, niams, on, words, action
+) -> None:
+    if action == "complete":
+        ScheduledVisit.objects.filter(participant=niams).update(status="cancelled")
+    posted = {"on": on, "reason": "moved abroad"}
+    before, entries = visit_rows(niams), audit_entries()
+
+    preview = admin_client.post(action_url(niams, action), posted)
+    confirm = admin_client.post(action_url(niams, action), {**posted, "_confirm": "yes"})
+
+    for response in (preview, confirm):
+        assert response.status_code == 200
+        assert response.context["form"].errors == {"on": [words]}
+    assert (visit_rows(niams), audit_entries()) == (before, entries)
+    niams.refresh_from_db()
+    assert (niams.status, niams.ended_on) == ("enrolled", None)
+
+
 def test_anchor_change_previews_the_moved_calendar_then_applies_it(admin_client, niams) -> None:
     posted = {"code": "day1", "new_date": "2026-02-09", "reason": "infusion chair unavailable"}
 
@@ -592,13 +626,13 @@ def test_participant_changelist_shows_visit_status_counts(admin_client, admin_us
     response = admin_client.get(reverse("admin:participants_participant_changelist"))
 
     # No checkbox column: clinical rows are never deleted in bulk, so the list has no actions.
-    # Study id (the row's header), where, status, the site-local enrollment day, then due,
-    # overdue, booked, out of window and missed.
+    # Study id (the row's header), where, status, the enrollment's day at the site (its `on`,
+    # not the day it was recorded), then due, overdue, booked, out of window and missed.
     assert tables(response)["result_list"] == [
         [
             f"{niams.trial.code}{niams.site.code}",
             "Enrolled",
-            "2026-12-31",
+            "2026-01-05",
             "0",
             "9",
             "1",

@@ -23,7 +23,7 @@ from scheduler.services import (
     visit_book_preview,
 )
 from tests.factories import SiteFactory, member_of_every_trial_site, participant_for
-from tests.scheduler.test_admin_views import action_url, audit_entries, errors, visit_rows
+from tests.scheduler.test_admin_views import action_url, audit_entries, visit_rows
 from trials.models import ProtocolVersion, Site
 
 D = dt.date
@@ -168,11 +168,12 @@ def test_booking_form_refuses_a_past_day_before_the_preview(admin_client, window
         for confirm in ({}, {"_confirm": "Confirm booking"})
     ]
 
-    assert [(r.status_code, r.templates[0].name, errors(r)) for r in responses] == [
+    # Beside the date typed, at the preview and again at the confirmation.
+    assert [(r.status_code, r.templates[0].name, r.context["form"].errors) for r in responses] == [
         (
             200,
             "admin/lifecycle/form.html",
-            [past_day("2026-12-08", "Asia/Tokyo", "2026-12-07")],
+            {"local_date": [past_day("2026-12-08", "Asia/Tokyo", "2026-12-07")]},
         )
     ] * 2
     assert (visit_rows(window_closing["tokyo"]), audit_entries()) == (before, entries)

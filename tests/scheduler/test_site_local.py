@@ -372,9 +372,13 @@ def test_enrollment_instant_is_on_the_sites_clock(admin_client, booked_at_both) 
     listed = admin_client.get(reverse("admin:participants_participant_changelist"))
     tokyo_page = admin_client.get(change_url(booked_at_both["tokyo"]))
 
-    # The list shows the site-local day; the page the instant.
-    assert fields(listed, "enrolled_column") == ["2026-12-07", "2026-12-08"]
+    # The list shows the enrollment's day (its `on`); the page the instant it was recorded.
+    assert fields(listed, "enrolled_column") == ["2026-11-02", "2026-11-03"]
     assert fields(tokyo_page, "enrolled") == ["Enrolled at: Tue 8 Dec 2026 08:30 JST"]
+    # Enrolled before the day was kept: the site-local day of the instant it was recorded.
+    Participant.objects.update(enrolled_on=None)
+    listed = admin_client.get(reverse("admin:participants_participant_changelist"))
+    assert fields(listed, "enrolled_column") == ["2026-12-07", "2026-12-08"]
 
 
 def test_visit_history_dates_are_on_the_sites_clock(admin_client, booked_at_both) -> None:

@@ -26,7 +26,7 @@ from tests.webhooks.conftest import UTC, Receiver, World, subscribe
 
 pytestmark = pytest.mark.django_db
 
-PARTICIPANT_KEYS = {"id", "study_id", "status", "enrolled_at", "ended_on"}
+PARTICIPANT_KEYS = {"id", "study_id", "status", "enrolled_at", "enrolled_on", "ended_on"}
 VISIT_KEYS = {
     "id",
     "code",

@@ -64,6 +64,7 @@ def enrolled_payload(world: World) -> dict:
                 "study_id": "BERLIN-001",
                 "status": "enrolled",
                 "enrolled_at": "2026-01-12T09:00:00Z",
+                "enrolled_on": "2026-01-12",
                 "ended_on": None,
             },
         },
@@ -360,6 +361,7 @@ def test_webhook_withdrawal_announces_each_cancelled_visit_then_the_withdrawal(
         "study_id": "BERLIN-001",
         "status": "withdrawn",
         "enrolled_at": "2026-01-12T09:00:00Z",
+        "enrolled_on": "2026-01-12",
         "ended_on": "2026-04-10",
     }
 
