@@ -35,7 +35,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import ROWS_ENV, ensure_postgres_database  # noqa: E402
+from bench.harness import ROWS_ENV, ensure_postgres_database, settle_postgres  # noqa: E402
 
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"
@@ -277,6 +277,10 @@ def main() -> None:
         if args.full and name in FULL_ARGUMENTS:
             arguments = [*default, *FULL_ARGUMENTS[name]]
         console.print(f"[bold]({position}/{len(names)}) {name}.py {' '.join(arguments)}")
+        if postgres:
+            unsettled = settle_postgres(database)
+            if unsettled:
+                console.print(unsettled)
         scripts.append(run_script(name, arguments, console))
 
     rows = [row for script in scripts for row in script["rows"]]
