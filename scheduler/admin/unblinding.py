@@ -13,10 +13,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from axes.handlers.proxy import AxesProxyHandler
 from django import forms
 from django.contrib import admin
+from django.contrib.auth import authenticate
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -31,6 +34,7 @@ from scheduler.admin.scoping import ScopedAdmin, scoped_filter
 from scheduler.display import site_time
 from scheduler.governance import GovernanceError, participant_emergency_unblind
 from scheduler.models import EmergencyUnblinding, UnblindingNotice
+from scheduler.security import unlock_at
 
 if TYPE_CHECKING:
     from scheduler.admin.base import CalendarActionsAdmin
@@ -123,6 +127,12 @@ class EmergencyUnblindingActions(_Base):
             ],
         }
         if request.method == "POST" and form.is_valid():
+            locked = _password_guesses_spent(request, form.cleaned_data["password"])
+            if locked:
+                form.add_error(None, locked)
+                return TemplateResponse(
+                    request, "admin/unblinding/form.html", {**context, "form": form}
+                )
             try:
                 unblinded = participant_emergency_unblind(
                     participant=participant,
@@ -146,6 +156,30 @@ class EmergencyUnblindingActions(_Base):
                     },
                 )
         return TemplateResponse(request, "admin/unblinding/form.html", {**context, "form": form})
+
+
+def _password_guesses_spent(request: HttpRequest, password: str) -> str:
+    """Why the password re-entered cannot be checked ("" when it can), after checking it as a
+    sign-in would.
+
+    The password goes through authentication, so django-axes counts a wrong one against the
+    account as it counts a failed sign-in: after AXES_FAILURE_LIMIT of them (sign-ins and
+    unblinding attempts together) the account is locked for AXES_COOLOFF_MINUTES, and the
+    form refuses even the right password meanwhile. Someone at an unattended, signed-in
+    workstation cannot try passwords here without end. The service checks the password
+    again (`participant_emergency_unblind`) and says whether it was wrong.
+    """
+    username = request.user.get_username()  # type: ignore[union-attr]
+    credentials = {"username": username}
+    if not AxesProxyHandler.is_locked(request, credentials) and password:
+        authenticate(request, username=username, password=password)
+    if not AxesProxyHandler.is_locked(request, credentials):
+        return ""
+    until = unlock_at(username)
+    return _(
+        "Too many wrong passwords for this account: it is locked until %(until)s (signing in "
+        "too). Nothing was unblinded."
+    ) % {"until": until.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if until else "?"}
 
 
 # ----------------------------------------------------------------------------------------

@@ -287,3 +287,55 @@ def test_each_pharmacist_reads_their_own_notice_only(
 
     assert [n.recipient for n in tokyo.context["cl"].result_list] == [world.pharmacist_tokyo]
     assert investigator.status_code == 403
+
+
+def test_wrong_passwords_count_against_the_account_and_lock_unblinding_and_sign_in(
+    client, world, settings, django_capture_on_commit_callbacks
+) -> None:
+    """Each wrong password re-entered counts as a failed sign-in (django-axes): after
+    AXES_FAILURE_LIMIT the account is locked, the form refuses even the right password and
+    nothing is unblinded, and signing in again is refused too."""
+    settings.AXES_FAILURE_LIMIT = 3
+    sign_in(client, world.investigator)
+    wrong = [
+        client.post(unblind_url(world.unblinded), {"password": f"guess {n}", "reason": REASON})
+        for n in range(3)
+    ]
+    assert [error_of(r) for r in wrong[:2]] == [
+        "That is not your password: nothing was unblinded."
+    ] * 2
+    # The guess that reaches the limit gets the sign-in's own lockout page.
+    assert wrong[2].status_code == 429
+    assert "<title>Account locked" in wrong[2].content.decode()
+    assert arms_shown(wrong[2]) == []
+    locked = (
+        "Too many wrong passwords for this account: it is locked until 2026-02-20 12:30 UTC "
+        "(signing in too). Nothing was unblinded."
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        right = client.post(unblind_url(world.unblinded), {"password": PASSWORD, "reason": REASON})
+
+    assert right.status_code == 200
+    assert error_of(right) == locked
+    assert arms_shown(right) == []
+    assert nothing_written() == (0, 0, 0)
+    client.logout()
+    again = client.post(
+        "/admin/login/",
+        {"username": world.investigator.get_username(), "password": PASSWORD},
+    )
+    assert again.status_code == 429
+
+
+def test_a_right_password_after_wrong_ones_still_unblinds_below_the_limit(
+    client, world, django_capture_on_commit_callbacks
+) -> None:
+    sign_in(client, world.investigator)
+    client.post(unblind_url(world.unblinded), {"password": "guess", "reason": REASON})
+
+    with django_capture_on_commit_callbacks(execute=True):
+        right = client.post(unblind_url(world.unblinded), {"password": PASSWORD, "reason": REASON})
+
+    assert right.status_code == 200
+    assert right.templates[0].name == "admin/unblinding/result.html"
