@@ -197,6 +197,7 @@ def settle_postgres(url: str) -> str:
         user=config["USER"] or None,
         password=config["PASSWORD"] or None,
         dbname="postgres",
+        connect_timeout=10,
     )
     try:
         with psycopg.connect(server, autocommit=True) as maintenance:

@@ -1728,7 +1728,8 @@ def participant_screen_fail(
                 "a screen failure is recorded on or before the site's today (%(today)s), not on "
                 "%(date)s"
             )
-            % {"today": today.isoformat(), "date": on.isoformat()}
+            % {"today": today.isoformat(), "date": on.isoformat()},
+            field="on",
         )
     # Everything still open is cancelled, whatever its date: screening ended.
     _end_participation(

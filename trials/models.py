@@ -523,6 +523,19 @@ def localized(obj: object, field: str, language: str | None = None) -> str:
     return str(getattr(obj, field))
 
 
+def taper_drug(rule: object, language: str | None = None) -> str:
+    """The drug a milestone rule's taper doses, as a person reading `language` names it: the
+    file's `drug_ja` for a Japanese reader when it gives one, else `drug`; the rule's own name
+    when it has no taper (see `localized`)."""
+    taper = getattr(rule, "taper", None) or {}
+    if not taper.get("drug"):
+        return localized_name(rule, language)
+    language = (language or translation.get_language() or "en").split("-")[0]
+    if language == "ja" and taper.get("drug_ja"):
+        return str(taper["drug_ja"])
+    return str(taper["drug"])
+
+
 def localized_name(obj: object, language: str | None = None) -> str:
     """The name of a protocol part (a visit, procedure, epoch, anchor or milestone; a trial's
     title) in `language`, default the active one: see `localized`."""

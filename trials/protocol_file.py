@@ -294,6 +294,9 @@ class Taper(_Strict):
     """A weight-based dose that is held, then reduced weekly to a target dose."""
 
     drug: str = Field(min_length=1, max_length=80)
+    # The drug's name for a Japanese reader (its Japanese standard name: プレドニゾロン), in
+    # dose events and reminders; without it they name `drug` as written.
+    drug_ja: Annotated[str, Field(min_length=1, max_length=80), _Japanese] | None = None
     initial_mg_per_kg: Decimal = Field(gt=0, le=10)
     # A hard ceiling on the first dose when the protocol states one; None means none.
     initial_max_mg: Decimal | None = Field(default=None, gt=0, le=MAX_DOSE_MG)

@@ -28,7 +28,8 @@ from zoneinfo import ZoneInfo
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, Model, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, F, Model, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce, TruncDate
 from django.http import HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.urls import URLPattern, path, reverse
@@ -268,7 +269,12 @@ def deviation_column(visit: ScheduledVisit) -> str:
     return "" if not days else f"{days:+d}"
 
 
-@admin.display(description=gettext_lazy("enrolled"), ordering="enrolled_at")
+@admin.display(
+    description=gettext_lazy("enrolled"),
+    # The day shown: the enrollment's day, else (enrolled before it was kept) the day it was
+    # recorded.
+    ordering=Coalesce(F("enrolled_on"), TruncDate("enrolled_at")),
+)
 def enrolled_column(participant: Any) -> str:
     """The day of enrollment at the site (the instant it was recorded is on the participant's
     page); for participants enrolled before that day was stored, the site-local day it was

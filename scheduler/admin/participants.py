@@ -548,7 +548,8 @@ class ScreenFail(LifecycleAction[Participant]):
                     "a screen failure is recorded on or before the site's today (%(today)s), "
                     "not on %(day)s"
                 )
-                % {"today": iso(today), "day": iso(data["on"])}
+                % {"today": iso(today), "day": iso(data["on"])},
+                field="on",
             )
         visits, milestones = withdrawal_cancellations(participant=record, on=dt.date.min)
         return Preview(

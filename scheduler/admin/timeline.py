@@ -51,8 +51,8 @@ from scheduler.timeline import (
     render_taper,
     render_timeline,
 )
-from trials.models import MilestoneRule, localized_name
-from trials.protocol_file import MilestoneKind, Taper
+from trials.models import MilestoneRule, localized_name, taper_drug
+from trials.protocol_file import EARLIEST_DATE, LATEST_DATE, MilestoneKind, Taper
 
 # The status words the selectors name, for the translation catalogue (they are looked up by
 # key and translated where they are shown).
@@ -288,7 +288,7 @@ def _taper_chart(participant: Participant, entries: list[MilestoneEntry]) -> Tap
             _("%(name)s, dose per week") % {"name": localized_name(rule)}
             if taper.drug.lower() in rule.name.lower()
             else _("%(name)s (%(drug)s), dose per week")
-            % {"name": localized_name(rule), "drug": taper.drug}
+            % {"name": localized_name(rule), "drug": taper_drug(rule)}
         ),
         weeks=weeks,
         target_mg=taper.target_mg,
@@ -510,6 +510,10 @@ def _picker_context(
     try:
         week = dt.date.fromisoformat(request.GET["week"]) if request.GET.get("week") else None
     except ValueError:
+        week = None
+    if week is not None and not EARLIEST_DATE <= week <= LATEST_DATE:
+        # Off the dates anything is planned on (its week would run off the calendar's ends):
+        # the picker's own week, as for a week that is not a date.
         week = None
     today = site_today(participant.site)
     monday = picker_week(visit, today, week)

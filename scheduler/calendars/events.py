@@ -32,7 +32,7 @@ from scheduler.calendars.ical import CalendarEvent, Person, Status
 from scheduler.models import ScheduledMilestone, ScheduledVisit
 from scheduler.selectors import VISIT_GLANCE_LABELS, visit_glance_status
 from trials.eligibility import age_in_years
-from trials.models import Site, localized, localized_name
+from trials.models import Site, localized, localized_name, taper_drug
 
 UID_DOMAIN = "trial-visit-scheduler"
 
@@ -268,7 +268,7 @@ def milestone_event(milestone: ScheduledMilestone, previous_dose: object) -> Cal
     if milestone.dose_mg is not None:
         if milestone.dose_mg == previous_dose:
             return None  # the same dose as last week: nothing to act on
-        drug = (rule.taper or {}).get("drug", rule.name)
+        drug = taper_drug(rule)
         summary = _("%(drug)s dose from today: %(dose)s mg/day") % {
             "drug": drug.capitalize(),
             "dose": f"{milestone.dose_mg.normalize():f}",
@@ -304,24 +304,38 @@ def site_visit_event(visit: ScheduledVisit, *, today: dt.date | None = None) -> 
         status = "CONFIRMED"
     else:
         status = "TENTATIVE"
+    # In the active language (the feed's request's, rendered under it; texts are cached per
+    # language).
+    shown = _(label)
     if visit.status == ScheduledVisit.Status.DONE:
-        suffix = "done" if glance == "done" else f"done, {label}"
+        suffix = _("done") if glance == "done" else _("done, %(status)s") % {"status": shown}
     elif glance == "booked":
         suffix = ""
     elif glance in ("upcoming", "due"):
-        suffix = "to book"
+        suffix = _("to book")
     else:  # overdue, out of window, missed, cancelled
-        suffix = label
+        suffix = shown
     title = f"{participant_label(visit.participant)} · {visit.code} {visit.name}"
-    description = [f"Status: {label}"]
+    description = [_("Status: %(status)s") % {"status": shown}]
     if visit.actual_date is not None:
-        description.append(f"Done {visit.actual_date.isoformat()}")
+        description.append(_("Done %(date)s") % {"date": visit.actual_date.isoformat()})
     description.append(
-        f"Target {visit.target_date.isoformat()}, window {visit.window_start.isoformat()} "
-        f"to {visit.window_end.isoformat()}"
+        _("Target %(target)s, window %(start)s to %(end)s")
+        % {
+            "target": visit.target_date.isoformat(),
+            "start": visit.window_start.isoformat(),
+            "end": visit.window_end.isoformat(),
+        }
     )
     if visit.deviation_days:
-        description.append(f"Out of window by {visit.deviation_days} day(s)")
+        description.append(
+            ngettext(
+                "Out of window by %(days)d day",
+                "Out of window by %(days)d days",
+                abs(visit.deviation_days),
+            )
+            % {"days": visit.deviation_days}
+        )
     return CalendarEvent(
         uid=visit_uid(visit),
         sequence=visit.ical_sequence,

@@ -176,7 +176,9 @@ def _site_feed_chunks(
     language: str,
     texts_cache: FeedCache | None,
 ) -> Iterator[bytes]:
-    yield calendar_head(method="PUBLISH", name=f"{site.name}: study visits").encode()
+    with translation.override(language):
+        name = _("%(site)s: study visits") % {"site": site.name}
+    yield calendar_head(method="PUBLISH", name=name).encode()
     visits = ScheduledVisit.objects.filter(
         participant__site=site, participant__trial_id__in=trial_ids
     ).order_by("target_date", "id")

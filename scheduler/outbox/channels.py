@@ -58,6 +58,7 @@ from scheduler.outbox.errors import (
 from scheduler.outbox.plan import WELCOME_EVENT
 from scheduler.outbox.sms import sms_backend
 from scheduler.outbox.webhooks import WEBHOOK_CHANNEL, deliver_webhook
+from trials.models import taper_drug
 
 # The mail server connection of the batch being sent, if any (`mail_connection_per_batch`).
 _batch_mail: ContextVar[BaseEmailBackend | None] = ContextVar("batch_mail", default=None)
@@ -178,7 +179,7 @@ def participant_text(reminder: Reminder, *, event: CalendarEvent | None = None) 
     language = participant.language
     if reminder.milestone is not None:
         milestone = reminder.milestone
-        drug = (milestone.rule.taper or {}).get("drug", milestone.rule.name).capitalize()
+        drug = taper_drug(milestone.rule).capitalize()
         dose = f"{milestone.dose_mg.normalize():f}" if milestone.dose_mg is not None else ""
         subject = _("From today: %(drug)s %(dose)s mg a day") % {"drug": drug, "dose": dose}
         return subject, subject

@@ -94,7 +94,10 @@ def reference_site_feed(site: Site, stamp: dt.datetime) -> bytes:
     today = site_today(site)
     events = [site_visit_event(visit, today=today) for visit in visits]
     return build_calendar(
-        events, method="PUBLISH", stamp=stamp, name=f"{site.name}: study visits"
+        events,
+        method="PUBLISH",
+        stamp=stamp,
+        name=_("%(site)s: study visits") % {"site": site.name},
     ).to_ical()
 
 

@@ -943,9 +943,12 @@ def test_screen_failure_cancels_what_is_open_and_records_the_reason(
 
     screening.refresh_from_db()
     assert blank.context["form"].errors == {"reason": ["This field is required."]}
-    assert errors(future) == [
-        "a screen failure is recorded on or before the site's today (2026-12-31), not on 2027-01-01"
-    ]
+    assert future.context["form"].errors == {
+        "on": [
+            "a screen failure is recorded on or before the site's today (2026-12-31), "
+            "not on 2027-01-01"
+        ]
+    }
     # Visits are planned at enrollment: nothing is open yet in screening.
     assert (preview.context["cancelled_visits"], open_before) == ([], 0)
     assert done.status_code == 302

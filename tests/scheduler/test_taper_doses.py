@@ -211,12 +211,12 @@ def test_exact_doses_flag_is_imported_and_exported() -> None:
     [
         (
             ("      shape: geometric\n", "      shape: geometric\n      exact_doses: maybe\n"),
-            "x.yaml: milestones[0].taper.exact_doses (line 124): input should be a valid boolean "
+            "x.yaml: milestones[0].taper.exact_doses (line 125): input should be a valid boolean "
             "(got 'maybe')",
         ),
         (
             ("step_mg: 1\n", "step_mg: 0.125\n"),
-            "x.yaml: milestones[0].taper.step_mg (line 120): decimal input should have no more "
+            "x.yaml: milestones[0].taper.step_mg (line 121): decimal input should have no more "
             "than 2 decimal places (got 0.125)",
         ),
     ],

@@ -292,12 +292,15 @@ class Command(BaseCommand):
                 email=f"participant{number}@example.org",
                 language="ja" if site.timezone == "Asia/Tokyo" else "en",
             )
+            # Enrolled on the consent day (a week before Day 1 without one), and never after
+            # the site's own today: the day is kept, and a participation ends on or after it.
+            here = site_today(site)
             participant_enroll(
                 participant=participant,
-                on=today,
+                on=min(here, dates.get("consent", day1 - dt.timedelta(days=7))),
                 arm=arms[(number - 1) % len(arms)] if arms else None,
             )
-            _demo_history(participant, today)
+            _demo_history(participant, here)
         self.stdout.write(f"enrolled {DEMO_PARTICIPANTS_PER_TRIAL} demo participants in {trial}")
 
     def _screening(self, sites: dict[str, Site]) -> None:
