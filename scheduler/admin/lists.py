@@ -33,6 +33,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.http import HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.urls import URLPattern, path, reverse
+from django.utils import translation
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -347,7 +348,8 @@ def visit_csv_rows(visits: QuerySet[ScheduledVisit], *, user: Any) -> Iterator[s
     )
     writer = csv.writer(_Echo())
     # The file is read by the sites' own tools (a spreadsheet macro, a CTMS import): its
-    # header and status words are the same English whatever the language of who exports it.
+    # header, status words, visit names and booked times are the same English whatever the
+    # language of who exports it.
     header = [
         "trial",
         "site",
@@ -390,17 +392,20 @@ def visit_csv_rows(visits: QuerySet[ScheduledVisit], *, user: Any) -> Iterator[s
                 todays[site.pk] = access.site_today(site)
             procedures = [scheduled.procedure for scheduled in visit.procedures_in_order]
             resources = dict.fromkeys(p.resource for p in procedures if p.resource)
+            with translation.override("en"):  # the file's words, names and times: see header
+                name = visit.name
+                booked = site_time(visit.booked_start, site) if visit.booked_start else ""
             row = [
                 visit.participant.trial.code,
                 site.code,
                 visit.participant.study_id,
                 visit.code,
-                visit.name,
+                name,
                 VISIT_GLANCE_LABELS[visit_glance_status(visit, today=todays[site.pk])],
                 _date(visit.target_date),
                 _date(visit.window_start),
                 _date(visit.window_end),
-                site_time(visit.booked_start, site) if visit.booked_start else "",
+                booked,
                 _date(visit.booked_date),
                 _date(visit.actual_date),
                 "" if visit.deviation_days is None else visit.deviation_days,
@@ -411,6 +416,7 @@ def visit_csv_rows(visits: QuerySet[ScheduledVisit], *, user: Any) -> Iterator[s
             if shows_arm:
                 row.append(getattr(visit, "arm_code", None) or "")
             yield writer.writerow([_cell(value) for value in row])
+
 
 
 def _shows_arm(user: Any) -> bool:

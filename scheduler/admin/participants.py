@@ -23,7 +23,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
-from scheduler import access, audittrail
+from scheduler import access
 from scheduler.access import site_today
 from scheduler.admin import lists
 from scheduler.admin.actions import Done, LifecycleAction, Outcome, Preview, Summary
@@ -779,15 +779,6 @@ class ParticipantAdmin(
                 self.message_user(request, warning, messages.WARNING)
         else:
             super().save_model(request, obj, form, change)
-
-    def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
-    ) -> HttpResponse:
-        response = super().change_view(request, object_id, form_url, extra_context)
-        audittrail.record_view(
-            request, participant_id=object_id, surface="admin", page="change", response=response
-        )
-        return response
 
     # The moment of enrollment on the site's clock (Django alone would show it in UTC).
     enrolled = site_clock_column("enrolled_at", "enrolled at", lambda row: row.site)

@@ -22,19 +22,57 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.core import checks
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import IntegerField, Model, QuerySet
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
+from django.db.models import (
+    DateField,
+    DateTimeField,
+    DecimalField,
+    FloatField,
+    ForeignKey,
+    GenericIPAddressField,
+    IntegerField,
+    Model,
+    QuerySet,
+)
+from django.db.models.constants import LOOKUP_SEP
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 
-from scheduler import access
+from participants.models import Participant
+from scheduler import access, audittrail
 from trials.admin import READS, OneRule
 from trials.models import Site, Trial
 
 # ----------------------------------------------------------------------------------------
 # Clinical admins: every row from scheduler/access.py, deny by default.
+
+# The lookups Django's list filters (and the app's links) send for a field they filter on,
+# and the fields a range may run over.
+RANGE_LOOKUPS = frozenset({"gt", "gte", "lt", "lte"})
+FILTER_LOOKUPS = frozenset({"exact", "isnull", "in", *RANGE_LOOKUPS})
+RANGEABLE_FIELDS = (DateField, DateTimeField, IntegerField, DecimalField, FloatField, ForeignKey)
+
+
+def _field_and_lookup(model: type[Model], lookup: str) -> tuple[Any, str]:
+    """The field a list lookup ends on and its lookup ("exact" when none is written); no
+    field when the first part names none (a custom filter's parameter)."""
+    parts = lookup.split(LOOKUP_SEP)
+    field: Any = None
+    for position, part in enumerate(parts):
+        meta = (field.related_model if field is not None else model)._meta
+        try:
+            field = meta.pk if part == "pk" else meta.get_field(part)
+        except FieldDoesNotExist:
+            if field is None:
+                return None, ""
+            return field, LOOKUP_SEP.join(parts[position:])
+        if not field.is_relation or field.related_model is None:
+            rest = parts[position + 1 :]
+            return field, LOOKUP_SEP.join(rest) if rest else "exact"
+    return field, "exact"
 
 
 def is_primary_key(model: type[Model], value: str) -> bool:
@@ -107,11 +145,74 @@ class ScopedAdmin(OneRule, admin.ModelAdmin):
         except (ValueError, ValidationError) as bad_id:
             raise Http404 from bad_id
 
+    def lookup_allowed(self, lookup: str, value: str, request: Any = None) -> bool:
+        """The lookups the list's own filters and links send, not any of the caller's making.
+
+        Django lets a list's query string filter any of the model's own fields with any lookup
+        (`?reason__regex=(`, `?target_date__year=99999`, `?last_error__icontains=…`): a value
+        the database refuses was a 500 when the list was counted, and a field the list hides
+        from a role (a reminder's delivery error from a monitor) could be read a guess at a
+        time. Allowed here: exact, isnull and `in` on any field Django allows, ranges on
+        dates, instants and numbers only (a range over text reads it a letter at a time), an
+        address that is one, and the date hierarchy's year within the dates anything is planned
+        on. Anything else is refused as an incorrect filter (the list's "?e=1" page).
+        Parameters that name no field are the custom filters' own.
+        """
+        hierarchy = self.date_hierarchy
+        if hierarchy and lookup in {f"{hierarchy}__{part}" for part in ("year", "month", "day")}:
+            if lookup.endswith("__year") and not (
+                value.isascii() and value.isdigit() and 1900 <= int(value) <= 2200
+            ):
+                raise IncorrectLookupParameters(f"{lookup}: a year from 1900 to 2200")
+            return True
+        field, kind = _field_and_lookup(self.model, lookup)
+        if field is None:
+            return True  # a custom filter's parameter, or no field at all (refused by Django)
+        if kind not in FILTER_LOOKUPS or (
+            kind in RANGE_LOOKUPS and not isinstance(field, RANGEABLE_FIELDS)
+        ):
+            raise IncorrectLookupParameters(f"filtering by {lookup} is not offered here")
+        if isinstance(field, GenericIPAddressField) and kind == "exact":
+            try:
+                field.run_validators(field.to_python(value))
+            except ValidationError as error:
+                raise IncorrectLookupParameters(f"{lookup}: not an address") from error
+        return bool(super().lookup_allowed(lookup, value, request))
+
     def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
         found = super().get_object(request, object_id, from_field)
         if found is None:
             raise Http404
         return found
+
+    # Whether opening one of its records leaves a view in the access audit (the security
+    # audit's own rows do not: reading the audit is not reading a participant's record).
+    records_views = True
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        """The record's page; a page that shows a participant's record (theirs, or one of their
+        visits, milestones, reminders, feeds or treatment assignments) is recorded as read,
+        under the participant shown (not the id as the URL spells it)."""
+        response = super().change_view(request, object_id, form_url, extra_context)
+        shown = (getattr(response, "context_data", None) or {}).get("original")
+        if self.records_views and shown is not None:
+            participant_id: int | None
+            if isinstance(shown, Participant):
+                participant_id, page = shown.pk, "change"
+            else:
+                participant_id = getattr(shown, "participant_id", None)
+                page = self.model._meta.model_name or "change"
+            if participant_id is not None:
+                audittrail.record_view(
+                    request,
+                    participant_id=participant_id,
+                    surface="admin",
+                    page=page,
+                    response=response,
+                )
+        return response
 
     def history_view(
         self, request: HttpRequest, object_id: str, extra_context: Any = None

@@ -75,6 +75,7 @@ class ParticipantFilter(admin.SimpleListFilter):
 
 @admin.register(SecurityEvent)
 class SecurityEventAdmin(ScopedAdmin):
+    records_views = False  # reading the audit is not reading a participant's record
     list_display = [
         "when",
         "kind",
