@@ -418,7 +418,6 @@ def visit_csv_rows(visits: QuerySet[ScheduledVisit], *, user: Any) -> Iterator[s
             yield writer.writerow([_cell(value) for value in row])
 
 
-
 def _shows_arm(user: Any) -> bool:
     """Does the export carry an arm column: the user may see the arm in some trial they read
     (an open trial, or a blinded one as an unblinded role)? A blinded role in blinded trials
