@@ -131,6 +131,25 @@ def peak_kib(run: Callable[[], int]) -> tuple[float, int]:
     return peak / 1024, size
 
 
+def maintenance_conninfo(url: str, **options: Any) -> str:
+    """Where to reach the server of `url`'s database for creating, dropping or checkpointing:
+    its host, port and credentials, and the `postgres` database."""
+    import environ
+    from psycopg.conninfo import make_conninfo
+
+    config = environ.Env.db_url_config(url)
+    return str(
+        make_conninfo(
+            host=config["HOST"] or None,
+            port=config["PORT"] or None,
+            user=config["USER"] or None,
+            password=config["PASSWORD"] or None,
+            dbname="postgres",
+            **options,
+        )
+    )
+
+
 def throwaway_postgres(url: str, label: str) -> tuple[str, Callable[[], None]]:
     """Create an empty database beside `url`'s; return its URL and a function that drops it.
 
@@ -138,17 +157,10 @@ def throwaway_postgres(url: str, label: str) -> tuple[str, Callable[[], None]]:
     """
     import environ
     import psycopg
-    from psycopg.conninfo import make_conninfo
 
     config = environ.Env.db_url_config(url)
     name = f"{config['NAME'] or 'bench'}_{label}_{uuid.uuid4().hex[:8]}"
-    server = make_conninfo(
-        host=config["HOST"] or None,
-        port=config["PORT"] or None,
-        user=config["USER"] or None,
-        password=config["PASSWORD"] or None,
-        dbname="postgres",
-    )
+    server = maintenance_conninfo(url)
     with psycopg.connect(server, autocommit=True) as maintenance:
         maintenance.execute(f'CREATE DATABASE "{name}"')
 
@@ -163,17 +175,9 @@ def ensure_postgres_database(url: str) -> None:
     """Create `url`'s database if the server does not have it yet (scripts that migrate it)."""
     import environ
     import psycopg
-    from psycopg.conninfo import make_conninfo
 
     config = environ.Env.db_url_config(url)
-    server = make_conninfo(
-        host=config["HOST"] or None,
-        port=config["PORT"] or None,
-        user=config["USER"] or None,
-        password=config["PASSWORD"] or None,
-        dbname="postgres",
-    )
-    with psycopg.connect(server, autocommit=True) as maintenance:
+    with psycopg.connect(maintenance_conninfo(url), autocommit=True) as maintenance:
         found = maintenance.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]]
         ).fetchone()
@@ -186,21 +190,12 @@ def settle_postgres(url: str) -> str:
     script measures, so that one script's writes (the reminder script's million rows) are not
     flushed during the next one's commits. Needs a superuser or pg_checkpoint (Postgres 15);
     returns why it could not, or "" once done."""
-    import environ
     import psycopg
-    from psycopg.conninfo import make_conninfo
 
-    config = environ.Env.db_url_config(url)
-    server = make_conninfo(
-        host=config["HOST"] or None,
-        port=config["PORT"] or None,
-        user=config["USER"] or None,
-        password=config["PASSWORD"] or None,
-        dbname="postgres",
-        connect_timeout=10,
-    )
     try:
-        with psycopg.connect(server, autocommit=True) as maintenance:
+        with psycopg.connect(
+            maintenance_conninfo(url, connect_timeout=10), autocommit=True
+        ) as maintenance:
             maintenance.execute("CHECKPOINT")
     except psycopg.Error as error:
         return f"no CHECKPOINT between scripts ({type(error).__name__})"
