@@ -153,12 +153,6 @@ def test_a_date_drilldown_to_the_last_year_of_the_calendar_is_refused(
 # Time: the audit trail's dates are the site's.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OPEN DEFECT: the audit lists' date drill-down and date filter "
-    "(scheduler/admin/audit.py: date_hierarchy/list_filter on history_date) count UTC days, "
-    "not the site's (lists span sites in several zones; needs a per-site day filter)",
-)
 def test_the_history_lists_day_drilldown_is_the_day_each_row_shows(
     ws: World, django_user_model: Any
 ) -> None:
