@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import functools
 import zoneinfo
+from types import SimpleNamespace
 
 import holidays
 from django.core.exceptions import ValidationError
@@ -530,10 +531,7 @@ def taper_drug(rule: object, language: str | None = None) -> str:
     taper = getattr(rule, "taper", None) or {}
     if not taper.get("drug"):
         return localized_name(rule, language)
-    language = (language or translation.get_language() or "en").split("-")[0]
-    if language == "ja" and taper.get("drug_ja"):
-        return str(taper["drug_ja"])
-    return str(taper["drug"])
+    return localized(SimpleNamespace(**taper), "drug", language)
 
 
 def localized_name(obj: object, language: str | None = None) -> str:

@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from simple_history.utils import get_history_model_for_model
 
 from scheduler import access
-from scheduler.admin.scoping import ScopedAdmin, scoped_filter
+from scheduler.admin.scoping import HIERARCHY_YEARS, ScopedAdmin, scoped_filter
 from scheduler.display import site_time
 from scheduler.models import (
     ScheduledMilestone,
@@ -51,8 +51,8 @@ class SiteDayChangeList(ChangeList):
             first = dt.date(year, month, day)
         except ValueError as error:
             raise IncorrectLookupParameters(error) from error
-        if not 1900 <= year <= 2200:  # as ScopedAdmin.lookup_allowed bounds it
-            raise IncorrectLookupParameters(f"{self.date_hierarchy}__year: 1900 to 2200")
+        if year not in HIERARCHY_YEARS:  # as ScopedAdmin.lookup_allowed bounds it
+            raise IncorrectLookupParameters(f"{self.date_hierarchy}__year: {year}")
         if "day" in asked:
             after = first + dt.timedelta(days=1)
         elif "month" in asked:

@@ -45,6 +45,7 @@ from participants.models import Participant
 from scheduler import access, audittrail
 from trials.admin import READS, OneRule
 from trials.models import Site, Trial
+from trials.protocol_file import EARLIEST_DATE, LATEST_DATE
 
 # ----------------------------------------------------------------------------------------
 # Clinical admins: every row from scheduler/access.py, deny by default.
@@ -54,6 +55,9 @@ from trials.models import Site, Trial
 RANGE_LOOKUPS = frozenset({"gt", "gte", "lt", "lte"})
 FILTER_LOOKUPS = frozenset({"exact", "isnull", "in", *RANGE_LOOKUPS})
 RANGEABLE_FIELDS = (DateField, DateTimeField, IntegerField, DecimalField, FloatField, ForeignKey)
+# The years a date drill-down may ask for: those anything is planned on (protocol files and
+# the API take dates in the same range), so no week or month around them runs off the calendar.
+HIERARCHY_YEARS = range(EARLIEST_DATE.year, LATEST_DATE.year + 1)
 
 
 def _field_and_lookup(model: type[Model], lookup: str) -> tuple[Any, str]:
@@ -161,9 +165,11 @@ class ScopedAdmin(OneRule, admin.ModelAdmin):
         hierarchy = self.date_hierarchy
         if hierarchy and lookup in {f"{hierarchy}__{part}" for part in ("year", "month", "day")}:
             if lookup.endswith("__year") and not (
-                value.isascii() and value.isdigit() and 1900 <= int(value) <= 2200
+                value.isascii() and value.isdigit() and int(value) in HIERARCHY_YEARS
             ):
-                raise IncorrectLookupParameters(f"{lookup}: a year from 1900 to 2200")
+                raise IncorrectLookupParameters(
+                    f"{lookup}: a year from {HIERARCHY_YEARS[0]} to {HIERARCHY_YEARS[-1]}"
+                )
             return True
         field, kind = _field_and_lookup(self.model, lookup)
         if field is None:
