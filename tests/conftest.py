@@ -174,6 +174,18 @@ def import_seed(db: None) -> Callable[[str], ProtocolVersion]:
 
 
 @pytest.fixture(autouse=True)
+def each_test_starts_in_the_default_language() -> Iterator[None]:
+    """The active language is per thread, and a request (the language middleware, a Japanese
+    reader's page) leaves it active after the response: an xdist worker then ran the next
+    test in Japanese, and a test comparing an English refusal failed only in some orders."""
+    from django.utils import translation
+
+    translation.deactivate()
+    yield
+    translation.deactivate()
+
+
+@pytest.fixture(autouse=True)
 def published_snapshots_start_empty() -> None:
     """Each test starts with no snapshot or catalog of a published version in memory: on SQLite
     a rolled back test's ids come back, and a frozen clock repeats publication instants, so a
