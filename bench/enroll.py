@@ -63,12 +63,19 @@ def main() -> None:
     parser.add_argument(
         "--floor", type=int, default=20, help="enrollments per size against every row (Postgres)"
     )
+    parser.add_argument(
+        "--cohorts", default="1000", help="cohorts enrolled at once, comma-separated sizes"
+    )
+    parser.add_argument("--cohort-runs", type=int, default=3, help="cohorts per median")
     args = parser.parse_args()
     sizes = sorted(
         {int(size) for size in args.sizes.split(",")}
         | ({10_000, FULL_SIZE} if args.full else set())
     )
     assert sizes and sizes[0] > 0, "--sizes must be positive"
+    args.cohort_sizes = sorted(
+        {int(size) for size in args.cohorts.split(",") if size} | ({10_000} if args.full else set())
+    )
 
     os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="bench-"))
     drop_database = None
@@ -221,6 +228,64 @@ def run(args: argparse.Namespace, sizes: list[int]) -> None:
                 baseline=every_row,
                 runs=len(recorded_ms[size]),
             )
+    cohorts(version, site, args.cohort_sizes, args.cohort_runs, prefix, postgres)
+
+
+COHORT_SCENARIO = "enroll a cohort at once (participants_enroll)"
+
+
+def cohorts(
+    version: Any, site: Any, sizes: list[int], runs: int, prefix: str, postgres: bool
+) -> None:
+    """Each of `sizes` participants, registered in screening, enrolled in one call of
+    `participants_enroll` (the calendars, their history, reminders and webhooks written in
+    bulk), against the engine's rows of all of them written with one `COPY` a table: the
+    issue's "planning 10,000 participants" against its baseline. The median of `runs`
+    cohorts, each new participants."""
+    from participants.models import Participant, ParticipantAnchor
+    from scheduler.services import Enrollment, participants_enroll
+
+    day1 = dt.date(2026, 3, 2)
+    for size in sizes:
+        enroll_s: list[float] = []
+        copy_s: list[float] = []
+        for run in progress(range(runs), f"enroll.py: cohorts of {size:,}"):
+            people = Participant.objects.bulk_create(
+                Participant(
+                    trial=version.trial,
+                    site=site,
+                    study_id=f"{prefix}-C{size}-{run}-{n:06d}",
+                    protocol_version=version,
+                    birth_date=dt.date(1980, 1, 1),
+                    weight_kg=Decimal(70),
+                    timezone=site.timezone,
+                )
+                for n in range(size)
+            )
+            ParticipantAnchor.objects.bulk_create(
+                ParticipantAnchor(participant=person, code="day1", date=day1) for person in people
+            )
+            started = time.perf_counter()
+            participants_enroll(
+                enrollments=[Enrollment(person, dt.date(2026, 2, 1)) for person in people]
+            )
+            enroll_s.append(time.perf_counter() - started)
+            copy_s.append(rows_copied(people, postgres) / 1000)
+        enroll, plain = statistics.median(enroll_s), statistics.median(copy_s)
+        print(f"a cohort of {size:,} enrolled at once:")
+        print(f"  enroll:   {enroll:8.2f} s (median of {runs})")
+        print(f"  baseline: {plain:8.2f} s, the engine's rows of all of them with COPY")
+        print(f"  ratio:    {enroll / plain:8.2f} x baseline")
+        report(
+            script="enroll",
+            scenario=COHORT_SCENARIO,
+            size=size,
+            value=enroll,
+            unit="s",
+            baseline=plain,
+            target=2 * plain,
+            runs=runs,
+        )
 
 
 BASELINE = {
@@ -237,6 +302,11 @@ def baseline(participant: Any, postgres: bool) -> float:
     procedures, its milestones) with the fastest plain means: psycopg 3 `COPY` on Postgres, ids
     drawn from the sequences in one query each; a bulk insert on SQLite. In its own
     transaction, committed, like the enrollment it is compared with."""
+    return rows_copied([participant], postgres)
+
+
+def rows_copied(participants: list[Any], postgres: bool) -> float:
+    """`baseline` for the rows of all `participants` at once, in one transaction."""
     from django.db import connection, transaction
 
     from scheduler.models import ScheduledMilestone, ScheduledProcedure, ScheduledVisit
@@ -246,19 +316,21 @@ def baseline(participant: Any, postgres: bool) -> float:
 
     visit_columns = fields(ScheduledVisit)
     visit_rows = list(
-        ScheduledVisit.objects.filter(participant=participant)
+        ScheduledVisit.objects.filter(participant__in=participants)
         .order_by("id")
         .values_list("id", *visit_columns)
     )
     procedure_columns = fields(ScheduledProcedure)
     procedure_rows = list(
-        ScheduledProcedure.objects.filter(visit__participant=participant).values_list(
+        ScheduledProcedure.objects.filter(visit__participant__in=participants).values_list(
             *procedure_columns
         )
     )
     milestone_columns = fields(ScheduledMilestone)
     milestone_rows = list(
-        ScheduledMilestone.objects.filter(participant=participant).values_list(*milestone_columns)
+        ScheduledMilestone.objects.filter(participant__in=participants).values_list(
+            *milestone_columns
+        )
     )
     occurrence = visit_columns.index("occurrence")
     uid = visit_columns.index("ical_uid")

@@ -39,7 +39,7 @@ from scheduler.models import (
 from scheduler.models import TaperAdjustment as TaperAdjustmentRow
 from scheduler.outbox.plan import (
     announce_to_site_systems,
-    announce_visits,
+    announce_visits_many,
     reminders_sync_many,
 )
 from scheduler.selectors import protocol_catalog, protocol_snapshot, rows_share_related
@@ -560,11 +560,16 @@ def calendar_apply_many(
             visit__in=[r for r in all_updated if r.status == ScheduledVisit.Status.CANCELLED]
         ).delete()
     subscribers: dict[Any, Any] = {}  # looked up once per trial, site and event
+    announce_visits_many(
+        [
+            (pending.participant, updated_visits.get(pending.participant.pk, []))
+            for pending in pendings
+        ]
+    )
     for pending in pendings:
         rows = updated_visits.get(pending.participant.pk, [])
         if not rows:
             continue
-        announce_visits(pending.participant, rows)
         # Site systems hear of visits this change moved (or re-planned) and cancelled.
         gone = [r for r in rows if r.status == ScheduledVisit.Status.CANCELLED]
         moved = [r for r in rows if r.status != ScheduledVisit.Status.CANCELLED]
@@ -596,8 +601,9 @@ def calendar_apply_many(
     created_of: dict[int, list[ScheduledVisit]] = {}
     for visit in created:
         created_of.setdefault(visit.participant_id, []).append(visit)
-    for pending in pendings:
-        announce_visits(pending.participant, created_of.get(pending.participant.pk, []))
+    announce_visits_many(
+        [(pending.participant, created_of.get(pending.participant.pk, [])) for pending in pendings]
+    )
     create_with_history(
         [
             ScheduledProcedure(visit=visit, procedure=procedures[code])

@@ -28,13 +28,14 @@ from participants.contact import contact_cleared_warning, participant_contact_ga
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
 from participants.selectors import (
     eligibility_failure_words,
+    machine_criteria_prefetch,
     participant_anchor_dates,
     participant_eligibility_failures,
 )
 from participants.services import study_id_normalized, study_id_taken
 from scheduler.access import can_confirm_eligibility, participant_today, site_now, site_today
 from scheduler.booking import site_calendar, site_holds, visit_plan, visit_slot_plan
-from scheduler.bulkwrite import update_with_history
+from scheduler.bulkwrite import create_with_history, update_with_history
 from scheduler.calendar import (
     CalendarDiff,
     PendingCalendar,
@@ -73,7 +74,7 @@ from scheduler.models import (
 from scheduler.outbox.plan import (
     announce_to_site_systems,
     announce_visits,
-    announce_welcome,
+    announce_welcome_many,
     reminders_sync,
     reminders_sync_many,
     version_rules,
@@ -95,11 +96,26 @@ User = Any  # settings.AUTH_USER_MODEL instance
 
 
 class EnrollmentError(ValueError):
-    """Enrollment was refused; `problems` lists every reason, in plain words."""
+    """Enrollment was refused and nothing was written. `refused`: every participant refused,
+    with every reason, in plain words; `problems`: those reasons (for a batch of more than one,
+    each after the study id it is about)."""
 
-    def __init__(self, participant: Participant, problems: list[str]):
-        self.problems = problems
-        super().__init__(f"{participant} cannot be enrolled: " + "; ".join(problems))
+    def __init__(self, refused: Sequence[tuple[Participant, list[str]]]):
+        self.refused = list(refused)
+        if len(self.refused) == 1:
+            self.problems = list(self.refused[0][1])
+        else:
+            self.problems = [
+                f"{participant.study_id}: {problem}"
+                for participant, problems in self.refused
+                for problem in problems
+            ]
+        super().__init__(
+            "; ".join(
+                f"{participant} cannot be enrolled: " + "; ".join(problems)
+                for participant, problems in self.refused
+            )
+        )
 
 
 class CalendarError(ValueError):
@@ -195,7 +211,6 @@ def _enrollment_problems(
     return problems, snapshot
 
 
-@transaction.atomic
 def participant_enroll(
     *,
     participant: Participant,
@@ -210,34 +225,130 @@ def participant_enroll(
     screening, fails a machine-checkable eligibility criterion on `on` (age is taken on the
     consent date when one is recorded), lacks an anchor date the protocol counts from, or has an
     anchor outside its allowed range. The arm, when given, is stored apart as the treatment
-    assignment.
+    assignment. `participants_enroll` for one.
     """
-    participant = Participant.objects.select_for_update().get(pk=participant.pk)
-    version = participant.protocol_version
-    problems, snapshot = _enrollment_problems(participant, on, arm)
-    if require_confirmation and participant.eligibility_confirmed_by_id is None:
-        problems.append(_("the site's investigator has not confirmed eligibility yet"))
-    if problems:
-        raise EnrollmentError(participant, problems)
-
-    if arm is not None:
-        assignment = TreatmentAssignment(participant=participant, arm=arm)
-        _audited(assignment, by, "randomised at enrollment").save()
-    participant.status = Participant.Status.ENROLLED
-    participant.enrolled_at = timezone.now()
-    participant.enrolled_on = on
-    _audited(participant, by, "enrolled").save(
-        update_fields=["status", "enrolled_at", "enrolled_on"]
+    participants_enroll(
+        enrollments=[Enrollment(participant, on, arm)],
+        by=by,
+        require_confirmation=require_confirmation,
     )
-    # Queued before the calendar's first invites, so it is the first message to arrive.
-    announce_welcome(participant)
-    calendar_apply(
-        calendar_diff(participant, version=version, snapshot=snapshot), by=by, reason="enrolled"
-    )
-    announce_to_site_systems("participant.enrolled", participant)
     return list(
         ScheduledVisit.objects.filter(participant=participant).order_by("target_date", "id")
     )
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """One participant to enroll on `on`, with their randomised arm where the protocol has
+    arm-specific visits."""
+
+    participant: Participant
+    on: dt.date
+    arm: Arm | None = None
+
+
+# Participants whose calendars are planned and written together (about 60 visits each): what
+# a chunk plans stays in memory until it is written.
+ENROLL_CHUNK = 500
+
+
+@transaction.atomic
+def participants_enroll(
+    *,
+    enrollments: Sequence[Enrollment],
+    by: User | None = None,
+    require_confirmation: bool = False,
+) -> dict[int, int]:
+    """Enroll many participants in screening at once (a cohort, or an ongoing trial's
+    participants brought over from another system): what `participant_enroll` does for each,
+    all or nothing, with a fixed number of statements per chunk of calendars rather than per
+    participant (on Postgres the calendars, their history and their reminders are written with
+    `COPY`).
+
+    Refused with `EnrollmentError`, nothing written, if any one of them would be refused; it
+    names every participant refused and every reason. Returns the number of visits planned for
+    each participant, by id.
+    """
+    ids = [enrollment.participant.pk for enrollment in enrollments]
+    if len(set(ids)) != len(ids):
+        raise ValueError("participants_enroll takes each participant once")
+    locked = {
+        participant.pk: participant
+        for participant in Participant.objects.select_for_update(of=("self",))
+        .filter(pk__in=ids)
+        .select_related("protocol_version", "trial", "site")
+        .prefetch_related("anchors", machine_criteria_prefetch())
+        .order_by("pk")
+    }
+    enrollments = [
+        Enrollment(locked[enrollment.participant.pk], enrollment.on, enrollment.arm)
+        for enrollment in enrollments
+    ]
+    refused: list[tuple[Participant, list[str]]] = []
+    snapshots: dict[int, ProtocolSnapshot] = {}
+    for enrollment in enrollments:
+        participant = enrollment.participant
+        problems, snapshots[participant.protocol_version_id] = _enrollment_problems(
+            participant, enrollment.on, enrollment.arm
+        )
+        if require_confirmation and participant.eligibility_confirmed_by_id is None:
+            problems.append(_("the site's investigator has not confirmed eligibility yet"))
+        if problems:
+            refused.append((participant, problems))
+    if refused:
+        raise EnrollmentError(refused)
+
+    create_with_history(
+        [
+            TreatmentAssignment(participant=enrollment.participant, arm=enrollment.arm)
+            for enrollment in enrollments
+            if enrollment.arm is not None
+        ],
+        TreatmentAssignment,
+        by=by,
+        reason="randomised at enrollment",
+    )
+    now = timezone.now()
+    participants = [enrollment.participant for enrollment in enrollments]
+    for enrollment in enrollments:
+        enrollment.participant.status = Participant.Status.ENROLLED
+        enrollment.participant.enrolled_at = now
+        enrollment.participant.enrolled_on = enrollment.on
+    update_with_history(
+        participants,
+        Participant,
+        ["status", "enrolled_at", "enrolled_on"],
+        by=by,
+        reason="enrolled",
+    )
+    # Queued before the calendars' first invites, so it is the first message to arrive.
+    announce_welcome_many(participants)
+    planned: dict[int, int] = {}
+    subscribers: dict[Any, Any] = {}  # looked up once per trial, site and event
+    by_version: dict[int, list[Participant]] = {}
+    for participant in participants:
+        by_version.setdefault(participant.protocol_version_id, []).append(participant)
+    for version_id, cohort in by_version.items():
+        version = cohort[0].protocol_version
+        for start in range(0, len(cohort), ENROLL_CHUNK):
+            chunk = cohort[start : start + ENROLL_CHUNK]
+            stored = stored_calendars(chunk, versions=[version])
+            pendings = [
+                calendar_diff(
+                    participant,
+                    version=version,
+                    snapshot=snapshots[version_id],
+                    stored=stored[participant.pk],
+                )
+                for participant in chunk
+            ]
+            calendar_apply_many(pendings, by=by, reason="enrolled")
+            for pending in pendings:
+                planned[pending.participant.pk] = len(pending.visit_creates)
+                announce_to_site_systems(
+                    "participant.enrolled", pending.participant, subscribers=subscribers
+                )
+    return planned
 
 
 # ----------------------------------------------------------------------------------------

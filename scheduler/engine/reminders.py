@@ -116,7 +116,8 @@ def plan_reminders(
 ) -> list[DueReminder]:
     """Every reminder still to send for one participant's calendar, soonest first."""
     visits, milestones = list(visits), list(milestones)
-    planned: set[DueReminder] = set()
+    # As plain tuples in DueReminder's field order: hashed and sorted in C, the same order.
+    planned: set[tuple[dt.datetime, str, str, str, str, str]] = set()
     for rule in rules:
         if rule.audience == "participant":
             channels = [c for c in rule.channels if c in recipients.participant_channels]
@@ -128,10 +129,8 @@ def plan_reminders(
             if due_at <= now:
                 continue
             for channel in channels:
-                planned.add(
-                    DueReminder(due_at, target_key, rule.code, channel, rule.audience, rule.event)
-                )
-    return sorted(planned)
+                planned.add((due_at, target_key, rule.code, channel, rule.audience, rule.event))
+    return [DueReminder(*row) for row in sorted(planned)]
 
 
 def _moments(

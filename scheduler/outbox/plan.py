@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 from django.conf import settings
 from django.db.models import F, Q
@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from participants.models import Participant
 from scheduler.access import participant_today
-from scheduler.bulkwrite import rows_add_new
+from scheduler.bulkwrite import rows_add_new, rows_create
 from scheduler.calendars.events import attendee_of
 from scheduler.calendars.imip import INVITE_EVENT
 from scheduler.engine.reminders import (
@@ -342,66 +342,80 @@ def announce_visits(
       day. Its earlier unsent rows are cancelled, so a visit moved before its invite went
       out is invited once, at the time its new window calls for, never early.
     """
-    visits = list(visits)
-    if not visits:
-        return
-    today = participant_today(participant, now=now)
-    if attendee_of(participant, today) is None:
-        return
+    announce_visits_many([(participant, list(visits))], now=now)
+
+
+def announce_visits_many(
+    changes: Sequence[tuple[Participant, Sequence[ScheduledVisit]]],
+    *,
+    now: dt.datetime | None = None,
+) -> None:
+    """`announce_visits` for the changed visits of many participants (a cohort enrolled, a
+    site's amendment): the same rows, with the same statements for all of them as for one."""
     now = now or timezone.now()
+    reached: list[tuple[Participant, Sequence[ScheduledVisit], dt.date]] = []
+    for participant, visits in changes:
+        if not visits:
+            continue
+        today = participant_today(participant, now=now)
+        if attendee_of(participant, today) is not None:
+            reached.append((participant, visits, today))
+    if not reached:
+        return
+    every_visit = [visit.pk for _participant, visits, _today in reached for visit in visits]
     # The newest SEQUENCE each visit was sent (or is being sent) to the participant.
     told: dict[int, int] = {}
     for visit_id, sequence in Reminder.objects.filter(
         event=INVITE_EVENT,
-        visit__in=visits,
+        visit__in=every_visit,
         status__in=[Reminder.Status.SENT, Reminder.Status.SENDING],
     ).values_list("visit_id", "ical_sequence"):
         told[visit_id] = max(told.get(visit_id, 0), sequence or 0)
-    unsent = list(
-        Reminder.objects.filter(
-            event=INVITE_EVENT,
-            visit__in=[visit for visit in visits if visit.pk not in told],
-            status__in=[Reminder.Status.PENDING, Reminder.Status.FAILED],
-        )
-    )
+    unsent: dict[int, list[Reminder]] = {}
+    for row in Reminder.objects.filter(
+        event=INVITE_EVENT,
+        visit__in=[pk for pk in every_visit if pk not in told],
+        status__in=[Reminder.Status.PENDING, Reminder.Status.FAILED],
+    ).order_by("pk"):
+        unsent.setdefault(row.visit_id, []).append(row)  # type: ignore[arg-type]
     wanted: list[Reminder] = []
     kept: set[int] = set()
-    for visit in visits:
-        if visit.pk in told:
-            # Already told: the change goes at once, unless they have this state already.
-            due: dt.datetime | None = now if told[visit.pk] < visit.ical_sequence else None
-        else:
-            due = _first_invite_due(visit, participant, today, now)
-            mine = [row for row in unsent if row.visit_id == visit.pk]
-            # An open row for this very state that is already due (queued, or failing and
-            # being retried) stays the one that sends it.
-            same = [
-                row
-                for row in mine
-                if due is not None
-                and row.ical_sequence == visit.ical_sequence
-                and (row.due_at == due or (due == now and row.due_at <= now))
-            ]
-            if same:
-                kept.add(same[0].pk)
-                continue
-        if due is not None:
-            wanted.append(
-                Reminder(
-                    participant=participant,
-                    visit=visit,
-                    target_key=f"visit:{visit.pk}",
-                    rule_code=f"INVITE-{visit.ical_sequence}",
-                    event=INVITE_EVENT,
-                    channel="email",
-                    audience="participant",
-                    due_at=due,
-                    next_attempt_at=due,
-                    enqueued_at=now if due <= now else None,
-                    ical_sequence=visit.ical_sequence,
+    for participant, visits, today in reached:
+        for visit in visits:
+            if visit.pk in told:
+                # Already told: the change goes at once, unless they have this state already.
+                due: dt.datetime | None = now if told[visit.pk] < visit.ical_sequence else None
+            else:
+                due = _first_invite_due(visit, participant, today, now)
+                # An open row for this very state that is already due (queued, or failing and
+                # being retried) stays the one that sends it.
+                same = [
+                    row
+                    for row in unsent.get(visit.pk, ())
+                    if due is not None
+                    and row.ical_sequence == visit.ical_sequence
+                    and (row.due_at == due or (due == now and row.due_at <= now))
+                ]
+                if same:
+                    kept.add(same[0].pk)
+                    continue
+            if due is not None:
+                wanted.append(
+                    Reminder(
+                        participant=participant,
+                        visit=visit,
+                        target_key=f"visit:{visit.pk}",
+                        rule_code=f"INVITE-{visit.ical_sequence}",
+                        event=INVITE_EVENT,
+                        channel="email",
+                        audience="participant",
+                        due_at=due,
+                        next_attempt_at=due,
+                        enqueued_at=now if due <= now else None,
+                        ical_sequence=visit.ical_sequence,
+                    )
                 )
-            )
-    replanned = [row.pk for row in unsent if row.pk not in kept]
+    replanned = [row.pk for rows in unsent.values() for row in rows if row.pk not in kept]
     if replanned:
         Reminder.objects.filter(pk__in=replanned).update(
             status=Reminder.Status.CANCELLED, last_error="replanned before it was sent"
@@ -433,12 +447,28 @@ def announce_welcome(participant: Participant, *, now: dt.datetime | None = None
     the feed to subscribe to, whom to call) is read when it is sent, after commit; see
     `scheduler.outbox.channels`.
     """
-    if attendee_of(participant, participant_today(participant, now=now)) is None:
-        return
-    if Reminder.objects.filter(participant=participant, event=WELCOME_EVENT).exists():
-        return
+    announce_welcome_many([participant], now=now)
+
+
+def announce_welcome_many(
+    participants: Sequence[Participant], *, now: dt.datetime | None = None
+) -> None:
+    """`announce_welcome` for many participants (a cohort enrolled at once): one query for
+    those already welcomed and one write for the rest, in the order given."""
     now = now or timezone.now()
-    [row] = Reminder.objects.bulk_create(
+    reachable = [
+        participant
+        for participant in participants
+        if attendee_of(participant, participant_today(participant, now=now)) is not None
+    ]
+    if not reachable:
+        return
+    welcomed = set(
+        Reminder.objects.filter(
+            participant__in=[participant.pk for participant in reachable], event=WELCOME_EVENT
+        ).values_list("participant_id", flat=True)
+    )
+    rows = rows_create(
         [
             Reminder(
                 participant=participant,
@@ -451,6 +481,10 @@ def announce_welcome(participant: Participant, *, now: dt.datetime | None = None
                 next_attempt_at=now,
                 enqueued_at=now,
             )
-        ]
+            for participant in reachable
+            if participant.pk not in welcomed
+        ],
+        Reminder,
     )
-    send_after_commit(SEND_TASK, [row.pk])
+    if rows:
+        send_after_commit(SEND_TASK, [row.pk for row in rows])
