@@ -108,7 +108,7 @@ def written(participant: Participant) -> dict[str, Any]:
     """Everything enrolling wrote for `participant`, without its own keys and names."""
     participant.refresh_from_db()
     visit_names = {
-        visit.pk: (visit.visit_definition.code, visit.occurrence)
+        visit.pk: (visit.visit_definition.code, visit.occurrence)  # type: ignore[union-attr]
         for visit in ScheduledVisit.objects.filter(participant=participant).select_related(
             "visit_definition"
         )
