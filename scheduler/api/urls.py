@@ -74,6 +74,7 @@ urlpatterns = [
         views.ParticipantComplete.as_view(),
         name="participant-complete",
     ),
+    path("enrollments/", views.EnrollmentBatch.as_view(), name="enrollment-batch"),
     path("visits/", views.VisitList.as_view(), name="visit-list"),
     path("visits/<id:pk>/", views.VisitDetail.as_view(), name="visit-detail"),
     path(

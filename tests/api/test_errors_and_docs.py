@@ -129,6 +129,7 @@ def test_the_schema_is_openapi_3_and_lists_the_endpoints(world: World) -> None:
     # The webhook subscriptions' paths are listed by their own tests (tests/api/test_webhooks*).
     paths = [p for p in schema["paths"] if not p.startswith("/api/v1/webhooks/")]
     assert sorted(paths) == [
+        "/api/v1/enrollments/",
         "/api/v1/feeds/{id}/revoke/",
         "/api/v1/participants/",
         "/api/v1/participants/{id}/",
