@@ -43,7 +43,11 @@ RESULTS = BENCH / "results.json"
 
 # script -> (default arguments, --smallest arguments, needs Postgres)
 SCRIPTS: dict[str, tuple[list[str], list[str], bool]] = {
-    "enroll": ([], ["--sizes", "20,60", "--participants", "20"], False),
+    "enroll": (
+        [],
+        ["--sizes", "20,60", "--participants", "20", "--cohorts", "50", "--cohort-runs", "1"],
+        False,
+    ),
     "engine": ([], ["--runs", "200", "--samples", "3", "--peer-runs", "20"], False),
     "feeds": (
         ["--site-participants", "500", "--runs", "10"],
