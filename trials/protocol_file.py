@@ -699,6 +699,10 @@ def _compose(loader: Any, source: str) -> tuple[Any, Lines | int | None]:
                         "keys out",
                         line,
                     )
+                elif tag not in constructors:
+                    # A tag PyYAML's resolver gives but nothing constructs (a plain "=", its
+                    # YAML 1.1 `value` tag): the text as written, checked as any text is.
+                    value = text
                 else:
                     try:
                         value = constructors[tag](loader, yaml.ScalarNode(tag, text))

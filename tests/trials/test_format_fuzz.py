@@ -345,3 +345,25 @@ def test_the_alphabet_of_codes_is_the_formats() -> None:
         ),
         source="ok.yaml",
     ).trial.code == ("a0123456789")
+
+
+@pytest.mark.django_db
+def test_a_plain_equals_sign_is_text_not_a_crash() -> None:
+    # Found by the byte-changing fuzzer: PyYAML resolves a plain "=" to its YAML 1.1 `value`
+    # tag, for which it has no constructor, and the parser raised KeyError (a 500 on upload).
+    from pathlib import Path
+
+    text = Path("seeds/protocols/000_niams_vascular.yaml").read_text(encoding="utf-8")
+    changed = text.replace("\n  sponsor:", "\n  sponsor: =\n  x_sponsor:", 1)
+    assert changed != text
+    with pytest.raises(ProtocolFileError) as refused:
+        parse_protocol(changed, source="niams.yaml")
+    assert [(p.path, p.message, p.line) for p in refused.value.problems] == [
+        (("trial", "sponsor"), "string should have at least 2 characters (got '=')", 10),
+        (("trial", "x_sponsor"), "is not a known field here", 11),
+    ]
+    # The plain "=" reads exactly as the quoted one.
+    quoted = text.replace("\n  sponsor:", "\n  sponsor: '='\n  x_sponsor:", 1)
+    with pytest.raises(ProtocolFileError) as same:
+        parse_protocol(quoted, source="niams.yaml")
+    assert same.value.problems == refused.value.problems
