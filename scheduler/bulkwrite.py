@@ -277,35 +277,30 @@ def _column(field: models.Field[Any, Any], objs: Sequence[models.Model]) -> list
     return _prepared(field, [getattr(obj, attname) for obj in objs])
 
 
-# On Postgres, more: an aware datetime and a UUID go to the driver as they are
-# (`adapt_datetimefield_value` of an aware instant and a native uuid column). A naive datetime
-# still goes through Django, which warns of it and makes it aware.
-_PASSED_AS_IS_ON_POSTGRES: dict[str, type] = {
-    **_PASSED_AS_IS,
-    "DateTimeField": dt.datetime,
-    "UUIDField": uuid.UUID,
-}
-
-
 def _prepared(field: models.Field[Any, Any], values: Sequence[Any]) -> list[Any]:
     """`values` of `field` prepared for the database (`get_db_prep_save`)."""
     target = field.target_field if field.is_relation else field  # type: ignore[attr-defined]
-    internal = target.get_internal_type()
+    plain = _PASSED_AS_IS.get(target.get_internal_type())
     prepare = field.get_db_prep_save
-    if connection.vendor == "postgresql" and internal == "DateTimeField" and settings.USE_TZ:
-        return [
-            value
-            if value is None or (type(value) is dt.datetime and value.tzinfo is not None)
-            else prepare(value, connection)
-            for value in values
-        ]
-    plain = (_PASSED_AS_IS_ON_POSTGRES if connection.vendor == "postgresql" else _PASSED_AS_IS).get(
-        internal
-    )
+    if connection.vendor == "postgresql" and plain is None:
+        # Postgres also takes an aware instant and a UUID as they are (what
+        # `adapt_datetimefield_value` and a native uuid column give back); a naive instant
+        # still goes through Django, which warns of it and makes it aware.
+        plain = _PASSED_AS_IS_ON_POSTGRES.get(target.get_internal_type())
+        if plain is dt.datetime:
+            return [
+                value
+                if value is None or (type(value) is dt.datetime and value.tzinfo is not None)
+                else prepare(value, connection)
+                for value in values
+            ]
     return [
         value if value is None or type(value) is plain else prepare(value, connection)
         for value in values
     ]
+
+
+_PASSED_AS_IS_ON_POSTGRES: dict[str, type] = {"DateTimeField": dt.datetime, "UUIDField": uuid.UUID}
 
 
 def _arrays(fields: Sequence[models.Field[Any, Any]]) -> str:
@@ -342,37 +337,10 @@ def _as_inserted(field: models.Field[Any, Any], objs: Sequence[models.Model]) ->
 
 
 def _check_related(objs: Sequence[models.Model]) -> None:
-    """What Model.save() checks (`_prepare_related_fields_for_save`) for the foreign keys
-    that are written: an unsaved related object is refused, a related object saved since it
-    was assigned gives its key. Field by field over all the objects, which costs a third of
-    asking each object about each of its fields; an object with one-to-one or generic
-    relations is asked in full, as Django does."""
-    if not objs:
-        return
-    meta = objs[0]._meta
-    if any(not field.many_to_one for field in meta.concrete_fields if field.is_relation) or (
-        meta.private_fields
-    ):
-        for obj in objs:
-            obj._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
-        return
-    relations: list[Any] = [field for field in meta.concrete_fields if field.is_relation]
-    for field in relations:
-        attname, key = field.attname, field.target_field.attname
-        for obj in objs:
-            if not field.is_cached(obj):
-                continue
-            related = field.get_cached_value(obj)
-            if related is None:
-                continue
-            if not related._is_pk_set():
-                # What Django says, for the same mistake.
-                obj._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
-            elif getattr(obj, attname) in field.empty_values:
-                # Saved since it was assigned: its key, as Django takes it.
-                setattr(obj, attname, getattr(related, key))
-            elif getattr(obj, attname) != getattr(related, key):
-                field.delete_cached_value(obj)
+    """What Model.save() checks: an unsaved related object is refused, a related object saved
+    since it was assigned gives its key."""
+    for obj in objs:
+        obj._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
 
 
 def update_with_history(

@@ -38,7 +38,7 @@ from scheduler.models import (
 )
 from scheduler.models import TaperAdjustment as TaperAdjustmentRow
 from scheduler.outbox.plan import (
-    announce_to_site_systems,
+    announce_to_site_systems_many,
     announce_visits_many,
     reminders_sync_many,
 )
@@ -559,22 +559,23 @@ def calendar_apply_many(
         BookingHold.objects.filter(
             visit__in=[r for r in all_updated if r.status == ScheduledVisit.Status.CANCELLED]
         ).delete()
-    subscribers: dict[Any, Any] = {}  # looked up once per trial, site and event
-    announce_visits_many(
-        [
-            (pending.participant, updated_visits.get(pending.participant.pk, []))
-            for pending in pendings
-        ]
-    )
-    for pending in pendings:
-        rows = updated_visits.get(pending.participant.pk, [])
-        if not rows:
-            continue
-        # Site systems hear of visits this change moved (or re-planned) and cancelled.
-        gone = [r for r in rows if r.status == ScheduledVisit.Status.CANCELLED]
-        moved = [r for r in rows if r.status != ScheduledVisit.Status.CANCELLED]
-        for event, visits in (("visit.moved", moved), ("visit.cancelled", gone)):
-            announce_to_site_systems(event, pending.participant, visits, subscribers=subscribers)
+    changed = [
+        (pending.participant, updated_visits.get(pending.participant.pk, []))
+        for pending in pendings
+    ]
+    announce_visits_many(changed)
+    # Site systems hear of visits this change moved (or re-planned) and cancelled.
+    for event, cancelled in (("visit.moved", False), ("visit.cancelled", True)):
+        announce_to_site_systems_many(
+            event,
+            [
+                (
+                    participant,
+                    [r for r in rows if (r.status == ScheduledVisit.Status.CANCELLED) == cancelled],
+                )
+                for participant, rows in changed
+            ],
+        )
     if repointed:
         reminded |= _procedures_follow_version(repointed, procedures, by=by, reason=reason)
 

@@ -73,6 +73,7 @@ from scheduler.models import (
 )
 from scheduler.outbox.plan import (
     announce_to_site_systems,
+    announce_to_site_systems_many,
     announce_visits,
     announce_welcome_many,
     reminders_sync,
@@ -324,7 +325,6 @@ def participants_enroll(
     # Queued before the calendars' first invites, so it is the first message to arrive.
     announce_welcome_many(participants)
     planned: dict[int, int] = {}
-    subscribers: dict[Any, Any] = {}  # looked up once per trial, site and event
     by_version: dict[int, list[Participant]] = {}
     for participant in participants:
         by_version.setdefault(participant.protocol_version_id, []).append(participant)
@@ -343,11 +343,12 @@ def participants_enroll(
                 for participant in chunk
             ]
             calendar_apply_many(pendings, by=by, reason="enrolled")
-            for pending in pendings:
-                planned[pending.participant.pk] = len(pending.visit_creates)
-                announce_to_site_systems(
-                    "participant.enrolled", pending.participant, subscribers=subscribers
-                )
+            planned.update(
+                (pending.participant.pk, len(pending.visit_creates)) for pending in pendings
+            )
+            announce_to_site_systems_many(
+                "participant.enrolled", [(participant, []) for participant in chunk]
+            )
     return planned
 
 

@@ -37,6 +37,9 @@ from scheduler.models import Reminder, ScheduledMilestone, ScheduledProcedure, S
 from scheduler.outbox.dispatch import SEND_TASK, send_after_commit
 from scheduler.outbox.webhooks import WEBHOOK_CHANNEL
 from scheduler.outbox.webhooks import announce_to_site_systems as announce_to_site_systems
+from scheduler.outbox.webhooks import (
+    announce_to_site_systems_many as announce_to_site_systems_many,
+)
 from trials.models import ProtocolVersion, ReminderRule
 from trials.protocol_file import DEFAULT_REMINDERS
 

@@ -28,7 +28,7 @@ import datetime as dt
 import json
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -213,13 +213,11 @@ def _body(payload: dict[str, Any]) -> str:
 def _subscribers(
     participant: Participant,
     event_type: str,
-    known: dict[tuple[int, int, str], list[WebhookSubscription]] | None = None,
+    known: dict[tuple[int, int, str], list[WebhookSubscription]],
 ) -> list[WebhookSubscription]:
     """The subscriptions that hear of `event_type` about `participant`; `known`: those found
     already in the same change, by trial, site and event (a site's amendment asks for each
     of its participants)."""
-    if known is None:
-        return _subscribers_of(participant, event_type)
     key = (participant.trial_id, participant.site_id, event_type)
     if key not in known:
         known[key] = _subscribers_of(participant, event_type)
@@ -246,7 +244,6 @@ def announce_to_site_systems(
     visits: Iterable[ScheduledVisit] = (),
     *,
     now: dt.datetime | None = None,
-    subscribers: dict[tuple[int, int, str], list[WebhookSubscription]] | None = None,
 ) -> None:
     """Plan one webhook per event and subscriber: `event_type` about each of `visits` (visit
     events) or about the participant (participant events).
@@ -256,63 +253,95 @@ def announce_to_site_systems(
     all, and are handed to a worker right after commit. A subscriber is a site system with an
     active subscription to this event at the participant's trial and site.
     """
+    announce_to_site_systems_many(event_type, [(participant, list(visits))], now=now)
+
+
+def announce_to_site_systems_many(
+    event_type: str,
+    changes: Sequence[tuple[Participant, Sequence[ScheduledVisit]]],
+    *,
+    now: dt.datetime | None = None,
+) -> None:
+    """`announce_to_site_systems` for many participants (a cohort enrolled, a site's
+    amendment): the subscribers looked up once per trial, site and event, and the same
+    statements for all of them as for one."""
     if event_type not in Event.values:
         raise ValueError(f"unknown webhook event {event_type!r}")
-    subjects: list[ScheduledVisit | None] = list(visits) if event_type in VISIT_EVENTS else [None]
-    if not subjects:
-        return
-    subscriptions = _subscribers(participant, event_type, subscribers)
-    if not subscriptions:
+    known: dict[tuple[int, int, str], list[WebhookSubscription]] = {}
+    heard: list[tuple[int, list[ScheduledVisit | None], list[WebhookSubscription]]] = []
+    for participant, visits in changes:
+        subjects: list[ScheduledVisit | None] = (
+            list(visits) if event_type in VISIT_EVENTS else [None]
+        )
+        if not subjects:
+            continue
+        subscriptions = _subscribers(participant, event_type, known)
+        if subscriptions:
+            heard.append((participant.pk, subjects, subscriptions))
+    if not heard:
         return
     now = now or timezone.now()
-    participant = Participant.objects.select_related("trial", "site").get(pk=participant.pk)
-    planned: dict[tuple[str, str], tuple[WebhookSubscription, str, str]] = {}
+    # As stored now, with what the body names.
+    fresh = Participant.objects.select_related("trial", "site").in_bulk(
+        [participant_id for participant_id, _subjects, _subscriptions in heard]
+    )
+    # By (participant, target, rule): the subscription, the message id and the body.
+    planned: dict[tuple[int, str, str], tuple[WebhookSubscription, str, str]] = {}
     rows: list[Reminder] = []
-    for visit in subjects:
-        body = _body(event_payload(event_type, participant, visit, now))
-        for subscription in subscriptions:
-            target_key = f"visit:{visit.pk}" if visit else f"participant:{participant.pk}"
-            # One row per event, subscription and state: the visit's version tells apart
-            # two moves of the same visit.
-            rule_code = f"wh{subscription.pk}:{event_type}"
-            if visit is not None:
-                rule_code += f":v{visit.version}"
-            planned[(target_key, rule_code)] = (subscription, f"msg_{uuid.uuid4().hex}", body)
-            rows.append(
-                Reminder(
-                    participant=participant,
-                    visit=visit,
-                    target_key=target_key,
-                    rule_code=rule_code,
-                    event=event_type,
-                    channel=WEBHOOK_CHANNEL,
-                    audience=SITE_SYSTEM_AUDIENCE,
-                    due_at=now,
-                    next_attempt_at=now,
-                    enqueued_at=now,
+    for participant_id, subjects, subscriptions in heard:
+        participant = fresh[participant_id]
+        for visit in subjects:
+            body = _body(event_payload(event_type, participant, visit, now))
+            for subscription in subscriptions:
+                target_key = f"visit:{visit.pk}" if visit else f"participant:{participant.pk}"
+                # One row per event, subscription and state: the visit's version tells apart
+                # two moves of the same visit.
+                rule_code = f"wh{subscription.pk}:{event_type}"
+                if visit is not None:
+                    rule_code += f":v{visit.version}"
+                planned[(participant.pk, target_key, rule_code)] = (
+                    subscription,
+                    f"msg_{uuid.uuid4().hex}",
+                    body,
                 )
-            )
+                rows.append(
+                    Reminder(
+                        participant=participant,
+                        visit=visit,
+                        target_key=target_key,
+                        rule_code=rule_code,
+                        event=event_type,
+                        channel=WEBHOOK_CHANNEL,
+                        audience=SITE_SYSTEM_AUDIENCE,
+                        due_at=now,
+                        next_attempt_at=now,
+                        enqueued_at=now,
+                    )
+                )
     # A row already planned for the very same event stays as it is (and keeps its id).
     rows_add_new(rows, Reminder)
     created = Reminder.objects.filter(
         channel=WEBHOOK_CHANNEL,
         due_at=now,
-        participant=participant,
-        rule_code__in={rule_code for _key, rule_code in planned},
+        participant__in=list(fresh),
+        rule_code__in={rule_code for _participant, _key, rule_code in planned},
         webhook__isnull=True,
-    ).values_list("pk", "target_key", "rule_code")
-    deliveries = [
-        WebhookDelivery(
-            reminder_id=pk,
-            subscription=planned[(target_key, rule_code)][0],
-            message_id=planned[(target_key, rule_code)][1],
-            event_type=event_type,
-            body=planned[(target_key, rule_code)][2],
-            occurred_at=now,
-        )
-        for pk, target_key, rule_code in created
-        if (target_key, rule_code) in planned
-    ]
+    ).values_list("pk", "participant_id", "target_key", "rule_code")
+    deliveries: list[WebhookDelivery] = []
+    for pk, participant_id, target_key, rule_code in created:
+        key = (participant_id, target_key, rule_code)
+        if key in planned:
+            subscription, message_id, body = planned[key]
+            deliveries.append(
+                WebhookDelivery(
+                    reminder_id=pk,
+                    subscription=subscription,
+                    message_id=message_id,
+                    event_type=event_type,
+                    body=body,
+                    occurred_at=now,
+                )
+            )
     WebhookDelivery.objects.bulk_create(deliveries)
     send_after_commit(WEBHOOK_TASK, [d.reminder_id for d in deliveries])
 
