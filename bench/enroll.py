@@ -18,6 +18,12 @@ participant) written again with plain SQL from the same state. The first baselin
 issue's: the calendar rows alone. This one is the least any enrollment that keeps the audit
 trail and the outbox can cost; neither commits, so the two pairs' absolute figures differ by
 the commit.
+
+Last, cohorts (--cohorts, 1,000 by default and 10,000 with --full; --cohort-runs each) of
+participants registered in screening, enrolled in one call of `participants_enroll`, against
+the engine's rows of the whole cohort written with one `COPY` a table in one transaction (the
+issue's target: at most 2x). Like the participants above they have no contact details, so no
+welcome or invites are planned.
 """
 
 from __future__ import annotations
