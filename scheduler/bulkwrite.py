@@ -516,3 +516,148 @@ def rows_create(objs: Sequence[models.Model], model: type[models.Model]) -> list
         obj._state.adding = False
         obj._state.db = connection.alias
     return objs
+
+
+# ----------------------------------------------------------------------------------------
+# New rows from plain values
+#
+# A cohort's calendars are hundreds of thousands of new rows. Building a model instance for
+# each (13 µs), checking its related objects and reading its values back out cost more than
+# writing the row; `values_create` and `values_add_new` take each row's values as a tuple and
+# write them as `rows_create` and `rows_add_new` write instances.
+
+
+def values_create(
+    model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> list[Any]:
+    """`rows_create` without model instances: the new row i has `rows[i][j]` in the field
+    named `fields[j]` (a relation by its key: `participant_id`), and every other field its
+    default, as a new instance would (a callable default called for each row,
+    `auto_now_add` the statement's instant). Returns the new rows' keys, in order."""
+    if not rows:
+        return []
+    if connection.vendor != "postgresql" or len(rows) < COPY_FROM_ROWS:
+        made = rows_create(_instances(model, fields, rows), model)
+        return [obj.pk for obj in made]
+    meta = model._meta
+    pk = meta.pk
+    assert pk is not None  # noqa: S101  # every concrete model has one
+    columns, full_rows = _full_rows(model, fields, rows)
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(column) for column in [pk.column, *columns])
+    with connection.cursor() as wrapper:
+        wrapper.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [meta.db_table, pk.column, len(rows)],
+        )
+        keys = [key for (key,) in wrapper.fetchall()]
+        _copy_rows(
+            wrapper,
+            f"COPY {quote(meta.db_table)} ({names}) FROM STDIN",
+            ((key, *row) for key, row in zip(keys, full_rows, strict=True)),
+        )
+    return keys
+
+
+def values_create_with_history(
+    model: type[models.Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    by: Any,
+    reason: str,
+) -> list[Any]:
+    """`values_create`, and one history row ("+", created) per row with `by` and `reason`
+    (`create_with_history` without model instances)."""
+    if not rows:
+        return []
+    with transaction.atomic(savepoint=False):
+        keys = values_create(model, fields, rows)
+        keys_history_record(model, keys, by=by, reason=reason, history_type="+")
+    return keys
+
+
+def values_add_new(
+    model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """`rows_add_new` without model instances (the rows given as `values_create` takes them):
+    a row a unique constraint already holds is left as it is and this one not written."""
+    if not rows:
+        return
+    if (
+        connection.vendor != "postgresql"
+        or len(rows) < COPY_UPDATE_FROM_ROWS
+        or any(field.get_internal_type() == "JSONField" for field in model._meta.concrete_fields)
+    ):
+        rows_add_new(_instances(model, fields, rows), model)
+        return
+    columns, full_rows = _full_rows(model, fields, rows)
+    quote = connection.ops.quote_name
+    by_column = {field.column: field for field in model._meta.concrete_fields}
+    staging = quote(f"bulk_insert_{next(_staging_numbers)}")
+    typed = ", ".join(f"{quote(column)} {_pg_type(by_column[column])}" for column in columns)
+    names = ", ".join(quote(column) for column in columns)
+    with transaction.atomic(savepoint=False), connection.cursor() as wrapper:
+        wrapper.execute(f"CREATE TEMPORARY TABLE {staging} ({typed}) ON COMMIT DROP")
+        _copy_rows(wrapper, f"COPY {staging} FROM STDIN", full_rows)
+        wrapper.execute(
+            f"INSERT INTO {quote(model._meta.db_table)} ({names}) "  # noqa: S608  # nosec B608  # quoted names only
+            f"SELECT {names} FROM {staging} ON CONFLICT DO NOTHING"
+        )
+        wrapper.execute(f"DROP TABLE {staging}")
+
+
+def _instances(
+    model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> list[models.Model]:
+    """The model instances `rows` describe (where instances are written: SQLite, few rows)."""
+    attnames = [field.attname for field in _given_fields(model, fields)]
+    return [model(**dict(zip(attnames, row, strict=True))) for row in rows]
+
+
+def _given_fields(model: type[models.Model], fields: Sequence[str]) -> list[models.Field[Any, Any]]:
+    """The fields named, each a column of the model's own other than its key, once."""
+    meta = model._meta
+    given: list[models.Field[Any, Any]] = []
+    for name in fields:
+        field = meta.get_field(name)
+        if not isinstance(field, models.Field) or field.primary_key or not field.concrete:
+            raise ValueError(f"{meta.label}.{name} cannot be given as a value")
+        given.append(field)
+    if len({field.name for field in given}) != len(given):
+        raise ValueError(f"{meta.label}: a field named twice in {list(fields)}")
+    return given
+
+
+# `pre_save`s that only read the attribute (or stamp `auto_now`, handled apart).
+_PLAIN_PRE_SAVES = (models.Field.pre_save, models.DateField.pre_save, models.DateTimeField.pre_save)
+
+
+def _full_rows(
+    model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> tuple[list[str], Iterable[tuple[Any, ...]]]:
+    """Every column but the key, and each row's values of them prepared for the database:
+    those given, then the defaults of the rest. Refuses a field whose value a new instance
+    would compute on save (a `pre_save` of its own), which plain values cannot stand for."""
+    meta = model._meta
+    given = _given_fields(model, fields)
+    rest = [
+        field
+        for field in meta.concrete_fields
+        if not field.primary_key and field.name not in {g.name for g in given}
+    ]
+    columns: list[list[Any]] = [
+        _prepared(field, [row[j] for row in rows]) for j, field in enumerate(given)
+    ]
+    now = timezone.now()
+    for field in rest:
+        if isinstance(field, models.DateField) and (field.auto_now or field.auto_now_add):
+            value: Any = now if isinstance(field, models.DateTimeField) else now.date()
+            columns.append([field.get_db_prep_save(value, connection)] * len(rows))
+        elif type(field).pre_save not in _PLAIN_PRE_SAVES:
+            raise ValueError(f"{meta.label}.{field.name} is computed on save; give its value")
+        elif callable(field.default):
+            columns.append(_prepared(field, [field.get_default() for _ in rows]))
+        else:
+            columns.append([field.get_db_prep_save(field.get_default(), connection)] * len(rows))
+    return [str(field.column) for field in [*given, *rest]], zip(*columns, strict=True)

@@ -21,6 +21,7 @@ from scheduler.bulkwrite import (
     keys_delete_with_history,
     keys_update_with_history,
     update_with_history,
+    values_create_with_history,
 )
 from scheduler.engine import (
     ParticipantFacts,
@@ -40,6 +41,7 @@ from scheduler.models import TaperAdjustment as TaperAdjustmentRow
 from scheduler.outbox.plan import (
     announce_to_site_systems_many,
     announce_visits_many,
+    invitees,
     reminders_sync_many,
 )
 from scheduler.selectors import protocol_catalog, protocol_snapshot, rows_share_related
@@ -508,6 +510,19 @@ MILESTONE_FIELDS = [
 ]
 
 
+# What a new visit is given (in this order); the rest are a new visit's defaults.
+NEW_VISIT_FIELDS = [
+    "participant",
+    "visit_definition",
+    "occurrence",
+    "protocol_version",
+    "target_date",
+    "window_start",
+    "window_end",
+    "estimated",
+]
+
+
 def calendar_apply_many(
     pendings: Sequence[PendingCalendar], *, by: Any, reason: str, sync_reminders: bool = True
 ) -> set[int]:
@@ -579,39 +594,56 @@ def calendar_apply_many(
     if repointed:
         reminded |= _procedures_follow_version(repointed, procedures, by=by, reason=reason)
 
+    # New visits and procedures go in as plain values (a cohort's are hundreds of thousands
+    # of rows); only the visits of participants sent invites are read back as instances.
     planned_new = [(pending, p) for pending in pendings for p in pending.visit_creates]
-    created = create_with_history(
+    created = values_create_with_history(
+        ScheduledVisit,
+        NEW_VISIT_FIELDS,
         [
-            ScheduledVisit(
-                participant=pending.participant,
-                visit_definition=definitions[p.visit_code],
-                occurrence=p.occurrence,
-                protocol_version=version,
-                target_date=p.target,
-                window_start=p.window_start,
-                window_end=p.window_end,
-                estimated=p.estimated,
+            (
+                pending.participant.pk,
+                definitions[p.visit_code].pk,
+                p.occurrence,
+                version.pk,
+                p.target,
+                p.window_start,
+                p.window_end,
+                p.estimated,
             )
             for pending, p in planned_new
         ],
-        ScheduledVisit,
         by=by,
         reason=reason,
     )
-    reminded.update(visit.pk for visit in created)
-    created_of: dict[int, list[ScheduledVisit]] = {}
-    for visit in created:
-        created_of.setdefault(visit.participant_id, []).append(visit)
-    announce_visits_many(
-        [(pending.participant, created_of.get(pending.participant.pk, [])) for pending in pendings]
-    )
-    create_with_history(
+    reminded.update(created)
+    invited = invitees(
+        [pending.participant for pending in pendings if pending.visit_creates]
+    ).keys()
+    if invited:
+        created_of: dict[int, list[ScheduledVisit]] = {}
+        for visit in ScheduledVisit.objects.filter(
+            pk__in=[
+                key
+                for key, (pending, _) in zip(created, planned_new, strict=True)
+                if pending.participant.pk in invited
+            ]
+        ).order_by("pk"):
+            created_of.setdefault(visit.participant_id, []).append(visit)
+        announce_visits_many(
+            [
+                (pending.participant, created_of.get(pending.participant.pk, []))
+                for pending in pendings
+            ]
+        )
+    values_create_with_history(
+        ScheduledProcedure,
+        ["visit", "procedure"],
         [
-            ScheduledProcedure(visit=visit, procedure=procedures[code])
-            for visit, (_, planned) in zip(created, planned_new, strict=True)
+            (key, procedures[code].pk)
+            for key, (_, planned) in zip(created, planned_new, strict=True)
             for code in planned.procedures
         ],
-        ScheduledProcedure,
         by=by,
         reason=reason,
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 from django.conf import settings
 from django.db.models import F, Q
@@ -22,7 +23,7 @@ from django.utils import timezone
 
 from participants.models import Participant
 from scheduler.access import participant_today
-from scheduler.bulkwrite import rows_add_new, rows_create
+from scheduler.bulkwrite import rows_add_new, rows_create, values_add_new
 from scheduler.calendars.events import attendee_of
 from scheduler.calendars.imip import INVITE_EVENT
 from scheduler.engine.reminders import (
@@ -203,7 +204,7 @@ def reminders_sync_many(
     stale: list[int] = []
     revived: dict[tuple[str, str], list[int]] = {}  # by (event, audience)
     ended: list[int] = []
-    new_rows: list[Reminder] = []
+    new_rows: list[tuple[Any, ...]] = []
     for participant in Participant.objects.filter(pk__in=ids).select_related(
         "site", "protocol_version"
     ):
@@ -247,21 +248,17 @@ def reminders_sync_many(
             if status in CANCELLABLE and key not in wanted:
                 stale.append(pk)
         new_rows += [
-            Reminder(
-                participant=participant,
-                visit_id=int(w.target_key.split(":")[1])
-                if w.target_key.startswith("visit:")
-                else None,
-                milestone_id=int(w.target_key.split(":")[1])
-                if w.target_key.startswith("milestone:")
-                else None,
-                target_key=w.target_key,
-                rule_code=w.rule_code,
-                event=w.event,
-                channel=w.channel,
-                audience=w.audience,
-                due_at=w.due_at,
-                next_attempt_at=w.due_at,
+            (
+                participant.pk,
+                int(w.target_key.split(":")[1]) if w.target_key.startswith("visit:") else None,
+                int(w.target_key.split(":")[1]) if w.target_key.startswith("milestone:") else None,
+                w.target_key,
+                w.rule_code,
+                w.event,
+                w.channel,
+                w.audience,
+                w.due_at,
+                w.due_at,
             )
             for w in still_apply
             if w.due_at > now and (w.target_key, w.rule_code, w.channel, w.due_at) not in planned
@@ -290,7 +287,22 @@ def reminders_sync_many(
         ).update(status=Reminder.Status.CANCELLED)
     # Rows already planned, sent or cancelled for the same moment stay as they are (a row
     # another transaction added since is one of them).
-    rows_add_new(new_rows, Reminder)
+    values_add_new(Reminder, NEW_REMINDER_FIELDS, new_rows)
+
+
+# What `reminders_sync_many` gives a new reminder (in this order); the rest are its defaults.
+NEW_REMINDER_FIELDS = [
+    "participant",
+    "visit",
+    "milestone",
+    "target_key",
+    "rule_code",
+    "event",
+    "channel",
+    "audience",
+    "due_at",
+    "next_attempt_at",
+]
 
 
 def invite_day(visit: ScheduledVisit) -> dt.date:
@@ -348,6 +360,21 @@ def announce_visits(
     announce_visits_many([(participant, list(visits))], now=now)
 
 
+def invitees(
+    participants: Iterable[Participant], *, now: dt.datetime | None = None
+) -> dict[int, dt.date]:
+    """Those of `participants` who are sent invites to their visits (an email of their own,
+    or a guardian's for a minor, on their today): each one's key and today. The others'
+    visits need no model instances for `announce_visits_many`."""
+    now = now or timezone.now()
+    todays: dict[int, dt.date] = {}
+    for participant in participants:
+        today = participant_today(participant, now=now)
+        if attendee_of(participant, today) is not None:
+            todays[participant.pk] = today
+    return todays
+
+
 def announce_visits_many(
     changes: Sequence[tuple[Participant, Sequence[ScheduledVisit]]],
     *,
@@ -356,13 +383,12 @@ def announce_visits_many(
     """`announce_visits` for the changed visits of many participants (a cohort enrolled, a
     site's amendment): the same rows, with the same statements for all of them as for one."""
     now = now or timezone.now()
-    reached: list[tuple[Participant, Sequence[ScheduledVisit], dt.date]] = []
-    for participant, visits in changes:
-        if not visits:
-            continue
-        today = participant_today(participant, now=now)
-        if attendee_of(participant, today) is not None:
-            reached.append((participant, visits, today))
+    todays = invitees([participant for participant, visits in changes if visits], now=now)
+    reached = [
+        (participant, visits, todays[participant.pk])
+        for participant, visits in changes
+        if visits and participant.pk in todays
+    ]
     if not reached:
         return
     every_visit = [visit.pk for _participant, visits, _today in reached for visit in visits]

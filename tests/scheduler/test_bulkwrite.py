@@ -664,3 +664,209 @@ def test_rows_add_new_writes_what_bulk_create_ignoring_conflicts_writes(
         ("R1", "pending", 0, None, 'l\'erreur "citée"\tet\nla suite \\'),
         ("R2", "failed", 0, 3, ""),
     ]
+
+
+@pytest.fixture(params=["copy", "instances"])
+def create_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`values_create` and `values_add_new` write with COPY on Postgres from their thresholds
+    on, and through model instances below them (and on SQLite): each test taking this runs
+    both."""
+    copy = request.param == "copy"
+    monkeypatch.setattr(bulkwrite, "COPY_FROM_ROWS", 1 if copy else 10**9)
+    monkeypatch.setattr(bulkwrite, "COPY_UPDATE_FROM_ROWS", 1 if copy else 10**9)
+    return str(request.param)
+
+
+GIVEN = [
+    "participant",
+    "protocol_version",
+    "unscheduled_reason",
+    "actual_start",
+    "actual_date",
+    *VISIT_FIELDS,
+]
+
+
+def _given(copies: list[ScheduledVisit]) -> list[tuple[Any, ...]]:
+    """The values of `copies` as `values_create` takes them: relations by key."""
+    attnames = [field.attname for field in bulkwrite._given_fields(ScheduledVisit, GIVEN)]
+    return [tuple(getattr(copy, attname) for attname in attnames) for copy in copies]
+
+
+def test_values_create_writes_what_bulk_create_writes(import_seed: Any, create_path: str) -> None:
+    """The same rows as Django's `bulk_create` of the same instances: the values given (NULLs,
+    instants and text COPY must escape among them), and the defaults of the rest (a UUID of
+    its own for each, version 1, sequence 0)."""
+    mine, theirs, ours, others = _twins(import_seed)
+
+    with CaptureQueriesContext(connection) as queries:
+        keys = bulkwrite.values_create(ScheduledVisit, GIVEN, _given(_new_copies(ours, mine)))
+    expected = ScheduledVisit.objects.bulk_create(_new_copies(others, theirs))
+
+    assert len(keys) == len(expected) == 54
+    created = list(ScheduledVisit.objects.filter(pk__in=keys))
+    assert sorted(keys) == sorted(row.pk for row in created)
+    assert _values(created) == _values(expected)
+    assert {row.participant_id for row in created} == {mine.pk}
+    uids = {row.ical_uid for row in created}
+    assert len(uids) == 54 and not uids & {row.ical_uid for row in expected}
+    assert {(row.version, row.ical_sequence) for row in created} == {
+        (visit.version, visit.ical_sequence) for visit in ours
+    }
+    # In the order given: row i's key is keys[i].
+    by_key = {row.pk: row for row in created}
+    assert [by_key[key].occurrence for key in keys] == [visit.occurrence + 5000 for visit in ours]
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    if connection.vendor == "postgresql" and create_path == "copy":
+        assert statements == ["SELECT", "COPY"]
+    else:
+        assert set(statements) == {"INSERT"}
+
+
+def test_values_create_defaults_the_fields_not_given(
+    jasmine: Participant, create_path: str
+) -> None:
+    visit = _visits(jasmine)[0]
+    [key] = bulkwrite.values_create(
+        ScheduledVisit,
+        ["participant", "visit_definition", "occurrence", "protocol_version"]
+        + ["target_date", "window_start", "window_end"],
+        [
+            (
+                jasmine.pk,
+                visit.visit_definition_id,
+                9001,
+                visit.protocol_version_id,
+                D(2027, 1, 4),
+                D(2027, 1, 1),
+                D(2027, 1, 8),
+            )
+        ],
+    )
+    stored = ScheduledVisit.objects.get(pk=key)
+    assert (stored.status, stored.reason, stored.version, stored.ical_sequence) == (
+        "planned",
+        "",
+        1,
+        0,
+    )
+    assert (stored.booked_start, stored.deviation_days, stored.estimated) == (None, None, False)
+    assert stored.ical_uid is not None and stored.ical_uid != visit.ical_uid
+
+
+def test_values_create_with_history_records_who_and_why(
+    jasmine: Participant, django_user_model: Any, create_path: str
+) -> None:
+    coordinator = django_user_model.objects.create_user("coordinator")
+    visits = _visits(jasmine)[:3]
+    ScheduledProcedure.objects.filter(visit__in=visits).delete()
+    procedure = ProcedureDefinition.objects.filter(version=jasmine.protocol_version).first()
+    assert procedure is not None
+    keys = bulkwrite.values_create_with_history(
+        ScheduledProcedure,
+        ["visit", "procedure"],
+        [(visit.pk, procedure.pk) for visit in visits],
+        by=coordinator,
+        reason="added by hand",
+    )
+    history = ScheduledProcedure.history.filter(id__in=keys).order_by("id")
+    assert [(h.id, h.visit_id, h.status, h.history_type) for h in history] == [
+        (key, visit.pk, "planned", "+") for key, visit in zip(keys, visits, strict=True)
+    ]
+    assert {(h.history_user_id, h.history_change_reason) for h in history} == {
+        (coordinator.pk, "added by hand")
+    }
+    assert (
+        bulkwrite.values_create_with_history(
+            ScheduledProcedure, ["visit"], [], by=coordinator, reason="x"
+        )
+        == []
+    )
+
+
+def test_values_create_refuses_a_duplicate_and_writes_nothing(
+    jasmine: Participant, create_path: str
+) -> None:
+    from django.db import IntegrityError
+
+    visits = _visits(jasmine)
+    rows = _given(_new_copies(visits, jasmine))
+    occurrence = GIVEN.index("occurrence")
+    rows[-1] = (*rows[-1][:occurrence], visits[-1].occurrence, *rows[-1][occurrence + 1 :])
+    before = ScheduledVisit.objects.count()
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        bulkwrite.values_create(ScheduledVisit, GIVEN, rows)
+
+    assert ScheduledVisit.objects.count() == before
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (["id", "participant"], "ScheduledVisit.id cannot be given as a value"),
+        (["participant", "participant_id"], "a field named twice"),
+        (["procedures"], "ScheduledVisit.procedures cannot be given as a value"),
+    ],
+)
+def test_values_create_refuses_fields_it_cannot_write(
+    jasmine: Participant, create_path: str, fields: list[str], message: str
+) -> None:
+    before = ScheduledVisit.objects.count()
+    with pytest.raises(ValueError, match=message):
+        bulkwrite.values_create(ScheduledVisit, fields, [(1, jasmine.pk)] * 30)
+    assert ScheduledVisit.objects.count() == before
+
+
+def test_values_add_new_writes_what_rows_add_new_writes(import_seed: Any, create_path: str) -> None:
+    """Reminders as values: one for a moment a stored row holds is left out, the rest go in
+    with the model's defaults, exactly as `rows_add_new` of the same instances writes them."""
+    from scheduler.models import Reminder
+
+    version = import_seed("002")
+    mine = _enrolled(version, "J-001", day1=D(2026, 3, 2))
+    held = Reminder.objects.filter(participant=mine).order_by("id").first()
+    assert held is not None
+    visit = ScheduledVisit.objects.filter(participant=mine).order_by("id")[3]
+    at = dt.datetime(2026, 7, 1, 7, 30, tzinfo=dt.UTC)
+    fields = ["participant", "visit", "target_key", "rule_code", "event", "channel"]
+    fields += ["audience", "due_at", "next_attempt_at", "last_error"]
+    rows = [
+        (mine.pk, visit.pk, f"visit:{visit.pk}", "R1", "before_visit", "email", "participant")
+        + (at, at, 'l\'erreur "citée"\tet\nla suite \\'),
+        (mine.pk, None, held.target_key, held.rule_code, held.event, held.channel)
+        + (held.audience, held.due_at, held.due_at, ""),
+        (mine.pk, None, "participant:x", "R2", "welcome", "sms", "participant")
+        + (at + dt.timedelta(minutes=1), at, ""),
+    ]
+
+    def stored() -> list[dict[str, Any]]:
+        return [
+            {k: v for k, v in row.items() if k not in ("id", "created_at")}
+            for row in Reminder.objects.filter(participant=mine)
+            .order_by("due_at", "rule_code")
+            .values()
+        ]
+
+    before = stored()
+    outcomes = []
+    for write in (
+        lambda: bulkwrite.values_add_new(Reminder, fields, rows),
+        lambda: rows_add_new(bulkwrite._instances(Reminder, fields, rows), Reminder),
+    ):
+        with transaction.atomic():
+            write()
+            outcomes.append(stored())
+            assert Reminder.objects.filter(created_at__isnull=True).count() == 0
+            transaction.set_rollback(True)
+
+    ours, theirs = outcomes
+    assert ours == theirs
+    assert len(ours) == len(before) + 2
+    added = [row for row in ours if row["rule_code"] in ("R1", "R2")]
+    assert [
+        (r["rule_code"], r["visit_id"], r["status"], r["attempts"], r["ical_sequence"])
+        for r in added
+    ] == [("R1", visit.pk, "pending", 0, None), ("R2", None, "pending", 0, None)]
+    assert added[0]["last_error"] == 'l\'erreur "citée"\tet\nla suite \\'
+    bulkwrite.values_add_new(Reminder, fields, [])  # nothing to write: no statement

@@ -369,4 +369,4 @@ def test_a_cohorts_statements_do_not_grow_with_its_size(
     assert Participant.objects.filter(status="enrolled").count() == 15
     assert Reminder.objects.filter(event="welcome").count() == 15
     assert WebhookDelivery.objects.filter(event_type="participant.enrolled").count() == 15
-    assert len(many.captured_queries) == len(few.captured_queries) == 52
+    assert len(many.captured_queries) == len(few.captured_queries) == 53
