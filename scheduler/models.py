@@ -78,7 +78,13 @@ class ScheduledVisit(models.Model):
     # participants' calendars must follow (date, time, window, cancellation).
     ical_uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     ical_sequence = models.PositiveIntegerField(default=0)
-    history = HistoricalRecords()
+    # The audit rows are found by visit (`id`), by participant (`history_visit_participant_
+    # newest`, migration 0014), by date and by user; never by UID, protocol version or visit
+    # definition. An index on those would cost every calendar write its upkeep (a cohort
+    # writes tens of thousands of audit rows) for no read.
+    history = HistoricalRecords(
+        no_db_index=["ical_uid", "protocol_version", "visit_definition", "participant"]
+    )
 
     class Meta:
         ordering = ["participant", "target_date", "id"]
@@ -173,7 +179,8 @@ class ScheduledProcedure(models.Model):
     procedure = models.ForeignKey(ProcedureDefinition, on_delete=models.PROTECT)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PLANNED)
     not_done_reason = models.TextField(blank=True)
-    history = HistoricalRecords()
+    # Audit rows are read by procedure row (`id`) and visit, never by protocol procedure.
+    history = HistoricalRecords(no_db_index=["procedure"])
 
     class Meta:
         ordering = ["visit", "procedure__order"]
