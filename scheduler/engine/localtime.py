@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -19,9 +20,16 @@ def local_to_utc(day: dt.date, at: dt.time, zone: str) -> dt.datetime:
     happens twice because the clocks fall back is its first occurrence (01:30 on the
     fall-back night in New York is 01:30 EDT, 05:30Z).
     """
-    return dt.datetime.combine(day, at.replace(tzinfo=None), tzinfo=ZoneInfo(zone)).astimezone(
-        dt.UTC
-    )
+    # The fold is a key of its own: times that differ only in it are equal, and hash alike.
+    return _local_to_utc(day, at.replace(tzinfo=None), at.fold, zone)
+
+
+# A cohort's reminder plans ask for the same few hundred (day, time, zone) again and again
+# (every participant enrolled on a day has visits on the same days): an answer is a pure
+# function of them, and an aware datetime cannot be changed by whoever holds it.
+@functools.lru_cache(maxsize=1 << 16)
+def _local_to_utc(day: dt.date, at: dt.time, fold: int, zone: str) -> dt.datetime:
+    return dt.datetime.combine(day, at.replace(fold=fold), tzinfo=ZoneInfo(zone)).astimezone(dt.UTC)
 
 
 @within_calendar

@@ -180,3 +180,30 @@ def test_read_local_time_agrees_with_the_booking_rule_in_every_zone(case) -> Non
         assert reading.kind == "nonexistent"
         assert len(shown) == 2
         assert wall not in shown
+
+
+def test_local_to_utc_answers_from_its_cache_exactly_as_it_computes() -> None:
+    """Answers are kept per (day, time, fold, zone): asked again, in another order, or for the
+    same wall time in another zone or fold, each is what the zone's rules give."""
+    from scheduler.engine.localtime import _local_to_utc
+
+    _local_to_utc.cache_clear()
+    asked = [
+        ("America/New_York", D(2026, 11, 1), T(1, 30)),  # happens twice: the first
+        ("America/New_York", D(2026, 11, 1), T(1, 30, fold=1)),  # as given, the second
+        ("Europe/Berlin", D(2026, 11, 1), T(1, 30)),
+        ("America/New_York", D(2027, 3, 14), T(2, 30)),  # skipped: the offset before
+        ("Asia/Tokyo", D(2026, 12, 8), T(9, 30)),
+    ]
+    expected = [
+        utc(2026, 11, 1, 5, 30),
+        utc(2026, 11, 1, 6, 30),
+        utc(2026, 11, 1, 0, 30),
+        utc(2027, 3, 14, 7, 30),
+        utc(2026, 12, 8, 0, 30),
+    ]
+    first = [local_to_utc(day, at, zone) for zone, day, at in asked]
+    again = [local_to_utc(day, at, zone) for zone, day, at in reversed(asked)][::-1]
+    assert first == again == expected
+    assert _local_to_utc.cache_info().hits == len(asked)
+    assert _local_to_utc.cache_info().currsize == len(asked)
