@@ -623,6 +623,9 @@ def _given_fields(model: type[models.Model], fields: Sequence[str]) -> list[mode
         field = meta.get_field(name)
         if not isinstance(field, models.Field) or field.primary_key or not field.concrete:
             raise ValueError(f"{meta.label}.{name} cannot be given as a value")
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            # Django's save stamps it over any value given; so does `values_create`.
+            raise ValueError(f"{meta.label}.{name} is stamped when written; leave it out")
         given.append(field)
     if len({field.name for field in given}) != len(given):
         raise ValueError(f"{meta.label}: a field named twice in {list(fields)}")

@@ -570,6 +570,18 @@ def test_keys_update_with_history_writes_what_update_with_history_writes(
     assert keys_update_with_history(ScheduledProcedure, [], {}, by=user, reason="x") == 0
 
 
+def _reminders_of(participant: Participant) -> list[dict[str, Any]]:
+    """The participant's reminders as stored, but for their keys and when they were added."""
+    from scheduler.models import Reminder
+
+    return [
+        {k: v for k, v in row.items() if k not in ("id", "created_at")}
+        for row in Reminder.objects.filter(participant=participant)
+        .order_by("due_at", "rule_code")
+        .values()
+    ]
+
+
 def test_rows_add_new_writes_what_bulk_create_ignoring_conflicts_writes(
     import_seed: Any,
 ) -> None:
@@ -623,15 +635,7 @@ def test_rows_add_new_writes_what_bulk_create_ignoring_conflicts_writes(
             ),
         ]
 
-    def stored() -> list[dict[str, Any]]:
-        return [
-            {k: v for k, v in row.items() if k not in ("id", "created_at")}
-            for row in Reminder.objects.filter(participant=mine)
-            .order_by("due_at", "rule_code")
-            .values()
-        ]
-
-    before = stored()
+    before = _reminders_of(mine)
     outcomes = []
     for write in (
         lambda objs: rows_add_new(objs, Reminder),
@@ -640,7 +644,7 @@ def test_rows_add_new_writes_what_bulk_create_ignoring_conflicts_writes(
         with transaction.atomic():
             with CaptureQueriesContext(connection) as queries:
                 write(rows())
-            outcomes.append((stored(), [q["sql"] for q in queries.captured_queries]))
+            outcomes.append((_reminders_of(mine), [q["sql"] for q in queries.captured_queries]))
             assert Reminder.objects.filter(created_at__isnull=True).count() == 0
             transaction.set_rollback(True)
 
@@ -802,20 +806,26 @@ def test_values_create_refuses_a_duplicate_and_writes_nothing(
 
 
 @pytest.mark.parametrize(
-    ("fields", "message"),
+    ("model_name", "fields", "message"),
     [
-        (["id", "participant"], "ScheduledVisit.id cannot be given as a value"),
-        (["participant", "participant_id"], "a field named twice"),
-        (["procedures"], "ScheduledVisit.procedures cannot be given as a value"),
+        ("ScheduledVisit", ["id", "participant"], "ScheduledVisit.id cannot be given as a value"),
+        ("ScheduledVisit", ["participant", "participant_id"], "a field named twice"),
+        ("ScheduledVisit", ["procedures"], "ScheduledVisit.procedures cannot be given as a value"),
+        ("Reminder", ["participant", "created_at"], "Reminder.created_at is stamped when written"),
     ],
 )
 def test_values_create_refuses_fields_it_cannot_write(
-    jasmine: Participant, create_path: str, fields: list[str], message: str
+    jasmine: Participant, create_path: str, model_name: str, fields: list[str], message: str
 ) -> None:
-    before = ScheduledVisit.objects.count()
+    from scheduler import models
+
+    model = getattr(models, model_name)
+    before = model.objects.count()
     with pytest.raises(ValueError, match=message):
-        bulkwrite.values_create(ScheduledVisit, fields, [(1, jasmine.pk)] * 30)
-    assert ScheduledVisit.objects.count() == before
+        bulkwrite.values_create(model, fields, [(1, jasmine.pk)] * 30)
+    with pytest.raises(ValueError, match=message):
+        bulkwrite.values_add_new(model, fields, [(1, jasmine.pk)] * 300)
+    assert model.objects.count() == before
 
 
 def test_values_add_new_writes_what_rows_add_new_writes(import_seed: Any, create_path: str) -> None:
@@ -840,15 +850,7 @@ def test_values_add_new_writes_what_rows_add_new_writes(import_seed: Any, create
         + (at + dt.timedelta(minutes=1), at, ""),
     ]
 
-    def stored() -> list[dict[str, Any]]:
-        return [
-            {k: v for k, v in row.items() if k not in ("id", "created_at")}
-            for row in Reminder.objects.filter(participant=mine)
-            .order_by("due_at", "rule_code")
-            .values()
-        ]
-
-    before = stored()
+    before = _reminders_of(mine)
     outcomes = []
     for write in (
         lambda: bulkwrite.values_add_new(Reminder, fields, rows),
@@ -856,7 +858,7 @@ def test_values_add_new_writes_what_rows_add_new_writes(import_seed: Any, create
     ):
         with transaction.atomic():
             write()
-            outcomes.append(stored())
+            outcomes.append(_reminders_of(mine))
             assert Reminder.objects.filter(created_at__isnull=True).count() == 0
             transaction.set_rollback(True)
 
