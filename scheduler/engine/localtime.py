@@ -21,7 +21,7 @@ def local_to_utc(day: dt.date, at: dt.time, zone: str) -> dt.datetime:
     fall-back night in New York is 01:30 EDT, 05:30Z).
     """
     # The fold is a key of its own: times that differ only in it are equal, and hash alike.
-    return _local_to_utc(day, at.replace(tzinfo=None), at.fold, zone)
+    return _local_to_utc(day, at if at.tzinfo is None else at.replace(tzinfo=None), at.fold, zone)
 
 
 # A cohort's reminder plans ask for the same few hundred (day, time, zone) again and again

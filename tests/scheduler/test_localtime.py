@@ -207,3 +207,5 @@ def test_local_to_utc_answers_from_its_cache_exactly_as_it_computes() -> None:
     assert first == again == expected
     assert _local_to_utc.cache_info().hits == len(asked)
     assert _local_to_utc.cache_info().currsize == len(asked)
+    # A time that carries a zone is read as the wall time it shows, in the zone asked for.
+    assert local_to_utc(D(2026, 12, 8), T(9, 30, tzinfo=dt.UTC), "Asia/Tokyo") == expected[-1]
