@@ -611,12 +611,15 @@ def _instances(
     model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> list[models.Model]:
     """The model instances `rows` describe (where instances are written: SQLite, few rows)."""
-    attnames = [field.attname for field in _given_fields(model, fields)]
+    attnames = [field.attname for field in _given_fields(model, fields, rows)]
     return [model(**dict(zip(attnames, row, strict=True))) for row in rows]
 
 
-def _given_fields(model: type[models.Model], fields: Sequence[str]) -> list[models.Field[Any, Any]]:
-    """The fields named, each a column of the model's own other than its key, once."""
+def _given_fields(
+    model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]] = ()
+) -> list[models.Field[Any, Any]]:
+    """The fields named, each a column of the model's own other than its key, once; refused
+    unless each of `rows` has a value for each."""
     meta = model._meta
     given: list[models.Field[Any, Any]] = []
     for name in fields:
@@ -629,6 +632,11 @@ def _given_fields(model: type[models.Model], fields: Sequence[str]) -> list[mode
         given.append(field)
     if len({field.name for field in given}) != len(given):
         raise ValueError(f"{meta.label}: a field named twice in {list(fields)}")
+    for number, row in enumerate(rows):
+        if len(row) != len(given):
+            raise ValueError(
+                f"{meta.label}: row {number} has {len(row)} values for {len(given)} fields"
+            )
     return given
 
 
@@ -643,7 +651,7 @@ def _full_rows(
     those given, then the defaults of the rest. Refuses a field whose value a new instance
     would compute on save (a `pre_save` of its own), which plain values cannot stand for."""
     meta = model._meta
-    given = _given_fields(model, fields)
+    given = _given_fields(model, fields, rows)
     rest = [
         field
         for field in meta.concrete_fields
@@ -657,7 +665,11 @@ def _full_rows(
         if isinstance(field, models.DateField) and (field.auto_now or field.auto_now_add):
             value: Any = now if isinstance(field, models.DateTimeField) else now.date()
             columns.append([field.get_db_prep_save(value, connection)] * len(rows))
-        elif type(field).pre_save not in _PLAIN_PRE_SAVES:
+        elif (
+            type(field).pre_save not in _PLAIN_PRE_SAVES
+            or field.db_default is not models.NOT_PROVIDED
+        ):
+            # Computed on save, or by the database (which COPY, naming every column, skips).
             raise ValueError(f"{meta.label}.{field.name} is computed on save; give its value")
         elif callable(field.default):
             columns.append(_prepared(field, [field.get_default() for _ in rows]))

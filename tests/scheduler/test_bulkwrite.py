@@ -828,6 +828,18 @@ def test_values_create_refuses_fields_it_cannot_write(
     assert model.objects.count() == before
 
 
+def test_values_create_refuses_a_row_of_the_wrong_length(
+    jasmine: Participant, create_path: str
+) -> None:
+    visits = _visits(jasmine)
+    rows: list[tuple[Any, ...]] = _given(_new_copies(visits, jasmine))
+    rows[7] = rows[7][:-1]
+    before = ScheduledVisit.objects.count()
+    with pytest.raises(ValueError, match="ScheduledVisit: row 7 has 17 values for 18 fields"):
+        bulkwrite.values_create(ScheduledVisit, GIVEN, rows)
+    assert ScheduledVisit.objects.count() == before
+
+
 def test_values_add_new_writes_what_rows_add_new_writes(import_seed: Any, create_path: str) -> None:
     """Reminders as values: one for a moment a stored row holds is left out, the rest go in
     with the model's defaults, exactly as `rows_add_new` of the same instances writes them."""
