@@ -78,10 +78,10 @@ class ScheduledVisit(models.Model):
     # participants' calendars must follow (date, time, window, cancellation).
     ical_uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     ical_sequence = models.PositiveIntegerField(default=0)
-    # The audit rows are found by visit (`id`), by participant (`history_visit_participant_
-    # newest`, migration 0014), by date and by user; never by UID, protocol version or visit
-    # definition. An index on those would cost every calendar write its upkeep (a cohort
-    # writes tens of thousands of audit rows) for no read.
+    # The audit rows are found by visit (`id`), by participant (migration 0014's
+    # `history_visit_participant_newest`), by date and by user; never by UID, protocol
+    # version or visit definition. An index on those would cost every calendar write its
+    # upkeep (a cohort writes tens of thousands of audit rows) for no read.
     history = HistoricalRecords(
         no_db_index=["ical_uid", "protocol_version", "visit_definition", "participant"]
     )
