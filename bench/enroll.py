@@ -223,19 +223,42 @@ def run(args: argparse.Namespace, sizes: list[int]) -> None:
         if recorded_ms[size]:
             recorded = statistics.median(recorded_ms[size])
             every_row = statistics.median(every_row_ms[size])
-            print(f"  recorded: {recorded:8.2f} ms per participant, not committed")
-            print(f"  every row written again with COPY: {every_row:8.2f} ms ({written[size]})")
-            print(f"  ratio:    {recorded / every_row:8.2f} x every row")
-            report(
-                script="enroll",
-                scenario="enroll one participant, against every row it writes",
-                size=size,
-                value=recorded,
+            every_row_pair(
+                "enroll one participant",
+                size,
+                recorded,
+                every_row,
+                written[size],
                 unit="ms",
-                baseline=every_row,
                 runs=len(recorded_ms[size]),
             )
     cohorts(version, site, args.cohort_sizes, args.cohort_runs, prefix, postgres, recorder)
+
+
+def every_row_pair(
+    what: str,
+    size: int,
+    recorded: float,
+    every_row: float,
+    written: str,
+    *,
+    unit: str,
+    runs: int = 1,
+) -> None:
+    """Print and report an enrollment recorded (not committed) against every row it wrote,
+    written again with plain SQL."""
+    print(f"  recorded: {recorded:8.2f} {unit}, not committed")
+    print(f"  every row written again with COPY: {every_row:8.2f} {unit} ({written})")
+    print(f"  ratio:    {recorded / every_row:8.2f} x every row")
+    report(
+        script="enroll",
+        scenario=f"{what}, against every row it writes",
+        size=size,
+        value=recorded,
+        unit=unit,
+        baseline=every_row,
+        runs=runs,
+    )
 
 
 COHORT_SCENARIO = "enroll a cohort at once (participants_enroll)"
@@ -322,20 +345,9 @@ def cohorts(
             runs=runs,
         )
         if floor is not None:
-            recorded, every_row, written = floor
-            print(f"  recorded: {recorded:8.2f} s, not committed")
-            print(f"  every row written again with COPY: {every_row:8.2f} s ({written})")
-            print(f"  ratio:    {recorded / every_row:8.2f} x every row")
+            recorded, every_row, changed = floor
+            every_row_pair("enroll a cohort at once", size, recorded, every_row, changed, unit="s")
             print(f"  every row against the baseline: {every_row / plain:8.2f} x")
-            report(
-                script="enroll",
-                scenario="enroll a cohort at once, against every row it writes",
-                size=size,
-                value=recorded,
-                unit="s",
-                baseline=every_row,
-                runs=1,
-            )
 
 
 BASELINE = {

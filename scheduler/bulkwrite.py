@@ -459,26 +459,65 @@ def rows_add_new(objs: Sequence[models.Model], model: type[models.Model]) -> Non
     columns = ", ".join(quote(field.column) for field in fields)
     insert = f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608  # nosec B608  # quoted names only
     if len(objs) >= COPY_UPDATE_FROM_ROWS:
-        # Many rows: COPY'd into a temporary table (formatted by the driver in C, where it
-        # dumps array elements one by one in Python), then inserted from it.
-        staging = quote(f"bulk_insert_{next(_staging_numbers)}")
-        names = [quote(f"c{number}") for number in range(len(fields))]
-        typed = ", ".join(
-            f"{name} {_pg_type(field)}" for name, field in zip(names, fields, strict=True)
-        )
-        with transaction.atomic(savepoint=False), connection.cursor() as wrapper:
-            wrapper.execute(f"CREATE TEMPORARY TABLE {staging} ({typed}) ON COMMIT DROP")
-            _copy_rows(wrapper, f"COPY {staging} FROM STDIN", zip(*values, strict=True))
-            wrapper.execute(
-                f"{insert}SELECT {', '.join(names)} FROM {staging} ON CONFLICT DO NOTHING"  # noqa: S608  # nosec B608  # quoted names only
-            )
-            wrapper.execute(f"DROP TABLE {staging}")
+        _add_new_by_copy(model, fields, zip(*values, strict=True))
         return
     with connection.cursor() as cursor:
         cursor.execute(
             f"{insert}SELECT * FROM unnest({_arrays(fields)}) ON CONFLICT DO NOTHING",  # noqa: S608  # nosec B608  # quoted names and placeholders only
             values,
         )
+
+
+def _add_new_by_copy(
+    model: type[models.Model],
+    fields: Sequence[models.Field[Any, Any]],
+    rows: Iterable[Sequence[Any]],
+) -> None:
+    """Postgres, many rows (values of `fields`, prepared): COPY'd into a temporary table
+    (formatted by the driver in C, where it dumps array elements one by one in Python), then
+    inserted from it, a row a unique constraint already holds left out."""
+    quote = connection.ops.quote_name
+    staging = quote(f"bulk_insert_{next(_staging_numbers)}")
+    names = [quote(f"c{number}") for number in range(len(fields))]
+    typed = ", ".join(
+        f"{name} {_pg_type(field)}" for name, field in zip(names, fields, strict=True)
+    )
+    columns = ", ".join(quote(field.column) for field in fields)
+    with transaction.atomic(savepoint=False), connection.cursor() as wrapper:
+        wrapper.execute(f"CREATE TEMPORARY TABLE {staging} ({typed}) ON COMMIT DROP")
+        _copy_rows(wrapper, f"COPY {staging} FROM STDIN", rows)
+        wrapper.execute(
+            f"INSERT INTO {quote(model._meta.db_table)} ({columns}) "  # noqa: S608  # nosec B608  # quoted names only
+            f"SELECT {', '.join(names)} FROM {staging} ON CONFLICT DO NOTHING"
+        )
+        wrapper.execute(f"DROP TABLE {staging}")
+
+
+def _copy_new(
+    model: type[models.Model],
+    fields: Sequence[models.Field[Any, Any]],
+    rows: Iterable[Sequence[Any]],
+    count: int,
+) -> list[Any]:
+    """Postgres: `count` keys drawn from the table's sequence in one query, and the rows
+    (values of `fields`, prepared) written with them by `COPY`. Returns the keys, in order."""
+    meta = model._meta
+    pk = meta.pk
+    assert pk is not None  # noqa: S101  # every concrete model has one
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in [pk, *fields])
+    with connection.cursor() as wrapper:
+        wrapper.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [meta.db_table, pk.column, count],
+        )
+        keys = [key for (key,) in wrapper.fetchall()]
+        _copy_rows(
+            wrapper,
+            f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN",  # nosec B608  # quoted names only
+            ((key, *row) for key, row in zip(keys, rows, strict=True)),
+        )
+    return keys
 
 
 def rows_create(objs: Sequence[models.Model], model: type[models.Model]) -> list[Any]:
@@ -491,26 +530,16 @@ def rows_create(objs: Sequence[models.Model], model: type[models.Model]) -> list
     if connection.vendor != "postgresql" or len(objs) < COPY_FROM_ROWS:
         return model._default_manager.bulk_create(objs)
     meta = model._meta
-    pk = meta.pk
-    assert pk is not None  # noqa: S101  # every concrete model has one
     if any(obj.pk is not None for obj in objs) or meta.parents:
         return model._default_manager.bulk_create(objs)  # keys given, or multi-table
     fields = [field for field in meta.concrete_fields if not field.primary_key]
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(field.column) for field in [pk, *fields])
-    copy_sql = f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN"  # nosec B608  # quoted names only
-    with connection.cursor() as wrapper:
-        wrapper.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-            [meta.db_table, pk.column, len(objs)],
-        )
-        keys = [key for (key,) in wrapper.fetchall()]
-        _check_related(objs)
-        _copy_rows(
-            wrapper,
-            copy_sql,
-            zip(keys, *(_as_inserted(field, objs) for field in fields), strict=True),
-        )
+    _check_related(objs)
+    keys = _copy_new(
+        model,
+        fields,
+        zip(*(_as_inserted(field, objs) for field in fields), strict=True),
+        len(objs),
+    )
     for key, obj in zip(keys, objs, strict=True):
         obj.pk = key
         obj._state.adding = False
@@ -539,24 +568,8 @@ def values_create(
     if connection.vendor != "postgresql" or len(rows) < COPY_FROM_ROWS:
         made = rows_create(_instances(model, fields, rows), model)
         return [obj.pk for obj in made]
-    meta = model._meta
-    pk = meta.pk
-    assert pk is not None  # noqa: S101  # every concrete model has one
-    columns, full_rows = _full_rows(model, fields, rows)
-    quote = connection.ops.quote_name
-    names = ", ".join(quote(column) for column in [pk.column, *columns])
-    with connection.cursor() as wrapper:
-        wrapper.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-            [meta.db_table, pk.column, len(rows)],
-        )
-        keys = [key for (key,) in wrapper.fetchall()]
-        _copy_rows(
-            wrapper,
-            f"COPY {quote(meta.db_table)} ({names}) FROM STDIN",
-            ((key, *row) for key, row in zip(keys, full_rows, strict=True)),
-        )
-    return keys
+    every_field, full_rows = _full_rows(model, fields, rows)
+    return _copy_new(model, every_field, full_rows, len(rows))
 
 
 def values_create_with_history(
@@ -591,20 +604,7 @@ def values_add_new(
     ):
         rows_add_new(_instances(model, fields, rows), model)
         return
-    columns, full_rows = _full_rows(model, fields, rows)
-    quote = connection.ops.quote_name
-    by_column = {field.column: field for field in model._meta.concrete_fields}
-    staging = quote(f"bulk_insert_{next(_staging_numbers)}")
-    typed = ", ".join(f"{quote(column)} {_pg_type(by_column[column])}" for column in columns)
-    names = ", ".join(quote(column) for column in columns)
-    with transaction.atomic(savepoint=False), connection.cursor() as wrapper:
-        wrapper.execute(f"CREATE TEMPORARY TABLE {staging} ({typed}) ON COMMIT DROP")
-        _copy_rows(wrapper, f"COPY {staging} FROM STDIN", full_rows)
-        wrapper.execute(
-            f"INSERT INTO {quote(model._meta.db_table)} ({names}) "  # noqa: S608  # nosec B608  # quoted names only
-            f"SELECT {names} FROM {staging} ON CONFLICT DO NOTHING"
-        )
-        wrapper.execute(f"DROP TABLE {staging}")
+    _add_new_by_copy(model, *_full_rows(model, fields, rows))
 
 
 def _instances(
@@ -646,16 +646,15 @@ _PLAIN_PRE_SAVES = (models.Field.pre_save, models.DateField.pre_save, models.Dat
 
 def _full_rows(
     model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> tuple[list[str], Iterable[tuple[Any, ...]]]:
-    """Every column but the key, and each row's values of them prepared for the database:
+) -> tuple[list[models.Field[Any, Any]], Iterable[tuple[Any, ...]]]:
+    """Every field but the key, and each row's values of them prepared for the database:
     those given, then the defaults of the rest. Refuses a field whose value a new instance
     would compute on save (a `pre_save` of its own), which plain values cannot stand for."""
     meta = model._meta
     given = _given_fields(model, fields, rows)
+    named = {field.name for field in given}
     rest = [
-        field
-        for field in meta.concrete_fields
-        if not field.primary_key and field.name not in {g.name for g in given}
+        field for field in meta.concrete_fields if not field.primary_key and field.name not in named
     ]
     columns: list[list[Any]] = [
         _prepared(field, [row[j] for row in rows]) for j, field in enumerate(given)
@@ -675,4 +674,4 @@ def _full_rows(
             columns.append(_prepared(field, [field.get_default() for _ in rows]))
         else:
             columns.append([field.get_db_prep_save(field.get_default(), connection)] * len(rows))
-    return [str(field.column) for field in [*given, *rest]], zip(*columns, strict=True)
+    return [*given, *rest], zip(*columns, strict=True)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar
 
+from django.utils import timezone
+
 from participants.models import Participant, ParticipantAnchor, TreatmentAssignment
 from scheduler.bulkwrite import (
     create_with_history,
@@ -617,9 +619,10 @@ def calendar_apply_many(
         reason=reason,
     )
     reminded.update(created)
+    now = timezone.now()
     invited = invitees(
-        [pending.participant for pending in pendings if pending.visit_creates]
-    ).keys()
+        [pending.participant for pending in pendings if pending.visit_creates], now=now
+    )
     if invited:
         created_of: dict[int, list[ScheduledVisit]] = {}
         for visit in ScheduledVisit.objects.filter(
@@ -634,7 +637,9 @@ def calendar_apply_many(
             [
                 (pending.participant, created_of.get(pending.participant.pk, []))
                 for pending in pendings
-            ]
+            ],
+            now=now,
+            todays=invited,
         )
     values_create_with_history(
         ScheduledProcedure,

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -379,11 +379,14 @@ def announce_visits_many(
     changes: Sequence[tuple[Participant, Sequence[ScheduledVisit]]],
     *,
     now: dt.datetime | None = None,
+    todays: Mapping[int, dt.date] | None = None,
 ) -> None:
     """`announce_visits` for the changed visits of many participants (a cohort enrolled, a
-    site's amendment): the same rows, with the same statements for all of them as for one."""
+    site's amendment): the same rows, with the same statements for all of them as for one.
+    `todays`: what `invitees` gave the caller for these participants at `now`."""
     now = now or timezone.now()
-    todays = invitees([participant for participant, visits in changes if visits], now=now)
+    if todays is None:
+        todays = invitees([participant for participant, visits in changes if visits], now=now)
     reached = [
         (participant, visits, todays[participant.pk])
         for participant, visits in changes
