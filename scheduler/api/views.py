@@ -659,7 +659,7 @@ for _view, _output in (
 
 
 # A cohort enrolled in one request: one transaction, so a batch stays well inside a request's
-# time (11–14 ms a JASMINE participant on the development machine, bench/enroll.py).
+# time (about 7 ms a JASMINE participant on the development machine, bench/enroll.py).
 ENROLLMENT_BATCH_MAX = 500
 
 
