@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -11,6 +12,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from simple_history.utils import get_history_model_for_model
 
@@ -56,25 +58,83 @@ class SiteDayChangeList(ChangeList):
         if "day" in asked:
             after = first + dt.timedelta(days=1)
         elif "month" in asked:
-            after = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+            after = _month_after(first)
         else:
             after = first.replace(year=year + 1)
-        sites_by_zone: dict[str, list[int]] = defaultdict(list)
-        site_ids = queryset.order_by().values("participant__site")
-        for pk, zone in Site.objects.filter(pk__in=site_ids).values_list("pk", "timezone"):
-            sites_by_zone[zone].append(pk)
-        field = self.date_hierarchy
-        within = Q(pk__in=[])
-        for zone, sites in sites_by_zone.items():
-            tz = ZoneInfo(zone)
-            within |= Q(
-                participant__site__in=sites,
-                **{
-                    f"{field}__gte": dt.datetime.combine(first, dt.time(), tzinfo=tz),
-                    f"{field}__lt": dt.datetime.combine(after, dt.time(), tzinfo=tz),
-                },
-            )
-        return queryset.filter(within)
+        return within_site_days(
+            queryset, self.date_hierarchy, lambda today: (first, after), now=timezone.now()
+        )
+
+
+def within_site_days(
+    queryset: QuerySet[Any],
+    field: str,
+    days: Callable[[dt.date], tuple[dt.date, dt.date]],
+    *,
+    now: dt.datetime,
+) -> QuerySet[Any]:
+    """The rows of `queryset` whose instant `field` falls, on the clock of the row's
+    participant's site, within the days `days(that site's today)` gives (the first day in, the
+    last day out). A list spans sites in several zones: each zone's range is taken for the
+    rows of that zone's sites."""
+    sites_by_zone: dict[str, list[int]] = defaultdict(list)
+    site_ids = queryset.order_by().values("participant__site")
+    for pk, zone in Site.objects.filter(pk__in=site_ids).values_list("pk", "timezone"):
+        sites_by_zone[zone].append(pk)
+    within = Q(pk__in=[])
+    for zone, sites in sites_by_zone.items():
+        tz = ZoneInfo(zone)
+        first, after = days(now.astimezone(tz).date())
+        within |= Q(
+            participant__site__in=sites,
+            **{
+                f"{field}__gte": dt.datetime.combine(first, dt.time(), tzinfo=tz),
+                f"{field}__lt": dt.datetime.combine(after, dt.time(), tzinfo=tz),
+            },
+        )
+    return queryset.filter(within)
+
+
+def _month_after(day: dt.date) -> dt.date:
+    return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+
+
+class SiteDaysFilter(admin.SimpleListFilter):
+    """Django's quick date filter (Today, Past 7 days, This month, This year) on the days of
+    each row's site, as the list shows its dates: Django's counts the days of the server's
+    zone (UTC), so at 08:00 in Tokyo its "Today" began at 09:00 the day before."""
+
+    title = "date"
+    parameter_name = "changed_on"
+    SPANS: dict[str, tuple[str, Callable[[dt.date], tuple[dt.date, dt.date]]]] = {
+        "today": ("Today", lambda today: (today, today + dt.timedelta(days=1))),
+        "past_7_days": (
+            "Past 7 days",
+            lambda today: (today - dt.timedelta(days=7), today + dt.timedelta(days=1)),
+        ),
+        "this_month": (
+            "This month",
+            lambda today: (today.replace(day=1), _month_after(today)),
+        ),
+        "this_year": (
+            "This year",
+            lambda today: (
+                today.replace(month=1, day=1),
+                today.replace(year=today.year + 1, month=1, day=1),
+            ),
+        ),
+    }
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(value, label) for value, (label, _) in self.SPANS.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value is None:
+            return queryset
+        if value not in self.SPANS:
+            raise IncorrectLookupParameters(f"{self.parameter_name}: {value!r}")
+        return within_site_days(queryset, "history_date", self.SPANS[value][1], now=timezone.now())
 
 
 class AuditRecordAdmin(ScopedAdmin):
@@ -85,7 +145,7 @@ class AuditRecordAdmin(ScopedAdmin):
     date_hierarchy = "history_date"  # on each row's site's days: SiteDayChangeList
     list_filter = [
         "history_type",
-        "history_date",
+        SiteDaysFilter,  # not Django's "history_date": it counts UTC days
         scoped_filter("participant__trial"),
         scoped_filter("participant__site"),
     ]

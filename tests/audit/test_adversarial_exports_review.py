@@ -22,7 +22,7 @@ from django.test import Client
 from django.urls import reverse
 
 from participants.models import TreatmentAssignment
-from scheduler.models import Reminder, SecurityEvent
+from scheduler.models import Reminder, ScheduledVisit, SecurityEvent
 from scheduler.services import visit_book
 from tests.audit.conftest import World as AuditWorld
 from tests.conftest import sign_in
@@ -98,6 +98,8 @@ MALFORMED_LOOKUPS = [
     (VISIT_HISTORY, "history_change_reason__regex=("),
     (VISIT_HISTORY, "target_date__year=99999"),
     (MILESTONE_HISTORY, "history_change_reason__regex=(%5B"),
+    (VISIT_HISTORY, "changed_on=yesterday"),
+    (MILESTONE_HISTORY, "changed_on=today&changed_on=1"),
 ]
 
 
@@ -184,6 +186,74 @@ def test_the_history_lists_day_drilldown_is_the_day_each_row_shows(
 
     assert everything == ["Wed 11 Mar 2026 00:30 +14"]
     assert (on_the_11th, on_the_10th) == (["Wed 11 Mar 2026 00:30 +14"], [])
+
+
+# Now: 08:30 on 11 March in Tokyo (UTC+9), 19:30 on 10 March in New York (EDT since the
+# 8th, UTC-4). Each probe is an audit entry at an instant (UTC) a minute-pair either side of a
+# local midnight that bounds one of the quick filter's spans, at each site.
+QUICK_NOW = dt.datetime(2026, 3, 10, 23, 30, tzinfo=dt.UTC)
+PROBES = {
+    # Tokyo
+    "t-today": dt.datetime(2026, 3, 10, 15, 30),  # 00:30 on the 11th
+    "t-yesterday": dt.datetime(2026, 3, 10, 14, 30),  # 23:30 on the 10th (UTC's today)
+    "t-7-days": dt.datetime(2026, 3, 3, 15, 30),  # 00:30 on the 4th
+    "t-8-days": dt.datetime(2026, 3, 3, 14, 30),  # 23:30 on the 3rd
+    "t-1-march": dt.datetime(2026, 2, 28, 15, 30),  # 00:30 on 1 March
+    "t-28-feb": dt.datetime(2026, 2, 28, 14, 30),  # 23:30 on 28 February
+    "t-1-jan": dt.datetime(2025, 12, 31, 15, 30),  # 00:30 on 1 January 2026
+    "t-31-dec": dt.datetime(2025, 12, 31, 14, 30),  # 23:30 on 31 December 2025
+    # New York
+    "n-today": dt.datetime(2026, 3, 10, 4, 30),  # 00:30 on the 10th (EDT)
+    "n-yesterday": dt.datetime(2026, 3, 10, 3, 30),  # 23:30 on the 9th (UTC's today)
+    "n-7-days": dt.datetime(2026, 3, 3, 5, 30),  # 00:30 on the 3rd (EST)
+    "n-8-days": dt.datetime(2026, 3, 3, 4, 30),  # 23:30 on the 2nd
+    "n-1-march": dt.datetime(2026, 3, 1, 5, 30),  # 00:30 on 1 March
+    "n-28-feb": dt.datetime(2026, 3, 1, 4, 30),  # 23:30 on 28 February (UTC's March)
+    "n-1-jan": dt.datetime(2026, 1, 1, 5, 30),  # 00:30 on 1 January 2026
+    "n-31-dec": dt.datetime(2026, 1, 1, 4, 30),  # 23:30 on 31 December 2025 (UTC's 2026)
+}
+TODAY = {"t-today", "n-today"}
+PAST_7_DAYS = TODAY | {"t-yesterday", "t-7-days", "n-yesterday", "n-7-days"}
+THIS_MONTH = PAST_7_DAYS | {"t-8-days", "t-1-march", "n-8-days", "n-1-march"}
+THIS_YEAR = THIS_MONTH | {"t-28-feb", "t-1-jan", "n-28-feb", "n-1-jan"}
+
+
+@pytest.mark.parametrize(
+    ("span", "expected"),
+    [
+        ("", set(PROBES)),
+        ("today", TODAY),
+        ("past_7_days", PAST_7_DAYS),
+        ("this_month", THIS_MONTH),
+        ("this_year", THIS_YEAR),
+    ],
+)
+def test_the_history_lists_quick_date_filter_counts_each_sites_days(
+    ws: World, span: str, expected: set[str]
+) -> None:
+    # The audit trail is append-only: each probe is a change saved at its instant.
+    tokyo, new_york = ws.v(ws.t1, "INF"), ws.v(ws.p2, "V1")
+    for name, instant in PROBES.items():
+        changed = tokyo if name.startswith("t-") else new_york
+        changed._change_reason = f"probe {name}"  # type: ignore[attr-defined]
+        with time_machine.travel(instant.replace(tzinfo=dt.UTC), tick=False):
+            changed.save()
+    user = staff("both-sites", trial=ws.niams.trial, site=ws.ny)
+    member(user, trial=ws.tsukuba_version.trial, site=ws.tokyo)
+    client = sign_in(Client(), user)
+
+    with time_machine.travel(QUICK_NOW, tick=False):
+        response = client.get(
+            f"{VISIT_HISTORY}?q=probe&changed_on={span}" if span else f"{VISIT_HISTORY}?q=probe"
+        )
+
+    assert response.status_code == 200
+    shown = response.context["cl"].result_list
+    assert {e.history_change_reason.removeprefix("probe ") for e in shown} == expected
+    choices = [
+        c["display"] for c in response.context["cl"].filter_specs[1].choices(response.context["cl"])
+    ]
+    assert choices == ["All", "Today", "Past 7 days", "This month", "This year"]
 
 
 def test_export_instants_at_half_hour_zones_and_on_a_fall_back_night_match_the_visit_page(
