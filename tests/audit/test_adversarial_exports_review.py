@@ -22,7 +22,7 @@ from django.test import Client
 from django.urls import reverse
 
 from participants.models import TreatmentAssignment
-from scheduler.models import Reminder, ScheduledVisit, SecurityEvent
+from scheduler.models import Reminder, SecurityEvent
 from scheduler.services import visit_book
 from tests.audit.conftest import World as AuditWorld
 from tests.conftest import sign_in
