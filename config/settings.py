@@ -464,6 +464,9 @@ IDEMPOTENCY_KEEP_DAYS = env.int("IDEMPOTENCY_KEEP_DAYS", default=7)
 # Reminders (see scheduler/outbox/).
 REMINDER_MAX_ATTEMPTS = env.int("REMINDER_MAX_ATTEMPTS", default=5)
 REMINDER_BACKOFF_BASE_SECONDS = env.int("REMINDER_BACKOFF_BASE_SECONDS", default=60)
+# The longest a retry waits for an answer's Retry-After (a webhook receiver's), if that is
+# later than the backoff.
+REMINDER_RETRY_AFTER_MAX_SECONDS = env.int("REMINDER_RETRY_AFTER_MAX_SECONDS", default=86400)
 # A pending row enqueued this long ago without being claimed is enqueued again (its message
 # may have been lost with Redis); a row "sending" this long is re-claimed (its worker died).
 REMINDER_REQUEUE_AFTER_SECONDS = env.int("REMINDER_REQUEUE_AFTER_SECONDS", default=120)

@@ -15,6 +15,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from participants.models import Participant
 from scheduler.models import ScheduledVisit, WebhookDelivery, WebhookSubscription
+from scheduler.outbox import receivers
 from scheduler.outbox.sweep import reminders_sweep
 from scheduler.outbox.webhooks import secret_decrypt, signed_headers
 from tests.conftest import PROTOCOL_DIR
@@ -87,10 +88,10 @@ def demo_with_webhooks(settings, tmp_path, monkeypatch):
     settings.WEBHOOK_ALLOW_HTTP_LOOPBACK = True
     receiver = Client()
 
-    def post(url: str, *, data: bytes, headers: dict[str, str]) -> int:
+    def post(url: str, *, data: bytes, headers: dict[str, str]) -> receivers.Answer:
         path = url.removeprefix("http://127.0.0.1:8000")
         response = receiver.post(path, data, content_type="application/json", headers=headers)
-        return response.status_code
+        return receivers.Answer(response.status_code, response.headers.get("Retry-After"))
 
     monkeypatch.setattr("scheduler.outbox.receivers.post", post)
     output = io.StringIO()

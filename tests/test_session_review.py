@@ -184,7 +184,7 @@ def test_a_handshake_trickle_control_without_trickled_headers_succeeds(
             status = receivers.post(f"https://127.0.0.1:{raw.port}/hooks", data=b"{}", headers={})
     finally:
         receivers._tls.cache_clear()
-    assert status == 204
+    assert status == receivers.Answer(204)
 
 
 # ----------------------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def test_a_non_ascii_path_is_sent_percent_encoded(loopback) -> None:
         url = f"http://127.0.0.1:{raw.port}/hooks/café?site=zürich"
         assert url_problem(url) is None
         status = receivers.post(url, data=b"{}", headers={})
-    assert status == 204
+    assert status == receivers.Answer(204)
     assert raw.requests[0].startswith(b"POST /hooks/caf%C3%A9?site=z%C3%BCrich HTTP/1.1")
 
 
@@ -229,7 +229,7 @@ def test_a_ca_bundle_directory_is_honoured(loopback, monkeypatch, tmp_path: Path
             status = receivers.post(f"https://127.0.0.1:{raw.port}/hooks", data=b"{}", headers={})
     finally:
         receivers._tls.cache_clear()
-    assert status == 204
+    assert status == receivers.Answer(204)
 
 
 # Pinned behaviours (pass).
@@ -261,7 +261,7 @@ def test_an_ipv6_literal_is_sent_with_a_bracketed_host_and_its_port(loopback) ->
     with server:
         status = receivers.post(f"http://[::1]:{port}/hooks", data=b"{}", headers={})
         thread.join(5)
-    assert status == 200  # an HTTP/1.0 answer is read
+    assert status == receivers.Answer(200)  # an HTTP/1.0 answer is read
     assert f"\r\nHost: [::1]:{port}\r\n".encode() in got[0]
 
 
@@ -271,7 +271,9 @@ def test_100_continue_then_the_real_status(loopback) -> None:
         conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\n\r\n")
 
     with raw_receiver(answer) as raw:
-        assert receivers.post(f"http://127.0.0.1:{raw.port}/h", data=b"{}", headers={}) == 202
+        assert receivers.post(
+            f"http://127.0.0.1:{raw.port}/h", data=b"{}", headers={}
+        ) == receivers.Answer(202)
 
 
 def test_endless_headers_are_a_retried_unreadable_answer(loopback) -> None:

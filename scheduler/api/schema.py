@@ -277,8 +277,8 @@ def webhook_definition(event_type: str) -> OpenApiWebhook:
             description=f"{_EVENT_DESCRIPTIONS.get(event_type, event_type)} POSTed to each "
             "active subscription of the site system to this event at the participant's site, "
             "through the outbox: retried with backoff on a timeout, a connection error, 408, "
-            "429 or 5xx; any other answer is final. Never an arm, contact details or free "
-            "text.",
+            "429 or 5xx (not before a Retry-After the answer gives, up to a day); any other "
+            "answer is final. Never an arm, contact details or free text.",
             request=webhook_event_serializer(event_type),
             responses={
                 200: OpenApiResponse(description="Received (any 2xx)."),

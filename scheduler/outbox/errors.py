@@ -10,9 +10,13 @@ line that quotes the error can hold one; the provider's code and reason stay.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from smtplib import SMTPRecipientsRefused, SMTPResponseException, SMTPServerDisconnected
+
+from django.conf import settings
+from django.utils.http import parse_http_date
 
 PHONE_NUMBER = "[phone number]"
 EMAIL_ADDRESS = "[email address]"
@@ -95,7 +99,33 @@ class DeliveryError(Exception):
 
 
 class TransientDeliveryError(DeliveryError):
-    """The provider may accept it later (timeout, 5xx, rate limit): retry with backoff."""
+    """The provider may accept it later (timeout, 5xx, rate limit): retry with backoff, or
+    after `retry_after` if the provider said when (its Retry-After) and that is later."""
+
+    def __init__(self, message: object = "", *, retry_after: dt.timedelta | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after(value: str | None, *, now: dt.datetime) -> dt.timedelta | None:
+    """How long an answer's Retry-After header (RFC 9110 10.2.3) asks to wait: whole seconds
+    or an HTTP date; at most REMINDER_RETRY_AFTER_MAX_SECONDS, so a receiver's typo or a
+    date years ahead does not park a row for ever. None when there is none, it cannot be
+    read, or it asks for no wait at all."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        wait = dt.timedelta(seconds=int(value) if len(value) <= 12 else 10**12)
+    else:
+        try:
+            wait = dt.datetime.fromtimestamp(parse_http_date(value), tz=dt.UTC) - now
+        except ValueError:
+            return None
+    if wait <= dt.timedelta(0):
+        return None
+    most = dt.timedelta(seconds=settings.REMINDER_RETRY_AFTER_MAX_SECONDS)
+    return min(wait, most)
 
 
 class ProviderSilent(TransientDeliveryError):

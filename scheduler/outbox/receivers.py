@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import cache
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import certifi
@@ -123,8 +124,16 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=bundle or certifi.where())
 
 
-def post(url: str, *, data: bytes, headers: dict[str, str]) -> int:
-    """POST `data` to `url`; the answer's HTTP status. Raises Refused or Unreachable."""
+class Answer(NamedTuple):
+    """What a receiver answered: its HTTP status and its Retry-After header, if any."""
+
+    status: int
+    retry_after: str | None = None
+
+
+def post(url: str, *, data: bytes, headers: dict[str, str]) -> Answer:
+    """POST `data` to `url`; the answer's status and Retry-After. Raises Refused or
+    Unreachable."""
     parts = urlsplit(url)
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
@@ -195,7 +204,7 @@ def post(url: str, *, data: bytes, headers: dict[str, str]) -> int:
         answer = connection.getresponse()
         if cut.is_set():  # cut while the headers came: they ended at the cut, not by themselves
             raise Unreachable("the receiver did not answer in time")
-        return answer.status
+        return Answer(answer.status, answer.getheader("Retry-After"))
     except TimeoutError:
         raise Unreachable("the receiver did not answer in time") from None
     except (OSError, http.client.HTTPException) as exc:

@@ -234,10 +234,13 @@ def _attempt(reminder: Reminder, claimed_at: dt.datetime) -> tuple[str, Outcome,
         logger.warning(
             "reminder %s attempt %s failed: %s", reminder.pk, reminder.attempts, type(exc).__name__
         )
+        wait = backoff(reminder.attempts)
+        if isinstance(exc, TransientDeliveryError) and exc.retry_after is not None:
+            wait = max(wait, exc.retry_after)  # the receiver said when: not before then
         failed = outcome(
             Status.DEAD if final else Status.FAILED,
             last_error=error[:2000],
-            next_attempt_at=retry_at(reminder, claimed_at + backoff(reminder.attempts)),
+            next_attempt_at=retry_at(reminder, claimed_at + wait),
         )
         return ("dead" if final else "failed"), failed, isinstance(exc, ProviderSilent)
     logger.info("reminder %s sent by %s", reminder.pk, reminder.channel)

@@ -11,8 +11,10 @@ row's `WebhookDelivery` holds the event's body, frozen at that moment, and its m
   secret is rotated (WEBHOOK_SECRET_ROTATION_GRACE_SECONDS) it carries two, space-separated,
   under the new secret and the old one;
 - 2xx is delivered; a timeout, a connection error, 408, 429 or 5xx is retried with the
-  outbox's backoff; any other answer (a 3xx included: redirects are not followed) is final
-  and the row is dead, listed for coordinators with the status, never the body;
+  outbox's backoff, or after the answer's Retry-After if that is later (at most
+  REMINDER_RETRY_AFTER_MAX_SECONDS); any other answer (a 3xx included: redirects are not
+  followed) is final and the row is dead, listed for coordinators with the status, never the
+  body;
 - before each attempt the subscription must still be active, cover the participant's site,
   and its owner must still act as a site system there; otherwise the row is cancelled.
 
@@ -44,7 +46,12 @@ from scheduler.bulkwrite import rows_add_new
 from scheduler.models import Reminder, ScheduledVisit, WebhookDelivery, WebhookSubscription
 from scheduler.outbox import receivers
 from scheduler.outbox.dispatch import WEBHOOK_TASK, send_after_commit
-from scheduler.outbox.errors import NotNeeded, PermanentDeliveryError, TransientDeliveryError
+from scheduler.outbox.errors import (
+    NotNeeded,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    retry_after,
+)
 
 WEBHOOK_CHANNEL = "webhook"
 SITE_SYSTEM_AUDIENCE = "site_system"
@@ -392,7 +399,7 @@ def deliver_webhook(reminder: Reminder) -> str:
         body=body,
     )
     try:
-        status = receivers.post(subscription.url, data=body, headers=headers)
+        status, asked = receivers.post(subscription.url, data=body, headers=headers)
     except receivers.Refused as exc:
         raise PermanentDeliveryError(str(exc)) from None
     except receivers.Unreachable as exc:
@@ -400,5 +407,7 @@ def deliver_webhook(reminder: Reminder) -> str:
     if 200 <= status < 300:
         return delivery.message_id
     if status in (408, 429) or status >= 500:
-        raise TransientDeliveryError(f"the receiver answered HTTP {status}")
+        wait = retry_after(asked, now=now)
+        said = f" (Retry-After: {wait.total_seconds():.0f} s)" if wait is not None else ""
+        raise TransientDeliveryError(f"the receiver answered HTTP {status}{said}", retry_after=wait)
     raise PermanentDeliveryError(f"the receiver answered HTTP {status}; it will not be retried")

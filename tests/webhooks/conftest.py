@@ -62,6 +62,7 @@ class Receiver:
     # retries bring it again and only the webhook-id keeps it from being taken twice.
     fails_after_storing: bool = False
     answer: int = 204
+    retry_after: str | None = None  # a Retry-After header on every answer, if set
     attempts: list[Attempt] = field(default_factory=list)
     accepted: dict[str, Any] = field(default_factory=dict)  # webhook-id -> payload
     duplicates: Counter[str] = field(default_factory=Counter)
@@ -110,6 +111,8 @@ def receiver() -> Iterator[Receiver]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             status = holder["receiver"].handle(headers, body)
             self.send_response(status)
+            if holder["receiver"].retry_after is not None:
+                self.send_header("Retry-After", holder["receiver"].retry_after)
             self.send_header("Content-Length", "0")
             self.end_headers()
 

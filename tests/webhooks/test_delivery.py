@@ -226,6 +226,51 @@ def test_webhook_transient_answers_are_retried(
     ) == [("failed", 1, ENROLLED_AT + MINUTE, f"the receiver answered HTTP {status}")]
 
 
+@pytest.mark.parametrize(
+    ("status", "header", "waited", "said"),
+    [
+        # Later than the backoff's first minute: not before then.
+        (503, "1800", 30 * MINUTE, " (Retry-After: 1800 s)"),
+        (429, " 120 ", 2 * MINUTE, " (Retry-After: 120 s)"),
+        # An HTTP date, two hours after the attempt (09:00 UTC).
+        (503, "Mon, 12 Jan 2026 11:00:00 GMT", 120 * MINUTE, " (Retry-After: 7200 s)"),
+        # The two obsolete date forms RFC 9110 still asks a recipient to read.
+        (503, "Monday, 12-Jan-26 10:00:00 GMT", 60 * MINUTE, " (Retry-After: 3600 s)"),
+        (503, "Mon Jan 12 09:30:00 2026", 30 * MINUTE, " (Retry-After: 1800 s)"),
+        # Sooner than the backoff: the backoff.
+        (429, "10", MINUTE, " (Retry-After: 10 s)"),
+        # At most a day, whatever it asks.
+        (503, "99999999999999", 24 * 60 * MINUTE, " (Retry-After: 86400 s)"),
+        (503, "Fri, 01 Jan 2100 00:00:00 GMT", 24 * 60 * MINUTE, " (Retry-After: 86400 s)"),
+        # Past, zero, unreadable or not ASCII digits: as if none were sent.
+        (503, "Mon, 12 Jan 2026 08:00:00 GMT", MINUTE, ""),
+        (503, "0", MINUTE, ""),
+        (503, "-60", MINUTE, ""),
+        (503, "1.5", MINUTE, ""),
+        (503, "soon", MINUTE, ""),
+        (503, "\u0661\u0662\u0660", MINUTE, ""),  # Arabic-Indic 120
+    ],
+)
+def test_webhook_retry_after_is_honoured_when_later_than_the_backoff(
+    world, receiver: Receiver, django_capture_on_commit_callbacks, status, header, waited, said
+) -> None:
+    subscribe(world, receiver)
+    receiver.answer, receiver.retry_after = status, header.encode("utf-8").decode("latin-1")
+    enroll(world, "BERLIN-001", django_capture_on_commit_callbacks)
+
+    assert list(
+        Reminder.objects.filter(channel="webhook").values_list(
+            "status", "attempts", "next_attempt_at", "last_error"
+        )
+    ) == [("failed", 1, ENROLLED_AT + waited, f"the receiver answered HTTP {status}{said}")]
+    # Not sent again before then, and sent then.
+    receiver.answer, receiver.retry_after = 204, None
+    sweep_at(ENROLLED_AT + waited - dt.timedelta(seconds=1), django_capture_on_commit_callbacks)
+    assert len(receiver.attempts) == 1
+    sweep_at(ENROLLED_AT + waited, django_capture_on_commit_callbacks)
+    assert [a.answered for a in receiver.attempts] == [status, 204]
+
+
 def test_webhook_unreachable_receiver_is_retried_then_dead(
     world, receiver: Receiver, django_capture_on_commit_callbacks, settings
 ) -> None:

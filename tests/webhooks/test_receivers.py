@@ -140,7 +140,7 @@ def test_the_request_goes_to_the_address_checked_with_the_name_as_its_host(
 
     with raw_receiver(answer) as raw:
         asked = resolving_to(monkeypatch, "127.0.0.1")
-        status = receivers.post(
+        answered = receivers.post(
             f"http://bücher.example:{raw.port}/hooks?site=berlin",
             data=b'{"type": "visit.done"}',
             headers={"webhook-id": "msg_1"},
@@ -148,7 +148,7 @@ def test_the_request_goes_to_the_address_checked_with_the_name_as_its_host(
 
     head, _, body = raw.requests[0].partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
-    assert (status, asked) == (204, ["xn--bcher-kva.example"])
+    assert (answered, asked) == (receivers.Answer(204, None), ["xn--bcher-kva.example"])
     assert lines[0] == b"POST /hooks?site=berlin HTTP/1.1"
     assert sorted(lines[1:]) == sorted(
         [
