@@ -40,6 +40,7 @@ from scheduler import access, audittrail
 from scheduler.api import serializers as out
 from scheduler.api.errors import PreviewOutdated, Refused
 from scheduler.api.idempotency import idempotent
+from scheduler.api.jsonbodies import refuse_numbers_for_text
 from scheduler.api.pagination import refuse_unknown_parameters
 from scheduler.api.preconditions import participant_etag, require_if_match, visit_etag
 from scheduler.calendars.feeds import feed_create, feed_public_url, feed_revoke
@@ -108,6 +109,7 @@ NO_IDEMPOTENCY_PARAM = OpenApiParameter(
 
 def _validated(serializer_class: type[serializers.Serializer[Any]], data: Any) -> dict[str, Any]:
     serializer = serializer_class(data=data)
+    refuse_numbers_for_text(serializer, data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
 

@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 
 from scheduler import access
 from scheduler.api.idempotency import idempotent
+from scheduler.api.jsonbodies import refuse_numbers_for_text
 from scheduler.api.preconditions import require_if_match
 from scheduler.api.views import IDEMPOTENCY_PARAM, IF_MATCH_PARAM
 from scheduler.models import WebhookSubscription
@@ -144,6 +145,7 @@ class WebhookList(generics.ListAPIView[WebhookSubscription]):
 
     def _create(self, request: Request) -> Response:
         serializer = WebhookSubscriptionInput(data=request.data)
+        refuse_numbers_for_text(serializer, request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         trial = access.trials_for(request.user).filter(code=data["trial"]).first()
@@ -270,6 +272,7 @@ class WebhookRotateSecret(APIView):
         with transaction.atomic():
             subscription = _subscription(request, pk)
             data = RotateSecretInput(data=request.data or {})
+            refuse_numbers_for_text(data, request.data or {})
             data.is_valid(raise_exception=True)
             require_if_match(request, webhook_etag(subscription))
             webhook_subscription_rotate_secret(
