@@ -370,7 +370,11 @@ def visit_csv_rows(visits: QuerySet[ScheduledVisit], *, user: Any) -> Iterator[s
     ]
     if shows_arm:
         header.append("arm")
-    yield writer.writerow(header)
+    # A byte order mark first: Excel reads a CSV file without one in the computer's legacy
+    # code page (Shift JIS in Japan, Windows-1252 in Europe), so a resource named "PET/CT室"
+    # or a site's "Zürich" came out garbled. Python reads it with "utf-8-sig", pandas and
+    # LibreOffice on their own.
+    yield "\ufeff" + writer.writerow(header)
     todays: dict[int, dt.date] = {}
     rows = rows_streamed(visits, chunk_size=EXPORT_CHUNK)
     # Sites, trials and visit definitions: read once each, whichever chunk first needs them.

@@ -11,6 +11,7 @@ tests/audit/conftest.py (`world`: Berlin and Tokyo, a coordinator and an auditor
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import io
@@ -55,7 +56,9 @@ def coordinator(ws: World) -> Client:
 
 def rows_of(response: Any) -> list[list[str]]:
     assert response.status_code == 200
-    text = b"".join(response.streaming_content).decode("utf-8")
+    raw = b"".join(response.streaming_content)
+    assert raw.startswith(codecs.BOM_UTF8)  # for Excel: see visit_csv_rows
+    text = raw.decode("utf-8-sig")
     return list(csv.reader(io.StringIO(text, newline="")))
 
 

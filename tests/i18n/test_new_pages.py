@@ -132,7 +132,7 @@ def test_the_visit_lists_filters_read_in_japanese_and_its_csv_stays_english(
         assert choice in page
     assert "許容期間外に実施、理由が未記入" in page
     header, row = csv.splitlines()[:2]
-    assert header.startswith("trial,site,study id,visit,visit name,status,target date,")
+    assert header.startswith("\ufefftrial,site,study id,visit,visit name,status,target date,")
     assert ",due," in row
 
 

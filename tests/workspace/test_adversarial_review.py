@@ -6,6 +6,7 @@ tests/workspace/conftest.py)."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import io
@@ -43,7 +44,9 @@ def logged_in(client: Any, coordinator: Any, now: None) -> Any:
 def exported(client: Any, query: str = "") -> list[list[str]]:
     response = client.get(f"{EXPORT}?{query}")
     assert response.status_code == 200
-    text = b"".join(response.streaming_content).decode("utf-8")
+    raw = b"".join(response.streaming_content)
+    assert raw.startswith(codecs.BOM_UTF8)  # for Excel: see visit_csv_rows
+    text = raw.decode("utf-8-sig")
     return list(csv.reader(io.StringIO(text, newline="")))
 
 
