@@ -215,9 +215,18 @@ def can_see_arm(user: object, *, trial: Trial, site: Site | None = None) -> bool
     )
 
 
+# Trial governance: Django's permission to change trials (the sponsor's trial administrators).
+GOVERN_TRIALS = "trials.change_trial"
+
+
 def can_change_blinding(user: object, *, trial: Trial) -> bool:
-    """Only an unblinded role of the trial may change its blinding (and must give a reason)."""
-    return any(m.role in UNBLINDED_ROLES and m.trial_id == trial.pk for m in _memberships(user))
+    """Who may change a trial's blinding (and must give a reason): an unblinded role of the
+    trial who also governs trials (GOVERN_TRIALS). The blinding is the whole trial's, at every
+    site: an unblinded pharmacist, whose role is one site's, may not open it for everyone
+    alone."""
+    return bool(user.has_perm(GOVERN_TRIALS)) and any(  # type: ignore[attr-defined]
+        m.role in UNBLINDED_ROLES and m.trial_id == trial.pk for m in _memberships(user)
+    )
 
 
 def assignments_for(user: object) -> QuerySet[TreatmentAssignment]:

@@ -34,7 +34,8 @@ class GovernanceError(ValueError):
 def trial_blinding_change(*, trial: Trial, blinding: str, reason: str, by: Any) -> Trial:
     """Change a trial's blinding (unblinding it, typically at database lock).
 
-    Only an unblinded role of the trial may do it, and only with a reason; the change is in the
+    Only an unblinded role of the trial who also governs trials may do it (the blinding is
+    every site's; `access.can_change_blinding`), and only with a reason; the change is in the
     trial's audit trail with both. Everything that shows arms asks access.py, so from the commit
     on the arm shows where the new blinding allows it.
     """
@@ -45,8 +46,12 @@ def trial_blinding_change(*, trial: Trial, blinding: str, reason: str, by: Any) 
         )
     if not access.can_change_blinding(by, trial=trial):
         raise GovernanceError(
-            _("changing the blinding of %(trial)s needs the unblinded pharmacist role in it")
-            % {"trial": trial.code}
+            _(
+                "changing the blinding of %(trial)s needs the unblinded pharmacist role in it "
+                "and the permission to govern trials (%(permission)s): it changes what every "
+                "site sees"
+            )
+            % {"trial": trial.code, "permission": access.GOVERN_TRIALS}
         )
     if not reason.strip():
         raise GovernanceError(_("a reason is required to change a trial's blinding"))

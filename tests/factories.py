@@ -63,6 +63,17 @@ def member(user: Any, *, trial: Any, site: Site | None = None, role: str = "coor
     return user
 
 
+def governs_trials(user: Any) -> Any:
+    """Give `user` Django's permission to change trials (access.GOVERN_TRIALS); returns a
+    fresh copy of the user (Django caches permissions on the object)."""
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(
+        Permission.objects.get(content_type__app_label="trials", codename="change_trial")
+    )
+    return type(user).objects.get(pk=user.pk)
+
+
 @contextmanager
 def member_of_every_trial_site(user: Any, *, role: str = "coordinator") -> Iterator[Any]:
     """`user` holds `role` at every (trial, site) pair, those created inside the block too.

@@ -15,7 +15,7 @@ from participants.models import TreatmentAssignment
 from scheduler.models import Membership, ScheduledVisit
 from scheduler.services import participant_enroll
 from tests.conftest import sign_in
-from tests.factories import SiteFactory, member, participant_for
+from tests.factories import SiteFactory, governs_trials, member, participant_for
 from trials.models import Arm, Trial
 
 Role = Membership.Role
@@ -213,17 +213,42 @@ def test_blinding_change_is_refused_to_a_coordinator_with_the_services_words(
 
     assert response.status_code == 200
     assert response.context["form"].non_field_errors() == [
-        f"changing the blinding of {trial.code} needs the unblinded pharmacist role in it"
+        f"changing the blinding of {trial.code} needs the unblinded pharmacist role in it and "
+        "the permission to govern trials (trials.change_trial): it changes what every site sees"
     ]
     assert Trial.objects.get(pk=trial.pk).blinding == "double"
+
+
+def test_one_sites_pharmacist_alone_is_offered_no_blinding_change_and_is_refused_one(
+    client, django_user_model, niams
+) -> None:
+    login(client, django_user_model, Role.UNBLINDED_PHARMACIST, niams["berlin"])
+    trial = niams["berlin"].trial
+    url = reverse("admin:trials_trial_blinding", args=[trial.pk])
+
+    page = client.get(reverse("admin:trials_trial_change", args=[trial.pk]))
+    response = client.post(url, {"blinding": "open", "reason": "database lock"})
+
+    assert page.status_code == 200
+    assert "Change blinding" not in page.content.decode()
+    assert response.context["form"].non_field_errors() == [
+        f"changing the blinding of {trial.code} needs the unblinded pharmacist role in it and "
+        "the permission to govern trials (trials.change_trial): it changes what every site sees"
+    ]
+    assert Trial.objects.get(pk=trial.pk).blinding == "double"
+    assert Trial.history.filter(id=trial.pk).count() == 1
 
 
 def test_blinding_change_by_an_unblinded_role_with_a_reason_is_done_and_audited(
     client, django_user_model, niams
 ) -> None:
-    pharmacist = login(client, django_user_model, Role.UNBLINDED_PHARMACIST, niams["berlin"])
+    pharmacist = governs_trials(
+        login(client, django_user_model, Role.UNBLINDED_PHARMACIST, niams["berlin"])
+    )
     trial = niams["berlin"].trial
     url = reverse("admin:trials_trial_blinding", args=[trial.pk])
+    page = client.get(reverse("admin:trials_trial_change", args=[trial.pk]))
+    assert ("Change blinding", url) in page.context["related_links"]
 
     without_reason = client.post(url, {"blinding": "open", "reason": ""})
     done = client.post(url, {"blinding": "open", "reason": "database lock"})

@@ -7,11 +7,18 @@ import pytest
 from scheduler.governance import GovernanceError, trial_blinding_change
 from scheduler.models import Membership
 from tests.conftest import seed_path
-from tests.factories import SiteFactory
+from tests.factories import SiteFactory, governs_trials
 from trials.models import Trial
 from trials.services import ProtocolImportError, protocol_import
 
 Role = Membership.Role
+
+
+def refusal(trial: Trial) -> str:
+    return (
+        f"changing the blinding of {trial.code} needs the unblinded pharmacist role in it and "
+        "the permission to govern trials (trials.change_trial): it changes what every site sees"
+    )
 
 
 @pytest.fixture
@@ -39,11 +46,48 @@ def test_trial_blinding_change_is_refused_to_blinded_roles(niams, django_user_mo
     with pytest.raises(GovernanceError) as caught:
         trial_blinding_change(trial=trial, blinding="open", reason="database lock", by=user)
 
-    assert str(caught.value) == (
-        f"changing the blinding of {trial.code} needs the unblinded pharmacist role in it"
-    )
+    assert str(caught.value) == refusal(trial)
     assert Trial.objects.get(pk=trial.pk).blinding == "double"
     assert trial.history.count() == 1  # the import only
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "who",
+    [
+        "a site's unblinded pharmacist alone",
+        "a trial governor with no role in it",
+        "a trial governor with a blinded role in it",
+        "a superuser with no role in it",
+        "an unblinded pharmacist of another trial who governs trials",
+    ],
+)
+def test_trial_blinding_change_needs_an_unblinded_role_and_trial_governance(
+    niams, django_user_model, import_seed, who
+) -> None:
+    """The blinding is the whole trial's: one site's pharmacist may not open it for every
+    site, and governing trials without seeing arms is not enough either."""
+    trial, site = niams
+    if who == "a site's unblinded pharmacist alone":
+        user = member(django_user_model, "u", trial, site, Role.UNBLINDED_PHARMACIST)
+    elif who == "a trial governor with no role in it":
+        user = governs_trials(django_user_model.objects.create_user("u"))
+    elif who == "a trial governor with a blinded role in it":
+        user = governs_trials(member(django_user_model, "u", trial, site, Role.INVESTIGATOR))
+    elif who == "a superuser with no role in it":
+        user = django_user_model.objects.create_superuser("u")
+    else:
+        other = import_seed("001").trial
+        user = governs_trials(
+            member(django_user_model, "u", other, site, Role.UNBLINDED_PHARMACIST)
+        )
+
+    with pytest.raises(GovernanceError) as caught:
+        trial_blinding_change(trial=trial, blinding="open", reason="database lock", by=user)
+
+    assert str(caught.value) == refusal(trial)
+    assert Trial.objects.get(pk=trial.pk).blinding == "double"
+    assert trial.history.count() == 1
 
 
 @pytest.mark.django_db
@@ -51,7 +95,9 @@ def test_trial_blinding_change_by_unblinded_role_with_reason_is_audited(
     niams, django_user_model
 ) -> None:
     trial, site = niams
-    pharmacist = member(django_user_model, "pia", trial, site, Role.UNBLINDED_PHARMACIST)
+    pharmacist = governs_trials(
+        member(django_user_model, "pia", trial, site, Role.UNBLINDED_PHARMACIST)
+    )
 
     with pytest.raises(GovernanceError) as no_reason:
         trial_blinding_change(trial=trial, blinding="open", reason="  ", by=pharmacist)

@@ -24,7 +24,7 @@ from scheduler.governance import GovernanceError, trial_blinding_change
 from scheduler.models import EmergencyUnblinding, Membership, SecurityEvent, UnblindingNotice
 from scheduler.services import participant_enroll
 from tests.conftest import sign_in
-from tests.factories import SiteFactory, member, participant_for
+from tests.factories import SiteFactory, governs_trials, member, participant_for
 from tests.unblinding.conftest import PASSWORD, user
 from trials.models import Arm
 
@@ -87,11 +87,13 @@ def test_blinding_an_open_trial_with_arm_specific_visits_never_shows_the_arm_in_
             participant_enroll(participant=participant, on=dt.date(2026, 2, 16), arm=arms[arm])
             people[arm] = participant
     trial = version.trial
-    pharmacist = member(
-        user(django_user_model, "pharmacist-leiden"),
-        trial=trial,
-        site=site,
-        role=Role.UNBLINDED_PHARMACIST,
+    pharmacist = governs_trials(
+        member(
+            user(django_user_model, "pharmacist-leiden"),
+            trial=trial,
+            site=site,
+            role=Role.UNBLINDED_PHARMACIST,
+        )
     )
     coordinator = member(
         user(django_user_model, "cora-leiden"), trial=trial, site=site, role=Role.COORDINATOR
