@@ -70,9 +70,15 @@ def _outcome(participant: Participant) -> str:
             "status": status,
             "day": participant.ended_on,
         }
-    enrolled = _("enrolled %(when)s") % {
-        "when": site_time(participant.enrolled_at, participant.site)
-    }
+    # The day of the enrollment at the site (which a coordinator catching up records later),
+    # not when it was recorded; participants enrolled before that day was stored have only
+    # the instant.
+    if participant.enrolled_on is not None:
+        enrolled = _("enrolled on %(day)s") % {"day": participant.enrolled_on}
+    else:
+        enrolled = _("enrolled %(when)s") % {
+            "when": site_time(participant.enrolled_at, participant.site)
+        }
     if participant.status == Status.ENROLLED:
         return enrolled
     return _("%(enrolled)s; %(status)s on %(day)s") % {

@@ -14,6 +14,7 @@ from scheduler.services import (
     participant_eligibility_confirm,
     participant_enroll,
     participant_screen_fail,
+    participant_withdraw,
 )
 from tests.conftest import sign_in
 from tests.factories import SiteFactory, member, participant_for
@@ -106,7 +107,7 @@ def test_the_log_lists_each_participant_from_registration_to_outcome(client, sit
             registered,
             "—",
             f"dr-lee, {registered}",
-            f"enrolled {registered}",
+            "enrolled on 2026-03-02",
             "—",
             "",
         ],
@@ -187,3 +188,22 @@ def test_the_log_costs_the_same_queries_for_two_and_for_eight_in_screening(
         "M4": "all pass",
         "M5": "all pass",
     }
+
+
+def test_the_outcome_gives_the_enrollments_day_not_when_it_was_recorded(client, sites) -> None:
+    """Recorded on 2 March, catching up: the enrollment took place on 27 February."""
+    version, nih, investigator, _ = sites
+    late = participant_for(
+        version,
+        anchors={"day1": D(2026, 3, 16), "consent": D(2026, 2, 20)},
+        site=nih,
+        study_id="E",
+    )
+    participant_eligibility_confirm(participant=late, on=D(2026, 2, 27), by=investigator)
+    participant_enroll(participant=late, on=D(2026, 2, 27), by=investigator)
+    participant_withdraw(participant=late, on=D(2026, 3, 2), by=investigator, reason="moved away")
+    sign_in(client, investigator)
+
+    row = [row for row in cells(client.get(LOG_URL)) if row[0].endswith("/E")][0]
+
+    assert row[5] == "enrolled on 2026-02-27; Withdrawn on 2026-03-02"
