@@ -9,6 +9,7 @@ can load protocol files without a database.
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -69,16 +70,37 @@ Code = Annotated[str, Field(pattern=CODE_PATTERN)]
 Int = Annotated[int, Strict()]
 
 
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("expected text, not only spaces; leave the field out when there is none")
+def _readable(value: str) -> bool:
+    """Whether `value` has something to read: not only spaces (the ideographic space too) or
+    invisible format characters (zero-width spaces and joiners, bidi marks), which would name
+    a visit with a blank label in every calendar, invite and list."""
+    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in value)
+
+
+def _visible(value: str) -> str:
+    if not _readable(value):
+        raise ValueError("expected text to read, not only spaces or invisible characters")
     return value
+
+
+def _visible_if_given(value: str) -> str:
+    """An optional text's check: absent (or, where the file may write "", empty) is fine."""
+    if value and not _readable(value):
+        raise ValueError(
+            "expected text to read, not only spaces or invisible characters; leave the field "
+            "out when there is none"
+        )
+    return value
+
+
+# Text a person reads (a name, a title, a label): at least one visible character.
+_Visible = AfterValidator(_visible)
 
 
 # The Japanese text of a protocol-defined name, beside the English one it translates
 # (`name_ja:` next to `name:`), bounded like it. Optional: without it, people reading Japanese
 # see the `name` the file gives. Shown to participants and coordinators whose language is ja.
-_Japanese = AfterValidator(_not_blank)
+_Japanese = AfterValidator(_visible_if_given)
 JapaneseShortName = Annotated[str, Field(min_length=1, max_length=120), _Japanese]
 JapaneseName = Annotated[str, Field(min_length=1, max_length=200), _Japanese]
 JapaneseTitle = Annotated[str, Field(min_length=1, max_length=300), _Japanese]
@@ -151,25 +173,25 @@ class CheckedAttribute(StrEnum):
 
 class Registration(_Strict):
     registry: Registry
-    identifier: str = Field(min_length=3, max_length=40)
+    identifier: Annotated[str, Field(min_length=3, max_length=40), _Visible]
 
 
 class TrialSection(_Strict):
     code: Code
-    title: str = Field(min_length=3, max_length=300)
+    title: Annotated[str, Field(min_length=3, max_length=300), _Visible]
     title_ja: JapaneseTitle | None = None
     phase: Literal["1", "1/2", "2", "2/3", "3", "4"]
-    sponsor: str = Field(min_length=2, max_length=200)
+    sponsor: Annotated[str, Field(min_length=2, max_length=200), _Visible]
     blinding: Blinding
     registrations: tuple[Registration, ...] = Field(default=(), max_length=20)
-    conditions: tuple[Annotated[str, Field(min_length=1, max_length=300)], ...] = Field(
+    conditions: tuple[Annotated[str, Field(min_length=1, max_length=300), _Visible], ...] = Field(
         default=(), max_length=100
     )
 
 
 class AnchorSection(_Strict):
     code: Code
-    name: str = Field(min_length=1, max_length=120)
+    name: Annotated[str, Field(min_length=1, max_length=120), _Visible]
     name_ja: JapaneseShortName | None = None
     # An anchor may be constrained relative to another one (Tsukuba: anifrolumab Day 1 within
     # 2 weeks after PSL start); until its real date is known it is estimated at default_days.
@@ -210,13 +232,13 @@ class Activity(_Strict):
 
 class ArmSection(_Strict):
     code: Code
-    name: str = Field(min_length=1, max_length=120)
+    name: Annotated[str, Field(min_length=1, max_length=120), _Visible]
     description: Text = ""
 
 
 class EpochSection(_Strict):
     code: Code
-    name: str = Field(min_length=1, max_length=120)
+    name: Annotated[str, Field(min_length=1, max_length=120), _Visible]
     name_ja: JapaneseShortName | None = None
 
 
@@ -224,13 +246,13 @@ class StaffNeed(_Strict):
     """`count` of a staff kind ("infusion nurse"), counted the way the site counts its shifts
     (one nurse who can watch two chairs is 2 on shift; an infusion then needs 1)."""
 
-    kind: str = Field(min_length=1, max_length=120)
+    kind: Annotated[str, Field(min_length=1, max_length=120), _Visible]
     count: Int = Field(default=1, ge=1, le=50)
 
 
 class ProcedureSection(_Strict):
     code: Code
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, Field(min_length=1, max_length=200), _Visible]
     name_ja: JapaneseName | None = None
     duration_minutes: Int = Field(ge=1, le=24 * 60)
     # What the participant must do beforehand or during (fasting, lying still); it goes into
@@ -239,7 +261,7 @@ class ProcedureSection(_Strict):
     preparation_ja: JapaneseText | None = None
     # The kind of site resource the procedure holds for its whole duration ("PET/CT scanner"),
     # matched to the kinds of a site's resources; `resource_count` units of it.
-    resource: str = Field(default="", max_length=120)
+    resource: Annotated[str, Field(max_length=120), AfterValidator(_visible_if_given)] = ""
     resource_count: Int = Field(default=1, ge=1, le=50)
     # The kind of staff it needs while it runs, and how much of them (see StaffNeed).
     staff: StaffNeed | None = None
@@ -256,7 +278,7 @@ class PlanStep(_Strict):
 
 class VisitSection(_Strict):
     code: Code
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, Field(min_length=1, max_length=200), _Visible]
     name_ja: JapaneseName | None = None
     epoch: Code
     anchor: AnchorRef
@@ -293,7 +315,7 @@ class VisitSection(_Strict):
 class Taper(_Strict):
     """A weight-based dose that is held, then reduced weekly to a target dose."""
 
-    drug: str = Field(min_length=1, max_length=80)
+    drug: Annotated[str, Field(min_length=1, max_length=80), _Visible]
     # The drug's name for a Japanese reader (its Japanese standard name: プレドニゾロン), in
     # dose events and reminders; without it they name `drug` as written.
     drug_ja: Annotated[str, Field(min_length=1, max_length=80), _Japanese] | None = None
@@ -316,7 +338,7 @@ class Taper(_Strict):
 
 class MilestoneSection(_Strict):
     code: Code
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, Field(min_length=1, max_length=200), _Visible]
     name_ja: JapaneseName | None = None
     kind: MilestoneKind
     anchor: AnchorRef
@@ -336,7 +358,7 @@ class CriterionCheck(_Strict):
 class CriterionSection(_Strict):
     code: Code
     kind: CriterionKind
-    text: str = Field(min_length=3, max_length=MAX_TEXT)
+    text: Annotated[str, Field(min_length=3, max_length=MAX_TEXT), _Visible]
     check: CriterionCheck | None = None
 
 
@@ -363,7 +385,7 @@ class ReminderSection(_Strict):
 
 
 class VersionSection(_Strict):
-    label: str = Field(min_length=1, max_length=40)
+    label: Annotated[str, Field(min_length=1, max_length=40), _Visible]
     status: Literal["draft", "published"] = "published"
     date: dt.date | None = Field(default=None, ge=EARLIEST_DATE, le=LATEST_DATE)
 

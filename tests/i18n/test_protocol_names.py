@@ -193,8 +193,8 @@ def test_a_blank_japanese_name_is_refused() -> None:
     text = MINIMAL.format(procedure_extra="", visit_extra='    name_ja: "  "\n')
 
     assert problems_of(text) == [
-        "tiny.yaml: visits[0].name_ja (line 23): expected text, not only spaces; leave the "
-        "field out when there is none (got '  ')"
+        "tiny.yaml: visits[0].name_ja (line 23): expected text to read, not only spaces or "
+        "invisible characters; leave the field out when there is none (got '  ')"
     ]
 
 
