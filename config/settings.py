@@ -180,6 +180,9 @@ else:
 # How long a web request waits for a row or table lock before it answers 503 with Retry-After
 # (config/startup.py: limit_lock_waits; web only). 0: no limit.
 WEB_LOCK_TIMEOUT_SECONDS = env.float("WEB_LOCK_TIMEOUT_SECONDS", default=10.0)
+# How long each statement of a web request may run before Postgres cancels it and the request
+# answers 503 with Retry-After (config/startup.py: limit_statement_time; web only). 0: none.
+WEB_STATEMENT_TIMEOUT_SECONDS = env.float("WEB_STATEMENT_TIMEOUT_SECONDS", default=30.0)
 # How long each statement of `manage.py migrate` waits for a lock before the migration rolls
 # back and migrate tries again (scheduler/management/commands/migrate.py), and how many times
 # it tries. 0: no limit (Django's own wait, as long as it takes).

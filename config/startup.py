@@ -40,7 +40,26 @@ def limit_lock_waits() -> None:
     this (config/wsgi.py): Celery workers and migrations hold no person's request, and are
     left to wait. A lock_timeout given in DATABASE_URL's `options` (or in PGOPTIONS) wins.
     """
-    seconds = settings.WEB_LOCK_TIMEOUT_SECONDS
+    _web_connection_setting("lock_timeout", settings.WEB_LOCK_TIMEOUT_SECONDS)
+
+
+def limit_statement_time() -> None:
+    """Make each statement of this process's requests run at most
+    WEB_STATEMENT_TIMEOUT_SECONDS (Postgres's statement_timeout, given like the lock limit).
+
+    A statement that runs away (a filter nobody foresaw over a trial's whole history, a plan
+    gone wrong after a migration) would otherwise hold its gunicorn thread, its connection and
+    Postgres's CPU for as long as it runs, after the person has given up. With the limit,
+    Postgres cancels it (SQLSTATE 57014), the transaction rolls back and the request answers
+    503 with Retry-After, nothing written. The limit is per statement, not per request: a
+    streamed export or feed reads in chunks, each its own statement. Web only; a
+    statement_timeout given in DATABASE_URL's `options` (or in PGOPTIONS) wins."""
+    _web_connection_setting("statement_timeout", settings.WEB_STATEMENT_TIMEOUT_SECONDS)
+
+
+def _web_connection_setting(name: str, seconds: float) -> None:
+    """Open the web app's Postgres connections with the server setting `name` at `seconds`
+    (in milliseconds), unless the connection's options already give one. 0: no limit."""
     database = settings.DATABASES["default"]
     if seconds <= 0 or database["ENGINE"] not in POSTGRES_ENGINES:
         return  # SQLite waits for its own busy timeout, then answers 503 the same way
@@ -48,9 +67,9 @@ def limit_lock_waits() -> None:
     # libpq reads PGOPTIONS only when the connection is given no `options`: start from it, or
     # setting ours would drop what the environment set.
     given = options.get("options", os.environ.get("PGOPTIONS", ""))
-    named = {name.lower().replace("-", "_") for name in _SERVER_SETTING.findall(given)}
-    if "lock_timeout" not in named:
-        options["options"] = f"{given} -c lock_timeout={round(seconds * 1000)}".strip()
+    named = {found.lower().replace("-", "_") for found in _SERVER_SETTING.findall(given)}
+    if name not in named:
+        options["options"] = f"{given} -c {name}={round(seconds * 1000)}".strip()
 
 
 POSTGRES_ENGINES = frozenset(

@@ -5,7 +5,12 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 application = get_wsgi_application()
 
-from config.startup import limit_lock_waits, require_secret_key  # noqa: E402 - needs the settings loaded
+from config.startup import (  # noqa: E402 - needs the settings loaded
+    limit_lock_waits,
+    limit_statement_time,
+    require_secret_key,
+)
 
 require_secret_key()
 limit_lock_waits()
+limit_statement_time()

@@ -23,7 +23,7 @@ from django.db import connection
 from django.test import override_settings
 from django.urls import reverse
 
-from config.startup import limit_lock_waits
+from config.startup import limit_lock_waits, limit_statement_time
 from scheduler import unavailable
 from scheduler.models import ScheduledVisit
 from tests.api.conftest import World
@@ -159,6 +159,7 @@ def _settings_in(module: str, **env: str) -> dict[str, str]:
             "REDIS_URL",
             "CACHE_REDIS_URL",
             "WEB_LOCK_TIMEOUT_SECONDS",
+            "WEB_STATEMENT_TIMEOUT_SECONDS",
             "PGOPTIONS",
         )
     }
@@ -187,19 +188,33 @@ def _server_defaults() -> dict[str, str]:
 
 @pytest.mark.integration
 @pytest.mark.django_db
-def test_the_web_app_limits_lock_waits_and_leaves_every_other_setting_be() -> None:
+def test_the_web_app_limits_lock_waits_and_statements_and_leaves_every_other_setting_be() -> None:
     server = _server_defaults()
-    assert server["lock_timeout"] == "0"  # the test's premise: the server sets no limit
+    # The test's premise: the server sets no limit.
+    assert (server["lock_timeout"], server["statement_timeout"]) == ("0", "0")
     web = _settings_in("config.wsgi")
-    assert web == {**server, "lock_timeout": "10s"}
+    assert web == {**server, "lock_timeout": "10s", "statement_timeout": "30s"}
     assert _settings_in("config.wsgi", WEB_LOCK_TIMEOUT_SECONDS="2.5")["lock_timeout"] == "2500ms"
-    assert _settings_in("config.wsgi", WEB_LOCK_TIMEOUT_SECONDS="0") == server
+    assert _settings_in("config.wsgi", WEB_LOCK_TIMEOUT_SECONDS="0") == {
+        **server,
+        "statement_timeout": "30s",
+    }
+    assert _settings_in("config.wsgi", WEB_STATEMENT_TIMEOUT_SECONDS="0.75") == {
+        **server,
+        "lock_timeout": "10s",
+        "statement_timeout": "750ms",
+    }
+    assert (
+        _settings_in("config.wsgi", WEB_LOCK_TIMEOUT_SECONDS="0", WEB_STATEMENT_TIMEOUT_SECONDS="0")
+        == server
+    )
     # An operator's own lock_timeout wins, however it is spelled; their other settings stay.
     for given in ("-c%20lock_timeout%3D3000", "-c%20LOCK_TIMEOUT%3D3s", "--lock-timeout%3D3s"):
         url = f"{{url}}?options={given}"
         assert _settings_in("config.wsgi", DATABASE_URL=url)["lock_timeout"] == "3s", given
     deadlock = _settings_in("config.wsgi", DATABASE_URL="{url}?options=-c%20deadlock_timeout%3D2s")
     assert (deadlock["lock_timeout"], deadlock["deadlock_timeout"]) == ("10s", "2s")
+    assert deadlock["statement_timeout"] == "30s"
     from_environment = _settings_in("config.wsgi", PGOPTIONS="-c statement_timeout=5000")
     assert (from_environment["lock_timeout"], from_environment["statement_timeout"]) == (
         "10s",
@@ -209,3 +224,77 @@ def test_the_web_app_limits_lock_waits_and_leaves_every_other_setting_be() -> No
     # settings and the Celery app, never config.wsgi (the limit is set there and only there).
     assert _settings_in("config.celery") == server
     assert _settings_in("django.core.management") == server
+
+
+# ----------------------------------------------------------------------------------------
+# A statement that runs too long: cancelled at WEB_STATEMENT_TIMEOUT_SECONDS, 503, nothing
+# written. The slow statement is real: a trigger makes each update of a visit take five seconds.
+
+STATEMENT_TIMEOUT_SECONDS = 0.5
+SLOW_SECONDS = 5.0
+
+
+@pytest.fixture
+def web_statement_limit() -> Iterator[None]:
+    options = dict(connection.settings_dict.get("OPTIONS", {}))
+    with override_settings(WEB_STATEMENT_TIMEOUT_SECONDS=STATEMENT_TIMEOUT_SECONDS):
+        assert connection.settings_dict is settings.DATABASES["default"]
+        limit_statement_time()
+        connection.close()
+        try:
+            yield
+        finally:
+            connection.close()
+            connection.settings_dict["OPTIONS"] = options
+
+
+class SlowVisitUpdates:
+    """Every UPDATE of a visit row takes SLOW_SECONDS until `remove()`."""
+
+    def __init__(self) -> None:
+        self.connection = psycopg.connect(_libpq(connection.settings_dict), autocommit=True)
+        self.connection.execute(
+            "CREATE FUNCTION test_slow_update() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN PERFORM pg_sleep({SLOW_SECONDS}); RETURN NEW; END $$"
+        )
+        self.connection.execute(
+            "CREATE TRIGGER test_slow_update BEFORE UPDATE ON scheduler_scheduledvisit "
+            "FOR EACH ROW EXECUTE FUNCTION test_slow_update()"
+        )
+
+    def remove(self) -> None:
+        self.connection.execute(
+            "DROP TRIGGER IF EXISTS test_slow_update ON scheduler_scheduledvisit"
+        )
+        self.connection.execute("DROP FUNCTION IF EXISTS test_slow_update()")
+        self.connection.close()
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_booking_whose_statement_runs_too_long_answers_503_then_goes_through(
+    world: World, web_statement_limit: None
+) -> None:
+    client = world.client("site_system")
+    client.raise_request_exception = False
+    visit = world.visit("BERLIN-001", "V2")
+
+    slow = SlowVisitUpdates()
+    try:
+        started = time.monotonic()
+        refused = _book(client, visit, "book-v2-slow")
+        took = time.monotonic() - started
+    finally:
+        slow.remove()
+    visit.refresh_from_db()
+    unchanged = (visit.status, visit.version, visit.booked_date)
+    retried = _book(client, visit, "book-v2-slow")  # the same key: nothing was stored
+
+    assert (refused.status_code, refused["Retry-After"]) == (503, "30")
+    assert refused.json()["type"] == "/api/v1/problems/unavailable"
+    # Cancelled at the limit, not after the slow statement ran its course.
+    assert took < SLOW_SECONDS
+    assert unchanged == (ScheduledVisit.Status.PLANNED, 1, None)
+    assert retried.status_code == 200, retried.content
+    visit.refresh_from_db()
+    assert (visit.status, visit.version, str(visit.booked_date)) == ("booked", 2, "2026-02-02")
