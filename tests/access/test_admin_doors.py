@@ -14,6 +14,7 @@ from django.urls import reverse
 from participants.models import TreatmentAssignment
 from scheduler.models import Membership, ScheduledVisit
 from scheduler.services import participant_enroll
+from tests.access.test_blinding import refusal as blinding_refusal
 from tests.conftest import sign_in
 from tests.factories import SiteFactory, governs_trials, member, participant_for
 from trials.models import Arm, Trial
@@ -212,10 +213,7 @@ def test_blinding_change_is_refused_to_a_coordinator_with_the_services_words(
     response = client.post(url, {"blinding": "open", "reason": "database lock"})
 
     assert response.status_code == 200
-    assert response.context["form"].non_field_errors() == [
-        f"changing the blinding of {trial.code} needs the unblinded pharmacist role in it and "
-        "the permission to govern trials (trials.change_trial): it changes what every site sees"
-    ]
+    assert response.context["form"].non_field_errors() == [blinding_refusal(trial)]
     assert Trial.objects.get(pk=trial.pk).blinding == "double"
 
 
@@ -231,10 +229,7 @@ def test_one_sites_pharmacist_alone_is_offered_no_blinding_change_and_is_refused
 
     assert page.status_code == 200
     assert "Change blinding" not in page.content.decode()
-    assert response.context["form"].non_field_errors() == [
-        f"changing the blinding of {trial.code} needs the unblinded pharmacist role in it and "
-        "the permission to govern trials (trials.change_trial): it changes what every site sees"
-    ]
+    assert response.context["form"].non_field_errors() == [blinding_refusal(trial)]
     assert Trial.objects.get(pk=trial.pk).blinding == "double"
     assert Trial.history.filter(id=trial.pk).count() == 1
 

@@ -13,7 +13,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -44,21 +45,28 @@ def _libpq(settings_dict: dict[str, Any]) -> str:
     )
 
 
-@pytest.fixture
-def web_lock_limit() -> Iterator[None]:
-    """This process's database connections opened as the web app opens them, with a
-    one-second lock limit."""
+@contextmanager
+def opened_as_the_web_app(limit: Callable[[], None], **overrides: float) -> Iterator[None]:
+    """This process's database connections opened as the web app opens them (`limit`, one of
+    config/startup.py's, under `overrides` of the settings), then as before."""
     options = dict(connection.settings_dict.get("OPTIONS", {}))
-    with override_settings(WEB_LOCK_TIMEOUT_SECONDS=LOCK_TIMEOUT_SECONDS):
-        # limit_lock_waits sets settings.DATABASES["default"], which the test connection uses.
+    with override_settings(**overrides):
+        # The limits set settings.DATABASES["default"], which the test connection uses.
         assert connection.settings_dict is settings.DATABASES["default"]
-        limit_lock_waits()
+        limit()
         connection.close()
         try:
             yield
         finally:
             connection.close()
             connection.settings_dict["OPTIONS"] = options
+
+
+@pytest.fixture
+def web_lock_limit() -> Iterator[None]:
+    """With a one-second lock limit."""
+    with opened_as_the_web_app(limit_lock_waits, WEB_LOCK_TIMEOUT_SECONDS=LOCK_TIMEOUT_SECONDS):
+        yield
 
 
 class RowHolder:
@@ -236,16 +244,10 @@ SLOW_SECONDS = 5.0
 
 @pytest.fixture
 def web_statement_limit() -> Iterator[None]:
-    options = dict(connection.settings_dict.get("OPTIONS", {}))
-    with override_settings(WEB_STATEMENT_TIMEOUT_SECONDS=STATEMENT_TIMEOUT_SECONDS):
-        assert connection.settings_dict is settings.DATABASES["default"]
-        limit_statement_time()
-        connection.close()
-        try:
-            yield
-        finally:
-            connection.close()
-            connection.settings_dict["OPTIONS"] = options
+    with opened_as_the_web_app(
+        limit_statement_time, WEB_STATEMENT_TIMEOUT_SECONDS=STATEMENT_TIMEOUT_SECONDS
+    ):
+        yield
 
 
 class SlowVisitUpdates:
