@@ -24,7 +24,6 @@ import datetime as dt
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions, generics, serializers
@@ -282,38 +281,20 @@ class VisitSlotsView(generics.GenericAPIView[ScheduledVisit]):
 # Booking by slot: a FHIR Appointment from a Slot
 
 
-class SlotField(serializers.DateTimeField):
+class SlotField(out.InstantField):
     """An instant with its zone, on a whole minute (slots start on whole minutes)."""
 
+    advice = "send a slot's start as the slots endpoint gives it, e.g. 2026-02-03T13:00:00Z"
+    zone_advice = ", as the slots endpoint gives it"
+
     def to_internal_value(self, value: Any) -> dt.datetime:
-        if not isinstance(value, str):
-            raise serializers.ValidationError(
-                "a slot is its start: an ISO 8601 instant, e.g. 2026-02-03T13:00:00Z"
-            )
-        try:
-            start = parse_datetime(value.strip())
-        except ValueError:
-            start = None
-        if start is None:
-            raise serializers.ValidationError(
-                f"{value[:40]!r} is not an ISO 8601 instant; send a slot's start as the "
-                "slots endpoint gives it, e.g. 2026-02-03T13:00:00Z"
-            )
-        if start.tzinfo is None:
-            raise serializers.ValidationError(
-                "give the instant's zone (Z for UTC, or an offset such as -05:00), as the "
-                "slots endpoint gives it"
-            )
-        if not out.EARLIEST_DATE <= start.date() <= out.LATEST_DATE:
-            raise serializers.ValidationError(
-                f"must be between {out.EARLIEST_DATE} and {out.LATEST_DATE}"
-            )
+        start = super().to_internal_value(value)
         if start.second or start.microsecond:
             raise serializers.ValidationError(
                 f"slots start on whole minutes; {start.time().isoformat()} has seconds or "
                 "fractions of a second: send the slot's start as the slots endpoint gives it"
             )
-        return start.astimezone(dt.UTC)
+        return start
 
 
 class SlotBookingOut(serializers.Serializer[Any]):

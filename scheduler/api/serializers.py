@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models.manager import BaseManager
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import ISO_8601, serializers
 from rest_framework.fields import SkipField
@@ -30,6 +32,46 @@ from trials.models import Site, Trial
 # date range into a server error.
 EARLIEST_DATE = protocol_file.EARLIEST_DATE
 LATEST_DATE = protocol_file.LATEST_DATE
+
+
+# A time followed by a space and an offset's digits: "…09:00:00 09:00", a "+09:00" whose "+"
+# a query string turned into a space.
+_OFFSET_AFTER_SPACE = re.compile(r"\d \d{2}(:?\d{2})?$")
+
+
+class InstantField(serializers.DateTimeField):
+    """An ISO 8601 instant with its zone (Z or an offset), from 1900 to 2200, as UTC. A time
+    without a zone is refused rather than read in some zone the client did not mean."""
+
+    advice = "give one with its zone, e.g. 2026-02-03T13:00:00Z"
+    zone_advice = ""
+
+    def to_internal_value(self, value: Any) -> dt.datetime:
+        if not isinstance(value, str):
+            raise serializers.ValidationError(f"expected an ISO 8601 instant; {self.advice}")
+        try:
+            instant = parse_datetime(value.strip())
+        except ValueError:
+            instant = None
+        if instant is None:
+            # "…T09:00:00+09:00" in a query string arrives as "…T09:00:00 09:00": a URL's "+"
+            # is a space.
+            plus = (
+                "; a '+' in a URL reads as a space: send it as %2B"
+                if _OFFSET_AFTER_SPACE.search(value)
+                else ""
+            )
+            raise serializers.ValidationError(
+                f"{value[:40]!r} is not an ISO 8601 instant; {self.advice}{plus}"
+            )
+        if instant.tzinfo is None:
+            raise serializers.ValidationError(
+                "give the instant's zone (Z for UTC, or an offset such as -05:00)"
+                + self.zone_advice
+            )
+        if not EARLIEST_DATE <= instant.date() <= LATEST_DATE:
+            raise serializers.ValidationError(f"must be between {EARLIEST_DATE} and {LATEST_DATE}")
+        return instant.astimezone(dt.UTC)
 
 
 class BoundedDateField(serializers.DateField):

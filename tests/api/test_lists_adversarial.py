@@ -406,7 +406,8 @@ def test_repeated_and_unknown_parameters_are_400s_naming_them(world: World) -> N
     client = world.client("coordinator")
     berlin = client.get("/api/v1/visits/", {"site": "berlin"}).json()["results"]
     visit_filters = (
-        "cursor, format, from, page_size, participant, procedure, site, status, to, trial"
+        "changed_since, cursor, format, from, page_size, participant, procedure, site, status, "
+        "to, trial"
     )
 
     def refused(url: str) -> tuple[int, list[dict[str, str]]]:
