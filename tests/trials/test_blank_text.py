@@ -10,10 +10,8 @@ import yaml
 
 from tests.conftest import seed_path
 from trials.models import ProcedureDefinition, ProtocolVersion, Trial, VisitDefinition
-from trials.protocol_file import ProtocolFileError
+from trials.protocol_file import ProtocolFileError, parse_protocol
 from trials.services import protocol_import
-
-pytestmark = pytest.mark.django_db
 
 TSUKUBA = seed_path("001").read_text(encoding="utf-8")
 NIAMS = seed_path("000").read_text(encoding="utf-8")
@@ -56,20 +54,32 @@ PLACES = [
 def test_a_text_with_nothing_to_read_is_refused_at_its_place(
     seed: str, line: str, path: str, message: str, blank: str
 ) -> None:
-    assert seed.count(line + "\n") == 1, line
-    key = line.split(":")[0]
-    value = f"[{blank}]" if "conditions" in key else blank
-    text = seed.replace(line + "\n", f"{key}: {value}\n")
-    before = (Trial.objects.count(), ProtocolVersion.objects.count())
-
     with pytest.raises(ProtocolFileError) as caught:
-        protocol_import(text=text, source="blank.yaml")
+        parse_protocol(blanked(seed, line, blank), source="blank.yaml")
 
     problems = str(caught.value).splitlines()
     assert len(problems) == 1, problems
     assert problems[0].startswith(f"blank.yaml: {path} (line ")
     assert f"): {message} (got " in problems[0]
+
+
+@pytest.mark.django_db
+def test_importing_a_file_with_a_blank_name_stores_nothing() -> None:
+    before = (Trial.objects.count(), ProtocolVersion.objects.count())
+    text = blanked(TSUKUBA, "    name: Anifrolumab infusion visit", BLANKS["zero-width spaces"])
+
+    with pytest.raises(ProtocolFileError, match=r"visits\[0\]\.name \(line \d+\): expected text"):
+        protocol_import(text=text, source="blank.yaml")
+
     assert (Trial.objects.count(), ProtocolVersion.objects.count()) == before
+
+
+def blanked(seed: str, line: str, blank: str) -> str:
+    """`seed` with `line`'s value replaced by `blank` (in a list for `conditions`)."""
+    assert seed.count(line + "\n") == 1, line
+    key = line.split(":")[0]
+    value = f"[{blank}]" if "conditions" in key else blank
+    return seed.replace(line + "\n", f"{key}: {value}\n")
 
 
 @pytest.mark.parametrize(
@@ -81,6 +91,7 @@ def test_a_text_with_nothing_to_read_is_refused_at_its_place(
         '"  V1  "',
     ],
 )
+@pytest.mark.django_db
 def test_a_text_with_something_to_read_is_taken_as_written(name: str) -> None:
     text = TSUKUBA.replace("    name: Anifrolumab infusion visit\n", f"    name: {name}\n")
 
@@ -92,6 +103,7 @@ def test_a_text_with_something_to_read_is_taken_as_written(name: str) -> None:
     )
 
 
+@pytest.mark.django_db
 def test_an_empty_resource_still_means_none() -> None:
     text = TSUKUBA.replace("    resource: Infusion chair\n", '    resource: ""\n')
 
