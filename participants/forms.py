@@ -112,6 +112,9 @@ class ParticipantRegisterForm(forms.Form):
     phone = forms.CharField(max_length=40, required=False)
     guardian_name = forms.CharField(max_length=200, required=False)
     guardian_email = forms.EmailField(required=False, max_length=254)
+    guardian_phone = forms.CharField(
+        max_length=40, required=False, help_text="A minor's SMS go here (else to the phone above)."
+    )
     language = forms.ChoiceField(choices=Participant.Language.choices)
     timezone = forms.CharField(
         max_length=64, required=False, validators=[validate_timezone], label="Time zone"

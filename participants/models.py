@@ -38,9 +38,11 @@ class Participant(models.Model):
     )
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=40, blank=True)
-    # For minors, invites and reminders go to the guardian.
+    # For minors, invites and reminders go to the guardian (SMS to the guardian's phone when
+    # there is one, else to `phone`: participants.contact.sms_number).
     guardian_name = models.CharField(max_length=200, blank=True)
     guardian_email = models.EmailField(blank=True)
+    guardian_phone = models.CharField(max_length=40, blank=True, db_default="")
     timezone = models.CharField(max_length=64, validators=[validate_timezone])
     language = models.CharField(max_length=2, choices=Language.choices, default=Language.ENGLISH)
     # Reminder preferences: how the participant wants to be reminded, and when not to be.
@@ -77,7 +79,7 @@ class Participant(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Contact details are not copied into the audit trail; clinical fields are.
     history = HistoricalRecords(
-        excluded_fields=["email", "phone", "guardian_name", "guardian_email"]
+        excluded_fields=["email", "phone", "guardian_name", "guardian_email", "guardian_phone"]
     )
 
     class Meta:

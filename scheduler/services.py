@@ -2053,6 +2053,7 @@ EDITABLE_PARTICIPANT_FIELDS = frozenset(
         "phone",
         "guardian_name",
         "guardian_email",
+        "guardian_phone",
         "timezone",
         "language",
         "reminder_channels",

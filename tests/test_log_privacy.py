@@ -36,6 +36,7 @@ SECRETS: dict[str, Any] = {
     "phone": "+1 301 555 0199",
     "guardian_name": "Mary Ann Doe",
     "guardian_email": "mary.doe@example.org",
+    "guardian_phone": "+1 301 555 0142",
 }
 BIRTH_DATE = D(2009, 4, 17)
 STUDY_ID = "NIH-CC-LEAK-7"

@@ -117,6 +117,7 @@ def register_view(model_admin: ScopedAdmin, request: HttpRequest) -> HttpRespons
                 phone=details["phone"],
                 guardian_name=details["guardian_name"],
                 guardian_email=details["guardian_email"],
+                guardian_phone=details["guardian_phone"],
                 reminder_channels=details["reminder_channels"] or ["email"],
                 timezone=details["timezone"] or None,
                 language=details["language"],

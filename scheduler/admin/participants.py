@@ -722,8 +722,9 @@ class ParticipantAdmin(
         (
             "Contact",
             {
-                "fields": ["email", "phone", "guardian_name", "guardian_email"],
-                "description": "For a minor, invites and reminders go to the guardian.",
+                "fields": ["email", "phone", "guardian_name", "guardian_email", "guardian_phone"],
+                "description": "For a minor, invites and reminders go to the guardian (SMS to "
+                "the guardian's phone when there is one, else to the phone above).",
             },
         ),
         (

@@ -380,6 +380,7 @@ class ContactOut(serializers.Serializer[Any]):
     phone = serializers.CharField()
     guardian_name = serializers.CharField()
     guardian_email = serializers.CharField()
+    guardian_phone = serializers.CharField()
 
 
 class ParticipantOut(serializers.ModelSerializer[Participant]):
@@ -431,6 +432,7 @@ class ParticipantOut(serializers.ModelSerializer[Participant]):
             "phone": participant.phone,
             "guardian_name": participant.guardian_name,
             "guardian_email": participant.guardian_email,
+            "guardian_phone": participant.guardian_phone,
         }
 
     @extend_schema_field(serializers.CharField(allow_null=True))

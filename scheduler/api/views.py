@@ -412,6 +412,12 @@ class ParticipantRegisterInput(serializers.Serializer[Any]):
     phone = serializers.CharField(required=False, allow_blank=True, max_length=40)
     guardian_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     guardian_email = serializers.EmailField(required=False, allow_blank=True, max_length=254)
+    guardian_phone = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=40,
+        help_text="A minor's SMS go here (else to `phone`).",
+    )
     reminder_channels = serializers.ListField(
         child=serializers.ChoiceField(choices=["email", "sms"]), required=False, max_length=2
     )

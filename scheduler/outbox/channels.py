@@ -31,6 +31,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from participants.contact import sms_number
 from participants.models import Participant
 from scheduler.access import participant_today, site_today
 from scheduler.calendars.events import (
@@ -117,10 +118,13 @@ def deliver(reminder: Reminder) -> str:
     with translation.override(reminder.participant.language):
         if reminder.channel == "sms":
             subject, text = participant_text(reminder)
-            if not reminder.participant.phone:
-                raise PermanentDeliveryError("the participant has no phone number")
+            number = sms_number(reminder.participant, today=participant_today(reminder.participant))
+            if not number:
+                raise PermanentDeliveryError(
+                    "the participant has no phone number (or no guardian's, for a minor)"
+                )
             return sms_backend().send(
-                to=reminder.participant.phone,
+                to=number,
                 body=sms_text(reminder, subject, text),
                 reference=f"reminder-{reminder.pk}",
             )

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
+from participants.contact import sms_number
 from participants.models import Participant
 from scheduler.access import participant_today
 from scheduler.bulkwrite import rows_add_new, rows_create, values_add_new
@@ -93,7 +94,7 @@ def participant_channels(participant: Participant, today: dt.date) -> frozenset[
     reachable = set()
     if attendee_of(participant, today) is not None:
         reachable.add("email")
-    if participant.phone:
+    if sms_number(participant, today=today):
         reachable.add("sms")
     return frozenset(wanted & reachable)
 

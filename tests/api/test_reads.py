@@ -65,6 +65,7 @@ def test_contact_details_and_arm_depend_on_the_role(world: World) -> None:
         "phone": "+49 30 1234567",
         "guardian_name": "",
         "guardian_email": "",
+        "guardian_phone": "",
     }
     assert seen["investigator"]["contact"] == seen["coordinator"]["contact"]
     assert seen["site_system"]["contact"] is None
