@@ -606,6 +606,7 @@ def test_participant_clinical_fields_cannot_be_changed_by_posting_them(
         "email",
         "guardian_email",
         "guardian_name",
+        "guardian_phone",
         "language",
         "phone",
         "quiet_hours_end",
