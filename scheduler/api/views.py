@@ -107,7 +107,9 @@ NO_IDEMPOTENCY_PARAM = OpenApiParameter(
 )
 
 
-def _validated(serializer_class: type[serializers.Serializer[Any]], data: Any) -> dict[str, Any]:
+def validated(serializer_class: type[serializers.Serializer[Any]], data: Any) -> dict[str, Any]:
+    """`data` (a body, or a query string's values) as `serializer_class` validates it: a 400
+    naming each bad field, a JSON number given for text among them (jsonbodies)."""
     serializer = serializer_class(data=data)
     refuse_numbers_for_text(serializer, data)
     serializer.is_valid(raise_exception=True)
@@ -122,7 +124,7 @@ def _query(
     (with PAGING and its view's `query_serializer`), so they are not looked at twice."""
     if not paged:
         refuse_unknown_parameters(request, {*serializer_class().fields, "format"})
-    return _validated(serializer_class, request.query_params.dict())
+    return validated(serializer_class, request.query_params.dict())
 
 
 def _field_error(field: str, message: str) -> exceptions.ValidationError:
@@ -482,7 +484,7 @@ class ParticipantList(generics.ListAPIView[Participant]):
         return idempotent(request, lambda: self._register(request))
 
     def _register(self, request: Request) -> Response:
-        data = _validated(ParticipantRegisterInput, request.data)
+        data = validated(ParticipantRegisterInput, request.data)
         trial = _trials(request).filter(code=data.pop("trial")).first()
         if trial is None:
             raise _field_error("trial", "no such trial")
@@ -577,7 +579,7 @@ class ParticipantOperation(APIView):
     def _act(self, request: Request, pk: int) -> Response:
         with transaction.atomic():
             participant = _writable_participant(request, pk)
-            data = _validated(self.InputSerializer, request.data)
+            data = validated(self.InputSerializer, request.data)
             require_if_match(request, participant_etag(participant))
             extra = self.perform(request, participant, data)
             return _participant_response(request, participant, **extra)
@@ -755,7 +757,7 @@ class EnrollmentBatch(APIView):
         return idempotent(request, lambda: self._enroll(request))
 
     def _enroll(self, request: Request) -> Response:
-        items = _validated(EnrollmentBatchInput, request.data)["enrollments"]
+        items = validated(EnrollmentBatchInput, request.data)["enrollments"]
         errors: dict[str, list[str]] = {}
         first_index: dict[int, int] = {}
         for index, item in enumerate(items):
@@ -1101,7 +1103,7 @@ class PreviewConfirm(APIView):
 
     def _preview(self, request: Request, kwargs: dict[str, Any]) -> Response:
         target = self.load_target(request, kwargs)
-        data = _validated(preview_input(type(self)), request.data)
+        data = validated(preview_input(type(self)), request.data)
         etag = self.target_etag(target)
         # Optional here: a preview writes nothing. "*" (any version) asks for no check.
         if request.headers.get("If-Match", "").strip() not in ("", "*"):
@@ -1118,7 +1120,7 @@ class PreviewConfirm(APIView):
 
     def _confirm(self, request: Request, kwargs: dict[str, Any]) -> Response:
         target = self.load_target(request, kwargs)
-        data = _validated(self.InputSerializer, request.data)
+        data = validated(self.InputSerializer, request.data)
         etag = self.target_etag(target)
         require_if_match(request, etag)
         with transaction.atomic():
@@ -1366,7 +1368,7 @@ class UnscheduledVisitAdd(APIView):
 
     def _add(self, request: Request, pk: int) -> Response:
         participant = _writable_participant(request, pk)
-        data = _validated(self.InputSerializer, request.data)
+        data = validated(self.InputSerializer, request.data)
         require_if_match(request, participant_etag(participant))
         visit = visit_add_unscheduled(
             participant=participant,

@@ -25,9 +25,8 @@ from rest_framework.views import APIView
 
 from scheduler import access
 from scheduler.api.idempotency import idempotent
-from scheduler.api.jsonbodies import refuse_numbers_for_text
 from scheduler.api.preconditions import require_if_match
-from scheduler.api.views import IDEMPOTENCY_PARAM, IF_MATCH_PARAM
+from scheduler.api.views import IDEMPOTENCY_PARAM, IF_MATCH_PARAM, validated
 from scheduler.models import WebhookSubscription
 from scheduler.webhooks import (
     EVENT_TYPES,
@@ -144,10 +143,7 @@ class WebhookList(generics.ListAPIView[WebhookSubscription]):
         return response
 
     def _create(self, request: Request) -> Response:
-        serializer = WebhookSubscriptionInput(data=request.data)
-        refuse_numbers_for_text(serializer, request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(WebhookSubscriptionInput, request.data)
         trial = access.trials_for(request.user).filter(code=data["trial"]).first()
         if trial is None:
             raise _field_error("trial", "no such trial")
@@ -271,12 +267,10 @@ class WebhookRotateSecret(APIView):
     def _rotate(self, request: Request, pk: int) -> Response:
         with transaction.atomic():
             subscription = _subscription(request, pk)
-            data = RotateSecretInput(data=request.data or {})
-            refuse_numbers_for_text(data, request.data or {})
-            data.is_valid(raise_exception=True)
+            reason = validated(RotateSecretInput, request.data or {})["reason"]
             require_if_match(request, webhook_etag(subscription))
             webhook_subscription_rotate_secret(
-                subscription=subscription, by=request.user, reason=data.validated_data["reason"]
+                subscription=subscription, by=request.user, reason=reason
             )
             subscription = _subscription(request, pk)
             until = webhook_subscription_previous_secret_until(subscription=subscription)
